@@ -1,0 +1,38 @@
+# Thin wrapper around CMake. `make` builds build/prunequant; `make check` runs the tests;
+# `make demo` runs the main job on the default model. Both install missing Debian packages
+# first when run as root.
+BUILD ?= build
+JOBS ?= $(shell nproc)
+DATA ?= $(abspath ../shared/data)
+
+.PHONY: all deps build check demo asan bench clean format
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+check: build
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# ASan + UBSan build of the library and every test.
+asan: deps
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DPQ_SANITIZE=ON >/dev/null
+	@cmake --build build-asan -j $(JOBS)
+	@cd build-asan && ctest --output-on-failure -j $(JOBS)
+
+bench: build
+	@for b in $(BUILD)/bench_*; do echo "== $$b"; $$b; done
+
+demo: build
+	@bash scripts/demo.sh "$(BUILD)/prunequant" "$(DATA)"
+
+format:
+	@clang-format -i include/*.h src/*/*.[ch] cli/*.[ch] tests/*.[ch] bench/*.c fuzz/*.c
+
+clean:
+	rm -rf $(BUILD) build-asan

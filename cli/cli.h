@@ -1,0 +1,29 @@
+/* Shared pieces of the command-line program (public API only). */
+#ifndef PQ_CLI_H
+#define PQ_CLI_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "prunequant.h"
+
+/* A context with the CLI's log and progress callbacks installed (stderr). */
+pq_ctx *cli_ctx_new(int threads, int quiet);
+/* Prints "prunequant <cmd>: <msg>" on stderr and returns 1. */
+int cli_fail(const char *cmd, pq_ctx *ctx);
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Reads a whole file; returns NULL and prints an error on failure. */
+char *cli_read_file(const char *cmd, const char *path, size_t *len);
+/* Parses an integer/float flag value; prints a usage error and returns non-zero if bad. */
+int cli_parse_i64(const char *cmd, const char *flag, const char *s, int64_t min, int64_t max, int64_t *out);
+int cli_parse_f64(const char *cmd, const char *flag, const char *s, double min, double max, double *out);
+/* Ends the progress line, if one is drawn. */
+void cli_progress_done(void);
+
+int cli_info(int argc, char **argv);
+int cli_tokenize(int argc, char **argv);
+int cli_generate(int argc, char **argv);
+int cli_ppl(int argc, char **argv);
+int cli_convert(int argc, char **argv);
+
+#endif

@@ -1,0 +1,449 @@
+/* info, tokenize, generate, ppl, convert. */
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+/* Common flag scanning: returns the value of flag at argv[*i] (advancing *i), or NULL with
+ * a usage error printed. */
+static const char *flag_value(const char *cmd, int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) {
+        cli_usage_error(cmd, "%s needs a value", argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+typedef struct {
+    const char *model, *tokenizer;
+    int64_t threads;
+    int json, quiet;
+} common_opts;
+
+/* Handles --threads/--tokenizer/--json/--quiet; returns 1 if argv[*i] was one of them, -1
+ * on a bad value, 0 otherwise. */
+static int common_flag(const char *cmd, int argc, char **argv, int *i, common_opts *o) {
+    const char *a = argv[*i];
+    if (!strcmp(a, "--threads")) {
+        const char *v = flag_value(cmd, argc, argv, i);
+        if (!v || cli_parse_i64(cmd, "--threads", v, 0, 1024, &o->threads)) return -1;
+        return 1;
+    }
+    if (!strcmp(a, "--tokenizer")) {
+        if (!(o->tokenizer = flag_value(cmd, argc, argv, i))) return -1;
+        return 1;
+    }
+    if (!strcmp(a, "--json")) {
+        o->json = 1;
+        return 1;
+    }
+    if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
+        o->quiet = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static pq_model *load_model(const char *cmd, pq_ctx *ctx, const common_opts *o) {
+    pq_load_params lp = pq_load_params_default();
+    lp.tokenizer_path = o->tokenizer;
+    pq_model *m = NULL;
+    if (pq_model_load(ctx, o->model, &lp, &m) != PQ_OK) {
+        cli_fail(cmd, ctx);
+        return NULL;
+    }
+    return m;
+}
+
+static int need_tokenizer(const char *cmd, const pq_model *m, const char *path) {
+    if (pq_model_tokenizer(m)) return 0;
+    fprintf(stderr, "prunequant %s: %s: the model has no tokenizer; pass --tokenizer FILE\n", cmd, path);
+    return 1;
+}
+
+static void print_json(cJSON *j) {
+    char *s = cJSON_Print(j);
+    if (s) printf("%s\n", s);
+    free(s);
+    cJSON_Delete(j);
+}
+
+/* ---------------------------------------------------------------- info */
+
+int cli_info(int argc, char **argv) {
+    const char *cmd = "info";
+    common_opts o = {0};
+    for (int i = 1; i < argc; i++) {
+        int r = common_flag(cmd, argc, argv, &i, &o);
+        if (r < 0) return 2;
+        if (r) continue;
+        if (!strcmp(argv[i], "--help")) {
+            printf("usage: prunequant info MODEL [--json] [--tokenizer FILE]\n");
+            return 0;
+        }
+        if (argv[i][0] == '-' && argv[i][1]) return cli_usage_error(cmd, "unknown option %s", argv[i]);
+        if (o.model) return cli_usage_error(cmd, "more than one model given");
+        o.model = argv[i];
+    }
+    if (!o.model) return cli_usage_error(cmd, "no MODEL given");
+    pq_ctx *ctx = cli_ctx_new((int)o.threads, o.quiet);
+    pq_model *m = load_model(cmd, ctx, &o);
+    if (!m) {
+        pq_ctx_free(ctx);
+        return 1;
+    }
+    pq_model_info in;
+    pq_model_get_info(m, &in);
+    const pq_tokenizer *tok = pq_model_tokenizer(m);
+    if (o.json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "path", o.model);
+        cJSON_AddStringToObject(j, "format", in.format);
+        cJSON_AddStringToObject(j, "architecture", in.arch);
+        cJSON_AddNumberToObject(j, "dim", (double)in.dim);
+        cJSON_AddNumberToObject(j, "hidden_dim", (double)in.hidden_dim);
+        cJSON_AddNumberToObject(j, "n_layers", (double)in.n_layers);
+        cJSON_AddNumberToObject(j, "n_heads", (double)in.n_heads);
+        cJSON_AddNumberToObject(j, "n_kv_heads", (double)in.n_kv_heads);
+        cJSON_AddNumberToObject(j, "head_dim", (double)in.head_dim);
+        cJSON_AddNumberToObject(j, "vocab_size", (double)in.vocab_size);
+        cJSON_AddNumberToObject(j, "max_seq_len", (double)in.max_seq_len);
+        cJSON_AddNumberToObject(j, "rope_theta", in.rope_theta);
+        cJSON_AddStringToObject(j, "rope", in.rope_halfsplit ? "halfsplit" : "interleaved");
+        cJSON_AddNumberToObject(j, "norm_eps", in.norm_eps);
+        cJSON_AddBoolToObject(j, "tied_embeddings", in.tied_embeddings);
+        cJSON_AddBoolToObject(j, "qkv_bias", in.qkv_bias);
+        cJSON_AddNumberToObject(j, "n_params", (double)in.n_params);
+        cJSON_AddNumberToObject(j, "file_bytes", (double)in.file_bytes);
+        cJSON_AddNumberToObject(j, "weight_bytes", (double)in.weight_bytes);
+        cJSON_AddStringToObject(j, "dtypes", in.dtypes);
+        if (tok) {
+            cJSON *t = cJSON_AddObjectToObject(j, "tokenizer");
+            cJSON_AddNumberToObject(t, "n_vocab", (double)pq_tokenizer_n_vocab(tok));
+            cJSON_AddNumberToObject(t, "bos", pq_tokenizer_bos(tok));
+            cJSON_AddNumberToObject(t, "eos", pq_tokenizer_eos(tok));
+        } else {
+            cJSON_AddNullToObject(j, "tokenizer");
+        }
+        print_json(j);
+    } else {
+        printf("model         %s\n", o.model);
+        printf("format        %s\n", in.format);
+        printf("architecture  %s\n", in.arch);
+        printf("dim           %lld\n", (long long)in.dim);
+        printf("hidden_dim    %lld\n", (long long)in.hidden_dim);
+        printf("layers        %lld\n", (long long)in.n_layers);
+        printf("heads         %lld (kv heads %lld, head dim %lld)\n", (long long)in.n_heads,
+               (long long)in.n_kv_heads, (long long)in.head_dim);
+        printf("vocab         %lld\n", (long long)in.vocab_size);
+        printf("context       %lld\n", (long long)in.max_seq_len);
+        printf("rope          theta %g, %s\n", in.rope_theta, in.rope_halfsplit ? "half-split (HF)" : "interleaved");
+        printf("norm eps      %g\n", in.norm_eps);
+        printf("embeddings    %s\n", in.tied_embeddings ? "tied" : "untied");
+        printf("qkv bias      %s\n", in.qkv_bias ? "yes" : "no");
+        printf("parameters    %lld (%.3f M)\n", (long long)in.n_params, (double)in.n_params / 1e6);
+        printf("bytes         %zu on disk, %zu of weights\n", in.file_bytes, in.weight_bytes);
+        printf("dtypes        %s\n", in.dtypes);
+        if (tok)
+            printf("tokenizer     %lld tokens (bos %d, eos %d)\n", (long long)pq_tokenizer_n_vocab(tok),
+                   pq_tokenizer_bos(tok), pq_tokenizer_eos(tok));
+        else
+            printf("tokenizer     none (pass --tokenizer FILE)\n");
+    }
+    pq_model_free(m);
+    pq_ctx_free(ctx);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- tokenize */
+
+int cli_tokenize(int argc, char **argv) {
+    const char *cmd = "tokenize";
+    common_opts o = {0};
+    const char *text = NULL;
+    int bos = 0, npos = 0;
+    const char *pos[2] = {NULL, NULL};
+    for (int i = 1; i < argc; i++) {
+        int r = common_flag(cmd, argc, argv, &i, &o);
+        if (r < 0) return 2;
+        if (r) continue;
+        if (!strcmp(argv[i], "--help")) {
+            printf("usage: prunequant tokenize (MODEL | --tokenizer FILE) [--bos] TEXT\n");
+            return 0;
+        }
+        if (!strcmp(argv[i], "--bos")) {
+            bos = 1;
+            continue;
+        }
+        if (argv[i][0] == '-' && argv[i][1]) return cli_usage_error(cmd, "unknown option %s", argv[i]);
+        if (npos == 2) return cli_usage_error(cmd, "too many arguments");
+        pos[npos++] = argv[i];
+    }
+    if (o.tokenizer) {
+        if (npos != 1) return cli_usage_error(cmd, "with --tokenizer give exactly one TEXT");
+        text = pos[0];
+    } else {
+        if (npos != 2) return cli_usage_error(cmd, "give MODEL and TEXT, or --tokenizer FILE and TEXT");
+        o.model = pos[0];
+        text = pos[1];
+    }
+    pq_ctx *ctx = cli_ctx_new((int)o.threads, o.quiet);
+    pq_model *m = NULL;
+    pq_tokenizer *own = NULL;
+    const pq_tokenizer *tok = NULL;
+    int rc = 1;
+    if (o.model) {
+        if (!(m = load_model(cmd, ctx, &o))) goto out;
+        if (need_tokenizer(cmd, m, o.model)) goto out;
+        tok = pq_model_tokenizer(m);
+    } else {
+        if (pq_tokenizer_load(ctx, o.tokenizer, &own) != PQ_OK) {
+            cli_fail(cmd, ctx);
+            goto out;
+        }
+        tok = own;
+    }
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    if (pq_tokenize(ctx, tok, text, strlen(text), bos, &ids, &n) != PQ_OK) {
+        cli_fail(cmd, ctx);
+        goto out;
+    }
+    for (int64_t i = 0; i < n; i++) printf("%s%d", i ? " " : "", ids[i]);
+    printf("\n");
+    free(ids);
+    rc = 0;
+out:
+    pq_tokenizer_free(own);
+    pq_model_free(m);
+    pq_ctx_free(ctx);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- generate */
+
+/* Like llama2.c's safe_printf: skip lone control bytes. */
+static int print_piece(void *user, int32_t id, const char *piece, size_t len) {
+    (void)id;
+    int *printed = user;
+    if (len == 1 && !(piece[0] >= 32 && piece[0] < 127) && !(piece[0] == '\n' || piece[0] == '\t' ||
+                                                              piece[0] == '\r' || (unsigned char)piece[0] >= 128))
+        return 0;
+    fwrite(piece, 1, len, stdout);
+    fflush(stdout);
+    *printed = 1;
+    return 0;
+}
+
+int cli_generate(int argc, char **argv) {
+    const char *cmd = "generate";
+    common_opts o = {0};
+    const char *prompt = "";
+    pq_gen_params gp = pq_gen_params_default();
+    for (int i = 1; i < argc; i++) {
+        int r = common_flag(cmd, argc, argv, &i, &o);
+        if (r < 0) return 2;
+        if (r) continue;
+        const char *a = argv[i], *v;
+        double d;
+        int64_t k;
+        if (!strcmp(a, "--help")) {
+            printf("usage: prunequant generate MODEL [--tokenizer FILE] [--prompt TEXT] [-n N] [--temp T] "
+                   "[--top-p P] [--seed S] [--threads N]\n");
+            return 0;
+        } else if (!strcmp(a, "--prompt") || !strcmp(a, "-p")) {
+            if (!(prompt = flag_value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
+            if (!(v = flag_value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, 1 << 24, &k)) return 2;
+            gp.n_predict = k;
+        } else if (!strcmp(a, "--temp") || !strcmp(a, "-t")) {
+            if (!(v = flag_value(cmd, argc, argv, &i)) || cli_parse_f64(cmd, a, v, 0, 100, &d)) return 2;
+            gp.temperature = (float)d;
+        } else if (!strcmp(a, "--top-p")) {
+            if (!(v = flag_value(cmd, argc, argv, &i)) || cli_parse_f64(cmd, a, v, 0, 1, &d)) return 2;
+            gp.top_p = (float)d;
+        } else if (!strcmp(a, "--seed") || !strcmp(a, "-s")) {
+            if (!(v = flag_value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, INT64_MAX, &k)) return 2;
+            gp.seed = (uint64_t)k;
+        } else if (a[0] == '-' && a[1]) {
+            return cli_usage_error(cmd, "unknown option %s", a);
+        } else if (o.model) {
+            return cli_usage_error(cmd, "more than one model given");
+        } else {
+            o.model = a;
+        }
+    }
+    if (!o.model) return cli_usage_error(cmd, "no MODEL given");
+    pq_ctx *ctx = cli_ctx_new((int)o.threads, o.quiet);
+    pq_model *m = load_model(cmd, ctx, &o);
+    int rc = 1;
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    if (!m || need_tokenizer(cmd, m, o.model)) goto out;
+    if (pq_tokenize(ctx, pq_model_tokenizer(m), prompt, strlen(prompt), 1, &ids, &n) != PQ_OK) {
+        cli_fail(cmd, ctx);
+        goto out;
+    }
+    int printed = 0;
+    if (pq_generate(ctx, m, ids, n, &gp, print_piece, &printed) != PQ_OK) {
+        cli_fail(cmd, ctx);
+        goto out;
+    }
+    if (printed && isatty(1)) printf("\n");
+    rc = 0;
+out:
+    free(ids);
+    pq_model_free(m);
+    pq_ctx_free(ctx);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- ppl */
+
+int cli_ppl(int argc, char **argv) {
+    const char *cmd = "ppl";
+    common_opts o = {0};
+    const char *text_path = NULL;
+    pq_ppl_params pp = pq_ppl_params_default();
+    int ctx_given = 0;
+    for (int i = 1; i < argc; i++) {
+        int r = common_flag(cmd, argc, argv, &i, &o);
+        if (r < 0) return 2;
+        if (r) continue;
+        const char *a = argv[i], *v;
+        int64_t k;
+        if (!strcmp(a, "--help")) {
+            printf("usage: prunequant ppl MODEL --text FILE [--ctx N] [--protocol gptq|llamacpp] [--max-tokens K] "
+                   "[--batch B] [--json] [--tokenizer FILE] [--threads N]\n");
+            return 0;
+        } else if (!strcmp(a, "--text")) {
+            if (!(text_path = flag_value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--ctx")) {
+            if (!(v = flag_value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 2, 1 << 20, &pp.ctx)) return 2;
+            ctx_given = 1;
+        } else if (!strcmp(a, "--max-tokens")) {
+            if (!(v = flag_value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, INT64_MAX, &pp.max_tokens))
+                return 2;
+        } else if (!strcmp(a, "--batch")) {
+            if (!(v = flag_value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 1, 1024, &k)) return 2;
+            pp.batch = k;
+        } else if (!strcmp(a, "--protocol")) {
+            if (!(v = flag_value(cmd, argc, argv, &i))) return 2;
+            if (!strcmp(v, "gptq"))
+                pp.protocol = PQ_PPL_GPTQ;
+            else if (!strcmp(v, "llamacpp"))
+                pp.protocol = PQ_PPL_LLAMACPP;
+            else
+                return cli_usage_error(cmd, "--protocol: expected gptq or llamacpp, got '%s'", v);
+        } else if (a[0] == '-' && a[1]) {
+            return cli_usage_error(cmd, "unknown option %s", a);
+        } else if (o.model) {
+            return cli_usage_error(cmd, "more than one model given");
+        } else {
+            o.model = a;
+        }
+    }
+    if (!o.model) return cli_usage_error(cmd, "no MODEL given");
+    if (!text_path) return cli_usage_error(cmd, "--text FILE is required");
+    size_t len;
+    char *text = cli_read_file(cmd, text_path, &len);
+    if (!text) return 1;
+    pq_ctx *ctx = cli_ctx_new((int)o.threads, o.quiet);
+    pq_model *m = load_model(cmd, ctx, &o);
+    int rc = 1;
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    if (!m || need_tokenizer(cmd, m, o.model)) goto out;
+    pq_model_info in;
+    pq_model_get_info(m, &in);
+    if (!ctx_given && pp.ctx > in.max_seq_len) pp.ctx = in.max_seq_len;
+    if (pq_tokenize(ctx, pq_model_tokenizer(m), text, len, 1, &ids, &n) != PQ_OK) {
+        cli_fail(cmd, ctx);
+        goto out;
+    }
+    pq_ppl_result res;
+    if (pq_perplexity(ctx, m, ids, n, &pp, &res) != PQ_OK) {
+        fprintf(stderr, "prunequant ppl: %s: %s\n", text_path, pq_ctx_error(ctx));
+        goto out;
+    }
+    char proto[160];
+    pq_ppl_protocol_describe(&pp, proto, sizeof proto);
+    if (o.json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", o.model);
+        cJSON_AddStringToObject(j, "text", text_path);
+        cJSON_AddNumberToObject(j, "ppl", res.ppl);
+        cJSON_AddNumberToObject(j, "nll_mean", res.nll_mean);
+        cJSON_AddNumberToObject(j, "nll_stderr", res.nll_stderr);
+        cJSON_AddNumberToObject(j, "tokens_scored", (double)res.tokens_scored);
+        cJSON_AddNumberToObject(j, "windows", (double)res.n_windows);
+        cJSON_AddNumberToObject(j, "text_tokens", (double)res.n_text_tokens);
+        cJSON_AddNumberToObject(j, "ctx", (double)res.ctx);
+        cJSON_AddStringToObject(j, "protocol", pq_ppl_protocol_name(res.protocol));
+        cJSON_AddStringToObject(j, "protocol_description", proto);
+        print_json(j);
+    } else {
+        printf("ppl %.6f  (nll %.6f +/- %.6f, %lld tokens scored in %lld windows)  [protocol %s]\n", res.ppl,
+               res.nll_mean, res.nll_stderr, (long long)res.tokens_scored, (long long)res.n_windows, proto);
+    }
+    rc = 0;
+out:
+    free(ids);
+    free(text);
+    pq_model_free(m);
+    pq_ctx_free(ctx);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- convert */
+
+int cli_convert(int argc, char **argv) {
+    const char *cmd = "convert";
+    common_opts o = {0};
+    const char *to = NULL, *out = NULL;
+    pq_dtype dt = PQ_DTYPE_F32;
+    for (int i = 1; i < argc; i++) {
+        int r = common_flag(cmd, argc, argv, &i, &o);
+        if (r < 0) return 2;
+        if (r) continue;
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--help")) {
+            printf("usage: prunequant convert MODEL --to hf|gguf --out PATH [--dtype f32|f16|bf16] "
+                   "[--tokenizer FILE]\n");
+            return 0;
+        } else if (!strcmp(a, "--to")) {
+            if (!(to = flag_value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--out") || !strcmp(a, "-o")) {
+            if (!(out = flag_value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--dtype")) {
+            if (!(v = flag_value(cmd, argc, argv, &i))) return 2;
+            if (pq_dtype_parse(v, &dt) || (dt != PQ_DTYPE_F32 && dt != PQ_DTYPE_F16 && dt != PQ_DTYPE_BF16))
+                return cli_usage_error(cmd, "--dtype: expected f32, f16 or bf16, got '%s'", v);
+        } else if (a[0] == '-' && a[1]) {
+            return cli_usage_error(cmd, "unknown option %s", a);
+        } else if (o.model) {
+            return cli_usage_error(cmd, "more than one model given");
+        } else {
+            o.model = a;
+        }
+    }
+    if (!o.model) return cli_usage_error(cmd, "no MODEL given");
+    if (!to || (strcmp(to, "hf") && strcmp(to, "gguf"))) return cli_usage_error(cmd, "--to hf or --to gguf is required");
+    if (!out) return cli_usage_error(cmd, "--out PATH is required");
+    pq_ctx *ctx = cli_ctx_new((int)o.threads, o.quiet);
+    pq_model *m = load_model(cmd, ctx, &o);
+    int rc = 1;
+    if (!m) goto done;
+    if (pq_model_save(ctx, m, strcmp(to, "hf") ? PQ_FORMAT_GGUF : PQ_FORMAT_HF, out, dt) != PQ_OK) {
+        cli_fail(cmd, ctx);
+        goto done;
+    }
+    if (!o.quiet) fprintf(stderr, "prunequant convert: wrote %s (%s, %s)\n", out, to, pq_dtype_name(dt));
+    rc = 0;
+done:
+    pq_model_free(m);
+    pq_ctx_free(ctx);
+    return rc;
+}

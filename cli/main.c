@@ -1,0 +1,48 @@
+/* prunequant command-line program: dispatches to one command per file. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+int pq_cli_layer(int argc, char **argv);
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} commands[] = {
+    {"info", cli_info, "architecture, dimensions, parameters, bytes, dtypes of a model"},
+    {"tokenize", cli_tokenize, "print the token ids of a text"},
+    {"generate", cli_generate, "generate text (greedy or sampled)"},
+    {"ppl", cli_ppl, "perplexity of a text file (gptq or llamacpp protocol)"},
+    {"convert", cli_convert, "write a model as a Hugging Face folder or a GGUF file"},
+    {"layer", pq_cli_layer, "compress one weight matrix given its Hessian (.npy)"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "prunequant %s: joint pruning + quantization of LLMs\n\nusage: prunequant COMMAND [options]\n\n",
+            PQ_VERSION);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\nModels: llama2.c .bin, GGUF (v2/v3), Hugging Face folders (config.json + safetensors).\n"
+               "Run 'prunequant COMMAND --help' for the options of a command.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("prunequant %s\n", PQ_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "prunequant: unknown command '%s' (see 'prunequant --help')\n", argv[1]);
+    return 2;
+}

@@ -1,0 +1,596 @@
+#include "common/common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <dirent.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <omp.h>
+
+const char *pq_status_str(pq_status s) {
+    switch (s) {
+    case PQ_OK: return "ok";
+    case PQ_ERR_IO: return "I/O error";
+    case PQ_ERR_FORMAT: return "malformed file";
+    case PQ_ERR_NOMEM: return "out of memory";
+    case PQ_ERR_INVALID: return "invalid argument";
+    case PQ_ERR_UNSUPPORTED: return "unsupported";
+    case PQ_ERR_NUMERIC: return "numerical failure";
+    case PQ_ERR_CANCELLED: return "cancelled";
+    case PQ_ERR_INTERNAL: return "internal error";
+    }
+    return "unknown status";
+}
+
+pq_ctx *pq_ctx_new(void) {
+    pq_ctx *ctx = calloc(1, sizeof *ctx);
+    return ctx;
+}
+
+void pq_ctx_free(pq_ctx *ctx) { free(ctx); }
+
+const char *pq_ctx_error(const pq_ctx *ctx) { return ctx ? ctx->error : ""; }
+
+void pq_ctx_set_threads(pq_ctx *ctx, int n) { ctx->n_threads = n; }
+
+int pq_ctx_threads(const pq_ctx *ctx) { return pq__threads(ctx); }
+
+int pq__threads(const pq_ctx *ctx) {
+    if (ctx && ctx->n_threads > 0) return ctx->n_threads;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+void pq_ctx_set_log(pq_ctx *ctx, pq_log_fn fn, void *user) {
+    ctx->log_fn = fn;
+    ctx->log_user = user;
+}
+
+void pq_ctx_set_progress(pq_ctx *ctx, pq_progress_fn fn, void *user) {
+    ctx->progress_fn = fn;
+    ctx->progress_user = user;
+}
+
+pq_status pq__fail(pq_ctx *ctx, pq_status status, const char *fmt, ...) {
+    if (!ctx) return status;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->error, sizeof ctx->error, fmt, ap);
+    va_end(ap);
+    /* one line: fold any newline a caller let through */
+    for (char *p = ctx->error; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
+    ctx->status = status;
+    return status;
+}
+
+void pq__log(pq_ctx *ctx, pq_log_level level, const char *fmt, ...) {
+    if (!ctx || !ctx->log_fn) return;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    ctx->log_fn(ctx->log_user, level, buf);
+}
+
+pq_status pq__progress(pq_ctx *ctx, const char *stage, int64_t done, int64_t total) {
+    if (!ctx || !ctx->progress_fn) return PQ_OK;
+    if (ctx->progress_fn(ctx->progress_user, stage, done, total))
+        return pq__fail(ctx, PQ_ERR_CANCELLED, "%s: cancelled", stage);
+    return PQ_OK;
+}
+
+int pq__mul_ok(size_t a, size_t b, size_t *out) {
+    if (a && b > SIZE_MAX / a) return 0;
+    *out = a * b;
+    return 1;
+}
+
+void *pq__malloc(pq_ctx *ctx, size_t n, const char *what) {
+    void *p = malloc(n ? n : 1);
+    if (!p) pq__fail(ctx, PQ_ERR_NOMEM, "out of memory allocating %zu bytes for %s", n, what);
+    return p;
+}
+
+void *pq__calloc(pq_ctx *ctx, size_t count, size_t size, const char *what) {
+    size_t n;
+    if (!pq__mul_ok(count, size, &n)) {
+        pq__fail(ctx, PQ_ERR_NOMEM, "size overflow allocating %zu x %zu bytes for %s", count, size, what);
+        return NULL;
+    }
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) pq__fail(ctx, PQ_ERR_NOMEM, "out of memory allocating %zu bytes for %s", n, what);
+    return p;
+}
+
+/* ---------------------------------------------------------------- files */
+
+pq_status pq__file_open(pq_ctx *ctx, const char *path, int use_mmap, pq__file *out) {
+    memset(out, 0, sizeof *out);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return pq__fail(ctx, PQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return pq__fail(ctx, PQ_ERR_IO, "%s: not a regular file", path);
+    }
+    out->path = strdup(path);
+    out->size = (size_t)st.st_size;
+    if (!out->path) {
+        close(fd);
+        return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", path);
+    }
+    if (out->size == 0) {
+        close(fd);
+        out->data = (const uint8_t *)"";
+        return PQ_OK;
+    }
+    if (use_mmap) {
+        void *p = mmap(NULL, out->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p != MAP_FAILED) {
+            close(fd);
+            out->data = p;
+            out->mapped = 1;
+            return PQ_OK;
+        }
+    }
+    uint8_t *buf = malloc(out->size);
+    if (!buf) {
+        close(fd);
+        free(out->path);
+        out->path = NULL;
+        return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory reading %zu bytes", path, out->size);
+    }
+    size_t got = 0;
+    while (got < out->size) {
+        ssize_t r = read(fd, buf + got, out->size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            close(fd);
+            free(buf);
+            free(out->path);
+            out->path = NULL;
+            return pq__fail(ctx, PQ_ERR_IO, "%s: read failed", path);
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    out->data = buf;
+    return PQ_OK;
+}
+
+void pq__file_close(pq__file *f) {
+    if (!f) return;
+    if (f->data && f->size) {
+        if (f->mapped)
+            munmap((void *)f->data, f->size);
+        else
+            free((void *)f->data);
+    }
+    free(f->path);
+    memset(f, 0, sizeof *f);
+}
+
+pq_status pq__read_text(pq_ctx *ctx, const char *path, size_t max_bytes, char **out, size_t *len) {
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return pq__fail(ctx, PQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    if (!buf) {
+        fclose(f);
+        return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", path);
+    }
+    for (;;) {
+        if (n == cap) {
+            if (cap >= max_bytes) {
+                free(buf);
+                fclose(f);
+                return pq__fail(ctx, PQ_ERR_FORMAT, "%s: larger than the %zu-byte limit", path, max_bytes);
+            }
+            cap *= 2;
+            char *nb = realloc(buf, cap + 1);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", path);
+            }
+            buf = nb;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0) break;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (err) {
+        free(buf);
+        return pq__fail(ctx, PQ_ERR_IO, "%s: read failed", path);
+    }
+    if (n > max_bytes) {
+        free(buf);
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: larger than the %zu-byte limit", path, max_bytes);
+    }
+    buf[n] = 0;
+    *out = buf;
+    if (len) *len = n;
+    return PQ_OK;
+}
+
+char *pq__path_join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = malloc(a + b + 2);
+    if (!p) return NULL;
+    memcpy(p, dir, a);
+    size_t k = a;
+    if (a && dir[a - 1] != '/') p[k++] = '/';
+    memcpy(p + k, name, b + 1);
+    return p;
+}
+
+int pq__is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int pq__file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static char *tmp_name(const char *path) {
+    size_t n = strlen(path) + 32;
+    char *t = malloc(n);
+    if (t) snprintf(t, n, "%s.tmp.%ld", path, (long)getpid());
+    return t;
+}
+
+pq_status pq__atomic_open(pq_ctx *ctx, const char *path, pq__atomic *a) {
+    memset(a, 0, sizeof *a);
+    a->path = strdup(path);
+    a->tmp = tmp_name(path);
+    if (!a->path || !a->tmp) {
+        pq__atomic_abort(a);
+        return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", path);
+    }
+    a->f = fopen(a->tmp, "wb");
+    if (!a->f) {
+        pq_status st = pq__fail(ctx, PQ_ERR_IO, "%s: cannot create: %s", a->tmp, strerror(errno));
+        pq__atomic_abort(a);
+        return st;
+    }
+    return PQ_OK;
+}
+
+pq_status pq__atomic_write(pq_ctx *ctx, pq__atomic *a, const void *data, size_t n) {
+    if (n && fwrite(data, 1, n, a->f) != n)
+        return pq__fail(ctx, PQ_ERR_IO, "%s: write failed: %s", a->path, strerror(errno));
+    return PQ_OK;
+}
+
+pq_status pq__atomic_commit(pq_ctx *ctx, pq__atomic *a) {
+    int bad = fflush(a->f) != 0 || fsync(fileno(a->f)) != 0;
+    bad |= fclose(a->f) != 0;
+    a->f = NULL;
+    if (bad) {
+        pq_status st = pq__fail(ctx, PQ_ERR_IO, "%s: write failed: %s", a->path, strerror(errno));
+        pq__atomic_abort(a);
+        return st;
+    }
+    if (rename(a->tmp, a->path) != 0) {
+        pq_status st = pq__fail(ctx, PQ_ERR_IO, "%s: rename failed: %s", a->path, strerror(errno));
+        pq__atomic_abort(a);
+        return st;
+    }
+    free(a->tmp);
+    free(a->path);
+    memset(a, 0, sizeof *a);
+    return PQ_OK;
+}
+
+void pq__atomic_abort(pq__atomic *a) {
+    if (a->f) fclose(a->f);
+    if (a->tmp) unlink(a->tmp);
+    free(a->tmp);
+    free(a->path);
+    memset(a, 0, sizeof *a);
+}
+
+pq_status pq__tmpdir_create(pq_ctx *ctx, const char *path, char **tmp_out) {
+    char *t = tmp_name(path);
+    if (!t) return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", path);
+    pq__rmtree(t);
+    if (mkdir(t, 0755) != 0) {
+        pq_status st = pq__fail(ctx, PQ_ERR_IO, "%s: cannot create folder: %s", t, strerror(errno));
+        free(t);
+        return st;
+    }
+    *tmp_out = t;
+    return PQ_OK;
+}
+
+pq_status pq__tmpdir_commit(pq_ctx *ctx, const char *tmp, const char *path) {
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISDIR(st.st_mode))
+            return pq__fail(ctx, PQ_ERR_IO, "%s: exists and is not a folder", path);
+        /* move the old output aside first so that path is never half-written */
+        char *old = malloc(strlen(path) + 32);
+        if (!old) return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", path);
+        sprintf(old, "%s.old.%ld", path, (long)getpid());
+        pq__rmtree(old);
+        if (rename(path, old) != 0) {
+            free(old);
+            return pq__fail(ctx, PQ_ERR_IO, "%s: cannot replace: %s", path, strerror(errno));
+        }
+        if (rename(tmp, path) != 0) {
+            pq_status s = pq__fail(ctx, PQ_ERR_IO, "%s: rename failed: %s", path, strerror(errno));
+            if (rename(old, path) != 0) { /* best effort restore */ }
+            free(old);
+            return s;
+        }
+        pq__rmtree(old);
+        free(old);
+        return PQ_OK;
+    }
+    if (rename(tmp, path) != 0) return pq__fail(ctx, PQ_ERR_IO, "%s: rename failed: %s", path, strerror(errno));
+    return PQ_OK;
+}
+
+void pq__rmtree(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) != 0) return;
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        if (d) {
+            struct dirent *e;
+            while ((e = readdir(d))) {
+                if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+                char *c = pq__path_join(path, e->d_name);
+                if (c) pq__rmtree(c);
+                free(c);
+            }
+            closedir(d);
+        }
+        rmdir(path);
+    } else {
+        unlink(path);
+    }
+}
+
+/* ---------------------------------------------------------------- half precision */
+
+float pq__f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: normalise */
+            exp = 127 - 15 + 1;
+            while (!(man & 0x400)) {
+                man <<= 1;
+                exp--;
+            }
+            man &= 0x3ff;
+            bits = sign | (exp << 23) | (man << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t pq__f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000;
+    int32_t exp = (int32_t)((x >> 23) & 0xff);
+    uint32_t man = x & 0x7fffff;
+    if (exp == 0xff) return (uint16_t)(sign | 0x7c00 | (man ? 0x200 : 0));
+    int32_t e = exp - 127 + 15;
+    if (e >= 31) return (uint16_t)(sign | 0x7c00);
+    if (e <= 0) {
+        if (e < -10) return (uint16_t)sign;
+        man |= 0x800000;
+        uint32_t shift = (uint32_t)(14 - e);
+        uint32_t half = man >> shift;
+        uint32_t rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1))) half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t half = sign | ((uint32_t)e << 10) | (man >> 13);
+    uint32_t rem = man & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (half & 1))) half++; /* may carry into exponent: fine */
+    return (uint16_t)half;
+}
+
+float pq__bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t pq__f32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffff) > 0x7f800000) return (uint16_t)((x >> 16) | 0x40); /* quiet NaN */
+    x += 0x7fff + ((x >> 16) & 1);
+    return (uint16_t)(x >> 16);
+}
+
+/* ---------------------------------------------------------------- dtypes */
+
+static const char *const dtype_names[PQ_DTYPE_COUNT] = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "I8",
+                                                         "U8",  "I16", "I32",  "I64",  "F64",  "BOOL"};
+
+const char *pq_dtype_name(pq_dtype t) {
+    return (unsigned)t < PQ_DTYPE_COUNT ? dtype_names[t] : "?";
+}
+
+int pq_dtype_parse(const char *name, pq_dtype *out) {
+    for (int i = 0; i < PQ_DTYPE_COUNT; i++)
+        if (!strcasecmp(name, dtype_names[i])) {
+            *out = (pq_dtype)i;
+            return 0;
+        }
+    return -1;
+}
+
+size_t pq__dtype_block_bytes(pq_dtype t, int64_t *block_elems) {
+    int64_t be = 1;
+    size_t b = 0;
+    switch (t) {
+    case PQ_DTYPE_F32: b = 4; break;
+    case PQ_DTYPE_F16: case PQ_DTYPE_BF16: case PQ_DTYPE_I16: b = 2; break;
+    case PQ_DTYPE_Q8_0: b = 34; be = 32; break;
+    case PQ_DTYPE_Q4_0: b = 18; be = 32; break;
+    case PQ_DTYPE_I8: case PQ_DTYPE_U8: case PQ_DTYPE_BOOL: b = 1; break;
+    case PQ_DTYPE_I32: b = 4; break;
+    case PQ_DTYPE_I64: case PQ_DTYPE_F64: b = 8; break;
+    default: b = 0;
+    }
+    if (block_elems) *block_elems = be;
+    return b;
+}
+
+size_t pq__dtype_nbytes(pq_dtype t, int64_t n) {
+    int64_t be;
+    size_t bb = pq__dtype_block_bytes(t, &be);
+    if (!bb || n < 0 || n % be) return 0;
+    size_t out;
+    if (!pq__mul_ok((size_t)(n / be), bb, &out)) return 0;
+    return out;
+}
+
+int pq__to_f32(pq_dtype t, const void *src, float *dst, int64_t n) {
+    const uint8_t *s = src;
+    switch (t) {
+    case PQ_DTYPE_F32: memcpy(dst, src, (size_t)n * 4); return 1;
+    case PQ_DTYPE_F16:
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, s + 2 * i, 2);
+            dst[i] = pq__f16_to_f32(h);
+        }
+        return 1;
+    case PQ_DTYPE_BF16:
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, s + 2 * i, 2);
+            dst[i] = pq__bf16_to_f32(h);
+        }
+        return 1;
+    case PQ_DTYPE_F64:
+        for (int64_t i = 0; i < n; i++) {
+            double d;
+            memcpy(&d, s + 8 * i, 8);
+            dst[i] = (float)d;
+        }
+        return 1;
+    case PQ_DTYPE_Q8_0:
+        if (n % 32) return 0;
+        for (int64_t b = 0; b < n / 32; b++) {
+            const uint8_t *blk = s + 34 * b;
+            uint16_t h;
+            memcpy(&h, blk, 2);
+            float d = pq__f16_to_f32(h);
+            for (int j = 0; j < 32; j++) dst[32 * b + j] = d * (float)(int8_t)blk[2 + j];
+        }
+        return 1;
+    case PQ_DTYPE_Q4_0:
+        if (n % 32) return 0;
+        for (int64_t b = 0; b < n / 32; b++) {
+            const uint8_t *blk = s + 18 * b;
+            uint16_t h;
+            memcpy(&h, blk, 2);
+            float d = pq__f16_to_f32(h);
+            for (int j = 0; j < 16; j++) {
+                dst[32 * b + j] = d * (float)((blk[2 + j] & 0x0f) - 8);
+                dst[32 * b + j + 16] = d * (float)((blk[2 + j] >> 4) - 8);
+            }
+        }
+        return 1;
+    default: return 0;
+    }
+}
+
+int pq__from_f32(pq_dtype t, const float *src, void *dst, int64_t n) {
+    uint8_t *d = dst;
+    switch (t) {
+    case PQ_DTYPE_F32: memcpy(dst, src, (size_t)n * 4); return 1;
+    case PQ_DTYPE_F16:
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h = pq__f32_to_f16(src[i]);
+            memcpy(d + 2 * i, &h, 2);
+        }
+        return 1;
+    case PQ_DTYPE_BF16:
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h = pq__f32_to_bf16(src[i]);
+            memcpy(d + 2 * i, &h, 2);
+        }
+        return 1;
+    default: return 0;
+    }
+}
+
+/* ---------------------------------------------------------------- readers */
+
+int pq__rd_bytes(pq__reader *r, size_t n, const uint8_t **v) {
+    if (r->pos > r->size || n > r->size - r->pos) return 0;
+    *v = r->p + r->pos;
+    r->pos += n;
+    return 1;
+}
+int pq__rd_u8(pq__reader *r, uint8_t *v) {
+    const uint8_t *b;
+    if (!pq__rd_bytes(r, 1, &b)) return 0;
+    *v = b[0];
+    return 1;
+}
+int pq__rd_u32(pq__reader *r, uint32_t *v) {
+    const uint8_t *b;
+    if (!pq__rd_bytes(r, 4, &b)) return 0;
+    *v = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+    return 1;
+}
+int pq__rd_i32(pq__reader *r, int32_t *v) {
+    uint32_t u;
+    if (!pq__rd_u32(r, &u)) return 0;
+    memcpy(v, &u, 4);
+    return 1;
+}
+int pq__rd_u64(pq__reader *r, uint64_t *v) {
+    uint32_t lo, hi;
+    if (r->pos > r->size || r->size - r->pos < 8) return 0;
+    pq__rd_u32(r, &lo);
+    pq__rd_u32(r, &hi);
+    *v = (uint64_t)hi << 32 | lo;
+    return 1;
+}
+int pq__rd_f32(pq__reader *r, float *v) {
+    uint32_t u;
+    if (!pq__rd_u32(r, &u)) return 0;
+    memcpy(v, &u, 4);
+    return 1;
+}
+
+uint64_t pq__fnv1a(const void *data, size_t n, uint64_t h) {
+    const uint8_t *p = data;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}

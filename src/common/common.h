@@ -1,0 +1,107 @@
+/* Internal helpers shared by every stage: the context, error reporting, memory-mapped
+ * files, atomic output, half-precision conversion. Not part of the public API. */
+#ifndef PQ_COMMON_H
+#define PQ_COMMON_H
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stddef.h>
+
+#include "prunequant.h"
+
+struct pq_ctx {
+    pq_status status;
+    char error[1024];
+    int n_threads;
+    pq_log_fn log_fn;
+    void *log_user;
+    pq_progress_fn progress_fn;
+    void *progress_user;
+};
+
+/* Records the failure on ctx (message printf-style, one line) and returns status. */
+pq_status pq__fail(pq_ctx *ctx, pq_status status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Logs a message through the ctx callback (no-op without one). */
+void pq__log(pq_ctx *ctx, pq_log_level level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Reports progress; returns PQ_ERR_CANCELLED (with message) if the callback asks to stop. */
+pq_status pq__progress(pq_ctx *ctx, const char *stage, int64_t done, int64_t total);
+/* Threads to use (resolved: >= 1). */
+int pq__threads(const pq_ctx *ctx);
+
+/* Allocation that reports failure on ctx; sizes are checked for overflow. */
+void *pq__malloc(pq_ctx *ctx, size_t n, const char *what);
+void *pq__calloc(pq_ctx *ctx, size_t count, size_t size, const char *what);
+/* Multiplies with overflow check: returns 0 on overflow. */
+int pq__mul_ok(size_t a, size_t b, size_t *out);
+
+/* A read-only mapping of a whole file (or a heap copy when mmap is off). */
+typedef struct pq__file {
+    char *path;         /* owned copy */
+    const uint8_t *data;
+    size_t size;
+    int mapped;         /* 1: munmap on close; 0: free */
+} pq__file;
+
+pq_status pq__file_open(pq_ctx *ctx, const char *path, int use_mmap, pq__file *out);
+void pq__file_close(pq__file *f);
+/* Reads a whole (small) file into a NUL-terminated heap buffer. */
+pq_status pq__read_text(pq_ctx *ctx, const char *path, size_t max_bytes, char **out, size_t *len);
+
+/* Atomic output: pq__atomic_open creates "<path>.tmp.<pid>" for writing; pq__atomic_commit
+ * flushes, fsyncs and renames it onto path; pq__atomic_abort removes it. */
+typedef struct pq__atomic {
+    FILE *f;
+    char *path, *tmp;
+} pq__atomic;
+pq_status pq__atomic_open(pq_ctx *ctx, const char *path, pq__atomic *a);
+pq_status pq__atomic_commit(pq_ctx *ctx, pq__atomic *a);
+void pq__atomic_abort(pq__atomic *a);
+/* Writes n bytes; reports failure naming the file. */
+pq_status pq__atomic_write(pq_ctx *ctx, pq__atomic *a, const void *data, size_t n);
+
+/* Temporary sibling folder for atomic folder output: "<path>.tmp.<pid>", created empty. */
+pq_status pq__tmpdir_create(pq_ctx *ctx, const char *path, char **tmp_out);
+/* Replaces path by tmp (removing an existing output folder first). */
+pq_status pq__tmpdir_commit(pq_ctx *ctx, const char *tmp, const char *path);
+/* Recursively removes a temporary folder (best effort). */
+void pq__rmtree(const char *path);
+/* Joins dir and name into a malloc'ed string (NULL on OOM). */
+char *pq__path_join(const char *dir, const char *name);
+int pq__is_dir(const char *path);
+int pq__file_exists(const char *path);
+
+/* Half precision. */
+float pq__f16_to_f32(uint16_t h);
+uint16_t pq__f32_to_f16(float f);
+float pq__bf16_to_f32(uint16_t h);
+uint16_t pq__f32_to_bf16(float f);
+
+/* Bytes per element for plain dtypes; for block types, the bytes of one block and the
+ * block length (elements). Returns 0 for unknown types. */
+size_t pq__dtype_block_bytes(pq_dtype t, int64_t *block_elems);
+/* Bytes needed for n elements of t (n must be a multiple of the block length); 0 on error. */
+size_t pq__dtype_nbytes(pq_dtype t, int64_t n);
+/* Converts n elements of type t at src into float32 dst. Returns 0 if the type is not a
+ * float/block type. */
+int pq__to_f32(pq_dtype t, const void *src, float *dst, int64_t n);
+/* Converts n floats into t (F32/F16/BF16 only). Returns 0 on unsupported t. */
+int pq__from_f32(pq_dtype t, const float *src, void *dst, int64_t n);
+
+/* Little-endian readers with bounds (return 0 if out of range). */
+typedef struct pq__reader {
+    const uint8_t *p;
+    size_t size, pos;
+} pq__reader;
+int pq__rd_u8(pq__reader *r, uint8_t *v);
+int pq__rd_u32(pq__reader *r, uint32_t *v);
+int pq__rd_i32(pq__reader *r, int32_t *v);
+int pq__rd_u64(pq__reader *r, uint64_t *v);
+int pq__rd_f32(pq__reader *r, float *v);
+int pq__rd_bytes(pq__reader *r, size_t n, const uint8_t **v);
+
+/* FNV-1a 64-bit, for content hashes and hash tables. */
+uint64_t pq__fnv1a(const void *data, size_t n, uint64_t h);
+#define PQ_FNV_INIT 0xcbf29ce484222325ULL
+
+#endif

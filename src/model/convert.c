@@ -1,0 +1,313 @@
+/* Writing a loaded model as a Hugging Face folder (config.json, safetensors, tokenizer.model)
+ * or a GGUF file (llama.cpp names and metadata, embedded tokenizer). q/k rows are permuted
+ * between the interleaved RoPE layout (llama2.c, GGUF llama) and HF's rotate_half layout
+ * when the target's convention differs from the model's. Output is atomic. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/gguf.h"
+#include "io/hf.h"
+#include "io/safetensors.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+typedef struct {
+    char name[128];       /* canonical HF name */
+    int n_dims;
+    int64_t shape[2];
+    const float *f32;     /* borrowed model weights */
+    int rope_heads;       /* > 0: q/k weight or bias to permute (number of heads) */
+    pq_dtype dtype;       /* output dtype */
+    const void *data;     /* output bytes (f32 or buffers below) */
+    void *owned;
+    size_t nbytes;
+} out_tensor;
+
+typedef struct {
+    out_tensor *t;
+    int64_t n, cap;
+} out_list;
+
+static pq_status add(pq_ctx *ctx, out_list *l, const char *name, const float *w, int64_t rows, int64_t cols,
+                     int rope_heads) {
+    if (!w) return PQ_OK;
+    if (l->n == l->cap) {
+        int64_t cap = l->cap ? l->cap * 2 : 64;
+        out_tensor *n = realloc(l->t, (size_t)cap * sizeof *n);
+        if (!n) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+        l->t = n;
+        l->cap = cap;
+    }
+    out_tensor *t = &l->t[l->n++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->n_dims = cols ? 2 : 1;
+    t->shape[0] = rows;
+    t->shape[1] = cols;
+    t->f32 = w;
+    t->rope_heads = rope_heads;
+    return PQ_OK;
+}
+
+static pq_status collect(pq_ctx *ctx, const pq_model *m, out_list *l) {
+    const pq__config *c = &m->cfg;
+    pq_status st = add(ctx, l, "model.embed_tokens.weight", m->embed, c->vocab_size, c->dim, 0);
+    for (int64_t i = 0; i < c->n_layers && st == PQ_OK; i++) {
+        const pq__block *b = &m->blocks[i];
+        char n[128];
+        const pq__linear *lin[7] = {&b->q, &b->k, &b->v, &b->o, &b->gate, &b->up, &b->down};
+        static const char *const ln[7] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                          "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                          "mlp.down_proj"};
+        const int heads[7] = {(int)c->n_heads, (int)c->n_kv_heads, 0, 0, 0, 0, 0};
+        snprintf(n, sizeof n, "model.layers.%lld.input_layernorm.weight", (long long)i);
+        if ((st = add(ctx, l, n, b->attn_norm, c->dim, 0, 0))) break;
+        for (int k = 0; k < 7 && st == PQ_OK; k++) {
+            snprintf(n, sizeof n, "model.layers.%lld.%s.weight", (long long)i, ln[k]);
+            st = add(ctx, l, n, lin[k]->w, lin[k]->rows, lin[k]->cols, heads[k]);
+            snprintf(n, sizeof n, "model.layers.%lld.%s.bias", (long long)i, ln[k]);
+            if (st == PQ_OK) st = add(ctx, l, n, lin[k]->b, lin[k]->rows, 0, heads[k]);
+        }
+        snprintf(n, sizeof n, "model.layers.%lld.post_attention_layernorm.weight", (long long)i);
+        if (st == PQ_OK) st = add(ctx, l, n, b->ffn_norm, c->dim, 0, 0);
+    }
+    if (st == PQ_OK) st = add(ctx, l, "model.norm.weight", m->out_norm, c->dim, 0, 0);
+    if (st == PQ_OK && !c->tied) st = add(ctx, l, "lm_head.weight", m->lm_head.w, c->vocab_size, c->dim, 0);
+    return st;
+}
+
+/* Row permutation of a q/k weight (or bias: cols == 1) between RoPE layouts. Interleaved
+ * pair i of a head = rows (2i, 2i+1); half-split pair i = rows (i, i + hd/2). */
+static void permute_rows(const float *src, float *dst, int64_t heads, int64_t hd, int64_t cols, int to_halfsplit) {
+    const int64_t half = hd / 2;
+    for (int64_t h = 0; h < heads; h++)
+        for (int64_t i = 0; i < half; i++)
+            for (int64_t k = 0; k < 2; k++) {
+                int64_t inter = h * hd + 2 * i + k, split = h * hd + k * half + i;
+                int64_t from = to_halfsplit ? inter : split, to = to_halfsplit ? split : inter;
+                memcpy(dst + to * cols, src + from * cols, (size_t)cols * sizeof(float));
+            }
+}
+
+/* Fills data/nbytes of every tensor in the target dtype and RoPE layout. 1-D tensors stay
+ * F32 for GGUF (llama.cpp keeps norms and biases in F32). */
+static pq_status materialise(pq_ctx *ctx, const pq_model *m, out_list *l, pq_dtype dtype, int halfsplit,
+                             int vectors_f32) {
+    const int permute = halfsplit != m->cfg.rope_halfsplit;
+    for (int64_t i = 0; i < l->n; i++) {
+        out_tensor *t = &l->t[i];
+        const int64_t cols = t->n_dims == 2 ? t->shape[1] : 1, numel = t->shape[0] * cols;
+        t->dtype = (t->n_dims == 1 && vectors_f32) ? PQ_DTYPE_F32 : dtype;
+        const float *src = t->f32;
+        float *perm = NULL;
+        if (permute && t->rope_heads) {
+            perm = pq__malloc(ctx, (size_t)numel * sizeof(float), t->name);
+            if (!perm) return ctx->status;
+            permute_rows(t->f32, perm, t->rope_heads, m->cfg.head_dim, cols, halfsplit);
+            src = perm;
+        }
+        t->nbytes = pq__dtype_nbytes(t->dtype, numel);
+        if (t->dtype == PQ_DTYPE_F32) {
+            t->owned = perm;
+            t->data = src;
+            continue;
+        }
+        t->owned = pq__malloc(ctx, t->nbytes, t->name);
+        if (!t->owned) {
+            free(perm);
+            return ctx->status;
+        }
+        pq__from_f32(t->dtype, src, t->owned, numel);
+        t->data = t->owned;
+        free(perm);
+    }
+    return PQ_OK;
+}
+
+static void out_free(out_list *l) {
+    for (int64_t i = 0; i < l->n; i++) free(l->t[i].owned);
+    free(l->t);
+}
+
+static const char *torch_dtype(pq_dtype t) {
+    return t == PQ_DTYPE_F16 ? "float16" : t == PQ_DTYPE_BF16 ? "bfloat16" : "float32";
+}
+
+static pq_status save_hf(pq_ctx *ctx, const pq_model *m, const char *path, pq_dtype dtype, out_list *l) {
+    pq_status st = materialise(ctx, m, l, dtype, 1, 0);
+    if (st) return st;
+    pq__st_entry *e = pq__calloc(ctx, (size_t)l->n, sizeof *e, "tensor list");
+    if (!e) return ctx->status;
+    for (int64_t i = 0; i < l->n; i++) {
+        e[i].name = l->t[i].name;
+        e[i].dtype = l->t[i].dtype;
+        e[i].n_dims = l->t[i].n_dims;
+        e[i].shape[0] = l->t[i].shape[0];
+        e[i].shape[1] = l->t[i].shape[1];
+        e[i].data = l->t[i].data;
+        e[i].nbytes = l->t[i].nbytes;
+    }
+    char *tmp = NULL, *p = NULL;
+    if ((st = pq__tmpdir_create(ctx, path, &tmp))) goto done;
+    const char *meta[] = {"format", "pt", NULL};
+    if ((st = pq__safetensors_write_sharded(ctx, tmp, e, l->n, (size_t)2 << 30, meta))) goto done;
+    pq__config cfg = m->cfg;
+    cfg.rope_halfsplit = 1;
+    if (m->tok) {
+        cfg.bos_id = pq_tokenizer_bos(m->tok);
+        cfg.eos_id = pq_tokenizer_eos(m->tok);
+    }
+    if (!(p = pq__path_join(tmp, "config.json"))) {
+        st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if ((st = pq__hf_write_config(ctx, &cfg, p, torch_dtype(dtype)))) goto done;
+    free(p);
+    p = NULL;
+    if (m->tok) {
+        if (pq__tokenizer_kind(m->tok) != PQ_TOK_SPM) {
+            st = pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: writing this tokenizer kind to a HF folder is not supported",
+                          path);
+            goto done;
+        }
+        if (!(p = pq__path_join(tmp, "tokenizer.model"))) {
+            st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        if ((st = pq__tokenizer_save_spm_model(ctx, m->tok, p))) goto done;
+    } else {
+        pq__log(ctx, PQ_LOG_WARN, "%s: the model has no tokenizer; none written", path);
+    }
+    st = pq__tmpdir_commit(ctx, tmp, path);
+done:
+    if (st && tmp) pq__rmtree(tmp);
+    free(tmp);
+    free(p);
+    free(e);
+    return st;
+}
+
+static pq_status gguf_tokenizer(pq_ctx *ctx, const pq_tokenizer *t, pq__gguf_writer *w) {
+    const int64_t n = pq_tokenizer_n_vocab(t);
+    char **pieces = pq__calloc(ctx, (size_t)n, sizeof *pieces, "vocabulary");
+    size_t *lens = pq__calloc(ctx, (size_t)n, sizeof *lens, "vocabulary");
+    float *scores = pq__calloc(ctx, (size_t)n, sizeof *scores, "vocabulary");
+    int32_t *types = pq__calloc(ctx, (size_t)n, sizeof *types, "vocabulary");
+    pq_status st = PQ_OK;
+    if (!pieces || !lens || !scores || !types) {
+        st = ctx->status;
+        goto done;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        size_t len;
+        const char *p = pq__tokenizer_piece(t, (int32_t)i, &len);
+        /* SentencePiece vocabularies spell spaces as U+2581 (3 bytes) */
+        size_t spaces = 0;
+        for (size_t k = 0; k < len; k++) spaces += p[k] == ' ';
+        char *q = malloc(len + 2 * spaces + 1);
+        if (!q) {
+            st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        size_t o = 0;
+        for (size_t k = 0; k < len; k++) {
+            if (p[k] == ' ') {
+                memcpy(q + o, "\xe2\x96\x81", 3);
+                o += 3;
+            } else {
+                q[o++] = p[k];
+            }
+        }
+        q[o] = 0;
+        pieces[i] = q;
+        lens[i] = o;
+        scores[i] = pq__tokenizer_score(t, (int32_t)i);
+        types[i] = pq__tokenizer_type(t, (int32_t)i);
+    }
+    pq__gguf_writer_add_str(w, "tokenizer.ggml.model", "llama");
+    pq__gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)pieces, lens, n);
+    pq__gguf_writer_add_arr_f32(w, "tokenizer.ggml.scores", scores, n);
+    pq__gguf_writer_add_arr_i32(w, "tokenizer.ggml.token_type", types, n);
+    if (pq_tokenizer_bos(t) >= 0) pq__gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)pq_tokenizer_bos(t));
+    if (pq_tokenizer_eos(t) >= 0) pq__gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)pq_tokenizer_eos(t));
+    if (pq__tokenizer_unk(t) >= 0)
+        pq__gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)pq__tokenizer_unk(t));
+    pq__gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", pq__tokenizer_add_dummy_prefix(t));
+    pq__gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", 1);
+done:
+    if (pieces)
+        for (int64_t i = 0; i < n; i++) free(pieces[i]);
+    free(pieces);
+    free(lens);
+    free(scores);
+    free(types);
+    return st;
+}
+
+static pq_status save_gguf(pq_ctx *ctx, const pq_model *m, const char *path, pq_dtype dtype, out_list *l) {
+    const pq__config *c = &m->cfg;
+    if (c->rope_scaling == 1)
+        return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: GGUF export of llama3 rope scaling is not supported", path);
+    const int qwen = c->arch == PQ_ARCH_QWEN2;
+    const char *arch = qwen ? "qwen2" : "llama";
+    /* llama.cpp's llama architecture uses interleaved RoPE, qwen2 uses NEOX (half-split) */
+    pq_status st = materialise(ctx, m, l, dtype, qwen, 1);
+    if (st) return st;
+    pq__gguf_writer *w;
+    if ((st = pq__gguf_writer_new(ctx, &w))) return st;
+    char key[96];
+#define KEY(s) (snprintf(key, sizeof key, "%s.%s", arch, s), key)
+    pq__gguf_writer_add_str(w, "general.architecture", arch);
+    pq__gguf_writer_add_str(w, "general.name", "prunequant export");
+    pq__gguf_writer_add_u32(w, "general.file_type", dtype == PQ_DTYPE_F16 ? 1 : dtype == PQ_DTYPE_BF16 ? 32 : 0);
+    pq__gguf_writer_add_u32(w, KEY("context_length"), (uint32_t)c->max_seq_len);
+    pq__gguf_writer_add_u32(w, KEY("embedding_length"), (uint32_t)c->dim);
+    pq__gguf_writer_add_u32(w, KEY("block_count"), (uint32_t)c->n_layers);
+    pq__gguf_writer_add_u32(w, KEY("feed_forward_length"), (uint32_t)c->hidden_dim);
+    pq__gguf_writer_add_u32(w, KEY("rope.dimension_count"), (uint32_t)c->head_dim);
+    pq__gguf_writer_add_u32(w, KEY("attention.head_count"), (uint32_t)c->n_heads);
+    pq__gguf_writer_add_u32(w, KEY("attention.head_count_kv"), (uint32_t)c->n_kv_heads);
+    pq__gguf_writer_add_f32(w, KEY("attention.layer_norm_rms_epsilon"), c->norm_eps);
+    pq__gguf_writer_add_f32(w, KEY("rope.freq_base"), c->rope_theta);
+    pq__gguf_writer_add_u32(w, KEY("vocab_size"), (uint32_t)c->vocab_size);
+    if (c->dim / c->n_heads != c->head_dim) {
+        pq__gguf_writer_add_u32(w, KEY("attention.key_length"), (uint32_t)c->head_dim);
+        pq__gguf_writer_add_u32(w, KEY("attention.value_length"), (uint32_t)c->head_dim);
+    }
+    if (c->rope_scaling == 2) {
+        pq__gguf_writer_add_str(w, KEY("rope.scaling.type"), "linear");
+        pq__gguf_writer_add_f32(w, KEY("rope.scaling.factor"), c->rope_factor);
+    }
+#undef KEY
+    if (m->tok) {
+        if (pq__tokenizer_kind(m->tok) != PQ_TOK_SPM)
+            st = pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: writing this tokenizer kind to GGUF is not supported", path);
+        else
+            st = gguf_tokenizer(ctx, m->tok, w);
+    } else {
+        pq__log(ctx, PQ_LOG_WARN, "%s: the model has no tokenizer; none written", path);
+    }
+    for (int64_t i = 0; i < l->n && st == PQ_OK; i++) {
+        char gname[128];
+        if (!pq__gguf_name_from_hf(l->t[i].name, gname, sizeof gname)) {
+            st = pq__fail(ctx, PQ_ERR_INTERNAL, "%s: no GGUF name for tensor '%s'", path, l->t[i].name);
+            break;
+        }
+        pq__gguf_writer_add_tensor(w, gname, l->t[i].dtype, l->t[i].n_dims, l->t[i].shape, l->t[i].data,
+                                   l->t[i].nbytes);
+    }
+    if (st == PQ_OK) st = pq__gguf_writer_save(ctx, w, path);
+    pq__gguf_writer_free(w);
+    return st;
+}
+
+pq_status pq_model_save(pq_ctx *ctx, const pq_model *m, pq_format format, const char *path, pq_dtype dtype) {
+    if (dtype != PQ_DTYPE_F32 && dtype != PQ_DTYPE_F16 && dtype != PQ_DTYPE_BF16)
+        return pq__fail(ctx, PQ_ERR_INVALID, "%s: output dtype %s not supported (f32, f16, bf16)", path,
+                        pq_dtype_name(dtype));
+    out_list l = {0};
+    pq_status st = collect(ctx, m, &l);
+    if (st == PQ_OK) st = format == PQ_FORMAT_HF ? save_hf(ctx, m, path, dtype, &l) : save_gguf(ctx, m, path, dtype, &l);
+    out_free(&l);
+    return st;
+}

@@ -1,0 +1,320 @@
+/* Model loading: format dispatch, checks of every tensor against the config, float32 views
+ * of the weights (zero-copy for aligned F32, converted otherwise), RoPE tables. */
+#include "model/model.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tokenizer/tokenizer.h"
+
+pq_load_params pq_load_params_default(void) {
+    pq_load_params p = {NULL, 1};
+    return p;
+}
+
+static pq_status keep(pq_ctx *ctx, pq_model *m, void *p) {
+    if (m->n_owned == m->cap_owned) {
+        int64_t cap = m->cap_owned ? 2 * m->cap_owned : 64;
+        void **n = realloc(m->owned, (size_t)cap * sizeof *n);
+        if (!n) {
+            free(p);
+            return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+        }
+        m->owned = n;
+        m->cap_owned = cap;
+    }
+    m->owned[m->n_owned++] = p;
+    return PQ_OK;
+}
+
+/* Finds tensor `name` with the expected shape (cols == 0: vector) and returns float32 data. */
+static pq_status get_f32(pq_ctx *ctx, pq_model *m, const char *name, int64_t rows, int64_t cols, int optional,
+                         const float **out) {
+    *out = NULL;
+    const pq__tensor *t = pq__source_find(&m->src, name);
+    if (!t) {
+        if (optional) return PQ_OK;
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: missing tensor '%s'", m->src.path, name);
+    }
+    int want_dims = cols ? 2 : 1;
+    if (t->n_dims != want_dims || t->shape[0] != rows || (cols && t->shape[1] != cols))
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s': shape %lldx%lld, expected %lldx%lld", m->src.path, name,
+                        (long long)t->shape[0], (long long)(t->n_dims > 1 ? t->shape[1] : 1), (long long)rows,
+                        (long long)(cols ? cols : 1));
+    int64_t n = pq__tensor_numel(t);
+    size_t need = pq__dtype_nbytes(t->dtype, n);
+    if (!need || t->nbytes < need)
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s': %zu bytes for %lld %s elements", m->src.path, name,
+                        t->nbytes, (long long)n, pq_dtype_name(t->dtype));
+    if (t->dtype == PQ_DTYPE_F32 && ((uintptr_t)t->data & 3) == 0) {
+        *out = t->data;
+        return PQ_OK;
+    }
+    float *buf = pq__calloc(ctx, (size_t)n, sizeof(float), name);
+    if (!buf) return ctx->status;
+    if (!pq__to_f32(t->dtype, t->data, buf, n)) {
+        free(buf);
+        return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: tensor '%s': dtype %s cannot be used as weights", m->src.path,
+                        name, pq_dtype_name(t->dtype));
+    }
+    pq_status st = keep(ctx, m, buf);
+    if (st == PQ_OK) *out = buf;
+    return st;
+}
+
+static pq_status get_linear(pq_ctx *ctx, pq_model *m, const char *base, int64_t rows, int64_t cols, int bias,
+                            pq__linear *lin) {
+    char name[160];
+    lin->rows = rows;
+    lin->cols = cols;
+    snprintf(name, sizeof name, "%s.weight", base);
+    pq_status st = get_f32(ctx, m, name, rows, cols, 0, &lin->w);
+    if (st) return st;
+    snprintf(name, sizeof name, "%s.bias", base);
+    return get_f32(ctx, m, name, rows, 0, !bias, &lin->b);
+}
+
+/* RoPE inverse frequencies, in float as llama2.c computes them, with HF rope_scaling. */
+static void rope_freqs(const pq__config *c, float *inv) {
+    int64_t half = c->head_dim / 2;
+    for (int64_t i = 0; i < half; i++) {
+        float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+        if (c->rope_scaling == 2) {
+            f /= c->rope_factor;
+        } else if (c->rope_scaling == 1) { /* "llama3": scale long wavelengths, keep short ones */
+            double wavelen = 2 * M_PI / f;
+            double lo_wl = (double)c->rope_orig_max_pos / c->rope_low_freq_factor;
+            double hi_wl = (double)c->rope_orig_max_pos / c->rope_high_freq_factor;
+            if (wavelen > lo_wl) {
+                f = f / c->rope_factor;
+            } else if (wavelen >= hi_wl) {
+                double smooth = ((double)c->rope_orig_max_pos / wavelen - c->rope_low_freq_factor) /
+                                (c->rope_high_freq_factor - c->rope_low_freq_factor);
+                f = (float)((1 - smooth) * f / c->rope_factor + smooth * f);
+            }
+        }
+        inv[i] = f;
+    }
+}
+
+static pq_status check_config(pq_ctx *ctx, const char *path, const pq__config *c) {
+    if (c->dim <= 0 || c->hidden_dim <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
+        c->vocab_size <= 0 || c->head_dim <= 0 || c->max_seq_len <= 0)
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: config: non-positive dimension", path);
+    if (c->n_heads % c->n_kv_heads)
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: config: n_heads %lld not a multiple of n_kv_heads %lld", path,
+                        (long long)c->n_heads, (long long)c->n_kv_heads);
+    if (c->head_dim % 2) return pq__fail(ctx, PQ_ERR_FORMAT, "%s: config: odd head_dim %lld", path, (long long)c->head_dim);
+    if (!(c->norm_eps > 0) || !(c->rope_theta > 0))
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: config: norm_eps and rope_theta must be positive", path);
+    if (c->rope_scaling == 1 && !(c->rope_factor > 0 && c->rope_high_freq_factor > c->rope_low_freq_factor &&
+                                  c->rope_low_freq_factor > 0 && c->rope_orig_max_pos > 0))
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: config: rope_scaling llama3 parameters invalid", path);
+    if (c->rope_scaling == 2 && !(c->rope_factor > 0))
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: config: rope_scaling factor invalid", path);
+    return PQ_OK;
+}
+
+static void dtype_summary(pq_model *m) {
+    int64_t count[PQ_DTYPE_COUNT] = {0};
+    m->weight_bytes = 0;
+    m->n_params = 0;
+    for (int64_t i = 0; i < m->src.n_tensors; i++) {
+        const pq__tensor *t = &m->src.tensors[i];
+        if ((unsigned)t->dtype < PQ_DTYPE_COUNT) count[t->dtype]++;
+        m->weight_bytes += t->nbytes;
+        m->n_params += pq__tensor_numel(t);
+    }
+    size_t k = 0;
+    m->dtypes[0] = 0;
+    for (int i = 0; i < PQ_DTYPE_COUNT; i++)
+        if (count[i] && k < sizeof m->dtypes)
+            k += (size_t)snprintf(m->dtypes + k, sizeof m->dtypes - k, "%s%s:%lld", k ? " " : "", pq_dtype_name(i),
+                                  (long long)count[i]);
+}
+
+pq_status pq__model_from_source(pq_ctx *ctx, pq__source *src, pq_model **out) {
+    *out = NULL;
+    pq_model *m = pq__calloc(ctx, 1, sizeof *m, "model");
+    if (!m) {
+        pq__source_free(src);
+        return ctx->status;
+    }
+    m->src = *src;
+    memset(src, 0, sizeof *src);
+    m->cfg = m->src.cfg;
+    m->tok = m->src.tok;
+    m->src.tok = NULL;
+    const pq__config *c = &m->cfg;
+    const char *path = m->src.path ? m->src.path : "model";
+    pq_status st = check_config(ctx, path, c);
+    if (st) goto fail;
+    const int64_t D = c->dim, F = c->hidden_dim, QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
+    if ((st = get_f32(ctx, m, "model.embed_tokens.weight", c->vocab_size, D, 0, &m->embed))) goto fail;
+    if ((st = get_f32(ctx, m, "model.norm.weight", D, 0, 0, &m->out_norm))) goto fail;
+    m->lm_head.rows = c->vocab_size;
+    m->lm_head.cols = D;
+    if (c->tied) {
+        m->lm_head.w = m->embed;
+    } else if ((st = get_f32(ctx, m, "lm_head.weight", c->vocab_size, D, 0, &m->lm_head.w))) {
+        goto fail;
+    }
+    m->blocks = pq__calloc(ctx, (size_t)c->n_layers, sizeof *m->blocks, "blocks");
+    m->inv_freq = pq__calloc(ctx, (size_t)c->head_dim / 2, sizeof(float), "rope");
+    if (!m->blocks || !m->inv_freq) {
+        st = ctx->status;
+        goto fail;
+    }
+    rope_freqs(c, m->inv_freq);
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        pq__block *b = &m->blocks[l];
+        char base[128], name[160];
+        snprintf(name, sizeof name, "model.layers.%lld.input_layernorm.weight", (long long)l);
+        if ((st = get_f32(ctx, m, name, D, 0, 0, &b->attn_norm))) goto fail;
+        snprintf(name, sizeof name, "model.layers.%lld.post_attention_layernorm.weight", (long long)l);
+        if ((st = get_f32(ctx, m, name, D, 0, 0, &b->ffn_norm))) goto fail;
+        static const char *const lin[7] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                           "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                           "mlp.down_proj"};
+        pq__linear *dst[7] = {&b->q, &b->k, &b->v, &b->o, &b->gate, &b->up, &b->down};
+        const int64_t rows[7] = {QD, KD, KD, D, F, F, D}, cols[7] = {D, D, D, QD, D, D, F};
+        for (int i = 0; i < 7; i++) {
+            snprintf(base, sizeof base, "model.layers.%lld.%s", (long long)l, lin[i]);
+            if ((st = get_linear(ctx, m, base, rows[i], cols[i], c->qkv_bias && i < 3, dst[i]))) goto fail;
+        }
+    }
+    dtype_summary(m);
+    *out = m;
+    return PQ_OK;
+fail:
+    pq_model_free(m);
+    return st;
+}
+
+void pq_model_free(pq_model *m) {
+    if (!m) return;
+    for (int64_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m->blocks);
+    free(m->inv_freq);
+    pq_tokenizer_free(m->tok);
+    pq__source_free(&m->src);
+    free(m);
+}
+
+/* llama2.c checkpoints carry no tokenizer: look beside the model for tok<vocab>.bin/.model,
+ * tokenizer.bin or tokenizer.model whose vocabulary size matches. */
+static void find_sibling_tokenizer(pq_ctx *ctx, pq_model *m) {
+    const char *path = m->src.path;
+    const char *slash = strrchr(path, '/');
+    size_t dl = slash ? (size_t)(slash - path) : 0;
+    char dir[4096];
+    if (dl >= sizeof dir) return;
+    memcpy(dir, path, dl);
+    dir[dl] = 0;
+    if (!dl) snprintf(dir, sizeof dir, ".");
+    char cand[4][64];
+    snprintf(cand[0], sizeof cand[0], "tok%lld.bin", (long long)m->cfg.vocab_size);
+    snprintf(cand[1], sizeof cand[1], "tok%lld.model", (long long)m->cfg.vocab_size);
+    snprintf(cand[2], sizeof cand[2], "tokenizer.bin");
+    snprintf(cand[3], sizeof cand[3], "tokenizer.model");
+    for (int i = 0; i < 4; i++) {
+        char *p = pq__path_join(dir, cand[i]);
+        if (!p) return;
+        if (pq__file_exists(p)) {
+            pq_ctx quiet = *ctx; /* a non-matching candidate is not an error of this load */
+            pq_tokenizer *t = NULL;
+            if (pq_tokenizer_load(&quiet, p, &t) == PQ_OK && pq_tokenizer_n_vocab(t) == m->cfg.vocab_size) {
+                pq__log(ctx, PQ_LOG_INFO, "%s: using tokenizer %s", path, p);
+                m->tok = t;
+                free(p);
+                return;
+            }
+            pq_tokenizer_free(t);
+        }
+        free(p);
+    }
+}
+
+pq_status pq_model_load(pq_ctx *ctx, const char *path, const pq_load_params *params, pq_model **out) {
+    *out = NULL;
+    pq_load_params def = pq_load_params_default();
+    if (!params) params = &def;
+    pq__source src;
+    pq__source_init(&src);
+    src.path = strdup(path);
+    if (!src.path) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+    const char *fmt = pq__detect_format(path);
+    pq_status st;
+    if (!pq__is_dir(path) && !pq__file_exists(path)) {
+        pq__source_free(&src);
+        return pq__fail(ctx, PQ_ERR_IO, "%s: no such file or folder", path);
+    }
+    if (!strcmp(fmt, "hf"))
+        st = pq__hf_load(ctx, path, params->use_mmap, &src);
+    else if (!strcmp(fmt, "gguf"))
+        st = pq__gguf_load(ctx, path, params->use_mmap, &src);
+    else
+        st = pq__llama2c_load(ctx, path, params->use_mmap, &src);
+    if (st != PQ_OK) {
+        pq__source_free(&src);
+        return st;
+    }
+    pq_tokenizer *tok = NULL;
+    if (params->tokenizer_path) {
+        if ((st = pq_tokenizer_load(ctx, params->tokenizer_path, &tok)) != PQ_OK) {
+            pq__source_free(&src);
+            return st;
+        }
+    }
+    pq_model *m;
+    if ((st = pq__model_from_source(ctx, &src, &m)) != PQ_OK) {
+        pq_tokenizer_free(tok);
+        return st;
+    }
+    if (tok) {
+        pq_tokenizer_free(m->tok);
+        m->tok = tok;
+    } else if (!m->tok && !strcmp(fmt, "llama2c")) {
+        find_sibling_tokenizer(ctx, m);
+    }
+    if (m->tok && pq_tokenizer_n_vocab(m->tok) > m->cfg.vocab_size) {
+        pq_status s = pq__fail(ctx, PQ_ERR_INVALID, "%s: tokenizer has %lld tokens but the model only %lld",
+                               params->tokenizer_path ? params->tokenizer_path : path,
+                               (long long)pq_tokenizer_n_vocab(m->tok), (long long)m->cfg.vocab_size);
+        pq_model_free(m);
+        return s;
+    }
+    *out = m;
+    return PQ_OK;
+}
+
+pq_status pq_model_get_info(const pq_model *m, pq_model_info *info) {
+    memset(info, 0, sizeof *info);
+    const pq__config *c = &m->cfg;
+    snprintf(info->format, sizeof info->format, "%s", m->src.format);
+    snprintf(info->arch, sizeof info->arch, "%s", pq__arch_name(c->arch));
+    info->dim = c->dim;
+    info->hidden_dim = c->hidden_dim;
+    info->n_layers = c->n_layers;
+    info->n_heads = c->n_heads;
+    info->n_kv_heads = c->n_kv_heads;
+    info->head_dim = c->head_dim;
+    info->vocab_size = c->vocab_size;
+    info->max_seq_len = c->max_seq_len;
+    info->rope_theta = c->rope_theta;
+    info->norm_eps = c->norm_eps;
+    info->tied_embeddings = c->tied;
+    info->qkv_bias = c->qkv_bias;
+    info->rope_halfsplit = c->rope_halfsplit;
+    info->n_params = m->n_params;
+    info->file_bytes = pq__source_file_bytes(&m->src);
+    info->weight_bytes = m->weight_bytes;
+    snprintf(info->dtypes, sizeof info->dtypes, "%s", m->dtypes);
+    info->has_tokenizer = m->tok != NULL;
+    return PQ_OK;
+}
+
+const pq_tokenizer *pq_model_tokenizer(const pq_model *m) { return m ? m->tok : NULL; }

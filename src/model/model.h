@@ -1,0 +1,73 @@
+/* Internal model: config + float32 weights (pointing into the mapped files when they are
+ * stored as aligned F32, converted copies otherwise) + tokenizer. */
+#ifndef PQ_MODEL_H
+#define PQ_MODEL_H
+
+#include "io/source.h"
+
+/* y = x W^T (+ b): a linear layer with W [rows = out, cols = in]. */
+typedef struct pq__linear {
+    int64_t rows, cols;
+    const float *w; /* [rows, cols] */
+    const float *b; /* [rows] or NULL */
+} pq__linear;
+
+typedef struct pq__block {
+    const float *attn_norm; /* [dim] */
+    pq__linear q, k, v;     /* [heads*hd, dim], [kv*hd, dim], [kv*hd, dim] */
+    pq__linear o;           /* [dim, heads*hd] */
+    const float *ffn_norm;  /* [dim] */
+    pq__linear gate, up;    /* [hidden, dim] */
+    pq__linear down;        /* [dim, hidden] */
+} pq__block;
+
+struct pq_model {
+    pq__source src;         /* owns the mapped files and the raw tensors */
+    pq__config cfg;
+    const float *embed;     /* [vocab, dim] */
+    pq__block *blocks;      /* [n_layers] */
+    const float *out_norm;  /* [dim] */
+    pq__linear lm_head;     /* [vocab, dim]; w == embed when tied */
+    float *inv_freq;        /* [head_dim/2] RoPE inverse frequencies (scaling applied) */
+    void **owned;           /* converted weight buffers */
+    int64_t n_owned, cap_owned;
+    pq_tokenizer *tok;      /* owned, may be NULL */
+    int64_t n_params;
+    size_t weight_bytes;
+    char dtypes[128];
+};
+
+/* Builds a model from a loaded source (takes ownership of src's contents). */
+pq_status pq__model_from_source(pq_ctx *ctx, pq__source *src, pq_model **out);
+
+/* Activation capture for calibration: called with the input of each linear layer of a
+ * block (X [n, cols]). which: 0 q/k/v input, 1 o input, 2 gate/up input, 3 down input. */
+typedef void (*pq__capture_fn)(void *user, int64_t layer, int which, const float *x, int64_t n, int64_t cols);
+
+/* KV cache: for n_seq sequences, each up to n_ctx positions. */
+typedef struct pq__kv {
+    int64_t n_seq, n_ctx, n_layers, kv_dim;
+    float *k, *v; /* [n_layers][n_seq][n_ctx][kv_dim] */
+} pq__kv;
+
+pq_status pq__kv_init(pq_ctx *ctx, pq__kv *kv, const pq__config *cfg, int64_t n_seq, int64_t n_ctx);
+void pq__kv_free(pq__kv *kv);
+
+/* Fast batched forward. tokens [n_seq * n_tok]: sequence s holds tokens at positions
+ * pos0..pos0+n_tok-1; earlier positions come from kv (which may be NULL when pos0 == 0,
+ * then a temporary cache is used). logits [n_seq * n_tok, vocab], or, if last_only,
+ * [n_seq, vocab] for the last position of each sequence. */
+pq_status pq__forward(pq_ctx *ctx, const pq_model *m, pq__kv *kv, const int32_t *tokens, int64_t n_seq,
+                      int64_t n_tok, int64_t pos0, int last_only, float *logits);
+
+/* One decoder block on hidden states x [n_seq * n_tok, dim] in place (used by forward and
+ * by the calibration pipeline). capture may be NULL. */
+pq_status pq__block_forward(pq_ctx *ctx, const pq_model *m, int64_t layer, const pq__block *b, pq__kv *kv,
+                            float *x, int64_t n_seq, int64_t n_tok, int64_t pos0, pq__capture_fn capture,
+                            void *user);
+
+/* Readable reference path: one token at a time, naive loops (llama2.c style). */
+pq_status pq__forward_reference(pq_ctx *ctx, const pq_model *m, const int32_t *tokens, int64_t n_tok,
+                                float *logits);
+
+#endif
