@@ -1,10 +1,14 @@
 /* prunequant command-line program: dispatches to one command per file. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
-int pq_cli_layer(int argc, char **argv);
+
+int pq_cli_eval(int argc, char **argv);
+int pq_cli_tasks(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -16,7 +20,8 @@ static const struct {
     {"generate", cli_generate, "generate text (greedy or sampled)"},
     {"ppl", cli_ppl, "perplexity of a text file (gptq or llamacpp protocol)"},
     {"convert", cli_convert, "write a model as a Hugging Face folder or a GGUF file"},
-    {"layer", pq_cli_layer, "compress one weight matrix given its Hessian (.npy)"},
+    {"eval", pq_cli_eval, "benchmarks, KL divergence to a base model, retention metrics"},
+    {"tasks", pq_cli_tasks, "list evaluation tasks; make a cloze task from a text"},
 };
 
 static void usage(FILE *f) {
@@ -29,6 +34,13 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    /* Idle OpenMP workers must sleep, not spin: on small machines (2 vCPUs, often one core's
+     * two hyperthreads) a spinning worker halves the speed of the serial parts and of BLAS.
+     * libgomp reads this once at load, so set it and start again. */
+    if (!getenv("OMP_WAIT_POLICY")) {
+        setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+        execv("/proc/self/exe", argv);
+    }
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -3,6 +3,7 @@
 #ifndef PQ_TEST_SYNTH_H
 #define PQ_TEST_SYNTH_H
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

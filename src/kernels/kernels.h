@@ -5,6 +5,11 @@
 
 #include <stdint.h>
 
+/* Below these sizes loops and BLAS calls run on one thread: on small work the cost of
+ * waking and spinning threads exceeds the arithmetic. */
+#define PQ_PAR_MIN_FLOPS (64.0 * 1024 * 1024)
+#define PQ_PAR_MIN_ELEMS (64 * 1024)
+
 /* Y [n, rows] = X [n, cols] W^T (+ b), W [rows, cols] row-major; BLAS sgemm. */
 void pq__matmul_wt(const float *x, const float *w, const float *b, float *y, int64_t n, int64_t rows, int64_t cols,
                    int n_threads);

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+
 #include "kernels/kernels.h"
 #include "model/model.h"
 
@@ -74,7 +76,7 @@ pq_status pq__block_forward(pq_ctx *ctx, const pq_model *m, int64_t layer, const
     const int64_t group = c->n_heads / c->n_kv_heads;
     if (T > kv->n_ctx || n_seq > kv->n_seq) return pq__fail(ctx, PQ_ERR_INVALID, "forward: context overflow");
 
-    size_t nbuf = (size_t)(N * (D + QD + 2 * KD + QD + 2 * F) + n_tok * HD + (int64_t)nt * T);
+    size_t nbuf = (size_t)(N * (D + QD + 2 * KD + QD + 2 * F) + n_tok * HD + (int64_t)nt * n_tok * T);
     float *buf = pq__malloc(ctx, nbuf * sizeof(float), "activations");
     if (!buf) return ctx->status;
     float *xb = buf, *q = xb + N * D, *k = q + N * QD, *v = k + N * KD, *att = v + N * KD, *hb = att + N * QD;
@@ -87,7 +89,7 @@ pq_status pq__block_forward(pq_ctx *ctx, const pq_model *m, int64_t layer, const
     pq__matmul_wt(xb, b->k.w, b->k.b, k, N, KD, D, nt);
     pq__matmul_wt(xb, b->v.w, b->v.b, v, N, KD, D, nt);
     for (int64_t t = 0; t < n_tok; t++) rope_table(m, pos0 + t, cs + t * half, sn + t * half);
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (N * QD >= PQ_PAR_MIN_ELEMS)
     for (int64_t i = 0; i < N; i++) {
         const int64_t s = i / n_tok, t = i % n_tok;
         rope_apply(q + i * QD, c->n_heads, HD, c->rope_halfsplit, cs + t * half, sn + t * half);
@@ -95,27 +97,25 @@ pq_status pq__block_forward(pq_ctx *ctx, const pq_model *m, int64_t layer, const
         memcpy(kv->k + kv_off(kv, layer, s, pos0 + t), k + i * KD, (size_t)KD * sizeof(float));
         memcpy(kv->v + kv_off(kv, layer, s, pos0 + t), v + i * KD, (size_t)KD * sizeof(float));
     }
+    /* attention per (sequence, head) as two GEMMs over the cached keys/values; rows past the
+     * causal limit are masked before the softmax */
     const float scale = 1.0f / sqrtf((float)HD);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 4)
-    for (int64_t job = 0; job < N * c->n_heads; job++) {
-        const int64_t i = job / c->n_heads, h = job % c->n_heads, s = i / n_tok, t = i % n_tok;
-        const int64_t len = pos0 + t + 1, kvh = h / group;
-        float *sc = scores + (int64_t)omp_get_thread_num() * T;
-        const float *qh = q + i * QD + h * HD;
-        for (int64_t j = 0; j < len; j++) {
-            const float *kj = kv->k + kv_off(kv, layer, s, j) + kvh * HD;
-            float dot = 0.0f;
-            for (int64_t d = 0; d < HD; d++) dot += qh[d] * kj[d];
-            sc[j] = dot * scale;
+    pq__blas_threads(1);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (n_seq * c->n_heads * n_tok * T * HD >= PQ_PAR_MIN_ELEMS)
+    for (int64_t job = 0; job < n_seq * c->n_heads; job++) {
+        const int64_t s = job / c->n_heads, h = job % c->n_heads, kvh = h / group;
+        float *sc = scores + (int64_t)omp_get_thread_num() * n_tok * T;
+        const float *qh = q + s * n_tok * QD + h * HD;
+        const float *kh = kv->k + kv_off(kv, layer, s, 0) + kvh * HD, *vh = kv->v + kv_off(kv, layer, s, 0) + kvh * HD;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_tok, (int)T, (int)HD, scale, qh, (int)QD, kh,
+                    (int)KD, 0.0f, sc, (int)T);
+        for (int64_t t = 0; t < n_tok; t++) {
+            const int64_t len = pos0 + t + 1;
+            pq__softmax(sc + t * T, len);
+            memset(sc + t * T + len, 0, (size_t)(T - len) * sizeof(float));
         }
-        pq__softmax(sc, len);
-        float *out = att + i * QD + h * HD;
-        memset(out, 0, (size_t)HD * sizeof(float));
-        for (int64_t j = 0; j < len; j++) {
-            const float *vj = kv->v + kv_off(kv, layer, s, j) + kvh * HD;
-            const float a = sc[j];
-            for (int64_t d = 0; d < HD; d++) out[d] += a * vj[d];
-        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n_tok, (int)HD, (int)T, 1.0f, sc, (int)T, vh,
+                    (int)KD, 0.0f, att + s * n_tok * QD + h * HD, (int)QD);
     }
     if (capture) capture(user, layer, 1, att, N, QD);
     pq__matmul_wt(att, b->o.w, b->o.b, xb, N, D, QD, nt);
@@ -126,7 +126,7 @@ pq_status pq__block_forward(pq_ctx *ctx, const pq_model *m, int64_t layer, const
     if (capture) capture(user, layer, 2, xb, N, D);
     pq__matmul_wt(xb, b->gate.w, b->gate.b, hb, N, F, D, nt);
     pq__matmul_wt(xb, b->up.w, b->up.b, hb2, N, F, D, nt);
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (N * F >= PQ_PAR_MIN_ELEMS)
     for (int64_t i = 0; i < N * F; i++) {
         float g = hb[i];
         hb[i] = g * (1.0f / (1.0f + expf(-g))) * hb2[i];

@@ -1,0 +1,168 @@
+/* Per-layer engine benchmark: a 4096 x 4096 layer with a realistic Hessian, every method,
+ * time and error, plus this machine's sgemm rate (the yardstick: the arithmetic of GPTQ on
+ * this layer is about 140 GFLOP). One JSON object per line.
+ * Each case runs `reps` times (the first with the error, the others without) and reports the
+ * fastest: a shared machine's load only ever adds time.
+ * Usage: bench_layer [rows cols tokens [reps]]  (default 4096 4096 2048 2) */
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "prunequant-compress.h"
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static uint64_t rng = 42;
+static double urand(void) {
+    rng += 0x9e3779b97f4a7c15ULL;
+    uint64_t z = rng;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    return ((double)(z >> 11) + 0.5) / 9007199254740992.0;
+}
+static float nrand(void) {
+    return (float)(sqrt(-2.0 * log(urand())) * cos(6.283185307179586 * urand()));
+}
+
+/* The machine's single-precision GEMM rate (4096^3, best of 2): the yardstick for the rest.
+ * Measured at the start and the end, since a shared machine's load varies. */
+static void sgemm_rate(int threads, const char *when) {
+    const int n = 4096;
+    float *a = malloc(sizeof(float) * (size_t)n * n), *b = malloc(sizeof(float) * (size_t)n * n),
+          *c = malloc(sizeof(float) * (size_t)n * n);
+    for (size_t i = 0; i < (size_t)n * n; i++) {
+        a[i] = nrand();
+        b[i] = nrand();
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+    double best = 1e30;
+    for (int rep = 0; rep < 2; rep++) {
+        const double t = now_s();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        best = fmin(best, now_s() - t);
+    }
+    printf("{\"name\": \"sgemm_4096\", \"when\": \"%s\", \"threads\": %d, \"seconds\": %.4f, \"gflops\": %.1f}\n",
+           when, threads, best, 2.0 * n * (double)n * n / best / 1e9);
+    fflush(stdout);
+    free(a);
+    free(b);
+    free(c);
+}
+
+static void warn_log(void *user, pq_log_level level, const char *msg) {
+    (void)user;
+    if (level >= PQ_LOG_WARN) fprintf(stderr, "bench_layer: %s\n", msg);
+}
+
+int main(int argc, char **argv) {
+    const int64_t rows = argc > 3 ? atoll(argv[1]) : 4096, cols = argc > 3 ? atoll(argv[2]) : 4096;
+    const int64_t tokens = argc > 3 ? atoll(argv[3]) : 2048, rank = 64;
+    const int reps = argc > 4 ? atoi(argv[4]) : 2;
+    pq_ctx *ctx = pq_ctx_new();
+    pq_ctx_set_log(ctx, warn_log, NULL);
+    const int threads = pq_ctx_threads(ctx);
+    openblas_set_num_threads(threads);
+
+    sgemm_rate(threads, "start");
+    /* X [cols, tokens]: low rank (correlated channels) + noise, a few outlier channels */
+    float *X = malloc(sizeof(float) * (size_t)(cols * tokens)), *A = malloc(sizeof(float) * (size_t)(cols * rank)),
+          *Z = malloc(sizeof(float) * (size_t)(rank * tokens));
+    for (int64_t i = 0; i < cols * rank; i++)
+        A[i] = nrand();
+    for (int64_t i = 0; i < rank * tokens; i++)
+        Z[i] = nrand() / sqrtf((float)rank);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)cols, (int)tokens, (int)rank, 1.0f, A, (int)rank, Z,
+                (int)tokens, 0.0f, X, (int)tokens);
+    for (int64_t i = 0; i < cols; i++) {
+        const float boost = (i % 97 == 13) ? 20.0f : 1.0f;
+        for (int64_t t = 0; t < tokens; t++)
+            X[i * tokens + t] = boost * (X[i * tokens + t] + 0.5f * nrand());
+    }
+    float *H = malloc(sizeof(float) * (size_t)(cols * cols));
+    cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, (int)cols, (int)tokens, 2.0f / (float)tokens, X, (int)tokens,
+                0.0f, H, (int)cols);
+    for (int64_t i = 0; i < cols; i++)
+        for (int64_t j = i + 1; j < cols; j++)
+            H[i * cols + j] = H[j * cols + i];
+    free(X);
+    free(A);
+    free(Z);
+    float *W0 = malloc(sizeof(float) * (size_t)(rows * cols)), *W = malloc(sizeof(float) * (size_t)(rows * cols));
+    for (int64_t i = 0; i < rows * cols; i++)
+        W0[i] = 0.02f * nrand();
+
+    struct {
+        const char *name;
+        pq_prune_method prune;
+        double sparsity;
+        int pn, pm;
+        pq_quant_method quant;
+        int64_t group;
+        pq_joint_mode joint;
+        int reference;
+    } cases[] = {
+        {"rtn_4bit_g128", PQ_PRUNE_NONE, 0, 0, 0, PQ_QUANT_RTN, 128, PQ_JOINT_A, 0},
+        {"gptq_4bit_g128", PQ_PRUNE_NONE, 0, 0, 0, PQ_QUANT_GPTQ, 128, PQ_JOINT_A, 0},
+        {"gptq_4bit_g128_reference", PQ_PRUNE_NONE, 0, 0, 0, PQ_QUANT_GPTQ, 128, PQ_JOINT_A, 1},
+        {"magnitude_50", PQ_PRUNE_MAGNITUDE, 0.5, 0, 0, PQ_QUANT_NONE, -1, PQ_JOINT_A, 0},
+        {"wanda_50", PQ_PRUNE_WANDA, 0.5, 0, 0, PQ_QUANT_NONE, -1, PQ_JOINT_A, 0},
+        {"sparsegpt_50", PQ_PRUNE_SPARSEGPT, 0.5, 0, 0, PQ_QUANT_NONE, -1, PQ_JOINT_A, 0},
+        {"sparsegpt_2:4", PQ_PRUNE_SPARSEGPT, 0, 2, 4, PQ_QUANT_NONE, -1, PQ_JOINT_A, 0},
+        {"sparsegpt_2:4_4bit_fused", PQ_PRUNE_SPARSEGPT, 0, 2, 4, PQ_QUANT_GPTQ, 128, PQ_JOINT_FUSED, 0},
+        {"sparsegpt_50_4bit_g128_a", PQ_PRUNE_SPARSEGPT, 0.5, 0, 0, PQ_QUANT_GPTQ, 128, PQ_JOINT_A, 0},
+        {"sparsegpt_50_4bit_g128_b", PQ_PRUNE_SPARSEGPT, 0.5, 0, 0, PQ_QUANT_GPTQ, 128, PQ_JOINT_B, 0},
+        {"sparsegpt_50_4bit_g128_fused", PQ_PRUNE_SPARSEGPT, 0.5, 0, 0, PQ_QUANT_GPTQ, 128, PQ_JOINT_FUSED, 0},
+        {"sparsegpt_50_4bit_fused_reference", PQ_PRUNE_SPARSEGPT, 0.5, 0, 0, PQ_QUANT_GPTQ, -1, PQ_JOINT_FUSED, 1},
+    };
+    int failed = 0;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        pq_layer_params p = pq_layer_params_default();
+        p.prune = cases[k].prune;
+        p.sparsity = cases[k].sparsity;
+        p.prune_n = cases[k].pn;
+        p.prune_m = cases[k].pm;
+        p.quant = cases[k].quant;
+        p.bits = 4;
+        p.group_size = cases[k].group;
+        p.joint = cases[k].joint;
+        p.reference = cases[k].reference;
+        pq_layer_result r;
+        memset(&r, 0, sizeof r);
+        double best = 1e30;
+        pq_status st = PQ_OK;
+        for (int rep = 0; rep < reps && st == PQ_OK; rep++) {
+            p.error_mode = rep == 0 ? PQ_ERROR_AUTO : PQ_ERROR_NONE;
+            memcpy(W, W0, sizeof(float) * (size_t)(rows * cols));
+            pq_layer_result rr;
+            st = pq_layer_compress(ctx, &p, W, rows, cols, H, NULL, NULL, &rr);
+            if (rep == 0) r = rr;
+            best = fmin(best, rr.seconds);
+        }
+        if (st != PQ_OK) {
+            fprintf(stderr, "bench_layer: %s: %s\n", cases[k].name, pq_ctx_error(ctx));
+            failed = 1;
+            continue;
+        }
+        r.seconds = best;
+        printf("{\"name\": \"%s\", \"rows\": %lld, \"cols\": %lld, \"seconds\": %.3f, \"error\": %.6g, "
+               "\"error_direct\": %d, \"error_seconds\": %.3f, \"loss\": %.6g, \"sparsity\": %.4f, "
+               "\"moved_off_zero\": %lld, \"damp\": %.4g, \"retries\": %d}\n",
+               cases[k].name, (long long)rows, (long long)cols, r.seconds, r.error, r.error_direct, r.error_seconds,
+               r.loss, r.sparsity, (long long)r.moved_off_zero, r.damp, r.chol_retries);
+        fflush(stdout);
+    }
+    sgemm_rate(threads, "end");
+    free(W0);
+    free(W);
+    free(H);
+    pq_ctx_free(ctx);
+    return failed;
+}

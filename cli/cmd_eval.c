@@ -1,0 +1,378 @@
+/* eval: benchmarks, KL divergence and retention metrics; tasks: list task files, make
+ * cloze tasks from text. Public API only (prunequant-eval.h). */
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "prunequant-eval.h"
+
+int pq_cli_eval(int argc, char **argv);
+int pq_cli_tasks(int argc, char **argv);
+
+static const char *value(const char *cmd, int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) {
+        cli_usage_error(cmd, "%s needs a value", argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+static int is_dir(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+/* Default data folder: $PQ_DATA, else shared/data beside the project, found from the
+ * executable (build/prunequant -> ../../shared/data) or the working directory. */
+static const char *default_data_dir(char *buf, size_t n) {
+    const char *env = getenv("PQ_DATA");
+    if (env && *env && is_dir(env)) return env;
+    char exe[PATH_MAX];
+    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    static const char *const rel[] = {"../shared/data", "../../shared/data", "../../../shared/data", "shared/data"};
+    if (k > 0) {
+        exe[k] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = 0;
+        for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
+            snprintf(buf, n, "%s/%s", exe, rel[i]);
+            if (is_dir(buf)) return buf;
+        }
+    }
+    for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++)
+        if (is_dir(rel[i])) {
+            snprintf(buf, n, "%s", rel[i]);
+            return buf;
+        }
+    return NULL;
+}
+
+/* Default cache: $XDG_CACHE_HOME/prunequant or ~/.cache/prunequant (created). */
+static const char *default_cache_dir(char *buf, size_t n) {
+    const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (x && *x)
+        snprintf(buf, n, "%s", x);
+    else if (home && *home)
+        snprintf(buf, n, "%s/.cache", home);
+    else
+        return NULL;
+    mkdir(buf, 0755);
+    size_t l = strlen(buf);
+    snprintf(buf + l, n - l, "/prunequant");
+    mkdir(buf, 0755);
+    return is_dir(buf) ? buf : NULL;
+}
+
+static const char *fmt_num(char *b, size_t n, double v, int pct) {
+    if (!isfinite(v))
+        snprintf(b, n, "-");
+    else if (pct)
+        snprintf(b, n, "%.4f", v);
+    else
+        snprintf(b, n, "%.4f", v);
+    return b;
+}
+
+static void print_report(const pq_eval_report *r, const char *data_dir) {
+    printf("model: %s\n", r->model);
+    if (r->base[0]) printf("base:  %s\n", r->base);
+    if (data_dir) printf("data:  %s\n", data_dir);
+    printf("\n%-28s %-11s %9s %9s %9s %9s %9s %7s\n", "task", "metric", "score", "stderr", "base", "retention",
+           "ret_norm", "n");
+    for (int64_t i = 0; i < r->n_tasks; i++) {
+        const pq_task_result *t = &r->tasks[i];
+        char a[32], b[32], c[32], d[32], e[32];
+        printf("%-28s %-11s %9s %9s %9s %9s %9s %7lld\n", t->name, t->metric, fmt_num(a, sizeof a, t->score, 0),
+               fmt_num(b, sizeof b, t->se, 0), t->has_base ? fmt_num(c, sizeof c, t->base_score, 0) : "-",
+               fmt_num(d, sizeof d, t->retention, 0), fmt_num(e, sizeof e, t->retention_norm, 0), (long long)t->n);
+        if (t->metric2[0])
+            printf("%-28s %-11s %9s %9s %9s\n", "", t->metric2, fmt_num(a, sizeof a, t->score2, 0),
+                   fmt_num(b, sizeof b, t->se2, 0), t->has_base ? fmt_num(c, sizeof c, t->base_score2, 0) : "-");
+    }
+    if (r->n_tasks) printf("\nprotocols and files:\n");
+    for (int64_t i = 0; i < r->n_tasks; i++) {
+        const pq_task_result *t = &r->tasks[i];
+        printf("  %s: %s%s\n    file %s\n", t->name, t->protocol, t->base_cached ? " (base result from cache)" : "",
+               t->file);
+    }
+    if (r->has_kld) {
+        const pq_kld_result *k = &r->kld;
+        printf("\nKL divergence to base (%s, %lld tokens in %lld windows)\n", k->file, (long long)k->n_tokens,
+               (long long)k->n_windows);
+        printf("  mean KLD      %.6f +/- %.6f\n", k->mean, k->se);
+        printf("  percentiles   99.9%% %.6f  99%% %.6f  95%% %.6f  90%% %.6f  median %.6f  10%% %.6f  5%% %.6f  1%% %.6f\n",
+               k->p999, k->p99, k->p95, k->p90, k->median, k->p10, k->p05, k->p01);
+        printf("  same top      %.4f%% +/- %.4f%%\n", 100 * k->same_top, 100 * k->same_top_se);
+        printf("  delta p       mean %.6f +/- %.6f  rms %.6f  99%% %.6f  median %.6f  1%% %.6f\n", k->dp_mean,
+               k->dp_se, k->dp_rms, k->dp_p99, k->dp_median, k->dp_p01);
+        printf("  ppl           base %.4f  model %.4f  ln(ratio) %.6f +/- %.6f\n", k->ppl_base, k->ppl_model,
+               k->ln_ppl_ratio, k->ln_ppl_ratio_se);
+        printf("  protocol      %s\n", k->protocol);
+    }
+    const pq_metrics *m = &r->metrics;
+    char a[32], b[32], c[32], d[32];
+    printf("\nmetrics: sparsity %.4f  bits %g  (stored %.2f bits/weight)  TCr %.4f  ACr %.4f  bpw %.3f\n", m->sparsity,
+           m->bits, m->stored_bits, m->tcr, m->acr, m->bpw);
+    printf("         Sr %s (over %d tasks)  Sr_norm %s  SrCr %s  Sr*TCr %s\n", fmt_num(a, sizeof a, m->sr, 0),
+           m->n_retention, fmt_num(b, sizeof b, m->sr_norm, 0), fmt_num(c, sizeof c, m->srcr, 0),
+           fmt_num(d, sizeof d, m->sr_tcr, 0));
+    printf("         (SrCr = Sr / (sqrt(1-s) * log2(q)/log2(16)) is this project's reading of the paper)\n");
+}
+
+static void eval_usage(FILE *f) {
+    fprintf(f,
+            "usage: prunequant eval MODEL --tasks LIST [--tokenizer FILE] [--base BASE [--base-tokenizer FILE]]\n"
+            "         [--data-dir DIR] [--limit N] [--shots K] [--seed S] [--json FILE] [--threads N]\n"
+            "         [--cache-dir DIR | --no-cache] [--ctx N] [--protocol gptq|llamacpp] [--max-gen N]\n"
+            "         [--sparsity S] [--bits Q] [--quiet]\n"
+            "tasks (comma-separated): ppl:FILE kld:FILE (needs --base) lambada arc_easy arc_challenge piqa\n"
+            "  hellaswag winogrande boolq mmlu mmlu_pro gsm8k math bbh bbh:NAME mc:FILE.jsonl gen:FILE.jsonl\n"
+            "--limit: items per task (per subject for mmlu/bbh; windows for ppl/kld). --shots: k-shot for every\n"
+            "task (default: the task's own, 0 for most; gsm8k 5, math 4). --sparsity/--bits declare the\n"
+            "compression for TCr/SrCr (default: measured zeros, 16 bits). --json - writes JSON to stdout.\n");
+}
+
+static pq_model *load(const char *cmd, pq_ctx *ctx, const char *path, const char *tok) {
+    pq_load_params lp = pq_load_params_default();
+    lp.tokenizer_path = tok;
+    pq_model *m = NULL;
+    if (pq_model_load(ctx, path, &lp, &m) != PQ_OK) {
+        cli_fail(cmd, ctx);
+        return NULL;
+    }
+    return m;
+}
+
+int pq_cli_eval(int argc, char **argv) {
+    const char *cmd = "eval";
+    const char *model_path = NULL, *tok = NULL, *base_path = NULL, *base_tok = NULL, *tasks = NULL, *json = NULL;
+    const char *data_dir = NULL, *cache_dir = NULL, *v;
+    int no_cache = 0, quiet = 0;
+    int64_t threads = 0, k;
+    double x;
+    pq_eval_params p = pq_eval_params_default();
+    pq_compress_info ci = pq_compress_info_default();
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            eval_usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--tokenizer")) {
+            if (!(tok = value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--base")) {
+            if (!(base_path = value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--base-tokenizer")) {
+            if (!(base_tok = value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--tasks")) {
+            if (!(tasks = value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--data-dir")) {
+            if (!(data_dir = value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--cache-dir")) {
+            if (!(cache_dir = value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--no-cache")) {
+            no_cache = 1;
+        } else if (!strcmp(a, "--json")) {
+            if (!(json = value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
+            quiet = 1;
+        } else if (!strcmp(a, "--limit")) {
+            if (!(v = value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, INT64_MAX, &p.limit)) return 2;
+        } else if (!strcmp(a, "--shots")) {
+            if (!(v = value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, 64, &k)) return 2;
+            p.shots = (int)k;
+        } else if (!strcmp(a, "--seed")) {
+            if (!(v = value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, INT64_MAX, &k)) return 2;
+            p.seed = (uint64_t)k;
+        } else if (!strcmp(a, "--threads")) {
+            if (!(v = value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, 1024, &threads)) return 2;
+        } else if (!strcmp(a, "--ctx")) {
+            if (!(v = value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 2, 1 << 20, &p.ctx)) return 2;
+        } else if (!strcmp(a, "--max-gen")) {
+            if (!(v = value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 1, 1 << 20, &p.gen_max_tokens)) return 2;
+        } else if (!strcmp(a, "--protocol")) {
+            if (!(v = value(cmd, argc, argv, &i))) return 2;
+            if (!strcmp(v, "gptq"))
+                p.ppl_protocol = PQ_PPL_GPTQ;
+            else if (!strcmp(v, "llamacpp"))
+                p.ppl_protocol = PQ_PPL_LLAMACPP;
+            else
+                return cli_usage_error(cmd, "--protocol: expected gptq or llamacpp, got '%s'", v);
+        } else if (!strcmp(a, "--sparsity")) {
+            if (!(v = value(cmd, argc, argv, &i)) || cli_parse_f64(cmd, a, v, 0, 0.999999, &x)) return 2;
+            ci.sparsity = x;
+        } else if (!strcmp(a, "--bits")) {
+            if (!(v = value(cmd, argc, argv, &i)) || cli_parse_f64(cmd, a, v, 1, 32, &x)) return 2;
+            ci.bits = x;
+        } else if (a[0] == '-' && a[1]) {
+            return cli_usage_error(cmd, "unknown option %s", a);
+        } else if (model_path) {
+            return cli_usage_error(cmd, "more than one model given");
+        } else {
+            model_path = a;
+        }
+    }
+    if (!model_path) return cli_usage_error(cmd, "no MODEL given");
+    if (!tasks) return cli_usage_error(cmd, "--tasks LIST is required");
+    if (base_tok && !base_path) return cli_usage_error(cmd, "--base-tokenizer needs --base");
+    char dbuf[PATH_MAX + 32], cbuf[PATH_MAX + 32];
+    p.data_dir = data_dir ? data_dir : default_data_dir(dbuf, sizeof dbuf);
+    p.cache_dir = no_cache ? NULL : cache_dir ? cache_dir : default_cache_dir(cbuf, sizeof cbuf);
+    if (cache_dir && !no_cache && !is_dir(cache_dir) && mkdir(cache_dir, 0755) != 0)
+        fprintf(stderr, "prunequant eval: warning: cannot create cache folder %s: %s\n", cache_dir, strerror(errno));
+    pq_ctx *ctx = cli_ctx_new((int)threads, quiet);
+    pq_model *m = load(cmd, ctx, model_path, tok), *b = NULL;
+    int rc = 1;
+    pq_eval_report *r = NULL;
+    if (!m) goto out;
+    if (base_path && !(b = load(cmd, ctx, base_path, base_tok ? base_tok : tok))) goto out;
+    if (pq_eval_run(ctx, m, model_path, b, base_path, tasks, &p, &ci, &r) != PQ_OK) {
+        cli_fail(cmd, ctx);
+        goto out;
+    }
+    cli_progress_done();
+    if (json && !strcmp(json, "-")) {
+        char *s = pq_eval_report_json(r);
+        if (s) printf("%s\n", s);
+        free(s);
+    } else {
+        print_report(r, p.data_dir);
+        if (json && pq_eval_report_write_json(ctx, r, json) != PQ_OK) {
+            cli_fail(cmd, ctx);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    pq_eval_report_free(r);
+    pq_model_free(b);
+    pq_model_free(m);
+    pq_ctx_free(ctx);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- tasks */
+
+static int cmp_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int list_one(pq_ctx *ctx, const char *name, const pq_eval_params *p) {
+    int64_t n = 0;
+    char file[1024];
+    if (pq_eval_task_count(ctx, name, p, &n, file, sizeof file) != PQ_OK) {
+        printf("%-44s %8s  error: %s\n", name, "-", pq_ctx_error(ctx));
+        return 1;
+    }
+    printf("%-44s %8lld  %s\n", name, (long long)n, file);
+    return 0;
+}
+
+static int tasks_list(int argc, char **argv) {
+    const char *cmd = "tasks list", *data_dir = NULL, *cache_dir = NULL, *v;
+    pq_eval_params p = pq_eval_params_default();
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--data-dir")) {
+            if (!(data_dir = value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--cache-dir")) {
+            if (!(cache_dir = value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--limit")) {
+            if (!(v = value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, INT64_MAX, &p.limit)) return 2;
+        } else {
+            return cli_usage_error(cmd, "unknown argument %s", a);
+        }
+    }
+    char dbuf[PATH_MAX + 32], cbuf[PATH_MAX + 32];
+    p.data_dir = data_dir ? data_dir : default_data_dir(dbuf, sizeof dbuf);
+    p.cache_dir = cache_dir ? cache_dir : default_cache_dir(cbuf, sizeof cbuf);
+    if (!p.data_dir) {
+        fprintf(stderr, "prunequant tasks list: no data folder found (give --data-dir)\n");
+        return 1;
+    }
+    printf("data: %s\n%-44s %8s  %s\n", p.data_dir, "task", "items", "file");
+    pq_ctx *ctx = cli_ctx_new(1, 1);
+    int bad = 0;
+    for (const char *const *t = pq_eval_task_names(); *t; t++) bad += list_one(ctx, *t, &p);
+    /* every bbh subtask */
+    char dir[PATH_MAX + 64];
+    snprintf(dir, sizeof dir, "%s/tasks/bbh", p.data_dir);
+    DIR *d = opendir(dir);
+    char **names = NULL;
+    size_t nn = 0;
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            size_t l = strlen(e->d_name);
+            if (l <= 5 || strcmp(e->d_name + l - 5, ".json")) continue;
+            char **q = realloc(names, (nn + 1) * sizeof *q);
+            if (!q) break;
+            names = q;
+            names[nn] = malloc(l + 5);
+            if (names[nn]) snprintf(names[nn++], l + 5, "bbh:%.*s", (int)(l - 5), e->d_name);
+        }
+        closedir(d);
+    }
+    if (nn) qsort(names, nn, sizeof *names, cmp_name);
+    for (size_t i = 0; i < nn; i++) {
+        bad += list_one(ctx, names[i], &p);
+        free(names[i]);
+    }
+    free(names);
+    printf("also: ppl:FILE kld:FILE (text files, e.g. text/wikitext-2-raw/wiki.test.raw), mc:FILE.jsonl, "
+           "gen:FILE.jsonl\n");
+    pq_ctx_free(ctx);
+    return bad ? 1 : 0;
+}
+
+static int tasks_make_cloze(int argc, char **argv) {
+    const char *cmd = "tasks make-cloze", *text = NULL, *out = NULL, *v;
+    pq_cloze_params cp = pq_cloze_params_default();
+    int64_t k;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--out")) {
+            if (!(out = value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--choices")) {
+            if (!(v = value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 2, 26, &k)) return 2;
+            cp.n_choices = (int)k;
+        } else if (!strcmp(a, "--seed")) {
+            if (!(v = value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, INT64_MAX, &k)) return 2;
+            cp.seed = (uint64_t)k;
+        } else if (!strcmp(a, "--limit")) {
+            if (!(v = value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, INT64_MAX, &cp.limit)) return 2;
+        } else if (a[0] == '-' && a[1]) {
+            return cli_usage_error(cmd, "unknown option %s", a);
+        } else if (text) {
+            return cli_usage_error(cmd, "more than one TEXT given");
+        } else {
+            text = a;
+        }
+    }
+    if (!text || !out) return cli_usage_error(cmd, "usage: TEXT --out FILE.jsonl [--choices K] [--seed S] [--limit N]");
+    pq_ctx *ctx = cli_ctx_new(1, 0);
+    int64_t n = 0;
+    int rc = 0;
+    if (pq_tasks_make_cloze(ctx, text, out, &cp, &n) != PQ_OK)
+        rc = cli_fail(cmd, ctx);
+    else
+        printf("wrote %lld items (%d choices, seed %llu) to %s\n", (long long)n, cp.n_choices,
+               (unsigned long long)cp.seed, out);
+    pq_ctx_free(ctx);
+    return rc;
+}
+
+int pq_cli_tasks(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        FILE *f = argc < 2 ? stderr : stdout;
+        fprintf(f, "usage: prunequant tasks list [--data-dir DIR] [--cache-dir DIR] [--limit N]\n"
+                   "       prunequant tasks make-cloze TEXT --out FILE.jsonl [--choices K] [--seed S] [--limit N]\n");
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "list")) return tasks_list(argc, argv);
+    if (!strcmp(argv[1], "make-cloze")) return tasks_make_cloze(argc, argv);
+    return cli_usage_error("tasks", "unknown subcommand '%s' (list, make-cloze)", argv[1]);
+}

@@ -1,0 +1,283 @@
+/* prunequant layer: compresses one weight matrix given its Hessian (.npy in, .npy out). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "prunequant-compress.h"
+
+int pq_cli_layer(int argc, char **argv);
+
+static const char *const layer_usage =
+    "usage: prunequant layer --weight W.npy --hessian H.npy --out Q.npy [options]\n"
+    "Compresses one linear layer W [rows, cols] given its Hessian H [cols, cols] = 2 X X^T / N\n"
+    "and writes the compressed (dequantized) weights.\n"
+    "  --prune none|magnitude|wanda|sparsegpt   pruning method (default none)\n"
+    "  --sparsity F          unstructured sparsity in [0, 1) (default 0.5)\n"
+    "  --pattern N:M         N of every M consecutive weights pruned (2:4, 4:8, ...)\n"
+    "  --quant none|rtn|gptq quantization method (default none)\n"
+    "  --bits B              2..8 (default 4)\n"
+    "  --group G             columns per grid, -1 = one per row (default -1)\n"
+    "  --sym | --asym        symmetric or min-max grid (default --asym)\n"
+    "  --act-order           sweep columns by decreasing diag(H)\n"
+    "  --static-groups       fit every group's grid up front on the original columns\n"
+    "  --percdamp P          damping as a fraction of mean(diag H) (default 0.01)\n"
+    "  --blocksize B         lazy-batch block (default 128)\n"
+    "  --joint a|b|fused     pruning + quantization: prune then quantize (a), with the mask\n"
+    "                        frozen (b), or one joint sweep (fused) (default a)\n"
+    "  --keep-mask           mode a: re-zero pruned weights that GPTQ moved\n"
+    "  --reference           reproduce the GPTQ/SparseGPT reference implementations' quirks\n"
+    "  --f32-factor          factor H in float32 (faster)\n"
+    "  --error auto|direct|none  how the error tr((W-Q) H (W-Q)^T) is computed (default auto)\n"
+    "  --threads N           threads (default: all cores)\n"
+    "  --json                print the result as one JSON object\n"
+    "  --quiet               no progress or info messages\n";
+
+/* Prints s as a JSON string. */
+static void json_str(const char *s) {
+    putchar('"');
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            printf("\\%c", *p);
+        else if (*p < 0x20)
+            printf("\\u%04x", *p);
+        else
+            putchar(*p);
+    }
+    putchar('"');
+}
+
+static void json_num(double v) {
+    if (isfinite(v))
+        printf("%.10g", v);
+    else
+        printf("null");
+}
+
+/* Reads a 2-D .npy; on failure prints the error and returns NULL. */
+static float *read_matrix(const char *cmd, pq_ctx *ctx, const char *path, int64_t shape[2]) {
+    float *x = NULL;
+    int ndim = 0;
+    if (pq_npy_read(ctx, path, &x, shape, &ndim) != PQ_OK) {
+        cli_fail(cmd, ctx);
+        return NULL;
+    }
+    if (ndim != 2 || shape[0] <= 0 || shape[1] <= 0) {
+        fprintf(stderr, "prunequant %s: %s: expected a non-empty 2-D array, got shape (%lld%s%lld)\n", cmd, path,
+                (long long)shape[0], ndim == 2 ? ", " : ",", ndim == 2 ? (long long)shape[1] : 0LL);
+        free(x);
+        return NULL;
+    }
+    return x;
+}
+
+int pq_cli_layer(int argc, char **argv) {
+    const char *cmd = "layer";
+    const char *wpath = NULL, *hpath = NULL, *out = NULL, *pattern = NULL;
+    int json = 0, quiet = 0, have_prune = 0, have_quant = 0, have_sparsity = 0;
+    int64_t threads = 0;
+    pq_layer_params p = pq_layer_params_default();
+    p.quant = PQ_QUANT_NONE;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        /* flags with a value */
+        const int valued = !strcmp(a, "--weight") || !strcmp(a, "--hessian") || !strcmp(a, "--out") ||
+                           !strcmp(a, "--prune") || !strcmp(a, "--sparsity") || !strcmp(a, "--pattern") ||
+                           !strcmp(a, "--quant") || !strcmp(a, "--bits") || !strcmp(a, "--group") ||
+                           !strcmp(a, "--percdamp") || !strcmp(a, "--blocksize") || !strcmp(a, "--joint") ||
+                           !strcmp(a, "--threads") || !strcmp(a, "--error");
+        const char *v = NULL;
+        if (valued) {
+            if (i + 1 >= argc) return cli_usage_error(cmd, "%s needs a value", a);
+            v = argv[++i];
+        }
+        int64_t iv;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(layer_usage, stdout);
+            return 0;
+        } else if (!strcmp(a, "--weight")) {
+            wpath = v;
+        } else if (!strcmp(a, "--hessian")) {
+            hpath = v;
+        } else if (!strcmp(a, "--out")) {
+            out = v;
+        } else if (!strcmp(a, "--prune")) {
+            if (pq_prune_method_parse(v, &p.prune))
+                return cli_usage_error(cmd, "--prune: expected none|magnitude|wanda|sparsegpt, got '%s'", v);
+            have_prune = 1;
+        } else if (!strcmp(a, "--sparsity")) {
+            if (cli_parse_f64(cmd, a, v, 0.0, 1.0, &p.sparsity)) return 2;
+            have_sparsity = 1;
+        } else if (!strcmp(a, "--pattern")) {
+            pattern = v;
+        } else if (!strcmp(a, "--quant")) {
+            if (pq_quant_method_parse(v, &p.quant))
+                return cli_usage_error(cmd, "--quant: expected none|rtn|gptq, got '%s'", v);
+            have_quant = 1;
+        } else if (!strcmp(a, "--bits")) {
+            if (cli_parse_i64(cmd, a, v, 0, 64, &iv)) return 2;
+            p.bits = (int)iv;
+        } else if (!strcmp(a, "--group")) {
+            if (cli_parse_i64(cmd, a, v, -1, INT64_MAX, &p.group_size)) return 2;
+        } else if (!strcmp(a, "--sym")) {
+            p.sym = 1;
+        } else if (!strcmp(a, "--asym")) {
+            p.sym = 0;
+        } else if (!strcmp(a, "--act-order")) {
+            p.act_order = 1;
+        } else if (!strcmp(a, "--static-groups")) {
+            p.static_groups = 1;
+        } else if (!strcmp(a, "--percdamp")) {
+            if (cli_parse_f64(cmd, a, v, 0.0, 100.0, &p.percdamp)) return 2;
+        } else if (!strcmp(a, "--blocksize")) {
+            if (cli_parse_i64(cmd, a, v, 1, 1 << 20, &p.blocksize)) return 2;
+        } else if (!strcmp(a, "--joint")) {
+            if (pq_joint_mode_parse(v, &p.joint))
+                return cli_usage_error(cmd, "--joint: expected a|b|fused, got '%s'", v);
+        } else if (!strcmp(a, "--keep-mask")) {
+            p.keep_mask = 1;
+        } else if (!strcmp(a, "--reference")) {
+            p.reference = 1;
+        } else if (!strcmp(a, "--f32-factor")) {
+            p.factor_f32 = 1;
+        } else if (!strcmp(a, "--error")) {
+            if (!strcmp(v, "auto"))
+                p.error_mode = PQ_ERROR_AUTO;
+            else if (!strcmp(v, "direct"))
+                p.error_mode = PQ_ERROR_DIRECT;
+            else if (!strcmp(v, "none"))
+                p.error_mode = PQ_ERROR_NONE;
+            else
+                return cli_usage_error(cmd, "--error: expected auto|direct|none, got '%s'", v);
+        } else if (!strcmp(a, "--threads")) {
+            if (cli_parse_i64(cmd, a, v, 0, 1024, &threads)) return 2;
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+        } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
+            quiet = 1;
+        } else {
+            return cli_usage_error(cmd, "unknown argument '%s'", a);
+        }
+    }
+    if (!wpath) return cli_usage_error(cmd, "--weight is required");
+    if (!out) return cli_usage_error(cmd, "--out is required");
+    if (!have_prune && !have_quant) return cli_usage_error(cmd, "nothing to do: give --prune and/or --quant");
+    if ((have_sparsity || pattern) && p.prune == PQ_PRUNE_NONE)
+        return cli_usage_error(cmd, "--sparsity/--pattern need --prune magnitude|wanda|sparsegpt");
+    if (have_sparsity && pattern) return cli_usage_error(cmd, "give --sparsity or --pattern, not both");
+    if (!hpath && !(p.error_mode == PQ_ERROR_NONE && p.quant != PQ_QUANT_GPTQ && p.prune != PQ_PRUNE_WANDA &&
+                    p.prune != PQ_PRUNE_SPARSEGPT))
+        return cli_usage_error(cmd, "--hessian is required");
+
+    pq_ctx *ctx = cli_ctx_new((int)threads, quiet);
+    if (pattern && pq_pattern_parse(ctx, pattern, &p.prune_n, &p.prune_m) != PQ_OK) {
+        const int rc = cli_usage_error(cmd, "%s", pq_ctx_error(ctx));
+        pq_ctx_free(ctx);
+        return rc;
+    }
+    int rc = 1;
+    float *W = NULL, *H = NULL;
+    int64_t ws[2] = {0, 0}, hs[2] = {0, 0};
+    if (!(W = read_matrix(cmd, ctx, wpath, ws))) goto done;
+    if (hpath) {
+        if (!(H = read_matrix(cmd, ctx, hpath, hs))) goto done;
+        if (hs[0] != ws[1] || hs[1] != ws[1]) {
+            fprintf(stderr,
+                    "prunequant %s: %s: shape (%lld, %lld) does not match %s (%lld, %lld): expected (%lld, %lld)\n",
+                    cmd, hpath, (long long)hs[0], (long long)hs[1], wpath, (long long)ws[0], (long long)ws[1],
+                    (long long)ws[1], (long long)ws[1]);
+            goto done;
+        }
+    }
+    if (pq_layer_params_validate(ctx, &p, ws[1]) != PQ_OK) {
+        rc = cli_usage_error(cmd, "%s", pq_ctx_error(ctx));
+        goto done;
+    }
+    pq_layer_result res;
+    if (pq_layer_compress(ctx, &p, W, ws[0], ws[1], H, NULL, NULL, &res) != PQ_OK) {
+        cli_fail(cmd, ctx);
+        goto done;
+    }
+    if (pq_npy_write(ctx, out, W, ws, 2) != PQ_OK) {
+        cli_fail(cmd, ctx);
+        goto done;
+    }
+    cli_progress_done();
+    char pat[32] = "";
+    if (p.prune_m > 0) snprintf(pat, sizeof pat, "%d:%d", p.prune_n, p.prune_m);
+    const int do_prune = p.prune != PQ_PRUNE_NONE, do_quant = p.quant != PQ_QUANT_NONE;
+    if (json) {
+        printf("{\"weight\": ");
+        json_str(wpath);
+        printf(", \"hessian\": ");
+        if (hpath)
+            json_str(hpath);
+        else
+            printf("null");
+        printf(", \"out\": ");
+        json_str(out);
+        printf(", \"rows\": %lld, \"cols\": %lld, \"prune\": \"%s\", ", (long long)ws[0], (long long)ws[1],
+               pq_prune_method_name(p.prune));
+        if (do_prune && pat[0])
+            printf("\"pattern\": \"%s\", \"target_sparsity\": %.10g, ", pat, (double)p.prune_n / p.prune_m);
+        else
+            printf("\"pattern\": null, \"target_sparsity\": %.10g, ", do_prune ? p.sparsity : 0.0);
+        printf("\"quant\": \"%s\", \"bits\": %d, \"group\": %lld, \"sym\": %s, \"act_order\": %s, "
+               "\"static_groups\": %s, \"joint\": \"%s\", \"reference\": %s, \"error\": ",
+               pq_quant_method_name(p.quant), do_quant ? p.bits : 32, (long long)p.group_size,
+               p.sym ? "true" : "false", p.act_order ? "true" : "false", p.static_groups ? "true" : "false",
+               pq_joint_mode_name(p.joint), p.reference ? "true" : "false");
+        json_num(res.error);
+        printf(", \"error_direct\": %s, \"loss\": ", res.error_direct ? "true" : "false");
+        json_num(res.loss);
+        printf(", \"seconds\": %.4f, \"error_seconds\": %.4f, \"sparsity\": %.6f, \"zeros\": %.6f, \"damping\": ",
+               res.seconds, res.error_seconds, res.sparsity, res.zeros);
+        json_num(res.damp);
+        printf(", \"percdamp\": ");
+        json_num(res.percdamp);
+        printf(", \"chol_retries\": %d, \"dead_cols\": %lld, \"moved_off_zero\": %lld, \"blocksize\": %lld, "
+               "\"threads\": %d}\n",
+               res.chol_retries, (long long)res.dead_cols, (long long)res.moved_off_zero, (long long)res.blocksize,
+               pq_ctx_threads(ctx));
+    } else {
+        printf("layer     %s [%lld x %lld]%s%s\n", wpath, (long long)ws[0], (long long)ws[1],
+               hpath ? ", hessian " : "", hpath ? hpath : "");
+        printf("recipe    ");
+        if (do_prune) {
+            if (pat[0])
+                printf("prune %s %s", pq_prune_method_name(p.prune), pat);
+            else
+                printf("prune %s %.4g%%", pq_prune_method_name(p.prune), 100.0 * p.sparsity);
+        }
+        if (do_prune && do_quant) printf(" + ");
+        if (do_quant) {
+            printf("quant %s %d-bit %s%s%s%s", pq_quant_method_name(p.quant), p.bits, p.sym ? "sym" : "asym",
+                   p.act_order ? " act-order" : "", p.static_groups ? " static-groups" : "", "");
+            if (p.group_size > 0)
+                printf(" g%lld", (long long)p.group_size);
+            else
+                printf(" per-row");
+        }
+        if (do_prune && do_quant)
+            printf(", joint %s%s", pq_joint_mode_name(p.joint), p.keep_mask ? " keep-mask" : "");
+        printf("%s\n", p.reference ? ", reference mode" : "");
+        if (isfinite(res.error))
+            printf("error     %.6g  (tr((W-Q) H (W-Q)^T) on the original H, %s)\n", res.error,
+                   res.error_direct ? "computed directly" : "from the sweep");
+        if (res.loss > 0) printf("loss      %.6g  (sweep: sum (w-q)^2 / d^2 / 2)\n", res.loss);
+        printf("sparsity  %.4f%%  (zeros %.4f%%)\n", 100.0 * res.sparsity, 100.0 * res.zeros);
+        if (res.moved_off_zero) printf("moved     %lld pruned weights off zero\n", (long long)res.moved_off_zero);
+        if (res.damp > 0)
+            printf("damping   %.4g x mean(diag H) = %.6g (%d retries), %lld dead columns\n", res.percdamp, res.damp,
+                   res.chol_retries, (long long)res.dead_cols);
+        printf("time      %.3f s (+%.3f s error), %d threads\n", res.seconds, res.error_seconds, pq_ctx_threads(ctx));
+        printf("wrote     %s\n", out);
+    }
+    rc = 0;
+done:
+    free(W);
+    free(H);
+    pq_ctx_free(ctx);
+    return rc;
+}

@@ -1,0 +1,175 @@
+/* prunequant: per-layer compression engine (pruning, quantization, both) and .npy files.
+ *
+ * One linear layer y = W x at a time: W is [rows = out_features, cols = in_features],
+ * row-major float32; H = 2 X X^T / N is its [cols, cols] input Hessian (only the lower
+ * triangle feeds the factorisation; the error uses the whole matrix). The algorithms are
+ * those of docs/ALGORITHMS.md §2-§6: GPTQ, SparseGPT, magnitude, Wanda, and three ways
+ * of combining pruning with quantization.
+ *
+ * reference = 0 (the default) is this project's improved variant; reference = 1 reproduces
+ * the public reference implementations (GPTQ/SparseGPT PyTorch code). The differences:
+ *  1. Symmetric grid. Reference: scale = 2*absmax/(2^b-1), zero = 2^(b-1), so the positive
+ *     extreme is clipped (about 0.933*absmax at 4 bits) and an all-positive group gets
+ *     scale = max/(2^b-1) with half its range unusable. Default: zero = 2^(b-1) as well,
+ *     the scale is the one of {reference scale, no-clipping scale * (1, 0.95, ..., 0.65)}
+ *     with the smallest squared error on the weights the grid is fitted on, so the grid is
+ *     never worse than the reference's on those weights. Asymmetric grids are min-max in
+ *     both modes.
+ *  2. Dynamic groups (GPTQ). Reference: a group that starts inside a lazy-batch block is
+ *     fitted on weights that miss the updates of the block's earlier columns. Default:
+ *     blocks are cut so that no group starts inside a block and ends after it, and every
+ *     group is fitted on fully updated weights.
+ *  3. Per-row grid (group_size -1). Reference: fitted on W before dead columns (diag(H) = 0)
+ *     are zeroed. Default: after.
+ *  4. Fused mode. Reference (SparseGPT): one per-row grid fitted on the dense, unpruned row;
+ *     no groups, no act-order (rejected). Default: grids fitted on the surviving weights,
+ *     groups, act-order and static groups allowed. Where the mask of a column is not decided
+ *     yet when its grid is fitted (per-row and static grids, N:M cells later in the group),
+ *     it is predicted with the same rule on the current weights.
+ *  5. SparseGPT unstructured mask per block. Reference: masks every score <= the value at
+ *     sorted position floor(n*s) (so floor(n*s)+1 weights, more on ties). Default: exactly
+ *     floor(n*s) weights, ties broken by position.
+ * In both modes, mode b and fused fit grids only on the weights the mask keeps; mode a on
+ * all weights (pruned zeros included), as the paper's sequential approximation does.
+ */
+#ifndef PRUNEQUANT_COMPRESS_H
+#define PRUNEQUANT_COMPRESS_H
+
+#include "prunequant.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* These enums only grow. */
+typedef enum pq_prune_method {
+    PQ_PRUNE_NONE = 0,
+    PQ_PRUNE_MAGNITUDE = 1, /* smallest |W| per row (or per N:M cell) */
+    PQ_PRUNE_WANDA = 2,     /* smallest |W_ij| * sqrt(H_jj) per row (or per cell); no update */
+    PQ_PRUNE_SPARSEGPT = 3  /* OBS column sweep with error compensation */
+} pq_prune_method;
+
+typedef enum pq_quant_method {
+    PQ_QUANT_NONE = 0,
+    PQ_QUANT_RTN = 1, /* round to nearest on the grid, no error feedback */
+    PQ_QUANT_GPTQ = 2 /* column sweep with error compensation */
+} pq_quant_method;
+
+/* How pruning and quantization combine when both are asked for (ALGORITHMS.md §6). */
+typedef enum pq_joint_mode {
+    PQ_JOINT_A = 0,    /* prune, then quantize the pruned weights treating zeros as weights */
+    PQ_JOINT_B = 1,    /* prune, then quantize with the mask frozen (pruned weights held at 0) */
+    PQ_JOINT_FUSED = 2 /* one sweep from the dense W: q = quant(mask * w), joint error compensated */
+} pq_joint_mode;
+
+typedef enum pq_error_mode {
+    /* Exact on the original H. When the final Q comes from one sweep that starts at W
+     * (GPTQ, SparseGPT, fused) the sweep's identity tr(D Hd D^T) = sum err^2 gives it for
+     * free (D = W - Q, Hd = damped H; minus the damping term); otherwise (RTN, magnitude,
+     * Wanda, modes a/b, keep_mask) it is computed directly (about rows*cols^2 flops). */
+    PQ_ERROR_AUTO = 0,
+    PQ_ERROR_DIRECT = 1, /* always computed directly */
+    PQ_ERROR_NONE = 2    /* not computed (error = NAN) */
+} pq_error_mode;
+
+typedef struct pq_layer_params {
+    pq_prune_method prune;
+    double sparsity; /* unstructured fraction in [0, 1) (default 0.5); unused with a pattern */
+    int prune_n;     /* N:M pattern: N of every M consecutive input weights are zero; */
+    int prune_m;     /* 0 < N < M, M dividing cols. 0:0 (default) = unstructured */
+    pq_quant_method quant;
+    int bits;           /* 2..8 (default 4) */
+    int64_t group_size; /* -1 (default) = one grid per row, else g dividing cols */
+    int sym;            /* 0 (default) asymmetric min-max grid; 1 symmetric (see above) */
+    int act_order;      /* GPTQ/fused sweeps in order of decreasing diag(H) */
+    int static_groups;  /* with groups: all grids fitted up front on the original column groups */
+    double percdamp;    /* damping percdamp * mean(diag H) (default 0.01); raised x10 on failure */
+    int64_t blocksize;  /* lazy-batch block B (default 128) */
+    pq_joint_mode joint;
+    int keep_mask;  /* mode a: re-zero pruned weights that GPTQ moved off zero */
+    int reference;  /* 1: reproduce the reference implementations' quirks (see above) */
+    int factor_f32; /* 1: factor H in float32 (faster, less exact); default 0 = float64 */
+    pq_error_mode error_mode;
+} pq_layer_params;
+
+pq_layer_params pq_layer_params_default(void);
+
+/* Checks a recipe for a layer of `cols` input features (cols <= 0: skip the divisibility
+ * checks). Returns PQ_ERR_INVALID with a one-line message on ctx. */
+pq_status pq_layer_params_validate(pq_ctx *ctx, const pq_layer_params *p, int64_t cols);
+
+/* Parses "2:4" into n = 2, m = 4 (syntax only; the validator checks 0 < N < M). */
+pq_status pq_pattern_parse(pq_ctx *ctx, const char *s, int *n, int *m);
+
+/* Names ("none", "magnitude", ...) and their parsers (0 on success). */
+const char *pq_prune_method_name(pq_prune_method m);
+const char *pq_quant_method_name(pq_quant_method m);
+const char *pq_joint_mode_name(pq_joint_mode m); /* "a", "b", "fused" */
+int pq_prune_method_parse(const char *s, pq_prune_method *out);
+int pq_quant_method_parse(const char *s, pq_quant_method *out);
+int pq_joint_mode_parse(const char *s, pq_joint_mode *out);
+
+typedef struct pq_layer_result {
+    double error;           /* tr((W-Q) H (W-Q)^T) on the original H (before dead-column fixes
+                               and damping); NAN with PQ_ERROR_NONE */
+    int error_direct;       /* 1: computed directly; 0: from the sweep identity */
+    double loss;            /* the last sweep's own loss, sum (w-q)^2 / d^2 / 2 (GPTQ's
+                               convention, d = U[j,j]); 0 without a sweep */
+    double seconds;         /* compression time (wall clock), error computation excluded */
+    double error_seconds;   /* time of the error computation */
+    double sparsity;        /* fraction of weights pruned by the mask and exactly 0 in Q */
+    double zeros;           /* fraction of exactly-zero weights in Q (rounding included) */
+    double damp;            /* absolute damping added to diag(H) (0 without a factorisation) */
+    double percdamp;        /* damping as a fraction of mean(diag H), after escalation */
+    int chol_retries;       /* times the damping was raised x10 */
+    int64_t dead_cols;      /* columns with diag(H) == 0 (their weights are set to 0 by sweeps) */
+    int64_t moved_off_zero; /* mode a: pruned weights that GPTQ moved off zero */
+    int64_t blocksize;      /* lazy-batch block used (cut to groups/cells where needed) */
+} pq_layer_result;
+
+/* Integer codes of a quantized layer: Q[r, c] = ((float)code - (float)zero) * scale with the
+ * grid of group g_idx[c]; pruned weights have code == zero. */
+typedef struct pq_qcodes {
+    int64_t rows, cols;
+    int bits;
+    int64_t group_size; /* columns per group (cols when one grid per row) */
+    int64_t n_groups;
+    uint8_t *codes; /* [rows, cols], original column order */
+    float *scales;  /* [rows, n_groups] */
+    uint8_t *zeros; /* [rows, n_groups] */
+    int32_t *g_idx; /* [cols] group of each original column: c / group_size, except with
+                       act-order and dynamic groups (groups of consecutive sweep columns) */
+} pq_qcodes;
+
+/* Frees the arrays (not the struct) and zeroes it; NULL is a no-op. */
+void pq_qcodes_free(pq_qcodes *c);
+
+/* Compresses one layer in place.
+ *   W        [rows, cols]  in: dense weights; out: compressed weights (dequantized). Left
+ *                          unchanged on failure.
+ *   H        [cols, cols]  Hessian (may be NULL for RTN / magnitude without an error:
+ *                          then error_mode must be PQ_ERROR_NONE).
+ *   mask_out [rows, cols]  optional: 1 = kept by the pruning mask, 0 = pruned.
+ *   codes_out              optional (quantization only): filled, owned by the caller
+ *                          (pq_qcodes_free). Zeroed when nothing is quantized.
+ *   res                    optional.
+ * Threads: pq_ctx_threads(ctx). Deterministic for a given thread count. Cholesky failures
+ * raise the damping x10 (logged at PQ_LOG_WARN) up to 100 * mean(diag H), then return
+ * PQ_ERR_NUMERIC. Progress stage names: "gptq", "sparsegpt", "fused", "frozen". */
+pq_status pq_layer_compress(pq_ctx *ctx, const pq_layer_params *p, float *W, int64_t rows, int64_t cols,
+                            const float *H, uint8_t *mask_out, pq_qcodes *codes_out, pq_layer_result *res);
+
+/* ---------------------------------------------------------------- .npy files */
+
+/* Reads a NumPy .npy file (format v1, v2 or v3) holding a C-order 1-D or 2-D array of
+ * '<f4' (or '<f8', converted). *data is malloc'ed (free with free()); shape[1] = 1 and
+ * *ndim = 1 for 1-D arrays. Errors name the file and the offending header field. */
+pq_status pq_npy_read(pq_ctx *ctx, const char *path, float **data, int64_t shape[2], int *ndim);
+
+/* Writes a 1-D (ndim 1, shape[0]) or 2-D float32 array as .npy, atomically. */
+pq_status pq_npy_write(pq_ctx *ctx, const char *path, const float *data, const int64_t *shape, int ndim);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PRUNEQUANT_COMPRESS_H */

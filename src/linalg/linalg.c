@@ -1,0 +1,271 @@
+#include "linalg/linalg.h"
+
+#include <cblas.h>
+#include <lapacke.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+void *pq__big_malloc(pq_ctx *ctx, size_t n, const char *what) {
+    const size_t huge = (size_t)2 << 20;
+    if (n < 2 * huge) return pq__malloc(ctx, n, what);
+    void *p = NULL;
+    if (posix_memalign(&p, huge, n) != 0) {
+        pq__fail(ctx, PQ_ERR_NOMEM, "out of memory allocating %zu bytes for %s", n, what);
+        return NULL;
+    }
+#ifdef MADV_HUGEPAGE
+    madvise(p, n, MADV_HUGEPAGE); /* a hint: failure is harmless */
+#endif
+    return p;
+}
+
+int pq__blas_set_threads(int n) {
+    int old = openblas_get_num_threads();
+    openblas_set_num_threads(n > 0 ? n : 1);
+    return old;
+}
+
+void pq__hfactor_free(pq__hfactor *f) {
+    if (!f) return;
+    free(f->vs);
+    free(f->vdiag);
+    free(f->dead);
+    memset(f, 0, sizeof *f);
+}
+
+/* Lower-triangle read of the symmetric H at original indices (a, b). */
+static inline float h_at(const float *H, int64_t n, int64_t a, int64_t b) {
+    return a >= b ? H[a * n + b] : H[b * n + a];
+}
+
+/* Element i of A, an array of float (f32 = 1) or double. */
+static inline double a_get(const void *A, int f32, size_t i) {
+    return f32 ? (double)((const float *)A)[i] : ((const double *)A)[i];
+}
+static inline void a_set(void *A, int f32, size_t i, double v) {
+    if (f32)
+        ((float *)A)[i] = (float)v;
+    else
+        ((double *)A)[i] = v;
+}
+
+/* Fills the row-major lower triangle (the only part potrf and the unflip read) of
+ * A = J P (H + dead fix) P^T J + damp I, the matrix whose Cholesky factor, flipped, is V.
+ * Tiled so that both H (read by rows) and A (written by columns) stay in cache. Returns the
+ * flat index in H of a non-finite value (the smallest), or -1. */
+#define FILL_TILE 64
+static int64_t fill_flipped(void *A, int f32, const float *H, int64_t n, const int64_t *perm, const uint8_t *dead,
+                            double damp, int nt) {
+    int64_t bad = -1;
+    const int64_t nb = (n + FILL_TILE - 1) / FILL_TILE;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t t = 0; t < nb * (nb + 1) / 2; t++) {
+        /* tile (ta, tb) with tb <= ta, from the linear index t */
+        int64_t ta = (int64_t)((sqrt(8.0 * (double)t + 1.0) - 1.0) / 2.0);
+        while (ta * (ta + 1) / 2 > t)
+            ta--;
+        while ((ta + 1) * (ta + 2) / 2 <= t)
+            ta++;
+        const int64_t tb = t - ta * (ta + 1) / 2;
+        const int64_t a0 = ta * FILL_TILE, a1 = a0 + FILL_TILE < n ? a0 + FILL_TILE : n;
+        const int64_t b0 = tb * FILL_TILE, b1 = b0 + FILL_TILE < n ? b0 + FILL_TILE : n;
+        for (int64_t b = b0; b < b1; b++) {
+            const int64_t y = n - 1 - b, hy = perm ? perm[y] : y;
+            for (int64_t a = a0 > b ? a0 : b; a < a1; a++) {
+                const int64_t x = n - 1 - a, hx = perm ? perm[x] : x;
+                const int64_t at = hx >= hy ? hx * n + hy : hy * n + hx; /* lower triangle of H */
+                const float v = H[at];
+                if (!isfinite(v)) {
+#pragma omp critical(pq_fill_bad)
+                    if (bad < 0 || at < bad) bad = at;
+                }
+                a_set(A, f32, (size_t)(a * n + b), b < a ? (double)v : (dead[x] ? 1.0 : (double)v) + damp);
+            }
+        }
+    }
+    return bad;
+}
+
+pq_status pq__hfactor_compute(pq_ctx *ctx, const float *H, int64_t n, const int64_t *perm, double percdamp,
+                              int use_f32, int n_threads, void *work, pq__hfactor *out) {
+    memset(out, 0, sizeof *out);
+    if (n <= 0 || n > 46340) /* n^2 must fit a LAPACK int */
+        return pq__fail(ctx, PQ_ERR_INVALID, "hessian: unsupported size %lld", (long long)n);
+    const int nt = n_threads > 0 ? n_threads : 1;
+    out->n = n;
+    out->dead = pq__calloc(ctx, (size_t)n, 1, "dead columns");
+    out->vdiag = pq__calloc(ctx, (size_t)n, sizeof(float), "hessian factor");
+    /* only the strict upper triangle of vs is ever written or read */
+    out->vs = pq__big_malloc(ctx, sizeof(float) * (size_t)(n * n), "hessian factor");
+    const size_t esz = use_f32 ? sizeof(float) : sizeof(double);
+    void *A = work ? work : pq__big_malloc(ctx, (size_t)(n * n) * esz, "hessian factorisation");
+    if (!out->dead || !out->vdiag || !out->vs || !A) {
+        if (A != work) free(A);
+        pq__hfactor_free(out);
+        return PQ_ERR_NOMEM;
+    }
+    double mean = 0.0;
+    for (int64_t p = 0; p < n; p++) {
+        const int64_t h = perm ? perm[p] : p;
+        const float d = H[h * n + h];
+        if (!isfinite(d)) {
+            if (A != work) free(A);
+            pq__hfactor_free(out);
+            return pq__fail(ctx, PQ_ERR_NUMERIC, "hessian: non-finite value at [%lld, %lld]", (long long)h,
+                            (long long)h);
+        }
+        if (d == 0.0f) {
+            out->dead[p] = 1;
+            out->n_dead++;
+        }
+        mean += out->dead[p] ? 1.0 : (double)d;
+    }
+    mean /= (double)n;
+    const int old_threads = pq__blas_set_threads(nt);
+    double pd = percdamp;
+    pq_status st = PQ_OK;
+    for (;;) {
+        const double damp = pd * mean;
+        const int64_t bad = fill_flipped(A, use_f32, H, n, perm, out->dead, damp, nt);
+        if (bad >= 0) {
+            st = pq__fail(ctx, PQ_ERR_NUMERIC, "hessian: non-finite value at [%lld, %lld]", (long long)(bad / n),
+                          (long long)(bad % n));
+            break;
+        }
+        /* Column-major 'U' on the row-major lower triangle: A = L L^T, L row-major lower. */
+        const lapack_int info = use_f32 ? LAPACKE_spotrf_work(LAPACK_COL_MAJOR, 'U', (lapack_int)n, A, (lapack_int)n)
+                                        : LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'U', (lapack_int)n, A, (lapack_int)n);
+        if (info == 0) {
+            out->damp = damp;
+            out->percdamp = pd;
+            break;
+        }
+        const double next = pd > 0 ? pd * 10.0 : 0.01;
+        if (info < 0 || next > PQ_MAX_PERCDAMP * (1.0 + 1e-9)) {
+            st = pq__fail(ctx, PQ_ERR_NUMERIC,
+                          "hessian: Cholesky factorisation failed with damping %g x mean(diag) (H is not "
+                          "positive semi-definite?)",
+                          pd);
+            break;
+        }
+        pq__log(ctx, PQ_LOG_WARN,
+                "hessian: Cholesky failed (pivot %d of %lld) with damping %g x mean(diag); retrying with %g",
+                (int)info, (long long)n, pd, next);
+        pd = next;
+        out->retries++;
+    }
+    pq__blas_set_threads(old_threads);
+    if (st != PQ_OK) {
+        if (A != work) free(A);
+        pq__hfactor_free(out);
+        return st;
+    }
+    /* V[i,k] = L[n-1-i, n-1-k]: flipping both indices reverses the flat array. */
+    float *vs = out->vs, *vd = out->vdiag;
+    const size_t last = (size_t)(n * n) - 1;
+    for (int64_t k = 0; k < n; k++)
+        vd[k] = (float)a_get(A, use_f32, last - (size_t)(k * n + k));
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 64)
+    for (int64_t i = 0; i < n; i++) {
+        float *dst = vs + i * n;
+        for (int64_t k = i + 1; k < n; k++)
+            dst[k] = (float)(a_get(A, use_f32, last - (size_t)(i * n + k)) /
+                             a_get(A, use_f32, last - (size_t)(k * n + k)));
+    }
+    if (A != work) free(A);
+    return PQ_OK;
+}
+
+pq_status pq__hfactor_upper_inverse(pq_ctx *ctx, const pq__hfactor *f, double *U) {
+    const int64_t n = f->n;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t k = 0; k < n; k++)
+            U[i * n + k] = k < i ? 0.0 : k == i ? f->vdiag[k] : (double)f->vs[i * n + k] * f->vdiag[k];
+    /* Row-major upper V is column-major lower V^T; its inverse is V^-T, i.e. V^-1 row-major. */
+    const lapack_int info = LAPACKE_dtrtri_work(LAPACK_COL_MAJOR, 'L', 'N', (lapack_int)n, U, (lapack_int)n);
+    if (info != 0) return pq__fail(ctx, PQ_ERR_NUMERIC, "hessian: singular factor (pivot %d)", (int)info);
+    return PQ_OK;
+}
+
+pq_status pq__quad_error(pq_ctx *ctx, const float *D, int64_t rows, int64_t n, const float *H, int n_threads,
+                         double *out) {
+    /* tr(D H D^T) = sum_ij H_ij G_ij with G = D^T D, built in column panels of the lower
+     * triangle (half the flops of D H). */
+    const int64_t P = n < 512 ? n : 512;
+    float *G = pq__malloc(ctx, sizeof(float) * (size_t)(n * P), "error panel");
+    if (!G) return PQ_ERR_NOMEM;
+    const int old = pq__blas_set_threads(n_threads);
+    double total = 0.0;
+    for (int64_t c0 = 0; c0 < n; c0 += P) {
+        const int64_t w = c0 + P <= n ? P : n - c0, m = n - c0;
+        /* G[i, j] = (D^T D)[c0 + i, c0 + j], i in [0, m), j in [0, w) */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)m, (int)w, (int)rows, 1.0f, D + c0, (int)n, D + c0,
+                    (int)n, 0.0f, G, (int)w);
+        double s = 0.0;
+#pragma omp parallel for num_threads(n_threads) reduction(+ : s) schedule(static)
+        for (int64_t i = 0; i < m; i++) {
+            const float *hrow = H + (c0 + i) * n + c0;
+            const float *grow = G + i * w;
+            double acc = 0.0;
+            for (int64_t j = 0; j < w; j++) {
+                if (i < w && j > i) break; /* the panel's diagonal block: lower triangle only */
+                const double v = (double)hrow[j] * (double)grow[j];
+                acc += (i < w && j == i) ? v : 2.0 * v;
+            }
+            s += acc;
+        }
+        total += s;
+    }
+    pq__blas_set_threads(old);
+    free(G);
+    *out = total;
+    return PQ_OK;
+}
+
+/* Tiled transpose of [rows, cols] <-> [cols, rows] with a column permutation, for 4-byte
+ * (float) or 1-byte elements. gather: dst[p, r] = src[r, perm[p]]; else the inverse. */
+static void transpose(const void *src, int64_t rows, int64_t cols, const int64_t *perm, void *dst, int esz,
+                      int gather, int n_threads) {
+    enum { TB = 32 };
+    const int64_t nrb = (rows + TB - 1) / TB, ncb = (cols + TB - 1) / TB;
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int64_t t = 0; t < nrb * ncb; t++) {
+        const int64_t r0 = (t % nrb) * TB, p0 = (t / nrb) * TB;
+        const int64_t r1 = r0 + TB < rows ? r0 + TB : rows, p1 = p0 + TB < cols ? p0 + TB : cols;
+        for (int64_t p = p0; p < p1; p++) {
+            const int64_t c = perm ? perm[p] : p;
+            if (esz == 4 && gather)
+                for (int64_t r = r0; r < r1; r++)
+                    ((float *)dst)[p * rows + r] = ((const float *)src)[r * cols + c];
+            else if (esz == 4)
+                for (int64_t r = r0; r < r1; r++)
+                    ((float *)dst)[r * cols + c] = ((const float *)src)[p * rows + r];
+            else if (gather)
+                for (int64_t r = r0; r < r1; r++)
+                    ((uint8_t *)dst)[p * rows + r] = ((const uint8_t *)src)[r * cols + c];
+            else
+                for (int64_t r = r0; r < r1; r++)
+                    ((uint8_t *)dst)[r * cols + c] = ((const uint8_t *)src)[p * rows + r];
+        }
+    }
+}
+
+void pq__transpose_gather(const float *src, int64_t rows, int64_t cols, const int64_t *perm, float *dst,
+                          int n_threads) {
+    transpose(src, rows, cols, perm, dst, 4, 1, n_threads);
+}
+void pq__transpose_scatter(const float *src, int64_t rows, int64_t cols, const int64_t *perm, float *dst,
+                           int n_threads) {
+    transpose(src, rows, cols, perm, dst, 4, 0, n_threads);
+}
+void pq__transpose_gather_u8(const uint8_t *src, int64_t rows, int64_t cols, const int64_t *perm, uint8_t *dst,
+                             int n_threads) {
+    transpose(src, rows, cols, perm, dst, 1, 1, n_threads);
+}
+void pq__transpose_scatter_u8(const uint8_t *src, int64_t rows, int64_t cols, const int64_t *perm, uint8_t *dst,
+                              int n_threads) {
+    transpose(src, rows, cols, perm, dst, 1, 0, n_threads);
+}
