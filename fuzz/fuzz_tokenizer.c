@@ -1,6 +1,6 @@
-/* Fuzz target: the input is parsed both as a llama2.c tokenizer .bin and as a SentencePiece
- * ModelProto (from memory); whatever parses is used to encode and decode a short text with
- * multi-byte, invalid UTF-8 and NUL bytes. */
+/* Fuzz target: the input is parsed as a llama2.c tokenizer .bin, as a SentencePiece ModelProto
+ * and, if it starts with '{', as a tokenizer.json (all from memory); whatever parses is used to
+ * encode and decode a short text with multi-byte, invalid UTF-8 and NUL bytes. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,7 +8,8 @@
 #include "tokenizer/tokenizer.h"
 
 static void exercise(pq_ctx *ctx, const pq_tokenizer *t) {
-    static const char text[] = "Once upon a time, \xc3\xa9t\xc3\xa9 \xe2\x96\x81<s>\xff\x80\x80\x80\x80 \0end  ";
+    static const char text[] = "Once upon a time, \xc3\xa9t\xc3\xa9 \xe2\x96\x81<s>\xff\x80\x80\x80\x80 \0end  "
+                               "a-b ab <m> e\xcc\x81 </s>\n\n 123's";
     int32_t *ids = NULL;
     int64_t n = 0;
     if (pq_tokenize(ctx, t, text, sizeof text - 1, 1, &ids, &n) == PQ_OK) {
@@ -37,6 +38,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     pq_tokenizer_free(t);
     t = NULL;
     if (pq__tokenizer_parse_spm_model(ctx, "fuzz.model", data, size, &t) == PQ_OK) exercise(ctx, t);
+    pq_tokenizer_free(t);
+    t = NULL;
+    if (size && data[0] == '{' &&
+        pq__tokenizer_parse_hf_json(ctx, "fuzz.json", (const char *)data, size, NULL, 0, &t) == PQ_OK)
+        exercise(ctx, t);
     pq_tokenizer_free(t);
     pq_ctx_free(ctx);
     return 0;

@@ -458,6 +458,41 @@ static void test_joint_modes(void) {
         pq_qcodes_free(&codes);
         free(Q);
     }
+    /* fused 2:6 with groups of 16: cells straddle groups, the grid of a group is fitted on
+     * predicted survivors of the cells it overlaps */
+    {
+        const int64_t c6 = 96;
+        float *W6 = make_w(rows, c6), *H6 = make_h(c6, 200, 8);
+        pq_layer_params p = pq_layer_params_default();
+        p.prune = PQ_PRUNE_SPARSEGPT;
+        p.prune_n = 2;
+        p.prune_m = 6;
+        p.group_size = 16;
+        p.joint = PQ_JOINT_FUSED;
+        pq_layer_result r1, r2;
+        pq_qcodes codes;
+        pq_ctx *c1 = new_ctx(1);
+        float *Q1 = run(c1, &p, W6, rows, c6, H6, NULL, &codes, &r1, NULL);
+        float *Q2 = run(ctx, &p, W6, rows, c6, H6, NULL, NULL, &r2, NULL);
+        CHECK(memcmp(Q1, Q2, sizeof(float) * (size_t)(rows * c6)) == 0);
+        CHECK_NEAR(r1.sparsity, 2.0 / 6.0, 1e-12);
+        CHECK(codes_reproduce(&codes, Q1));
+        CHECK_NEAR(r1.error, quad_err(W6, Q1, rows, c6, H6), 1e-4 * r1.error);
+        int cells_ok = 1;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < c6; c += 6) {
+                int z = 0;
+                for (int k = 0; k < 6; k++) z += Q1[r * c6 + c + k] == 0.0f;
+                cells_ok &= z >= 2;
+            }
+        CHECK(cells_ok);
+        pq_qcodes_free(&codes);
+        pq_ctx_free(c1);
+        free(Q1);
+        free(Q2);
+        free(W6);
+        free(H6);
+    }
     /* mode a with keep_mask: the mask holds again, codes still reproduce */
     pq_layer_params p = pq_layer_params_default();
     p.prune = PQ_PRUNE_WANDA;

@@ -148,8 +148,11 @@ static void process_tile(sweep_ctx *c, tbuf *tb, int64_t b, int64_t ra, int64_t 
         const int cell_here = nm && j % M == 0;
         const int fit_here = dyn && j % g == 0;
         if (cell_here || (fit_here && !use_snap)) {
-            /* weights of [j, j + L) at time j (x[k * xs + r]); one window serves both */
-            const int64_t L = max64(cell_here ? M : 0, (fit_here && !use_snap) ? g : 0);
+            /* weights of [j, j + L) at time j (x[k * xs + r]); one window serves both. A fit
+             * that predicts N:M cells covers every cell overlapping the group (block cuts keep
+             * them inside the block). */
+            int64_t L = max64(cell_here ? M : 0, (fit_here && !use_snap) ? g : 0);
+            if (fit_here && !use_snap && predict_nm) L = max64(L, ((j + g + M - 1) / M) * M - j);
             const float *x = s->wt + j * rows + ra;
             int64_t xs = rows;
             if (j == bs && c->state && bs > 0 && bs + L <= c->horizon[b]) {
@@ -162,7 +165,7 @@ static void process_tile(sweep_ctx *c, tbuf *tb, int64_t b, int64_t ra, int64_t 
             if (cell_here) decide_cell(s, tb, j, x, xs, ra, T);
             if (fit_here && !use_snap) {
                 if (predict_nm)
-                    for (int64_t cs = (j / M + 1) * M; cs + M <= j + g; cs += M)
+                    for (int64_t cs = (j / M + 1) * M; cs < j + g; cs += M)
                         decide_cell(s, tb, cs, x + (cs - j) * xs, xs, ra, T);
                 const float *base = (s->grid0t && g == n) ? s->grid0t + j * rows + ra : NULL;
                 for (int64_t k = 0; k < g; k++) {
@@ -320,7 +323,8 @@ pq_status pq__sweep_run(pq_ctx *ctx, pq__sweep *s) {
         }
     }
     s->blocksize_used = c.bmax;
-    c.lwin = max64(dyn && s->group < n ? s->group : 0, s->mask == PQ_SWEEP_MASK_NM ? s->nm_m : 0);
+    c.lwin = dyn && s->group < n ? s->group : 0;
+    if (s->mask == PQ_SWEEP_MASK_NM) c.lwin += s->nm_m;
     if (dyn && s->grid_stale && s->group < n) c.lsnap = min64(c.bmax + s->group, n);
     if (fb && !(c.D = pq__big_malloc(ctx, sizeof(float) * (size_t)(c.bmax * rows), "sweep block"))) goto nomem;
     if (s->mask == PQ_SWEEP_MASK_UNSTRUCT) {
