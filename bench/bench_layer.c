@@ -107,11 +107,12 @@ int main(int argc, char **argv) {
         pq_quant_method quant;
         int64_t group;
         pq_joint_mode joint;
-        int reference;
+        int reference; /* 2: default mode with the float32 factorisation */
     } cases[] = {
         {"rtn_4bit_g128", PQ_PRUNE_NONE, 0, 0, 0, PQ_QUANT_RTN, 128, PQ_JOINT_A, 0},
         {"gptq_4bit_g128", PQ_PRUNE_NONE, 0, 0, 0, PQ_QUANT_GPTQ, 128, PQ_JOINT_A, 0},
         {"gptq_4bit_g128_reference", PQ_PRUNE_NONE, 0, 0, 0, PQ_QUANT_GPTQ, 128, PQ_JOINT_A, 1},
+        {"gptq_4bit_g128_f32factor", PQ_PRUNE_NONE, 0, 0, 0, PQ_QUANT_GPTQ, 128, PQ_JOINT_A, 2},
         {"magnitude_50", PQ_PRUNE_MAGNITUDE, 0.5, 0, 0, PQ_QUANT_NONE, -1, PQ_JOINT_A, 0},
         {"wanda_50", PQ_PRUNE_WANDA, 0.5, 0, 0, PQ_QUANT_NONE, -1, PQ_JOINT_A, 0},
         {"sparsegpt_50", PQ_PRUNE_SPARSEGPT, 0.5, 0, 0, PQ_QUANT_NONE, -1, PQ_JOINT_A, 0},
@@ -133,7 +134,8 @@ int main(int argc, char **argv) {
         p.bits = 4;
         p.group_size = cases[k].group;
         p.joint = cases[k].joint;
-        p.reference = cases[k].reference;
+        p.reference = cases[k].reference == 1;
+        p.factor_f32 = cases[k].reference == 2;
         pq_layer_result r;
         memset(&r, 0, sizeof r);
         double best = 1e30;

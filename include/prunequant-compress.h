@@ -66,7 +66,8 @@ typedef enum pq_error_mode {
     /* Exact on the original H. When the final Q comes from one sweep that starts at W
      * (GPTQ, SparseGPT, fused) the sweep's identity tr(D Hd D^T) = sum err^2 gives it for
      * free (D = W - Q, Hd = damped H; minus the damping term); otherwise (RTN, magnitude,
-     * Wanda, modes a/b, keep_mask) it is computed directly (about rows*cols^2 flops). */
+     * Wanda, modes a/b, keep_mask) it is computed directly (about rows*cols^2 flops). The two
+     * agree to about 1e-4 relative (float rounding in the sweep). */
     PQ_ERROR_AUTO = 0,
     PQ_ERROR_DIRECT = 1, /* always computed directly */
     PQ_ERROR_NONE = 2    /* not computed (error = NAN) */
@@ -81,10 +82,13 @@ typedef struct pq_layer_params {
     int bits;           /* 2..8 (default 4) */
     int64_t group_size; /* -1 (default) = one grid per row, else g dividing cols */
     int sym;            /* 0 (default) asymmetric min-max grid; 1 symmetric (see above) */
-    int act_order;      /* GPTQ/fused sweeps in order of decreasing diag(H) */
+    int act_order;      /* GPTQ/fused sweeps in order of decreasing diag(H) (a SparseGPT prune
+                           stage before GPTQ, and RTN, keep the natural order) */
     int static_groups;  /* with groups: all grids fitted up front on the original column groups */
     double percdamp;    /* damping percdamp * mean(diag H) (default 0.01); raised x10 on failure */
-    int64_t blocksize;  /* lazy-batch block B (default 128) */
+    int64_t blocksize;  /* lazy-batch block B (default 128); SparseGPT chooses its unstructured
+                           mask per block. Blocks are cut where an N:M cell (and, by default, a
+                           group) would start inside one and end after it. */
     pq_joint_mode joint;
     int keep_mask;  /* mode a: re-zero pruned weights that GPTQ moved off zero */
     int reference;  /* 1: reproduce the reference implementations' quirks (see above) */
@@ -153,9 +157,14 @@ void pq_qcodes_free(pq_qcodes *c);
  *   codes_out              optional (quantization only): filled, owned by the caller
  *                          (pq_qcodes_free). Zeroed when nothing is quantized.
  *   res                    optional.
- * Threads: pq_ctx_threads(ctx). Deterministic for a given thread count. Cholesky failures
- * raise the damping x10 (logged at PQ_LOG_WARN) up to 100 * mean(diag H), then return
- * PQ_ERR_NUMERIC. Progress stage names: "gptq", "sparsegpt", "fused", "frozen". */
+ * Threads: pq_ctx_threads(ctx) (each owns a slice of rows; BLAS runs single-threaded inside
+ * the sweep). Deterministic for a given thread count. Cholesky failures raise the damping
+ * x10 (logged at PQ_LOG_WARN) up to 100 * mean(diag H), then return PQ_ERR_NUMERIC.
+ * Progress stage names: "gptq", "sparsegpt", "fused", "frozen" (one call per block).
+ * Memory: with a sweep, about 4 * cols^2 + max(8 * cols^2, 8 * rows * cols) bytes
+ * (4 * cols^2 less with factor_f32) plus 4 * rows * cols for a separate Q when the error is
+ * computed directly, and rows * cols for a mask. Modes a and b, and act-order with a SparseGPT
+ * prune stage, run two sweeps on the same memory. */
 pq_status pq_layer_compress(pq_ctx *ctx, const pq_layer_params *p, float *W, int64_t rows, int64_t cols,
                             const float *H, uint8_t *mask_out, pq_qcodes *codes_out, pq_layer_result *res);
 

@@ -228,11 +228,11 @@ static void ref_gptq(const float *W0, int64_t rows, int64_t n, const float *H0, 
 
 /* ---------------------------------------------------------------- helpers */
 
-static int n_warn;
+static int n_warn, n_dead_logs;
 static void count_log(void *user, pq_log_level level, const char *msg) {
     (void)user;
-    (void)msg;
     if (level == PQ_LOG_WARN) n_warn++;
+    if (strstr(msg, "never active")) n_dead_logs++;
 }
 
 static pq_ctx *new_ctx(int threads) {
@@ -282,7 +282,8 @@ static void test_reference_gptq(void) {
         H[7 * n + j] = H[j * n + 7] = 0.0f;
         H[50 * n + j] = H[j * n + 50] = 0.0f;
     }
-    for (int64_t r = 0; r < rows; r++) W[r * n + 7] = 0.3f; /* larger than the others */
+    for (int64_t r = 0; r < rows; r++)
+        W[r * n + 7] = 0.3f; /* larger than the others */
     pq_ctx *ctx = new_ctx(2);
     struct {
         int64_t g, B;
@@ -482,7 +483,8 @@ static void test_joint_modes(void) {
         for (int64_t r = 0; r < rows; r++)
             for (int64_t c = 0; c < c6; c += 6) {
                 int z = 0;
-                for (int k = 0; k < 6; k++) z += Q1[r * c6 + c + k] == 0.0f;
+                for (int k = 0; k < 6; k++)
+                    z += Q1[r * c6 + c + k] == 0.0f;
                 cells_ok &= z >= 2;
             }
         CHECK(cells_ok);
@@ -526,11 +528,16 @@ static void test_joint_modes(void) {
 }
 
 static void test_fused_grid(void) {
-    /* The improved fused sweep (grids on the survivors, groups, act-order) against
-     * SparseGPT's (one grid per row fitted on the dense row). With one grid per row the two
-     * grids nearly agree: the extremes of a row are rarely pruned. */
+    /* The improved fused sweep against SparseGPT's (one grid per row fitted on the dense row,
+     * before dead inputs are zeroed). Two inputs are never active but carry large weights: the
+     * reference grid spends its range on them. With groups and act-order the gap grows. */
     const int64_t rows = 96, n = 128;
     float *H = make_h(n, 384, 16), *W = make_w(rows, n);
+    for (int64_t j = 0; j < n; j++) {
+        H[20 * n + j] = H[j * n + 20] = 0.0f;
+        H[90 * n + j] = H[j * n + 90] = 0.0f;
+    }
+    for (int64_t r = 0; r < rows; r++) W[r * n + 20] = W[r * n + 90] = (r % 2 ? 0.4f : -0.4f);
     pq_ctx *ctx = new_ctx(2);
     const int pats[][2] = {{0, 0}, {2, 4}};
     for (int k = 0; k < 2; k++) {
@@ -551,7 +558,7 @@ static void test_fused_grid(void) {
         p.group_size = 32;
         p.act_order = pats[k][1] == 0;
         Q = run(ctx, &p, W, rows, n, H, mask, NULL, &rgrp, NULL);
-        CHECK_MSG(rdef.error < 1.01 * rref.error, "pattern %d: survivors' grid %g vs reference %g", k, rdef.error,
+        CHECK_MSG(rdef.error < 0.8 * rref.error, "pattern %d: survivors' grid %g vs reference %g", k, rdef.error,
                   rref.error);
         CHECK_MSG(rgrp.error < 0.95 * rref.error, "pattern %d: improved %g vs reference %g", k, rgrp.error,
                   rref.error);
@@ -581,6 +588,7 @@ static void test_degenerate_h(void) {
         H[j * n + 11] = H[j * n + 12];
     H[11 * n + 11] = H[12 * n + 12];
     const pq_prune_method methods[] = {PQ_PRUNE_NONE, PQ_PRUNE_SPARSEGPT};
+    n_dead_logs = 0;
     for (int k = 0; k < 2; k++) {
         pq_layer_params p = pq_layer_params_default();
         p.prune = methods[k];
@@ -597,6 +605,7 @@ static void test_degenerate_h(void) {
         CHECK_NEAR(res.error, quad_err(W, Q, rows, n, H), 1e-3 * res.error + 1e-9);
         free(Q);
     }
+    CHECK(n_dead_logs == 2);
     /* a singular H with no damping: the escalation raises it and logs */
     pq_layer_params p = pq_layer_params_default();
     p.percdamp = 0.0;
@@ -867,6 +876,93 @@ static void test_npy(void) {
     pq_ctx_free(ctx);
 }
 
+/* ---------------------------------------------------------------- allocation failures */
+
+#if !defined(__SANITIZE_ADDRESS__)
+/* Every allocation the library makes fails in turn: the call must report PQ_ERR_NOMEM and
+ * leave W as it was. Only allocations made from this executable (the library is linked in
+ * statically) are failed, so OpenBLAS and the OpenMP runtime keep working. */
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_memalign(size_t, size_t);
+extern char __executable_start, etext;
+static long alloc_count, alloc_fail_at = -1;
+
+static int alloc_should_fail(const void *caller) {
+    if (alloc_fail_at < 0 || (const char *)caller < &__executable_start || (const char *)caller >= &etext) return 0;
+    return ++alloc_count == alloc_fail_at;
+}
+void *malloc(size_t n) {
+    return alloc_should_fail(__builtin_return_address(0)) ? NULL : __libc_malloc(n);
+}
+void *calloc(size_t a, size_t b) {
+    return alloc_should_fail(__builtin_return_address(0)) ? NULL : __libc_calloc(a, b);
+}
+int posix_memalign(void **out, size_t align, size_t n) {
+    if (alloc_should_fail(__builtin_return_address(0))) return 12; /* ENOMEM */
+    *out = __libc_memalign(align, n);
+    return *out ? 0 : 12;
+}
+
+static void test_alloc_failures(void) {
+    const int64_t rows = 16, n = 64, nel = rows * n;
+    float *H = make_h(n, 100, 6), *W = make_w(rows, n);
+    pq_ctx *ctx = new_ctx(2);
+    float *Q = malloc(sizeof(float) * (size_t)nel);
+    uint8_t *mask = malloc((size_t)nel);
+    for (int recipe = 0; recipe < 5; recipe++) {
+        pq_layer_params p = pq_layer_params_default();
+        p.group_size = 16;
+        if (recipe == 0) p.act_order = p.static_groups = 1;
+        if (recipe == 1) {
+            p.prune = PQ_PRUNE_SPARSEGPT;
+            p.prune_n = 2;
+            p.prune_m = 4;
+            p.joint = PQ_JOINT_FUSED;
+        }
+        if (recipe == 2) {
+            p.prune = PQ_PRUNE_WANDA;
+            p.quant = PQ_QUANT_RTN;
+            p.joint = PQ_JOINT_B;
+        }
+        if (recipe == 3) {
+            p.prune = PQ_PRUNE_SPARSEGPT;
+            p.joint = PQ_JOINT_A;
+            p.keep_mask = 1;
+            p.act_order = 1;
+        }
+        if (recipe == 4) {
+            p.prune = PQ_PRUNE_SPARSEGPT;
+            p.quant = PQ_QUANT_NONE;
+            p.reference = 1;
+            p.error_mode = PQ_ERROR_DIRECT;
+        }
+        int failures = 0, bad = 0;
+        for (long k = 1; k < 200; k++) {
+            memcpy(Q, W, sizeof(float) * (size_t)nel);
+            pq_qcodes codes;
+            alloc_count = 0;
+            alloc_fail_at = k;
+            const pq_status st = pq_layer_compress(ctx, &p, Q, rows, n, H, mask, &codes, NULL);
+            alloc_fail_at = -1;
+            if (st == PQ_OK && alloc_count < k) {
+                pq_qcodes_free(&codes);
+                break; /* every allocation has been failed once */
+            }
+            failures++;
+            bad += st != PQ_ERR_NOMEM || memcmp(Q, W, sizeof(float) * (size_t)nel) != 0 || codes.codes != NULL;
+            pq_qcodes_free(&codes);
+        }
+        CHECK_MSG(failures > 3 && bad == 0, "recipe %d: %d failed allocations, %d mishandled", recipe, failures, bad);
+    }
+    free(Q);
+    free(mask);
+    free(H);
+    free(W);
+    pq_ctx_free(ctx);
+}
+#endif
+
 int main(void) {
     test_npy();
     test_reference_gptq();
@@ -878,5 +974,8 @@ int main(void) {
     test_validation();
     test_threads_and_cancel();
     test_float_factor();
+#if !defined(__SANITIZE_ADDRESS__)
+    test_alloc_failures();
+#endif
     return test_end("test_layer");
 }

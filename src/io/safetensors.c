@@ -335,10 +335,10 @@ pq_status pq__safetensors_parse(pq_ctx *ctx, const char *name, const uint8_t *da
             if (st != PQ_OK) goto done;
             continue;
         }
-        pq_dtype dtype;
+        pq_dtype dtype = PQ_DTYPE_F32;
         int nd = 0;
         int64_t shape[4] = {0};
-        uint64_t b, e;
+        uint64_t b = 0, e = 0;
         st = parse_entry(ctx, name, tname, c, dsize, &dtype, &nd, shape, &b, &e);
         if (st != PQ_OK) goto done;
         pq__tensor *t = pq__source_add(ctx, src, tname, dtype, nd, shape, base + b, (size_t)(e - b));

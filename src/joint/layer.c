@@ -381,12 +381,18 @@ pq_status pq_layer_compress(pq_ctx *ctx, const pq_layer_params *p, float *W, int
     if (H)
         for (int64_t c = 0; c < cols; c++)
             res.dead_cols += H[c * cols + c] == 0.0f;
+    if (res.dead_cols > 0)
+        pq__log(ctx, PQ_LOG_INFO, "hessian: %lld of %lld inputs are never active (diag(H) = 0)%s",
+                (long long)res.dead_cols, (long long)cols, (gptq || sgpt) ? ": their weights are set to 0" : "");
 
     /* act-order: columns by decreasing diag(H) (dead ones count as 1), ties by index */
     if (p->act_order && gptq) {
         L.perm = pq__malloc(ctx, sizeof(int64_t) * (size_t)cols, "act-order permutation");
         diag = pq__malloc(ctx, sizeof(double) * (size_t)cols, "act-order");
-        if (!L.perm || !diag) goto done;
+        if (!L.perm || !diag) {
+            rc = PQ_ERR_NOMEM;
+            goto done;
+        }
         for (int64_t c = 0; c < cols; c++) {
             L.perm[c] = c;
             diag[c] = H[c * cols + c] == 0.0f ? 1.0 : (double)H[c * cols + c];
@@ -400,7 +406,10 @@ pq_status pq_layer_compress(pq_ctx *ctx, const pq_layer_params *p, float *W, int
     /* 1. pruning (in fused mode only the one-shot masks are made up front) */
     if (p->prune == PQ_PRUNE_MAGNITUDE || p->prune == PQ_PRUNE_WANDA) {
         if (p->prune == PQ_PRUNE_WANDA) {
-            if (!(colscale = pq__malloc(ctx, sizeof(float) * (size_t)cols, "wanda scale"))) goto done;
+            if (!(colscale = pq__malloc(ctx, sizeof(float) * (size_t)cols, "wanda scale"))) {
+                rc = PQ_ERR_NOMEM;
+                goto done;
+            }
             for (int64_t c = 0; c < cols; c++) {
                 const float h = H[c * cols + c];
                 colscale[c] = h > 0.0f ? sqrtf(h) : 0.0f;
@@ -462,7 +471,10 @@ pq_status pq_layer_compress(pq_ctx *ctx, const pq_layer_params *p, float *W, int
         float *D = (L.ws && L.ws_bytes >= sizeof(float) * (size_t)nel)
                        ? L.ws
                        : pq__big_malloc(ctx, sizeof(float) * (size_t)nel, "error difference");
-        if (!D) goto done;
+        if (!D) {
+            rc = PQ_ERR_NOMEM;
+            goto done;
+        }
 #pragma omp parallel for num_threads(L.nt) schedule(static)
         for (int64_t i = 0; i < nel; i++)
             D[i] = W[i] - Q[i];
