@@ -1,6 +1,7 @@
 /* Tokenizer throughput: encodes TinyStories validation text (794 KB) with the 512-piece
  * stories260K vocabulary and the 32000-piece Llama 2 vocabulary and prints MB/s.
- * Usage: bench_tokenizer [data-dir]   (default: $PQ_DATA, i.e. shared/data) */
+ * Usage: bench_tokenizer [data-dir [more tokenizer files, e.g. a tokenizer.json]]
+ * (data-dir defaults to $PQ_DATA, i.e. shared/data) */
 #include "tokenizer/tokenizer.h"
 
 #include <stdio.h>
@@ -16,7 +17,10 @@ static double now(void) {
 
 static int bench(pq_ctx *ctx, const char *dir, const char *rel, const char *text, size_t len) {
     char path[2048];
-    snprintf(path, sizeof path, "%s/%s", dir, rel);
+    if (dir)
+        snprintf(path, sizeof path, "%s/%s", dir, rel);
+    else
+        snprintf(path, sizeof path, "%s", rel);
     pq_tokenizer *t = NULL;
     double t0 = now();
     if (pq_tokenizer_load(ctx, path, &t) != PQ_OK) {
@@ -65,6 +69,8 @@ int main(int argc, char **argv) {
     int rc = bench(ctx, dir, "models/stories260K/tok512.bin", text, len);
     rc |= bench(ctx, dir, "models/llama2-tokenizer/tokenizer.bin", text, len);
     rc |= bench(ctx, dir, "models/babyllama-tok105/tok105.model", text, len);
+    for (int i = 2; i < argc; i++)
+        rc |= bench(ctx, NULL, argv[i], text, len);
     free(text);
     pq_ctx_free(ctx);
     return rc;

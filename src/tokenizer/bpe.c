@@ -18,6 +18,7 @@
 char *pq__utf8_nfc(const char *s, size_t n, size_t *out_len);
 
 #define MAX_VOCAB (1 << 24) /* ids beyond this in a tokenizer.json are treated as hostile */
+#define MAX_ID_GAP 65536    /* unused ids allowed beyond the listed tokens */
 
 /* ---------------------------------------------------------------- byte buffers, UTF-8 */
 
@@ -141,7 +142,8 @@ static pq_status rx_compile(pq_ctx *ctx, const char *name, const char *pat, rx *
 #else
     (void)out;
     return pq__fail(ctx, PQ_ERR_UNSUPPORTED,
-                    "%s: regex pre-tokenizer /%.60s/ needs PCRE2 (build with PQ_HAVE_PCRE2, link -lpcre2-8)", name, pat);
+                    "%s: regex pre-tokenizer /%.60s/ needs PCRE2 (build with PQ_HAVE_PCRE2, link -lpcre2-8)", name,
+                    pat);
 #endif
 }
 
@@ -248,9 +250,9 @@ typedef struct pretok {
     int add_prefix_space, use_regex; /* ByteLevel */
     char *repl;                      /* Metaspace replacement */
     size_t repl_len;
-    int scheme, split;               /* Metaspace */
-    pattern pat;                     /* Split pattern; ByteLevel regex; Metaspace split string */
-    int behavior, invert;            /* Split */
+    int scheme, split;    /* Metaspace */
+    pattern pat;          /* Split pattern; ByteLevel regex; Metaspace split string */
+    int behavior, invert; /* Split */
 } pretok;
 
 enum { DEC_BYTELEVEL, DEC_METASPACE, DEC_REPLACE, DEC_BYTEFALLBACK, DEC_FUSE, DEC_STRIP };
@@ -263,7 +265,7 @@ typedef struct added_tok {
 } added_tok;
 
 typedef struct mslot {
-    uint64_t key; /* left << 32 | right */
+    uint64_t key;     /* left << 32 | right */
     int32_t rank, id; /* rank -1: empty */
 } mslot;
 
@@ -304,7 +306,8 @@ void pq__bpe_free(pq__bpe *b) {
         pattern_free(&b->pres[i].pat);
     }
     free(b->pres);
-    for (int i = 0; i < b->n_added; i++) free(b->added[i].s);
+    for (int i = 0; i < b->n_added; i++)
+        free(b->added[i].s);
     free(b->added);
     free(b->ms);
     free(b->merge_l);
@@ -386,12 +389,14 @@ static pq_status add_merge(pq_ctx *ctx, const char *name, pq_tokenizer *t, pq__b
 static pq_status alloc_merges(pq_ctx *ctx, const char *name, pq__bpe *b, int64_t n) {
     if (n < 0 || n > INT32_MAX / 4) return pq__fail(ctx, PQ_ERR_FORMAT, "%s: %lld merges", name, (long long)n);
     uint64_t cap = 16;
-    while (cap < (uint64_t)n * 2) cap *= 2;
+    while (cap < (uint64_t)n * 2)
+        cap *= 2;
     b->ms = pq__malloc(ctx, cap * sizeof *b->ms, "merge table");
     b->merge_l = b->ms ? pq__calloc(ctx, (size_t)n + 1, sizeof *b->merge_l, "merges") : NULL;
     b->merge_r = b->merge_l ? pq__calloc(ctx, (size_t)n + 1, sizeof *b->merge_r, "merges") : NULL;
     if (!b->merge_r) return PQ_ERR_NOMEM;
-    for (uint64_t i = 0; i < cap; i++) b->ms[i].rank = -1;
+    for (uint64_t i = 0; i < cap; i++)
+        b->ms[i].rank = -1;
     b->mmask = cap - 1;
     b->n_merges = n;
     return PQ_OK;
@@ -462,7 +467,9 @@ static void emit(enc *e, int32_t id) {
 }
 
 /* tokenizers' Merge ordering: lowest rank first, then lowest position */
-static int mq_before(const mq *x, const mq *y) { return x->rank != y->rank ? x->rank < y->rank : x->pos < y->pos; }
+static int mq_before(const mq *x, const mq *y) {
+    return x->rank != y->rank ? x->rank < y->rank : x->pos < y->pos;
+}
 
 static void mq_push(enc *e, int32_t rank, int32_t pos, int32_t id) {
     if (e->heap_n == e->heap_cap) {
@@ -504,8 +511,39 @@ static void push_sym(enc *e, size_t *n, int32_t id, uint32_t len) {
     (*n)++;
 }
 
-/* BPE of one word, following tokenizers' Word::merge_all (including its validity test: a queued
- * merge still applies if the current pair merges into the same new id). */
+/* Merges symbols [s0, s1) (already linked) like tokenizers' Word::merge_all, including its
+ * validity test: a queued merge still applies if the current pair merges into the same new id. */
+static void merge_run(enc *e, size_t s0, size_t s1) {
+    const pq__bpe *b = e->b;
+    e->heap_n = 0;
+    for (size_t i = s0; i + 1 < s1; i++) {
+        const mslot *m = merge_find(b, e->syms[i].id, e->syms[i + 1].id);
+        if (m) mq_push(e, m->rank, (int32_t)i, m->id);
+    }
+    while (e->heap_n && !e->oom) {
+        const mq top = mq_pop(e);
+        sym *cur = &e->syms[top.pos];
+        if (cur->len == 0 || cur->next < 0) continue;
+        sym *right = &e->syms[cur->next];
+        const mslot *m = merge_find(b, cur->id, right->id);
+        if (!m || m->id != top.id) continue;
+        cur->id = top.id;
+        cur->len += right->len;
+        right->len = 0;
+        cur->next = right->next;
+        if (cur->next >= 0) e->syms[cur->next].prev = top.pos;
+        if (cur->prev >= 0) {
+            const mslot *pm = merge_find(b, e->syms[cur->prev].id, cur->id);
+            if (pm) mq_push(e, pm->rank, cur->prev, pm->id);
+        }
+        if (cur->next >= 0) {
+            const mslot *nm = merge_find(b, cur->id, e->syms[cur->next].id);
+            if (nm) mq_push(e, nm->rank, top.pos, nm->id);
+        }
+    }
+}
+
+/* BPE of one word: ignore_merges shortcut, characters with byte fallback / fused <unk>, merges. */
 static void bpe_word(enc *e, const char *s, size_t n) {
     const pq__bpe *b = e->b;
     if (b->ignore_merges) {
@@ -548,7 +586,8 @@ static void bpe_word(enc *e, const char *s, size_t n) {
                 }
                 if (all) {
                     /* like tokenizers, a pending <unk> is not flushed before byte pieces */
-                    for (size_t k = 0; k < l; k++) push_sym(e, &ns, bid[k], 1);
+                    for (size_t k = 0; k < l; k++)
+                        push_sym(e, &ns, bid[k], 1);
                     done = 1;
                 }
             }
@@ -565,35 +604,21 @@ static void bpe_word(enc *e, const char *s, size_t n) {
         i += l;
     }
     if (unk_pending >= 0) push_sym(e, &ns, unk_pending, unk_len);
-    if (ns == 0) return;
-    e->syms[ns - 1].next = -1;
-    e->heap_n = 0;
-    for (size_t i = 0; i + 1 < ns; i++) {
-        const mslot *m = merge_find(b, e->syms[i].id, e->syms[i + 1].id);
-        if (m) mq_push(e, m->rank, (int32_t)i, m->id);
-    }
-    while (e->heap_n && !e->oom) {
-        const mq top = mq_pop(e);
-        sym *cur = &e->syms[top.pos];
-        if (cur->len == 0 || cur->next < 0) continue;
-        sym *right = &e->syms[cur->next];
-        const mslot *m = merge_find(b, cur->id, right->id);
-        if (!m || m->id != top.id) continue;
-        cur->id = top.id;
-        cur->len += right->len;
-        right->len = 0;
-        cur->next = right->next;
-        if (cur->next >= 0) e->syms[cur->next].prev = top.pos;
-        if (cur->prev >= 0) {
-            const mslot *pm = merge_find(b, e->syms[cur->prev].id, cur->id);
-            if (pm) mq_push(e, pm->rank, cur->prev, pm->id);
+    /* merge each run between barriers on its own (see pq__tokenizer_barrier): identical result,
+     * but a small heap even when a whole text is one word (no pre-tokenizer) */
+    for (size_t s0 = 0; s0 < ns && !e->oom;) {
+        size_t s1 = s0 + 1;
+        while (s1 < ns && !pq__tokenizer_barrier(e->t, e->syms[s1 - 1].id, e->syms[s1].id))
+            s1++;
+        for (size_t i = s0; i < s1; i++) {
+            e->syms[i].prev = i > s0 ? (int32_t)i - 1 : -1;
+            e->syms[i].next = i + 1 < s1 ? (int32_t)i + 1 : -1;
         }
-        if (cur->next >= 0) {
-            const mslot *nm = merge_find(b, cur->id, e->syms[cur->next].id);
-            if (nm) mq_push(e, nm->rank, top.pos, nm->id);
-        }
+        merge_run(e, s0, s1);
+        for (int32_t i = (int32_t)s0; i >= 0; i = e->syms[i].next)
+            emit(e, e->syms[i].id);
+        s0 = s1;
     }
-    for (int32_t i = 0; i >= 0; i = e->syms[i].next) emit(e, e->syms[i].id);
 }
 
 /* Appends a copy of s (outside the arena) and returns its offset. */
@@ -639,7 +664,8 @@ static void split_word(enc *e, const word *w, const pattern *p, int behavior, in
     span *a = e->sp.a;
     size_t n = e->sp.n;
     if (invert)
-        for (size_t i = 0; i < n; i++) a[i].match = !a[i].match;
+        for (size_t i = 0; i < n; i++)
+            a[i].match = !a[i].match;
     /* merge spans in place according to the behaviour, then emit */
     size_t k = 0;
     if (behavior == BEH_MERGED_NEXT) {
@@ -654,7 +680,8 @@ static void split_word(enc *e, const word *w, const pattern *p, int behavior, in
             }
             prev_match = a[i].match;
         }
-        for (size_t i = m; i < n; i++) a[k++] = a[i];
+        for (size_t i = m; i < n; i++)
+            a[k++] = a[i];
     } else {
         int prev_match = 0;
         for (size_t i = 0; i < n; i++) {
@@ -767,7 +794,9 @@ static void encode_segment(enc *e, const char *text, size_t n, int first) {
         bpe_word(e, e->arena.p + e->w0.a[i].off, e->w0.a[i].len);
 }
 
-static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+static int is_ws(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
 
 /* Longest added token at text[pos..), or -1. */
 static int added_at(const pq__bpe *b, const char *text, size_t len, size_t pos) {
@@ -777,8 +806,8 @@ static int added_at(const pq__bpe *b, const char *text, size_t len, size_t pos) 
     return -1;
 }
 
-pq_status pq__bpe_encode(pq_ctx *ctx, const pq_tokenizer *t, const char *text, size_t len, int add_bos,
-                         int32_t **ids, int64_t *n_ids) {
+pq_status pq__bpe_encode(pq_ctx *ctx, const pq_tokenizer *t, const char *text, size_t len, int add_bos, int32_t **ids,
+                         int64_t *n_ids) {
     const pq__bpe *b = pq__tokenizer_bpe(t);
     if (!b) return pq__fail(ctx, PQ_ERR_INTERNAL, "tokenize: BPE tokenizer without its pipeline");
     enc e = {0};
@@ -796,9 +825,11 @@ pq_status pq__bpe_encode(pq_ctx *ctx, const pq_tokenizer *t, const char *text, s
         const added_tok *at = &b->added[a];
         size_t seg_end = pos, next = pos + at->len;
         if (at->lstrip)
-            while (seg_end > seg && is_ws(text[seg_end - 1])) seg_end--;
+            while (seg_end > seg && is_ws(text[seg_end - 1]))
+                seg_end--;
         if (at->rstrip)
-            while (next < len && is_ws(text[next])) next++;
+            while (next < len && is_ws(text[next]))
+                next++;
         if (seg_end > seg) encode_segment(&e, text + seg, seg_end - seg, seg == 0);
         emit(&e, at->id);
         seg = pos = next;
@@ -846,7 +877,10 @@ typedef struct decoder {
 } decoder;
 
 static int hexv(char c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                  : -1;
 }
 
 static void str_replace(sbuf *out, const char *s, size_t n, const char *a, size_t la, const char *with, size_t lw) {
@@ -881,7 +915,8 @@ static void decode_token(const decoder *d, int nd, const char *s, size_t n, sbuf
             }
             break;
         case DEC_BYTEFALLBACK:
-            if (x->n == 6 && memcmp(x->p, "<0x", 3) == 0 && x->p[5] == '>' && hexv(x->p[3]) >= 0 && hexv(x->p[4]) >= 0) {
+            if (x->n == 6 && memcmp(x->p, "<0x", 3) == 0 && x->p[5] == '>' && hexv(x->p[3]) >= 0 &&
+                hexv(x->p[4]) >= 0) {
                 const char c = (char)(hexv(x->p[3]) * 16 + hexv(x->p[4]));
                 sb_put(y, &c, 1);
             } else {
@@ -943,7 +978,8 @@ static void index_added(pq__bpe *b) {
     if (b->n_added) qsort(b->added, (size_t)b->n_added, sizeof *b->added, cmp_added);
     int32_t i = 0;
     for (int c = 0; c <= 256; c++) {
-        while (i < b->n_added && (uint8_t)b->added[i].s[0] < c) i++;
+        while (i < b->n_added && (uint8_t)b->added[i].s[0] < c)
+            i++;
         b->added_first[c] = i;
     }
     b->added_first[256] = b->n_added;
@@ -989,7 +1025,8 @@ pq_status pq__tokenizer_new_bpe(pq_ctx *ctx, int64_t n, const char *const *piece
         const char *m = merges[i] ? merges[i] : "";
         const char *sp = strchr(m, ' ');
         if (!sp || strchr(sp + 1, ' ')) {
-            st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: merges[%lld] \"%.40s\" is not \"left right\"", name, (long long)i, m);
+            st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: merges[%lld] \"%.40s\" is not \"left right\"", name, (long long)i,
+                          m);
             break;
         }
         st = add_merge(ctx, name, t, b, i, m, (size_t)(sp - m), sp + 1, strlen(sp + 1));
@@ -1060,7 +1097,8 @@ static pq_status parse_normalizer(jctx *j, pq__bpe *b, const cJSON *o, int depth
     if (!type || depth > 8) return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: normalizer without a type", j->name);
     if (!strcmp(type, "Sequence")) {
         const cJSON *list = cJSON_GetObjectItemCaseSensitive(o, "normalizers"), *it;
-        if (!cJSON_IsArray(list)) return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: normalizer Sequence without a list", j->name);
+        if (!cJSON_IsArray(list))
+            return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: normalizer Sequence without a list", j->name);
         cJSON_ArrayForEach(it, list) {
             pq_status st = parse_normalizer(j, b, it, depth + 1);
             if (st != PQ_OK) return st;
@@ -1105,10 +1143,14 @@ static pq_status parse_scheme(jctx *j, const cJSON *o, int *scheme) {
         *scheme = jbool(o, "add_prefix_space", 1) ? SCHEME_ALWAYS : SCHEME_NEVER; /* before tokenizers 0.14 */
         return PQ_OK;
     }
-    if (!strcmp(s, "always")) *scheme = SCHEME_ALWAYS;
-    else if (!strcmp(s, "first")) *scheme = SCHEME_FIRST;
-    else if (!strcmp(s, "never")) *scheme = SCHEME_NEVER;
-    else return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: Metaspace prepend_scheme \"%.20s\"", j->name, s);
+    if (!strcmp(s, "always"))
+        *scheme = SCHEME_ALWAYS;
+    else if (!strcmp(s, "first"))
+        *scheme = SCHEME_FIRST;
+    else if (!strcmp(s, "never"))
+        *scheme = SCHEME_NEVER;
+    else
+        return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: Metaspace prepend_scheme \"%.20s\"", j->name, s);
     return PQ_OK;
 }
 
@@ -1150,7 +1192,8 @@ static pq_status parse_pretok(jctx *j, pq__bpe *b, const cJSON *o, int depth) {
             st = pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: Metaspace with an empty replacement", j->name);
         if (st == PQ_OK) st = parse_scheme(j, o, &p.scheme);
     } else if (!strcmp(type, "Split")) {
-        static const char *const behs[5] = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"};
+        static const char *const behs[5] = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext",
+                                            "Contiguous"};
         const char *beh = jstr(o, "behavior");
         p.type = PRE_SPLIT;
         p.behavior = -1;
@@ -1185,7 +1228,8 @@ static pq_status parse_decoder(jctx *j, pq__bpe *b, const cJSON *o, decoders *ds
     if (!type || depth > 8) return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: decoder without a type", j->name);
     if (!strcmp(type, "Sequence")) {
         const cJSON *list = cJSON_GetObjectItemCaseSensitive(o, "decoders"), *it;
-        if (!cJSON_IsArray(list)) return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: decoder Sequence without a list", j->name);
+        if (!cJSON_IsArray(list))
+            return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: decoder Sequence without a list", j->name);
         cJSON_ArrayForEach(it, list) {
             pq_status st = parse_decoder(j, b, it, ds, depth + 1);
             if (st != PQ_OK) return st;
@@ -1260,7 +1304,9 @@ static const char *template_bos(const cJSON *pp, int depth) {
     return jstr(sp, "id");
 }
 
-static int32_t lookup_str(const pq_tokenizer *t, const char *s) { return s ? pq__tokenizer_lookup(t, s, strlen(s)) : -1; }
+static int32_t lookup_str(const pq_tokenizer *t, const char *s) {
+    return s ? pq__tokenizer_lookup(t, s, strlen(s)) : -1;
+}
 
 typedef struct vent {
     const char *s;
@@ -1314,7 +1360,8 @@ pq_status pq__tokenizer_parse_hf_json(pq_ctx *ctx, const char *name, const char 
             const cJSON *idv = pass == 0 ? it : cJSON_GetObjectItemCaseSensitive(it, "id");
             if (!cJSON_IsNumber(idv) || idv->valuedouble < 0 || idv->valuedouble >= MAX_VOCAB ||
                 idv->valuedouble != (double)(int64_t)idv->valuedouble) {
-                st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: %s: bad token id", name, pass == 0 ? "model.vocab" : "added_tokens");
+                st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: %s: bad token id", name,
+                              pass == 0 ? "model.vocab" : "added_tokens");
                 break;
             }
             if ((int64_t)idv->valuedouble + 1 > n) n = (int64_t)idv->valuedouble + 1;
@@ -1325,6 +1372,11 @@ pq_status pq__tokenizer_parse_hf_json(pq_ctx *ctx, const char *name, const char 
         }
     }
     if (st == PQ_OK && n == 0) st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: empty vocabulary", name);
+    /* ids are dense in real files; a few bytes of JSON must not make us allocate gigabytes */
+    const int64_t n_entries = (int64_t)cJSON_GetArraySize(vocab) + (added ? cJSON_GetArraySize(added) : 0);
+    if (st == PQ_OK && n > n_entries + MAX_ID_GAP)
+        st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: token id %lld is far beyond the %lld tokens listed", name,
+                      (long long)(n - 1), (long long)n_entries);
     if (st == PQ_OK) {
         v = pq__calloc(ctx, (size_t)n, sizeof *v, "vocabulary");
         pieces = v ? pq__calloc(ctx, (size_t)n, sizeof *pieces, "vocabulary") : NULL;
@@ -1368,8 +1420,10 @@ pq_status pq__tokenizer_parse_hf_json(pq_ctx *ctx, const char *name, const char 
     pq__bpe *b = NULL;
     if (st == PQ_OK) {
         b = calloc(1, sizeof *b);
-        if (!b) st = pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", name);
-        else pq__tokenizer_attach_bpe(t, b);
+        if (!b)
+            st = pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", name);
+        else
+            pq__tokenizer_attach_bpe(t, b);
     }
     if (st == PQ_OK) {
         b->byte_fallback = byte_fallback;
@@ -1392,8 +1446,8 @@ pq_status pq__tokenizer_parse_hf_json(pq_ctx *ctx, const char *name, const char 
                     break;
                 }
                 st = add_merge(ctx, name, t, b, rank, m, (size_t)(sp - m), sp + 1, strlen(sp + 1));
-            } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 && cJSON_IsString(cJSON_GetArrayItem(it, 0)) &&
-                       cJSON_IsString(cJSON_GetArrayItem(it, 1))) {
+            } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 &&
+                       cJSON_IsString(cJSON_GetArrayItem(it, 0)) && cJSON_IsString(cJSON_GetArrayItem(it, 1))) {
                 const char *l = cJSON_GetArrayItem(it, 0)->valuestring, *r = cJSON_GetArrayItem(it, 1)->valuestring;
                 st = add_merge(ctx, name, t, b, rank, l, strlen(l), r, strlen(r));
             } else {
@@ -1418,9 +1472,12 @@ pq_status pq__tokenizer_parse_hf_json(pq_ctx *ctx, const char *name, const char 
                 st = pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", name);
                 break;
             }
-            b->added[b->n_added++] = (added_tok){s, strlen(c),
+            b->added[b->n_added++] = (added_tok){s,
+                                                 strlen(c),
                                                  (int32_t)cJSON_GetObjectItemCaseSensitive(it, "id")->valuedouble,
-                                                 jbool(it, "lstrip", 0), jbool(it, "rstrip", 0), jbool(it, "special", 0)};
+                                                 jbool(it, "lstrip", 0),
+                                                 jbool(it, "rstrip", 0),
+                                                 jbool(it, "special", 0)};
         }
         index_added(b);
     }
@@ -1428,7 +1485,8 @@ pq_status pq__tokenizer_parse_hf_json(pq_ctx *ctx, const char *name, const char 
     /* special tokens: tokenizer_config.json wins, then the post-processor template */
     if (st == PQ_OK && config_json) {
         cfg = cJSON_ParseWithLength(config_json, config_len);
-        if (!cfg || !cJSON_IsObject(cfg)) st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer_config.json is not valid JSON", name);
+        if (!cfg || !cJSON_IsObject(cfg))
+            st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer_config.json is not valid JSON", name);
     }
     if (st == PQ_OK) {
         const cJSON *cb = cJSON_GetObjectItemCaseSensitive(cfg, "bos_token");
@@ -1440,8 +1498,8 @@ pq_status pq__tokenizer_parse_hf_json(pq_ctx *ctx, const char *name, const char 
         if (ce) {
             eos = lookup_str(t, token_text(ce));
         } else {
-            static const char *const eos_names[] = {"</s>", "<|endoftext|>", "<|end_of_text|>", "<|eot_id|>",
-                                                    "<|im_end|>", "<eos>"};
+            static const char *const eos_names[] = {"</s>",       "<|endoftext|>", "<|end_of_text|>",
+                                                    "<|eot_id|>", "<|im_end|>",    "<eos>"};
             for (size_t k = 0; k < sizeof eos_names / sizeof *eos_names && eos < 0; k++)
                 eos = lookup_str(t, eos_names[k]);
         }

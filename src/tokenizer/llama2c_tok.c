@@ -28,14 +28,14 @@ pq_status pq__tokenizer_parse_llama2c(pq_ctx *ctx, const char *name, const uint8
             return pq__fail(ctx, PQ_ERR_FORMAT, "%s: llama2.c tokenizer: token %lld: negative len %d", name,
                             (long long)n, len);
         if (len > max_len)
-            return pq__fail(ctx, PQ_ERR_FORMAT, "%s: llama2.c tokenizer: token %lld: len %d exceeds max_token_length %d",
-                            name, (long long)n, len, max_len);
+            return pq__fail(ctx, PQ_ERR_FORMAT,
+                            "%s: llama2.c tokenizer: token %lld: len %d exceeds max_token_length %d", name,
+                            (long long)n, len, max_len);
         if (!pq__rd_bytes(&r, (size_t)len, &bytes))
             return pq__fail(ctx, PQ_ERR_FORMAT,
                             "%s: llama2.c tokenizer: token %lld: len %d runs past the end of the file (%zu bytes)",
                             name, (long long)n, len, size);
-        if (++n > INT32_MAX / 4)
-            return pq__fail(ctx, PQ_ERR_FORMAT, "%s: llama2.c tokenizer: too many tokens", name);
+        if (++n > INT32_MAX / 4) return pq__fail(ctx, PQ_ERR_FORMAT, "%s: llama2.c tokenizer: too many tokens", name);
     }
     if (n == 0) return pq__fail(ctx, PQ_ERR_FORMAT, "%s: llama2.c tokenizer: no tokens", name);
 
@@ -68,8 +68,8 @@ pq_status pq__tokenizer_parse_llama2c(pq_ctx *ctx, const char *name, const uint8
             lens[id] -= 2;
         }
     }
-    pq_status st = pq__tokenizer_new_spm(ctx, n, pieces, lens, scores, NULL, n > 1 ? 1 : -1, n > 2 ? 2 : -1, 0, 1,
-                                         out);
+    pq_status st =
+        pq__tokenizer_new_spm(ctx, n, pieces, lens, scores, NULL, n > 1 ? 1 : -1, n > 2 ? 2 : -1, 0, 1, out);
     free(pieces);
     free(lens);
     free(scores);

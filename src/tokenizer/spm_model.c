@@ -106,7 +106,8 @@ static int skip_field(pb *b, uint32_t field, int wire, int depth) {
 static pq_status add_piece(spm_parse *s) {
     if (s->n == s->cap) {
         int64_t nc = s->cap ? s->cap * 2 : 256;
-        if (nc > INT32_MAX / 4) return pq__fail(s->ctx, PQ_ERR_FORMAT, "%s: SentencePiece model: too many pieces", s->name);
+        if (nc > INT32_MAX / 4)
+            return pq__fail(s->ctx, PQ_ERR_FORMAT, "%s: SentencePiece model: too many pieces", s->name);
         const char **np = realloc(s->pieces, (size_t)nc * sizeof *np);
         if (np) s->pieces = np;
         size_t *nl = np ? realloc(s->lens, (size_t)nc * sizeof *nl) : NULL;
@@ -230,8 +231,9 @@ static pq_status resolve_id(spm_parse *s, int64_t given, int64_t by_type, int64_
     if (given != INT64_MIN) {
         /* SentencePiece uses -1 for "no such token" */
         if (given < -1 || given >= s->n)
-            return pq__fail(s->ctx, PQ_ERR_FORMAT, "%s: SentencePiece model: trainer_spec.%s %lld outside the %lld pieces",
-                            s->name, field, (long long)given, (long long)s->n);
+            return pq__fail(s->ctx, PQ_ERR_FORMAT,
+                            "%s: SentencePiece model: trainer_spec.%s %lld outside the %lld pieces", s->name, field,
+                            (long long)given, (long long)s->n);
         *out = (int32_t)given;
     } else if (by_type >= 0) {
         *out = (int32_t)by_type;
@@ -263,7 +265,9 @@ pq_status pq__tokenizer_parse_spm_model(pq_ctx *ctx, const char *name, const uin
                 st = bad(&s, &b, what);
                 break;
             }
-            st = f == 1 ? parse_piece(&s, &sub) : f == 2 ? parse_trainer_spec(&s, &sub) : parse_normalizer_spec(&s, &sub);
+            st = f == 1   ? parse_piece(&s, &sub)
+                 : f == 2 ? parse_trainer_spec(&s, &sub)
+                          : parse_normalizer_spec(&s, &sub);
         } else if (!skip_field(&b, f, w, 0)) {
             char what[96];
             snprintf(what, sizeof what, "bad field %u (wire type %d)", f, w);
@@ -316,7 +320,8 @@ static void put(pbuf *w, const void *data, size_t n) {
     if (w->oom || n == 0) return;
     if (w->cap - w->n < n) {
         size_t nc = w->cap ? w->cap : 4096;
-        while (nc - w->n < n) nc *= 2;
+        while (nc - w->n < n)
+            nc *= 2;
         uint8_t *np = realloc(w->p, nc);
         if (!np) {
             w->oom = 1;
@@ -341,7 +346,9 @@ static void put_varint(pbuf *w, uint64_t v) {
     put(w, b, k);
 }
 
-static void put_tag(pbuf *w, uint32_t field, int wire) { put_varint(w, (uint64_t)field << 3 | (uint64_t)wire); }
+static void put_tag(pbuf *w, uint32_t field, int wire) {
+    put_varint(w, (uint64_t)field << 3 | (uint64_t)wire);
+}
 
 /* int32 fields are encoded as sign-extended 64-bit varints */
 static void put_int32(pbuf *w, uint32_t field, int32_t v) {
@@ -358,12 +365,15 @@ static void put_bytes(pbuf *w, uint32_t field, const void *data, size_t n) {
 pq_status pq__tokenizer_save_spm_model(pq_ctx *ctx, const pq_tokenizer *t, const char *path) {
     if (!t || !path) return pq__fail(ctx, PQ_ERR_INVALID, "save tokenizer.model: NULL argument");
     if (pq__tokenizer_kind(t) != PQ_TOK_SPM)
-        return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: only SentencePiece-style tokenizers can be written as a "
-                        "SentencePiece model", path);
+        return pq__fail(ctx, PQ_ERR_UNSUPPORTED,
+                        "%s: only SentencePiece-style tokenizers can be written as a "
+                        "SentencePiece model",
+                        path);
     pbuf w = {0}, piece = {0}, text = {0};
     const int64_t n = pq_tokenizer_n_vocab(t);
     int n_bytes = 0;
-    for (int i = 0; i < 256; i++) n_bytes += pq__tokenizer_byte_id(t, (uint8_t)i) >= 0;
+    for (int i = 0; i < 256; i++)
+        n_bytes += pq__tokenizer_byte_id(t, (uint8_t)i) >= 0;
     for (int32_t i = 0; i < n; i++) {
         size_t len;
         const char *p = pq__tokenizer_piece(t, i, &len);
@@ -380,7 +390,8 @@ pq_status pq__tokenizer_save_spm_model(pq_ctx *ctx, const pq_tokenizer *t, const
         uint8_t f4[4];
         uint32_t u;
         memcpy(&u, &sc, 4);
-        for (int k = 0; k < 4; k++) f4[k] = (uint8_t)(u >> (8 * k));
+        for (int k = 0; k < 4; k++)
+            f4[k] = (uint8_t)(u >> (8 * k));
         put_tag(&piece, 2, WT_I32);
         put(&piece, f4, 4);
         const int32_t type = pq__tokenizer_type(t, i);

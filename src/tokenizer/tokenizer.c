@@ -15,22 +15,22 @@ typedef struct tok_slot {
 struct pq_tokenizer {
     pq__tok_kind kind;
     int32_t n;
-    char *blob;        /* every piece, NUL-terminated, back to back */
-    size_t *off;       /* [n] offset of piece i in blob */
-    uint32_t *len;     /* [n] piece length in bytes (without the NUL) */
-    float *score;      /* [n] */
-    int32_t *type;     /* [n] PQ_PIECE_* */
+    char *blob;    /* every piece, NUL-terminated, back to back */
+    size_t *off;   /* [n] offset of piece i in blob */
+    uint32_t *len; /* [n] piece length in bytes (without the NUL) */
+    float *score;  /* [n] */
+    int32_t *type; /* [n] PQ_PIECE_* */
     int32_t bos, eos, unk;
     int add_dummy_prefix;
-    uint32_t max_len;  /* longest piece: merges producing longer strings need no lookup */
+    uint32_t max_len;     /* longest piece: merges producing longer strings need no lookup */
     int32_t byte_id[256]; /* <0xXX> piece per byte value, -1 if none */
     /* bit (a << 8 | b) set if some piece contains byte a followed by byte b: a merge across a
      * boundary whose bigram is absent can never happen, which splits encoding into segments */
     uint64_t bigram[1024];
     tok_slot *slots;
-    uint32_t mask;     /* slot count - 1 (power of two) */
+    uint32_t mask;       /* slot count - 1 (power of two) */
     int add_bos_default; /* the tokenizer's own preference (tokenizer_config.json add_bos_token) */
-    pq__bpe *bpe;      /* PQ_TOK_BPE: the tokenizer.json pipeline (bpe.c) */
+    pq__bpe *bpe;        /* PQ_TOK_BPE: the tokenizer.json pipeline (bpe.c) */
 };
 
 /* SentencePiece's whitespace marker U+2581 in UTF-8. */
@@ -71,7 +71,8 @@ static void hash_insert(pq_tokenizer *t, int32_t id) {
             return;
         }
         /* duplicate piece: keep the first (lowest) id, deterministic unlike llama2.c's bsearch */
-        if (s->tag == (uint32_t)h && t->len[s->id] == t->len[id] && memcmp(t->blob + t->off[s->id], p, t->len[id]) == 0)
+        if (s->tag == (uint32_t)h && t->len[s->id] == t->len[id] &&
+            memcmp(t->blob + t->off[s->id], p, t->len[id]) == 0)
             return;
     }
 }
@@ -95,7 +96,8 @@ static int byte_piece_value(const char *p, size_t len) {
 /* Length of piece after replacing every U+2581 by one space. */
 static size_t unescaped_len(const char *p, size_t len) {
     size_t n = 0;
-    for (size_t i = 0; i < len; n++) i += (i + 3 <= len && memcmp(p + i, spm_space, 3) == 0) ? 3 : 1;
+    for (size_t i = 0; i < len; n++)
+        i += (i + 3 <= len && memcmp(p + i, spm_space, 3) == 0) ? 3 : 1;
     return n;
 }
 
@@ -112,8 +114,8 @@ static void unescape_into(char *dst, const char *p, size_t len) {
 }
 
 pq_status pq__tokenizer_new_spm(pq_ctx *ctx, int64_t n, const char *const *pieces, const size_t *lens,
-                                const float *scores, const int32_t *types, int32_t bos, int32_t eos,
-                                int32_t unk, int add_dummy_prefix, pq_tokenizer **out) {
+                                const float *scores, const int32_t *types, int32_t bos, int32_t eos, int32_t unk,
+                                int add_dummy_prefix, pq_tokenizer **out) {
     return pq__tokenizer_new_vocab(ctx, PQ_TOK_SPM, n, pieces, lens, scores, types, bos, eos, unk, add_dummy_prefix,
                                    out);
 }
@@ -172,7 +174,8 @@ pq_status pq__tokenizer_new_vocab(pq_ctx *ctx, pq__tok_kind kind, int64_t n, con
         pq_tokenizer_free(t);
         return PQ_ERR_NOMEM;
     }
-    for (int i = 0; i < 256; i++) t->byte_id[i] = -1;
+    for (int i = 0; i < 256; i++)
+        t->byte_id[i] = -1;
     for (int32_t i = 0; i < t->n; i++) {
         size_t l = lens ? lens[i] : (pieces[i] ? strlen(pieces[i]) : 0);
         if (l && unescape) {
@@ -200,15 +203,18 @@ pq_status pq__tokenizer_new_vocab(pq_ctx *ctx, pq__tok_kind kind, int64_t n, con
         }
     }
     uint32_t cap = 16;
-    while (cap < (uint32_t)n * 2u) cap *= 2;
+    while (cap < (uint32_t)n * 2u)
+        cap *= 2;
     t->slots = pq__malloc(ctx, (size_t)cap * sizeof *t->slots, "tokenizer hash table");
     if (!t->slots) {
         pq_tokenizer_free(t);
         return PQ_ERR_NOMEM;
     }
-    for (uint32_t i = 0; i < cap; i++) t->slots[i].id = -1;
+    for (uint32_t i = 0; i < cap; i++)
+        t->slots[i].id = -1;
     t->mask = cap - 1;
-    for (int32_t i = 0; i < t->n; i++) hash_insert(t, i);
+    for (int32_t i = 0; i < t->n; i++)
+        hash_insert(t, i);
     *out = t;
     return PQ_OK;
 }
@@ -227,15 +233,33 @@ void pq_tokenizer_free(pq_tokenizer *tok) {
 
 /* ---------------------------------------------------------------- accessors */
 
-int64_t pq_tokenizer_n_vocab(const pq_tokenizer *tok) { return tok ? tok->n : 0; }
-int32_t pq_tokenizer_bos(const pq_tokenizer *tok) { return tok ? tok->bos : -1; }
-int32_t pq_tokenizer_eos(const pq_tokenizer *tok) { return tok ? tok->eos : -1; }
-int32_t pq__tokenizer_unk(const pq_tokenizer *t) { return t ? t->unk : -1; }
-pq__tok_kind pq__tokenizer_kind(const pq_tokenizer *t) { return t->kind; }
-int pq__tokenizer_add_dummy_prefix(const pq_tokenizer *t) { return t->add_dummy_prefix; }
-uint32_t pq__tokenizer_max_piece_len(const pq_tokenizer *t) { return t->max_len; }
-int pq__tokenizer_add_bos_default(const pq_tokenizer *t) { return t ? t->add_bos_default : 0; }
-const pq__bpe *pq__tokenizer_bpe(const pq_tokenizer *t) { return t ? t->bpe : NULL; }
+int64_t pq_tokenizer_n_vocab(const pq_tokenizer *tok) {
+    return tok ? tok->n : 0;
+}
+int32_t pq_tokenizer_bos(const pq_tokenizer *tok) {
+    return tok ? tok->bos : -1;
+}
+int32_t pq_tokenizer_eos(const pq_tokenizer *tok) {
+    return tok ? tok->eos : -1;
+}
+int32_t pq__tokenizer_unk(const pq_tokenizer *t) {
+    return t ? t->unk : -1;
+}
+pq__tok_kind pq__tokenizer_kind(const pq_tokenizer *t) {
+    return t->kind;
+}
+int pq__tokenizer_add_dummy_prefix(const pq_tokenizer *t) {
+    return t->add_dummy_prefix;
+}
+uint32_t pq__tokenizer_max_piece_len(const pq_tokenizer *t) {
+    return t->max_len;
+}
+int pq__tokenizer_add_bos_default(const pq_tokenizer *t) {
+    return t ? t->add_bos_default : 0;
+}
+const pq__bpe *pq__tokenizer_bpe(const pq_tokenizer *t) {
+    return t ? t->bpe : NULL;
+}
 
 void pq__tokenizer_set_special(pq_tokenizer *t, int32_t bos, int32_t eos, int32_t unk, int add_bos_default) {
     t->bos = bos >= 0 && bos < t->n ? bos : -1;
@@ -270,7 +294,9 @@ int32_t pq__tokenizer_type(const pq_tokenizer *t, int32_t id) {
     return t && id >= 0 && id < t->n ? t->type[id] : 0;
 }
 
-int32_t pq__tokenizer_byte_id(const pq_tokenizer *t, uint8_t byte) { return t ? t->byte_id[byte] : -1; }
+int32_t pq__tokenizer_byte_id(const pq_tokenizer *t, uint8_t byte) {
+    return t ? t->byte_id[byte] : -1;
+}
 
 /* ---------------------------------------------------------------- decoding */
 
@@ -378,7 +404,7 @@ static int push_pair(const pq_tokenizer *t, enc_heap *h, const enc_node *nodes, 
     return heap_push(h, &p);
 }
 
-static int is_barrier(const pq_tokenizer *t, int32_t a, int32_t b) {
+int pq__tokenizer_barrier(const pq_tokenizer *t, int32_t a, int32_t b) {
     const uint32_t la = t->len[a], lb = t->len[b];
     if (la == 0 || lb == 0) return 0; /* an empty piece has no boundary bytes: stay conservative */
     const unsigned bg = (unsigned)(uint8_t)t->blob[t->off[a] + la - 1] << 8 | (uint8_t)t->blob[t->off[b]];
@@ -393,9 +419,11 @@ static int emit_unit(const pq_tokenizer *t, const char *s, size_t n, enc_node *n
         return 1;
     }
     int all_bytes = 1;
-    for (size_t i = 0; i < n; i++) all_bytes &= t->byte_id[(uint8_t)s[i]] >= 0;
+    for (size_t i = 0; i < n; i++)
+        all_bytes &= t->byte_id[(uint8_t)s[i]] >= 0;
     if (all_bytes) {
-        for (size_t i = 0; i < n; i++) nodes[(*cnt)++].id = t->byte_id[(uint8_t)s[i]];
+        for (size_t i = 0; i < n; i++)
+            nodes[(*cnt)++].id = t->byte_id[(uint8_t)s[i]];
         return 1;
     }
     /* character-level vocabularies without byte pieces (e.g. tok105): one <unk> per unit */
@@ -417,7 +445,8 @@ static pq_status spm_encode(pq_ctx *ctx, const pq_tokenizer *t, const char *text
     /* split like llama2.c: a unit is any byte plus up to 3 following continuation bytes */
     for (size_t i = 0; i < len && ok;) {
         size_t j = i + 1;
-        while (j < len && j - i < 4 && ((uint8_t)text[j] & 0xC0) == 0x80) j++;
+        while (j < len && j - i < 4 && ((uint8_t)text[j] & 0xC0) == 0x80)
+            j++;
         ok = emit_unit(t, text + i, j - i, nodes, &cnt);
         i = j;
     }
@@ -434,14 +463,16 @@ static pq_status spm_encode(pq_ctx *ctx, const pq_tokenizer *t, const char *text
     enc_heap h = {0};
     for (int32_t s = 0; s < cnt && ok;) {
         int32_t e = s + 1;
-        while (e < cnt && !is_barrier(t, nodes[e - 1].id, nodes[e].id)) e++;
+        while (e < cnt && !pq__tokenizer_barrier(t, nodes[e - 1].id, nodes[e].id))
+            e++;
         for (int32_t i = s; i < e; i++) {
             nodes[i].prev = i - 1 >= s ? i - 1 : -1;
             nodes[i].next = i + 1 < e ? i + 1 : -1;
             nodes[i].ver = 0;
         }
         h.n = 0;
-        for (int32_t i = s; i + 1 < e && ok; i++) ok = push_pair(t, &h, nodes, i, i + 1);
+        for (int32_t i = s; i + 1 < e && ok; i++)
+            ok = push_pair(t, &h, nodes, i, i + 1);
         while (ok && h.n) {
             const enc_pair p = heap_pop(&h);
             if (nodes[p.left].ver != p.lver || nodes[p.right].ver != p.rver) continue; /* stale */
@@ -457,7 +488,8 @@ static pq_status spm_encode(pq_ctx *ctx, const pq_tokenizer *t, const char *text
         /* the first node of a segment always survives (merges keep the left node): chain the
          * segment's survivors onto the next segment for the final walk */
         int32_t last = s;
-        while (nodes[last].next >= 0) last = nodes[last].next;
+        while (nodes[last].next >= 0)
+            last = nodes[last].next;
         nodes[last].next = e < cnt ? e : -1;
         s = e;
     }
@@ -473,19 +505,19 @@ static pq_status spm_encode(pq_ctx *ctx, const pq_tokenizer *t, const char *text
         return PQ_ERR_NOMEM;
     }
     if (add_bos && t->bos >= 0) res[n++] = t->bos;
-    for (int32_t i = cnt ? 0 : -1; i >= 0; i = nodes[i].next) res[n++] = nodes[i].id;
+    for (int32_t i = cnt ? 0 : -1; i >= 0; i = nodes[i].next)
+        res[n++] = nodes[i].id;
     free(nodes);
     *ids = res;
     *n_ids = n;
     return PQ_OK;
 }
 
-pq_status pq_tokenize(pq_ctx *ctx, const pq_tokenizer *tok, const char *text, size_t len, int add_bos,
-                      int32_t **ids, int64_t *n_ids) {
+pq_status pq_tokenize(pq_ctx *ctx, const pq_tokenizer *tok, const char *text, size_t len, int add_bos, int32_t **ids,
+                      int64_t *n_ids) {
     if (ids) *ids = NULL;
     if (n_ids) *n_ids = 0;
-    if (!tok || !ids || !n_ids || (!text && len))
-        return pq__fail(ctx, PQ_ERR_INVALID, "tokenize: NULL argument");
+    if (!tok || !ids || !n_ids || (!text && len)) return pq__fail(ctx, PQ_ERR_INVALID, "tokenize: NULL argument");
     if (tok->kind == PQ_TOK_BPE) return pq__bpe_encode(ctx, tok, text ? text : "", len, add_bos, ids, n_ids);
     return spm_encode(ctx, tok, text ? text : "", len, add_bos, ids, n_ids);
 }
@@ -495,7 +527,8 @@ pq_status pq_tokenize(pq_ctx *ctx, const pq_tokenizer *tok, const char *text, si
 static int looks_like_json(const uint8_t *d, size_t n) {
     size_t i = 0;
     if (n >= 3 && d[0] == 0xEF && d[1] == 0xBB && d[2] == 0xBF) i = 3; /* UTF-8 BOM */
-    while (i < n && (d[i] == ' ' || d[i] == '\t' || d[i] == '\n' || d[i] == '\r')) i++;
+    while (i < n && (d[i] == ' ' || d[i] == '\t' || d[i] == '\n' || d[i] == '\r'))
+        i++;
     if (i >= n || d[i] != '{') return 0;
     /* a llama2.c .bin whose max_token_length is 123 also starts with '{', followed by NULs */
     for (size_t k = i; k < n && k < i + 64; k++)

@@ -11,16 +11,22 @@
 typedef enum pq__tok_kind { PQ_TOK_SPM = 0, PQ_TOK_BPE = 1 } pq__tok_kind;
 
 /* SentencePiece piece types (as in sentencepiece_model.proto). */
-enum { PQ_PIECE_NORMAL = 1, PQ_PIECE_UNKNOWN = 2, PQ_PIECE_CONTROL = 3, PQ_PIECE_USER = 4, PQ_PIECE_UNUSED = 5,
-       PQ_PIECE_BYTE = 6 };
+enum {
+    PQ_PIECE_NORMAL = 1,
+    PQ_PIECE_UNKNOWN = 2,
+    PQ_PIECE_CONTROL = 3,
+    PQ_PIECE_USER = 4,
+    PQ_PIECE_UNUSED = 5,
+    PQ_PIECE_BYTE = 6
+};
 
 /* Builds an SPM-style tokenizer from pieces (SentencePiece "▁" is turned into " ").
  * types may be NULL (then <0xXX> pieces are bytes, <s></s><unk> control/unknown by id).
  * bos/eos/unk may be -1. add_dummy_prefix: prepend " " to non-empty text (SentencePiece
  * default, llama2.c). Everything is copied. */
 pq_status pq__tokenizer_new_spm(pq_ctx *ctx, int64_t n, const char *const *pieces, const size_t *lens,
-                                const float *scores, const int32_t *types, int32_t bos, int32_t eos,
-                                int32_t unk, int add_dummy_prefix, pq_tokenizer **out);
+                                const float *scores, const int32_t *types, int32_t bos, int32_t eos, int32_t unk,
+                                int add_dummy_prefix, pq_tokenizer **out);
 
 /* Accessors used by writers (convert): piece bytes with spaces (not "▁"), score, type. */
 const char *pq__tokenizer_piece(const pq_tokenizer *t, int32_t id, size_t *len);
@@ -68,11 +74,11 @@ typedef struct pq__bpe pq__bpe;
 
 /* Pre-tokenizer regexes of common byte-level BPE vocabularies (GGUF tokenizer.ggml.pre). */
 #define PQ_REGEX_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
-#define PQ_REGEX_LLAMA3                                                                                         \
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"        \
+#define PQ_REGEX_LLAMA3                                                                                              \
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"         \
     "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-#define PQ_REGEX_QWEN2                                                                                          \
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"           \
+#define PQ_REGEX_QWEN2                                                                                               \
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"              \
     "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 
 /* Vocabulary-only tokenizer of the given kind (new_spm is kind SPM; BPE keeps pieces verbatim). */
@@ -96,14 +102,18 @@ int pq__tokenizer_add_bos_default(const pq_tokenizer *t);
 int64_t pq__tokenizer_n_merges(const pq_tokenizer *t);
 int pq__tokenizer_merge(const pq_tokenizer *t, int64_t rank, int32_t *left, int32_t *right);
 
+/* 1 if no piece contains the last byte of piece a followed by the first byte of piece b: no merge
+ * can ever join tokens a and b, so text on either side can be merged independently. */
+int pq__tokenizer_barrier(const pq_tokenizer *t, int32_t a, int32_t b);
+
 /* Construction helpers and hooks between tokenizer.c and bpe.c. */
 void pq__tokenizer_set_special(pq_tokenizer *t, int32_t bos, int32_t eos, int32_t unk, int add_bos_default);
 void pq__tokenizer_set_score(pq_tokenizer *t, int32_t id, float score);
 void pq__tokenizer_attach_bpe(pq_tokenizer *t, pq__bpe *bpe); /* takes ownership */
 const pq__bpe *pq__tokenizer_bpe(const pq_tokenizer *t);
 void pq__bpe_free(pq__bpe *b);
-pq_status pq__bpe_encode(pq_ctx *ctx, const pq_tokenizer *t, const char *text, size_t len, int add_bos,
-                         int32_t **ids, int64_t *n_ids);
+pq_status pq__bpe_encode(pq_ctx *ctx, const pq_tokenizer *t, const char *text, size_t len, int add_bos, int32_t **ids,
+                         int64_t *n_ids);
 const char *pq__bpe_piece_text(const pq_tokenizer *t, int32_t prev, int32_t id, size_t *len);
 
 #endif

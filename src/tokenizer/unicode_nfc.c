@@ -7,6 +7,7 @@
 
 char *pq__utf8_nfc(const char *s, size_t n, size_t *out_len);
 
+/* clang-format off */
 /* Unicode 14.0.0 canonical data for NFC, generated from Python unicodedata (see the generator at
  * the end of this file). */
 static const struct { uint32_t lo, hi; uint8_t ccc; } ccc_table[382] = {
@@ -1103,9 +1104,19 @@ static const struct { uint32_t a, b, c; } comp_table[941] = {
     {0x114B9, 0x114BA, 0x114BB}, {0x114B9, 0x114BD, 0x114BE}, {0x115B8, 0x115AF, 0x115BA}, {0x115B9, 0x115AF, 0x115BB},
     {0x11935, 0x11930, 0x11938},
 };
+/* clang-format on */
 
-enum { SBASE = 0xAC00, LBASE = 0x1100, VBASE = 0x1161, TBASE = 0x11A7, LCOUNT = 19, VCOUNT = 21, TCOUNT = 28,
-       NCOUNT = VCOUNT * TCOUNT, SCOUNT = LCOUNT * NCOUNT };
+enum {
+    SBASE = 0xAC00,
+    LBASE = 0x1100,
+    VBASE = 0x1161,
+    TBASE = 0x11A7,
+    LCOUNT = 19,
+    VCOUNT = 21,
+    TCOUNT = 28,
+    NCOUNT = VCOUNT * TCOUNT,
+    SCOUNT = LCOUNT * NCOUNT
+};
 
 #define INVALID_BYTE 0x80000000u /* marks a raw byte: never composes, never reorders */
 
@@ -1208,7 +1219,8 @@ static size_t put_utf8(char *o, uint32_t cp) {
 char *pq__utf8_nfc(const char *s, size_t n, size_t *out_len) {
     const uint8_t *u = (const uint8_t *)s;
     size_t i = 0;
-    while (i < n && u[i] < 0x80) i++;
+    while (i < n && u[i] < 0x80)
+        i++;
     if (i == n) { /* ASCII is already NFC */
         char *o = malloc(n + 1);
         if (!o) return NULL;
@@ -1239,7 +1251,8 @@ char *pq__utf8_nfc(const char *s, size_t n, size_t *out_len) {
             cp[m++] = VBASE + (si % NCOUNT) / TCOUNT;
             if (si % TCOUNT) cp[m++] = TBASE + si % TCOUNT;
         } else if ((k = decomp_of(c, &seq)) > 0) {
-            for (int j = 0; j < k; j++) cp[m++] = seq[j];
+            for (int j = 0; j < k; j++)
+                cp[m++] = seq[j];
         } else {
             cp[m++] = c;
         }
@@ -1251,7 +1264,8 @@ char *pq__utf8_nfc(const char *s, size_t n, size_t *out_len) {
             continue;
         }
         size_t b = a;
-        while (b < m && ccc_of(cp[b])) b++;
+        while (b < m && ccc_of(cp[b]))
+            b++;
         for (size_t x = a + 1; x < b; x++) {
             const uint32_t v = cp[x];
             const int cv = ccc_of(v);
@@ -1287,7 +1301,8 @@ char *pq__utf8_nfc(const char *s, size_t n, size_t *out_len) {
         cp[w++] = c;
     }
     size_t len = 0;
-    for (size_t r = 0; r < w; r++) len += put_utf8(o + len, cp[r]);
+    for (size_t r = 0; r < w; r++)
+        len += put_utf8(o + len, cp[r]);
     o[len] = 0;
     free(cp);
     *out_len = len;
@@ -1327,16 +1342,11 @@ for cp in range(MAX):
         comps.append((parts[0], parts[1], cp))
 comps.sort()
 o = sys.stdout
-o.write('/ * Unicode %s canonical data for NFC, generated from Python unicodedata (see the generator at\n' % ud.unidata_version)
-o.write(' * the end of this file). * /\n')
-o.write('static const struct { uint32_t lo, hi; uint8_t ccc; } ccc_table[%d] = {\n' % len(ranges))
-for i in range(0, len(ranges), 4):
-    o.write('    ' + ' '.join('{0x%X, 0x%X, %d},' % r for r in ranges[i:i+4]) + '\n')
-o.write('};\n')
-pool = []
-o.write('static const struct { uint32_t cp; uint16_t off; uint8_t len; } decomp_table[%d] = {\n' % len(decomp))
-ents = []
-for cp, fd in decomp:
+o.write('/ * Unicode %s canonical data for NFC, generated from Python unicodedata (see the generator at\n' %
+ud.unidata_version) o.write(' * the end of this file). * /\n') o.write('static const struct { uint32_t lo, hi; uint8_t
+ccc; } ccc_table[%d] = {\n' % len(ranges)) for i in range(0, len(ranges), 4): o.write('    ' + ' '.join('{0x%X, 0x%X,
+%d},' % r for r in ranges[i:i+4]) + '\n') o.write('};\n') pool = [] o.write('static const struct { uint32_t cp;
+uint16_t off; uint8_t len; } decomp_table[%d] = {\n' % len(decomp)) ents = [] for cp, fd in decomp:
     ents.append('{0x%X, %d, %d},' % (cp, len(pool), len(fd))); pool += fd
 for i in range(0, len(ents), 5): o.write('    ' + ' '.join(ents[i:i+5]) + '\n')
 o.write('};\n')
