@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "eval/eval.h"
+#include "io/bz2.h"
 
 #define MAX_TEXT_BYTES ((size_t)1 << 30)
 
@@ -378,7 +379,9 @@ static pq_status read_piqa_labels(pq_ctx *ctx, pq__task *t, const char *path) {
 static pq_status read_hellaswag(pq_ctx *ctx, pq__task *t, const char *path) {
     char *buf = NULL;
     size_t len = 0;
-    pq_status st = pq__read_text(ctx, path, MAX_TEXT_BYTES, &buf, &len);
+    size_t pl = strlen(path);
+    pq_status st = pl > 4 && !strcmp(path + pl - 4, ".bz2") ? pq__read_bz2(ctx, path, MAX_TEXT_BYTES, &buf, &len)
+                                                             : pq__read_text(ctx, path, MAX_TEXT_BYTES, &buf, &len);
     if (st) return st;
     char *p = buf, *end = buf + len, *ln[6];
     int64_t line = 0;
@@ -700,11 +703,8 @@ static pq_status load_items(pq_ctx *ctx, pq__task *t, const char *spec, const ch
             snprintf(path, sizeof path, "%s/hellaswag_val_full.txt", aux_dir);
             if (pq__file_exists(path)) snprintf(t->file, sizeof t->file, "%.500s", path);
         }
-        if (!pq__file_exists(t->file))
-            return pq__fail(ctx, PQ_ERR_UNSUPPORTED,
-                            "hellaswag: needs the bzip2-decompressed file (libbz2 is not linked): run "
-                            "'bzip2 -dc %s/tasks/hellaswag/hellaswag_val_full.txt.bz2 > %s/hellaswag_val_full.txt'",
-                            data_dir, aux_dir ? aux_dir : "CACHE_DIR");
+        if (!pq__file_exists(t->file)) /* the shipped file: read through libbz2 */
+            snprintf(t->file, sizeof t->file, "%s/tasks/hellaswag/hellaswag_val_full.txt.bz2", data_dir);
         return read_hellaswag(ctx, t, t->file);
     }
     if (!strcmp(spec, "mmlu")) return load_mmlu(ctx, t, data_dir);
