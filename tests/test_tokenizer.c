@@ -1,6 +1,10 @@
 /* Tokenizer tests: llama2.c oracles (ORACLE.md §1c, §3, §4), decoding, SentencePiece model
- * round trip, the O(n log n) encoder against a literal O(n^2) llama2.c-style reference, and
- * malformed files. Data from PQ_DATA (shared/data). */
+ * round trip, the O(n log n) encoder against a literal O(n^2) llama2.c-style reference, malformed
+ * files, the fuzz seed corpus, and tokenizer.json: a LlamaConverter-style file built from the
+ * llama2.c vocabularies must encode like SentencePiece, a small trained byte-level vocabulary is
+ * checked against a hand-written GPT-2 pre-tokenizer + reference BPE (PCRE2),
+ * plus split behaviours, NFC, added tokens, tokenizer_config.json and malformed files.
+ * Data from PQ_DATA (shared/data), corpus from PQ_SRC. */
 #include "test.h"
 #include "tokenizer/tokenizer.h"
 
@@ -1373,11 +1377,6 @@ static void test_byte_level(void) {
         pq_tokenizer *t = NULL;
         pq_status st = pq__tokenizer_parse_hf_json(ctx, "bl.json", json, strlen(json), NULL, 0, &t);
         free(json);
-        if (st == PQ_ERR_UNSUPPORTED && strstr(pq_ctx_error(ctx), "PCRE2")) {
-            fprintf(stderr, "note: built without PCRE2, byte-level regex checks skipped\n");
-            CHECK(t == NULL);
-            break;
-        }
         CHECK_MSG(st == PQ_OK, "%s", pq_ctx_error(ctx));
         if (!t) break;
         CHECK(pq_tokenizer_n_vocab(t) == v.n + 1 && pq_tokenizer_bos(t) == -1 && pq_tokenizer_eos(t) == v.n);
@@ -1650,7 +1649,6 @@ static void test_corpus(void) {
         snprintf(path, sizeof path, "%s/fuzz/corpus/tokenizer/%s", src, files[i].name);
         pq_tokenizer *t = NULL;
         pq_status st = pq_tokenizer_load(ctx, path, &t);
-        if (st == PQ_ERR_UNSUPPORTED && strstr(pq_ctx_error(ctx), "PCRE2")) continue; /* built without it */
         CHECK_MSG(st == files[i].want, "%s: status %d, want %d (%s)", files[i].name, (int)st, (int)files[i].want,
                   pq_ctx_error(ctx));
         if (t && !strcmp(files[i].name, "tiny.bin")) {

@@ -2,17 +2,15 @@
  *   added tokens (leftmost-longest in the raw text) -> normalizer (Prepend, Replace, NFC, Sequence)
  *   -> pre-tokenizer (ByteLevel, Metaspace, Split, Sequence) -> BPE per word -> ids,
  * and decoders (ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip) precomputed per token.
- * Regexes use PCRE2 (UTF + UCP) when built with PQ_HAVE_PCRE2. */
+ * Regexes use PCRE2 (UTF + UCP). */
 #include "tokenizer/tokenizer.h"
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef PQ_HAVE_PCRE2
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
-#endif
 
 /* Unicode NFC of s (unicode_nfc.c); returns a malloc'ed string or NULL on OOM. */
 char *pq__utf8_nfc(const char *s, size_t n, size_t *out_len);
@@ -125,7 +123,6 @@ typedef struct rx {
 } rx;
 
 static pq_status rx_compile(pq_ctx *ctx, const char *name, const char *pat, rx *out) {
-#ifdef PQ_HAVE_PCRE2
     int err;
     PCRE2_SIZE off;
     pcre2_code *c = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED,
@@ -139,18 +136,10 @@ static pq_status rx_compile(pq_ctx *ctx, const char *name, const char *pat, rx *
     pcre2_jit_compile(c, PCRE2_JIT_COMPLETE); /* best effort: the interpreter is the fallback */
     out->code = c;
     return PQ_OK;
-#else
-    (void)out;
-    return pq__fail(ctx, PQ_ERR_UNSUPPORTED,
-                    "%s: regex pre-tokenizer /%.60s/ needs PCRE2 (build with PQ_HAVE_PCRE2, link -lpcre2-8)", name,
-                    pat);
-#endif
 }
 
 static void rx_free(rx *r) {
-#ifdef PQ_HAVE_PCRE2
     if (r->code) pcre2_code_free((pcre2_code *)r->code);
-#endif
     r->code = NULL;
 }
 
@@ -203,7 +192,6 @@ static int find_matches(const pattern *p, const char *s, size_t n, spans *out) {
         }
         return spans_push(out, prev, n, 0);
     }
-#ifdef PQ_HAVE_PCRE2
     pcre2_match_data *md = pcre2_match_data_create_from_pattern((pcre2_code *)p->re.code, NULL);
     if (!md) return 0;
     size_t pos = 0;
@@ -227,9 +215,6 @@ static int find_matches(const pattern *p, const char *s, size_t n, spans *out) {
     }
     pcre2_match_data_free(md);
     return ok && spans_push(out, prev, n, 0);
-#else
-    return 0;
-#endif
 }
 
 /* ---------------------------------------------------------------- pipeline description */
