@@ -162,7 +162,9 @@ int cli_info(int argc, char **argv) {
 int cli_tokenize(int argc, char **argv) {
     const char *cmd = "tokenize";
     common_opts o = {0};
-    const char *text = NULL;
+    const char *text = NULL, *file = NULL;
+    char *file_text = NULL;
+    size_t text_len = 0;
     int bos = 0, npos = 0;
     const char *pos[2] = {NULL, NULL};
     for (int i = 1; i < argc; i++) {
@@ -170,8 +172,12 @@ int cli_tokenize(int argc, char **argv) {
         if (r < 0) return 2;
         if (r) continue;
         if (!strcmp(argv[i], "--help")) {
-            printf("usage: prunequant tokenize (MODEL | --tokenizer FILE) [--bos] TEXT\n");
+            printf("usage: prunequant tokenize (MODEL | --tokenizer FILE) [--bos] (TEXT | --file PATH)\n");
             return 0;
+        }
+        if (!strcmp(argv[i], "--file")) {
+            if (!(file = flag_value(cmd, argc, argv, &i))) return 2;
+            continue;
         }
         if (!strcmp(argv[i], "--bos")) {
             bos = 1;
@@ -181,13 +187,16 @@ int cli_tokenize(int argc, char **argv) {
         if (npos == 2) return cli_usage_error(cmd, "too many arguments");
         pos[npos++] = argv[i];
     }
-    if (o.tokenizer) {
-        if (npos != 1) return cli_usage_error(cmd, "with --tokenizer give exactly one TEXT");
-        text = pos[0];
+    const int want = (o.tokenizer ? 0 : 1) + (file ? 0 : 1);
+    if (npos != want)
+        return cli_usage_error(cmd, "give MODEL or --tokenizer FILE, and TEXT or --file PATH");
+    if (!o.tokenizer) o.model = pos[0];
+    if (file) {
+        if (!(file_text = cli_read_file(cmd, file, &text_len))) return 1;
+        text = file_text;
     } else {
-        if (npos != 2) return cli_usage_error(cmd, "give MODEL and TEXT, or --tokenizer FILE and TEXT");
-        o.model = pos[0];
-        text = pos[1];
+        text = pos[npos - 1];
+        text_len = strlen(text);
     }
     pq_ctx *ctx = cli_ctx_new((int)o.threads, o.quiet);
     pq_model *m = NULL;
@@ -207,7 +216,7 @@ int cli_tokenize(int argc, char **argv) {
     }
     int32_t *ids = NULL;
     int64_t n = 0;
-    if (pq_tokenize(ctx, tok, text, strlen(text), bos, &ids, &n) != PQ_OK) {
+    if (pq_tokenize(ctx, tok, text, text_len, bos, &ids, &n) != PQ_OK) {
         cli_fail(cmd, ctx);
         goto out;
     }
@@ -216,6 +225,7 @@ int cli_tokenize(int argc, char **argv) {
     free(ids);
     rc = 0;
 out:
+    free(file_text);
     pq_tokenizer_free(own);
     pq_model_free(m);
     pq_ctx_free(ctx);
