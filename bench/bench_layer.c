@@ -12,6 +12,8 @@
 #include <time.h>
 
 #include "prunequant-compress.h"
+#define RANDGEN_SEED 42
+#include "randgen.h"
 
 static double now_s(void) {
     struct timespec t;
@@ -19,18 +21,6 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static uint64_t rng = 42;
-static double urand(void) {
-    rng += 0x9e3779b97f4a7c15ULL;
-    uint64_t z = rng;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    z ^= z >> 31;
-    return ((double)(z >> 11) + 0.5) / 9007199254740992.0;
-}
-static float nrand(void) {
-    return (float)(sqrt(-2.0 * log(urand())) * cos(6.283185307179586 * urand()));
-}
 
 /* The machine's single-precision GEMM rate (4096^3, best of 2): the yardstick for the rest.
  * Measured at the start and the end, since a shared machine's load varies. */

@@ -7,23 +7,13 @@
 
 #include "prunequant-compress.h"
 #include "test.h"
+#define RANDGEN_SEED 0x9e3779b97f4a7c15ULL
+#include "randgen.h"
 
 /* ---------------------------------------------------------------- data */
 
-static uint64_t rng = 0x9e3779b97f4a7c15ULL;
 
-static double urand(void) {
-    rng += 0x9e3779b97f4a7c15ULL;
-    uint64_t z = rng;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    z ^= z >> 31;
-    return ((double)(z >> 11) + 0.5) / 9007199254740992.0;
-}
 
-static float nrand(void) {
-    return (float)(sqrt(-2.0 * log(urand())) * cos(6.283185307179586 * urand()));
-}
 
 /* H = 2 X X^T / T for X [n, T] = low rank (correlated channels) + noise, with a few
  * outlier channels; the calibration of a real layer looks like this. */
@@ -57,18 +47,7 @@ static float *make_h(int64_t n, int64_t T, int rank) {
     return H;
 }
 
-static float *make_w(int64_t rows, int64_t cols) {
-    float *W = malloc(sizeof(float) * (size_t)(rows * cols));
-    for (int64_t i = 0; i < rows * cols; i++)
-        W[i] = 0.05f * nrand();
-    return W;
-}
 
-static float *copy_f(const float *x, int64_t n) {
-    float *y = malloc(sizeof(float) * (size_t)n);
-    memcpy(y, x, sizeof(float) * (size_t)n);
-    return y;
-}
 
 /* tr((W-Q) H (W-Q)^T), naive, in double */
 static double quad_err(const float *W, const float *Q, int64_t rows, int64_t n, const float *H) {

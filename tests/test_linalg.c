@@ -6,17 +6,10 @@
 
 #include "linalg/linalg.h"
 #include "test.h"
+#define RANDGEN_SEED 0x853c49e6748fea9bULL
+#include "randgen.h"
 
-static uint64_t rng = 0x853c49e6748fea9bULL;
 
-static double urand(void) {
-    rng += 0x9e3779b97f4a7c15ULL;
-    uint64_t z = rng;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    z ^= z >> 31;
-    return ((double)(z >> 11) + 0.5) / 9007199254740992.0;
-}
 
 /* SPD n x n: A A^T / k + eps I, A [n, k] */
 static float *spd(int64_t n, int64_t k, double eps) {

@@ -6,21 +6,11 @@
 #include "prune/prune.h"
 #include "prunequant-compress.h"
 #include "test.h"
+#define RANDGEN_SEED 0x243f6a8885a308d3ULL
+#include "randgen.h"
 
-static uint64_t rng = 0x243f6a8885a308d3ULL;
 
-static double urand(void) {
-    rng += 0x9e3779b97f4a7c15ULL;
-    uint64_t z = rng;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    z ^= z >> 31;
-    return ((double)(z >> 11) + 0.5) / 9007199254740992.0;
-}
 
-static float nrand(void) {
-    return (float)(sqrt(-2.0 * log(urand())) * cos(6.283185307179586 * urand()));
-}
 
 /* H = 2 X X^T / T, X = low rank + noise (correlated channels) */
 static float *make_h(int64_t n, int64_t T, int rank) {
@@ -51,12 +41,6 @@ static float *make_h(int64_t n, int64_t T, int rank) {
     return H;
 }
 
-static float *make_w(int64_t rows, int64_t cols) {
-    float *W = malloc(sizeof(float) * (size_t)(rows * cols));
-    for (int64_t i = 0; i < rows * cols; i++)
-        W[i] = 0.05f * nrand();
-    return W;
-}
 
 static double quad_err(const float *W, const float *Q, int64_t rows, int64_t n, const float *H) {
     double tot = 0.0;

@@ -6,21 +6,11 @@
 #include "prunequant-compress.h"
 #include "quant/quant.h"
 #include "test.h"
+#define RANDGEN_SEED 0x6a09e667f3bcc908ULL
+#include "randgen.h"
 
-static uint64_t rng = 0x6a09e667f3bcc908ULL;
 
-static double urand(void) {
-    rng += 0x9e3779b97f4a7c15ULL;
-    uint64_t z = rng;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    z ^= z >> 31;
-    return ((double)(z >> 11) + 0.5) / 9007199254740992.0;
-}
 
-static float nrand(void) {
-    return (float)(sqrt(-2.0 * log(urand())) * cos(6.283185307179586 * urand()));
-}
 
 static void test_grid_properties(void) {
     for (int bits = 2; bits <= 8; bits++) {
