@@ -30,6 +30,14 @@ printf '%s\n%s\n%s\n%s' \
 "$BIN" generate "$S/stories260K.gguf" --temp 0 -n 200 > "$T/gen_gguf.txt" 2>"$T/err" \
   && cmp -s "$T/gen_gguf.txt" "$T/oracle1a.txt" && ok || bad "stories260K.gguf greedy 200 != ORACLE 1a"
 
+# ORACLE.md section 1b, sampled with llama2.c's sampler (temperature 1, top-p 0.9, seed 133742)
+printf '%s\n%s\n%s' \
+  'Once upon a time, there was a little boy named Timmy. Timmy loved to play with his toys and eat sandwiches. One day, Timmy'"'"'s mom told him it was time to rest for a while. Timmy'"'"'s friend Billy came over and took him a down.' \
+  'Timmy'"'"'s mom saw that Timmy was sad, but Timmy said, "I didn'"'"'t understand what is it! We need to find some leafs." Timmy thought about it and took a deep breath on a spoon. He hoped it was important to be kind and continued to find its image next time.' \
+  'After they finished getting, Timmy'"'"'s dad came up to his house and promised to help Timmy.' > "$T/oracle1b.txt"
+"$BIN" generate "$S/stories260K.bin" --temp 1 --top-p 0.9 --seed 133742 -n 256 > "$T/gen_topp.txt" 2>"$T/err" \
+  && cmp -s "$T/gen_topp.txt" "$T/oracle1b.txt" && ok || bad "stories260K top-p seed 133742 != ORACLE 1b"
+
 # ORACLE.md section 4, BabyLlama with tok105.model
 printf '%s' 'Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine. One day, she went to the park with her mommy and daddy. She saw a big box on the ground. She wanted to play with it, but she was too heavy. She was so happy t' > "$T/oracle4.txt"
 "$BIN" generate "$B/model5000.bin" --tokenizer "$B/tok105.model" --temp 0 -n 256 > "$T/gen_baby.txt" 2>"$T/err" \
