@@ -246,11 +246,17 @@ static void test_llama_untied(void) {
     check_tensors(&src, &l);
     pq__source_free(&src);
 
-    /* tokenizer.json alone: loads, warns, no tokenizer */
+    /* a broken tokenizer.json beside the weights is an error naming it */
     write_text(dir, "tokenizer.json", "{}");
-    if (load(dir, &src, ctx) == PQ_OK) CHECK(src.tok == NULL);
-    CHECK_MSG(strstr(last_warn, "tokenizer.json") != NULL, "warning: '%s'", last_warn);
+    pq__source_init(&src);
+    CHECK(pq__hf_load(ctx, dir, 1, &src) != PQ_OK);
+    CHECK_MSG(strstr(pq_ctx_error(ctx), "tokenizer.json") != NULL, "error: '%s'", pq_ctx_error(ctx));
     pq__source_free(&src);
+    {
+        char p[600];
+        snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+        unlink(p);
+    }
 
     /* tokenizer.model beside the weights is loaded */
     {

@@ -521,10 +521,9 @@ pq_status pq__hf_load(pq_ctx *ctx, const char *dir, int use_mmap, pq__source *sr
     char *tj = pq__path_join(dir, "tokenizer.json");
     if (!tm || !tj) {
         st = pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", dir);
-    } else if (pq__file_exists(tm)) {
-        st = pq__tokenizer_load_spm_model(ctx, tm, &src->tok);
-    } else if (pq__file_exists(tj)) {
-        pq__log(ctx, PQ_LOG_WARN, "%s: tokenizer.json is not supported yet; loaded without a tokenizer", dir);
+    } else if (pq__file_exists(tj) || pq__file_exists(tm)) {
+        /* tokenizer.json first: it carries the added tokens and the pre-tokenizer */
+        st = pq_tokenizer_load(ctx, dir, &src->tok);
     } else {
         pq__log(ctx, PQ_LOG_INFO, "%s: no tokenizer.model or tokenizer.json; loaded without a tokenizer", dir);
     }
