@@ -8,6 +8,7 @@
 
 #include "io/gguf.h"
 #include "test.h"
+#include "tokenizer/tokenizer.h"
 
 static char tmpdir[256];
 
@@ -524,6 +525,12 @@ static pq_status write_model(pq_ctx *ctx, const char *path, const model_opts *o)
         pq__gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", 0);
         pq__gguf_writer_add_u32(w, "tokenizer.ggml.padding_token_id", UINT32_MAX);
         pq__gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", 1);
+        if (o->gpt2_tok == 2) {
+            /* no pair of this vocabulary merges into another of its pieces: an empty list */
+            static const char *const merges[1] = {""};
+            pq__gguf_writer_add_arr_str(w, "tokenizer.ggml.merges", merges, NULL, 0);
+            pq__gguf_writer_add_str(w, "tokenizer.ggml.pre", "gpt2");
+        }
     }
     const int64_t s_embd[2] = {M_VOCAB, M_DIM}, s_norm[1] = {M_DIM};
     pq__gguf_writer_add_tensor(w, "token_embd.weight", PQ_DTYPE_F32, 2, s_embd, wbuf,
@@ -645,12 +652,20 @@ static void test_model_source(void) {
     pq__source_free(&src);
     free(bytes);
 
-    /* a non-SPM tokenizer is left out (with a warning), the model still loads */
+    /* a gpt2 (byte-level BPE) vocabulary needs its merges */
     memset(&o, 0, sizeof o);
     o.gpt2_tok = 1;
     CHECK_MSG(write_model(ctx, path, &o) == PQ_OK, "%s", pq_ctx_error(ctx));
     st = model_to_source(ctx, path, &bytes, &src);
-    CHECK_MSG(st == PQ_OK && src.tok == NULL, "gpt2 tokenizer: %s", pq_ctx_error(ctx));
+    CHECK_MSG(st == PQ_ERR_FORMAT && strstr(pq_ctx_error(ctx), "tokenizer.ggml.merges"), "gpt2 without merges: %s",
+              pq_ctx_error(ctx));
+    pq__source_free(&src);
+    free(bytes);
+    o.gpt2_tok = 2;
+    CHECK_MSG(write_model(ctx, path, &o) == PQ_OK, "%s", pq_ctx_error(ctx));
+    st = model_to_source(ctx, path, &bytes, &src);
+    CHECK_MSG(st == PQ_OK && src.tok && pq__tokenizer_kind(src.tok) == PQ_TOK_BPE, "gpt2 tokenizer: %s",
+              pq_ctx_error(ctx));
     pq__source_free(&src);
     free(bytes);
 

@@ -135,6 +135,56 @@ static pq_status load_config(pq_ctx *ctx, const pq__gguf *g, const char *arch, p
     return PQ_OK;
 }
 
+/* Byte-level BPE ("gpt2" vocabularies: GPT-2, Llama-3, Qwen2): merges in rank order and the
+ * pre-tokenizer named by tokenizer.ggml.pre. */
+static pq_status load_bpe(pq_ctx *ctx, const pq__gguf *g, int64_t n, const char **pieces, const size_t *lens,
+                          const int32_t *types, int32_t bos, int32_t eos, int32_t unk, pq_tokenizer **out) {
+    const pq__gguf_kv *merges_kv;
+    int r = pq__gguf_get_array(g, "tokenizer.ggml.merges", &merges_kv);
+    if (r != PQ_GGUF_FOUND || merges_kv->arr_type != PQ_GGUF_STRING)
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.ggml.merges: %s", g->name,
+                        r == PQ_GGUF_MISSING ? "missing (needed by a gpt2 vocabulary)" : "expected an array of strings");
+    const char *regex = PQ_REGEX_GPT2, *pre;
+    size_t pre_len;
+    if (pq__gguf_get_str(g, "tokenizer.ggml.pre", &pre, &pre_len) == PQ_GGUF_FOUND) {
+        if ((pre_len == 9 && !memcmp(pre, "llama-bpe", 9)) || (pre_len == 6 && !memcmp(pre, "llama3", 6)))
+            regex = PQ_REGEX_LLAMA3;
+        else if (pre_len == 5 && !memcmp(pre, "qwen2", 5))
+            regex = PQ_REGEX_QWEN2;
+        else if (!(pre_len == 4 && !memcmp(pre, "gpt2", 4)) && !(pre_len == 7 && !memcmp(pre, "default", 7)))
+            return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: tokenizer.ggml.pre: pre-tokenizer '%.*s' not supported",
+                            g->name, (int)(pre_len < 32 ? pre_len : 32), pre);
+    }
+    int add_bos = 0;
+    if (pq__gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &add_bos) == PQ_GGUF_BADTYPE)
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.ggml.add_bos_token: expected a bool", g->name);
+    const char **merges = NULL;
+    size_t *mlens = NULL;
+    pq_status st = pq__gguf_array_strings(ctx, g, merges_kv, &merges, &mlens);
+    char **mz = NULL; /* the tokenizer wants NUL-terminated "left right" strings */
+    if (st == PQ_OK) {
+        mz = pq__calloc(ctx, (size_t)merges_kv->arr_n + 1, sizeof *mz, "merges");
+        if (!mz) st = PQ_ERR_NOMEM;
+    }
+    for (uint64_t i = 0; st == PQ_OK && i < merges_kv->arr_n; i++) {
+        if (!(mz[i] = malloc(mlens[i] + 1))) {
+            st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+            break;
+        }
+        memcpy(mz[i], merges[i], mlens[i]);
+        mz[i][mlens[i]] = 0;
+    }
+    if (st == PQ_OK)
+        st = pq__tokenizer_new_bpe(ctx, n, pieces, lens, types, (const char *const *)mz, (int64_t)merges_kv->arr_n,
+                                   regex, bos, eos, unk, add_bos, out);
+    if (mz)
+        for (uint64_t i = 0; i < merges_kv->arr_n; i++) free(mz[i]);
+    free(mz);
+    free(merges);
+    free(mlens);
+    return st;
+}
+
 static pq_status load_tokenizer(pq_ctx *ctx, const pq__gguf *g, pq__source *src) {
     const char *model;
     size_t model_len;
@@ -145,7 +195,8 @@ static pq_status load_tokenizer(pq_ctx *ctx, const pq__gguf *g, pq__source *src)
     }
     if (r != PQ_GGUF_FOUND)
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.ggml.model: expected a string", g->name);
-    if (!(model_len == 5 && !memcmp(model, "llama", 5))) {
+    const int is_bpe = model_len == 4 && !memcmp(model, "gpt2", 4);
+    if (!is_bpe && !(model_len == 5 && !memcmp(model, "llama", 5))) {
         pq__log(ctx, PQ_LOG_WARN,
                 "%s: tokenizer.ggml.model: '%.*s' tokenizers are not supported yet; "
                 "no tokenizer loaded",
@@ -200,7 +251,9 @@ static pq_status load_tokenizer(pq_ctx *ctx, const pq__gguf *g, pq__source *src)
                           "%s: tokenizer.ggml.token_type: expected int32 values (%s array)", g->name,
                           pq__gguf_type_name(types_kv->arr_type));
     }
-    if (st == PQ_OK)
+    if (st == PQ_OK && is_bpe)
+        st = load_bpe(ctx, g, n, pieces, lens, types, bos, eos, unk, &src->tok);
+    else if (st == PQ_OK)
         st = pq__tokenizer_new_spm(ctx, n, pieces, lens, scores, types, bos, eos, unk, prefix, &src->tok);
     free(pieces);
     free(lens);
