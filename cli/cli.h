@@ -22,6 +22,7 @@ void cli_progress_done(void);
 
 int cli_info(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
+int cli_detokenize(int argc, char **argv);
 int cli_generate(int argc, char **argv);
 int cli_ppl(int argc, char **argv);
 int cli_convert(int argc, char **argv);

@@ -232,6 +232,93 @@ out:
     return rc;
 }
 
+/* ---------------------------------------------------------------- detokenize */
+
+/* Token ids (arguments, or whitespace-separated in --file) back to text, raw bytes on stdout.
+ * Special tokens print as their text (as Hugging Face decode does) unless --skip-special. */
+int cli_detokenize(int argc, char **argv) {
+    const char *cmd = "detokenize";
+    common_opts o = {0};
+    const char *file = NULL;
+    int first_id = 0, skip_special = 0;
+    for (int i = 1; i < argc && !first_id; i++) {
+        int r = common_flag(cmd, argc, argv, &i, &o);
+        if (r < 0) return 2;
+        if (r) continue;
+        if (!strcmp(argv[i], "--help")) {
+            printf("usage: prunequant detokenize (MODEL | --tokenizer FILE) [--skip-special] (ID... | --file PATH)\n");
+            return 0;
+        }
+        if (!strcmp(argv[i], "--skip-special")) {
+            skip_special = 1;
+        } else if (!strcmp(argv[i], "--file")) {
+            if (!(file = flag_value(cmd, argc, argv, &i))) return 2;
+        } else if (argv[i][0] == '-' && argv[i][1] && !(argv[i][1] >= '0' && argv[i][1] <= '9')) {
+            return cli_usage_error(cmd, "unknown option %s", argv[i]);
+        } else if (!o.tokenizer && !o.model) {
+            o.model = argv[i];
+        } else {
+            first_id = i;
+        }
+    }
+    if (!o.tokenizer && !o.model) return cli_usage_error(cmd, "give MODEL or --tokenizer FILE");
+    if (!file && !first_id) return cli_usage_error(cmd, "give token ids or --file PATH");
+    char *text = NULL;
+    if (file && !(text = cli_read_file(cmd, file, NULL))) return 1;
+    pq_ctx *ctx = cli_ctx_new((int)o.threads, o.quiet);
+    pq_model *m = NULL;
+    pq_tokenizer *own = NULL;
+    const pq_tokenizer *tok = NULL;
+    int rc = 1;
+    if (o.model) {
+        if (!(m = load_model(cmd, ctx, &o)) || need_tokenizer(cmd, m, o.model)) goto out;
+        tok = pq_model_tokenizer(m);
+    } else {
+        if (pq_tokenizer_load(ctx, o.tokenizer, &own) != PQ_OK) {
+            cli_fail(cmd, ctx);
+            goto out;
+        }
+        tok = own;
+    }
+    const int64_t nv = pq_tokenizer_n_vocab(tok);
+    const int32_t bos = pq_tokenizer_bos(tok), eos = pq_tokenizer_eos(tok);
+    int32_t prev = bos; /* start of text: the first piece drops its dummy-prefix space */
+    char *p = text, *save = NULL;
+    for (int a = first_id;;) {
+        const char *s;
+        if (text) {
+            s = strtok_r(save ? NULL : p, " \t\r\n", &save);
+            if (!save) save = p; /* strtok_r state set on the first call */
+        } else {
+            s = a && a < argc ? argv[a++] : NULL;
+        }
+        if (!s) break;
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (*end || v < 0 || v >= nv) {
+            fprintf(stderr, "prunequant %s: %s: bad token id '%s' (vocabulary of %lld)\n", cmd,
+                    file ? file : "arguments", s, (long long)nv);
+            goto out;
+        }
+        if (skip_special && (v == bos || v == eos)) { /* markers, not text */
+            prev = (int32_t)v;
+            continue;
+        }
+        char buf[16];
+        size_t len = 0;
+        const char *piece = pq_token_to_piece(tok, prev, (int32_t)v, buf, &len);
+        fwrite(piece, 1, len, stdout);
+        prev = (int32_t)v;
+    }
+    rc = 0;
+out:
+    free(text);
+    pq_tokenizer_free(own);
+    pq_model_free(m);
+    pq_ctx_free(ctx);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- generate */
 
 /* Like llama2.c's safe_printf: skip lone control bytes. */

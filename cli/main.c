@@ -18,6 +18,7 @@ static const struct {
 } commands[] = {
     {"info", cli_info, "architecture, dimensions, parameters, bytes, dtypes of a model"},
     {"tokenize", cli_tokenize, "print the token ids of a text"},
+    {"detokenize", cli_detokenize, "print the text of token ids"},
     {"generate", cli_generate, "generate text (greedy or sampled)"},
     {"ppl", cli_ppl, "perplexity of a text file (gptq or llamacpp protocol)"},
     {"convert", cli_convert, "write a model as a Hugging Face folder or a GGUF file"},
