@@ -72,15 +72,19 @@ static void print_json(cJSON *j) {
 
 /* ---------------------------------------------------------------- info */
 
+int pq_cli_info_sparsity(int argc, char **argv); /* cmd_compress.c */
+
 int cli_info(int argc, char **argv) {
     const char *cmd = "info";
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--sparsity")) return pq_cli_info_sparsity(argc, argv);
     common_opts o = {0};
     for (int i = 1; i < argc; i++) {
         int r = common_flag(cmd, argc, argv, &i, &o);
         if (r < 0) return 2;
         if (r) continue;
         if (!strcmp(argv[i], "--help")) {
-            printf("usage: prunequant info MODEL [--json] [--tokenizer FILE]\n");
+            printf("usage: prunequant info MODEL [--json] [--tokenizer FILE] [--sparsity]\n");
             return 0;
         }
         if (argv[i][0] == '-' && argv[i][1]) return cli_usage_error(cmd, "unknown option %s", argv[i]);

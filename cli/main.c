@@ -10,6 +10,7 @@
 int pq_cli_eval(int argc, char **argv);
 int pq_cli_layer(int argc, char **argv);
 int pq_cli_tasks(int argc, char **argv);
+int pq_cli_compress(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -22,6 +23,7 @@ static const struct {
     {"generate", cli_generate, "generate text (greedy or sampled)"},
     {"ppl", cli_ppl, "perplexity of a text file (gptq or llamacpp protocol)"},
     {"convert", cli_convert, "write a model as a Hugging Face folder or a GGUF file"},
+    {"compress", pq_cli_compress, "compress a whole model (layer-wise pruning + quantization)"},
     {"layer", pq_cli_layer, "compress one weight matrix given its Hessian (.npy)"},
     {"eval", pq_cli_eval, "benchmarks, KL divergence to a base model, retention metrics"},
     {"tasks", pq_cli_tasks, "list evaluation tasks; make a cloze task from a text"},

@@ -2,6 +2,7 @@
  * model.safetensors.index.json), tokenizer.model. Tensor names in these folders are the
  * canonical names of io/source.h already, and q/k rows use the rotate_half RoPE layout. */
 #include "io/hf.h"
+#include "model/packed.h"
 
 #include <cjson/cJSON.h>
 #include <inttypes.h>
@@ -181,7 +182,10 @@ static pq_status parse_config(const cfg_reader *r, const cJSON *root, pq__config
                         r->path, cls);
 
     /* checkpoints quantized by other tools keep packed tensors under other names */
-    if (cJSON_GetObjectItemCaseSensitive(root, "quantization_config"))
+    const cJSON *qc = cJSON_GetObjectItemCaseSensitive(root, "quantization_config");
+    const cJSON *qm = cJSON_GetObjectItemCaseSensitive(qc, "quant_method");
+    /* ... except prunequant's own (packed.h), which the model loader decodes */
+    if (qc && !(cJSON_IsString(qm) && !strcmp(qm->valuestring, "prunequant")))
         return pq__fail(r->ctx, PQ_ERR_UNSUPPORTED,
                         "%s: field 'quantization_config': pre-quantized checkpoints are not supported", r->path);
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
@@ -424,6 +428,14 @@ pq_status pq__source_check_llama(pq_ctx *ctx, const pq__source *src) {
     do {                                                                                                            \
         if ((st = expect(&c, name, d0, d1, opt)) != PQ_OK) goto done;                                               \
     } while (0)
+    /* a linear stored packed (packed.h) has no "<base>.weight"; its decoder checks the shapes */
+#define EXPECT_LIN(d0, d1)                                                                                          \
+    do {                                                                                                            \
+        name[strlen(name) - 7] = 0;                                                                                 \
+        int packed_ = pq__packed_present(src, name);                                                                \
+        strcat(name, ".weight");                                                                                    \
+        if (!packed_) EXPECT(d0, d1, 0);                                                                            \
+    } while (0)
     snprintf(name, sizeof name, "model.embed_tokens.weight");
     EXPECT(g->vocab_size, dim, 0);
     for (int64_t l = 0; l < g->n_layers; l++) {
@@ -436,18 +448,18 @@ pq_status pq__source_check_llama(pq_ctx *ctx, const pq__source *src) {
         for (int i = 0; i < 3; i++) {
             int64_t rows = i == 0 ? q_dim : kv_dim;
             snprintf(name, sizeof name, "model.layers.%" PRId64 ".self_attn.%s_proj.weight", l, qkv[i]);
-            EXPECT(rows, dim, 0);
+            EXPECT_LIN(rows, dim);
             snprintf(name, sizeof name, "model.layers.%" PRId64 ".self_attn.%s_proj.bias", l, qkv[i]);
             if (g->qkv_bias) EXPECT(rows, -1, 0);
         }
         snprintf(name, sizeof name, "model.layers.%" PRId64 ".self_attn.o_proj.weight", l);
-        EXPECT(dim, q_dim, 0);
+        EXPECT_LIN(dim, q_dim);
         snprintf(name, sizeof name, "model.layers.%" PRId64 ".mlp.gate_proj.weight", l);
-        EXPECT(hid, dim, 0);
+        EXPECT_LIN(hid, dim);
         snprintf(name, sizeof name, "model.layers.%" PRId64 ".mlp.up_proj.weight", l);
-        EXPECT(hid, dim, 0);
+        EXPECT_LIN(hid, dim);
         snprintf(name, sizeof name, "model.layers.%" PRId64 ".mlp.down_proj.weight", l);
-        EXPECT(dim, hid, 0);
+        EXPECT_LIN(dim, hid);
     }
     snprintf(name, sizeof name, "model.norm.weight");
     EXPECT(dim, -1, 0);
@@ -457,6 +469,7 @@ pq_status pq__source_check_llama(pq_ctx *ctx, const pq__source *src) {
         goto done;
     }
     EXPECT(g->vocab_size, dim, 1);
+#undef EXPECT_LIN
 #undef EXPECT
 done:
     pq__name_index_free(&c.idx);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/packed.h"
 #include "tokenizer/tokenizer.h"
 
 pq_load_params pq_load_params_default(void) {
@@ -70,8 +71,14 @@ static pq_status get_linear(pq_ctx *ctx, pq_model *m, const char *base, int64_t 
     lin->rows = rows;
     lin->cols = cols;
     snprintf(name, sizeof name, "%s.weight", base);
-    pq_status st = get_f32(ctx, m, name, rows, cols, 0, &lin->w);
-    if (st) return st;
+    pq_status st;
+    if (pq__packed_present(&m->src, base)) { /* packed-v1 (docs/PACKED.md): decoded to float32 at load */
+        float *w;
+        if ((st = pq__packed_decode(ctx, &m->src, base, rows, cols, &w)) || (st = keep(ctx, m, w))) return st;
+        lin->w = w;
+    } else if ((st = get_f32(ctx, m, name, rows, cols, 0, &lin->w))) {
+        return st;
+    }
     snprintf(name, sizeof name, "%s.bias", base);
     return get_f32(ctx, m, name, rows, 0, !bias, &lin->b);
 }

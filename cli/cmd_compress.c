@@ -1,0 +1,334 @@
+/* prunequant compress (whole-model pipeline) and info --sparsity. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "prunequant-pipeline.h"
+
+int pq_cli_compress(int argc, char **argv);
+int pq_cli_info_sparsity(int argc, char **argv);
+
+static const char *compress_usage =
+    "usage: prunequant compress MODEL --calib FILE --out DIR [--tokenizer FILE] [--nsamples N (32)]\n"
+    "  [--seqlen L (min(512, model max))] [--seed S (0)] [--prune none|magnitude|wanda|sparsegpt]\n"
+    "  [--sparsity F | --pattern N:M] [--quant none|rtn|gptq] [--bits B] [--group G] [--sym|--asym]\n"
+    "  [--act-order] [--static-groups] [--percdamp P] [--blocksize B] [--joint a|b|fused] [--keep-mask]\n"
+    "  [--true-sequential] [--skip REGEX] [--recipe FILE.json] [--report FILE.jsonl]\n"
+    "  [--format packed|dense] [--dtype f32|f16] [--threads N] [--quiet]\n";
+
+static int quant_given;
+
+static const char *val(const char *cmd, int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) {
+        cli_usage_error(cmd, "%s needs a value", argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+/* One recipe key (from a flag or the JSON recipe); returns 0 on success. */
+static int set_key(const char *cmd, pq_compress_params *p, const char *key, const char *v, int64_t *threads,
+                   const char **format, const char **skip_store) {
+    pq_layer_params *l = &p->layer;
+    int64_t i64;
+    double f;
+    if (!strcmp(key, "quant")) quant_given = 1;
+    if (!strcmp(key, "prune")) {
+        if (pq_prune_method_parse(v, &l->prune)) return cli_usage_error(cmd, "unknown prune method '%s'", v);
+    } else if (!strcmp(key, "quant")) {
+        if (pq_quant_method_parse(v, &l->quant)) return cli_usage_error(cmd, "unknown quant method '%s'", v);
+    } else if (!strcmp(key, "joint")) {
+        if (pq_joint_mode_parse(v, &l->joint)) return cli_usage_error(cmd, "unknown joint mode '%s'", v);
+    } else if (!strcmp(key, "sparsity")) {
+        if (cli_parse_f64(cmd, "--sparsity", v, 0, 1, &f)) return 1;
+        l->sparsity = f;
+        l->prune_n = l->prune_m = 0;
+    } else if (!strcmp(key, "pattern")) {
+        pq_ctx *c = pq_ctx_new();
+        int bad = pq_pattern_parse(c, v, &l->prune_n, &l->prune_m) != PQ_OK;
+        if (bad) cli_usage_error(cmd, "--pattern: %s", pq_ctx_error(c));
+        pq_ctx_free(c);
+        if (bad) return 1;
+    } else if (!strcmp(key, "bits")) {
+        if (cli_parse_i64(cmd, "--bits", v, 0, 64, &i64)) return 1;
+        l->bits = (int)i64;
+    } else if (!strcmp(key, "group")) {
+        if (cli_parse_i64(cmd, "--group", v, -1, INT32_MAX, &i64)) return 1;
+        l->group_size = i64;
+    } else if (!strcmp(key, "percdamp")) {
+        if (cli_parse_f64(cmd, "--percdamp", v, 0, 1e6, &l->percdamp)) return 1;
+    } else if (!strcmp(key, "blocksize")) {
+        if (cli_parse_i64(cmd, "--blocksize", v, 1, INT32_MAX, &l->blocksize)) return 1;
+    } else if (!strcmp(key, "nsamples")) {
+        if (cli_parse_i64(cmd, "--nsamples", v, 1, 1 << 20, &p->nsamples)) return 1;
+    } else if (!strcmp(key, "seqlen")) {
+        if (cli_parse_i64(cmd, "--seqlen", v, 1, 1 << 24, &p->seqlen)) return 1;
+    } else if (!strcmp(key, "seed")) {
+        if (cli_parse_i64(cmd, "--seed", v, 0, INT64_MAX, &i64)) return 1;
+        p->seed = (uint64_t)i64;
+    } else if (!strcmp(key, "threads")) {
+        if (cli_parse_i64(cmd, "--threads", v, 0, 1024, threads)) return 1;
+    } else if (!strcmp(key, "format")) {
+        if (strcmp(v, "packed") && strcmp(v, "dense")) return cli_usage_error(cmd, "--format: packed or dense");
+        *format = v;
+    } else if (!strcmp(key, "dtype")) {
+        if (pq_dtype_parse(v, &p->dtype) || (p->dtype != PQ_DTYPE_F32 && p->dtype != PQ_DTYPE_F16))
+            return cli_usage_error(cmd, "--dtype: f32 or f16");
+    } else if (!strcmp(key, "skip")) {
+        *skip_store = v;
+    } else {
+        return cli_usage_error(cmd, "unknown recipe key '%s'", key);
+    }
+    return 0;
+}
+
+static int set_bool(pq_compress_params *p, const char *key, int b) {
+    pq_layer_params *l = &p->layer;
+    if (!strcmp(key, "sym"))
+        l->sym = b;
+    else if (!strcmp(key, "act_order"))
+        l->act_order = b;
+    else if (!strcmp(key, "static_groups"))
+        l->static_groups = b;
+    else if (!strcmp(key, "keep_mask"))
+        l->keep_mask = b;
+    else if (!strcmp(key, "true_sequential"))
+        p->true_sequential = b;
+    else
+        return 0;
+    return 1;
+}
+
+/* Applies a JSON recipe; strings it keeps point into *keep (freed by the caller). */
+static int apply_recipe(const char *cmd, const char *path, pq_compress_params *p, int64_t *threads,
+                        const char **format, const char **skip, cJSON **keep) {
+    size_t len;
+    char *text = cli_read_file(cmd, path, &len);
+    if (!text) return 1;
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        fprintf(stderr, "prunequant %s: %s: not a JSON object\n", cmd, path);
+        return 1;
+    }
+    *keep = j;
+    for (cJSON *it = j->child; it; it = it->next) {
+        char buf[64];
+        const char *v;
+        if (cJSON_IsBool(it)) {
+            if (set_bool(p, it->string, cJSON_IsTrue(it))) continue;
+            fprintf(stderr, "prunequant %s: %s: key '%s' is not a boolean option\n", cmd, path, it->string);
+            return 1;
+        }
+        if (set_bool(p, it->string, 0)) {
+            fprintf(stderr, "prunequant %s: %s: key '%s' must be true or false\n", cmd, path, it->string);
+            return 1;
+        }
+        if (cJSON_IsString(it)) {
+            v = it->valuestring;
+        } else if (cJSON_IsNumber(it)) {
+            snprintf(buf, sizeof buf, "%.17g", it->valuedouble);
+            v = buf;
+        } else {
+            fprintf(stderr, "prunequant %s: %s: key '%s' has a bad value\n", cmd, path, it->string);
+            return 1;
+        }
+        if (set_key(cmd, p, it->string, v, threads, format, skip)) return 1;
+    }
+    return 0;
+}
+
+int pq_cli_compress(int argc, char **argv) {
+    const char *cmd = "compress";
+    const char *model = NULL, *calib = NULL, *out = NULL, *tokenizer = NULL, *recipe = NULL, *format = "packed";
+    const char *skip = NULL;
+    int64_t threads = 0;
+    int quiet = 0;
+    pq_compress_params p = pq_compress_params_default();
+    cJSON *recipe_json = NULL;
+    /* the recipe first, so that flags override it wherever they stand */
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--recipe") && i + 1 < argc) recipe = argv[i + 1];
+    if (recipe && apply_recipe(cmd, recipe, &p, &threads, &format, &skip, &recipe_json)) {
+        cJSON_Delete(recipe_json);
+        return 2;
+    }
+    int rc = 0;
+    for (int i = 1; i < argc && !rc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--help")) {
+            printf("%s", compress_usage);
+            cJSON_Delete(recipe_json);
+            return 0;
+        }
+        if (!strcmp(a, "--sym") || !strcmp(a, "--asym"))
+            p.layer.sym = a[2] == 's';
+        else if (!strcmp(a, "--act-order"))
+            p.layer.act_order = 1;
+        else if (!strcmp(a, "--static-groups"))
+            p.layer.static_groups = 1;
+        else if (!strcmp(a, "--keep-mask"))
+            p.layer.keep_mask = 1;
+        else if (!strcmp(a, "--true-sequential"))
+            p.true_sequential = 1;
+        else if (!strcmp(a, "--quiet") || !strcmp(a, "-q"))
+            quiet = 1;
+        else if (!strcmp(a, "--recipe"))
+            rc = !val(cmd, argc, argv, &i);
+        else if (!strcmp(a, "--calib"))
+            rc = !(calib = val(cmd, argc, argv, &i));
+        else if (!strcmp(a, "--out"))
+            rc = !(out = val(cmd, argc, argv, &i));
+        else if (!strcmp(a, "--tokenizer"))
+            rc = !(tokenizer = val(cmd, argc, argv, &i));
+        else if (!strcmp(a, "--report"))
+            rc = !(p.report = val(cmd, argc, argv, &i));
+        else if (a[0] == '-' && a[1] == '-' && a[2]) {
+            char key[32];
+            snprintf(key, sizeof key, "%s", a + 2);
+            for (char *k = key; *k; k++)
+                if (*k == '-') *k = '_';
+            if (!(v = val(cmd, argc, argv, &i)))
+                rc = 2;
+            else
+                rc = set_key(cmd, &p, key, v, &threads, &format, &skip) ? 2 : 0;
+        } else if (a[0] == '-' && a[1]) {
+            rc = cli_usage_error(cmd, "unknown option %s", a);
+        } else if (model) {
+            rc = cli_usage_error(cmd, "more than one model given");
+        } else {
+            model = a;
+        }
+    }
+    if (!rc && (!model || !calib || !out))
+        rc = cli_usage_error(cmd, "MODEL, --calib FILE and --out DIR are required");
+    if (rc) {
+        cJSON_Delete(recipe_json);
+        return 2;
+    }
+    /* "--prune X" alone means pruning only; the engine's default quantizer (GPTQ) applies only
+     * when no pruning method is asked for either */
+    if (!quant_given && p.layer.prune != PQ_PRUNE_NONE) p.layer.quant = PQ_QUANT_NONE;
+    p.packed = !strcmp(format, "packed");
+    p.skip = skip;
+    p.calib_name = calib;
+    pq_ctx *ctx = cli_ctx_new((int)threads, quiet);
+    pq_load_params lp = pq_load_params_default();
+    lp.tokenizer_path = tokenizer;
+    pq_model *m = NULL;
+    int32_t *ids = NULL;
+    int64_t n_ids = 0;
+    size_t len = 0;
+    char *text = NULL;
+    int ret = 1;
+    if (pq_model_load(ctx, model, &lp, &m) != PQ_OK) {
+        cli_fail(cmd, ctx);
+        goto done;
+    }
+    if (!pq_model_tokenizer(m)) {
+        fprintf(stderr, "prunequant %s: %s: the model has no tokenizer; pass --tokenizer FILE\n", cmd, model);
+        goto done;
+    }
+    if (!(text = cli_read_file(cmd, calib, &len))) goto done;
+    if (pq_tokenize(ctx, pq_model_tokenizer(m), text, len, 1, &ids, &n_ids) != PQ_OK ||
+        pq_compress_model(ctx, m, ids, n_ids, &p, out) != PQ_OK) {
+        cli_progress_done();
+        cli_fail(cmd, ctx);
+        goto done;
+    }
+    cli_progress_done();
+    if (!quiet) fprintf(stderr, "prunequant %s: wrote %s\n", cmd, out);
+    ret = 0;
+done:
+    free(ids);
+    free(text);
+    pq_model_free(m);
+    pq_ctx_free(ctx);
+    cJSON_Delete(recipe_json);
+    return ret;
+}
+
+int pq_cli_info_sparsity(int argc, char **argv) {
+    const char *cmd = "info";
+    const char *model = NULL, *tokenizer = NULL;
+    int json = 0;
+    int64_t threads = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--sparsity")) continue;
+        if (!strcmp(a, "--json"))
+            json = 1;
+        else if (!strcmp(a, "--quiet") || !strcmp(a, "-q"))
+            continue;
+        else if (!strcmp(a, "--tokenizer")) {
+            if (!(tokenizer = val(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--threads")) {
+            const char *v = val(cmd, argc, argv, &i);
+            if (!v || cli_parse_i64(cmd, "--threads", v, 0, 1024, &threads)) return 2;
+        } else if (a[0] == '-' && a[1]) {
+            return cli_usage_error(cmd, "unknown option %s", a);
+        } else {
+            model = a;
+        }
+    }
+    if (!model) return cli_usage_error(cmd, "no MODEL given");
+    pq_ctx *ctx = cli_ctx_new((int)threads, 1);
+    pq_load_params lp = pq_load_params_default();
+    lp.tokenizer_path = tokenizer;
+    pq_model *m = NULL;
+    pq_sparsity_report r;
+    if (pq_model_load(ctx, model, &lp, &m) != PQ_OK || pq_model_sparsity(ctx, m, &r) != PQ_OK) {
+        int e = cli_fail(cmd, ctx);
+        pq_model_free(m);
+        pq_ctx_free(ctx);
+        return e;
+    }
+    if (json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "path", model);
+        cJSON *arr = cJSON_AddArrayToObject(j, "layers");
+        for (int64_t i = 0; i < r.n_layers; i++) {
+            const pq_sparsity_entry *e = &r.layers[i];
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "name", e->name);
+            cJSON_AddNumberToObject(o, "rows", (double)e->rows);
+            cJSON_AddNumberToObject(o, "cols", (double)e->cols);
+            cJSON_AddNumberToObject(o, "sparsity", e->sparsity);
+            char pat[32];
+            snprintf(pat, sizeof pat, "%d:%d", e->pattern_n, e->pattern_m);
+            if (e->pattern_m)
+                cJSON_AddStringToObject(o, "pattern", pat);
+            else
+                cJSON_AddNullToObject(o, "pattern");
+            cJSON_AddBoolToObject(o, "pattern_ok", e->pattern_ok);
+            cJSON_AddNumberToObject(o, "bytes", (double)e->bytes);
+            cJSON_AddItemToArray(arr, o);
+        }
+        cJSON_AddBoolToObject(j, "packed", r.packed);
+        cJSON_AddNumberToObject(j, "acr", r.acr);
+        cJSON_AddNumberToObject(j, "bpw", r.bpw);
+        char *s = cJSON_Print(j);
+        if (s) printf("%s\n", s);
+        free(s);
+        cJSON_Delete(j);
+    } else {
+        printf("%-40s %10s %8s %10s\n", "layer", "sparsity", "pattern", "pattern_ok");
+        for (int64_t i = 0; i < r.n_layers; i++) {
+            const pq_sparsity_entry *e = &r.layers[i];
+            char pat[32];
+            if (e->pattern_m)
+                snprintf(pat, sizeof pat, "%d:%d", e->pattern_n, e->pattern_m);
+            else
+                snprintf(pat, sizeof pat, "-");
+            printf("%-40s %10.4f %8s %10s\n", e->name, e->sparsity, pat, e->pattern_ok ? "yes" : "no");
+        }
+        printf("ACr %.4f  bpw %.3f%s\n", r.acr, r.bpw, r.packed ? "" : "  (not packed)");
+    }
+    pq_sparsity_report_free(&r);
+    pq_model_free(m);
+    pq_ctx_free(ctx);
+    return 0;
+}

@@ -1,0 +1,65 @@
+/* prunequant: whole-model compression (the layer-wise sequential pipeline of
+ * docs/ALGORITHMS.md §1) and per-layer sparsity / compression statistics.
+ *
+ * pq_compress_model runs the calibration windows through the model one decoder block at a
+ * time: the inputs of every linear layer of a block give its Hessian H = 2 X^T X / N, each
+ * linear is compressed with pq_layer_compress, and the block is run again with the
+ * compressed weights to give the next block its inputs. The result is written block by
+ * block to a Hugging Face folder (atomically), dense or in the packed format of
+ * docs/PACKED.md, which pq_model_load reads back. */
+#ifndef PRUNEQUANT_PIPELINE_H
+#define PRUNEQUANT_PIPELINE_H
+
+#include "prunequant-compress.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct pq_compress_params {
+    pq_layer_params layer;  /* recipe of every compressed linear layer */
+    int64_t nsamples;       /* calibration windows (default 32) */
+    int64_t seqlen;         /* tokens per window (0 = min(512, model max)) */
+    uint64_t seed;          /* window start positions (default 0) */
+    int true_sequential;    /* recollect H after each group of layers: qkv, o, gate/up, down */
+    const char *skip;       /* POSIX ERE on linear names ("model.layers.0.mlp.down_proj"); NULL = none */
+    const char *report;     /* JSON-lines report path, or NULL */
+    int packed;             /* 1 (default): packed-v1 format; 0: dense */
+    pq_dtype dtype;         /* F32 (default) or F16: tensors that are not packed */
+    const char *calib_name; /* recorded in config.json ("calibration.file") */
+    int64_t chunk;          /* sequences per forward chunk (0 = 4) */
+} pq_compress_params;
+
+pq_compress_params pq_compress_params_default(void);
+
+/* Compresses model (left unchanged) with calibration tokens[n_tokens] (BOS included by the
+ * caller) and writes the result to the folder out_dir, atomically (nothing is left there
+ * on failure). The model must have an SPM tokenizer or none. */
+pq_status pq_compress_model(pq_ctx *ctx, const pq_model *model, const int32_t *tokens, int64_t n_tokens,
+                            const pq_compress_params *p, const char *out_dir);
+
+/* Per linear layer statistics of a loaded model (decoded weights). */
+typedef struct pq_sparsity_entry {
+    char name[96]; /* "model.layers.0.self_attn.q_proj" */
+    int64_t rows, cols;
+    double sparsity;          /* fraction of exact zeros */
+    int pattern_n, pattern_m; /* N:M found (0:0 = none): every M-cell of consecutive inputs has >= N zeros */
+    int pattern_ok;           /* the pattern holds in every cell (always 1 when one was found) */
+    int64_t bytes;            /* bytes stored for this layer (packed tensors incl. scales/zeros/masks) */
+} pq_sparsity_entry;
+
+typedef struct pq_sparsity_report {
+    pq_sparsity_entry *layers; /* malloc'ed */
+    int64_t n_layers;
+    int packed; /* the model holds packed linears */
+    double acr; /* 1 - stored linear bytes / fp16 linear bytes */
+    double bpw; /* stored linear bits per weight */
+} pq_sparsity_report;
+
+pq_status pq_model_sparsity(pq_ctx *ctx, const pq_model *model, pq_sparsity_report *out);
+void pq_sparsity_report_free(pq_sparsity_report *r);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PRUNEQUANT_PIPELINE_H */

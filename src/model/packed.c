@@ -1,0 +1,234 @@
+/* Packed-v1 encoding and decoding of compressed linear layers (format in packed.h). */
+#include "model/packed.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int bit(const uint8_t *row, int64_t c) {
+    return (row[c >> 3] >> (c & 7)) & 1;
+}
+
+void pq__packed_snap(float *W, int64_t rows, int64_t cols, const uint8_t *mask, pq_qcodes *codes) {
+    if (codes && codes->bits > 0) {
+        for (int64_t i = 0; i < rows * codes->n_groups; i++)
+            codes->scales[i] = pq__f16_to_f32(pq__f32_to_f16(codes->scales[i]));
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) {
+                const int64_t g = r * codes->n_groups + codes->g_idx[c];
+                W[r * cols + c] = pq__packed_dq(codes->codes[r * cols + c], codes->zeros[g], codes->scales[g]);
+            }
+        return;
+    }
+    for (int64_t i = 0; i < rows * cols; i++)
+        W[i] = (mask && !mask[i]) ? 0.0f : pq__f16_to_f32(pq__f32_to_f16(W[i]));
+}
+
+static void *add(pq_ctx *ctx, pq__packed_linear *p, const char *base, const char *suffix, pq_dtype dt, int n_dims,
+                 int64_t d0, int64_t d1, size_t nbytes) {
+    int k = p->n;
+    void *buf = pq__calloc(ctx, nbytes ? nbytes : 1, 1, suffix);
+    if (!buf) return NULL;
+    p->n++;
+    p->bufs[k] = buf;
+    snprintf(p->names[k], sizeof p->names[k], "%s.%s", base, suffix);
+    p->e[k].name = p->names[k];
+    p->e[k].dtype = dt;
+    p->e[k].n_dims = n_dims;
+    p->e[k].shape[0] = d0;
+    p->e[k].shape[1] = d1;
+    p->e[k].data = buf;
+    p->e[k].nbytes = nbytes;
+    return buf;
+}
+
+pq_status pq__packed_encode(pq_ctx *ctx, const char *base, const float *W, int64_t rows, int64_t cols,
+                            const uint8_t *mask, const pq_qcodes *codes, pq__packed_linear *out) {
+    memset(out, 0, sizeof *out);
+    const int quant = codes && codes->bits > 0;
+    const int64_t mrow = (cols + 7) / 8;
+    uint8_t *bm = NULL;
+    int64_t n_stored = rows * cols;
+    if (mask) {
+        if (!(bm = add(ctx, out, base, "mask", PQ_DTYPE_U8, 2, rows, mrow, (size_t)(rows * mrow)))) goto fail;
+        n_stored = 0;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) {
+                const int64_t i = r * cols + c;
+                /* a weight GPTQ moved off zero in mode a is kept even though the mask pruned it */
+                int keep = mask[i] || (quant ? codes->codes[i] != codes->zeros[r * codes->n_groups + codes->g_idx[c]]
+                                             : W[i] != 0.0f);
+                if (keep) {
+                    bm[r * mrow + (c >> 3)] |= (uint8_t)(1u << (c & 7));
+                    n_stored++;
+                }
+            }
+    }
+    if (quant) {
+        const int b = codes->bits;
+        const int64_t G = codes->n_groups, padded = n_stored < 8 ? 8 : n_stored;
+        const size_t nbytes = (size_t)((padded * b + 7) / 8);
+        uint8_t *q = add(ctx, out, base, "qcodes", PQ_DTYPE_U8, 1, (int64_t)nbytes, 0, nbytes);
+        uint16_t *s = q ? add(ctx, out, base, "scales", PQ_DTYPE_F16, 2, rows, G, (size_t)(rows * G) * 2) : NULL;
+        uint8_t *z = s ? add(ctx, out, base, "zeros", PQ_DTYPE_U8, 2, rows, G, (size_t)(rows * G)) : NULL;
+        if (!z) goto fail;
+        for (int64_t i = 0; i < rows * G; i++) {
+            s[i] = pq__f32_to_f16(codes->scales[i]);
+            z[i] = codes->zeros[i];
+        }
+        uint64_t pos = 0;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) {
+                if (bm && !bit(bm + r * mrow, c)) continue;
+                uint32_t v = codes->codes[r * cols + c];
+                for (int k = 0; k < b; k++, pos++)
+                    if ((v >> k) & 1) q[pos >> 3] |= (uint8_t)(1u << (pos & 7));
+            }
+        const int64_t gs = cols / G;
+        int natural = 1;
+        for (int64_t c = 0; c < cols; c++)
+            natural &= codes->g_idx[c] == c / gs;
+        if (!natural) {
+            int32_t *gi = add(ctx, out, base, "g_idx", PQ_DTYPE_I32, 1, cols, 0, (size_t)cols * 4);
+            if (!gi) goto fail;
+            memcpy(gi, codes->g_idx, (size_t)cols * 4);
+        }
+    } else {
+        uint16_t *v = add(ctx, out, base, "values", PQ_DTYPE_F16, 1, n_stored, 0, (size_t)n_stored * 2);
+        if (!v) goto fail;
+        int64_t k = 0;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++)
+                if (!bm || bit(bm + r * mrow, c)) v[k++] = pq__f32_to_f16(W[r * cols + c]);
+    }
+    return PQ_OK;
+fail:
+    pq__packed_linear_free(out);
+    return ctx->status;
+}
+
+void pq__packed_linear_free(pq__packed_linear *p) {
+    for (int i = 0; i < p->n; i++)
+        free(p->bufs[i]);
+    memset(p, 0, sizeof *p);
+}
+
+static const pq__tensor *find(const pq__source *src, const char *base, const char *suffix) {
+    char n[200];
+    snprintf(n, sizeof n, "%s.%s", base, suffix);
+    return pq__source_find(src, n);
+}
+
+int pq__packed_present(const pq__source *src, const char *base) {
+    return !find(src, base, "weight") && (find(src, base, "qcodes") || find(src, base, "values"));
+}
+
+size_t pq__packed_bytes(const pq__source *src, const char *base) {
+    static const char *const sfx[] = {"qcodes", "scales", "zeros", "g_idx", "mask", "values"};
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof sfx / sizeof sfx[0]; i++) {
+        const pq__tensor *t = find(src, base, sfx[i]);
+        if (t) n += t->nbytes;
+    }
+    return n;
+}
+
+static int shape_is(const pq__tensor *t, pq_dtype dt, int n_dims, int64_t d0, int64_t d1) {
+    if (!t || t->dtype != dt || t->n_dims != n_dims || t->shape[0] != d0 || (n_dims > 1 && t->shape[1] != d1))
+        return 0;
+    return t->nbytes >= pq__dtype_nbytes(dt, pq__tensor_numel(t));
+}
+
+pq_status pq__packed_decode(pq_ctx *ctx, const pq__source *src, const char *base, int64_t rows, int64_t cols,
+                            float **out) {
+    *out = NULL;
+    const char *path = src->path ? src->path : "model";
+    const pq__tensor *tm = find(src, base, "mask"), *tq = find(src, base, "qcodes"), *tv = find(src, base, "values");
+    const int64_t mrow = (cols + 7) / 8;
+    if (tm && !shape_is(tm, PQ_DTYPE_U8, 2, rows, mrow))
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s.mask': expected U8 [%lld, %lld]", path, base,
+                        (long long)rows, (long long)mrow);
+    const uint8_t *bm = tm ? tm->data : NULL;
+    int64_t n_stored = rows * cols;
+    if (bm) {
+        n_stored = 0;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++)
+                n_stored += bit(bm + r * mrow, c);
+    }
+    float *W = pq__calloc(ctx, (size_t)(rows * cols), sizeof(float), base);
+    if (!W) return ctx->status;
+    if (tq) {
+        const pq__tensor *ts = find(src, base, "scales"), *tz = find(src, base, "zeros"),
+                         *tg = find(src, base, "g_idx");
+        const int64_t padded = n_stored < 8 ? 8 : n_stored;
+        const int64_t G = ts && ts->n_dims == 2 ? ts->shape[1] : 0;
+        const int b = tq->n_dims == 1 ? (int)((int64_t)tq->nbytes * 8 / padded) : 0;
+        if (b < 1 || b > 8 || tq->dtype != PQ_DTYPE_U8 || (size_t)((padded * b + 7) / 8) != tq->nbytes) {
+            free(W);
+            return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s.qcodes': %zu bytes do not hold %lld codes", path,
+                            base, tq->nbytes, (long long)n_stored);
+        }
+        if (G <= 0 || cols % G || !shape_is(ts, PQ_DTYPE_F16, 2, rows, G) || !shape_is(tz, PQ_DTYPE_U8, 2, rows, G) ||
+            (tg && !shape_is(tg, PQ_DTYPE_I32, 1, cols, 0))) {
+            free(W);
+            return pq__fail(ctx, PQ_ERR_FORMAT, "%s: '%s': scales/zeros/g_idx missing or mis-shaped", path, base);
+        }
+        const uint8_t *q = tq->data, *z = tz->data;
+        const uint8_t *sb = ts->data;
+        const int64_t gs = cols / G;
+        uint64_t pos = 0;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) {
+                if (bm && !bit(bm + r * mrow, c)) continue;
+                int64_t g = c / gs;
+                if (tg) {
+                    int32_t gv;
+                    memcpy(&gv, (const uint8_t *)tg->data + c * 4, 4);
+                    g = gv;
+                    if (g < 0 || g >= G) {
+                        free(W);
+                        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: '%s.g_idx'[%lld] = %lld out of range", path, base,
+                                        (long long)c, (long long)g);
+                    }
+                }
+                uint32_t v = 0;
+                for (int k = 0; k < b; k++, pos++)
+                    v |= (uint32_t)((q[pos >> 3] >> (pos & 7)) & 1) << k;
+                uint16_t h;
+                memcpy(&h, sb + (r * G + g) * 2, 2);
+                W[r * cols + c] = pq__packed_dq((uint8_t)v, z[r * G + g], pq__f16_to_f32(h));
+            }
+    } else if (tv) {
+        if (!shape_is(tv, PQ_DTYPE_F16, 1, n_stored, 0)) {
+            free(W);
+            return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s.values': expected F16 [%lld]", path, base,
+                            (long long)n_stored);
+        }
+        const uint8_t *vb = tv->data;
+        int64_t k = 0;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++)
+                if (!bm || bit(bm + r * mrow, c)) {
+                    uint16_t h;
+                    memcpy(&h, vb + 2 * k++, 2);
+                    W[r * cols + c] = pq__f16_to_f32(h);
+                }
+    } else {
+        free(W);
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: missing tensor '%s.weight'", path, base);
+    }
+    *out = W;
+    return PQ_OK;
+}
+
+void pq__permute_rope_rows(const void *src, void *dst, int64_t heads, int64_t hd, size_t row_bytes,
+                           int to_halfsplit) {
+    const int64_t half = hd / 2;
+    for (int64_t h = 0; h < heads; h++)
+        for (int64_t i = 0; i < half; i++)
+            for (int64_t k = 0; k < 2; k++) {
+                int64_t inter = h * hd + 2 * i + k, split = h * hd + k * half + i;
+                int64_t from = to_halfsplit ? inter : split, to = to_halfsplit ? split : inter;
+                memcpy((uint8_t *)dst + to * row_bytes, (const uint8_t *)src + from * row_bytes, row_bytes);
+            }
+}

@@ -1,0 +1,60 @@
+/* Packed storage of compressed linear layers (format "packed-v1", docs/PACKED.md).
+ *
+ * A compressed linear "<base>" (W [rows, cols]) is stored without "<base>.weight" as:
+ *   quantized:  "<base>.qcodes" U8 [nbytes]  b-bit codes of the stored weights, row-major,
+ *                                            bit-packed low bits first (code k = stream bits
+ *                                            k*b .. k*b+b-1; stream bit i = bit i%8 of byte i/8).
+ *                                            nbytes = ceil(max(n_stored, 8) * b / 8): padding to
+ *                                            at least 8 codes makes b = floor(nbytes*8 / max(n, 8))
+ *                                            unambiguous, so b is not stored separately.
+ *               "<base>.scales" F16 [rows, n_groups]
+ *               "<base>.zeros"  U8  [rows, n_groups]
+ *               "<base>.g_idx"  I32 [cols]   only when some column's group is not c / (cols/n_groups)
+ *               W[r, c] = ((float)code - (float)zero) * scale of group g_idx[c] (in float).
+ *   pruned:     "<base>.mask"   U8  [rows, ceil(cols/8)]  bit c%8 of byte c/8 of row r = stored;
+ *               only stored weights have a code (or a value); the others are 0.
+ *               Not quantized: "<base>.values" F16 [n_stored] (the kept weights, row-major).
+ * The tensors' bytes are the real compressed size (ACr). */
+#ifndef PQ_MODEL_PACKED_H
+#define PQ_MODEL_PACKED_H
+
+#include "io/safetensors.h"
+#include "prunequant-compress.h"
+
+/* Dequantisation shared by the encoder's snapping and the decoder, so both give the same bits. */
+static inline float pq__packed_dq(uint8_t code, uint8_t zero, float scale) {
+    return ((float)code - (float)zero) * scale;
+}
+
+typedef struct pq__packed_linear {
+    pq__st_entry e[5];
+    char names[5][160];
+    void *bufs[5];
+    int n;
+} pq__packed_linear;
+
+/* Rounds codes->scales to F16 and rewrites W as the exact reconstruction the decoder will
+ * produce (quantized: from the codes; prune-only: values rounded to F16, pruned = 0).
+ * mask may be NULL (not pruned), codes NULL or codes->bits == 0 (not quantized). */
+void pq__packed_snap(float *W, int64_t rows, int64_t cols, const uint8_t *mask, pq_qcodes *codes);
+
+/* Builds the packed tensors of a snapped layer (see pq__packed_snap). */
+pq_status pq__packed_encode(pq_ctx *ctx, const char *base, const float *W, int64_t rows, int64_t cols,
+                            const uint8_t *mask, const pq_qcodes *codes, pq__packed_linear *out);
+void pq__packed_linear_free(pq__packed_linear *p);
+
+/* 1 when "<base>.weight" is absent and the packed tensors of base are present. */
+int pq__packed_present(const pq__source *src, const char *base);
+
+/* Bytes of the packed tensors of base (0 if none). */
+size_t pq__packed_bytes(const pq__source *src, const char *base);
+
+/* Decodes a packed linear into a malloc'ed float [rows, cols]. */
+pq_status pq__packed_decode(pq_ctx *ctx, const pq__source *src, const char *base, int64_t rows, int64_t cols,
+                            float **out);
+
+/* Row permutation of a q/k tensor (rows of row_bytes bytes) between the interleaved RoPE
+ * layout (pair i of a head = rows 2i, 2i+1) and HF's half-split one (rows i, i + hd/2). */
+void pq__permute_rope_rows(const void *src, void *dst, int64_t heads, int64_t hd, size_t row_bytes, int to_halfsplit);
+
+#endif
