@@ -8,6 +8,9 @@
 
 
 int pq_cli_eval(int argc, char **argv);
+int pq_cli_sweep(int argc, char **argv);
+int pq_cli_recommend(int argc, char **argv);
+int pq_cli_report(int argc, char **argv);
 int pq_cli_layer(int argc, char **argv);
 int pq_cli_tasks(int argc, char **argv);
 int pq_cli_compress(int argc, char **argv);
@@ -26,6 +29,9 @@ static const struct {
     {"compress", pq_cli_compress, "compress a whole model (layer-wise pruning + quantization)"},
     {"layer", pq_cli_layer, "compress one weight matrix given its Hessian (.npy)"},
     {"eval", pq_cli_eval, "benchmarks, KL divergence to a base model, retention metrics"},
+    {"sweep", pq_cli_sweep, "compress + evaluate a grid of recipes into an SQLite database (resumable)"},
+    {"recommend", pq_cli_recommend, "best configuration of a sweep database, as a compress recipe"},
+    {"report", pq_cli_report, "self-contained HTML report (SVG charts) of a sweep database"},
     {"tasks", pq_cli_tasks, "list evaluation tasks; make a cloze task from a text"},
 };
 

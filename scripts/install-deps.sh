@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Debian packages prunequant builds with, when run as root and any is missing.
+# Installs the Debian packages prunequant builds and tests with (chromium renders the HTML
+# report in a test), when run as root and any is missing.
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev libcjson-dev libpcre2-dev libsqlite3-dev libbz2-dev)
+pkgs=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev libcjson-dev libpcre2-dev libsqlite3-dev libbz2-dev chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,346 @@
+/* prunequant sweep / recommend / report: grids of recipes, the results database, the
+ * recommended configuration and the HTML report (library: prunequant-sweep.h). */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "prunequant-sweep.h"
+
+#ifdef PQ_HAVE_MPI
+#include <mpi.h>
+#endif
+
+int pq_cli_sweep(int argc, char **argv);
+int pq_cli_recommend(int argc, char **argv);
+int pq_cli_report(int argc, char **argv);
+
+static const char *sweep_usage =
+    "usage: prunequant sweep MODEL --grid GRID.json --calib FILE --tasks LIST --db FILE.sqlite\n"
+    "  [--data-dir DIR] [--limit N] [--nsamples N (32)] [--seqlen L] [--seed S (0)] [--tokenizer FILE]\n"
+    "  [--resume] [--keep-models DIR] [--tcr LIST] [--threads N] [--dry-run] [--quiet | --verbose]\n"
+    "GRID.json: {\"prune\": [...], \"sparsity\": [0.25, \"2:4\"], \"quant\": [...], \"bits\": [...],\n"
+    "  \"group\": [...], \"sym\": [...], \"act_order\": [...], \"joint\": [\"a\", \"b\", \"fused\"]}\n"
+    "--dry-run prints the run list (hash, TCr, recipe) and exits. Ctrl-C stops after cleaning up\n"
+    "(the config in flight is not stored; --resume redoes it). --resume also retries failed configs.\n"
+    "Exit status: 0 all done, 3 some configs failed (stored as 'failed'), 130 interrupted.\n"
+#ifdef PQ_HAVE_MPI
+    "MPI: yes (mpirun -np N prunequant sweep ...: configs round-robin over ranks, rank 0 writes the db)\n";
+#else
+    "MPI: no (built without <mpi.h>)\n";
+#endif
+
+static const char *recommend_usage =
+    "usage: prunequant recommend --db FILE [--tcr X | --max-bytes N | --min-sr Y] [--json]\n"
+    "  default: max SrCr; --tcr: max Sr at that TCr; --max-bytes: max Sr within the byte budget of the\n"
+    "  compressed linear weights; --min-sr: the smallest config with Sr >= Y.\n"
+    "  --json prints only the recipe (usable by 'prunequant compress --recipe').\n";
+
+static const char *report_usage = "usage: prunequant report --db FILE --out report.html\n";
+
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig) {
+    (void)sig;
+    interrupted = 1;
+    /* a second Ctrl-C kills at once */
+    signal(SIGINT, SIG_DFL);
+}
+
+static int stop_requested(void *user) {
+    (void)user;
+    return interrupted;
+}
+
+/* Only the stop flag: the library logs configs done/total with the ETA after each config. */
+static int on_progress(void *user, const char *stage, int64_t done, int64_t total) {
+    (void)user;
+    (void)stage;
+    (void)done;
+    (void)total;
+    return interrupted;
+}
+
+/* The pipeline logs every layer at info level: in a sweep of many configs only the sweep's
+ * own lines (configs done/total, ETA) are shown, unless --verbose. */
+static int log_quiet, log_verbose;
+
+static void on_log(void *user, pq_log_level level, const char *msg) {
+    (void)user;
+    if (level == PQ_LOG_DEBUG && !log_verbose) return;
+    if (level == PQ_LOG_INFO && (log_quiet || (!log_verbose && strncmp(msg, "sweep: ", 7)))) return;
+    static const char *const tag[] = {"debug", "info", "warning", "error"};
+    fprintf(stderr, "prunequant: %s: %s\n", tag[level], msg);
+}
+
+static const char *val(const char *cmd, int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) {
+        cli_usage_error(cmd, "%s needs a value", argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+static int sweep_main(int argc, char **argv, int rank, int size);
+
+/* Under mpirun (built with PQ_HAVE_MPI) the configs are spread over the ranks and rank 0
+ * alone writes the database; a plain run is one rank. */
+int pq_cli_sweep(int argc, char **argv) {
+    int rank = 0, size = 1;
+#ifdef PQ_HAVE_MPI
+    int provided = 0;
+    if (MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+        fprintf(stderr, "prunequant sweep: MPI_Init failed\n");
+        return 1;
+    }
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+#endif
+    int ret = sweep_main(argc, argv, rank, size);
+#ifdef PQ_HAVE_MPI
+    MPI_Finalize();
+#endif
+    return ret;
+}
+
+static int sweep_main(int argc, char **argv, int rank, int size) {
+    const char *cmd = "sweep";
+    const char *grid_path = NULL, *db_path = NULL, *tcr_list = NULL;
+    int64_t threads = 0, i64;
+    int quiet = 0, dry = 0;
+    pq_sweep_params p = pq_sweep_params_default();
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            printf("%s", sweep_usage);
+            return 0;
+        }
+        if (!strcmp(a, "--resume"))
+            p.resume = 1;
+        else if (!strcmp(a, "--dry-run"))
+            dry = 1;
+        else if (!strcmp(a, "--quiet") || !strcmp(a, "-q"))
+            quiet = 1;
+        else if (!strcmp(a, "--verbose") || !strcmp(a, "-v"))
+            log_verbose = 1;
+        else if (!strcmp(a, "--grid")) {
+            if (!(grid_path = val(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--calib")) {
+            if (!(p.calib_path = val(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--tasks")) {
+            if (!(p.tasks = val(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--data-dir")) {
+            if (!(p.data_dir = val(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--db")) {
+            if (!(db_path = val(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--keep-models")) {
+            if (!(p.keep_models = val(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--tokenizer")) {
+            if (!(p.tokenizer_path = val(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--tcr")) {
+            if (!(tcr_list = val(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--limit")) {
+            if (!(v = val(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, INT64_MAX, &p.limit)) return 2;
+        } else if (!strcmp(a, "--nsamples")) {
+            if (!(v = val(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 1, 1 << 20, &p.calib.nsamples)) return 2;
+        } else if (!strcmp(a, "--seqlen")) {
+            if (!(v = val(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 1, 1 << 24, &p.calib.seqlen)) return 2;
+        } else if (!strcmp(a, "--seed")) {
+            if (!(v = val(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, INT64_MAX, &i64)) return 2;
+            p.calib.seed = (uint64_t)i64;
+        } else if (!strcmp(a, "--threads")) {
+            if (!(v = val(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, 1024, &threads)) return 2;
+        } else if (a[0] == '-' && a[1]) {
+            return cli_usage_error(cmd, "unknown option %s", a);
+        } else if (p.model_path) {
+            return cli_usage_error(cmd, "more than one model given");
+        } else {
+            p.model_path = a;
+        }
+    }
+    if (!grid_path) return cli_usage_error(cmd, "--grid GRID.json is required");
+    if (!dry && (!p.model_path || !p.calib_path || !p.tasks || !db_path))
+        return cli_usage_error(cmd, "MODEL, --grid, --calib, --tasks and --db are required");
+    if (rank != 0) quiet = 1; /* one voice: rank 0 reports for all (warnings still show) */
+    size_t len;
+    char *text = cli_read_file(cmd, grid_path, &len);
+    if (!text) return 1;
+    pq_ctx *ctx = cli_ctx_new((int)threads, quiet);
+    pq_sweep_grid g;
+    double *tcr = NULL;
+    int64_t n_tcr = 0;
+    pq_sweep_db *db = NULL;
+    int ret = 1;
+    memset(&g, 0, sizeof g);
+    if (pq_sweep_grid_expand(ctx, text, len, &p.calib, &g) != PQ_OK) {
+        fprintf(stderr, "prunequant %s: %s: %s\n", cmd, grid_path, pq_ctx_error(ctx));
+        goto done;
+    }
+    if (tcr_list) {
+        if (pq_sweep_parse_list(ctx, tcr_list, &tcr, &n_tcr) != PQ_OK) {
+            fprintf(stderr, "prunequant %s: --tcr: %s\n", cmd, pq_ctx_error(ctx));
+            ret = 2;
+            goto done;
+        }
+        pq_sweep_grid_filter_tcr(&g, tcr, n_tcr);
+    }
+    if (!quiet)
+        fprintf(stderr, "prunequant %s: %lld configs (%lld invalid and %lld duplicate combinations dropped)\n", cmd,
+                (long long)g.n, (long long)g.n_invalid, (long long)g.n_duplicate);
+    if (dry) {
+        for (int64_t i = 0; rank == 0 && i < g.n; i++)
+            printf("%s %.6f %s\n", g.configs[i].hash, g.configs[i].tcr, g.configs[i].recipe);
+        ret = 0;
+        goto done;
+    }
+    if (!g.n) {
+        fprintf(stderr, "prunequant %s: the grid has no valid configuration%s\n", cmd, tcr_list ? " at --tcr" : "");
+        goto done;
+    }
+    int db_ok = rank != 0 || pq_sweep_db_open(ctx, db_path, &db) == PQ_OK;
+    if (!db_ok) cli_fail(cmd, ctx);
+#ifdef PQ_HAVE_MPI
+    /* every rank must learn that rank 0 cannot write before anyone starts working */
+    MPI_Bcast(&db_ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+#endif
+    if (!db_ok) goto done;
+    if (size > 1 && !quiet) fprintf(stderr, "prunequant %s: %d MPI ranks; rank 0 writes %s\n", cmd, size, db_path);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    pq_ctx_set_progress(ctx, on_progress, NULL);
+    log_quiet = quiet;
+    pq_ctx_set_log(ctx, on_log, NULL);
+    p.stop = stop_requested;
+    int64_t n_done = 0, n_failed = 0;
+    pq_status st = pq_sweep_execute(ctx, &p, &g, db, &n_done, &n_failed);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    if (st == PQ_ERR_CANCELLED) {
+        fprintf(stderr, "prunequant %s: interrupted after %lld configs; rerun with --resume to go on\n", cmd,
+                (long long)n_done);
+        ret = 130;
+        goto done;
+    }
+    if (st != PQ_OK) {
+        cli_fail(cmd, ctx);
+        goto done;
+    }
+    if (!quiet)
+        fprintf(stderr, "prunequant %s: %lld done, %lld failed; results in %s\n", cmd, (long long)n_done,
+                (long long)n_failed, db_path);
+    ret = n_failed ? 3 : 0;
+done:
+    pq_sweep_db_close(db);
+    pq_sweep_grid_free(&g);
+    free(tcr);
+    free(text);
+    pq_ctx_free(ctx);
+    return ret;
+}
+
+/* Opens and reads the whole database; returns 0 on success (prints the error otherwise). */
+static int load_db(const char *cmd, pq_ctx *ctx, const char *path, pq_sweep_results *r) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "prunequant %s: %s: cannot open\n", cmd, path);
+        return 1;
+    }
+    fclose(f);
+    pq_sweep_db *db = NULL;
+    if (pq_sweep_db_open(ctx, path, &db) != PQ_OK || pq_sweep_db_load(ctx, db, r) != PQ_OK) {
+        pq_sweep_db_close(db);
+        return cli_fail(cmd, ctx);
+    }
+    pq_sweep_db_close(db);
+    return 0;
+}
+
+int pq_cli_recommend(int argc, char **argv) {
+    const char *cmd = "recommend";
+    const char *db_path = NULL;
+    int json = 0, n_goals = 0;
+    pq_sweep_goal goal = PQ_SWEEP_BEST_SRCR;
+    double value = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            printf("%s", recommend_usage);
+            return 0;
+        }
+        if (!strcmp(a, "--json"))
+            json = 1;
+        else if (!strcmp(a, "--db")) {
+            if (!(db_path = val(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--tcr") || !strcmp(a, "--max-bytes") || !strcmp(a, "--min-sr")) {
+            if (!(v = val(cmd, argc, argv, &i))) return 2;
+            goal = a[2] == 't' ? PQ_SWEEP_AT_TCR : a[3] == 'a' ? PQ_SWEEP_MAX_BYTES : PQ_SWEEP_MIN_SR;
+            if (cli_parse_f64(cmd, a, v, 0,
+                              goal == PQ_SWEEP_MAX_BYTES ? 1e18
+                              : goal == PQ_SWEEP_AT_TCR  ? 1
+                                                         : 100,
+                              &value))
+                return 2;
+            n_goals++;
+        } else {
+            return cli_usage_error(cmd, "unknown argument %s", a);
+        }
+    }
+    if (!db_path) return cli_usage_error(cmd, "--db FILE is required");
+    if (n_goals > 1) return cli_usage_error(cmd, "give at most one of --tcr, --max-bytes, --min-sr");
+    pq_ctx *ctx = cli_ctx_new(0, 1);
+    pq_sweep_results r;
+    memset(&r, 0, sizeof r);
+    int ret = load_db(cmd, ctx, db_path, &r);
+    int64_t best = -1;
+    if (!ret && pq_sweep_recommend(ctx, &r, goal, value, &best) != PQ_OK) ret = cli_fail(cmd, ctx);
+    if (!ret) {
+        const pq_sweep_run *b = &r.runs[best];
+        if (json) {
+            printf("%s\n", b->recipe);
+        } else {
+            printf("config  %s\nTCr     %.4f\nACr     %.4f\nbpw     %.3f\nbytes   %lld\nSr      %.4f\n"
+                   "SrCr    %.4f  (this project's reading of the paper's metric)\nrecipe  %s\n",
+                   b->hash, b->tcr, b->acr, b->bpw, (long long)b->bytes, b->sr, b->srcr, b->recipe);
+            for (int64_t s = 0; s < b->n_scores; s++)
+                printf("  %-24s %-12s %.4f (base %.4f, retention %.4f)\n", b->scores[s].task, b->scores[s].metric,
+                       b->scores[s].score, b->scores[s].base_score, b->scores[s].retention);
+        }
+    }
+    pq_sweep_results_free(&r);
+    pq_ctx_free(ctx);
+    return ret;
+}
+
+int pq_cli_report(int argc, char **argv) {
+    const char *cmd = "report";
+    const char *db_path = NULL, *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            printf("%s", report_usage);
+            return 0;
+        }
+        if (!strcmp(a, "--db")) {
+            if (!(db_path = val(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--out")) {
+            if (!(out = val(cmd, argc, argv, &i))) return 2;
+        } else {
+            return cli_usage_error(cmd, "unknown argument %s", a);
+        }
+    }
+    if (!db_path || !out) return cli_usage_error(cmd, "--db FILE and --out FILE.html are required");
+    pq_ctx *ctx = cli_ctx_new(0, 1);
+    pq_sweep_results r;
+    memset(&r, 0, sizeof r);
+    int ret = load_db(cmd, ctx, db_path, &r);
+    if (!ret && pq_sweep_report_html(ctx, &r, out) != PQ_OK) ret = cli_fail(cmd, ctx);
+    if (!ret) fprintf(stderr, "prunequant %s: wrote %s (%lld runs)\n", cmd, out, (long long)r.n);
+    pq_sweep_results_free(&r);
+    pq_ctx_free(ctx);
+    return ret;
+}

@@ -1,0 +1,175 @@
+/* prunequant sweep: expand a grid of compression recipes, compress and evaluate each one
+ * against the base model, keep the results in an SQLite database (resumable), pick the
+ * best configuration and draw a self-contained HTML report (docs/ALGORITHMS.md §7).
+ *
+ * Grid file (JSON object; every key optional, each a list or a single value):
+ *   prune    ["none", "magnitude", "wanda", "sparsegpt"]      (default ["none"])
+ *   sparsity [0.25, 0.5, "2:4", "2:8"]  fractions and/or N:M  (default [0.5])
+ *   quant    ["none", "rtn", "gptq"]                          (default ["none"])
+ *   bits     [3, 4, 8]                                        (default [4])
+ *   group    [-1, 128]                                        (default [-1])
+ *   sym      [false, true]                                    (default [false])
+ *   act_order[false, true]                                    (default [false])
+ *   joint    ["a", "b", "fused"]                              (default: the engine's)
+ * The run list is the cross product with irrelevant keys dropped (prune none ignores
+ * sparsity, quant none ignores bits/group/sym/act_order, act_order only with gptq, joint
+ * only when both are on), invalid recipes (pq_layer_params_validate) and the no-op
+ * none/none removed, and duplicates merged (first occurrence kept). */
+#ifndef PRUNEQUANT_SWEEP_H
+#define PRUNEQUANT_SWEEP_H
+
+#include "prunequant-compress.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- grid */
+
+typedef struct pq_sweep_config {
+    pq_layer_params layer;
+    double sparsity; /* effective s (N:M: N/M), 0 without pruning */
+    double bits;     /* q, 16 without quantization */
+    double tcr;      /* theoretical compression rate */
+    char *recipe;    /* canonical recipe JSON (malloc'ed), usable by compress --recipe */
+    char hash[17];   /* FNV-1a 64 of recipe, 16 hex digits */
+} pq_sweep_config;
+
+typedef struct pq_sweep_grid {
+    pq_sweep_config *configs;
+    int64_t n;
+    int64_t n_invalid;   /* combinations dropped by the validator */
+    int64_t n_duplicate; /* combinations merged into an earlier identical one */
+} pq_sweep_grid;
+
+/* Calibration settings that are part of every recipe (and so of its hash). */
+typedef struct pq_sweep_calib {
+    int64_t nsamples; /* default 32 */
+    int64_t seqlen;   /* 0 = min(512, model max) */
+    uint64_t seed;    /* default 0 */
+} pq_sweep_calib;
+
+pq_sweep_calib pq_sweep_calib_default(void);
+
+/* Expands a grid JSON text (see above). */
+pq_status pq_sweep_grid_expand(pq_ctx *ctx, const char *json, size_t len, const pq_sweep_calib *calib,
+                               pq_sweep_grid *out);
+/* Keeps only the configs whose TCr is within 1e-9 of one of tcr[0..n). */
+void pq_sweep_grid_filter_tcr(pq_sweep_grid *g, const double *tcr, int64_t n);
+/* Parses "0.75,0.8125" into a malloc'ed array. */
+pq_status pq_sweep_parse_list(pq_ctx *ctx, const char *s, double **out, int64_t *n);
+void pq_sweep_grid_free(pq_sweep_grid *g);
+
+/* Canonical recipe JSON and hash of one layer recipe (+ calibration). */
+char *pq_sweep_recipe_json(const pq_layer_params *p, const pq_sweep_calib *calib);
+void pq_sweep_hash(const char *recipe, char hash[17]);
+
+/* ---------------------------------------------------------------- results store */
+
+typedef struct pq_sweep_score {
+    char task[96], metric[24];
+    double score, se, base_score, retention;
+} pq_sweep_score;
+
+typedef struct pq_sweep_run {
+    char hash[24];
+    char *recipe;    /* malloc'ed */
+    char status[12]; /* "done", "failed", "running" */
+    double sparsity, bits, tcr, acr, bpw, sr, srcr, seconds;
+    int64_t bytes; /* stored bytes of the compressed linear weights (incl. metadata) */
+    char *error;   /* malloc'ed or NULL */
+    pq_sweep_score *scores;
+    int64_t n_scores;
+} pq_sweep_run;
+
+typedef struct pq_sweep_results {
+    pq_sweep_run *runs; /* every row except the base, ordered by rowid */
+    int64_t n;
+    int has_base;
+    pq_sweep_run base;                      /* base model scores (hash "base") */
+    char *model, *calib, *tasks, *protocol; /* meta, malloc'ed or NULL */
+} pq_sweep_results;
+
+typedef struct pq_sweep_db pq_sweep_db;
+
+/* Opens (creating the tables) an SQLite results database in WAL mode. */
+pq_status pq_sweep_db_open(pq_ctx *ctx, const char *path, pq_sweep_db **out);
+void pq_sweep_db_close(pq_sweep_db *db);
+/* meta key/value; get returns a malloc'ed copy or NULL when absent. */
+pq_status pq_sweep_db_meta_set(pq_ctx *ctx, pq_sweep_db *db, const char *key, const char *value);
+pq_status pq_sweep_db_meta_get(pq_ctx *ctx, pq_sweep_db *db, const char *key, char **value);
+/* Status of a config ("" when absent) into status[12]. */
+pq_status pq_sweep_db_status(pq_ctx *ctx, pq_sweep_db *db, const char *hash, char status[12]);
+/* Writes a run row and replaces its scores, in one transaction. */
+pq_status pq_sweep_db_put(pq_ctx *ctx, pq_sweep_db *db, const pq_sweep_run *run);
+/* Removes a run row and its scores (one transaction). */
+pq_status pq_sweep_db_delete(pq_ctx *ctx, pq_sweep_db *db, const char *hash);
+/* Reads everything. */
+pq_status pq_sweep_db_load(pq_ctx *ctx, pq_sweep_db *db, pq_sweep_results *out);
+void pq_sweep_results_free(pq_sweep_results *r);
+
+/* ---------------------------------------------------------------- recommend */
+
+typedef enum pq_sweep_goal {
+    PQ_SWEEP_BEST_SRCR = 0, /* max SrCr */
+    PQ_SWEEP_AT_TCR = 1,    /* max Sr at TCr == value (within 1e-9) */
+    PQ_SWEEP_MAX_BYTES = 2, /* max Sr with bytes <= value */
+    PQ_SWEEP_MIN_SR = 3     /* fewest bytes (then highest TCr) with Sr >= value */
+} pq_sweep_goal;
+
+/* Index into r->runs of the best 'done' run, or -1 (with PQ_ERR_INVALID and a message)
+ * when none qualifies. Ties keep the earlier run. */
+pq_status pq_sweep_recommend(pq_ctx *ctx, const pq_sweep_results *r, pq_sweep_goal goal, double value,
+                             int64_t *index);
+
+/* ---------------------------------------------------------------- report */
+
+/* Writes one self-contained HTML file (inline SVG, no external resources) atomically:
+ * <svg id="sr-vs-tcr"> (scatter + Pareto frontier), <svg id="iso-tcr"> (joint vs
+ * quantization-only bars per TCr), <svg id="srcr-ranking">, per-task tables, protocol. */
+pq_status pq_sweep_report_html(pq_ctx *ctx, const pq_sweep_results *r, const char *path);
+/* The Pareto frontier flags (1 = on it: no other done run has TCr >= and Sr >, or TCr > and
+ * Sr >=) into on[r->n] (0 for runs not done). */
+void pq_sweep_pareto(const pq_sweep_results *r, int *on);
+
+/* ---------------------------------------------------------------- run */
+
+typedef int (*pq_sweep_stop_fn)(void *user); /* non-zero: stop after cleaning up */
+
+typedef struct pq_sweep_params {
+    const char *model_path;
+    const char *tokenizer_path; /* NULL = from the model */
+    const char *calib_path;
+    const char *tasks; /* pq_eval_run task list */
+    const char *data_dir;
+    int64_t limit;
+    pq_sweep_calib calib;
+    const char *keep_models; /* folder for <hash>/ outputs; NULL = temporary, removed */
+    const char *tmp_dir;     /* where temporary models go (NULL = $TMPDIR or /tmp) */
+    int resume;              /* skip configs already 'done' (without it, a db with rows fails) */
+    pq_sweep_stop_fn stop;
+    void *stop_user;
+} pq_sweep_params;
+
+pq_sweep_params pq_sweep_params_default(void);
+
+/* Runs every config of grid (compress with pq_compress_model, evaluate with pq_eval_run
+ * against the base model, store). The base model is evaluated once and stored under the
+ * hash "base"; meta holds model, calib, tasks, limit (a resumed sweep must match them) and
+ * the evaluation protocol. Logs "sweep: k/n configs ... ETA" (info) and reports progress
+ * stage "sweep" (done, total) after each config; inner stages pass through, so a progress
+ * callback returning non-zero cancels the config in flight. A failing config is stored as
+ * 'failed' with its message and the sweep goes on (resume retries it); *n_failed counts
+ * them. Returns PQ_ERR_CANCELLED when stopped (the config in flight is removed from the
+ * database, so nothing half-done stays).
+ * Built with PQ_HAVE_MPI and called between MPI_Init and MPI_Finalize with several ranks:
+ * the configs still to do are dealt round-robin over the ranks, every rank calls this with
+ * the same grid and params, and only rank 0 passes a db (the others NULL); rank 0 stores
+ * every result and its counts are the totals. */
+pq_status pq_sweep_execute(pq_ctx *ctx, const pq_sweep_params *p, const pq_sweep_grid *grid, pq_sweep_db *db,
+                           int64_t *n_done, int64_t *n_failed);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PRUNEQUANT_SWEEP_H */

@@ -1,0 +1,338 @@
+/* Grid expansion: the cross product of a GRID.json, normalised so that keys a recipe does
+ * not use cannot make two identical runs look different, then validated and deduplicated
+ * by the hash of the canonical recipe. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/common.h"
+#include "prunequant-eval.h"
+#include "prunequant-sweep.h"
+
+pq_sweep_calib pq_sweep_calib_default(void) {
+    pq_sweep_calib c = {32, 0, 0};
+    return c;
+}
+
+/* Numbers are printed with 10 significant digits: enough to tell grid values apart and
+ * short enough that 0.1 stays "0.1" (the hash must not depend on float noise). */
+char *pq_sweep_recipe_json(const pq_layer_params *p, const pq_sweep_calib *calib) {
+    char buf[640];
+    size_t n = 0;
+#define PUT(...) n += (size_t)snprintf(buf + n, n < sizeof buf ? sizeof buf - n : 0, __VA_ARGS__)
+    int pruned = p->prune != PQ_PRUNE_NONE, quant = p->quant != PQ_QUANT_NONE;
+    PUT("{\"prune\":\"%s\"", pq_prune_method_name(p->prune));
+    if (pruned) {
+        if (p->prune_m > 0)
+            PUT(",\"pattern\":\"%d:%d\"", p->prune_n, p->prune_m);
+        else
+            PUT(",\"sparsity\":%.10g", p->sparsity);
+    }
+    PUT(",\"quant\":\"%s\"", pq_quant_method_name(p->quant));
+    if (quant) {
+        PUT(",\"bits\":%d,\"group\":%lld,\"sym\":%s", p->bits, (long long)p->group_size, p->sym ? "true" : "false");
+        if (p->quant == PQ_QUANT_GPTQ) PUT(",\"act_order\":%s", p->act_order ? "true" : "false");
+    }
+    if (pruned && quant) PUT(",\"joint\":\"%s\"", pq_joint_mode_name(p->joint));
+    PUT(",\"nsamples\":%lld", (long long)calib->nsamples);
+    /* seqlen 0 means "the model's default": compress --recipe takes no 0, so leave it out */
+    if (calib->seqlen > 0) PUT(",\"seqlen\":%lld", (long long)calib->seqlen);
+    PUT(",\"seed\":%llu}", (unsigned long long)calib->seed);
+#undef PUT
+    if (n >= sizeof buf) return NULL;
+    return strdup(buf);
+}
+
+void pq_sweep_hash(const char *recipe, char hash[17]) {
+    uint64_t h = pq__fnv1a(recipe, strlen(recipe), PQ_FNV_INIT);
+    snprintf(hash, 17, "%016llx", (unsigned long long)h);
+}
+
+void pq_sweep_grid_free(pq_sweep_grid *g) {
+    if (!g) return;
+    for (int64_t i = 0; i < g->n; i++)
+        free(g->configs[i].recipe);
+    free(g->configs);
+    memset(g, 0, sizeof *g);
+}
+
+/* The values of one grid key: a list or a single value; NULL item list when absent. */
+typedef struct axis {
+    const char *key;
+    cJSON *items[64];
+    int n;
+    cJSON *def; /* owned default value when the key is absent */
+} axis;
+
+static pq_status axis_get(pq_ctx *ctx, cJSON *root, axis *a, const char *key, cJSON *def) {
+    a->key = key;
+    a->n = 0;
+    a->def = NULL;
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!v) {
+        a->def = def;
+        a->items[a->n++] = def;
+        return PQ_OK;
+    }
+    cJSON_Delete(def);
+    if (cJSON_IsArray(v)) {
+        for (cJSON *it = v->child; it; it = it->next) {
+            if (a->n == 64) return pq__fail(ctx, PQ_ERR_INVALID, "grid: key '%s' has more than 64 values", key);
+            a->items[a->n++] = it;
+        }
+        if (!a->n) return pq__fail(ctx, PQ_ERR_INVALID, "grid: key '%s' is an empty list", key);
+    } else {
+        a->items[a->n++] = v;
+    }
+    return PQ_OK;
+}
+
+static pq_status item_int(pq_ctx *ctx, const char *key, const cJSON *it, long lo, long hi, int64_t *out) {
+    if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || it->valuedouble < (double)lo ||
+        it->valuedouble > (double)hi)
+        return pq__fail(ctx, PQ_ERR_INVALID, "grid: key '%s': values must be integers in [%ld, %ld]", key, lo, hi);
+    *out = (int64_t)it->valuedouble;
+    return PQ_OK;
+}
+
+static pq_status item_bool(pq_ctx *ctx, const char *key, const cJSON *it, int *out) {
+    if (!cJSON_IsBool(it)) return pq__fail(ctx, PQ_ERR_INVALID, "grid: key '%s': values must be true or false", key);
+    *out = cJSON_IsTrue(it);
+    return PQ_OK;
+}
+
+/* Sparsity: a fraction, or an "N:M" string (a numeric string is taken as a fraction). */
+static pq_status item_sparsity(pq_ctx *ctx, const cJSON *it, double *s, int *n, int *m) {
+    *n = *m = 0;
+    if (cJSON_IsNumber(it)) {
+        *s = it->valuedouble;
+    } else if (cJSON_IsString(it) && strchr(it->valuestring, ':')) {
+        if (pq_pattern_parse(ctx, it->valuestring, n, m) != PQ_OK) return ctx->status;
+        *s = *m > 0 ? (double)*n / (double)*m : 0;
+    } else if (cJSON_IsString(it)) {
+        char *end;
+        errno = 0;
+        *s = strtod(it->valuestring, &end);
+        if (errno || end == it->valuestring || *end)
+            return pq__fail(ctx, PQ_ERR_INVALID, "grid: sparsity '%s' is neither a fraction nor N:M",
+                            it->valuestring);
+    } else {
+        return pq__fail(ctx, PQ_ERR_INVALID, "grid: sparsity values must be numbers or \"N:M\" strings");
+    }
+    if (!(*s >= 0 && *s < 1)) return pq__fail(ctx, PQ_ERR_INVALID, "grid: sparsity %g is not in [0, 1)", *s);
+    return PQ_OK;
+}
+
+static pq_status item_name(pq_ctx *ctx, const char *key, const cJSON *it, int (*parse)(const char *, void *),
+                           void *out) {
+    if (!cJSON_IsString(it) || parse(it->valuestring, out))
+        return pq__fail(ctx, PQ_ERR_INVALID, "grid: key '%s': unknown value %s%s%s", key,
+                        cJSON_IsString(it) ? "'" : "", cJSON_IsString(it) ? it->valuestring : "(not a string)",
+                        cJSON_IsString(it) ? "'" : "");
+    return PQ_OK;
+}
+
+static int parse_prune(const char *s, void *o) {
+    return pq_prune_method_parse(s, (pq_prune_method *)o);
+}
+static int parse_quant(const char *s, void *o) {
+    return pq_quant_method_parse(s, (pq_quant_method *)o);
+}
+static int parse_joint(const char *s, void *o) {
+    return pq_joint_mode_parse(s, (pq_joint_mode *)o);
+}
+
+enum { AX_PRUNE, AX_SPARSITY, AX_QUANT, AX_BITS, AX_GROUP, AX_SYM, AX_ACT, AX_JOINT, AX_N };
+
+static pq_status add_config(pq_ctx *ctx, pq_sweep_grid *g, int64_t *cap, const pq_layer_params *lp,
+                            const pq_sweep_calib *calib) {
+    pq_layer_params p = *lp;
+    pq_layer_params def = pq_layer_params_default();
+    int pruned = p.prune != PQ_PRUNE_NONE, quant = p.quant != PQ_QUANT_NONE;
+    /* normalise what this recipe does not use, so that its hash ignores it */
+    if (!pruned) {
+        p.sparsity = def.sparsity;
+        p.prune_n = p.prune_m = 0;
+    }
+    if (!quant) {
+        p.bits = def.bits;
+        p.group_size = def.group_size;
+        p.sym = 0;
+    }
+    if (p.quant != PQ_QUANT_GPTQ) p.act_order = 0;
+    if (!(pruned && quant)) p.joint = def.joint;
+    /* nothing to do (that is the base model), or pruning nothing */
+    if ((!pruned && !quant) || (pruned && p.prune_m == 0 && p.sparsity == 0)) {
+        g->n_invalid++;
+        return PQ_OK;
+    }
+    pq_ctx *scratch = pq_ctx_new();
+    if (!scratch) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+    int bad = pq_layer_params_validate(scratch, &p, 0) != PQ_OK;
+    if (bad) pq__log(ctx, PQ_LOG_DEBUG, "grid: dropped an invalid combination: %s", pq_ctx_error(scratch));
+    pq_ctx_free(scratch);
+    if (bad) {
+        g->n_invalid++;
+        return PQ_OK;
+    }
+    char *recipe = pq_sweep_recipe_json(&p, calib);
+    if (!recipe) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+    char hash[17];
+    pq_sweep_hash(recipe, hash);
+    for (int64_t i = 0; i < g->n; i++)
+        if (!strcmp(g->configs[i].hash, hash)) {
+            free(recipe);
+            g->n_duplicate++;
+            return PQ_OK;
+        }
+    if (g->n == *cap) {
+        int64_t nc = *cap ? *cap * 2 : 16;
+        pq_sweep_config *c = realloc(g->configs, (size_t)nc * sizeof *c);
+        if (!c) {
+            free(recipe);
+            return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+        }
+        g->configs = c;
+        *cap = nc;
+    }
+    pq_sweep_config *c = &g->configs[g->n++];
+    memset(c, 0, sizeof *c);
+    c->layer = p;
+    c->sparsity = !pruned ? 0 : p.prune_m > 0 ? pq_metrics_nm_sparsity(p.prune_n, p.prune_m) : p.sparsity;
+    c->bits = quant ? p.bits : 16;
+    c->tcr = pq_metrics_tcr(c->sparsity, c->bits);
+    c->recipe = recipe;
+    memcpy(c->hash, hash, sizeof hash);
+    return PQ_OK;
+}
+
+pq_status pq_sweep_grid_expand(pq_ctx *ctx, const char *json, size_t len, const pq_sweep_calib *calib,
+                               pq_sweep_grid *out) {
+    static const char *const keys[AX_N] = {"prune", "sparsity", "quant",     "bits",
+                                           "group", "sym",      "act_order", "joint"};
+    memset(out, 0, sizeof *out);
+    pq_sweep_calib cal = calib ? *calib : pq_sweep_calib_default();
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return pq__fail(ctx, PQ_ERR_FORMAT, "grid: not a JSON object");
+    }
+    pq_status st = PQ_OK;
+    for (cJSON *it = root->child; it && st == PQ_OK; it = it->next) {
+        int known = 0;
+        for (int k = 0; k < AX_N; k++)
+            known |= !strcmp(it->string, keys[k]);
+        if (!known)
+            st = pq__fail(ctx, PQ_ERR_INVALID,
+                          "grid: unknown key '%s' (expected prune, sparsity, quant, bits, group, sym, act_order, "
+                          "joint)",
+                          it->string);
+    }
+    pq_layer_params def = pq_layer_params_default();
+    axis ax[AX_N];
+    memset(ax, 0, sizeof ax);
+    cJSON *defs[AX_N] = {cJSON_CreateString("none"),
+                         cJSON_CreateNumber(def.sparsity),
+                         cJSON_CreateString("none"),
+                         cJSON_CreateNumber(def.bits),
+                         cJSON_CreateNumber((double)def.group_size),
+                         cJSON_CreateBool(0),
+                         cJSON_CreateBool(0),
+                         cJSON_CreateString(pq_joint_mode_name(def.joint))};
+    for (int k = 0; k < AX_N; k++) {
+        if (st == PQ_OK)
+            st = axis_get(ctx, root, &ax[k], keys[k], defs[k]);
+        else
+            cJSON_Delete(defs[k]);
+    }
+    /* parse every value once, up front, so that errors name the value and not a combination */
+    pq_prune_method prune[64];
+    pq_quant_method quant[64];
+    pq_joint_mode joint[64];
+    double sp[64];
+    int pn[64], pm[64], sym[64], act[64];
+    int64_t bits[64], group[64];
+    for (int i = 0; st == PQ_OK && i < ax[AX_PRUNE].n; i++)
+        st = item_name(ctx, "prune", ax[AX_PRUNE].items[i], parse_prune, &prune[i]);
+    for (int i = 0; st == PQ_OK && i < ax[AX_QUANT].n; i++)
+        st = item_name(ctx, "quant", ax[AX_QUANT].items[i], parse_quant, &quant[i]);
+    for (int i = 0; st == PQ_OK && i < ax[AX_JOINT].n; i++)
+        st = item_name(ctx, "joint", ax[AX_JOINT].items[i], parse_joint, &joint[i]);
+    for (int i = 0; st == PQ_OK && i < ax[AX_SPARSITY].n; i++)
+        st = item_sparsity(ctx, ax[AX_SPARSITY].items[i], &sp[i], &pn[i], &pm[i]);
+    for (int i = 0; st == PQ_OK && i < ax[AX_BITS].n; i++)
+        st = item_int(ctx, "bits", ax[AX_BITS].items[i], 1, 16, &bits[i]);
+    for (int i = 0; st == PQ_OK && i < ax[AX_GROUP].n; i++)
+        st = item_int(ctx, "group", ax[AX_GROUP].items[i], -1, 1L << 30, &group[i]);
+    for (int i = 0; st == PQ_OK && i < ax[AX_SYM].n; i++)
+        st = item_bool(ctx, "sym", ax[AX_SYM].items[i], &sym[i]);
+    for (int i = 0; st == PQ_OK && i < ax[AX_ACT].n; i++)
+        st = item_bool(ctx, "act_order", ax[AX_ACT].items[i], &act[i]);
+    int64_t cap = 0;
+    int idx[AX_N] = {0};
+    while (st == PQ_OK) {
+        pq_layer_params p = def;
+        p.prune = prune[idx[AX_PRUNE]];
+        p.sparsity = sp[idx[AX_SPARSITY]];
+        p.prune_n = pn[idx[AX_SPARSITY]];
+        p.prune_m = pm[idx[AX_SPARSITY]];
+        p.quant = quant[idx[AX_QUANT]];
+        p.bits = (int)bits[idx[AX_BITS]];
+        p.group_size = group[idx[AX_GROUP]];
+        p.sym = sym[idx[AX_SYM]];
+        p.act_order = act[idx[AX_ACT]];
+        p.joint = joint[idx[AX_JOINT]];
+        st = add_config(ctx, out, &cap, &p, &cal);
+        /* odometer over the axes, last key fastest */
+        int k = AX_N - 1;
+        while (k >= 0 && ++idx[k] == ax[k].n)
+            idx[k--] = 0;
+        if (k < 0) break;
+    }
+    for (int k = 0; k < AX_N; k++)
+        cJSON_Delete(ax[k].def);
+    cJSON_Delete(root);
+    if (st != PQ_OK) pq_sweep_grid_free(out);
+    return st;
+}
+
+void pq_sweep_grid_filter_tcr(pq_sweep_grid *g, const double *tcr, int64_t n) {
+    if (!g) return;
+    int64_t k = 0;
+    for (int64_t i = 0; i < g->n; i++) {
+        int keep = 0;
+        for (int64_t j = 0; j < n && !keep; j++)
+            keep = fabs(g->configs[i].tcr - tcr[j]) <= 1e-9;
+        if (keep)
+            g->configs[k++] = g->configs[i];
+        else
+            free(g->configs[i].recipe);
+    }
+    g->n = k;
+}
+
+pq_status pq_sweep_parse_list(pq_ctx *ctx, const char *s, double **out, int64_t *n) {
+    *out = NULL;
+    *n = 0;
+    int64_t cap = 1;
+    for (const char *c = s; *c; c++)
+        cap += *c == ',';
+    double *v = pq__malloc(ctx, (size_t)cap * sizeof *v, "list");
+    if (!v) return ctx->status;
+    const char *c = s;
+    for (int64_t i = 0; i < cap; i++) {
+        char *end;
+        errno = 0;
+        v[i] = strtod(c, &end);
+        if (errno || end == c || (*end != ',' && *end) || !isfinite(v[i])) {
+            free(v);
+            return pq__fail(ctx, PQ_ERR_INVALID, "'%s' is not a comma-separated list of numbers", s);
+        }
+        c = *end ? end + 1 : end;
+    }
+    *out = v;
+    *n = cap;
+    return PQ_OK;
+}

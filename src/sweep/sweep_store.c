@@ -1,0 +1,333 @@
+/* The SQLite results store. WAL mode, and every run (its row and its scores) is written in
+ * one transaction, so a killed sweep leaves each config either absent, 'running' (redone on
+ * resume) or complete, never half of it. */
+#include <math.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/common.h"
+#include "prunequant-sweep.h"
+
+struct pq_sweep_db {
+    sqlite3 *db;
+    char *path;
+};
+
+static const char *const schema =
+    "CREATE TABLE IF NOT EXISTS runs(config_hash TEXT PRIMARY KEY, recipe TEXT, status TEXT, "
+    "sparsity REAL, bits REAL, tcr REAL, acr REAL, bpw REAL, bytes INTEGER, sr REAL, srcr REAL, seconds REAL, "
+    "error TEXT, updated TEXT DEFAULT CURRENT_TIMESTAMP);"
+    "CREATE TABLE IF NOT EXISTS scores(config_hash TEXT, task TEXT, metric TEXT, score REAL, stderr REAL, "
+    "base_score REAL, retention REAL, PRIMARY KEY(config_hash, task));"
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);";
+
+static pq_status db_fail(pq_ctx *ctx, pq_sweep_db *db, const char *what) {
+    return pq__fail(ctx, PQ_ERR_IO, "%s: %s: %s", db->path, what, sqlite3_errmsg(db->db));
+}
+
+pq_status pq_sweep_db_open(pq_ctx *ctx, const char *path, pq_sweep_db **out) {
+    *out = NULL;
+    pq_sweep_db *db = pq__calloc(ctx, 1, sizeof *db, "database");
+    if (!db) return ctx->status;
+    db->path = strdup(path);
+    if (!db->path) {
+        free(db);
+        return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+    }
+    if (sqlite3_open_v2(path, &db->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
+        pq_status st = pq__fail(ctx, PQ_ERR_IO, "%s: cannot open database: %s", path,
+                                db->db ? sqlite3_errmsg(db->db) : "out of memory");
+        pq_sweep_db_close(db);
+        return st;
+    }
+    /* another process (a report while the sweep runs) may hold a lock for a moment */
+    sqlite3_busy_timeout(db->db, 10000);
+    char *err = NULL;
+    if (sqlite3_exec(db->db, "PRAGMA journal_mode=WAL;", NULL, NULL, &err) != SQLITE_OK ||
+        sqlite3_exec(db->db, schema, NULL, NULL, &err) != SQLITE_OK) {
+        pq_status st = pq__fail(ctx, PQ_ERR_IO, "%s: not a usable sweep database: %s", path, err ? err : "?");
+        sqlite3_free(err);
+        pq_sweep_db_close(db);
+        return st;
+    }
+    *out = db;
+    return PQ_OK;
+}
+
+void pq_sweep_db_close(pq_sweep_db *db) {
+    if (!db) return;
+    sqlite3_close(db->db);
+    free(db->path);
+    free(db);
+}
+
+pq_status pq_sweep_db_meta_set(pq_ctx *ctx, pq_sweep_db *db, const char *key, const char *value) {
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(db->db, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", -1, &s, NULL) != SQLITE_OK)
+        return db_fail(ctx, db, "meta");
+    sqlite3_bind_text(s, 1, key, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 2, value ? value : "", -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(s);
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? PQ_OK : db_fail(ctx, db, "meta");
+}
+
+pq_status pq_sweep_db_meta_get(pq_ctx *ctx, pq_sweep_db *db, const char *key, char **value) {
+    *value = NULL;
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(db->db, "SELECT value FROM meta WHERE key = ?", -1, &s, NULL) != SQLITE_OK)
+        return db_fail(ctx, db, "meta");
+    sqlite3_bind_text(s, 1, key, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(s);
+    pq_status st = PQ_OK;
+    if (rc == SQLITE_ROW) {
+        const char *v = (const char *)sqlite3_column_text(s, 0);
+        if (!(*value = strdup(v ? v : ""))) st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+    } else if (rc != SQLITE_DONE) {
+        st = db_fail(ctx, db, "meta");
+    }
+    sqlite3_finalize(s);
+    return st;
+}
+
+pq_status pq_sweep_db_status(pq_ctx *ctx, pq_sweep_db *db, const char *hash, char status[12]) {
+    status[0] = 0;
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(db->db, "SELECT status FROM runs WHERE config_hash = ?", -1, &s, NULL) != SQLITE_OK)
+        return db_fail(ctx, db, "status");
+    sqlite3_bind_text(s, 1, hash, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        snprintf(status, 12, "%s", sqlite3_column_text(s, 0) ? (const char *)sqlite3_column_text(s, 0) : "");
+    sqlite3_finalize(s);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? PQ_OK : db_fail(ctx, db, "status");
+}
+
+/* NAN is stored as NULL (SQLite has no NaN) and read back as NAN. */
+static void bind_real(sqlite3_stmt *s, int i, double v) {
+    if (isfinite(v))
+        sqlite3_bind_double(s, i, v);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+static double col_real(sqlite3_stmt *s, int i) {
+    return sqlite3_column_type(s, i) == SQLITE_NULL ? NAN : sqlite3_column_double(s, i);
+}
+
+static pq_status exec(pq_ctx *ctx, pq_sweep_db *db, const char *sql) {
+    char *err = NULL;
+    if (sqlite3_exec(db->db, sql, NULL, NULL, &err) == SQLITE_OK) return PQ_OK;
+    pq_status st = pq__fail(ctx, PQ_ERR_IO, "%s: %s", db->path, err ? err : sqlite3_errmsg(db->db));
+    sqlite3_free(err);
+    return st;
+}
+
+pq_status pq_sweep_db_put(pq_ctx *ctx, pq_sweep_db *db, const pq_sweep_run *r) {
+    if (exec(ctx, db, "BEGIN IMMEDIATE") != PQ_OK) return ctx->status;
+    sqlite3_stmt *s = NULL;
+    int ok = sqlite3_prepare_v2(db->db,
+                                "INSERT OR REPLACE INTO runs(config_hash, recipe, status, sparsity, bits, tcr, acr, "
+                                "bpw, bytes, sr, srcr, seconds, error, updated) "
+                                "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,CURRENT_TIMESTAMP)",
+                                -1, &s, NULL) == SQLITE_OK;
+    if (ok) {
+        sqlite3_bind_text(s, 1, r->hash, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(s, 2, r->recipe ? r->recipe : "", -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(s, 3, r->status, -1, SQLITE_TRANSIENT);
+        bind_real(s, 4, r->sparsity);
+        bind_real(s, 5, r->bits);
+        bind_real(s, 6, r->tcr);
+        bind_real(s, 7, r->acr);
+        bind_real(s, 8, r->bpw);
+        sqlite3_bind_int64(s, 9, r->bytes);
+        bind_real(s, 10, r->sr);
+        bind_real(s, 11, r->srcr);
+        bind_real(s, 12, r->seconds);
+        if (r->error)
+            sqlite3_bind_text(s, 13, r->error, -1, SQLITE_TRANSIENT);
+        else
+            sqlite3_bind_null(s, 13);
+        ok = sqlite3_step(s) == SQLITE_DONE;
+    }
+    sqlite3_finalize(s);
+    s = NULL;
+    if (ok) {
+        ok = sqlite3_prepare_v2(db->db, "DELETE FROM scores WHERE config_hash = ?", -1, &s, NULL) == SQLITE_OK;
+        if (ok) {
+            sqlite3_bind_text(s, 1, r->hash, -1, SQLITE_TRANSIENT);
+            ok = sqlite3_step(s) == SQLITE_DONE;
+        }
+        sqlite3_finalize(s);
+        s = NULL;
+    }
+    if (ok && r->n_scores) {
+        ok = sqlite3_prepare_v2(db->db,
+                                "INSERT INTO scores(config_hash, task, metric, score, stderr, base_score, retention) "
+                                "VALUES(?,?,?,?,?,?,?)",
+                                -1, &s, NULL) == SQLITE_OK;
+        for (int64_t i = 0; ok && i < r->n_scores; i++) {
+            const pq_sweep_score *c = &r->scores[i];
+            sqlite3_reset(s);
+            sqlite3_bind_text(s, 1, r->hash, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(s, 2, c->task, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(s, 3, c->metric, -1, SQLITE_TRANSIENT);
+            bind_real(s, 4, c->score);
+            bind_real(s, 5, c->se);
+            bind_real(s, 6, c->base_score);
+            bind_real(s, 7, c->retention);
+            ok = sqlite3_step(s) == SQLITE_DONE;
+        }
+        sqlite3_finalize(s);
+    }
+    if (!ok) {
+        pq_status st = db_fail(ctx, db, "writing a run");
+        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+        return st;
+    }
+    return exec(ctx, db, "COMMIT");
+}
+
+pq_status pq_sweep_db_delete(pq_ctx *ctx, pq_sweep_db *db, const char *hash) {
+    if (exec(ctx, db, "BEGIN IMMEDIATE") != PQ_OK) return ctx->status;
+    int ok = 1;
+    const char *sql[2] = {"DELETE FROM scores WHERE config_hash = ?", "DELETE FROM runs WHERE config_hash = ?"};
+    for (int k = 0; k < 2 && ok; k++) {
+        sqlite3_stmt *s = NULL;
+        ok = sqlite3_prepare_v2(db->db, sql[k], -1, &s, NULL) == SQLITE_OK;
+        if (ok) {
+            sqlite3_bind_text(s, 1, hash, -1, SQLITE_TRANSIENT);
+            ok = sqlite3_step(s) == SQLITE_DONE;
+        }
+        sqlite3_finalize(s);
+    }
+    if (!ok) {
+        pq_status st = db_fail(ctx, db, "deleting a run");
+        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+        return st;
+    }
+    return exec(ctx, db, "COMMIT");
+}
+
+static void run_clear(pq_sweep_run *r) {
+    free(r->recipe);
+    free(r->error);
+    free(r->scores);
+    memset(r, 0, sizeof *r);
+}
+
+void pq_sweep_results_free(pq_sweep_results *r) {
+    if (!r) return;
+    for (int64_t i = 0; i < r->n; i++)
+        run_clear(&r->runs[i]);
+    free(r->runs);
+    run_clear(&r->base);
+    free(r->model);
+    free(r->calib);
+    free(r->tasks);
+    free(r->protocol);
+    memset(r, 0, sizeof *r);
+}
+
+static char *dup_col(sqlite3_stmt *s, int i) {
+    const unsigned char *t = sqlite3_column_text(s, i);
+    return t ? strdup((const char *)t) : NULL;
+}
+
+static pq_status load_scores(pq_ctx *ctx, pq_sweep_db *db, pq_sweep_run *r) {
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(db->db,
+                           "SELECT task, metric, score, stderr, base_score, retention FROM scores "
+                           "WHERE config_hash = ? ORDER BY rowid",
+                           -1, &s, NULL) != SQLITE_OK)
+        return db_fail(ctx, db, "scores");
+    sqlite3_bind_text(s, 1, r->hash, -1, SQLITE_TRANSIENT);
+    int64_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (r->n_scores == cap) {
+            cap = cap ? 2 * cap : 8;
+            pq_sweep_score *n = realloc(r->scores, (size_t)cap * sizeof *n);
+            if (!n) {
+                sqlite3_finalize(s);
+                return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+            }
+            r->scores = n;
+        }
+        pq_sweep_score *c = &r->scores[r->n_scores++];
+        memset(c, 0, sizeof *c);
+        snprintf(c->task, sizeof c->task, "%s",
+                 sqlite3_column_text(s, 0) ? (const char *)sqlite3_column_text(s, 0) : "");
+        snprintf(c->metric, sizeof c->metric, "%s",
+                 sqlite3_column_text(s, 1) ? (const char *)sqlite3_column_text(s, 1) : "");
+        c->score = col_real(s, 2);
+        c->se = col_real(s, 3);
+        c->base_score = col_real(s, 4);
+        c->retention = col_real(s, 5);
+    }
+    sqlite3_finalize(s);
+    return rc == SQLITE_DONE ? PQ_OK : db_fail(ctx, db, "scores");
+}
+
+pq_status pq_sweep_db_load(pq_ctx *ctx, pq_sweep_db *db, pq_sweep_results *out) {
+    memset(out, 0, sizeof *out);
+    pq_status st = PQ_OK;
+    const char *mk[4] = {"model", "calib", "tasks", "protocol"};
+    char **mv[4] = {&out->model, &out->calib, &out->tasks, &out->protocol};
+    for (int k = 0; k < 4 && st == PQ_OK; k++)
+        st = pq_sweep_db_meta_get(ctx, db, mk[k], mv[k]);
+    sqlite3_stmt *s = NULL;
+    if (st == PQ_OK && sqlite3_prepare_v2(db->db,
+                                          "SELECT config_hash, recipe, status, sparsity, bits, tcr, acr, bpw, bytes, "
+                                          "sr, srcr, seconds, error FROM runs ORDER BY rowid",
+                                          -1, &s, NULL) != SQLITE_OK)
+        st = db_fail(ctx, db, "runs");
+    int64_t cap = 0;
+    int rc = SQLITE_DONE;
+    while (st == PQ_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        pq_sweep_run r;
+        memset(&r, 0, sizeof r);
+        snprintf(r.hash, sizeof r.hash, "%s",
+                 sqlite3_column_text(s, 0) ? (const char *)sqlite3_column_text(s, 0) : "");
+        r.recipe = dup_col(s, 1);
+        snprintf(r.status, sizeof r.status, "%s",
+                 sqlite3_column_text(s, 2) ? (const char *)sqlite3_column_text(s, 2) : "");
+        r.sparsity = col_real(s, 3);
+        r.bits = col_real(s, 4);
+        r.tcr = col_real(s, 5);
+        r.acr = col_real(s, 6);
+        r.bpw = col_real(s, 7);
+        r.bytes = sqlite3_column_int64(s, 8);
+        r.sr = col_real(s, 9);
+        r.srcr = col_real(s, 10);
+        r.seconds = col_real(s, 11);
+        r.error = dup_col(s, 12);
+        st = load_scores(ctx, db, &r);
+        if (st != PQ_OK) {
+            run_clear(&r);
+            break;
+        }
+        if (!strcmp(r.hash, "base")) {
+            run_clear(&out->base);
+            out->base = r;
+            out->has_base = 1;
+            continue;
+        }
+        if (out->n == cap) {
+            cap = cap ? 2 * cap : 16;
+            pq_sweep_run *n = realloc(out->runs, (size_t)cap * sizeof *n);
+            if (!n) {
+                run_clear(&r);
+                st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+                break;
+            }
+            out->runs = n;
+        }
+        out->runs[out->n++] = r;
+    }
+    if (st == PQ_OK && rc != SQLITE_DONE) st = db_fail(ctx, db, "runs");
+    sqlite3_finalize(s);
+    if (st != PQ_OK) pq_sweep_results_free(out);
+    return st;
+}

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# prunequant report rendered by headless Chromium: the three charts exist in the DOM with
+# their marks (points, Pareto line, bars), and a screenshot is produced. Needs the Debian
+# package 'chromium'; without it this test FAILS (it never skips silently).
+set -u
+BIN=${PQ_BIN:?PQ_BIN not set}
+CHROME=${PQ_CHROMIUM:-/usr/bin/chromium}
+if [ ! -x "$CHROME" ]; then
+    echo "FAIL: $CHROME not found: install the Debian package 'chromium' (apt-get install chromium)" \
+         "or set PQ_CHROMIUM to a Chromium binary" >&2
+    exit 1
+fi
+if ! "$BIN" report --help > /dev/null 2>&1; then
+    echo "FAIL: '$BIN report' is not a command (cli/main.c must dispatch sweep/recommend/report)" >&2
+    exit 1
+fi
+command -v python3 > /dev/null || { echo "FAIL: python3 is needed to fill the database" >&2; exit 1; }
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+
+# a hand-filled database (the schema of src/sweep/sweep_store.c)
+python3 - "$T/db.sqlite" <<'PY'
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+c.executescript("""
+CREATE TABLE runs(config_hash TEXT PRIMARY KEY, recipe TEXT, status TEXT, sparsity REAL, bits REAL, tcr REAL,
+  acr REAL, bpw REAL, bytes INTEGER, sr REAL, srcr REAL, seconds REAL, error TEXT, updated TEXT);
+CREATE TABLE scores(config_hash TEXT, task TEXT, metric TEXT, score REAL, stderr REAL, base_score REAL,
+  retention REAL, PRIMARY KEY(config_hash, task));
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);
+""")
+runs = [("base", "{}", "done", 0, 16, 0, 0, 16, 0, 1, 1),
+        ("q3", '{"prune":"none","quant":"gptq","bits":3}', "done", 0, 3, 0.8125, 0.79, 3.3, 1100, 0.70, 1.77),
+        ("j25", '{"prune":"sparsegpt","sparsity":0.25,"quant":"gptq","bits":4}', "done", 0.25, 4, 0.8125, 0.78,
+         3.5, 1150, 0.84, 1.94),
+        ("q4", '{"prune":"none","quant":"gptq","bits":4}', "done", 0, 4, 0.75, 0.73, 4.3, 1400, 0.95, 1.90),
+        ("s50", '{"prune":"sparsegpt","sparsity":0.5,"quant":"none"}', "done", 0.5, 16, 0.5, 0.4, 9.6, 3000, 0.9,
+         1.27)]
+for r in runs:
+    c.execute("INSERT INTO runs VALUES(?,?,?,?,?,?,?,?,?,?,?,1.0,NULL,NULL)", r)
+    c.execute("INSERT INTO scores VALUES(?, 'arc_easy', 'acc', ?, 0.02, 0.5, ?)", (r[0], 0.5 * r[9], r[9]))
+c.execute("INSERT INTO meta VALUES('model', 'stories260K.bin'), ('tasks', 'arc_easy')")
+c.commit()
+PY
+"$BIN" report --db "$T/db.sqlite" --out "$T/report.html" 2> /dev/null && ok || bad "report"
+F=(--headless --no-sandbox --disable-gpu --disable-dev-shm-usage --user-data-dir="$T/profile")
+timeout 60 "$CHROME" "${F[@]}" --dump-dom "file://$T/report.html" > "$T/dom.html" 2> "$T/chrome.err"
+[ -s "$T/dom.html" ] && ok || { bad "chromium produced no DOM"; tail -5 "$T/chrome.err" >&2; }
+python3 - "$T/dom.html" <<'PY' && ok || bad "rendered DOM lacks the charts or their marks"
+import re, sys
+d = open(sys.argv[1]).read()
+for i in ("sr-vs-tcr", "iso-tcr", "srcr-ranking"):
+    assert re.search(r'<svg[^>]*id="%s"' % i, d), i
+scatter = d[d.index('id="sr-vs-tcr"'):]
+scatter = scatter[:scatter.index("</svg>")]
+assert scatter.count("<circle") == 4, scatter.count("<circle")
+assert 'id="pareto"' in scatter
+iso = d[d.index('id="iso-tcr"'):]
+iso = iso[:iso.index("</svg>")]
+assert 'class="bar joint"' in iso and 'class="bar quant"' in iso
+rank = d[d.index('id="srcr-ranking"'):]
+assert rank[:rank.index("</svg>")].count("<rect") == 4
+PY
+timeout 60 "$CHROME" "${F[@]}" --screenshot="$T/shot.png" --window-size=1200,2000 "file://$T/report.html" \
+    > /dev/null 2>&1
+[ -s "$T/shot.png" ] && ok || bad "no screenshot"
+echo "cli_report_render: $pass passed, $fail failed"
+[ $fail -eq 0 ]
