@@ -9,6 +9,7 @@
 #include "io/hf.h"
 #include "io/safetensors.h"
 #include "model/model.h"
+#include "model/packed.h"
 #include "tokenizer/tokenizer.h"
 
 typedef struct {
@@ -76,19 +77,6 @@ static pq_status collect(pq_ctx *ctx, const pq_model *m, out_list *l) {
     return st;
 }
 
-/* Row permutation of a q/k weight (or bias: cols == 1) between RoPE layouts. Interleaved
- * pair i of a head = rows (2i, 2i+1); half-split pair i = rows (i, i + hd/2). */
-static void permute_rows(const float *src, float *dst, int64_t heads, int64_t hd, int64_t cols, int to_halfsplit) {
-    const int64_t half = hd / 2;
-    for (int64_t h = 0; h < heads; h++)
-        for (int64_t i = 0; i < half; i++)
-            for (int64_t k = 0; k < 2; k++) {
-                int64_t inter = h * hd + 2 * i + k, split = h * hd + k * half + i;
-                int64_t from = to_halfsplit ? inter : split, to = to_halfsplit ? split : inter;
-                memcpy(dst + to * cols, src + from * cols, (size_t)cols * sizeof(float));
-            }
-}
-
 /* Fills data/nbytes of every tensor in the target dtype and RoPE layout. 1-D tensors stay
  * F32 for GGUF (llama.cpp keeps norms and biases in F32). */
 static pq_status materialise(pq_ctx *ctx, const pq_model *m, out_list *l, pq_dtype dtype, int halfsplit,
@@ -103,7 +91,7 @@ static pq_status materialise(pq_ctx *ctx, const pq_model *m, out_list *l, pq_dty
         if (permute && t->rope_heads) {
             perm = pq__malloc(ctx, (size_t)numel * sizeof(float), t->name);
             if (!perm) return ctx->status;
-            permute_rows(t->f32, perm, t->rope_heads, m->cfg.head_dim, cols, halfsplit);
+            pq__permute_rope_rows(t->f32, perm, t->rope_heads, m->cfg.head_dim, (size_t)cols * sizeof(float), halfsplit);
             src = perm;
         }
         t->nbytes = pq__dtype_nbytes(t->dtype, numel);
