@@ -8,7 +8,7 @@ DATA=${PQ_DATA:?PQ_DATA not set}
 M=$DATA/models/stories260K/stories260K.bin
 TOK=$DATA/models/stories260K/tok512.bin
 TEXT=$DATA/text/tinystories/tinystories_val.txt
-if [ ! -f "$M" ] || [ ! -f "$TEXT" ]; then echo "SKIP: stories260K or tinystories missing"; exit 0; fi
+if [ ! -f "$M" ] || [ ! -f "$TEXT" ]; then echo "FAIL: stories260K or tinystories missing under $PQ_DATA" >&2; exit 1; fi
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 pass=0

@@ -9,7 +9,7 @@ DATA=${PQ_DATA:?PQ_DATA not set}
 M=$DATA/models/stories260K/stories260K.bin
 TOK=$DATA/models/stories260K/tok512.bin
 TEXT=$DATA/text/tinystories/tinystories_val.txt
-if [ ! -f "$M" ] || [ ! -f "$TEXT" ]; then echo "SKIP: stories260K or tinystories missing"; exit 0; fi
+if [ ! -f "$M" ] || [ ! -f "$TEXT" ]; then echo "FAIL: stories260K or tinystories missing under $PQ_DATA" >&2; exit 1; fi
 if ! "$BIN" sweep --help > /dev/null 2>&1; then
     echo "FAIL: '$BIN sweep' is not a command (cli/main.c must dispatch sweep/recommend/report)" >&2
     exit 1
