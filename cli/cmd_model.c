@@ -63,6 +63,21 @@ static int need_tokenizer(const char *cmd, const pq_model *m, const char *path) 
     return 1;
 }
 
+/* The tokenizer of MODEL, or the one given by --tokenizer alone; NULL after printing an error.
+ * *m or *own receives what the caller must free. */
+static const pq_tokenizer *open_tokenizer(const char *cmd, pq_ctx *ctx, const common_opts *o, pq_model **m,
+                                          pq_tokenizer **own) {
+    if (o->model) {
+        if (!(*m = load_model(cmd, ctx, o)) || need_tokenizer(cmd, *m, o->model)) return NULL;
+        return pq_model_tokenizer(*m);
+    }
+    if (pq_tokenizer_load(ctx, o->tokenizer, own) != PQ_OK) {
+        cli_fail(cmd, ctx);
+        return NULL;
+    }
+    return *own;
+}
+
 static void print_json(cJSON *j) {
     char *s = cJSON_Print(j);
     if (s) printf("%s\n", s);
@@ -207,17 +222,7 @@ int cli_tokenize(int argc, char **argv) {
     pq_tokenizer *own = NULL;
     const pq_tokenizer *tok = NULL;
     int rc = 1;
-    if (o.model) {
-        if (!(m = load_model(cmd, ctx, &o))) goto out;
-        if (need_tokenizer(cmd, m, o.model)) goto out;
-        tok = pq_model_tokenizer(m);
-    } else {
-        if (pq_tokenizer_load(ctx, o.tokenizer, &own) != PQ_OK) {
-            cli_fail(cmd, ctx);
-            goto out;
-        }
-        tok = own;
-    }
+    if (!(tok = open_tokenizer(cmd, ctx, &o, &m, &own))) goto out;
     int32_t *ids = NULL;
     int64_t n = 0;
     if (pq_tokenize(ctx, tok, text, text_len, bos, &ids, &n) != PQ_OK) {
@@ -274,16 +279,7 @@ int cli_detokenize(int argc, char **argv) {
     pq_tokenizer *own = NULL;
     const pq_tokenizer *tok = NULL;
     int rc = 1;
-    if (o.model) {
-        if (!(m = load_model(cmd, ctx, &o)) || need_tokenizer(cmd, m, o.model)) goto out;
-        tok = pq_model_tokenizer(m);
-    } else {
-        if (pq_tokenizer_load(ctx, o.tokenizer, &own) != PQ_OK) {
-            cli_fail(cmd, ctx);
-            goto out;
-        }
-        tok = own;
-    }
+    if (!(tok = open_tokenizer(cmd, ctx, &o, &m, &own))) goto out;
     const int64_t nv = pq_tokenizer_n_vocab(tok);
     const int32_t bos = pq_tokenizer_bos(tok), eos = pq_tokenizer_eos(tok);
     int32_t prev = bos; /* start of text: the first piece drops its dummy-prefix space */
