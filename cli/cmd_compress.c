@@ -218,6 +218,7 @@ int pq_cli_compress(int argc, char **argv) {
     pq_ctx *ctx = cli_ctx_new((int)threads, quiet);
     pq_load_params lp = pq_load_params_default();
     lp.tokenizer_path = tokenizer;
+    lp.defer_weights = 1; /* the pipeline converts one block at a time */
     pq_model *m = NULL;
     int32_t *ids = NULL;
     int64_t n_ids = 0;

@@ -100,6 +100,9 @@ static void print_report(const pq_eval_report *r, const char *data_dir) {
         const pq_task_result *t = &r->tasks[i];
         printf("  %s: %s%s\n    file %s\n", t->name, t->protocol, t->base_cached ? " (base result from cache)" : "",
                t->file);
+        if (t->seconds > 0)
+            printf("    %lld %s in %.2f s: %.1f %s/s\n", (long long)t->n, t->metric[0] == 'p' ? "tokens" : "items",
+                   t->seconds, (double)t->n / t->seconds, t->metric[0] == 'p' ? "tokens" : "items");
     }
     if (r->has_kld) {
         const pq_kld_result *k = &r->kld;
@@ -114,6 +117,9 @@ static void print_report(const pq_eval_report *r, const char *data_dir) {
         printf("  ppl           base %.4f  model %.4f  ln(ratio) %.6f +/- %.6f\n", k->ppl_base, k->ppl_model,
                k->ln_ppl_ratio, k->ln_ppl_ratio_se);
         printf("  protocol      %s\n", k->protocol);
+        if (k->seconds > 0)
+            printf("  throughput    %lld tokens in %.2f s: %.0f tokens/s (base and model forward passes)\n",
+                   (long long)k->n_tokens, k->seconds, (double)k->n_tokens / k->seconds);
     }
     const pq_metrics *m = &r->metrics;
     char a[32], b[32], c[32], d[32];

@@ -38,7 +38,9 @@ static const char *recommend_usage =
     "  compressed linear weights; --min-sr: the smallest config with Sr >= Y.\n"
     "  --json prints only the recipe (usable by 'prunequant compress --recipe').\n";
 
-static const char *report_usage = "usage: prunequant report --db FILE --out report.html\n";
+static const char *report_usage =
+    "usage: prunequant report --db FILE [--out report.html] [--text]\n"
+    "  --out writes the HTML report; --text prints the iso-TCr table (joint vs quantization only).\n";
 
 static volatile sig_atomic_t interrupted;
 
@@ -90,17 +92,21 @@ static int sweep_main(int argc, char **argv, int rank, int size);
 int pq_cli_sweep(int argc, char **argv) {
     int rank = 0, size = 1;
 #ifdef PQ_HAVE_MPI
+    /* MPI only when started by a launcher (mpirun / srun): a plain run stays a plain process */
+    const int launched = getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK");
     int provided = 0;
-    if (MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+    if (launched && MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
         fprintf(stderr, "prunequant sweep: MPI_Init failed\n");
         return 1;
     }
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (launched) {
+        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+        MPI_Comm_size(MPI_COMM_WORLD, &size);
+    }
 #endif
     int ret = sweep_main(argc, argv, rank, size);
 #ifdef PQ_HAVE_MPI
-    MPI_Finalize();
+    if (launched) MPI_Finalize();
 #endif
     return ret;
 }
@@ -203,7 +209,7 @@ static int sweep_main(int argc, char **argv, int rank, int size) {
     if (!db_ok) cli_fail(cmd, ctx);
 #ifdef PQ_HAVE_MPI
     /* every rank must learn that rank 0 cannot write before anyone starts working */
-    MPI_Bcast(&db_ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (size > 1) MPI_Bcast(&db_ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
 #endif
     if (!db_ok) goto done;
     if (size > 1 && !quiet) fprintf(stderr, "prunequant %s: %d MPI ranks; rank 0 writes %s\n", cmd, size, db_path);
@@ -319,11 +325,16 @@ int pq_cli_recommend(int argc, char **argv) {
 int pq_cli_report(int argc, char **argv) {
     const char *cmd = "report";
     const char *db_path = NULL, *out = NULL;
+    int text = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             printf("%s", report_usage);
             return 0;
+        }
+        if (!strcmp(a, "--text")) {
+            text = 1;
+            continue;
         }
         if (!strcmp(a, "--db")) {
             if (!(db_path = val(cmd, argc, argv, &i))) return 2;
@@ -333,13 +344,19 @@ int pq_cli_report(int argc, char **argv) {
             return cli_usage_error(cmd, "unknown argument %s", a);
         }
     }
-    if (!db_path || !out) return cli_usage_error(cmd, "--db FILE and --out FILE.html are required");
+    if (!db_path || (!out && !text)) return cli_usage_error(cmd, "--db FILE and --out FILE.html or --text are required");
     pq_ctx *ctx = cli_ctx_new(0, 1);
     pq_sweep_results r;
     memset(&r, 0, sizeof r);
     int ret = load_db(cmd, ctx, db_path, &r);
-    if (!ret && pq_sweep_report_html(ctx, &r, out) != PQ_OK) ret = cli_fail(cmd, ctx);
-    if (!ret) fprintf(stderr, "prunequant %s: wrote %s (%lld runs)\n", cmd, out, (long long)r.n);
+    if (!ret && out && pq_sweep_report_html(ctx, &r, out) != PQ_OK) ret = cli_fail(cmd, ctx);
+    if (!ret && out) fprintf(stderr, "prunequant %s: wrote %s (%lld runs)\n", cmd, out, (long long)r.n);
+    if (!ret && text) {
+        char *t = pq_sweep_report_text(&r);
+        if (t) fputs(t, stdout);
+        else ret = cli_fail(cmd, ctx);
+        free(t);
+    }
     pq_sweep_results_free(&r);
     pq_ctx_free(ctx);
     return ret;

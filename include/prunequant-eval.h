@@ -57,6 +57,7 @@ typedef struct pq_task_result {
     double base_score, base_se, base_score2;
     double retention;         /* score/base (ppl: base/score); NAN if undefined */
     double retention_norm;    /* chance-normalised retention; NAN if not MC or undefined */
+    double seconds;           /* wall time of the model's evaluation (pq_eval_run; base not included) */
 } pq_task_result;
 
 typedef struct pq_kld_result {
@@ -70,6 +71,7 @@ typedef struct pq_kld_result {
     double ln_ppl_ratio, ln_ppl_ratio_se;
     char protocol[320];
     char file[512];
+    double seconds; /* wall time (both models' forward passes), set by pq_eval_run */
 } pq_kld_result;
 
 typedef struct pq_metrics {

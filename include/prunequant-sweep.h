@@ -128,6 +128,10 @@ pq_status pq_sweep_recommend(pq_ctx *ctx, const pq_sweep_results *r, pq_sweep_go
  * <svg id="sr-vs-tcr"> (scatter + Pareto frontier), <svg id="iso-tcr"> (joint vs
  * quantization-only bars per TCr), <svg id="srcr-ranking">, per-task tables, protocol. */
 pq_status pq_sweep_report_html(pq_ctx *ctx, const pq_sweep_results *r, const char *path);
+/* The iso-TCr table as text (malloc'ed; NULL when out of memory): per TCr the done runs by
+ * Sr (kind, config, Sr, SrCr, ACr, bpw, per-task retention), then the best joint run against
+ * the best quantization-only run at each TCr. */
+char *pq_sweep_report_text(const pq_sweep_results *r);
 /* The Pareto frontier flags (1 = on it: no other done run has TCr >= and Sr >, or TCr > and
  * Sr >=) into on[r->n] (0 for runs not done). */
 void pq_sweep_pareto(const pq_sweep_results *r, int *on);

@@ -104,6 +104,11 @@ typedef struct pq_model pq_model;
 typedef struct pq_load_params {
     const char *tokenizer_path; /* overrides or supplies the tokenizer; NULL = from the model */
     int use_mmap;               /* default 1 */
+    int defer_weights;          /* default 0. 1: the large weights (embeddings, lm_head, block
+                                   linears) are checked but not converted to float32 at load;
+                                   only pq_compress_model accepts such a model, and it converts
+                                   one block at a time, so a bf16 model is compressed in the
+                                   memory of one f32 block instead of the whole model in f32 */
 } pq_load_params;
 
 pq_load_params pq_load_params_default(void);

@@ -2,7 +2,7 @@
 # Installs the Debian packages prunequant builds and tests with (chromium renders the HTML
 # report in a test), when run as root and any is missing.
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev libcjson-dev libpcre2-dev libsqlite3-dev libbz2-dev chromium)
+pkgs=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev libcjson-dev libpcre2-dev libsqlite3-dev libbz2-dev chromium openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

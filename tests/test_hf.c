@@ -47,7 +47,7 @@ static void tl_add(tlist *l, const char *name, pq_dtype dt, int nd, int64_t d0, 
     for (int64_t k = 0; k < numel; k++) l->f32[i][k] = (float)((k * 37 + i * 11) % 101 - 50) / 64.0f;
     l->buf[i] = malloc(pq__dtype_nbytes(dt, numel) + 1);
     pq__from_f32(dt, l->f32[i], l->buf[i], numel);
-    l->e[i] = (pq__st_entry){l->names[i], dt, nd, {d0, nd == 2 ? d1 : 0}, l->buf[i], pq__dtype_nbytes(dt, numel)};
+    l->e[i] = (pq__st_entry){l->names[i], dt, nd, {d0, nd == 2 ? d1 : 0}, l->buf[i], pq__dtype_nbytes(dt, numel), NULL, NULL, 0};
 }
 
 static int tl_find(const tlist *l, const char *name) {

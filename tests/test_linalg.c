@@ -242,10 +242,53 @@ static void test_transpose(void) {
     free(b8);
 }
 
+/* Factoring in H's own memory gives the factor of the out-of-place float32 route, through
+ * the same damping escalation (rank-deficient H, a dead column); failures leave nothing to
+ * free twice. */
+static void test_inplace(void) {
+    const int64_t n = 200;
+    pq_ctx *ctx = pq_ctx_new();
+    float *H = spd(n, 30, 0.0);
+    for (int64_t j = 0; j < n; j++)
+        H[11 * n + j] = H[j * n + 11] = 0.0f;
+    float *Hc = malloc(sizeof(float) * (size_t)(n * n));
+    memcpy(Hc, H, sizeof(float) * (size_t)(n * n));
+    pq__hfactor a, b;
+    CHECK(pq__hfactor_compute(ctx, H, n, NULL, 0.0, 1, 2, NULL, &a) == PQ_OK);
+    CHECK(pq__hfactor_compute(ctx, Hc, n, NULL, 0.0, 1, 2, Hc, &b) == PQ_OK);
+    CHECK(b.vs == Hc && b.vs_borrowed && !a.vs_borrowed);
+    CHECK(a.retries >= 1 && a.retries == b.retries && a.damp == b.damp && a.n_dead == 1 && b.n_dead == 1);
+    double worst = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        worst = fmax(worst, fabs((double)a.vdiag[i] - b.vdiag[i]) / fabs((double)a.vdiag[i]));
+        for (int64_t k = i + 1; k < n; k++)
+            worst = fmax(worst, fabs((double)a.vs[i * n + k] - b.vs[i * n + k]) / (fabs((double)a.vs[i * n + k]) + 1e-6));
+    }
+    CHECK_MSG(worst < 1e-5, "in-place factor differs by %g", worst);
+    pq__hfactor_free(&a);
+    pq__hfactor_free(&b); /* does not free Hc */
+    /* the in-place route needs float32 and no permutation */
+    int64_t perm[3] = {2, 1, 0};
+    CHECK(pq__hfactor_compute(ctx, Hc, 3, perm, 0.01, 1, 1, Hc, &b) == PQ_ERR_INVALID);
+    CHECK(pq__hfactor_compute(ctx, Hc, 3, NULL, 0.01, 0, 1, Hc, &b) == PQ_ERR_INVALID);
+    /* indefinite: every escalation fails; H's memory stays the caller's */
+    for (int64_t i = 0; i < n * n; i++)
+        Hc[i] = 0.0f;
+    for (int64_t j = 0; j < n; j++)
+        Hc[j * n + j] = 1.0f;
+    Hc[5 * n + 5] = -1e6f;
+    CHECK(pq__hfactor_compute(ctx, Hc, n, NULL, 0.01, 1, 1, Hc, &b) == PQ_ERR_NUMERIC);
+    CHECK(b.vs == NULL);
+    free(Hc);
+    free(H);
+    pq_ctx_free(ctx);
+}
+
 int main(void) {
     test_known();
     test_published_route();
     test_dead_and_escalation();
+    test_inplace();
     test_quad_error();
     test_transpose();
     return test_end("test_linalg");

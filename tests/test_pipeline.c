@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "calib/calib.h"
 #include "model/packed.h"
 #include "prunequant-pipeline.h"
 #include "synth.h"
@@ -120,11 +121,124 @@ static int dir_entries(const char *path) {
     return n;
 }
 
+static char *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long k = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = k >= 0 ? malloc((size_t)k + 1) : NULL;
+    if (b && fread(b, 1, (size_t)k, f) != (size_t)k) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    *n = b ? (size_t)k : 0;
+    return b;
+}
+
+/* Every file of folder a equals the one of the same name in b. */
+static int same_folders(const char *a, const char *b) {
+    DIR *d = opendir(a);
+    if (!d) return 0;
+    int ok = dir_entries(a) == dir_entries(b), files = 0;
+    struct dirent *e;
+    while (ok && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char pa[512], pb[512];
+        snprintf(pa, sizeof pa, "%s/%s", a, e->d_name);
+        snprintf(pb, sizeof pb, "%s/%s", b, e->d_name);
+        size_t na, nb;
+        char *ba = slurp(pa, &na), *bb = slurp(pb, &nb);
+        ok = ba && bb && na == nb && memcmp(ba, bb, na) == 0;
+        if (!ok) fprintf(stderr, "same_folders: %s differs\n", e->d_name);
+        files++;
+        free(ba);
+        free(bb);
+    }
+    closedir(d);
+    return ok && files > 0;
+}
+
+/* A model loaded with deferred weights (f16 on disk: converted one block at a time,
+ * embeddings and lm_head streamed in pieces) compresses to exactly the same folder as the
+ * model loaded whole; its forward pass is refused. */
+static void check_deferred(pq_ctx *ctx) {
+    pq__config c = synth_config(PQ_ARCH_LLAMA, 64, 128, 2, 4, 2, 2600);
+    c.tied = 0;
+    pq_model *m = synth_model(ctx, &c, 5);
+    CHECK(m != NULL);
+    if (!m) return;
+    const char *src = out_path("deferred_src");
+    CHECK(pq_model_save(ctx, m, PQ_FORMAT_HF, src, PQ_DTYPE_F16) == PQ_OK);
+    pq_model_free(m);
+    pq_load_params lp = pq_load_params_default();
+    pq_model *whole = NULL, *lazy = NULL;
+    CHECK(pq_model_load(ctx, src, &lp, &whole) == PQ_OK);
+    lp.defer_weights = 1;
+    CHECK(pq_model_load(ctx, src, &lp, &lazy) == PQ_OK);
+    if (whole && lazy) {
+        int32_t *calib = random_tokens(3000, c.vocab_size, 1);
+        pq_compress_params p = base_params();
+        p.layer.prune = PQ_PRUNE_SPARSEGPT;
+        p.layer.sparsity = 0.25;
+        p.dtype = PQ_DTYPE_F16;
+        CHECK(pq_compress_model(ctx, whole, calib, 3000, &p, out_path("deferred_a")) == PQ_OK);
+        CHECK_MSG(pq_compress_model(ctx, lazy, calib, 3000, &p, out_path("deferred_b")) == PQ_OK, "%s",
+                  pq_ctx_error(ctx));
+        CHECK(same_folders(out_path("deferred_a"), out_path("deferred_b")));
+        float *l = logits_of(ctx, lazy, calib);
+        CHECK(l == NULL && strstr(pq_ctx_error(ctx), "defer_weights") != NULL);
+        free(l);
+        free(calib);
+    }
+    pq_model_free(whole);
+    pq_model_free(lazy);
+}
+
+/* The panelled Hessian accumulator against a naive double X^T X: several chunks, a column
+ * count that is not a multiple of the panel, finished in place. */
+static void check_hacc(pq_ctx *ctx) {
+    const int64_t cols = 1100, n1 = 37, n2 = 64;
+    float *x = malloc((size_t)((n1 + n2) * cols) * sizeof(float));
+    double *ref = calloc((size_t)(cols * cols), sizeof(double));
+    uint64_t s = 7;
+    for (int64_t i = 0; i < (n1 + n2) * cols; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)((double)(s >> 11) / 9007199254740992.0 - 0.5) + (i % cols == 5 ? 20.0f : 0.0f);
+    }
+    for (int64_t r = 0; r < n1 + n2; r++)
+        for (int64_t i = 0; i < cols; i++)
+            for (int64_t j = 0; j < cols; j++)
+                ref[i * cols + j] += (double)x[r * cols + i] * x[r * cols + j];
+    pq__hacc a;
+    CHECK(pq__hacc_init(ctx, &a, cols) == PQ_OK);
+    pq__hacc_add(&a, x, n1);
+    pq__hacc_add(&a, x + n1 * cols, n2);
+    float *H = NULL;
+    CHECK(pq__hacc_finish(ctx, &a, &H) == PQ_OK && H);
+    double worst = 0;
+    for (int64_t i = 0; H && i < cols * cols; i++) {
+        const double want = 2.0 * ref[i] / (double)(n1 + n2), d = fabs(H[i] - want) / (fabs(want) + 1e-2);
+        if (d > worst) worst = d;
+    }
+    CHECK_MSG(worst < 1e-5, "hacc worst relative error %g", worst);
+    CHECK(H && H[3 * cols + 1000] == H[1000 * cols + 3]);
+    float *H2 = NULL;
+    CHECK(pq__hacc_finish(ctx, &a, &H2) != PQ_OK && !H2); /* consumed */
+    pq__hacc_free(&a);
+    free(H);
+    free(x);
+    free(ref);
+}
+
 int main(void) {
     snprintf(root, sizeof root, "/tmp/pq_test_pipeline_XXXXXX");
     if (!mkdtemp(root)) return 1;
     pq_ctx *ctx = pq_ctx_new();
     pq_ctx_set_threads(ctx, 2);
+    check_hacc(ctx);
+    check_deferred(ctx);
 
     /* 1. dense == packed, for quantization, pruning only, joint, act-order, interleaved RoPE, biases */
     pq__config c = synth_config(PQ_ARCH_LLAMA, 64, 128, 2, 4, 2, 97);

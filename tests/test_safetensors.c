@@ -569,7 +569,7 @@ static void test_many(void) {
     float one = 1.0f;
     for (int i = 0; i < N; i++) {
         snprintf(names[i], 16, "t%d", i);
-        e[i] = (pq__st_entry){names[i], PQ_DTYPE_F32, 1, {1}, &one, 4};
+        e[i] = (pq__st_entry){names[i], PQ_DTYPE_F32, 1, {1}, &one, 4, NULL, NULL, 0};
     }
     pq_ctx *ctx = pq_ctx_new();
     uint8_t *img = NULL;

@@ -10,18 +10,20 @@
 pq_status pq__calib_windows(pq_ctx *ctx, const int32_t *tokens, int64_t n_tokens, int64_t n, int64_t len,
                             uint64_t seed, int32_t **windows, int64_t **starts);
 
-/* X^T X summed in double (chunks are multiplied in float: ssyrk, then added). */
+/* X^T X summed in double (each chunk is multiplied in float, one panel of columns at a time,
+ * then added). */
 typedef struct pq__hacc {
     int64_t cols, n;
     double *sum; /* [cols, cols], lower triangle */
-    float *tmp;  /* [cols, cols] */
+    float *tmp;  /* [cols, panel] */
 } pq__hacc;
 
 pq_status pq__hacc_init(pq_ctx *ctx, pq__hacc *a, int64_t cols);
 /* Adds x [n, cols]; cannot fail (buffers are allocated by init). */
 void pq__hacc_add(pq__hacc *a, const float *x, int64_t n);
-/* H = 2 sum / N as a full symmetric float matrix [cols, cols] (malloc'ed). */
-pq_status pq__hacc_finish(pq_ctx *ctx, const pq__hacc *a, float **H);
+/* H = 2 sum / N as a full symmetric float matrix [cols, cols] (malloc'ed), built in place in
+ * the accumulator's memory: the accumulator is consumed (free it afterwards as usual). */
+pq_status pq__hacc_finish(pq_ctx *ctx, pq__hacc *a, float **H);
 void pq__hacc_free(pq__hacc *a);
 
 #endif

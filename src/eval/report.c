@@ -48,6 +48,8 @@ static cJSON *kld_json(const pq_kld_result *k) {
     num(o, "tokens", (double)k->n_tokens);
     num(o, "windows", (double)k->n_windows);
     num(o, "ctx", (double)k->ctx);
+    num(o, "seconds", k->seconds);
+    num(o, "tokens_per_second", k->seconds > 0 ? (double)k->n_tokens / k->seconds : NAN);
     cJSON_AddStringToObject(o, "protocol", k->protocol);
     cJSON_AddStringToObject(o, "file", k->file);
     return o;
@@ -88,6 +90,8 @@ char *pq_eval_report_json(const pq_eval_report *r) {
             if (t->has_base) num(m2, "base_score", t->base_score2);
         }
         num(o, "n", (double)t->n);
+        num(o, "seconds", t->seconds);
+        num(o, "per_second", t->seconds > 0 ? (double)t->n / t->seconds : NAN); /* items (ppl: tokens) per s */
         if (t->metric[0] != 'p') num(o, "shots", t->shots);
         cJSON_AddStringToObject(o, "protocol", t->protocol);
         cJSON_AddStringToObject(o, "file", t->file);

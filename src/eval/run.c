@@ -5,8 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "eval/eval.h"
+#include "joint/pipeline.h"
+#include "model/packed.h"
 #include "tokenizer/tokenizer.h"
 
 pq_eval_params pq_eval_params_default(void) {
@@ -342,32 +345,55 @@ static void cache_put(pq_ctx *ctx, const char *dir, const char *key, const pq_ta
     free(path);
 }
 
+static double wall_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 /* ---------------------------------------------------------------- metrics of a model */
 
-static int is_linear(const char *name) { return strstr(name, "_proj.weight") != NULL; }
-
+/* Sparsity and bits: given by the caller, else declared by a prunequant-compressed folder
+ * (config.json quantization_config), else measured (zeros of the weights; Q4_0 / Q8_0 GGUF
+ * tensors count as 4 / 8 bits). ACr and bpw: the bytes stored for the linear weights (packed
+ * tensors with their scales, zeros and masks, or the .weight tensors as stored). */
 static void model_metrics(const pq_model *m, const pq_compress_info *ci, pq_metrics *mt) {
     int64_t n_lin = 0, zeros = 0;
     size_t stored = 0;
     int q4 = 0, q8 = 0, other = 0;
-    for (int64_t i = 0; i < m->src.n_tensors; i++) {
-        const pq__tensor *t = &m->src.tensors[i];
-        if (!is_linear(t->name)) continue;
-        n_lin += pq__tensor_numel(t);
-        stored += t->nbytes;
-        if (t->dtype == PQ_DTYPE_Q4_0) q4++;
-        else if (t->dtype == PQ_DTYPE_Q8_0) q8++;
-        else other++;
-    }
-    /* zeros of the float32 weights the forward uses */
     for (int64_t l = 0; l < m->cfg.n_layers; l++) {
         const pq__block *b = &m->blocks[l];
         const pq__linear *ls[7] = {&b->q, &b->k, &b->v, &b->o, &b->gate, &b->up, &b->down};
-        for (int j = 0; j < 7; j++)
-            for (int64_t e = 0; e < ls[j]->rows * ls[j]->cols; e++) zeros += ls[j]->w[e] == 0.0f;
+        for (int j = 0; j < 7; j++) {
+            const int64_t n = ls[j]->rows * ls[j]->cols;
+            char base[128], wn[144];
+            snprintf(base, sizeof base, "model.layers.%lld.%s", (long long)l, pq__linear_names[j]);
+            snprintf(wn, sizeof wn, "%s.weight", base);
+            const pq__tensor *t = pq__source_find(&m->src, wn);
+            if (pq__packed_present(&m->src, base)) {
+                stored += pq__packed_bytes(&m->src, base);
+                other++;
+            } else {
+                stored += t ? t->nbytes : (size_t)n * 4;
+                if (t && t->dtype == PQ_DTYPE_Q4_0) q4++;
+                else if (t && t->dtype == PQ_DTYPE_Q8_0) q8++;
+                else other++;
+            }
+            n_lin += n;
+            for (int64_t e = 0; e < n; e++) /* zeros of the float32 weights the forward uses */
+                zeros += ls[j]->w[e] == 0.0f;
+        }
     }
-    mt->sparsity = ci->sparsity >= 0 ? ci->sparsity : (n_lin ? (double)zeros / (double)n_lin : 0);
-    mt->bits = ci->bits > 0 ? ci->bits : (q4 && !q8 && !other) ? 4 : (q8 && !q4 && !other) ? 8 : 16;
+    const pq__config *c = &m->cfg;
+    mt->sparsity = ci->sparsity >= 0     ? ci->sparsity
+                   : c->declared_bits    ? c->declared_sparsity
+                   : n_lin               ? (double)zeros / (double)n_lin
+                                         : 0;
+    mt->bits = ci->bits > 0           ? ci->bits
+               : c->declared_bits     ? c->declared_bits
+               : (q4 && !q8 && !other) ? 4
+               : (q8 && !q4 && !other) ? 8
+                                       : 16;
     mt->stored_bits = pq_metrics_bpw(stored, n_lin);
     size_t bytes = ci->linear_bytes ? ci->linear_bytes : stored;
     mt->tcr = pq_metrics_tcr(mt->sparsity, mt->bits);
@@ -423,13 +449,17 @@ pq_status pq_eval_run(pq_ctx *ctx, const pq_model *model, const char *model_path
                 break;
             }
             if (r->has_kld) pq__log(ctx, PQ_LOG_WARN, "%s: only the last kld task is reported", spec);
+            const double t0 = wall_s();
             if ((st = pq_eval_kld(ctx, base, model, file, &p, &r->kld))) break;
+            r->kld.seconds = wall_s() - t0;
             r->has_kld = 1;
             continue;
         }
         pq_task_result res;
         pq__log(ctx, PQ_LOG_INFO, "task %s", spec);
+        const double t0 = wall_s();
         if ((st = pq_eval_task(ctx, model, spec, &p, &res))) break;
+        res.seconds = wall_s() - t0;
         if (base) {
             char key[2048];
             cache_key(key, sizeof key, base_hash, spec, &res, &p);

@@ -188,6 +188,20 @@ static pq_status parse_config(const cfg_reader *r, const cJSON *root, pq__config
     if (qc && !(cJSON_IsString(qm) && !strcmp(qm->valuestring, "prunequant")))
         return pq__fail(r->ctx, PQ_ERR_UNSUPPORTED,
                         "%s: field 'quantization_config': pre-quantized checkpoints are not supported", r->path);
+    if (qc) {
+        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(qc, "sparsity");
+        const cJSON *qq = cJSON_GetObjectItemCaseSensitive(qc, "quant");
+        const cJSON *qb = cJSON_GetObjectItemCaseSensitive(qc, "bits");
+        const int quantized = cJSON_IsString(qq) && strcmp(qq->valuestring, "none");
+        if (!cJSON_IsNumber(sp) || sp->valuedouble < 0 || sp->valuedouble >= 1 || !cJSON_IsString(qq) ||
+            (quantized && (!cJSON_IsNumber(qb) || qb->valuedouble < 2 || qb->valuedouble > 8)))
+            return pq__fail(r->ctx, PQ_ERR_FORMAT,
+                            "%s: field 'quantization_config': 'sparsity', 'quant' or 'bits' missing or out of range",
+                            r->path);
+        const cJSON *pm = cJSON_GetObjectItemCaseSensitive(qc, "prune");
+        c->declared_sparsity = cJSON_IsString(pm) && !strcmp(pm->valuestring, "none") ? 0.0 : sp->valuedouble;
+        c->declared_bits = quantized ? (int)qb->valuedouble : 16;
+    }
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
     if (cJSON_IsString(act) && strcmp(act->valuestring, "silu") && strcmp(act->valuestring, "swish"))
         return pq__fail(r->ctx, PQ_ERR_UNSUPPORTED, "%s: field 'hidden_act': '%.40s' is not supported (silu)",

@@ -483,7 +483,7 @@ static pq_status build_header(pq_ctx *ctx, const char *path, const pq__st_entry 
         if (t->nbytes != need)
             return pq__fail(ctx, PQ_ERR_INVALID, "%s: tensor '" NAME_FMT "': nbytes %zu, but %s with this shape needs %zu",
                             path, t->name, t->nbytes, dn, need);
-        if (t->nbytes && !t->data)
+        if (t->nbytes && !t->data && !t->fill)
             return pq__fail(ctx, PQ_ERR_INVALID, "%s: tensor '" NAME_FMT "': no data", path, t->name);
         if (t->nbytes > SIZE_MAX - off)
             return pq__fail(ctx, PQ_ERR_INVALID, "%s: total size overflows", path);
@@ -508,6 +508,21 @@ static void put_u64le(uint8_t out[8], uint64_t v) {
     for (int i = 0; i < 8; i++) out[i] = (uint8_t)(v >> (8 * i));
 }
 
+/* Writes one entry's bytes: directly, or through its fill callback piece by piece. */
+static pq_status write_entry(pq_ctx *ctx, pq__atomic *a, const pq__st_entry *e) {
+    if (!e->fill) return pq__atomic_write(ctx, a, e->data, e->nbytes);
+    const size_t chunk = e->chunk ? e->chunk : (size_t)16 << 20;
+    uint8_t *buf = pq__malloc(ctx, chunk < e->nbytes ? chunk : e->nbytes ? e->nbytes : 1, e->name);
+    if (!buf) return ctx->status;
+    pq_status st = PQ_OK;
+    for (size_t off = 0; off < e->nbytes && st == PQ_OK; off += chunk) {
+        const size_t k = e->nbytes - off < chunk ? e->nbytes - off : chunk;
+        if ((st = e->fill(ctx, e->user, off, buf, k)) == PQ_OK) st = pq__atomic_write(ctx, a, buf, k);
+    }
+    free(buf);
+    return st;
+}
+
 pq_status pq__safetensors_write(pq_ctx *ctx, const char *path, const pq__st_entry *e, int64_t n,
                                 const char *const *metadata) {
     pq__strbuf hb = {0};
@@ -528,7 +543,7 @@ pq_status pq__safetensors_write(pq_ctx *ctx, const char *path, const pq__st_entr
     put_u64le(len8, hb.len);
     st = pq__atomic_write(ctx, &a, len8, 8);
     if (st == PQ_OK) st = pq__atomic_write(ctx, &a, hb.p, hb.len);
-    for (int64_t i = 0; i < n && st == PQ_OK; i++) st = pq__atomic_write(ctx, &a, e[i].data, e[i].nbytes);
+    for (int64_t i = 0; i < n && st == PQ_OK; i++) st = write_entry(ctx, &a, &e[i]);
     pq__sb_free(&hb);
     if (st != PQ_OK) {
         pq__atomic_abort(&a);
@@ -562,9 +577,20 @@ pq_status pq__safetensors_serialize(pq_ctx *ctx, const pq__st_entry *e, int64_t 
     put_u64le(buf, hb.len);
     memcpy(buf + 8, hb.p, hb.len);
     size_t off = 8 + hb.len;
-    for (int64_t i = 0; i < n; i++) {
-        if (e[i].nbytes) memcpy(buf + off, e[i].data, e[i].nbytes);
+    for (int64_t i = 0; i < n && st == PQ_OK; i++) {
+        if (e[i].fill) {
+            const size_t chunk = e[i].chunk ? e[i].chunk : (size_t)16 << 20;
+            for (size_t o = 0; o < e[i].nbytes && st == PQ_OK; o += chunk)
+                st = e[i].fill(ctx, e[i].user, o, buf + off + o, e[i].nbytes - o < chunk ? e[i].nbytes - o : chunk);
+        } else if (e[i].nbytes) {
+            memcpy(buf + off, e[i].data, e[i].nbytes);
+        }
         off += e[i].nbytes;
+    }
+    if (st != PQ_OK) {
+        free(buf);
+        pq__sb_free(&hb);
+        return st;
     }
     pq__sb_free(&hb);
     *out = buf;

@@ -32,6 +32,12 @@ typedef struct pq__st_entry {
     int64_t shape[4];  /* outermost first */
     const void *data;
     size_t nbytes;
+    /* Streamed tensors (data NULL): fill writes bytes [off, off + n) of the tensor into dst,
+     * called in order with n = chunk (the last piece shorter), so that a tensor larger than
+     * the memory one wants to spend on it is produced piece by piece. */
+    pq_status (*fill)(pq_ctx *ctx, void *user, size_t off, void *dst, size_t n);
+    void *user;
+    size_t chunk;
 } pq__st_entry;
 
 /* Writes the tensors in order with contiguous offsets to path, atomically (temp file +

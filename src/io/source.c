@@ -1,6 +1,9 @@
 #include "io/source.h"
 
+#include <stdint.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "tokenizer/tokenizer.h"
@@ -86,6 +89,18 @@ size_t pq__source_file_bytes(const pq__source *s) {
     size_t n = 0;
     for (int i = 0; i < s->n_files; i++) n += s->files[i].size;
     return n;
+}
+
+void pq__source_release(const pq__source *s, const void *p, size_t n) {
+    const uint8_t *b = p;
+    for (int i = 0; i < s->n_files; i++) {
+        const pq__file *f = &s->files[i];
+        if (!f->mapped || b < f->data || b + n > f->data + f->size) continue;
+        const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+        uintptr_t lo = ((uintptr_t)b + page - 1) & ~(page - 1), hi = ((uintptr_t)b + n) & ~(page - 1);
+        if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED); /* private read-only file map: reread on access */
+        return;
+    }
 }
 
 const char *pq__detect_format(const char *path) {

@@ -35,6 +35,11 @@ typedef struct pq__config {
     float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int64_t rope_orig_max_pos;
     int32_t bos_id, eos_id; /* from the model's metadata, -1 if not given */
+    /* the recipe a prunequant-compressed folder declares (config.json quantization_config):
+     * declared_sparsity (fraction; N/M for a pattern) and declared_bits (16 = not quantized);
+     * declared_bits 0 = no declaration */
+    double declared_sparsity;
+    int declared_bits;
 } pq__config;
 
 const char *pq__arch_name(pq__arch a);
@@ -75,6 +80,10 @@ const pq__tensor *pq__source_find(const pq__source *s, const char *name);
 /* Adds a mapped file to the source (the source closes it). */
 pq_status pq__source_add_file(pq_ctx *ctx, pq__source *s, const char *path, int use_mmap, pq__file **out);
 size_t pq__source_file_bytes(const pq__source *s);
+/* Drops the resident pages wholly inside [p, p + n) when that range lies in a memory-mapped
+ * file of s (the kernel rereads them from the file on the next access); a no-op for data
+ * that was read into memory. Keeps the resident size of a streamed pass at what it uses. */
+void pq__source_release(const pq__source *s, const void *p, size_t n);
 
 /* Format readers. Each fills an initialised source; on failure the message names the file
  * and the field. The tokenizer is loaded when the file embeds one (GGUF) or when a known

@@ -9,6 +9,7 @@
 
 #include "prunequant-compress.h"
 #include "common/common.h"
+#include "joint/pipeline.h"
 #include "joint/sweep.h"
 #include "linalg/linalg.h"
 #include "prune/prune.h"
@@ -149,6 +150,7 @@ typedef struct layer {
     const pq_layer_params *p;
     int64_t rows, cols;
     const float *H;
+    float *h_work; /* H itself when the caller lets it be destroyed and the recipe allows it */
     int nt;
     int64_t *perm;      /* [cols] act-order, NULL without */
     pq__hfactor fac[2]; /* [0] natural order, [1] act-order */
@@ -163,7 +165,8 @@ typedef struct layer {
 static float *get_ws(layer *L) {
     if (!L->ws) {
         const size_t sweep = sizeof(float) * 2 * (size_t)(L->rows * L->cols);
-        const size_t fac = (L->p->factor_f32 ? sizeof(float) : sizeof(double)) * (size_t)(L->cols * L->cols);
+        const size_t fac =
+            L->h_work ? 0 : (L->p->factor_f32 ? sizeof(float) : sizeof(double)) * (size_t)(L->cols * L->cols);
         L->ws_bytes = sweep > fac ? sweep : fac;
         L->ws = pq__big_malloc(L->ctx, L->ws_bytes, "sweep weights");
     }
@@ -172,9 +175,13 @@ static float *get_ws(layer *L) {
 
 static pq_status get_factor(layer *L, int permuted, const pq__hfactor **out) {
     if (!L->have[permuted]) {
-        if (!get_ws(L)) return PQ_ERR_NOMEM;
-        const pq_status st = pq__hfactor_compute(L->ctx, L->H, L->cols, permuted ? L->perm : NULL, L->p->percdamp,
-                                                 L->p->factor_f32, L->nt, L->ws, &L->fac[permuted]);
+        const int inplace = L->h_work && !permuted;
+        if (!inplace && !get_ws(L)) return PQ_ERR_NOMEM;
+        const pq_status st =
+            inplace ? pq__hfactor_compute(L->ctx, L->h_work, L->cols, NULL, L->p->percdamp, 1, L->nt, L->h_work,
+                                          &L->fac[0])
+                    : pq__hfactor_compute(L->ctx, L->H, L->cols, permuted ? L->perm : NULL, L->p->percdamp,
+                                          L->p->factor_f32, L->nt, L->ws, &L->fac[permuted]);
         if (st != PQ_OK) return st;
         L->have[permuted] = 1;
         L->res->damp = L->fac[permuted].damp;
@@ -323,8 +330,23 @@ static int cmp_diag_desc(const void *a, const void *b, void *arg) {
 
 /* ---------------------------------------------------------------- entry point */
 
+static pq_status layer_compress(pq_ctx *ctx, const pq_layer_params *p, float *W, int64_t rows, int64_t cols,
+                                const float *H, float *h_scratch, uint8_t *mask_out, pq_qcodes *codes_out,
+                                pq_layer_result *res_out);
+
 pq_status pq_layer_compress(pq_ctx *ctx, const pq_layer_params *p, float *W, int64_t rows, int64_t cols,
                             const float *H, uint8_t *mask_out, pq_qcodes *codes_out, pq_layer_result *res_out) {
+    return layer_compress(ctx, p, W, rows, cols, H, NULL, mask_out, codes_out, res_out);
+}
+
+pq_status pq__layer_compress_scratch_h(pq_ctx *ctx, const pq_layer_params *p, float *W, int64_t rows, int64_t cols,
+                                       float *H, uint8_t *mask_out, pq_qcodes *codes_out, pq_layer_result *res_out) {
+    return layer_compress(ctx, p, W, rows, cols, H, H, mask_out, codes_out, res_out);
+}
+
+static pq_status layer_compress(pq_ctx *ctx, const pq_layer_params *p, float *W, int64_t rows, int64_t cols,
+                                const float *H, float *h_scratch, uint8_t *mask_out, pq_qcodes *codes_out,
+                                pq_layer_result *res_out) {
     const double t0 = now_s();
     pq_layer_result res;
     memset(&res, 0, sizeof res);
@@ -366,6 +388,12 @@ pq_status pq_layer_compress(pq_ctx *ctx, const pq_layer_params *p, float *W, int
     L.rows = rows;
     L.cols = cols;
     L.H = H;
+    /* H's memory becomes the factorisation's when the caller gives it up, the recipe needs H
+     * only for its one factorisation (a single sweep in natural order whose error comes from
+     * its own bookkeeping) and H is large enough for its n^2 buffers to matter: factored in
+     * float32 (as the reference implementation factors every H) in one n^2 buffer instead of
+     * H + an n^2 float64 work array + the float32 factor. */
+    if (h_scratch && identity && !p->act_order && cols > PQ_INPLACE_MIN_COLS) L.h_work = h_scratch;
     L.nt = pq__threads(ctx);
     L.res = &res;
     const int pattern = p->prune_n > 0 && p->prune_m > 0;

@@ -194,6 +194,46 @@ static pq_status tl_add_f32(pq_ctx *ctx, tlist *t, const pq__config *cfg, const 
     return tl_add(ctx, t, name, dt, cols ? 2 : 1, rows, cols, data, nb);
 }
 
+/* A [rows, cols] weight of the source model written in dtype piece by piece (embeddings and
+ * lm_head of a model loaded with deferred weights: never whole in memory). */
+typedef struct {
+    const pq_model *m;
+    const char *tensor;
+    int64_t cols;
+    pq_dtype dt;
+    float *tmp; /* [rows per piece, cols] */
+} stream_src;
+
+static pq_status stream_fill(pq_ctx *ctx, void *user, size_t off, void *dst, size_t n) {
+    stream_src *s = user;
+    const size_t rb = pq__dtype_nbytes(s->dt, s->cols);
+    const int64_t r0 = (int64_t)(off / rb), nr = (int64_t)(n / rb);
+    pq_status st = pq__model_rows_f32(ctx, s->m, s->tensor, r0, nr, s->tmp);
+    if (st == PQ_OK) pq__from_f32(s->dt, s->tmp, dst, nr * s->cols);
+    return st;
+}
+
+static pq_status tl_add_stream(pq_ctx *ctx, tlist *t, const pq_model *m, const char *name, int64_t rows, int64_t cols,
+                               pq_dtype dt) {
+    const int64_t per = 1024; /* rows per piece */
+    stream_src *s = pq__calloc(ctx, 1, sizeof *s, name);
+    if (!s || tl_own(ctx, t, s)) return ctx->status;
+    s->tmp = pq__malloc(ctx, (size_t)(per * cols) * sizeof(float), name);
+    if (!s->tmp || tl_own(ctx, t, s->tmp)) return ctx->status;
+    s->m = m;
+    s->tensor = name;
+    s->cols = cols;
+    s->dt = dt;
+    const size_t nb = pq__dtype_nbytes(dt, rows * cols);
+    pq_status st = tl_add(ctx, t, name, dt, 2, rows, cols, NULL, nb);
+    if (st) return st;
+    pq__st_entry *e = &t->e[t->n - 1];
+    e->fill = stream_fill;
+    e->user = s;
+    e->chunk = (size_t)per * pq__dtype_nbytes(dt, cols);
+    return PQ_OK;
+}
+
 static void tl_clear(tlist *t) {
     for (int64_t i = 0; i < t->n_owned; i++)
         free(t->owned[i]);
@@ -270,7 +310,9 @@ static pq_status write_config(pq_ctx *ctx, const pq_model *m, const char *dir, c
         cJSON_AddStringToObject(q, "quant_method", "prunequant");
         cJSON_AddStringToObject(q, "format", p->packed ? "packed-v1" : "dense");
         cJSON_AddStringToObject(q, "prune", pq_prune_method_name(l->prune));
-        cJSON_AddNumberToObject(q, "sparsity", l->prune_m ? (double)l->prune_n / l->prune_m : l->sparsity);
+        cJSON_AddNumberToObject(q, "sparsity", l->prune == PQ_PRUNE_NONE ? 0.0
+                                               : l->prune_m          ? (double)l->prune_n / l->prune_m
+                                                                     : l->sparsity);
         if (l->prune_m) {
             char pat[32];
             snprintf(pat, sizeof pat, "%d:%d", l->prune_n, l->prune_m);
@@ -439,15 +481,21 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
             st = pq__fail(ctx, PQ_ERR_INVALID, "calibration: token id %d out of range", win[i]);
             goto done;
         }
-        memcpy(r.X + i * D, m->embed + (int64_t)win[i] * D, (size_t)D * sizeof(float));
+        if (m->embed)
+            memcpy(r.X + i * D, m->embed + (int64_t)win[i] * D, (size_t)D * sizeof(float));
+        else if ((st = pq__model_rows_f32(ctx, m, "model.embed_tokens.weight", win[i], 1, r.X + i * D)))
+            goto done;
     }
 
     if ((st = pq__tmpdir_create(ctx, out_dir, &tmp))) goto done;
     const int64_t n_shards = c->n_layers + 1;
     /* shard 1: embeddings, final norm, lm_head */
-    if ((st = tl_add_f32(ctx, &tl, c, "model.embed_tokens.weight", m->embed, c->vocab_size, D, 0, p.dtype)) ||
+    if ((st = m->embed ? tl_add_f32(ctx, &tl, c, "model.embed_tokens.weight", m->embed, c->vocab_size, D, 0, p.dtype)
+                       : tl_add_stream(ctx, &tl, m, "model.embed_tokens.weight", c->vocab_size, D, p.dtype)) ||
         (st = tl_add_f32(ctx, &tl, c, "model.norm.weight", m->out_norm, D, 0, 0, p.dtype)) ||
-        (!c->tied && (st = tl_add_f32(ctx, &tl, c, "lm_head.weight", m->lm_head.w, c->vocab_size, D, 0, p.dtype))) ||
+        (!c->tied && (st = m->lm_head.w ? tl_add_f32(ctx, &tl, c, "lm_head.weight", m->lm_head.w, c->vocab_size, D,
+                                                     0, p.dtype)
+                                        : tl_add_stream(ctx, &tl, m, "lm_head.weight", c->vocab_size, D, p.dtype))) ||
         (st = write_shard(ctx, tmp, &tl, 0, n_shards, map, &total)))
         goto done;
     tl_clear(&tl);
@@ -462,12 +510,16 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
         char names[7][128];
         for (int i = 0; i < 7; i++) {
             snprintf(names[i], sizeof names[i], "model.layers.%lld.%s", (long long)l, pq__linear_names[i]);
-            w.w[i] = pq__malloc(ctx, (size_t)(lin[i]->rows * lin[i]->cols) * sizeof(float), names[i]);
-            if (!w.w[i]) {
+            const size_t wb = (size_t)(lin[i]->rows * lin[i]->cols) * sizeof(float);
+            if (!lin[i]->w) { /* deferred weights: converted (or decoded) now, one block at a time */
+                if ((st = pq__model_linear_f32(ctx, m, names[i], lin[i]->rows, lin[i]->cols, &w.w[i]))) goto done;
+            } else if ((w.w[i] = pq__malloc(ctx, wb, names[i]))) {
+                memcpy(w.w[i], lin[i]->w, wb);
+                pq__source_release(&m->src, lin[i]->w, wb); /* the copy is what is used from here on */
+            } else {
                 st = ctx->status;
                 goto done;
             }
-            memcpy(w.w[i], lin[i]->w, (size_t)(lin[i]->rows * lin[i]->cols) * sizeof(float));
             lin[i]->w = w.w[i];
             w.done[i] = compressing && !(have_re && regexec(&re, names[i], 0, NULL, 0) == 0);
         }
@@ -495,9 +547,18 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
                     st = ctx->status;
                     goto done;
                 }
+                /* the last linear of this stage reading H[g] may use its memory; then it goes */
+                int last_user = 1;
+                for (int j = i + 1; j < 7; j++)
+                    if (w.done[j] && lin_group[j] == lin_group[i] && (n_stages == 1 || stage_of_seq[j] == s))
+                        last_user = 0;
                 pq_layer_result res;
-                if ((st = pq_layer_compress(ctx, i == 6 ? &down : &p.layer, w.w[i], rows, cols, H[lin_group[i]],
-                                            w.mask[i], &w.codes[i], &res))) {
+                const pq_layer_params *lp = i == 6 ? &down : &p.layer;
+                float *Hg = H[lin_group[i]];
+                if ((st = last_user ? pq__layer_compress_scratch_h(ctx, lp, w.w[i], rows, cols, Hg, w.mask[i],
+                                                                   &w.codes[i], &res)
+                                    : pq_layer_compress(ctx, lp, w.w[i], rows, cols, Hg, w.mask[i], &w.codes[i],
+                                                        &res))) {
                     char msg[512];
                     snprintf(msg, sizeof msg, "%s", pq_ctx_error(ctx));
                     pq__fail(ctx, st, "%s: %s", names[i], msg);
@@ -509,6 +570,10 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
                         names[i], res.error, res.sparsity, res.damp, res.percdamp,
                         res.chol_retries ? ", raised" : "");
                 report_line(rep, names[i], rows, cols, i == 6 ? recipe_down : recipe, &res);
+                if (last_user) {
+                    free(H[lin_group[i]]);
+                    H[lin_group[i]] = NULL;
+                }
             }
             for (int g = 0; g < 4; g++) {
                 free(H[g]);
@@ -605,6 +670,7 @@ static int64_t min_cell_zeros(const float *w, int64_t rows, int64_t cols, int M)
 
 pq_status pq_model_sparsity(pq_ctx *ctx, const pq_model *m, pq_sparsity_report *out) {
     memset(out, 0, sizeof *out);
+    if (m->deferred) return pq__model_require_weights(ctx, m, "the sparsity report");
     const pq__config *c = &m->cfg;
     out->layers = pq__calloc(ctx, (size_t)(7 * c->n_layers), sizeof *out->layers, "sparsity report");
     if (!out->layers) return ctx->status;

@@ -30,7 +30,7 @@ int pq__blas_set_threads(int n) {
 
 void pq__hfactor_free(pq__hfactor *f) {
     if (!f) return;
-    free(f->vs);
+    if (!f->vs_borrowed) free(f->vs);
     free(f->vdiag);
     free(f->dead);
     memset(f, 0, sizeof *f);
@@ -89,21 +89,54 @@ static int64_t fill_flipped(void *A, int f32, const float *H, int64_t n, const i
     return bad;
 }
 
+/* Puts A = J (H + dead fix) J + damp I into H's own memory for the in-place factorisation:
+ * on the first call J H J (H symmetric and full: the flat array reversed); on a retry the
+ * row-major lower triangle that potrf overwrote is restored from the strict upper one, which
+ * potrf never touches; then the damped diagonal from the saved diag(H). */
+static void fill_inplace(float *A, int64_t n, const float *diag0, const uint8_t *dead, double damp, int first,
+                         int nt) {
+    const size_t N = (size_t)(n * n);
+    if (first) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (size_t i = 0; i < N / 2; i++) {
+            const float t = A[i];
+            A[i] = A[N - 1 - i];
+            A[N - 1 - i] = t;
+        }
+    } else {
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 64)
+        for (int64_t a = 0; a < n; a++)
+            for (int64_t b = 0; b < a; b++)
+                A[a * n + b] = A[b * n + a];
+    }
+    for (int64_t a = 0; a < n; a++) {
+        const int64_t x = n - 1 - a;
+        A[a * n + a] = (float)((dead[x] ? 1.0 : (double)diag0[x]) + damp);
+    }
+}
+
 pq_status pq__hfactor_compute(pq_ctx *ctx, const float *H, int64_t n, const int64_t *perm, double percdamp,
                               int use_f32, int n_threads, void *work, pq__hfactor *out) {
     memset(out, 0, sizeof *out);
     if (n <= 0 || n > 46340) /* n^2 must fit a LAPACK int */
         return pq__fail(ctx, PQ_ERR_INVALID, "hessian: unsupported size %lld", (long long)n);
+    /* in place: H's memory is the work array and then holds vs */
+    const int inplace = work != NULL && work == (const void *)H;
+    if (inplace && (perm || !use_f32))
+        return pq__fail(ctx, PQ_ERR_INVALID, "hessian: in-place factorisation needs float32 and no permutation");
     const int nt = n_threads > 0 ? n_threads : 1;
     out->n = n;
     out->dead = pq__calloc(ctx, (size_t)n, 1, "dead columns");
     out->vdiag = pq__calloc(ctx, (size_t)n, sizeof(float), "hessian factor");
     /* only the strict upper triangle of vs is ever written or read */
-    out->vs = pq__big_malloc(ctx, sizeof(float) * (size_t)(n * n), "hessian factor");
+    out->vs = inplace ? (float *)work : pq__big_malloc(ctx, sizeof(float) * (size_t)(n * n), "hessian factor");
+    out->vs_borrowed = inplace;
+    float *diag0 = inplace ? pq__malloc(ctx, sizeof(float) * (size_t)n, "hessian diagonal") : NULL;
     const size_t esz = use_f32 ? sizeof(float) : sizeof(double);
     void *A = work ? work : pq__big_malloc(ctx, (size_t)(n * n) * esz, "hessian factorisation");
-    if (!out->dead || !out->vdiag || !out->vs || !A) {
+    if (!out->dead || !out->vdiag || !out->vs || !A || (inplace && !diag0)) {
         if (A != work) free(A);
+        free(diag0);
         pq__hfactor_free(out);
         return PQ_ERR_NOMEM;
     }
@@ -113,10 +146,12 @@ pq_status pq__hfactor_compute(pq_ctx *ctx, const float *H, int64_t n, const int6
         const float d = H[h * n + h];
         if (!isfinite(d)) {
             if (A != work) free(A);
+            free(diag0);
             pq__hfactor_free(out);
             return pq__fail(ctx, PQ_ERR_NUMERIC, "hessian: non-finite value at [%lld, %lld]", (long long)h,
                             (long long)h);
         }
+        if (diag0) diag0[p] = d;
         if (d == 0.0f) {
             out->dead[p] = 1;
             out->n_dead++;
@@ -127,9 +162,10 @@ pq_status pq__hfactor_compute(pq_ctx *ctx, const float *H, int64_t n, const int6
     const int old_threads = pq__blas_set_threads(nt);
     double pd = percdamp;
     pq_status st = PQ_OK;
-    for (;;) {
+    for (int attempt = 0;; attempt++) {
         const double damp = pd * mean;
-        const int64_t bad = fill_flipped(A, use_f32, H, n, perm, out->dead, damp, nt);
+        const int64_t bad = inplace ? (fill_inplace(A, n, diag0, out->dead, damp, attempt == 0, nt), -1)
+                                    : fill_flipped(A, use_f32, H, n, perm, out->dead, damp, nt);
         if (bad >= 0) {
             st = pq__fail(ctx, PQ_ERR_NUMERIC, "hessian: non-finite value at [%lld, %lld]", (long long)(bad / n),
                           (long long)(bad % n));
@@ -158,6 +194,7 @@ pq_status pq__hfactor_compute(pq_ctx *ctx, const float *H, int64_t n, const int6
         out->retries++;
     }
     pq__blas_set_threads(old_threads);
+    free(diag0);
     if (st != PQ_OK) {
         if (A != work) free(A);
         pq__hfactor_free(out);
@@ -168,6 +205,15 @@ pq_status pq__hfactor_compute(pq_ctx *ctx, const float *H, int64_t n, const int6
     const size_t last = (size_t)(n * n) - 1;
     for (int64_t k = 0; k < n; k++)
         vd[k] = (float)a_get(A, use_f32, last - (size_t)(k * n + k));
+    if (inplace) {
+        /* vs[i, k] (row-major strict upper) from L at last - (i n + k) (row-major strict
+         * lower): the writes never touch what is still to be read */
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 64)
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t k = i + 1; k < n; k++)
+                vs[i * n + k] = vs[last - (size_t)(i * n + k)] / vd[k];
+        return PQ_OK;
+    }
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 64)
     for (int64_t i = 0; i < n; i++) {
         float *dst = vs + i * n;

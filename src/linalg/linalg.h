@@ -23,6 +23,7 @@ typedef struct pq__hfactor {
     double damp;     /* absolute damping added to the diagonal */
     double percdamp; /* damping / mean(diag), after escalation */
     int retries;     /* escalations (x10 each) */
+    int vs_borrowed; /* vs is the caller's H (in-place factorisation): not freed here */
 } pq__hfactor;
 
 /* Factors Hd = P (H + dead fix) P^T + damp I where P puts column perm[p] at position p
@@ -30,7 +31,9 @@ typedef struct pq__hfactor {
  * Non-finite H -> PQ_ERR_NUMERIC; Cholesky failure -> damping x10 (logged) until
  * PQ_MAX_PERCDAMP, then PQ_ERR_NUMERIC. */
 /* work: optional scratch of n*n doubles (floats with use_f32) for the factorisation, so that
- * a caller can lend memory it uses later anyway. */
+ * a caller can lend memory it uses later anyway. work == H (float32, perm NULL, H full and
+ * symmetric): factors in H's own memory, which then holds vs (H is destroyed): the largest
+ * Hessians need one n^2 buffer instead of three. */
 pq_status pq__hfactor_compute(pq_ctx *ctx, const float *H, int64_t n, const int64_t *perm, double percdamp,
                               int use_f32, int n_threads, void *work, pq__hfactor *out);
 void pq__hfactor_free(pq__hfactor *f);

@@ -290,6 +290,7 @@ static pq_status save_gguf(pq_ctx *ctx, const pq_model *m, const char *path, pq_
 }
 
 pq_status pq_model_save(pq_ctx *ctx, const pq_model *m, pq_format format, const char *path, pq_dtype dtype) {
+    if (m->deferred) return pq__model_require_weights(ctx, m, "conversion");
     if (dtype != PQ_DTYPE_F32 && dtype != PQ_DTYPE_F16 && dtype != PQ_DTYPE_BF16)
         return pq__fail(ctx, PQ_ERR_INVALID, "%s: output dtype %s not supported (f32, f16, bf16)", path,
                         pq_dtype_name(dtype));

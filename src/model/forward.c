@@ -148,6 +148,7 @@ static pq_status check_tokens(pq_ctx *ctx, const pq_model *m, const int32_t *tok
 
 pq_status pq__forward(pq_ctx *ctx, const pq_model *m, pq__kv *kv, const int32_t *tokens, int64_t n_seq,
                       int64_t n_tok, int64_t pos0, int last_only, float *logits) {
+    if (m->deferred) return pq__model_require_weights(ctx, m, "the forward pass");
     const pq__config *c = &m->cfg;
     const int64_t N = n_seq * n_tok, D = c->dim;
     if (n_seq <= 0 || n_tok <= 0) return pq__fail(ctx, PQ_ERR_INVALID, "forward: empty batch");
@@ -187,6 +188,7 @@ pq_status pq__forward(pq_ctx *ctx, const pq_model *m, pq__kv *kv, const int32_t 
 
 pq_status pq__forward_reference(pq_ctx *ctx, const pq_model *m, const int32_t *tokens, int64_t n_tok,
                                 float *logits) {
+    if (m->deferred) return pq__model_require_weights(ctx, m, "the forward pass");
     const pq__config *c = &m->cfg;
     const int64_t D = c->dim, F = c->hidden_dim, HD = c->head_dim, half = HD / 2;
     const int64_t QD = c->n_heads * HD, KD = c->n_kv_heads * HD, group = c->n_heads / c->n_kv_heads;

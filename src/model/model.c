@@ -11,7 +11,7 @@
 #include "tokenizer/tokenizer.h"
 
 pq_load_params pq_load_params_default(void) {
-    pq_load_params p = {NULL, 1};
+    pq_load_params p = {NULL, 1, 0};
     return p;
 }
 
@@ -30,9 +30,10 @@ static pq_status keep(pq_ctx *ctx, pq_model *m, void *p) {
     return PQ_OK;
 }
 
-/* Finds tensor `name` with the expected shape (cols == 0: vector) and returns float32 data. */
-static pq_status get_f32(pq_ctx *ctx, pq_model *m, const char *name, int64_t rows, int64_t cols, int optional,
-                         const float **out) {
+/* Finds tensor `name` with the expected shape (cols == 0: vector) and checks its size; *out
+ * is NULL for a missing optional tensor. */
+static pq_status find_checked(pq_ctx *ctx, const pq_model *m, const char *name, int64_t rows, int64_t cols,
+                              int optional, const pq__tensor **out) {
     *out = NULL;
     const pq__tensor *t = pq__source_find(&m->src, name);
     if (!t) {
@@ -49,6 +50,23 @@ static pq_status get_f32(pq_ctx *ctx, pq_model *m, const char *name, int64_t row
     if (!need || t->nbytes < need)
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s': %zu bytes for %lld %s elements", m->src.path, name,
                         t->nbytes, (long long)n, pq_dtype_name(t->dtype));
+    float probe;
+    if (!pq__to_f32(t->dtype, t->data, &probe, 0))
+        return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: tensor '%s': dtype %s cannot be used as weights", m->src.path,
+                        name, pq_dtype_name(t->dtype));
+    *out = t;
+    return PQ_OK;
+}
+
+/* Finds tensor `name` with the expected shape (cols == 0: vector) and returns float32 data
+ * (NULL for a missing optional tensor, or for a large one when the model defers weights). */
+static pq_status get_f32_(pq_ctx *ctx, pq_model *m, const char *name, int64_t rows, int64_t cols, int optional,
+                          int deferrable, const float **out) {
+    *out = NULL;
+    const pq__tensor *t;
+    pq_status st = find_checked(ctx, m, name, rows, cols, optional, &t);
+    if (st || !t || (deferrable && m->deferred)) return st;
+    const int64_t n = pq__tensor_numel(t);
     if (t->dtype == PQ_DTYPE_F32 && ((uintptr_t)t->data & 3) == 0) {
         *out = t->data;
         return PQ_OK;
@@ -60,9 +78,14 @@ static pq_status get_f32(pq_ctx *ctx, pq_model *m, const char *name, int64_t row
         return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: tensor '%s': dtype %s cannot be used as weights", m->src.path,
                         name, pq_dtype_name(t->dtype));
     }
-    pq_status st = keep(ctx, m, buf);
+    st = keep(ctx, m, buf);
     if (st == PQ_OK) *out = buf;
     return st;
+}
+
+static pq_status get_f32(pq_ctx *ctx, pq_model *m, const char *name, int64_t rows, int64_t cols, int optional,
+                         const float **out) {
+    return get_f32_(ctx, m, name, rows, cols, optional, 0, out);
 }
 
 static pq_status get_linear(pq_ctx *ctx, pq_model *m, const char *base, int64_t rows, int64_t cols, int bias,
@@ -73,10 +96,13 @@ static pq_status get_linear(pq_ctx *ctx, pq_model *m, const char *base, int64_t 
     snprintf(name, sizeof name, "%s.weight", base);
     pq_status st;
     if (pq__packed_present(&m->src, base)) { /* packed-v1 (docs/PACKED.md): decoded to float32 at load */
+        if (m->deferred) lin->w = NULL;
+        else {
         float *w;
         if ((st = pq__packed_decode(ctx, &m->src, base, rows, cols, &w)) || (st = keep(ctx, m, w))) return st;
         lin->w = w;
-    } else if ((st = get_f32(ctx, m, name, rows, cols, 0, &lin->w))) {
+        }
+    } else if ((st = get_f32_(ctx, m, name, rows, cols, 0, 1, &lin->w))) {
         return st;
     }
     snprintf(name, sizeof name, "%s.bias", base);
@@ -142,7 +168,54 @@ static void dtype_summary(pq_model *m) {
                                   (long long)count[i]);
 }
 
+pq_status pq__model_linear_f32(pq_ctx *ctx, const pq_model *m, const char *base, int64_t rows, int64_t cols,
+                               float **out) {
+    *out = NULL;
+    if (pq__packed_present(&m->src, base)) return pq__packed_decode(ctx, &m->src, base, rows, cols, out);
+    char name[160];
+    snprintf(name, sizeof name, "%s.weight", base);
+    const pq__tensor *t;
+    pq_status st = find_checked(ctx, m, name, rows, cols, 0, &t);
+    if (st) return st;
+    float *w = pq__malloc(ctx, (size_t)(rows * cols) * sizeof(float), name);
+    if (!w) return ctx->status;
+    pq__to_f32(t->dtype, t->data, w, rows * cols); /* dtype checked by find_checked */
+    pq__source_release(&m->src, t->data, t->nbytes);
+    *out = w;
+    return PQ_OK;
+}
+
+pq_status pq__model_rows_f32(pq_ctx *ctx, const pq_model *m, const char *name, int64_t r0, int64_t n, float *dst) {
+    const pq__tensor *t = pq__source_find(&m->src, name);
+    if (!t || t->n_dims != 2 || r0 < 0 || n < 0 || r0 + n > t->shape[0])
+        return pq__fail(ctx, PQ_ERR_INVALID, "%s: tensor '%s': rows %lld..%lld out of range", m->src.path, name,
+                        (long long)r0, (long long)(r0 + n));
+    const int64_t cols = t->shape[1];
+    const size_t row_bytes = pq__dtype_nbytes(t->dtype, cols);
+    if (!row_bytes || (size_t)(r0 + n) * row_bytes > t->nbytes ||
+        pq__dtype_nbytes(t->dtype, cols * (r0 + n)) != (size_t)(r0 + n) * row_bytes)
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s': rows of %s cannot be read one by one", m->src.path,
+                        name, pq_dtype_name(t->dtype));
+    const uint8_t *src = (const uint8_t *)t->data + (size_t)r0 * row_bytes;
+    if (!pq__to_f32(t->dtype, src, dst, n * cols))
+        return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: tensor '%s': dtype %s cannot be used as weights", m->src.path,
+                        name, pq_dtype_name(t->dtype));
+    pq__source_release(&m->src, src, (size_t)n * row_bytes);
+    return PQ_OK;
+}
+
+pq_status pq__model_require_weights(pq_ctx *ctx, const pq_model *m, const char *what) {
+    if (!m->deferred) return PQ_OK;
+    return pq__fail(ctx, PQ_ERR_INVALID, "%s: %s needs a model loaded without defer_weights", m->src.path, what);
+}
+
+static pq_status model_from_source(pq_ctx *ctx, pq__source *src, int deferred, pq_model **out);
+
 pq_status pq__model_from_source(pq_ctx *ctx, pq__source *src, pq_model **out) {
+    return model_from_source(ctx, src, 0, out);
+}
+
+static pq_status model_from_source(pq_ctx *ctx, pq__source *src, int deferred, pq_model **out) {
     *out = NULL;
     pq_model *m = pq__calloc(ctx, 1, sizeof *m, "model");
     if (!m) {
@@ -150,6 +223,7 @@ pq_status pq__model_from_source(pq_ctx *ctx, pq__source *src, pq_model **out) {
         return ctx->status;
     }
     m->src = *src;
+    m->deferred = deferred;
     memset(src, 0, sizeof *src);
     m->cfg = m->src.cfg;
     m->tok = m->src.tok;
@@ -159,13 +233,13 @@ pq_status pq__model_from_source(pq_ctx *ctx, pq__source *src, pq_model **out) {
     pq_status st = check_config(ctx, path, c);
     if (st) goto fail;
     const int64_t D = c->dim, F = c->hidden_dim, QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
-    if ((st = get_f32(ctx, m, "model.embed_tokens.weight", c->vocab_size, D, 0, &m->embed))) goto fail;
+    if ((st = get_f32_(ctx, m, "model.embed_tokens.weight", c->vocab_size, D, 0, 1, &m->embed))) goto fail;
     if ((st = get_f32(ctx, m, "model.norm.weight", D, 0, 0, &m->out_norm))) goto fail;
     m->lm_head.rows = c->vocab_size;
     m->lm_head.cols = D;
     if (c->tied) {
         m->lm_head.w = m->embed;
-    } else if ((st = get_f32(ctx, m, "lm_head.weight", c->vocab_size, D, 0, &m->lm_head.w))) {
+    } else if ((st = get_f32_(ctx, m, "lm_head.weight", c->vocab_size, D, 0, 1, &m->lm_head.w))) {
         goto fail;
     }
     m->blocks = pq__calloc(ctx, (size_t)c->n_layers, sizeof *m->blocks, "blocks");
@@ -277,7 +351,7 @@ pq_status pq_model_load(pq_ctx *ctx, const char *path, const pq_load_params *par
         }
     }
     pq_model *m;
-    if ((st = pq__model_from_source(ctx, &src, &m)) != PQ_OK) {
+    if ((st = model_from_source(ctx, &src, params->defer_weights, &m)) != PQ_OK) {
         pq_tokenizer_free(tok);
         return st;
     }

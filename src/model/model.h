@@ -35,7 +35,20 @@ struct pq_model {
     int64_t n_params;
     size_t weight_bytes;
     char dtypes[128];
+    int deferred;           /* loaded with defer_weights: embed, lm_head.w and the linears' w are
+                               NULL; only the compression pipeline, which materialises one block
+                               at a time (pq__model_linear_f32), accepts such a model */
 };
+
+/* Float32 copy (malloc'ed) of linear `base` (e.g. "model.layers.3.mlp.up_proj") whatever its
+ * storage (float types, Q8_0/Q4_0, packed-v1); its mapped pages are released afterwards. */
+pq_status pq__model_linear_f32(pq_ctx *ctx, const pq_model *m, const char *base, int64_t rows, int64_t cols,
+                               float **out);
+/* Rows [r0, r0 + n) of a plain 2-D weight tensor (embedding, lm_head) as float32 into dst
+ * [n, cols]; the mapped pages read are released afterwards. */
+pq_status pq__model_rows_f32(pq_ctx *ctx, const pq_model *m, const char *name, int64_t r0, int64_t n, float *dst);
+/* PQ_ERR_INVALID with a message when m was loaded with deferred weights (what = the caller). */
+pq_status pq__model_require_weights(pq_ctx *ctx, const pq_model *m, const char *what);
 
 /* Builds a model from a loaded source (takes ownership of src's contents). */
 pq_status pq__model_from_source(pq_ctx *ctx, pq__source *src, pq_model **out);

@@ -203,11 +203,10 @@ static void chart_scatter(sbuf *b, const pq_sweep_results *r, const int *on) {
                  "<span style=\"color:#d62728\">&#8212; / &#9675; Pareto frontier</span></p>\n");
 }
 
-/* Per TCr (configs within 1e-9), the best Sr of each kind side by side. */
-static void chart_iso(sbuf *b, const pq_sweep_results *r) {
-    double tcr[256];
+/* The distinct TCr of the done runs (within 1e-9), ascending; at most max. */
+static int tcr_groups(const pq_sweep_results *r, double *tcr, int max) {
     int ng = 0;
-    for (int64_t i = 0; i < r->n && ng < 256; i++) {
+    for (int64_t i = 0; i < r->n && ng < max; i++) {
         if (!done(&r->runs[i])) continue;
         int found = 0;
         for (int g = 0; g < ng && !found; g++)
@@ -220,6 +219,24 @@ static void chart_iso(sbuf *b, const pq_sweep_results *r) {
             tcr[j] = tcr[j - 1];
             tcr[j - 1] = t;
         }
+    return ng;
+}
+
+/* The done run of kind k ("joint", "quant", "prune"; NULL = any) with the best Sr at TCr t. */
+static const pq_sweep_run *best_of(const pq_sweep_results *r, double t, const char *k) {
+    const pq_sweep_run *best = NULL;
+    for (int64_t i = 0; i < r->n; i++) {
+        const pq_sweep_run *c = &r->runs[i];
+        if (done(c) && fabs(c->tcr - t) <= 1e-9 && (!k || !strcmp(kind(c), k)) && (!best || c->sr > best->sr))
+            best = c;
+    }
+    return best;
+}
+
+/* Per TCr (configs within 1e-9), the best Sr of each kind side by side. */
+static void chart_iso(sbuf *b, const pq_sweep_results *r) {
+    double tcr[256];
+    const int ng = tcr_groups(r, tcr, 256);
     static const char *const kinds[3] = {"joint", "quant", "prune"};
     static const char *const colors[3] = {"#1f77b4", "#ff7f0e", "#2ca02c"};
     double y1 = 1;
@@ -242,13 +259,7 @@ static void chart_iso(sbuf *b, const pq_sweep_results *r) {
         double gx = ML + 100.0 * g + 10;
         sb_printf(b, "<g class=\"group\" data-tcr=\"%.10g\">", tcr[g]);
         for (int k = 0; k < 3; k++) {
-            const pq_sweep_run *best = NULL;
-            for (int64_t i = 0; i < r->n; i++) {
-                const pq_sweep_run *c = &r->runs[i];
-                if (done(c) && fabs(c->tcr - tcr[g]) <= 1e-9 && !strcmp(kind(c), kinds[k]) &&
-                    (!best || c->sr > best->sr))
-                    best = c;
-            }
+            const pq_sweep_run *best = best_of(r, tcr[g], kinds[k]);
             if (!best) continue;
             double h = best->sr / y1 * (H - MT - MB);
             char lab[512];
@@ -436,4 +447,66 @@ pq_status pq_sweep_report_html(pq_ctx *ctx, const pq_sweep_results *r, const cha
     }
     free(b.p);
     return st;
+}
+
+/* ---------------------------------------------------------------- text table */
+
+static int cmp_run_sr_desc(const void *a, const void *c) {
+    const pq_sweep_run *x = *(pq_sweep_run *const *)a, *y = *(pq_sweep_run *const *)c;
+    return (x->sr < y->sr) - (x->sr > y->sr);
+}
+
+char *pq_sweep_report_text(const pq_sweep_results *r) {
+    sbuf b = {0};
+    double tcr[256];
+    const int ng = tcr_groups(r, tcr, 256);
+    pq_sweep_run **v = malloc((size_t)(r->n ? r->n : 1) * sizeof *v);
+    if (!v) return NULL;
+    sb_printf(&b, "iso-TCr table: Sr = mean retention over the tasks (%s)\n", r->tasks ? r->tasks : "?");
+    if (r->protocol) sb_printf(&b, "protocol: %s\n", r->protocol);
+    sb_printf(&b, "%-7s %-6s %-44s %7s %7s %7s %6s", "TCr", "kind", "config", "Sr", "SrCr", "ACr", "bpw");
+    const pq_sweep_run *ref = r->has_base ? &r->base : NULL;
+    for (int64_t s = 0; ref && s < ref->n_scores; s++)
+        sb_printf(&b, "  %.18s", ref->scores[s].task);
+    sb_printf(&b, "\n");
+    for (int g = 0; g < ng; g++) {
+        int64_t n = 0;
+        for (int64_t i = 0; i < r->n; i++)
+            if (done(&r->runs[i]) && fabs(r->runs[i].tcr - tcr[g]) <= 1e-9) v[n++] = &r->runs[i];
+        qsort(v, (size_t)n, sizeof *v, cmp_run_sr_desc);
+        for (int64_t i = 0; i < n; i++) {
+            char lab[512];
+            label(v[i], lab, sizeof lab);
+            sb_printf(&b, "%-7.4f %-6s %-44.44s %7.4f %7.4f %7.4f %6.3f", tcr[g], kind(v[i]), lab, v[i]->sr,
+                      v[i]->srcr, v[i]->acr, v[i]->bpw);
+            for (int64_t s = 0; ref && s < ref->n_scores; s++) {
+                double ret = NAN;
+                for (int64_t k = 0; k < v[i]->n_scores; k++)
+                    if (!strcmp(v[i]->scores[k].task, ref->scores[s].task)) ret = v[i]->scores[k].retention;
+                sb_printf(&b, "  %*.4f", (int)(strlen(ref->scores[s].task) < 18 ? strlen(ref->scores[s].task) : 18),
+                          ret);
+            }
+            sb_printf(&b, "\n");
+        }
+    }
+    sb_printf(&b, "\njoint vs quantization only (best Sr of each at every TCr):\n");
+    for (int g = 0; g < ng; g++) {
+        const pq_sweep_run *j = best_of(r, tcr[g], "joint"), *q = best_of(r, tcr[g], "quant");
+        char lj[512], lq[512];
+        if (j) label(j, lj, sizeof lj);
+        if (q) label(q, lq, sizeof lq);
+        if (j && q)
+            sb_printf(&b, "  TCr %.4f: joint %.4f (%s) vs quantization only %.4f (%s): %s by %.4f (%+.1f%%)\n", tcr[g],
+                      j->sr, lj, q->sr, lq, j->sr > q->sr ? "joint wins" : j->sr < q->sr ? "quantization wins" : "tie",
+                      fabs(j->sr - q->sr), 100.0 * (j->sr - q->sr) / q->sr);
+        else if (j || q)
+            sb_printf(&b, "  TCr %.4f: only %s runs (best Sr %.4f, %s)\n", tcr[g], j ? "joint" : "quantization",
+                      j ? j->sr : q->sr, j ? lj : lq);
+    }
+    free(v);
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p ? b.p : strdup("");
 }
