@@ -13,7 +13,7 @@ OUT=${PQ_DEMO_OUT:-out/demo}
 MODEL=${PQ_MODEL:-}
 TOK=${PQ_TOKENIZER:-}
 TEXT=${PQ_TEXT:-}
-LIMIT=${PQ_DEMO_LIMIT:-150}
+LIMIT=${PQ_DEMO_LIMIT:-300}
 if [ -z "$MODEL" ]; then
   if [ -f "$DATA/models/babyllama-tok105/model5000.bin" ]; then
     MODEL=$DATA/models/babyllama-tok105/model5000.bin
@@ -62,7 +62,7 @@ for grid in grid_unstructured grid_nm; do
   echo "== sweep $grid (iso-TCr 0.75, 0.8125, 0.875; --limit $LIMIT windows / items per task)"
   "$BIN" sweep "$MODEL" "${tokargs[@]}" --grid "$OUT/$grid.json" --tcr 0.75,0.8125,0.875 \
     --calib "$OUT/calib.txt" --nsamples 32 --seqlen 256 --tasks "$TASKS" --limit "$LIMIT" \
-    --db "$DB" --resume --quiet
+    --db "$DB" --resume
 done
 "$BIN" report --db "$DB" --out "$OUT/report.html"
 echo

@@ -456,18 +456,42 @@ static int cmp_run_sr_desc(const void *a, const void *c) {
     return (x->sr < y->sr) - (x->sr > y->sr);
 }
 
+/* Columns of the text table: every (task, metric) of the runs, in order of appearance. */
+typedef struct {
+    const char *task, *metric;
+} column;
+
 char *pq_sweep_report_text(const pq_sweep_results *r) {
     sbuf b = {0};
     double tcr[256];
     const int ng = tcr_groups(r, tcr, 256);
     pq_sweep_run **v = malloc((size_t)(r->n ? r->n : 1) * sizeof *v);
+    column col[32];
+    int nc = 0;
     if (!v) return NULL;
-    sb_printf(&b, "iso-TCr table: Sr = mean retention over the tasks (%s)\n", r->tasks ? r->tasks : "?");
+    for (int64_t i = -1; i < r->n; i++) {
+        const pq_sweep_run *c = i < 0 ? (r->has_base ? &r->base : NULL) : &r->runs[i];
+        for (int64_t s = 0; c && s < c->n_scores && nc < 32; s++) {
+            int found = 0;
+            for (int k = 0; k < nc && !found; k++)
+                found = !strcmp(col[k].task, c->scores[s].task) && !strcmp(col[k].metric, c->scores[s].metric);
+            if (!found) col[nc++] = (column){c->scores[s].task, c->scores[s].metric};
+        }
+    }
+    sb_printf(&b, "iso-TCr table: Sr = mean retention over the tasks (%s); per task: retention, or the raw value "
+                  "where there is none (kld mean, same-top rate)\n",
+              r->tasks ? r->tasks : "?");
     if (r->protocol) sb_printf(&b, "protocol: %s\n", r->protocol);
     sb_printf(&b, "%-7s %-6s %-44s %7s %7s %7s %6s", "TCr", "kind", "config", "Sr", "SrCr", "ACr", "bpw");
-    const pq_sweep_run *ref = r->has_base ? &r->base : NULL;
-    for (int64_t s = 0; ref && s < ref->n_scores; s++)
-        sb_printf(&b, "  %.18s", ref->scores[s].task);
+    for (int k = 0; k < nc; k++) { /* "ppl:/a/b/heldout.txt" -> "ppl:heldout.txt" */
+        const char *t = col[k].task, *colon = strchr(t, ':'), *slash = strrchr(t, '/');
+        char h[128];
+        if (colon && slash && slash > colon)
+            snprintf(h, sizeof h, "%.*s:%s", (int)(colon - t), t, slash + 1);
+        else
+            snprintf(h, sizeof h, "%s", t);
+        sb_printf(&b, "  %-18.18s", h);
+    }
     sb_printf(&b, "\n");
     for (int g = 0; g < ng; g++) {
         int64_t n = 0;
@@ -479,12 +503,14 @@ char *pq_sweep_report_text(const pq_sweep_results *r) {
             label(v[i], lab, sizeof lab);
             sb_printf(&b, "%-7.4f %-6s %-44.44s %7.4f %7.4f %7.4f %6.3f", tcr[g], kind(v[i]), lab, v[i]->sr,
                       v[i]->srcr, v[i]->acr, v[i]->bpw);
-            for (int64_t s = 0; ref && s < ref->n_scores; s++) {
-                double ret = NAN;
-                for (int64_t k = 0; k < v[i]->n_scores; k++)
-                    if (!strcmp(v[i]->scores[k].task, ref->scores[s].task)) ret = v[i]->scores[k].retention;
-                sb_printf(&b, "  %*.4f", (int)(strlen(ref->scores[s].task) < 18 ? strlen(ref->scores[s].task) : 18),
-                          ret);
+            for (int k = 0; k < nc; k++) {
+                double x = NAN;
+                for (int64_t s = 0; s < v[i]->n_scores; s++) {
+                    const pq_sweep_score *sc = &v[i]->scores[s];
+                    if (!strcmp(sc->task, col[k].task) && !strcmp(sc->metric, col[k].metric))
+                        x = isfinite(sc->retention) ? sc->retention : sc->score;
+                }
+                sb_printf(&b, "  %-18.4f", x);
             }
             sb_printf(&b, "\n");
         }

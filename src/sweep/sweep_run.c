@@ -26,9 +26,26 @@ static double now(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* sc holds rep->n_tasks + 2 entries: the tasks, then the KLD (mean and same-top rate, no
+ * retention: they are distances to the base, not scores, and stay out of Sr). */
 static void fill_scores(pq_sweep_run *run, const pq_eval_report *rep, pq_sweep_score *sc, int base) {
     run->scores = sc;
     run->n_scores = rep->n_tasks;
+    if (rep->has_kld) {
+        const pq_kld_result *k = &rep->kld;
+        const char *f = strrchr(k->file, '/') ? strrchr(k->file, '/') + 1 : k->file;
+        for (int j = 0; j < 2; j++) {
+            pq_sweep_score *s = &sc[rep->n_tasks + j];
+            memset(s, 0, sizeof *s);
+            snprintf(s->task, sizeof s->task, "%s:%.80s", j ? "kld_same_top" : "kld", f);
+            snprintf(s->metric, sizeof s->metric, "%s", j ? "same_top" : "kld_mean");
+            s->score = j ? k->same_top : k->mean;
+            s->se = j ? k->same_top_se : k->se;
+            s->base_score = j ? 1.0 : 0.0;
+            s->retention = NAN;
+        }
+        run->n_scores += 2;
+    }
     for (int64_t i = 0; i < rep->n_tasks; i++) {
         const pq_task_result *t = &rep->tasks[i];
         memset(&sc[i], 0, sizeof sc[i]);
@@ -67,9 +84,25 @@ static pq_status eval_base(pq_ctx *ctx, const pq_sweep_params *p, const pq_model
     pq_compress_info ci = pq_compress_info_default();
     ci.sparsity = 0;
     ci.bits = 16;
-    st = pq_eval_run(ctx, base, p->model_path, NULL, NULL, p->tasks, ep, &ci, &rep);
+    /* kld tasks compare a model with the base: nothing to measure for the base itself */
+    char *tasks = strdup(p->tasks), *out = tasks ? calloc(1, strlen(p->tasks) + 1) : NULL;
+    if (!out) {
+        free(tasks);
+        return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+    }
+    char *save = NULL;
+    for (char *t = strtok_r(tasks, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ') t++;
+        if (!*t || !strncmp(t, "kld:", 4)) continue;
+        if (*out) strcat(out, ",");
+        strcat(out, t);
+    }
+    free(tasks);
+    st = *out ? pq_eval_run(ctx, base, p->model_path, NULL, NULL, out, ep, &ci, &rep)
+              : pq__fail(ctx, PQ_ERR_INVALID, "sweep: --tasks has no task besides kld (Sr needs at least one)");
+    free(out);
     if (st != PQ_OK) return st;
-    pq_sweep_score *sc = pq__calloc(ctx, (size_t)(rep->n_tasks ? rep->n_tasks : 1), sizeof *sc, "scores");
+    pq_sweep_score *sc = pq__calloc(ctx, (size_t)(rep->n_tasks + 2), sizeof *sc, "scores");
     /* the protocol of every number goes with the numbers */
     size_t cap = 256 + (size_t)rep->n_tasks * 420;
     char *proto = sc ? pq__malloc(ctx, cap, "protocol") : NULL;
@@ -137,7 +170,7 @@ static pq_status run_one(pq_ctx *ctx, const pq_sweep_params *p, const pq_model *
         st = pq_eval_run(ctx, m, dir, base, p->model_path, p->tasks, ep, &ci, &rep);
     }
     if (st == PQ_OK) {
-        pq_sweep_score *sc = pq__calloc(ctx, (size_t)(rep->n_tasks ? rep->n_tasks : 1), sizeof *sc, "scores");
+        pq_sweep_score *sc = pq__calloc(ctx, (size_t)(rep->n_tasks + 2), sizeof *sc, "scores");
         if (!sc)
             st = ctx->status;
         else
