@@ -93,8 +93,8 @@ fi
 # embedded tokenizer.huggingface.json) and come back as a generated tokenizer.json.
 RT=$TMP/rt
 mkdir -p "$RT/fix" "$RT/hfx"
-# (a sample of the corpus: each text costs two tokenizer loads per model and format)
-{ grep -E '^(c000|c003|c005|c011|c018|c019|c034|c036|c037|c042|c050|r_special)	' "$FIX/manifest.tsv"
+# (a sample of the corpus: each text costs four tokenizer loads per model, and the test has a time limit)
+{ grep -E '^(c000|c003|c011|c018|c034|c037|c050|r_special)	' "$FIX/manifest.tsv"
   grep -m1 '^d_tinystories' "$FIX/manifest.tsv" || grep -m1 '^d_' "$FIX/manifest.tsv"; } >"$RT/fix/manifest.tsv"
 cp "$RT/fix/manifest.tsv" "$RT/hfx/"
 grep -q '^d_' "$RT/fix/manifest.tsv" || { extra_fail=$((extra_fail + 1)); echo "FAIL convert round trip: no shared data text"; }
@@ -102,10 +102,7 @@ for m in $MODELS; do
     mkdir -p "$RT/fix/$m" "$RT/hfx/$m" "$RT/ours_gguf/$m" "$RT/ours_hf/$m"
     ln -s "$FIX/$m"/*.ids "$FIX/$m/tokenizer.json" "$FIX/$m/tokenizer_config.json" "$RT/fix/$m/"
     ln -s "$FIX/$m"/*.ids "$RT/hfx/$m/"
-    n=$(node -e 'const j = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); let n = 0;
-        for (const id of Object.values(j.model.vocab)) n = Math.max(n, id + 1);
-        for (const a of j.added_tokens) n = Math.max(n, a.id + 1); console.log(n)' "$FIX/$m/tokenizer.json")
-    if node "$TMP/pkg/tiny_model.mjs" "$RT/$m/hf" "$n" && cp "$FIX/$m"/tokenizer{,_config}.json "$RT/$m/hf/" &&
+    if node "$TMP/pkg/tiny_model.mjs" "$RT/$m/hf" "$FIX/$m/tokenizer.json" &&
         "$BIN" convert "$RT/$m/hf" --to gguf --out "$RT/$m/model.gguf" >"$RT/$m.log" 2>&1 &&
         "$BIN" convert "$RT/$m/model.gguf" --to hf --out "$RT/$m/hf2" >>"$RT/$m.log" 2>&1 &&
         cp "$RT/$m/hf2"/tokenizer{,_config}.json "$RT/hfx/$m/"; then

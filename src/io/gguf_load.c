@@ -281,9 +281,17 @@ static pq_status load_tokenizer(pq_ctx *ctx, const pq__gguf *g, pq__source *src)
     r = pq__gguf_get_str(g, "tokenizer.huggingface.json", &hf_json, &hf_len);
     if (r == PQ_GGUF_BADTYPE && st == PQ_OK)
         st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.huggingface.json: expected a string", g->name);
-    if (st == PQ_OK && r == PQ_GGUF_FOUND)
+    if (st == PQ_OK && r == PQ_GGUF_FOUND) {
         st = load_hf_json(ctx, g, hf_json, hf_len, n, bos, eos, &src->tok);
-    else if (st == PQ_OK && is_bpe)
+        if (st != PQ_OK && st != PQ_ERR_NOMEM) { /* other writers' files: the arrays still describe a tokenizer */
+            pq__log(ctx, PQ_LOG_WARN, "%s; using tokenizer.ggml.tokens instead", pq_ctx_error(ctx));
+            st = PQ_OK;
+            r = PQ_GGUF_MISSING;
+        }
+    }
+    if (st == PQ_OK && r == PQ_GGUF_FOUND) {
+        /* loaded from tokenizer.huggingface.json */
+    } else if (st == PQ_OK && is_bpe)
         st = load_bpe(ctx, g, n, pieces, lens, types, bos, eos, unk, &src->tok);
     else if (st == PQ_OK)
         st = pq__tokenizer_new_spm(ctx, n, pieces, lens, scores, types, bos, eos, unk, prefix, &src->tok);

@@ -1067,11 +1067,10 @@ static const struct {
 const char *pq__bpe_pre_regex(const char *name, size_t len) {
     static const struct {
         const char *alias, *regex;
-    } alias[4] = {{"gpt2", PQ_REGEX_GPT2}, {"default", PQ_REGEX_GPT2}, {"llama3", PQ_REGEX_LLAMA3},
-                  {"smaug-bpe", PQ_REGEX_LLAMA3}};
+    } alias[3] = {{"gpt2", PQ_REGEX_GPT2}, {"default", PQ_REGEX_GPT2}, {"llama3", PQ_REGEX_LLAMA3}};
     for (int i = 0; i < 3; i++)
         if (strlen(gguf_pres[i].name) == len && !memcmp(name, gguf_pres[i].name, len)) return gguf_pres[i].regex;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 3; i++)
         if (strlen(alias[i].alias) == len && !memcmp(name, alias[i].alias, len)) return alias[i].regex;
     return NULL;
 }

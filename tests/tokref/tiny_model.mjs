@@ -1,15 +1,24 @@
 // Writes a tiny Llama model as a Hugging Face folder (config.json + model.safetensors, F32, dim 8,
-// one layer, tied embeddings) with the given vocabulary size, for tokenizer round trips through
-// `prunequant convert`. The weights are small deterministic values; only their shapes matter.
+// one layer, tied embeddings) for tokenizer round trips through `prunequant convert`. The weights
+// are small deterministic values; only their shapes matter. Given a tokenizer.json, the vocabulary
+// size is its largest id + 1 and it is copied into the folder with the tokenizer_config.json beside it.
 //
-//   node tiny_model.mjs OUT_DIR VOCAB_SIZE [BOS_ID EOS_ID]
+//   node tiny_model.mjs OUT_DIR (VOCAB_SIZE | TOKENIZER_JSON) [BOS_ID EOS_ID]
 import fs from 'node:fs';
 import path from 'node:path';
 
 const [out, vocabArg, bosArg, eosArg] = process.argv.slice(2);
-const vocab = Number(vocabArg);
+let vocab = Number(vocabArg);
+let tokenizer = null;
+if (vocabArg && !(vocab > 0)) {
+    tokenizer = vocabArg;
+    const j = JSON.parse(fs.readFileSync(tokenizer, 'utf8'));
+    vocab = 0;
+    for (const id of Object.values(j.model.vocab)) vocab = Math.max(vocab, id + 1);
+    for (const a of j.added_tokens || []) vocab = Math.max(vocab, a.id + 1);
+}
 if (!out || !(vocab > 0)) {
-    console.error('usage: node tiny_model.mjs OUT_DIR VOCAB_SIZE [BOS_ID EOS_ID]');
+    console.error('usage: node tiny_model.mjs OUT_DIR (VOCAB_SIZE | TOKENIZER_JSON) [BOS_ID EOS_ID]');
     process.exit(2);
 }
 const dim = 8, hidden = 16;
@@ -23,6 +32,11 @@ const config = {
 if (bosArg !== undefined) config.bos_token_id = Number(bosArg);
 if (eosArg !== undefined) config.eos_token_id = Number(eosArg);
 fs.writeFileSync(path.join(out, 'config.json'), JSON.stringify(config, null, 2));
+if (tokenizer) {
+    fs.copyFileSync(tokenizer, path.join(out, 'tokenizer.json'));
+    const cfg = path.join(path.dirname(tokenizer), 'tokenizer_config.json');
+    if (fs.existsSync(cfg)) fs.copyFileSync(cfg, path.join(out, 'tokenizer_config.json'));
+}
 
 const tensors = [['model.embed_tokens.weight', [vocab, dim]], ['model.norm.weight', [dim]],
     ['model.layers.0.input_layernorm.weight', [dim]], ['model.layers.0.post_attention_layernorm.weight', [dim]]];
