@@ -1670,7 +1670,6 @@ static void test_corpus(void) {
     }
 }
 
-
 /* ---------------------------------------------------------------- writers (convert) */
 
 /* GPT-2 byte-to-unicode spelling of byte b (UTF-8, NUL-terminated). */
@@ -1700,15 +1699,16 @@ static pq_tokenizer *tiny_byte_level(const char *regex, int ignore_merges) {
         pieces[n] = byte_pieces[b];
         types[n++] = PQ_PIECE_NORMAL;
     }
-    static const char *const extra[] = {"<|bos|>", "<tool>", "\xc4\xa0t", "he", "\xc4\xa0the", "in", "ing", "\xc4\xa0\xc4\xa0"};
+    static const char *const extra[] = {"<|bos|>",     "<tool>", "\xc4\xa0t", "he",
+                                        "\xc4\xa0the", "in",     "ing",       "\xc4\xa0\xc4\xa0"};
     for (int i = 0; i < 8; i++) {
         pieces[n] = extra[i];
         types[n++] = i == 0 ? PQ_PIECE_CONTROL : i == 1 ? PQ_PIECE_USER : PQ_PIECE_NORMAL;
     }
     static const char *const merges[] = {"\xc4\xa0 t", "h e", "\xc4\xa0t he", "i n", "in g", "\xc4\xa0 \xc4\xa0"};
     pq_tokenizer *t = NULL;
-    CHECK_MSG(pq__tokenizer_new_bpe(ctx, n, pieces, NULL, types, merges, 6, regex, 256, 256, -1, 1, &t) == PQ_OK, "%s",
-              pq_ctx_error(ctx));
+    CHECK_MSG(pq__tokenizer_new_bpe(ctx, n, pieces, NULL, types, merges, 6, regex, 256, 256, -1, 1, &t) == PQ_OK,
+              "%s", pq_ctx_error(ctx));
     if (t && ignore_merges) pq__tokenizer_set_ignore_merges(t, 1);
     return t;
 }
@@ -1813,7 +1813,8 @@ static void test_save(void) {
         "{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},\"content\":\"\xe2\x96\x81\"}]},\"pre_tokenizer\":null,"
         "\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"<s>\"}},"
         "{\"Sequence\":{\"id\":\"A\"}}]},"
-        "\"decoder\":{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"Replace\",\"pattern\":{\"String\":\"\xe2\x96\x81\"},"
+        "\"decoder\":{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"Replace\",\"pattern\":{\"String\":"
+        "\"\xe2\x96\x81\"},"
         "\"content\":\" \"},{\"type\":\"ByteFallback\"},{\"type\":\"Fuse\"},{\"type\":\"Strip\",\"content\":\" \","
         "\"start\":1,\"stop\":0}]},"
         "\"model\":{\"type\":\"BPE\",\"unk_token\":\"<unk>\",\"fuse_unk\":true,\"byte_fallback\":true,"

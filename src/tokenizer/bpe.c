@@ -272,8 +272,8 @@ struct pq__bpe {
     char *dec; /* decoded text of every token */
     size_t *dec_off;
     uint32_t *dec_len;
-    int strip_lead; /* spaces dropped from the first token's text (Strip / Metaspace decoders) */
-    int dec_bytelevel;  /* the decoder is exactly ByteLevel */
+    int strip_lead;       /* spaces dropped from the first token's text (Strip / Metaspace decoders) */
+    int dec_bytelevel;    /* the decoder is exactly ByteLevel */
     const char *gguf_pre; /* GGUF tokenizer.ggml.pre that reproduces this pipeline, or NULL */
     char *json;           /* tokenizer.json text this was parsed from (NUL-terminated), or NULL */
     size_t json_len;
@@ -1094,8 +1094,7 @@ static const char *native_pre(const pq_tokenizer *t, const pq__bpe *b) {
              !b->pres[1].add_prefix_space && !b->pres[1].use_regex)
         src = b->pres[0].pat.src;
     for (int i = 0; src && i < 3; i++)
-        if (!strcmp(src, gguf_pres[i].regex))
-            return (b->ignore_merges != 0) == (i == 1) ? gguf_pres[i].name : NULL;
+        if (!strcmp(src, gguf_pres[i].regex)) return (b->ignore_merges != 0) == (i == 1) ? gguf_pres[i].name : NULL;
     return NULL;
 }
 
