@@ -5,6 +5,8 @@
  * checked against a hand-written GPT-2 pre-tokenizer + reference BPE (PCRE2),
  * plus split behaviours, NFC, added tokens, tokenizer_config.json and malformed files.
  * Data from PQ_DATA (shared/data), corpus from PQ_SRC. */
+#include "io/gguf.h"
+#include "synth.h"
 #include "test.h"
 #include "tokenizer/tokenizer.h"
 
@@ -1668,6 +1670,207 @@ static void test_corpus(void) {
     }
 }
 
+/* ---------------------------------------------------------------- writers (convert) */
+
+/* GPT-2 byte-to-unicode spelling of byte b (UTF-8, NUL-terminated). */
+static void gpt2_byte(uint8_t b, char out[4]) {
+    uint32_t cp = b;
+    if (!((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174))
+        cp = b <= 32 ? 256u + b : b <= 160 ? 256u + 33u + (b - 127u) : 256u + 67u;
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        out[1] = 0;
+    } else {
+        out[0] = (char)(0xC0 | cp >> 6);
+        out[1] = (char)(0x80 | (cp & 0x3f));
+        out[2] = 0;
+    }
+}
+
+/* A hand-made byte-level vocabulary: 256 byte symbols, merges for " the", "ing", " t", "he",
+ * a control token and a user-defined token (ids 256.., merged pieces after them). */
+static pq_tokenizer *tiny_byte_level(const char *regex, int ignore_merges) {
+    static char byte_pieces[256][4];
+    const char *pieces[270];
+    int32_t types[270];
+    int64_t n = 0;
+    for (int b = 0; b < 256; b++) {
+        gpt2_byte((uint8_t)b, byte_pieces[b]);
+        pieces[n] = byte_pieces[b];
+        types[n++] = PQ_PIECE_NORMAL;
+    }
+    static const char *const extra[] = {"<|bos|>",     "<tool>", "\xc4\xa0t", "he",
+                                        "\xc4\xa0the", "in",     "ing",       "\xc4\xa0\xc4\xa0"};
+    for (int i = 0; i < 8; i++) {
+        pieces[n] = extra[i];
+        types[n++] = i == 0 ? PQ_PIECE_CONTROL : i == 1 ? PQ_PIECE_USER : PQ_PIECE_NORMAL;
+    }
+    static const char *const merges[] = {"\xc4\xa0 t", "h e", "\xc4\xa0t he", "i n", "in g", "\xc4\xa0 \xc4\xa0"};
+    pq_tokenizer *t = NULL;
+    CHECK_MSG(pq__tokenizer_new_bpe(ctx, n, pieces, NULL, types, merges, 6, regex, 256, 256, -1, 1, &t) == PQ_OK,
+              "%s", pq_ctx_error(ctx));
+    if (t && ignore_merges) pq__tokenizer_set_ignore_merges(t, 1);
+    return t;
+}
+
+static const char *const save_texts[] = {"the thing", " the theing  in   ing\n\nthe", "<|bos|>the<tool> x",
+                                         "caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac 123 it's", ""};
+
+static void check_same(const pq_tokenizer *a, const pq_tokenizer *b, const char *what) {
+    CHECK_MSG(pq_tokenizer_n_vocab(a) == pq_tokenizer_n_vocab(b), "%s: vocabulary %lld vs %lld", what,
+              (long long)pq_tokenizer_n_vocab(a), (long long)pq_tokenizer_n_vocab(b));
+    CHECK_MSG(pq_tokenizer_bos(a) == pq_tokenizer_bos(b) && pq_tokenizer_eos(a) == pq_tokenizer_eos(b) &&
+                  pq__tokenizer_add_bos_default(a) == pq__tokenizer_add_bos_default(b),
+              "%s: bos/eos/add_bos differ", what);
+    for (size_t i = 0; i < sizeof save_texts / sizeof *save_texts; i++)
+        CHECK_MSG(same_ids(a, b, save_texts[i], strlen(save_texts[i])), "%s: \"%s\" tokenizes differently", what,
+                  save_texts[i]);
+    for (int32_t id = 0; id < pq_tokenizer_n_vocab(a); id++) {
+        char b1[16], b2[16];
+        size_t l1, l2;
+        const char *p1 = pq_token_to_piece(a, -1, id, b1, &l1), *p2 = pq_token_to_piece(b, -1, id, b2, &l2);
+        if (l1 != l2 || memcmp(p1, p2, l1)) {
+            CHECK_MSG(0, "%s: token %d decodes differently", what, id);
+            break;
+        }
+    }
+}
+
+/* Saves t with a synthetic model in format fmt at path and loads it back (NULL on failure). */
+static pq_tokenizer *model_round_trip(pq_tokenizer *t, pq_format fmt, const char *path) {
+    const pq__config cfg = synth_config(PQ_ARCH_LLAMA, 8, 16, 1, 2, 2, pq_tokenizer_n_vocab(t));
+    pq_model *m = synth_model(ctx, &cfg, 7);
+    CHECK(m != NULL);
+    if (!m) return NULL;
+    m->tok = t;
+    pq_status st = pq_model_save(ctx, m, fmt, path, PQ_DTYPE_F32);
+    m->tok = NULL;
+    pq_model_free(m);
+    CHECK_MSG(st == PQ_OK, "save %s: %s", path, pq_ctx_error(ctx));
+    pq_model *r = NULL;
+    if (st == PQ_OK) CHECK_MSG(pq_model_load(ctx, path, NULL, &r) == PQ_OK, "load %s: %s", path, pq_ctx_error(ctx));
+    if (!r) return NULL;
+    pq_tokenizer *out = r->tok;
+    r->tok = NULL;
+    pq_model_free(r);
+    CHECK_MSG(out != NULL, "%s: no tokenizer after the round trip", path);
+    return out;
+}
+
+static void check_gguf_str(const char *path, const char *key, const char *want) {
+    pq__gguf *g = NULL;
+    CHECK_MSG(pq__gguf_open(ctx, path, 1, &g) == PQ_OK, "%s", pq_ctx_error(ctx));
+    if (!g) return;
+    const char *s;
+    size_t l;
+    const int r = pq__gguf_get_str(g, key, &s, &l);
+    if (want)
+        CHECK_MSG(r == PQ_GGUF_FOUND && l == strlen(want) && !memcmp(s, want, l), "%s: %s is not \"%s\"", path, key,
+                  want);
+    else
+        CHECK_MSG(r == PQ_GGUF_MISSING, "%s: %s should be absent", path, key);
+    pq__gguf_free(g);
+}
+
+static void test_save(void) {
+    char dir[600], path[700];
+    /* byte-level vocabularies: GGUF gpt2 natively, generated tokenizer.json */
+    for (int v = 0; v < 2; v++) {
+        pq_tokenizer *t = tiny_byte_level(v ? PQ_REGEX_LLAMA3 : NULL, v);
+        if (!t) continue;
+        const char *pre = v ? "llama-bpe" : "gpt-2";
+        CHECK(pq__tokenizer_gguf_pre(t) && !strcmp(pq__tokenizer_gguf_pre(t), pre));
+        snprintf(dir, sizeof dir, "%s", tmp_path(v ? "save_l3" : "save_g2"));
+        CHECK(mkdir(dir, 0755) == 0);
+        CHECK_MSG(pq__tokenizer_save_hf(ctx, t, dir) == PQ_OK, "%s", pq_ctx_error(ctx));
+        snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+        pq_tokenizer *r = NULL;
+        CHECK_MSG(pq__tokenizer_load_hf_json(ctx, path, &r) == PQ_OK, "%s", pq_ctx_error(ctx));
+        if (r) {
+            check_same(t, r, pre);
+            CHECK(pq__tokenizer_gguf_pre(r) && !strcmp(pq__tokenizer_gguf_pre(r), pre));
+            CHECK(pq__tokenizer_type(r, 256) == PQ_PIECE_CONTROL && pq__tokenizer_type(r, 257) == PQ_PIECE_USER);
+        }
+        pq_tokenizer_free(r);
+        snprintf(path, sizeof path, "%s/m.gguf", dir);
+        r = model_round_trip(t, PQ_FORMAT_GGUF, path);
+        if (r) check_same(t, r, "gguf");
+        check_gguf_str(path, "tokenizer.ggml.model", "gpt2");
+        check_gguf_str(path, "tokenizer.ggml.pre", pre);
+        check_gguf_str(path, "tokenizer.huggingface.json", NULL);
+        /* and on to a HF folder: tokenizer.json generated from the GGUF vocabulary */
+        pq_tokenizer *h = r ? model_round_trip(r, PQ_FORMAT_HF, tmp_path(v ? "save_l3_hf" : "save_g2_hf")) : NULL;
+        if (h) check_same(t, h, "gguf -> hf");
+        pq_tokenizer_free(h);
+        pq_tokenizer_free(r);
+        pq_tokenizer_free(t);
+    }
+    /* SentencePiece-like BPE from tokenizer.json: written back verbatim, GGUF "llama" + embedded json */
+    static const char *json =
+        "{\"added_tokens\":[{\"id\":0,\"content\":\"<unk>\",\"special\":true},{\"id\":1,\"content\":\"<s>\","
+        "\"special\":true},{\"id\":2,\"content\":\"</s>\",\"special\":true}],"
+        "\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Prepend\",\"prepend\":\"\xe2\x96\x81\"},"
+        "{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},\"content\":\"\xe2\x96\x81\"}]},\"pre_tokenizer\":null,"
+        "\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"<s>\"}},"
+        "{\"Sequence\":{\"id\":\"A\"}}]},"
+        "\"decoder\":{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"Replace\",\"pattern\":{\"String\":"
+        "\"\xe2\x96\x81\"},"
+        "\"content\":\" \"},{\"type\":\"ByteFallback\"},{\"type\":\"Fuse\"},{\"type\":\"Strip\",\"content\":\" \","
+        "\"start\":1,\"stop\":0}]},"
+        "\"model\":{\"type\":\"BPE\",\"unk_token\":\"<unk>\",\"fuse_unk\":true,\"byte_fallback\":true,"
+        "\"vocab\":{\"<unk>\":0,\"<s>\":1,\"</s>\":2,\"<0xC3>\":3,\"<0xA9>\":4,\"\xe2\x96\x81\":5,\"t\":6,\"h\":7,"
+        "\"e\":8,\"\xe2\x96\x81t\":9,\"he\":10,\"\xe2\x96\x81the\":11},"
+        "\"merges\":[\"\xe2\x96\x81 t\",\"h e\",\"\xe2\x96\x81t he\"]}}";
+    pq_tokenizer *t = parse_json_tok(json, NULL);
+    if (!t) return;
+    CHECK(pq__tokenizer_gguf_pre(t) == NULL && pq_tokenizer_bos(t) == 1 && pq__tokenizer_add_bos_default(t));
+    snprintf(dir, sizeof dir, "%s", tmp_path("save_spm"));
+    CHECK(mkdir(dir, 0755) == 0);
+    CHECK_MSG(pq__tokenizer_save_hf(ctx, t, dir) == PQ_OK, "%s", pq_ctx_error(ctx));
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    size_t n = 0;
+    uint8_t *back = read_file(path, &n);
+    CHECK_MSG(back && n == strlen(json) && !memcmp(back, json, n), "tokenizer.json not written verbatim");
+    free(back);
+    snprintf(path, sizeof path, "%s/m.gguf", dir);
+    pq_tokenizer *r = model_round_trip(t, PQ_FORMAT_GGUF, path);
+    if (r) {
+        CHECK(same_ids(t, r, "the th\xc3\xa9<s>the", 14));
+        CHECK(pq_tokenizer_bos(r) == 1 && pq_tokenizer_eos(r) == 2 && pq__tokenizer_add_bos_default(r));
+    }
+    check_gguf_str(path, "tokenizer.ggml.model", "llama");
+    /* an embedded tokenizer.json we cannot read (other writers): the llama arrays are used instead */
+    pq__gguf *g = NULL;
+    CHECK_MSG(pq__gguf_open(ctx, path, 1, &g) == PQ_OK, "%s", pq_ctx_error(ctx));
+    pq__gguf_writer *w = NULL;
+    if (g && pq__gguf_writer_new(ctx, &w) == PQ_OK) {
+        for (int64_t i = 0; i < g->n_kv; i++)
+            if (strcmp(g->kv[i].key, "tokenizer.huggingface.json")) pq__gguf_writer_add_kv(w, &g->kv[i]);
+        pq__gguf_writer_add_str(w, "tokenizer.huggingface.json", "{\"model\":{\"type\":\"Unigram\"}}");
+        for (int64_t i = 0; i < g->n_tensors; i++) {
+            const pq__gguf_tensor *gt = &g->tensors[i];
+            int64_t shape[4];
+            for (int d = 0; d < gt->n_dims; d++)
+                shape[d] = gt->ne[gt->n_dims - 1 - d];
+            pq__gguf_writer_add_tensor(w, gt->name, gt->dtype, gt->n_dims, shape, gt->data, gt->nbytes);
+        }
+        char p2[720];
+        snprintf(p2, sizeof p2, "%s/other.gguf", dir);
+        CHECK_MSG(pq__gguf_writer_save(ctx, w, p2) == PQ_OK, "%s", pq_ctx_error(ctx));
+        pq_model *om = NULL;
+        CHECK_MSG(pq_model_load(ctx, p2, NULL, &om) == PQ_OK, "%s", pq_ctx_error(ctx));
+        CHECK(om && om->tok && pq__tokenizer_kind(om->tok) == PQ_TOK_SPM && pq_tokenizer_n_vocab(om->tok) == 12);
+        pq_model_free(om);
+    }
+    pq__gguf_writer_free(w);
+    pq__gguf_free(g);
+    pq_tokenizer *h = r ? model_round_trip(r, PQ_FORMAT_HF, tmp_path("save_spm_hf")) : NULL;
+    if (h) CHECK(same_ids(t, h, "the th\xc3\xa9<s>the", 14));
+    pq_tokenizer_free(h);
+    pq_tokenizer_free(r);
+    pq_tokenizer_free(t);
+}
+
 int main(void) {
     ctx = pq_ctx_new();
     snprintf(tmpdir, sizeof tmpdir, "/tmp/pq_test_tokenizer.XXXXXX");
@@ -1679,6 +1882,7 @@ int main(void) {
     test_malformed();
     test_corpus();
     test_hf_json();
+    test_save();
     if (test_data_dir()) {
         test_oracle_llama2();
         test_oracle_tok512();

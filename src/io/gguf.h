@@ -3,7 +3,8 @@
  * Reader: pq__gguf_parse validates a whole file held in memory (every length, count, type,
  * offset and size is checked against the buffer) and keeps pointers into it; nothing is
  * copied except keys and tensor names. pq__gguf_to_source turns a parsed Llama/Qwen2 file
- * into a pq__source (config, tensors under canonical HF names, SPM tokenizer).
+ * into a pq__source (config, tensors under canonical HF names, llama/gpt2 tokenizer or the
+ * embedded tokenizer.huggingface.json).
  *
  * Writer: collects KVs (copied) and tensors (data borrowed until save), then writes a GGUF
  * v3 file with general.alignment 32 atomically. */

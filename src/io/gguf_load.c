@@ -147,11 +147,8 @@ static pq_status load_bpe(pq_ctx *ctx, const pq__gguf *g, int64_t n, const char 
     const char *regex = PQ_REGEX_GPT2, *pre;
     size_t pre_len;
     if (pq__gguf_get_str(g, "tokenizer.ggml.pre", &pre, &pre_len) == PQ_GGUF_FOUND) {
-        if ((pre_len == 9 && !memcmp(pre, "llama-bpe", 9)) || (pre_len == 6 && !memcmp(pre, "llama3", 6)))
-            regex = PQ_REGEX_LLAMA3;
-        else if (pre_len == 5 && !memcmp(pre, "qwen2", 5))
-            regex = PQ_REGEX_QWEN2;
-        else if (!(pre_len == 4 && !memcmp(pre, "gpt2", 4)) && !(pre_len == 7 && !memcmp(pre, "default", 7)))
+        regex = pq__bpe_pre_regex(pre, pre_len);
+        if (!regex)
             return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: tokenizer.ggml.pre: pre-tokenizer '%.*s' not supported",
                             g->name, (int)(pre_len < 32 ? pre_len : 32), pre);
     }
@@ -177,12 +174,40 @@ static pq_status load_bpe(pq_ctx *ctx, const pq__gguf *g, int64_t n, const char 
     if (st == PQ_OK)
         st = pq__tokenizer_new_bpe(ctx, n, pieces, lens, types, (const char *const *)mz, (int64_t)merges_kv->arr_n,
                                    regex, bos, eos, unk, add_bos, out);
+    /* llama.cpp looks whole words up before merging for the Llama-3 pre-tokenizer, as its tokenizer.json does */
+    if (st == PQ_OK && !strcmp(regex, PQ_REGEX_LLAMA3)) pq__tokenizer_set_ignore_merges(*out, 1);
     if (mz)
         for (uint64_t i = 0; i < merges_kv->arr_n; i++) free(mz[i]);
     free(mz);
     free(merges);
     free(mlens);
     return st;
+}
+
+/* The whole tokenizer.json embedded under tokenizer.huggingface.json (GGUF spec; convert writes it
+ * when the tokens, scores and merges alone cannot reproduce the tokenizer, e.g. SentencePiece-like
+ * BPE): it wins over the vocabulary arrays, whose size it must match; bos/eos/add_bos from GGUF. */
+static pq_status load_hf_json(pq_ctx *ctx, const pq__gguf *g, const char *json, size_t len, int64_t n, int32_t bos,
+                              int32_t eos, pq_tokenizer **out) {
+    char name[300];
+    snprintf(name, sizeof name, "%s: tokenizer.huggingface.json", g->name);
+    pq_tokenizer *t = NULL;
+    pq_status st = pq__tokenizer_parse_hf_json(ctx, name, json, len, NULL, 0, &t);
+    if (st != PQ_OK) return st;
+    if (pq_tokenizer_n_vocab(t) != n) {
+        st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: %lld tokens but tokenizer.ggml.tokens has %lld", name,
+                      (long long)pq_tokenizer_n_vocab(t), (long long)n);
+        pq_tokenizer_free(t);
+        return st;
+    }
+    int add_bos = pq__tokenizer_add_bos_default(t);
+    if (pq__gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &add_bos) == PQ_GGUF_BADTYPE) {
+        pq_tokenizer_free(t);
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.ggml.add_bos_token: expected a bool", g->name);
+    }
+    pq__tokenizer_set_special(t, bos, eos, pq__tokenizer_unk(t), add_bos);
+    *out = t;
+    return PQ_OK;
 }
 
 static pq_status load_tokenizer(pq_ctx *ctx, const pq__gguf *g, pq__source *src) {
@@ -251,7 +276,22 @@ static pq_status load_tokenizer(pq_ctx *ctx, const pq__gguf *g, pq__source *src)
                           "%s: tokenizer.ggml.token_type: expected int32 values (%s array)", g->name,
                           pq__gguf_type_name(types_kv->arr_type));
     }
-    if (st == PQ_OK && is_bpe)
+    const char *hf_json;
+    size_t hf_len;
+    r = pq__gguf_get_str(g, "tokenizer.huggingface.json", &hf_json, &hf_len);
+    if (r == PQ_GGUF_BADTYPE && st == PQ_OK)
+        st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.huggingface.json: expected a string", g->name);
+    if (st == PQ_OK && r == PQ_GGUF_FOUND) {
+        st = load_hf_json(ctx, g, hf_json, hf_len, n, bos, eos, &src->tok);
+        if (st != PQ_OK && st != PQ_ERR_NOMEM) { /* other writers' files: the arrays still describe a tokenizer */
+            pq__log(ctx, PQ_LOG_WARN, "%s; using tokenizer.ggml.tokens instead", pq_ctx_error(ctx));
+            st = PQ_OK;
+            r = PQ_GGUF_MISSING;
+        }
+    }
+    if (st == PQ_OK && r == PQ_GGUF_FOUND) {
+        /* loaded from tokenizer.huggingface.json */
+    } else if (st == PQ_OK && is_bpe)
         st = load_bpe(ctx, g, n, pieces, lens, types, bos, eos, unk, &src->tok);
     else if (st == PQ_OK)
         st = pq__tokenizer_new_spm(ctx, n, pieces, lens, scores, types, bos, eos, unk, prefix, &src->tok);

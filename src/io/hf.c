@@ -1,5 +1,5 @@
 /* Hugging Face model folders: config.json, model.safetensors (or shards listed in
- * model.safetensors.index.json), tokenizer.model. Tensor names in these folders are the
+ * model.safetensors.index.json), tokenizer.json or tokenizer.model. Tensor names in these folders are the
  * canonical names of io/source.h already, and q/k rows use the rotate_half RoPE layout. */
 #include "io/hf.h"
 #include "model/packed.h"

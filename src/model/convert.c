@@ -1,4 +1,5 @@
-/* Writing a loaded model as a Hugging Face folder (config.json, safetensors, tokenizer.model)
+/* Writing a loaded model as a Hugging Face folder (config.json, safetensors, tokenizer.model or
+ * tokenizer.json)
  * or a GGUF file (llama.cpp names and metadata, embedded tokenizer). q/k rows are permuted
  * between the interleaved RoPE layout (llama2.c, GGUF llama) and HF's rotate_half layout
  * when the target's convention differs from the model's. Output is atomic. */
@@ -152,12 +153,9 @@ static pq_status save_hf(pq_ctx *ctx, const pq_model *m, const char *path, pq_dt
     if ((st = pq__hf_write_config(ctx, &cfg, p, torch_dtype(dtype)))) goto done;
     free(p);
     p = NULL;
-    if (m->tok) {
-        if (pq__tokenizer_kind(m->tok) != PQ_TOK_SPM) {
-            st = pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: writing this tokenizer kind to a HF folder is not supported",
-                          path);
-            goto done;
-        }
+    if (m->tok && pq__tokenizer_kind(m->tok) == PQ_TOK_BPE) {
+        if ((st = pq__tokenizer_save_hf(ctx, m->tok, tmp))) goto done;
+    } else if (m->tok) {
         if (!(p = pq__path_join(tmp, "tokenizer.model"))) {
             st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
             goto done;
@@ -172,6 +170,74 @@ done:
     free(tmp);
     free(p);
     free(e);
+    return st;
+}
+
+/* BPE vocabularies: byte-level ones that a gpt2 vocabulary reproduces are written as llama.cpp
+ * does (tokens, token types, "left right" merges, tokenizer.ggml.pre). Others (SentencePiece-like
+ * BPE with byte fallback, normalizers) get llama.cpp's "llama" (scores, types, <0xXX> bytes) or
+ * "gpt2" arrays for other readers, plus their tokenizer.json under tokenizer.huggingface.json,
+ * which our reader prefers, so that the round trip tokenizes identically. */
+static pq_status gguf_tokenizer_bpe(pq_ctx *ctx, const pq_tokenizer *t, pq__gguf_writer *w, const char *path) {
+    const int64_t n = pq_tokenizer_n_vocab(t), nm = pq__tokenizer_n_merges(t);
+    const char *pre = pq__tokenizer_gguf_pre(t);
+    size_t json_len = 0;
+    const char *json = pq__tokenizer_hf_json(t, &json_len);
+    if (!pre && !json)
+        return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: this BPE tokenizer cannot be written to GGUF", path);
+    const int spm_like = !pre && pq__tokenizer_byte_fallback(t);
+    const char **pieces = pq__calloc(ctx, (size_t)n, sizeof *pieces, "vocabulary");
+    size_t *lens = pq__calloc(ctx, (size_t)n, sizeof *lens, "vocabulary");
+    float *scores = pq__calloc(ctx, (size_t)n, sizeof *scores, "vocabulary");
+    int32_t *types = pq__calloc(ctx, (size_t)n, sizeof *types, "vocabulary");
+    char **merges = pq__calloc(ctx, (size_t)nm + 1, sizeof *merges, "merges");
+    pq_status st = PQ_OK;
+    if (!pieces || !lens || !scores || !types || !merges) {
+        st = ctx->status;
+        goto done;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        pieces[i] = pq__tokenizer_piece(t, (int32_t)i, &lens[i]);
+        scores[i] = pq__tokenizer_score(t, (int32_t)i);
+        types[i] = pq__tokenizer_type(t, (int32_t)i);
+    }
+    for (int64_t r = 0; r < nm && !spm_like; r++) {
+        int32_t a, b;
+        size_t la, lb;
+        if (!pq__tokenizer_merge(t, r, &a, &b)) break;
+        const char *pa = pq__tokenizer_piece(t, a, &la), *pb = pq__tokenizer_piece(t, b, &lb);
+        if (!(merges[r] = malloc(la + lb + 2))) {
+            st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        memcpy(merges[r], pa, la);
+        merges[r][la] = ' ';
+        memcpy(merges[r] + la + 1, pb, lb);
+        merges[r][la + 1 + lb] = 0;
+    }
+    pq__gguf_writer_add_str(w, "tokenizer.ggml.model", spm_like ? "llama" : "gpt2");
+    if (!spm_like) pq__gguf_writer_add_str(w, "tokenizer.ggml.pre", pre ? pre : "default");
+    pq__gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", pieces, lens, n);
+    if (spm_like) pq__gguf_writer_add_arr_f32(w, "tokenizer.ggml.scores", scores, n);
+    pq__gguf_writer_add_arr_i32(w, "tokenizer.ggml.token_type", types, n);
+    if (!spm_like) pq__gguf_writer_add_arr_str(w, "tokenizer.ggml.merges", (const char *const *)merges, NULL, nm);
+    if (pq_tokenizer_bos(t) >= 0)
+        pq__gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)pq_tokenizer_bos(t));
+    if (pq_tokenizer_eos(t) >= 0)
+        pq__gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)pq_tokenizer_eos(t));
+    if (pq__tokenizer_unk(t) >= 0)
+        pq__gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)pq__tokenizer_unk(t));
+    if (spm_like) pq__gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", 1);
+    pq__gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", pq__tokenizer_add_bos_default(t));
+    if (!pre) pq__gguf_writer_add_str(w, "tokenizer.huggingface.json", json);
+done:
+    if (merges)
+        for (int64_t r = 0; r < nm; r++) free(merges[r]);
+    free(merges);
+    free(pieces);
+    free(lens);
+    free(scores);
+    free(types);
     return st;
 }
 
@@ -268,8 +334,8 @@ static pq_status save_gguf(pq_ctx *ctx, const pq_model *m, const char *path, pq_
     }
 #undef KEY
     if (m->tok) {
-        if (pq__tokenizer_kind(m->tok) != PQ_TOK_SPM)
-            st = pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: writing this tokenizer kind to GGUF is not supported", path);
+        if (pq__tokenizer_kind(m->tok) == PQ_TOK_BPE)
+            st = gguf_tokenizer_bpe(ctx, m->tok, w, path);
         else
             st = gguf_tokenizer(ctx, m->tok, w);
     } else {

@@ -149,6 +149,7 @@ typedef struct pattern {
     size_t len;
     rx re;
     int is_regex;
+    char *src; /* regex source text (writers name the pre-tokenizer from it) */
 } pattern;
 
 typedef struct span {
@@ -271,11 +272,16 @@ struct pq__bpe {
     char *dec; /* decoded text of every token */
     size_t *dec_off;
     uint32_t *dec_len;
-    int strip_lead; /* spaces dropped from the first token's text (Strip / Metaspace decoders) */
+    int strip_lead;       /* spaces dropped from the first token's text (Strip / Metaspace decoders) */
+    int dec_bytelevel;    /* the decoder is exactly ByteLevel */
+    const char *gguf_pre; /* GGUF tokenizer.ggml.pre that reproduces this pipeline, or NULL */
+    char *json;           /* tokenizer.json text this was parsed from (NUL-terminated), or NULL */
+    size_t json_len;
 };
 
 static void pattern_free(pattern *p) {
     free(p->str);
+    free(p->src);
     rx_free(&p->re);
 }
 
@@ -300,6 +306,7 @@ void pq__bpe_free(pq__bpe *b) {
     free(b->dec);
     free(b->dec_off);
     free(b->dec_len);
+    free(b->json);
     free(b);
 }
 
@@ -979,6 +986,8 @@ static char *dupn(const char *s, size_t n) {
     return p;
 }
 
+static const char *native_pre(const pq_tokenizer *t, const pq__bpe *b);
+
 pq_status pq__tokenizer_new_bpe(pq_ctx *ctx, int64_t n, const char *const *pieces, const size_t *lens,
                                 const int32_t *types, const char *const *merges, int64_t n_merges, const char *regex,
                                 int32_t bos, int32_t eos, int32_t unk, int add_bos, pq_tokenizer **out) {
@@ -1002,7 +1011,9 @@ pq_status pq__tokenizer_new_bpe(pq_ctx *ctx, int64_t n, const char *const *piece
         b->pres[0].type = PRE_SPLIT;
         b->pres[0].behavior = BEH_ISOLATED;
         b->pres[0].pat.is_regex = 1;
-        st = rx_compile(ctx, name, regex ? regex : PQ_REGEX_GPT2, &b->pres[0].pat.re);
+        b->pres[0].pat.src = dupn(regex ? regex : PQ_REGEX_GPT2, strlen(regex ? regex : PQ_REGEX_GPT2));
+        st = b->pres[0].pat.src ? rx_compile(ctx, name, b->pres[0].pat.src, &b->pres[0].pat.re)
+                                : pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", name);
         b->pres[1].type = PRE_BYTELEVEL;
     }
     if (st == PQ_OK) st = alloc_merges(ctx, name, b, n_merges);
@@ -1034,14 +1045,86 @@ pq_status pq__tokenizer_new_bpe(pq_ctx *ctx, int64_t n, const char *const *piece
     if (st == PQ_OK) {
         index_added(b);
         const decoder d = {DEC_BYTELEVEL, NULL, NULL, 0, 0};
+        b->dec_bytelevel = 1;
         st = build_decoded(ctx, name, t, b, &d, 1);
     }
+    if (st == PQ_OK) b->gguf_pre = native_pre(t, b);
     if (st != PQ_OK) {
         pq_tokenizer_free(t);
         return st;
     }
     *out = t;
     return PQ_OK;
+}
+
+/* ---------------------------------------------------------------- writer support */
+
+/* Pre-tokenizer names of GGUF tokenizer.ggml.pre (llama.cpp) and their regexes. */
+static const struct {
+    const char *name, *regex;
+} gguf_pres[3] = {{"gpt-2", PQ_REGEX_GPT2}, {"llama-bpe", PQ_REGEX_LLAMA3}, {"qwen2", PQ_REGEX_QWEN2}};
+
+const char *pq__bpe_pre_regex(const char *name, size_t len) {
+    static const struct {
+        const char *alias, *regex;
+    } alias[3] = {{"gpt2", PQ_REGEX_GPT2}, {"default", PQ_REGEX_GPT2}, {"llama3", PQ_REGEX_LLAMA3}};
+    for (int i = 0; i < 3; i++)
+        if (strlen(gguf_pres[i].name) == len && !memcmp(name, gguf_pres[i].name, len)) return gguf_pres[i].regex;
+    for (int i = 0; i < 3; i++)
+        if (strlen(alias[i].alias) == len && !memcmp(name, alias[i].alias, len)) return alias[i].regex;
+    return NULL;
+}
+
+/* The GGUF pre-tokenizer name under which a gpt2 vocabulary (pq__tokenizer_new_bpe, with
+ * ignore_merges for llama-bpe as llama.cpp does) encodes and decodes exactly like this pipeline;
+ * NULL if there is none (normalizers, byte fallback, other decoders, stripping added tokens). */
+static const char *native_pre(const pq_tokenizer *t, const pq__bpe *b) {
+    if (b->n_norms || b->byte_fallback || b->fuse_unk || !b->dec_bytelevel || b->strip_lead) return NULL;
+    for (int i = 0; i < b->n_added; i++) {
+        const int32_t ty = pq__tokenizer_type(t, b->added[i].id);
+        if (b->added[i].lstrip || b->added[i].rstrip || (ty != PQ_PIECE_CONTROL && ty != PQ_PIECE_USER) ||
+            (ty == PQ_PIECE_CONTROL) != (b->added[i].special != 0))
+            return NULL;
+    }
+    const char *src = NULL;
+    if (b->n_pres == 1 && b->pres[0].type == PRE_BYTELEVEL && !b->pres[0].add_prefix_space && b->pres[0].use_regex)
+        src = PQ_REGEX_GPT2;
+    else if (b->n_pres == 2 && b->pres[0].type == PRE_SPLIT && b->pres[0].pat.is_regex && b->pres[0].pat.src &&
+             b->pres[0].behavior == BEH_ISOLATED && !b->pres[0].invert && b->pres[1].type == PRE_BYTELEVEL &&
+             !b->pres[1].add_prefix_space && !b->pres[1].use_regex)
+        src = b->pres[0].pat.src;
+    for (int i = 0; src && i < 3; i++)
+        if (!strcmp(src, gguf_pres[i].regex)) return (b->ignore_merges != 0) == (i == 1) ? gguf_pres[i].name : NULL;
+    return NULL;
+}
+
+const char *pq__tokenizer_gguf_pre(const pq_tokenizer *t) {
+    const pq__bpe *b = pq__tokenizer_bpe(t);
+    return b ? b->gguf_pre : NULL;
+}
+
+const char *pq__tokenizer_hf_json(const pq_tokenizer *t, size_t *len) {
+    const pq__bpe *b = pq__tokenizer_bpe(t);
+    if (!b || !b->json) return NULL;
+    *len = b->json_len;
+    return b->json;
+}
+
+int pq__tokenizer_ignore_merges(const pq_tokenizer *t) {
+    const pq__bpe *b = pq__tokenizer_bpe(t);
+    return b ? b->ignore_merges : 0;
+}
+
+int pq__tokenizer_byte_fallback(const pq_tokenizer *t) {
+    const pq__bpe *b = pq__tokenizer_bpe(t);
+    return b ? b->byte_fallback : 0;
+}
+
+void pq__tokenizer_set_ignore_merges(pq_tokenizer *t, int on) {
+    pq__bpe *b = (pq__bpe *)pq__tokenizer_bpe(t); /* t owns it; the accessor is const for readers */
+    if (!b) return;
+    b->ignore_merges = on != 0;
+    b->gguf_pre = native_pre(t, b);
 }
 
 /* ---------------------------------------------------------------- tokenizer.json */
@@ -1071,6 +1154,8 @@ static pq_status parse_pattern(jctx *j, const cJSON *o, const char *where, patte
     }
     if (r) {
         p->is_regex = 1;
+        p->src = dupn(r, strlen(r));
+        if (!p->src) return pq__fail(j->ctx, PQ_ERR_NOMEM, "%s: out of memory", j->name);
         return rx_compile(j->ctx, j->name, r, &p->re);
     }
     return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: %s.pattern needs \"String\" or \"Regex\"", j->name, where);
@@ -1466,7 +1551,16 @@ pq_status pq__tokenizer_parse_hf_json(pq_ctx *ctx, const char *name, const char 
         }
         index_added(b);
     }
-    if (st == PQ_OK) st = build_decoded(ctx, name, t, b, ds.d, ds.n);
+    if (st == PQ_OK) {
+        b->dec_bytelevel = ds.n == 1 && ds.d[0].type == DEC_BYTELEVEL;
+        st = build_decoded(ctx, name, t, b, ds.d, ds.n);
+    }
+    if (st == PQ_OK) {
+        b->gguf_pre = native_pre(t, b);
+        b->json = dupn(json, len); /* kept so that convert can write it back verbatim */
+        b->json_len = len;
+        if (!b->json) st = pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", name);
+    }
     /* special tokens: tokenizer_config.json wins, then the post-processor template */
     if (st == PQ_OK && config_json) {
         cfg = cJSON_ParseWithLength(config_json, config_len);

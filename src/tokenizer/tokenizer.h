@@ -102,6 +102,24 @@ int pq__tokenizer_add_bos_default(const pq_tokenizer *t);
 int64_t pq__tokenizer_n_merges(const pq_tokenizer *t);
 int pq__tokenizer_merge(const pq_tokenizer *t, int64_t rank, int32_t *left, int32_t *right);
 
+/* ---- writers (tokenizer_save.c, convert) ---- */
+
+/* Regex of a GGUF tokenizer.ggml.pre name ("gpt-2", "llama-bpe", "qwen2" and aliases), or NULL. */
+const char *pq__bpe_pre_regex(const char *name, size_t len);
+/* GGUF tokenizer.ggml.pre under which a gpt2 vocabulary (tokens, merges, token types) reproduces
+ * this BPE tokenizer exactly, or NULL (SentencePiece-like, normalizers, other decoders ...). */
+const char *pq__tokenizer_gguf_pre(const pq_tokenizer *t);
+/* The tokenizer.json text a BPE tokenizer was parsed from (borrowed), or NULL. */
+const char *pq__tokenizer_hf_json(const pq_tokenizer *t, size_t *len);
+int pq__tokenizer_ignore_merges(const pq_tokenizer *t);
+int pq__tokenizer_byte_fallback(const pq_tokenizer *t);
+/* llama.cpp ignores merges for whole words in vocabularies of pre-tokenizer "llama-bpe". */
+void pq__tokenizer_set_ignore_merges(pq_tokenizer *t, int on);
+/* Writes tokenizer.json and tokenizer_config.json (bos/eos token, add_bos_token) into dir, a BPE
+ * tokenizer only: the text it was parsed from verbatim, else one generated from the vocabulary and
+ * merges (byte-level pipeline named by pq__tokenizer_gguf_pre). */
+pq_status pq__tokenizer_save_hf(pq_ctx *ctx, const pq_tokenizer *t, const char *dir);
+
 /* 1 if no piece contains the last byte of piece a followed by the first byte of piece b: no merge
  * can ever join tokens a and b, so text on either side can be merged independently. */
 int pq__tokenizer_barrier(const pq_tokenizer *t, int32_t a, int32_t b);
