@@ -16,7 +16,7 @@ static const char *compress_usage =
     "  [--sparsity F | --pattern N:M] [--quant none|rtn|gptq] [--bits B] [--group G] [--sym|--asym]\n"
     "  [--act-order] [--static-groups] [--percdamp P] [--blocksize B] [--joint a|b|fused] [--keep-mask]\n"
     "  [--true-sequential] [--skip REGEX] [--recipe FILE.json] [--report FILE.jsonl]\n"
-    "  [--format packed|dense] [--dtype f32|f16] [--threads N] [--quiet]\n";
+    "  [--format packed|dense] [--dtype f32|f16|bf16] [--threads N] [--quiet]\n";
 
 static int quant_given;
 
@@ -74,8 +74,9 @@ static int set_key(const char *cmd, pq_compress_params *p, const char *key, cons
         if (strcmp(v, "packed") && strcmp(v, "dense")) return cli_usage_error(cmd, "--format: packed or dense");
         *format = v;
     } else if (!strcmp(key, "dtype")) {
-        if (pq_dtype_parse(v, &p->dtype) || (p->dtype != PQ_DTYPE_F32 && p->dtype != PQ_DTYPE_F16))
-            return cli_usage_error(cmd, "--dtype: f32 or f16");
+        if (pq_dtype_parse(v, &p->dtype) ||
+            (p->dtype != PQ_DTYPE_F32 && p->dtype != PQ_DTYPE_F16 && p->dtype != PQ_DTYPE_BF16))
+            return cli_usage_error(cmd, "--dtype: f32, f16 or bf16");
     } else if (!strcmp(key, "skip")) {
         *skip_store = v;
     } else {

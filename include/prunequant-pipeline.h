@@ -25,7 +25,7 @@ typedef struct pq_compress_params {
     const char *skip;       /* POSIX ERE on linear names ("model.layers.0.mlp.down_proj"); NULL = none */
     const char *report;     /* JSON-lines report path, or NULL */
     int packed;             /* 1 (default): packed-v1 format; 0: dense */
-    pq_dtype dtype;         /* F32 (default) or F16: tensors that are not packed */
+    pq_dtype dtype;         /* F32 (default), F16 or BF16: tensors that are not packed */
     const char *calib_name; /* recorded in config.json ("calibration.file") */
     int64_t chunk;          /* sequences per forward chunk (0 = 4) */
 } pq_compress_params;
@@ -34,7 +34,8 @@ pq_compress_params pq_compress_params_default(void);
 
 /* Compresses model (left unchanged) with calibration tokens[n_tokens] (BOS included by the
  * caller) and writes the result to the folder out_dir, atomically (nothing is left there
- * on failure). The model must have an SPM tokenizer or none. */
+ * on failure). The model's tokenizer (SentencePiece-kind as tokenizer.model, BPE as
+ * tokenizer.json) goes with it. */
 pq_status pq_compress_model(pq_ctx *ctx, const pq_model *model, const int32_t *tokens, int64_t n_tokens,
                             const pq_compress_params *p, const char *out_dir);
 

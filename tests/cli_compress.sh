@@ -34,6 +34,11 @@ pd=$(ppl "$M")
 pq=$(ppl "$T/gptq")
 python3 -c "import math,sys; d,q=float('$pd'),float('$pq'); sys.exit(0 if math.isfinite(q) and q < 1.3*d else 1)" \
     && ok || bad "ppl dense $pd packed $pq"
+# dense bf16 output (what other tools load): the weights are the packed ones rounded to bf16
+check "$BIN" compress "$M" "${C[@]}" --out "$T/dense16" --quant gptq --bits 4 --group 32 --asym --format dense --dtype bf16
+check grep -q '"torch_dtype":[[:space:]]*"bfloat16"' "$T/dense16/config.json"
+pb=$(ppl "$T/dense16")
+python3 -c "import sys; a,b=float('$pq'),float('$pb'); sys.exit(0 if abs(a-b) < 0.02*a else 1)" && ok || bad "ppl packed $pq vs dense bf16 $pb"
 out=$("$BIN" generate "$T/gptq" --prompt "Once upon a time" -n 20 2>/dev/null)
 [ -n "$out" ] && ok || bad "generate on the packed output"
 

@@ -136,6 +136,18 @@ for v in gguf:model.gguf hf:hf2; do
     extra_pass=$((extra_pass + rp))
     extra_fail=$((extra_fail + rf))
 done
+# compress keeps the tokenizer too: a compressed tiny model tokenizes the data text like the reference
+IFS='	' read -r dname dfile < <(grep -m1 '^d_' "$RT/fix/manifest.tsv")
+for m in llama3 mistral; do
+    if "$BIN" compress "$RT/$m/hf" --calib "$dfile" --nsamples 2 --seqlen 16 --quant rtn --bits 8 --quiet \
+        --out "$RT/$m/cmp" >"$RT/$m.cmp.log" 2>&1 &&
+        [ "$("$BIN" tokenize "$RT/$m/cmp" --file "$dfile" 2>>"$RT/$m.cmp.log")" = "$(cat "$FIX/$m/$dname.ids")" ]; then
+        extra_pass=$((extra_pass + 1))
+    else
+        extra_fail=$((extra_fail + 1))
+        echo "FAIL compress $m: the output folder's tokenizer differs: $(tail -2 "$RT/$m.cmp.log")"
+    fi
+done
 node "$TMP/pkg/hf_check.mjs" "$RT/hfx" $MODELS >"$RT/hf_check.txt" || hrc=1
 sed 's/^/re-exported tokenizer.json: /' "$RT/hf_check.txt" | grep -v ' passed, '
 read -r rp _ rf _ < <(grep ' passed, ' "$RT/hf_check.txt" || echo "0 passed, 1 failed")

@@ -300,7 +300,9 @@ static pq_status write_config(pq_ctx *ctx, const pq_model *m, const char *dir, c
     }
     char *path = pq__path_join(dir, "config.json");
     if (!path) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
-    pq_status st = pq__hf_write_config(ctx, &cfg, path, p->dtype == PQ_DTYPE_F16 ? "float16" : "float32");
+    pq_status st = pq__hf_write_config(ctx, &cfg, path, p->dtype == PQ_DTYPE_F16    ? "float16"
+                                                              : p->dtype == PQ_DTYPE_BF16 ? "bfloat16"
+                                                                                          : "float32");
     char *text = st ? NULL : read_text(path);
     cJSON *root = text ? cJSON_Parse(text) : NULL;
     if (!st && !root) st = pq__fail(ctx, PQ_ERR_IO, "%s: cannot read back", path);
@@ -393,14 +395,11 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
     if (p.seqlen <= 0) p.seqlen = c->max_seq_len < 512 ? c->max_seq_len : 512;
     if (p.chunk <= 0) p.chunk = 4;
     if (p.chunk > p.nsamples) p.chunk = p.nsamples;
-    if (p.dtype != PQ_DTYPE_F32 && p.dtype != PQ_DTYPE_F16)
-        return pq__fail(ctx, PQ_ERR_INVALID, "compress: output dtype must be f32 or f16");
+    if (p.dtype != PQ_DTYPE_F32 && p.dtype != PQ_DTYPE_F16 && p.dtype != PQ_DTYPE_BF16)
+        return pq__fail(ctx, PQ_ERR_INVALID, "compress: output dtype must be f32, f16 or bf16");
     if (p.seqlen > c->max_seq_len)
         return pq__fail(ctx, PQ_ERR_INVALID, "compress: seqlen %lld exceeds the model's context %lld",
                         (long long)p.seqlen, (long long)c->max_seq_len);
-    if (m->tok && pq__tokenizer_kind(m->tok) != PQ_TOK_SPM)
-        return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: writing this tokenizer kind to a HF folder is not supported",
-                        out_dir);
     const int64_t in_cols[3] = {D, QD, F};
     /* down_proj's input (hidden_dim) is often not a multiple of the group size (stories260K:
      * 172) when dim is: that layer falls back to one grid per row instead of failing. */
@@ -623,7 +622,9 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
                : pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
     free(itext);
     if (st || (st = write_config(ctx, m, tmp, &p, starts))) goto done;
-    if (m->tok) {
+    if (m->tok && pq__tokenizer_kind(m->tok) == PQ_TOK_BPE) { /* tokenizer.json + tokenizer_config.json */
+        if ((st = pq__tokenizer_save_hf(ctx, m->tok, tmp))) goto done;
+    } else if (m->tok) {
         char *tp = pq__path_join(tmp, "tokenizer.model");
         st = tp ? pq__tokenizer_save_spm_model(ctx, m->tok, tp) : pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
         free(tp);
