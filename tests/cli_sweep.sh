@@ -169,6 +169,25 @@ rc=$?
 [ $rc -eq 130 ] && ok || bad "interrupted sweep rc $rc (expected 130)"
 [ "$(q "$T/int.sqlite" "select count(*) from runs where status='running'")" = 0 ] && ok || bad "a 'running' row left"
 grep -q -- "--resume" "$T/err7" && ok || bad "interrupt message names --resume"
+# ... resumed, then killed outright (SIGKILL) in the middle of a config, then resumed to the end:
+# one row per config, no 'running' row, and the numbers of the uninterrupted sweep above
+"$BIN" sweep "$M" "${S[@]}" --db "$T/int.sqlite" --resume 2> "$T/err10" &
+pid=$!
+for _ in $(seq 1 3000); do grep -q "config [0-9]*/3" "$T/err10" 2> /dev/null && break; sleep 0.01; done
+kill -KILL $pid
+wait $pid 2> /dev/null
+"$BIN" sweep "$M" "${S[@]}" --db "$T/int.sqlite" --resume 2> "$T/err11" && ok || bad "resume after SIGKILL: $(tail -2 "$T/err11")"
+[ "$(q "$T/int.sqlite" "select count(*) from runs")" = 4 ] &&
+    [ "$(q "$T/int.sqlite" "select count(*) from runs where status='done'")" = 4 ] &&
+    [ "$(q "$T/int.sqlite" "select count(*) from scores")" = 8 ] && ok || bad "rows after SIGKILL + resume"
+$PY - "$T/int.sqlite" "$DB" <<'PY' && ok || bad "numbers after SIGKILL + resume differ from the uninterrupted sweep"
+import sqlite3, sys
+a = dict(sqlite3.connect(sys.argv[1]).execute("select config_hash, sr from runs"))
+b = dict(sqlite3.connect(sys.argv[2]).execute("select config_hash, sr from runs"))
+shared = [h for h in a if h in b and h != "base"]
+assert len(shared) == 2, (a, b)
+assert all(a[h] == b[h] for h in shared), [(a[h], b[h]) for h in shared]
+PY
 
 # MPI: 2 ranks give the same configs and numbers as one. Required wherever the build asks for
 # MPI (PQ_MPI_REQUIRED=1: the default Release build); the sanitizer build is made without it.
