@@ -68,5 +68,48 @@ PY
 timeout 60 "$CHROME" "${F[@]}" --screenshot="$T/shot.png" --window-size=1200,2000 "file://$T/report.html" \
     > /dev/null 2>&1
 [ -s "$T/shot.png" ] && ok || bad "no screenshot"
+# non-blank: decode the PNG (zlib + scanline filters) and count the pixels that are not background
+python3 - "$T/shot.png" <<'PY' && ok || bad "the screenshot is blank"
+import struct, sys, zlib
+data = open(sys.argv[1], "rb").read()
+assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+pos, idat, w = 8, b"", 0
+while pos < len(data):
+    n, typ = struct.unpack(">I4s", data[pos:pos + 8])
+    body = data[pos + 8:pos + 8 + n]
+    if typ == b"IHDR":
+        w, h, depth, ctype = struct.unpack(">IIBB", body[:10])
+        assert depth == 8 and ctype in (2, 6), (depth, ctype)
+        bpp = 3 if ctype == 2 else 4
+    elif typ == b"IDAT":
+        idat += body
+    pos += 12 + n
+raw = zlib.decompress(idat)
+stride = w * bpp
+prev = bytearray(stride)
+counts = {}
+for y in range(h):
+    f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+    for i in range(stride):
+        a = line[i - bpp] if i >= bpp else 0
+        b, c = prev[i], prev[i - bpp] if i >= bpp else 0
+        if f == 1: line[i] = (line[i] + a) & 255
+        elif f == 2: line[i] = (line[i] + b) & 255
+        elif f == 3: line[i] = (line[i] + (a + b) // 2) & 255
+        elif f == 4:
+            p = a + b - c
+            pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+            line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+    prev = line
+    if y % 4 == 0:
+        for x in range(0, w, 4):
+            px = bytes(line[x * bpp:x * bpp + 3])
+            counts[px] = counts.get(px, 0) + 1
+total = sum(counts.values())
+background = max(counts.values())
+ink = total - background
+print(f"screenshot {w}x{h}: {len(counts)} colours, {100 * ink / total:.1f}% of the sampled pixels are not background")
+assert len(counts) > 20 and ink > 0.02 * total, (len(counts), ink, total)
+PY
 echo "cli_report_render: $pass passed, $fail failed"
 [ $fail -eq 0 ]
