@@ -7,7 +7,8 @@
  *   bench_compress run DIR OUT [nsamples seqlen [true-sequential]]
  *       loads DIR with deferred weights (as `prunequant compress` does), compresses it with
  *       GPTQ 4-bit g128 on random calibration tokens (default 32 x 512) into OUT, and prints
- *       the time, the peak resident set (VmHWM) and the budget of the memory target: one
+ *       the time, the peak resident set (VmHWM) and the budget of the memory target (per-layer
+ *       seconds and errors go to OUT.layers.jsonl): one
  *       block in f32 + the calibration activations + the largest Hessian (its float64
  *       accumulator) + 25 %.
  * Run `make` first; the two steps are separate processes so the peak RSS of `run` is the
@@ -167,6 +168,9 @@ static int run(const char *dir, const char *out, int64_t ns, int64_t L, int true
     p.layer.bits = 4;
     p.layer.group_size = 128;
     p.dtype = PQ_DTYPE_F16;
+    char report[1024];
+    snprintf(report, sizeof report, "%s.layers.jsonl", out); /* per linear: error, seconds */
+    p.report = report;
     t0 = now_s();
     pq_status st = pq_compress_model(ctx, m, tok, ns * L + L, &p, out);
     const double secs = now_s() - t0;
