@@ -34,6 +34,10 @@ pd=$(ppl "$M")
 pq=$(ppl "$T/gptq")
 python3 -c "import math,sys; d,q=float('$pd'),float('$pq'); sys.exit(0 if math.isfinite(q) and q < 1.3*d else 1)" \
     && ok || bad "ppl dense $pd packed $pq"
+# a packed model has the parameters of the dense one (not the bytes of its codes)
+np() { "$BIN" info "$1" --tokenizer "$TOK" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["n_params"])'; }
+[ "$(np "$T/gptq")" = "$(np "$M")" ] && ok || bad "n_params packed $(np "$T/gptq") vs dense $(np "$M")"
+"$BIN" info "$T/gptq" | grep -q "35 linears packed" && ok || bad "info names the packed linears"
 # dense bf16 output (what other tools load): the weights are the packed ones rounded to bf16
 check "$BIN" compress "$M" "${C[@]}" --out "$T/dense16" --quant gptq --bits 4 --group 32 --asym --format dense --dtype bf16
 check grep -q '"torch_dtype":[[:space:]]*"bfloat16"' "$T/dense16/config.json"

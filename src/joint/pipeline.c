@@ -19,9 +19,6 @@
 #include "model/packed.h"
 #include "tokenizer/tokenizer.h"
 
-const char *const pq__linear_names[7] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                         "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
-                                         "mlp.down_proj"};
 /* input group of each linear (the capture callback's `which`) */
 static const int lin_group[7] = {0, 0, 0, 1, 2, 2, 3};
 

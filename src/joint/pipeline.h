@@ -6,7 +6,6 @@
 #include "model/model.h"
 #include "prunequant-pipeline.h"
 
-extern const char *const pq__linear_names[7]; /* "self_attn.q_proj", ... "mlp.down_proj" */
 
 /* The seven linears of a block in the order of pq__linear_names. */
 void pq__block_linears(pq__block *b, pq__linear *out[7]);

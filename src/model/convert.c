@@ -58,9 +58,7 @@ static pq_status collect(pq_ctx *ctx, const pq_model *m, out_list *l) {
         const pq__block *b = &m->blocks[i];
         char n[128];
         const pq__linear *lin[7] = {&b->q, &b->k, &b->v, &b->o, &b->gate, &b->up, &b->down};
-        static const char *const ln[7] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                          "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
-                                          "mlp.down_proj"};
+        const char *const *ln = pq__linear_names;
         const int heads[7] = {(int)c->n_heads, (int)c->n_kv_heads, 0, 0, 0, 0, 0};
         snprintf(n, sizeof n, "model.layers.%lld.input_layernorm.weight", (long long)i);
         if ((st = add(ctx, l, n, b->attn_norm, c->dim, 0, 0))) break;

@@ -10,6 +10,10 @@
 #include "model/packed.h"
 #include "tokenizer/tokenizer.h"
 
+const char *const pq__linear_names[7] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                         "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                         "mlp.down_proj"};
+
 pq_load_params pq_load_params_default(void) {
     pq_load_params p = {NULL, 1, 0};
     return p;
@@ -150,15 +154,30 @@ static pq_status check_config(pq_ctx *ctx, const char *path, const pq__config *c
     return PQ_OK;
 }
 
+/* Bytes and dtypes as stored; the parameter count is the model's own (a packed linear
+ * counts rows x cols, not the bytes of its codes; tables a file may carry, such as
+ * llama2.c's RoPE frequencies, are not parameters). */
 static void dtype_summary(pq_model *m) {
     int64_t count[PQ_DTYPE_COUNT] = {0};
+    const pq__config *c = &m->cfg;
     m->weight_bytes = 0;
-    m->n_params = 0;
     for (int64_t i = 0; i < m->src.n_tensors; i++) {
         const pq__tensor *t = &m->src.tensors[i];
         if ((unsigned)t->dtype < PQ_DTYPE_COUNT) count[t->dtype]++;
         m->weight_bytes += t->nbytes;
-        m->n_params += pq__tensor_numel(t);
+    }
+    int64_t packed = 0;
+    m->n_params = c->vocab_size * c->dim * (c->tied ? 1 : 2) + c->dim;
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        const pq__block *b = &m->blocks[l];
+        const pq__linear *ls[7] = {&b->q, &b->k, &b->v, &b->o, &b->gate, &b->up, &b->down};
+        m->n_params += 2 * c->dim;
+        for (int j = 0; j < 7; j++) {
+            char base[128];
+            snprintf(base, sizeof base, "model.layers.%lld.%s", (long long)l, pq__linear_names[j]);
+            m->n_params += ls[j]->rows * ls[j]->cols + (ls[j]->b ? ls[j]->rows : 0);
+            packed += pq__packed_present(&m->src, base);
+        }
     }
     size_t k = 0;
     m->dtypes[0] = 0;
@@ -166,6 +185,8 @@ static void dtype_summary(pq_model *m) {
         if (count[i] && k < sizeof m->dtypes)
             k += (size_t)snprintf(m->dtypes + k, sizeof m->dtypes - k, "%s%s:%lld", k ? " " : "", pq_dtype_name(i),
                                   (long long)count[i]);
+    if (packed && k < sizeof m->dtypes)
+        snprintf(m->dtypes + k, sizeof m->dtypes - k, " (%lld linears packed)", (long long)packed);
 }
 
 pq_status pq__model_linear_f32(pq_ctx *ctx, const pq_model *m, const char *base, int64_t rows, int64_t cols,
@@ -256,13 +277,10 @@ static pq_status model_from_source(pq_ctx *ctx, pq__source *src, int deferred, p
         if ((st = get_f32(ctx, m, name, D, 0, 0, &b->attn_norm))) goto fail;
         snprintf(name, sizeof name, "model.layers.%lld.post_attention_layernorm.weight", (long long)l);
         if ((st = get_f32(ctx, m, name, D, 0, 0, &b->ffn_norm))) goto fail;
-        static const char *const lin[7] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                           "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
-                                           "mlp.down_proj"};
         pq__linear *dst[7] = {&b->q, &b->k, &b->v, &b->o, &b->gate, &b->up, &b->down};
         const int64_t rows[7] = {QD, KD, KD, D, F, F, D}, cols[7] = {D, D, D, QD, D, D, F};
         for (int i = 0; i < 7; i++) {
-            snprintf(base, sizeof base, "model.layers.%lld.%s", (long long)l, lin[i]);
+            snprintf(base, sizeof base, "model.layers.%lld.%s", (long long)l, pq__linear_names[i]);
             if ((st = get_linear(ctx, m, base, rows[i], cols[i], c->qkv_bias && i < 3, dst[i]))) goto fail;
         }
     }

@@ -50,6 +50,10 @@ pq_status pq__model_rows_f32(pq_ctx *ctx, const pq_model *m, const char *name, i
 /* PQ_ERR_INVALID with a message when m was loaded with deferred weights (what = the caller). */
 pq_status pq__model_require_weights(pq_ctx *ctx, const pq_model *m, const char *what);
 
+/* The seven linears of a block, in the order of pq__block: "self_attn.q_proj", ...
+ * "mlp.down_proj" (HF names below "model.layers.<l>."). */
+extern const char *const pq__linear_names[7];
+
 /* Builds a model from a loaded source (takes ownership of src's contents). */
 pq_status pq__model_from_source(pq_ctx *ctx, pq__source *src, pq_model **out);
 
