@@ -9,13 +9,7 @@ M=$DATA/models/stories260K/stories260K.bin
 TOK=$DATA/models/stories260K/tok512.bin
 TEXT=$DATA/text/tinystories/tinystories_val.txt
 if [ ! -f "$M" ] || [ ! -f "$TEXT" ]; then echo "FAIL: stories260K or tinystories missing under $PQ_DATA" >&2; exit 1; fi
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-check() { if "$@"; then ok; else bad "$*"; fi; }
+. "$(dirname "$0")/lib.sh"
 
 head -c 400000 "$TEXT" > "$T/calib.txt"
 tail -c 60000 "$TEXT" > "$T/eval.txt"

@@ -4,12 +4,7 @@
 # line on stderr and the documented exit code.
 set -u
 BIN=${PQ_LAYER_BIN:-${PQ_BIN:?PQ_BIN not set}}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+. "$(dirname "$0")/lib.sh"
 
 # W [32, 64], H = 2 X X^T / 256 with correlated channels; f8 and Fortran-order variants;
 # an H of the wrong shape. Standard library only (no numpy).

@@ -11,12 +11,7 @@ M=$DATA/models/babyllama-tok105/model5000.bin
 TOK=$DATA/models/babyllama-tok105/tok105.model
 TEXT=$DATA/text/tinystories/tinystories_val.txt
 if [ ! -f "$M" ] || [ ! -f "$TEXT" ]; then echo "FAIL: BabyLlama or tinystories missing under $PQ_DATA" >&2; exit 1; fi
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+. "$(dirname "$0")/lib.sh"
 
 head -c 100000 "$TEXT" > "$T/calib.txt"
 tail -c 20000 "$TEXT" > "$T/eval.txt"

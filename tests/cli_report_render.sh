@@ -15,12 +15,7 @@ if ! "$BIN" report --help > /dev/null 2>&1; then
     exit 1
 fi
 command -v python3 > /dev/null || { echo "FAIL: python3 is needed to fill the database" >&2; exit 1; }
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+. "$(dirname "$0")/lib.sh"
 
 # a hand-filled database (the schema of src/sweep/sweep_store.c)
 python3 - "$T/db.sqlite" <<'PY'

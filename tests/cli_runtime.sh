@@ -9,12 +9,7 @@ if [ ! -d "$DATA/models" ]; then
   echo "cli_runtime: shared data not found at $DATA" >&2
   exit 1
 fi
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+. "$(dirname "$0")/lib.sh"
 S=$DATA/models/stories260K
 B=$DATA/models/babyllama-tok105
 

@@ -16,13 +16,7 @@ if ! "$BIN" sweep --help > /dev/null 2>&1; then
 fi
 PY=python3
 command -v $PY > /dev/null || { echo "FAIL: python3 is needed to inspect the database" >&2; exit 1; }
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-check() { if "$@"; then ok; else bad "$*"; fi; }
+. "$(dirname "$0")/lib.sh"
 # q DB SQL: runs a query (committed), prints rows as a|b|c
 q() {
     $PY -c 'import sqlite3, sys
