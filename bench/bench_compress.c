@@ -23,6 +23,7 @@
 #include "io/hf.h"
 #include "io/safetensors.h"
 #include "prunequant-pipeline.h"
+#include "synth.h"
 
 static double now_s(void) {
     struct timespec t;
@@ -65,22 +66,10 @@ static pq_status fill_bf16(pq_ctx *ctx, void *user, size_t off, void *dst, size_
 static int make(const char *dir, int64_t layers, int64_t D, int64_t F, int64_t H, int64_t KV, int64_t V) {
     pq_ctx *ctx = pq_ctx_new();
     mkdir(dir, 0755);
-    pq__config c;
-    memset(&c, 0, sizeof c);
-    c.arch = PQ_ARCH_LLAMA;
-    c.dim = D;
-    c.hidden_dim = F;
-    c.n_layers = layers;
-    c.n_heads = H;
-    c.n_kv_heads = KV;
-    c.head_dim = D / H;
-    c.vocab_size = V;
+    pq__config c = synth_config(PQ_ARCH_LLAMA, D, F, layers, H, KV, V); /* Llama-3: long context, theta */
     c.max_seq_len = 8192;
     c.norm_eps = 1e-5f;
     c.rope_theta = 500000.0f;
-    c.rope_halfsplit = 1;
-    c.bos_id = 0;
-    c.eos_id = 1;
     char path[1024];
     snprintf(path, sizeof path, "%s/config.json", dir);
     if (pq__hf_write_config(ctx, &c, path, "bfloat16") != PQ_OK) {
