@@ -289,12 +289,9 @@ static pq_status load_tokenizer(pq_ctx *ctx, const pq__gguf *g, pq__source *src)
             r = PQ_GGUF_MISSING;
         }
     }
-    if (st == PQ_OK && r == PQ_GGUF_FOUND) {
-        /* loaded from tokenizer.huggingface.json */
-    } else if (st == PQ_OK && is_bpe)
-        st = load_bpe(ctx, g, n, pieces, lens, types, bos, eos, unk, &src->tok);
-    else if (st == PQ_OK)
-        st = pq__tokenizer_new_spm(ctx, n, pieces, lens, scores, types, bos, eos, unk, prefix, &src->tok);
+    if (st == PQ_OK && r != PQ_GGUF_FOUND) /* else loaded from tokenizer.huggingface.json */
+        st = is_bpe ? load_bpe(ctx, g, n, pieces, lens, types, bos, eos, unk, &src->tok)
+                    : pq__tokenizer_new_spm(ctx, n, pieces, lens, scores, types, bos, eos, unk, prefix, &src->tok);
     free(pieces);
     free(lens);
     free(scores);

@@ -191,8 +191,8 @@ static pq_status tl_add_f32(pq_ctx *ctx, tlist *t, const pq__config *cfg, const 
     return tl_add(ctx, t, name, dt, cols ? 2 : 1, rows, cols, data, nb);
 }
 
-/* A [rows, cols] weight of the source model written in dtype piece by piece (embeddings and
- * lm_head of a model loaded with deferred weights: never whole in memory). */
+/* A [rows, cols] weight of the source model written in dtype piece by piece from the stored
+ * tensor (embeddings and lm_head: never whole in memory, even when the model defers weights). */
 typedef struct {
     const pq_model *m;
     const char *tensor;
@@ -477,21 +477,15 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
             st = pq__fail(ctx, PQ_ERR_INVALID, "calibration: token id %d out of range", win[i]);
             goto done;
         }
-        if (m->embed)
-            memcpy(r.X + i * D, m->embed + (int64_t)win[i] * D, (size_t)D * sizeof(float));
-        else if ((st = pq__model_rows_f32(ctx, m, "model.embed_tokens.weight", win[i], 1, r.X + i * D)))
-            goto done;
+        if ((st = pq__model_rows_f32(ctx, m, "model.embed_tokens.weight", win[i], 1, r.X + i * D))) goto done;
     }
 
     if ((st = pq__tmpdir_create(ctx, out_dir, &tmp))) goto done;
     const int64_t n_shards = c->n_layers + 1;
     /* shard 1: embeddings, final norm, lm_head */
-    if ((st = m->embed ? tl_add_f32(ctx, &tl, c, "model.embed_tokens.weight", m->embed, c->vocab_size, D, 0, p.dtype)
-                       : tl_add_stream(ctx, &tl, m, "model.embed_tokens.weight", c->vocab_size, D, p.dtype)) ||
+    if ((st = tl_add_stream(ctx, &tl, m, "model.embed_tokens.weight", c->vocab_size, D, p.dtype)) ||
         (st = tl_add_f32(ctx, &tl, c, "model.norm.weight", m->out_norm, D, 0, 0, p.dtype)) ||
-        (!c->tied && (st = m->lm_head.w ? tl_add_f32(ctx, &tl, c, "lm_head.weight", m->lm_head.w, c->vocab_size, D,
-                                                     0, p.dtype)
-                                        : tl_add_stream(ctx, &tl, m, "lm_head.weight", c->vocab_size, D, p.dtype))) ||
+        (!c->tied && (st = tl_add_stream(ctx, &tl, m, "lm_head.weight", c->vocab_size, D, p.dtype))) ||
         (st = write_shard(ctx, tmp, &tl, 0, n_shards, map, &total)))
         goto done;
     tl_clear(&tl);
@@ -506,16 +500,9 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
         char names[7][128];
         for (int i = 0; i < 7; i++) {
             snprintf(names[i], sizeof names[i], "model.layers.%lld.%s", (long long)l, pq__linear_names[i]);
-            const size_t wb = (size_t)(lin[i]->rows * lin[i]->cols) * sizeof(float);
-            if (!lin[i]->w) { /* deferred weights: converted (or decoded) now, one block at a time */
-                if ((st = pq__model_linear_f32(ctx, m, names[i], lin[i]->rows, lin[i]->cols, &w.w[i]))) goto done;
-            } else if ((w.w[i] = pq__malloc(ctx, wb, names[i]))) {
-                memcpy(w.w[i], lin[i]->w, wb);
-                pq__source_release(&m->src, lin[i]->w, wb); /* the copy is what is used from here on */
-            } else {
-                st = ctx->status;
-                goto done;
-            }
+            /* the working copy comes from the stored tensor, so that a model loaded with deferred
+             * weights is converted (or decoded) one block at a time */
+            if ((st = pq__model_linear_f32(ctx, m, names[i], lin[i]->rows, lin[i]->cols, &w.w[i]))) goto done;
             lin[i]->w = w.w[i];
             w.done[i] = compressing && !(have_re && regexec(&re, names[i], 0, NULL, 0) == 0);
         }
@@ -619,13 +606,8 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
                : pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
     free(itext);
     if (st || (st = write_config(ctx, m, tmp, &p, starts))) goto done;
-    if (m->tok && pq__tokenizer_kind(m->tok) == PQ_TOK_BPE) { /* tokenizer.json + tokenizer_config.json */
-        if ((st = pq__tokenizer_save_hf(ctx, m->tok, tmp))) goto done;
-    } else if (m->tok) {
-        char *tp = pq__path_join(tmp, "tokenizer.model");
-        st = tp ? pq__tokenizer_save_spm_model(ctx, m->tok, tp) : pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
-        free(tp);
-        if (st) goto done;
+    if (m->tok) {
+        if ((st = pq__tokenizer_save_dir(ctx, m->tok, tmp))) goto done;
     } else {
         pq__log(ctx, PQ_LOG_WARN, "%s: the model has no tokenizer; none written", out_dir);
     }

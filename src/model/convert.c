@@ -151,14 +151,8 @@ static pq_status save_hf(pq_ctx *ctx, const pq_model *m, const char *path, pq_dt
     if ((st = pq__hf_write_config(ctx, &cfg, p, torch_dtype(dtype)))) goto done;
     free(p);
     p = NULL;
-    if (m->tok && pq__tokenizer_kind(m->tok) == PQ_TOK_BPE) {
-        if ((st = pq__tokenizer_save_hf(ctx, m->tok, tmp))) goto done;
-    } else if (m->tok) {
-        if (!(p = pq__path_join(tmp, "tokenizer.model"))) {
-            st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
-            goto done;
-        }
-        if ((st = pq__tokenizer_save_spm_model(ctx, m->tok, p))) goto done;
+    if (m->tok) {
+        if ((st = pq__tokenizer_save_dir(ctx, m->tok, tmp))) goto done;
     } else {
         pq__log(ctx, PQ_LOG_WARN, "%s: the model has no tokenizer; none written", path);
     }

@@ -100,12 +100,11 @@ static pq_status get_linear(pq_ctx *ctx, pq_model *m, const char *base, int64_t 
     snprintf(name, sizeof name, "%s.weight", base);
     pq_status st;
     if (pq__packed_present(&m->src, base)) { /* packed-v1 (docs/PACKED.md): decoded to float32 at load */
-        if (m->deferred) lin->w = NULL;
-        else {
-        float *w;
-        if ((st = pq__packed_decode(ctx, &m->src, base, rows, cols, &w)) || (st = keep(ctx, m, w))) return st;
+        float *w = NULL;
+        if (!m->deferred &&
+            ((st = pq__packed_decode(ctx, &m->src, base, rows, cols, &w)) || (st = keep(ctx, m, w))))
+            return st;
         lin->w = w;
-        }
     } else if ((st = get_f32_(ctx, m, name, rows, cols, 0, 1, &lin->w))) {
         return st;
     }

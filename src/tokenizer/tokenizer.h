@@ -119,6 +119,9 @@ void pq__tokenizer_set_ignore_merges(pq_tokenizer *t, int on);
  * tokenizer only: the text it was parsed from verbatim, else one generated from the vocabulary and
  * merges (byte-level pipeline named by pq__tokenizer_gguf_pre). */
 pq_status pq__tokenizer_save_hf(pq_ctx *ctx, const pq_tokenizer *t, const char *dir);
+/* The tokenizer of a Hugging Face model folder dir: tokenizer.json + tokenizer_config.json for
+ * BPE (pq__tokenizer_save_hf), tokenizer.model for SentencePiece kinds. */
+pq_status pq__tokenizer_save_dir(pq_ctx *ctx, const pq_tokenizer *t, const char *dir);
 
 /* 1 if no piece contains the last byte of piece a followed by the first byte of piece b: no merge
  * can ever join tokens a and b, so text on either side can be merged independently. */

@@ -249,3 +249,11 @@ pq_status pq__tokenizer_save_hf(pq_ctx *ctx, const pq_tokenizer *t, const char *
     free(text);
     return st;
 }
+
+pq_status pq__tokenizer_save_dir(pq_ctx *ctx, const pq_tokenizer *t, const char *dir) {
+    if (pq__tokenizer_kind(t) == PQ_TOK_BPE) return pq__tokenizer_save_hf(ctx, t, dir);
+    char *p = pq__path_join(dir, "tokenizer.model");
+    pq_status st = p ? pq__tokenizer_save_spm_model(ctx, t, p) : pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+    free(p);
+    return st;
+}
