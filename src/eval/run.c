@@ -369,16 +369,11 @@ static void model_metrics(const pq_model *m, const pq_compress_info *ci, pq_metr
             char base[128], wn[144];
             snprintf(base, sizeof base, "model.layers.%lld.%s", (long long)l, pq__linear_names[j]);
             snprintf(wn, sizeof wn, "%s.weight", base);
-            const pq__tensor *t = pq__source_find(&m->src, wn);
-            if (pq__packed_present(&m->src, base)) {
-                stored += pq__packed_bytes(&m->src, base);
-                other++;
-            } else {
-                stored += t ? t->nbytes : (size_t)n * 4;
-                if (t && t->dtype == PQ_DTYPE_Q4_0) q4++;
-                else if (t && t->dtype == PQ_DTYPE_Q8_0) q8++;
-                else other++;
-            }
+            const pq__tensor *t = pq__source_find(&m->src, wn); /* NULL when packed */
+            stored += pq__linear_stored_bytes(&m->src, base, n);
+            if (t && t->dtype == PQ_DTYPE_Q4_0) q4++;
+            else if (t && t->dtype == PQ_DTYPE_Q8_0) q8++;
+            else other++;
             n_lin += n;
             for (int64_t e = 0; e < n; e++) /* zeros of the float32 weights the forward uses */
                 zeros += ls[j]->w[e] == 0.0f;

@@ -678,15 +678,8 @@ pq_status pq_model_sparsity(pq_ctx *ctx, const pq_model *m, pq_sparsity_report *
                     e->pattern_ok = 1;
                 }
             }
-            char wn[128];
-            snprintf(wn, sizeof wn, "%s.weight", e->name);
-            const pq__tensor *t = pq__source_find(&m->src, wn);
-            if (pq__packed_present(&m->src, e->name)) {
-                e->bytes = (int64_t)pq__packed_bytes(&m->src, e->name);
-                out->packed = 1;
-            } else {
-                e->bytes = t ? (int64_t)t->nbytes : n * 4;
-            }
+            e->bytes = (int64_t)pq__linear_stored_bytes(&m->src, e->name, n);
+            out->packed |= pq__packed_present(&m->src, e->name);
             stored += (double)e->bytes;
             fp16 += 2.0 * (double)n;
             params += (double)n;

@@ -132,6 +132,12 @@ size_t pq__packed_bytes(const pq__source *src, const char *base) {
     return n;
 }
 
+size_t pq__linear_stored_bytes(const pq__source *src, const char *base, int64_t numel) {
+    if (pq__packed_present(src, base)) return pq__packed_bytes(src, base);
+    const pq__tensor *t = find(src, base, "weight");
+    return t ? t->nbytes : (size_t)numel * sizeof(float);
+}
+
 static int shape_is(const pq__tensor *t, pq_dtype dt, int n_dims, int64_t d0, int64_t d1) {
     if (!t || t->dtype != dt || t->n_dims != n_dims || t->shape[0] != d0 || (n_dims > 1 && t->shape[1] != d1))
         return 0;

@@ -48,6 +48,9 @@ int pq__packed_present(const pq__source *src, const char *base);
 
 /* Bytes of the packed tensors of base (0 if none). */
 size_t pq__packed_bytes(const pq__source *src, const char *base);
+/* Bytes stored for linear base with numel weights: its packed tensors, else its .weight tensor
+ * as stored, else numel float32 (a linear built in memory). */
+size_t pq__linear_stored_bytes(const pq__source *src, const char *base, int64_t numel);
 
 /* Decodes a packed linear into a malloc'ed float [rows, cols]. */
 pq_status pq__packed_decode(pq_ctx *ctx, const pq__source *src, const char *base, int64_t rows, int64_t cols,
