@@ -4,13 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/json.h"
 #include "eval/eval.h"
 
 static void num(cJSON *o, const char *k, double v) {
-    if (isfinite(v))
-        cJSON_AddNumberToObject(o, k, v);
-    else
-        cJSON_AddNullToObject(o, k);
+    pq__json_add_num(o, k, v);
 }
 
 static cJSON *kld_json(const pq_kld_result *k) {

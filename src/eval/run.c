@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "common/json.h"
 #include "eval/eval.h"
 #include "joint/pipeline.h"
 #include "model/packed.h"
@@ -277,11 +278,12 @@ uint64_t pq__model_hash(const pq_model *m) {
 
 /* ---------------------------------------------------------------- cache */
 
+/* v2: scores are stored exactly (v1 entries had lost the last bit of some values) */
 static void cache_key(char *key, size_t n, uint64_t model_hash, const char *spec, const pq_task_result *r,
                       const pq_eval_params *p) {
     struct stat sb;
     long long size = stat(r->file, &sb) == 0 ? (long long)sb.st_size : -1;
-    snprintf(key, n, "v1|model %016llx|task %s|file %s (%lld bytes)|protocol %s|limit %lld|shots %d|seed %llu|ctx %lld",
+    snprintf(key, n, "v2|model %016llx|task %s|file %s (%lld bytes)|protocol %s|limit %lld|shots %d|seed %llu|ctx %lld",
              (unsigned long long)model_hash, spec, r->file, size, r->protocol, (long long)p->limit, p->shots,
              (unsigned long long)p->seed, (long long)p->ctx);
 }
@@ -325,9 +327,10 @@ static void cache_put(pq_ctx *ctx, const char *dir, const char *key, const pq_ta
     char *path = cache_path(dir, key);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "key", key);
-    cJSON_AddNumberToObject(o, "score", b->score);
-    cJSON_AddNumberToObject(o, "se", b->se);
-    if (b->metric2[0]) cJSON_AddNumberToObject(o, "score2", b->score2);
+    /* exact: a result read back from the cache must equal the one computed */
+    pq__json_add_num(o, "score", b->score);
+    pq__json_add_num(o, "se", b->se);
+    if (b->metric2[0]) pq__json_add_num(o, "score2", b->score2);
     cJSON_AddNumberToObject(o, "n", (double)b->n);
     char *s = cJSON_Print(o);
     cJSON_Delete(o);

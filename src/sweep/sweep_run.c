@@ -197,6 +197,8 @@ static int stopped(const pq_sweep_params *p) {
 #include <cjson/cJSON.h>
 #include <mpi.h>
 
+#include "common/json.h"
+
 enum { TAG_RESULT = 7301 };
 
 static void mpi_world(int *rank, int *size) {
@@ -211,10 +213,7 @@ static void mpi_world(int *rank, int *size) {
 }
 
 static void add_num(cJSON *o, const char *k, double v) {
-    if (isfinite(v))
-        cJSON_AddNumberToObject(o, k, v);
-    else
-        cJSON_AddNullToObject(o, k);
+    pq__json_add_num(o, k, v); /* exact: rank 0 stores what the other ranks computed */
 }
 
 static double get_num(const cJSON *o, const char *k) {

@@ -1,0 +1,28 @@
+#include "common/json.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static void exact_text(double v, char *buf, size_t n) {
+    for (int digits = 15; digits <= 17; digits++) {
+        snprintf(buf, n, "%.*g", digits, v);
+        if (strtod(buf, NULL) == v) return;
+    }
+}
+
+cJSON *pq__json_num(double v) {
+    if (!isfinite(v)) return cJSON_CreateNull();
+    char buf[40];
+    exact_text(v, buf, sizeof buf);
+    return cJSON_CreateRaw(buf);
+}
+
+cJSON *pq__json_add_num(cJSON *obj, const char *key, double v) {
+    cJSON *item = pq__json_num(v);
+    if (item && !cJSON_AddItemToObject(obj, key, item)) {
+        cJSON_Delete(item);
+        return NULL;
+    }
+    return item;
+}
