@@ -20,6 +20,12 @@ int cli_parse_f64(const char *cmd, const char *flag, const char *s, double min, 
 /* Ends the progress line, if one is drawn. */
 void cli_progress_done(void);
 
+/* The data folder when --data-dir is not given: $PQ_DATA, else shared/data beside the
+ * project (found from the executable or the working directory); NULL if none. May write buf. */
+const char *cli_default_data_dir(char *buf, size_t n);
+/* The cache folder: $XDG_CACHE_HOME/prunequant or ~/.cache/prunequant (created); NULL if none. */
+const char *cli_default_cache_dir(char *buf, size_t n);
+
 int cli_info(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
 int cli_detokenize(int argc, char **argv);

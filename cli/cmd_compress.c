@@ -327,7 +327,9 @@ int pq_cli_info_sparsity(int argc, char **argv) {
                 snprintf(pat, sizeof pat, "-");
             printf("%-40s %10.4f %8s %10s\n", e->name, e->sparsity, pat, e->pattern_ok ? "yes" : "no");
         }
-        printf("ACr %.4f  bpw %.3f%s\n", r.acr, r.bpw, r.packed ? "" : "  (not packed)");
+        char acr[32] = "-"; /* ACr < 0: stored wider than f16 (dense f32) */
+        if (r.acr >= 0) snprintf(acr, sizeof acr, "%.4f", r.acr);
+        printf("ACr %s  bpw %.3f%s\n", acr, r.bpw, r.packed ? "" : "  (not packed)");
     }
     pq_sparsity_report_free(&r);
     pq_model_free(m);

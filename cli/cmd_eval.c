@@ -28,47 +28,6 @@ static int is_dir(const char *p) {
     return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
-/* Default data folder: $PQ_DATA, else shared/data beside the project, found from the
- * executable (build/prunequant -> ../../shared/data) or the working directory. */
-static const char *default_data_dir(char *buf, size_t n) {
-    const char *env = getenv("PQ_DATA");
-    if (env && *env && is_dir(env)) return env;
-    char exe[PATH_MAX];
-    ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    static const char *const rel[] = {"../shared/data", "../../shared/data", "../../../shared/data", "shared/data"};
-    if (k > 0) {
-        exe[k] = 0;
-        char *slash = strrchr(exe, '/');
-        if (slash) *slash = 0;
-        for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
-            snprintf(buf, n, "%s/%s", exe, rel[i]);
-            if (is_dir(buf)) return buf;
-        }
-    }
-    for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++)
-        if (is_dir(rel[i])) {
-            snprintf(buf, n, "%s", rel[i]);
-            return buf;
-        }
-    return NULL;
-}
-
-/* Default cache: $XDG_CACHE_HOME/prunequant or ~/.cache/prunequant (created). */
-static const char *default_cache_dir(char *buf, size_t n) {
-    const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    if (x && *x)
-        snprintf(buf, n, "%s", x);
-    else if (home && *home)
-        snprintf(buf, n, "%s/.cache", home);
-    else
-        return NULL;
-    mkdir(buf, 0755);
-    size_t l = strlen(buf);
-    snprintf(buf + l, n - l, "/prunequant");
-    mkdir(buf, 0755);
-    return is_dir(buf) ? buf : NULL;
-}
-
 static const char *fmt_num(char *b, size_t n, double v, int pct) {
     if (!isfinite(v))
         snprintf(b, n, "-");
@@ -122,9 +81,11 @@ static void print_report(const pq_eval_report *r, const char *data_dir) {
                    (long long)k->n_tokens, k->seconds, (double)k->n_tokens / k->seconds);
     }
     const pq_metrics *m = &r->metrics;
-    char a[32], b[32], c[32], d[32];
-    printf("\nmetrics: sparsity %.4f  bits %g  (stored %.2f bits/weight)  TCr %.4f  ACr %.4f  bpw %.3f\n", m->sparsity,
-           m->bits, m->stored_bits, m->tcr, m->acr, m->bpw);
+    char a[32], b[32], c[32], d[32], acr[32];
+    /* ACr < 0: stored wider than f16 (a dense f32 model): nothing compressed, shown as "-" */
+    fmt_num(acr, sizeof acr, m->acr >= 0 ? m->acr : NAN, 0);
+    printf("\nmetrics: sparsity %.4f  bits %g  (stored %.2f bits/weight)  TCr %.4f  ACr %s  bpw %.3f\n", m->sparsity,
+           m->bits, m->stored_bits, m->tcr, acr, m->bpw);
     printf("         Sr %s (over %d tasks)  Sr_norm %s  SrCr %s  Sr*TCr %s\n", fmt_num(a, sizeof a, m->sr, 0),
            m->n_retention, fmt_num(b, sizeof b, m->sr_norm, 0), fmt_num(c, sizeof c, m->srcr, 0),
            fmt_num(d, sizeof d, m->sr_tcr, 0));
@@ -227,8 +188,8 @@ int pq_cli_eval(int argc, char **argv) {
     if (!tasks) return cli_usage_error(cmd, "--tasks LIST is required");
     if (base_tok && !base_path) return cli_usage_error(cmd, "--base-tokenizer needs --base");
     char dbuf[PATH_MAX + 32], cbuf[PATH_MAX + 32];
-    p.data_dir = data_dir ? data_dir : default_data_dir(dbuf, sizeof dbuf);
-    p.cache_dir = no_cache ? NULL : cache_dir ? cache_dir : default_cache_dir(cbuf, sizeof cbuf);
+    p.data_dir = data_dir ? data_dir : cli_default_data_dir(dbuf, sizeof dbuf);
+    p.cache_dir = no_cache ? NULL : cache_dir ? cache_dir : cli_default_cache_dir(cbuf, sizeof cbuf);
     if (cache_dir && !no_cache && !is_dir(cache_dir) && mkdir(cache_dir, 0755) != 0)
         fprintf(stderr, "prunequant eval: warning: cannot create cache folder %s: %s\n", cache_dir, strerror(errno));
     pq_ctx *ctx = cli_ctx_new((int)threads, quiet);
@@ -293,8 +254,8 @@ static int tasks_list(int argc, char **argv) {
         }
     }
     char dbuf[PATH_MAX + 32], cbuf[PATH_MAX + 32];
-    p.data_dir = data_dir ? data_dir : default_data_dir(dbuf, sizeof dbuf);
-    p.cache_dir = cache_dir ? cache_dir : default_cache_dir(cbuf, sizeof cbuf);
+    p.data_dir = data_dir ? data_dir : cli_default_data_dir(dbuf, sizeof dbuf);
+    p.cache_dir = cache_dir ? cache_dir : cli_default_cache_dir(cbuf, sizeof cbuf);
     if (!p.data_dir) {
         fprintf(stderr, "prunequant tasks list: no data folder found (give --data-dir)\n");
         return 1;

@@ -206,10 +206,12 @@ int cli_tokenize(int argc, char **argv) {
         if (npos == 2) return cli_usage_error(cmd, "too many arguments");
         pos[npos++] = argv[i];
     }
-    const int want = (o.tokenizer ? 0 : 1) + (file ? 0 : 1);
-    if (npos != want)
-        return cli_usage_error(cmd, "give MODEL or --tokenizer FILE, and TEXT or --file PATH");
-    if (!o.tokenizer) o.model = pos[0];
+    /* [MODEL] (TEXT | --file PATH): MODEL may be left out when --tokenizer is given; given
+     * both, the model is loaded with that tokenizer (and checked against its vocabulary) */
+    const int n_text = file ? 0 : 1;
+    if (npos < n_text + (o.tokenizer ? 0 : 1) || npos > n_text + 1)
+        return cli_usage_error(cmd, "give MODEL and/or --tokenizer FILE, and TEXT or --file PATH");
+    if (npos > n_text) o.model = pos[0];
     if (file) {
         if (!(file_text = cli_read_file(cmd, file, &text_len))) return 1;
         text = file_text;
@@ -243,6 +245,14 @@ out:
 
 /* ---------------------------------------------------------------- detokenize */
 
+static int is_integer(const char *s) {
+    if (*s == '-' || *s == '+') s++;
+    if (!*s) return 0;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9') return 0;
+    return 1;
+}
+
 /* Token ids (arguments, or whitespace-separated in --file) back to text, raw bytes on stdout.
  * Special tokens print as their text (as Hugging Face decode does) unless --skip-special. */
 int cli_detokenize(int argc, char **argv) {
@@ -264,8 +274,8 @@ int cli_detokenize(int argc, char **argv) {
             if (!(file = flag_value(cmd, argc, argv, &i))) return 2;
         } else if (argv[i][0] == '-' && argv[i][1] && !(argv[i][1] >= '0' && argv[i][1] <= '9')) {
             return cli_usage_error(cmd, "unknown option %s", argv[i]);
-        } else if (!o.tokenizer && !o.model) {
-            o.model = argv[i];
+        } else if (!o.model && !is_integer(argv[i])) {
+            o.model = argv[i]; /* MODEL, also beside --tokenizer */
         } else {
             first_id = i;
         }
@@ -278,11 +288,13 @@ int cli_detokenize(int argc, char **argv) {
     pq_model *m = NULL;
     pq_tokenizer *own = NULL;
     const pq_tokenizer *tok = NULL;
+    int32_t *ids = NULL;
     int rc = 1;
     if (!(tok = open_tokenizer(cmd, ctx, &o, &m, &own))) goto out;
     const int64_t nv = pq_tokenizer_n_vocab(tok);
     const int32_t bos = pq_tokenizer_bos(tok), eos = pq_tokenizer_eos(tok);
-    int32_t prev = bos; /* start of text: the first piece drops its dummy-prefix space */
+    /* every id is read and checked before anything is printed: a bad id prints nothing */
+    int64_t n_ids = 0, cap = 0;
     char *p = text, *save = NULL;
     for (int a = first_id;;) {
         const char *s;
@@ -300,18 +312,33 @@ int cli_detokenize(int argc, char **argv) {
                     file ? file : "arguments", s, (long long)nv);
             goto out;
         }
+        if (n_ids == cap) {
+            cap = cap ? 2 * cap : 256;
+            int32_t *grown = realloc(ids, (size_t)cap * sizeof *ids);
+            if (!grown) {
+                fprintf(stderr, "prunequant %s: out of memory (%lld token ids)\n", cmd, (long long)cap);
+                goto out;
+            }
+            ids = grown;
+        }
+        ids[n_ids++] = (int32_t)v;
+    }
+    int32_t prev = bos; /* start of text: the first piece drops its dummy-prefix space */
+    for (int64_t k = 0; k < n_ids; k++) {
+        const int32_t v = ids[k];
         if (skip_special && (v == bos || v == eos)) { /* markers, not text */
-            prev = (int32_t)v;
+            prev = v;
             continue;
         }
         char buf[16];
         size_t len = 0;
-        const char *piece = pq_token_to_piece(tok, prev, (int32_t)v, buf, &len);
+        const char *piece = pq_token_to_piece(tok, prev, v, buf, &len);
         fwrite(piece, 1, len, stdout);
-        prev = (int32_t)v;
+        prev = v;
     }
     rc = 0;
 out:
+    free(ids);
     free(text);
     pq_tokenizer_free(own);
     pq_model_free(m);

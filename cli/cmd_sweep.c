@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "prunequant-eval.h"
 #include "prunequant-sweep.h"
 
 #ifdef PQ_HAVE_MPI
@@ -169,6 +170,8 @@ static int sweep_main(int argc, char **argv, int rank, int size) {
     if (!grid_path) return cli_usage_error(cmd, "--grid GRID.json is required");
     if (!dry && (!p.model_path || !p.calib_path || !p.tasks || !db_path))
         return cli_usage_error(cmd, "MODEL, --grid, --calib, --tasks and --db are required");
+    char dbuf[4200];
+    if (!p.data_dir) p.data_dir = cli_default_data_dir(dbuf, sizeof dbuf); /* as eval and tasks find it */
     if (rank != 0) quiet = 1; /* one voice: rank 0 reports for all (warnings still show) */
     size_t len;
     char *text = cli_read_file(cmd, grid_path, &len);
@@ -203,6 +206,14 @@ static int sweep_main(int argc, char **argv, int rank, int size) {
     }
     if (!g.n) {
         fprintf(stderr, "prunequant %s: the grid has no valid configuration%s\n", cmd, tcr_list ? " at --tcr" : "");
+        goto done;
+    }
+    /* the task list is checked before the database is created: a typo leaves nothing behind */
+    pq_eval_params ep = pq_eval_params_default();
+    ep.data_dir = p.data_dir;
+    ep.limit = p.limit;
+    if (pq_eval_tasks_check(ctx, p.tasks, &ep, 1) != PQ_OK) {
+        fprintf(stderr, "prunequant %s: --tasks: %s\n", cmd, pq_ctx_error(ctx));
         goto done;
     }
     int db_ok = rank != 0 || pq_sweep_db_open(ctx, db_path, &db) == PQ_OK;
@@ -312,9 +323,22 @@ int pq_cli_recommend(int argc, char **argv) {
             printf("config  %s\nTCr     %.4f\nACr     %.4f\nbpw     %.3f\nbytes   %lld\nSr      %.4f\n"
                    "SrCr    %.4f  (this project's reading of the paper's metric)\nrecipe  %s\n",
                    b->hash, b->tcr, b->acr, b->bpw, (long long)b->bytes, b->sr, b->srcr, b->recipe);
-            for (int64_t s = 0; s < b->n_scores; s++)
-                printf("  %-24s %-12s %.4f (base %.4f, retention %.4f)\n", b->scores[s].task, b->scores[s].metric,
-                       b->scores[s].score, b->scores[s].base_score, b->scores[s].retention);
+            for (int64_t s = 0; s < b->n_scores; s++) {
+                const pq_sweep_score *sc = &b->scores[s];
+                char rt[48];
+                if (isfinite(sc->retention))
+                    snprintf(rt, sizeof rt, "retention %.4f", sc->retention);
+                else if (!strncmp(sc->task, "kld", 3))
+                    snprintf(rt, sizeof rt, "a distance, not in Sr");
+                else
+                    snprintf(rt, sizeof rt, "retention undefined");
+                printf("  %-24s %-12s %.4f (base %.4f, %s)\n", sc->task, sc->metric, sc->score, sc->base_score, rt);
+            }
+            /* configs that finished without an Sr are never recommended: say which and why */
+            for (int64_t i = 0; i < r.n; i++)
+                if (!strcmp(r.runs[i].status, "undefined"))
+                    printf("not ranked: %s (Sr undefined: %s)\n", r.runs[i].hash,
+                           r.runs[i].error ? r.runs[i].error : "no reason stored");
         }
     }
     pq_sweep_results_free(&r);

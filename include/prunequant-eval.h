@@ -123,6 +123,11 @@ pq_status pq_eval_run(pq_ctx *ctx, const pq_model *model, const char *model_path
                       const char *base_path, const char *tasks, const pq_eval_params *params,
                       const pq_compress_info *cinfo, pq_eval_report **out);
 
+/* Checks a task list before any work: every name is known, every file exists and parses,
+ * kld tasks have a base (have_base). pq_eval_run calls it first; sweeps call it before they
+ * create their database. */
+pq_status pq_eval_tasks_check(pq_ctx *ctx, const char *tasks, const pq_eval_params *params, int have_base);
+
 /* Writes the report as JSON atomically: {"model", "base", "tasks": {name: {metric, score,
  * stderr, base_score, retention, protocol, ...}}, "kld": {...}, "metrics": {...}}. */
 pq_status pq_eval_report_write_json(pq_ctx *ctx, const pq_eval_report *r, const char *path);

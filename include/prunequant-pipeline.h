@@ -31,6 +31,8 @@ typedef struct pq_compress_params {
 } pq_compress_params;
 
 pq_compress_params pq_compress_params_default(void);
+/* Calibration window length used when seqlen is 0: min(512, the model's context). */
+int64_t pq_compress_default_seqlen(const pq_model *model);
 
 /* Compresses model (left unchanged) with calibration tokens[n_tokens] (BOS included by the
  * caller) and writes the result to the folder out_dir, atomically (nothing is left there

@@ -74,7 +74,7 @@ typedef struct pq_sweep_score {
 typedef struct pq_sweep_run {
     char hash[24];
     char *recipe;    /* malloc'ed */
-    char status[12]; /* "done", "failed", "running" */
+    char status[12]; /* "done", "undefined" (finished, no Sr: error says why), "failed", "running" */
     double sparsity, bits, tcr, acr, bpw, sr, srcr, seconds;
     int64_t bytes; /* stored bytes of the compressed linear weights (incl. metadata) */
     char *error;   /* malloc'ed or NULL */

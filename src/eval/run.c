@@ -413,6 +413,35 @@ static pq_status add_task(pq_ctx *ctx, pq_eval_report *r, int64_t *cap, pq_task_
     return PQ_OK;
 }
 
+pq_status pq_eval_tasks_check(pq_ctx *ctx, const char *tasks, const pq_eval_params *params, int have_base) {
+    pq_eval_params p = params ? *params : pq_eval_params_default();
+    char *list = tasks ? strdup(tasks) : NULL;
+    if (!list) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory (task list of %zu bytes)", tasks ? strlen(tasks) : 0);
+    pq_status st = PQ_OK;
+    int n = 0;
+    char *save = NULL;
+    for (char *spec = strtok_r(list, ",", &save); spec && !st; spec = strtok_r(NULL, ",", &save)) {
+        while (*spec == ' ') spec++;
+        if (!*spec) continue;
+        n++;
+        if (!strncmp(spec, "kld:", 4)) {
+            char file[1024];
+            if (!have_base)
+                st = pq__fail(ctx, PQ_ERR_INVALID, "%s: kld needs a base model (--base)", spec);
+            else if (!pq__resolve_file(spec + 4, p.data_dir, file, sizeof file))
+                st = pq__fail(ctx, PQ_ERR_IO, "task '%s': file %s not found (also looked under %s)", spec, spec + 4,
+                              p.data_dir ? p.data_dir : "(no data folder)");
+            continue;
+        }
+        /* loading is the check: unknown names, missing or malformed files all fail here */
+        pq__task t;
+        if ((st = pq__task_load(ctx, spec, p.data_dir, p.cache_dir, p.limit, &t)) == PQ_OK) pq__task_free(&t);
+    }
+    free(list);
+    if (!st && !n) st = pq__fail(ctx, PQ_ERR_INVALID, "the task list '%s' names no task", tasks);
+    return st;
+}
+
 pq_status pq_eval_run(pq_ctx *ctx, const pq_model *model, const char *model_path, const pq_model *base,
                       const char *base_path, const char *tasks, const pq_eval_params *params,
                       const pq_compress_info *cinfo, pq_eval_report **out) {
@@ -428,7 +457,8 @@ pq_status pq_eval_run(pq_ctx *ctx, const pq_model *model, const char *model_path
     }
     snprintf(r->model, sizeof r->model, "%s", model_path ? model_path : "");
     snprintf(r->base, sizeof r->base, "%s", base_path ? base_path : "");
-    pq_status st = PQ_OK;
+    /* every task is checked before any is run: a typo in the last one must not cost the others */
+    pq_status st = pq_eval_tasks_check(ctx, tasks, &p, base != NULL);
     int64_t cap = 0;
     uint64_t base_hash = 0;
     if (base && p.cache_dir) base_hash = pq__model_hash(base);
@@ -474,6 +504,10 @@ pq_status pq_eval_run(pq_ctx *ctx, const pq_model *model, const char *model_path
             }
             res.has_base = 1;
             res.retention = pq_metrics_retention(res.score, res.base_score, res.higher_is_better);
+            if (!isfinite(res.retention))
+                pq__log(ctx, PQ_LOG_WARN, "task %s: retention undefined (score %g, base score %g%s); left out of Sr",
+                        spec, res.score, res.base_score,
+                        res.base_score == 0 || res.score == 0 ? ": a score of 0 gives no ratio" : "");
             if (res.n_choices > 1)
                 res.retention_norm = pq_metrics_retention(pq_metrics_chance_norm(res.score, res.n_choices),
                                                           pq_metrics_chance_norm(res.base_score, res.n_choices), 1);

@@ -384,12 +384,17 @@ static pq_status permute_work(pq_ctx *ctx, block_work *w, int i, int64_t heads, 
     return PQ_OK;
 }
 
+int64_t pq_compress_default_seqlen(const pq_model *m) {
+    const int64_t max = m->cfg.max_seq_len;
+    return max < 512 ? max : 512;
+}
+
 pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *tokens, int64_t n_tokens,
                             const pq_compress_params *pin, const char *out_dir) {
     pq_compress_params p = *pin;
     const pq__config *c = &m->cfg;
     const int64_t D = c->dim, F = c->hidden_dim, QD = c->n_heads * c->head_dim;
-    if (p.seqlen <= 0) p.seqlen = c->max_seq_len < 512 ? c->max_seq_len : 512;
+    if (p.seqlen <= 0) p.seqlen = pq_compress_default_seqlen(m);
     if (p.chunk <= 0) p.chunk = 4;
     if (p.chunk > p.nsamples) p.chunk = p.nsamples;
     if (p.dtype != PQ_DTYPE_F32 && p.dtype != PQ_DTYPE_F16 && p.dtype != PQ_DTYPE_BF16)

@@ -378,12 +378,22 @@ pq_status pq_model_load(pq_ctx *ctx, const char *path, const pq_load_params *par
     } else if (!m->tok && !strcmp(fmt, "llama2c")) {
         find_sibling_tokenizer(ctx, m);
     }
-    if (m->tok && pq_tokenizer_n_vocab(m->tok) > m->cfg.vocab_size) {
-        pq_status s = pq__fail(ctx, PQ_ERR_INVALID, "%s: tokenizer has %lld tokens but the model only %lld",
-                               params->tokenizer_path ? params->tokenizer_path : path,
-                               (long long)pq_tokenizer_n_vocab(m->tok), (long long)m->cfg.vocab_size);
-        pq_model_free(m);
-        return s;
+    if (m->tok && pq_tokenizer_n_vocab(m->tok) != m->cfg.vocab_size) {
+        const long long nt = (long long)pq_tokenizer_n_vocab(m->tok), nv = (long long)m->cfg.vocab_size;
+        /* A model's own HF tokenizer may have fewer tokens than the embedding has rows (Qwen2:
+         * 151665 tokens, 151936 rows padded for speed): the extra rows are never produced by
+         * the tokenizer. A tokenizer given with --tokenizer, or one with more tokens than rows,
+         * must match exactly: a smaller foreign vocabulary silently mis-maps every id. */
+        if (tok || nt > nv || strcmp(fmt, "hf")) {
+            pq_status s = pq__fail(ctx, PQ_ERR_INVALID,
+                                   "%s: vocabulary size mismatch: the tokenizer has %lld tokens, the model %lld (%s)",
+                                   params->tokenizer_path ? params->tokenizer_path : path, nt, nv,
+                                   tok ? "pass the tokenizer the model was trained with" : "the model's own tokenizer does not fit its embedding");
+            pq_model_free(m);
+            return s;
+        }
+        pq__log(ctx, PQ_LOG_INFO, "%s: the tokenizer has %lld tokens, the embedding %lld rows: rows %lld..%lld are padding",
+                path, nt, nv, nt, nv - 1);
     }
     *out = m;
     return PQ_OK;

@@ -112,7 +112,8 @@ static pq_status eval_base(pq_ctx *ctx, const pq_sweep_params *p, const pq_model
         return ctx->status;
     }
     size_t n = (size_t)snprintf(proto, cap, "limit %lld; calibration %lld windows x %lld tokens, seed %llu",
-                                (long long)p->limit, (long long)p->calib.nsamples, (long long)p->calib.seqlen,
+                                (long long)p->limit, (long long)p->calib.nsamples,
+                                (long long)(p->calib.seqlen > 0 ? p->calib.seqlen : pq_compress_default_seqlen(base)),
                                 (unsigned long long)p->calib.seed);
     for (int64_t i = 0; i < rep->n_tasks && n < cap; i++)
         n += (size_t)snprintf(proto + n, cap - n, "; %s: %s", rep->tasks[i].name, rep->tasks[i].protocol);
@@ -182,6 +183,19 @@ static pq_status run_one(pq_ctx *ctx, const pq_sweep_params *p, const pq_model *
     pq_sparsity_report_free(&sr);
     pq_model_free(m);
     return st;
+}
+
+/* Why a finished run has no Sr: the tasks whose retention is undefined, with their scores. */
+static void undefined_reason(const pq_sweep_run *run, char *buf, size_t n) {
+    size_t k = (size_t)snprintf(buf, n, "no task has a finite retention");
+    const char *sep = ": ";
+    for (int64_t i = 0; i < run->n_scores && k < n; i++) {
+        const pq_sweep_score *sc = &run->scores[i];
+        if (!strncmp(sc->task, "kld", 3)) continue; /* distances, never in Sr */
+        k += (size_t)snprintf(buf + k, n - k, "%s%s score %.6g, base %.6g%s", sep, sc->task, sc->score, sc->base_score,
+                              sc->base_score == 0 ? " (a base score of 0 gives no ratio)" : "");
+        sep = "; ";
+    }
 }
 
 static int stopped(const pq_sweep_params *p) {
@@ -320,7 +334,7 @@ static pq_status mpi_recv_run(pq_ctx *ctx, const pq_sweep_grid *grid, pq_sweep_d
         sc->retention = get_num(e, "retention");
     }
     st = pq_sweep_db_put(ctx, db, &run);
-    if (!strcmp(run.status, "done"))
+    if (!strcmp(run.status, "done") || !strcmp(run.status, "undefined"))
         (*n_done)++;
     else
         (*n_failed)++;
@@ -366,7 +380,11 @@ pq_status pq_sweep_execute(pq_ctx *ctx, const pq_sweep_params *p, const pq_sweep
     if (!p->model_path || !p->calib_path || !p->tasks || !*p->tasks)
         return pq__fail(ctx, PQ_ERR_INVALID, "sweep: a model, a calibration file and a task list are needed");
     if (rank == 0 && !db) return pq__fail(ctx, PQ_ERR_INVALID, "sweep: no database");
-    pq_status st = PQ_OK;
+    pq_eval_params chk = pq_eval_params_default();
+    chk.data_dir = p->data_dir;
+    chk.limit = p->limit;
+    pq_status st = pq_eval_tasks_check(ctx, p->tasks, &chk, 1);
+    if (st != PQ_OK) return st;
     /* without --resume, an existing database is not silently extended or overwritten */
     if (rank == 0 && !p->resume) {
         pq_sweep_results old;
@@ -436,7 +454,7 @@ pq_status pq_sweep_execute(pq_ctx *ctx, const pq_sweep_params *p, const pq_sweep
     for (int64_t i = 0; st == PQ_OK && rank == 0 && i < grid->n; i++) {
         char status[12];
         st = pq_sweep_db_status(ctx, db, grid->configs[i].hash, status);
-        todo[i] = strcmp(status, "done") != 0;
+        todo[i] = strcmp(status, "done") != 0 && strcmp(status, "undefined") != 0;
         if (!todo[i]) nd++;
     }
 #ifdef PQ_HAVE_MPI
@@ -472,6 +490,7 @@ pq_status pq_sweep_execute(pq_ctx *ctx, const pq_sweep_params *p, const pq_sweep
             break;
         }
         pq_sweep_run run;
+        char why[512];
         memset(&run, 0, sizeof run);
         snprintf(run.hash, sizeof run.hash, "%s", c->hash);
         run.recipe = c->recipe;
@@ -515,6 +534,14 @@ pq_status pq_sweep_execute(pq_ctx *ctx, const pq_sweep_params *p, const pq_sweep
             run.error = (char *)pq_ctx_error(ctx);
             pq__log(ctx, PQ_LOG_WARN, "sweep: config %s failed: %s", c->hash, run.error);
             nf++;
+        } else if (!isfinite(run.sr)) {
+            /* finished, but no task gave a retention (e.g. a base score of 0): stored as
+             * "undefined" with the reason, never as a done run with a NaN Sr */
+            snprintf(run.status, sizeof run.status, "undefined");
+            undefined_reason(&run, why, sizeof why);
+            run.error = why;
+            pq__log(ctx, PQ_LOG_WARN, "sweep: config %s: Sr undefined: %s", c->hash, why);
+            nd++;
         } else {
             snprintf(run.status, sizeof run.status, "done");
             nd++;
