@@ -14,6 +14,9 @@ int cli_fail(const char *cmd, pq_ctx *ctx);
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Reads a whole file; returns NULL and prints an error on failure. */
 char *cli_read_file(const char *cmd, const char *path, size_t *len);
+/* Reads a text file given with flag (e.g. "--calib"): a folder, a missing or an empty file is
+ * an error (printed; NULL); bytes that are not valid UTF-8 are counted in a warning. */
+char *cli_read_text(const char *cmd, const char *flag, const char *path, size_t *len, int quiet);
 /* Parses an integer/float flag value; prints a usage error and returns non-zero if bad. */
 int cli_parse_i64(const char *cmd, const char *flag, const char *s, int64_t min, int64_t max, int64_t *out);
 int cli_parse_f64(const char *cmd, const char *flag, const char *s, double min, double max, double *out);

@@ -234,7 +234,7 @@ int pq_cli_compress(int argc, char **argv) {
         fprintf(stderr, "prunequant %s: %s: the model has no tokenizer; pass --tokenizer FILE\n", cmd, model);
         goto done;
     }
-    if (!(text = cli_read_file(cmd, calib, &len))) goto done;
+    if (!(text = cli_read_text(cmd, "--calib", calib, &len, quiet))) goto done;
     if (pq_tokenize(ctx, pq_model_tokenizer(m), text, len, 1, &ids, &n_ids) != PQ_OK ||
         pq_compress_model(ctx, m, ids, n_ids, &p, out) != PQ_OK) {
         cli_progress_done();

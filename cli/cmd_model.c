@@ -213,7 +213,7 @@ int cli_tokenize(int argc, char **argv) {
         return cli_usage_error(cmd, "give MODEL and/or --tokenizer FILE, and TEXT or --file PATH");
     if (npos > n_text) o.model = pos[0];
     if (file) {
-        if (!(file_text = cli_read_file(cmd, file, &text_len))) return 1;
+        if (!(file_text = cli_read_text(cmd, "--file", file, &text_len, o.quiet))) return 1;
         text = file_text;
     } else {
         text = pos[npos - 1];
@@ -472,7 +472,7 @@ int cli_ppl(int argc, char **argv) {
     if (!o.model) return cli_usage_error(cmd, "no MODEL given");
     if (!text_path) return cli_usage_error(cmd, "--text FILE is required");
     size_t len;
-    char *text = cli_read_file(cmd, text_path, &len);
+    char *text = cli_read_text(cmd, "--text", text_path, &len, o.quiet);
     if (!text) return 1;
     pq_ctx *ctx = cli_ctx_new((int)o.threads, o.quiet);
     pq_model *m = load_model(cmd, ctx, &o);

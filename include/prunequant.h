@@ -97,6 +97,12 @@ pq_status pq_tokenize(pq_ctx *ctx, const pq_tokenizer *tok, const char *text, si
  * (at least 8 bytes) for byte tokens. */
 const char *pq_token_to_piece(const pq_tokenizer *tok, int32_t prev, int32_t id, char *buf, size_t *len);
 
+/* Bytes of text[len] that are not part of valid UTF-8 (bad lead bytes, truncated or overlong
+ * sequences, surrogates, code points past U+10FFFF); *first (may be NULL) gets the offset of
+ * the first one. Tokenizers map such bytes to byte tokens (byte fallback) or <unk>, so text
+ * files are checked and the count reported before they are used. */
+size_t pq_text_invalid_utf8(const char *text, size_t len, size_t *first);
+
 /* ---------------------------------------------------------------- model */
 
 typedef struct pq_model pq_model;

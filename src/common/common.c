@@ -178,6 +178,7 @@ void pq__file_close(pq__file *f) {
 
 pq_status pq__read_text(pq_ctx *ctx, const char *path, size_t max_bytes, char **out, size_t *len) {
     *out = NULL;
+    if (pq__is_dir(path)) return pq__fail(ctx, PQ_ERR_IO, "%s: is a directory, not a file", path);
     FILE *f = fopen(path, "rb");
     if (!f) return pq__fail(ctx, PQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     size_t cap = 1 << 16, n = 0;

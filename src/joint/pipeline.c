@@ -402,6 +402,11 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
     if (p.seqlen > c->max_seq_len)
         return pq__fail(ctx, PQ_ERR_INVALID, "compress: seqlen %lld exceeds the model's context %lld",
                         (long long)p.seqlen, (long long)c->max_seq_len);
+    if (n_tokens < p.seqlen)
+        return pq__fail(ctx, PQ_ERR_INVALID,
+                        "compress: calibration %s has %lld tokens, fewer than one window of %lld (a longer text, "
+                        "or a smaller --seqlen)",
+                        p.calib_name ? p.calib_name : "text", (long long)n_tokens, (long long)p.seqlen);
     const int64_t in_cols[3] = {D, QD, F};
     /* down_proj's input (hidden_dim) is often not a multiple of the group size (stories260K:
      * 172) when dim is: that layer falls back to one grid per row instead of failing. */
@@ -431,6 +436,20 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
             return pq__fail(ctx, PQ_ERR_INVALID, "compress: --skip '%s': %s", p.skip, msg);
         }
         have_re = 1;
+        /* a pattern that matches no linear is a typo, not a recipe: fail before any work */
+        int hits = 0;
+        for (int64_t l = 0; l < c->n_layers && !hits; l++)
+            for (int j = 0; j < 7 && !hits; j++) {
+                char nm[128];
+                snprintf(nm, sizeof nm, "model.layers.%lld.%s", (long long)l, pq__linear_names[j]);
+                hits = regexec(&re, nm, 0, NULL, 0) == 0;
+            }
+        if (!hits) {
+            regfree(&re);
+            return pq__fail(ctx, PQ_ERR_INVALID,
+                            "compress: --skip '%s' matches no linear layer (names are like model.layers.0.mlp.down_proj)",
+                            p.skip);
+        }
     }
 
     pq_status st = PQ_OK;
