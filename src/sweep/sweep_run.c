@@ -430,9 +430,10 @@ pq_status pq_sweep_execute(pq_ctx *ctx, const pq_sweep_params *p, const pq_sweep
     /* one private scratch folder: temporary models and the base-result cache of pq_eval_run */
     if (st == PQ_OK) {
         const char *td = p->tmp_dir ? p->tmp_dir : getenv("TMPDIR");
-        char name[64];
-        snprintf(name, sizeof name, "pq-sweep-%ld", (long)getpid());
-        char *root = pq__path_join(td && *td ? td : "/tmp", name);
+        /* "<tmp>/pq-sweep.tmp.<pid>": one per process, and the folder of a process that was
+         * killed outright is removed by the next sweep (pq__tmpdir_create clears the stale
+         * siblings of dead processes) */
+        char *root = pq__path_join(td && *td ? td : "/tmp", "pq-sweep");
         if (!root)
             st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
         else
