@@ -38,18 +38,27 @@ static const char *fmt_num(char *b, size_t n, double v, int pct) {
     return b;
 }
 
+static const char *fmt_ci(char *b, size_t n, const double ci[2]) {
+    if (!isfinite(ci[0]) || !isfinite(ci[1]))
+        snprintf(b, n, "-");
+    else
+        snprintf(b, n, "[%.4f, %.4f]", ci[0], ci[1]);
+    return b;
+}
+
 static void print_report(const pq_eval_report *r, const char *data_dir) {
     printf("model: %s\n", r->model);
     if (r->base[0]) printf("base:  %s\n", r->base);
     if (data_dir) printf("data:  %s\n", data_dir);
-    printf("\n%-28s %-11s %9s %9s %9s %9s %9s %7s\n", "task", "metric", "score", "stderr", "base", "retention",
-           "ret_norm", "n");
+    printf("\n%-28s %-11s %9s %9s %9s %9s %-17s %9s %7s\n", "task", "metric", "score", "stderr", "base", "retention",
+           "95% interval", "ret_norm", "n");
     for (int64_t i = 0; i < r->n_tasks; i++) {
         const pq_task_result *t = &r->tasks[i];
-        char a[32], b[32], c[32], d[32], e[32];
-        printf("%-28s %-11s %9s %9s %9s %9s %9s %7lld\n", t->name, t->metric, fmt_num(a, sizeof a, t->score, 0),
+        char a[32], b[32], c[32], d[32], e[32], f[48];
+        printf("%-28s %-11s %9s %9s %9s %9s %-17s %9s %7lld\n", t->name, t->metric, fmt_num(a, sizeof a, t->score, 0),
                fmt_num(b, sizeof b, t->se, 0), t->has_base ? fmt_num(c, sizeof c, t->base_score, 0) : "-",
-               fmt_num(d, sizeof d, t->retention, 0), fmt_num(e, sizeof e, t->retention_norm, 0), (long long)t->n);
+               fmt_num(d, sizeof d, t->retention, 0), fmt_ci(f, sizeof f, t->retention_ci),
+               fmt_num(e, sizeof e, t->retention_norm, 0), (long long)t->n);
         if (t->metric2[0])
             printf("%-28s %-11s %9s %9s %9s\n", "", t->metric2, fmt_num(a, sizeof a, t->score2, 0),
                    fmt_num(b, sizeof b, t->se2, 0), t->has_base ? fmt_num(c, sizeof c, t->base_score2, 0) : "-");
@@ -86,9 +95,13 @@ static void print_report(const pq_eval_report *r, const char *data_dir) {
     fmt_num(acr, sizeof acr, m->acr >= 0 ? m->acr : NAN, 0);
     printf("\nmetrics: sparsity %.4f  bits %g  (stored %.2f bits/weight)  TCr %.4f  ACr %s  bpw %.3f\n", m->sparsity,
            m->bits, m->stored_bits, m->tcr, acr, m->bpw);
-    printf("         Sr %s (over %d tasks)  Sr_norm %s  SrCr %s  Sr*TCr %s\n", fmt_num(a, sizeof a, m->sr, 0),
-           m->n_retention, fmt_num(b, sizeof b, m->sr_norm, 0), fmt_num(c, sizeof c, m->srcr, 0),
-           fmt_num(d, sizeof d, m->sr_tcr, 0));
+    char ci[48], method[160];
+    pq_bootstrap_params bp = pq_bootstrap_params_default();
+    pq_bootstrap_describe(&bp, method, sizeof method);
+    printf("         Sr %s %s (over %d tasks)  Sr_norm %s  SrCr %s  Sr*TCr %s\n", fmt_num(a, sizeof a, m->sr, 0),
+           fmt_ci(ci, sizeof ci, m->sr_ci), m->n_retention, fmt_num(b, sizeof b, m->sr_norm, 0),
+           fmt_num(c, sizeof c, m->srcr, 0), fmt_num(d, sizeof d, m->sr_tcr, 0));
+    if (r->base[0]) printf("         intervals: %s\n", method);
     printf("         (SrCr = Sr / (sqrt(1-s) * log2(q)/log2(16)) is this project's reading of the paper)\n");
 }
 

@@ -39,6 +39,26 @@ pq_eval_params pq_eval_params_default(void);
 
 /* ---------------------------------------------------------------- results */
 
+/* Per-unit results of one task on one model, for paired statistics: the base and every
+ * compressed model are scored on the same units (items, or ppl windows), so their
+ * differences are resampled together. */
+typedef enum pq_units_kind {
+    PQ_UNITS_MEAN = 0, /* score = mean of value (0/1 correctness of each item) */
+    PQ_UNITS_PPL = 1   /* score = exp(sum value / sum weight): value = NLL summed over a window's
+                          scored tokens, weight = its token count */
+} pq_units_kind;
+
+typedef struct pq_units {
+    pq_units_kind kind;
+    int64_t n;
+    double *value;  /* [n], malloc'ed (owned by the result that holds it) */
+    double *weight; /* [n] or NULL (= 1 each), malloc'ed */
+} pq_units;
+
+/* The task's score from its units (mean, or perplexity). NAN for no units. */
+double pq_units_score(const pq_units *u);
+void pq_units_clear(pq_units *u); /* frees the arrays; a zeroed pq_units is empty */
+
 typedef struct pq_task_result {
     char name[96];            /* e.g. "arc_easy", "ppl:wiki.test.raw", "bbh:navigate" */
     char metric[24];          /* main metric: "acc", "acc_norm", "exact_match", "ppl" */
@@ -57,6 +77,9 @@ typedef struct pq_task_result {
     double base_score, base_se, base_score2;
     double retention;         /* score/base (ppl: base/score); NAN if undefined */
     double retention_norm;    /* chance-normalised retention; NAN if not MC or undefined */
+    double retention_ci[2];   /* paired bootstrap interval of retention (pq_eval_run; NAN if none) */
+    pq_units units;           /* per-unit results of the model (owned; n = 0 when not kept) */
+    pq_units base_units;      /* the same units of the base (owned; filled by pq_eval_run) */
     double seconds;           /* wall time of the model's evaluation (pq_eval_run; base not included) */
 } pq_task_result;
 
@@ -80,6 +103,7 @@ typedef struct pq_metrics {
     double stored_bits;       /* bits of the stored float dtype of the linear weights */
     double tcr, acr, bpw;
     double sr, sr_norm;       /* mean retention over tasks with one (NAN if none) */
+    double sr_ci[2];          /* paired bootstrap interval of Sr (NAN if undefined) */
     int n_retention;          /* tasks in sr */
     double srcr, sr_tcr;
 } pq_metrics;
@@ -94,6 +118,35 @@ typedef struct pq_eval_report {
 } pq_eval_report;
 
 void pq_eval_report_free(pq_eval_report *r);
+
+/* ---------------------------------------------------------------- statistics
+ * Paired bootstrap (percentile intervals): every replicate draws, for each task, n units
+ * with replacement from that task's units, and the SAME draw is applied to the base and to
+ * every compressed model, so what varies together (hard items, hard windows) cancels in
+ * retentions and differences. Tasks are drawn independently of each other. The draw of task
+ * t in replicate b depends only on (seed, t, b): two calls with the same task order give the
+ * same replicates, so a difference of Sr is resampled consistently with each Sr. A model
+ * compared with itself gets intervals of exactly [1, 1] and differences of [0, 0]. */
+typedef struct pq_bootstrap_params {
+    int64_t resamples; /* replicates (default 2000) */
+    double level;      /* two-sided coverage (default 0.95) */
+    uint64_t seed;     /* default 20250101 */
+} pq_bootstrap_params;
+
+pq_bootstrap_params pq_bootstrap_params_default(void);
+/* One line naming the method, e.g. "paired bootstrap, 2000 resamples, 95% percentile interval, seed 20250101". */
+void pq_bootstrap_describe(const pq_bootstrap_params *p, char *buf, size_t n);
+
+/* Sr of one model over n_tasks tasks and its interval. model[t] and base[t] are the units of
+ * task t (same n); higher[t] = 1 for scores, 0 for perplexity. sr/ci get NAN when undefined
+ * (or when fewer than 95% of the replicates give a finite Sr). n_tasks = 1 gives a task's
+ * retention. */
+pq_status pq_bootstrap_sr(pq_ctx *ctx, int64_t n_tasks, const pq_units *const *model, const pq_units *const *base,
+                          const int *higher, const pq_bootstrap_params *p, double *sr, double ci[2]);
+/* Sr(a) - Sr(b) and its interval, a and b resampled with the same draws. */
+pq_status pq_bootstrap_sr_diff(pq_ctx *ctx, int64_t n_tasks, const pq_units *const *a, const pq_units *const *b,
+                               const pq_units *const *base, const int *higher, const pq_bootstrap_params *p,
+                               double *diff, double ci[2]);
 
 /* ---------------------------------------------------------------- running */
 

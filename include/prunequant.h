@@ -178,6 +178,8 @@ typedef struct pq_ppl_params {
     pq_ppl_protocol protocol;
     int64_t max_tokens;     /* use at most this many text tokens (0 = all) */
     int64_t batch;          /* windows per forward call (default 4) */
+    double *window_nll;     /* optional output [n_windows = min(n_tokens, max_tokens) / ctx]: the summed
+                               NLL of each window's scored tokens (for paired statistics); NULL = off */
 } pq_ppl_params;
 
 typedef struct pq_ppl_result {

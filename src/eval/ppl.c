@@ -9,7 +9,7 @@
 #include "model/model.h"
 
 pq_ppl_params pq_ppl_params_default(void) {
-    pq_ppl_params p = {512, PQ_PPL_GPTQ, 0, 4};
+    pq_ppl_params p = {512, PQ_PPL_GPTQ, 0, 4, NULL};
     return p;
 }
 
@@ -69,12 +69,15 @@ pq_status pq_perplexity(pq_ctx *ctx, const pq_model *m, const int32_t *tokens, i
         if ((st = pq__forward(ctx, m, NULL, win, nb, p.ctx, 0, 0, logits))) break;
         for (int64_t b = 0; b < nb; b++) {
             const int32_t *truth = tokens + (w0 + b) * p.ctx;
+            double wsum = 0;
             for (int64_t j = first; j < p.ctx - 1; j++) {
                 double nll = token_nll(logits + (b * p.ctx + j) * V, V, truth[j + 1]);
-                sum += nll;
+                sum += nll; /* token by token, as always: the ppl does not depend on window_nll */
+                wsum += nll;
                 sum2 += nll * nll;
                 count++;
             }
+            if (p.window_nll) p.window_nll[w0 + b] = wsum;
         }
         st = pq__progress(ctx, "ppl", w0 + nb, n_win);
     }

@@ -30,6 +30,10 @@ pq_compress_info pq_compress_info_default(void) {
 
 void pq_eval_report_free(pq_eval_report *r) {
     if (!r) return;
+    for (int64_t i = 0; i < r->n_tasks; i++) {
+        pq_units_clear(&r->tasks[i].units);
+        pq_units_clear(&r->tasks[i].base_units);
+    }
     free(r->tasks);
     free(r);
 }
@@ -54,10 +58,30 @@ static pq_status eval_ppl(pq_ctx *ctx, const pq_model *m, const pq__task *t, con
     if (pp.ctx > m->cfg.max_seq_len) pp.ctx = m->cfg.max_seq_len;
     pp.protocol = p->ppl_protocol;
     if (p->limit > 0) pp.max_tokens = p->limit * pp.ctx;
+    /* one unit per window, for paired statistics */
+    const int64_t n_win = (pp.max_tokens > 0 && n > pp.max_tokens ? pp.max_tokens : n) / pp.ctx;
+    pq_units *u = &out->units;
+    u->kind = PQ_UNITS_PPL;
+    if (n_win > 0) {
+        u->value = pq__malloc(ctx, (size_t)n_win * sizeof *u->value, "ppl windows");
+        u->weight = u->value ? pq__malloc(ctx, (size_t)n_win * sizeof *u->weight, "ppl windows") : NULL;
+        if (!u->weight) {
+            pq_units_clear(u);
+            free(ids);
+            return ctx->status;
+        }
+        pp.window_nll = u->value;
+    }
     pq_ppl_result r;
     st = pq_perplexity(ctx, m, ids, n, &pp, &r);
     free(ids);
-    if (st) return st;
+    if (st) {
+        pq_units_clear(u);
+        return st;
+    }
+    u->n = r.n_windows;
+    for (int64_t w = 0; w < u->n; w++)
+        u->weight[w] = (double)(r.tokens_scored / r.n_windows); /* every window scores as many tokens */
     out->score = r.ppl;
     out->se = r.ppl * r.nll_stderr; /* nll_stderr is already the standard error of the mean */
     snprintf(out->metric2, sizeof out->metric2, "nll");
@@ -77,6 +101,7 @@ pq_status pq_eval_task(pq_ctx *ctx, const pq_model *m, const char *spec, const p
     pq_eval_params p = params ? *params : pq_eval_params_default();
     memset(out, 0, sizeof *out);
     out->retention = out->retention_norm = NAN;
+    out->retention_ci[0] = out->retention_ci[1] = NAN;
     snprintf(out->name, sizeof out->name, "%s", spec);
     out->higher_is_better = 1;
     pq__task t;
@@ -109,6 +134,10 @@ pq_status pq_eval_task(pq_ctx *ctx, const pq_model *m, const char *spec, const p
     chars = malloc((size_t)maxc * sizeof *chars);
     greedy = malloc((size_t)maxc * sizeof *greedy);
     if (!ll || !chars || !greedy) st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+    out->units.kind = PQ_UNITS_MEAN; /* one unit per item: its 0/1 score */
+    if (!st && t.n_eval > 0 &&
+        !(out->units.value = pq__malloc(ctx, (size_t)t.n_eval * sizeof *out->units.value, "per-item scores")))
+        st = ctx->status;
     pq__str full = {0};
     for (int64_t e = 0; e < t.n_eval && !st; e++) {
         const int64_t i = t.eval_idx[e];
@@ -188,7 +217,8 @@ pq_status pq_eval_task(pq_ctx *ctx, const pq_model *m, const char *spec, const p
         if (st) break;
         sum += score;
         sum2 += score * score;
-        done++;
+        out->units.value[done] = score;
+        out->units.n = ++done;
         st = pq__progress(ctx, t.name, done, t.n_eval);
     }
     free(full.p);
@@ -233,6 +263,7 @@ pq_status pq_eval_task(pq_ctx *ctx, const pq_model *m, const char *spec, const p
                  (unsigned long long)p.seed, extra);
     }
     pq__task_free(&t);
+    if (st) pq_units_clear(&out->units);
     return st;
 }
 
@@ -278,12 +309,13 @@ uint64_t pq__model_hash(const pq_model *m) {
 
 /* ---------------------------------------------------------------- cache */
 
-/* v2: scores are stored exactly (v1 entries had lost the last bit of some values) */
+/* v2: scores are stored exactly (v1 entries had lost the last bit of some values); v3: with
+ * the per-unit results for paired statistics */
 static void cache_key(char *key, size_t n, uint64_t model_hash, const char *spec, const pq_task_result *r,
                       const pq_eval_params *p) {
     struct stat sb;
     long long size = stat(r->file, &sb) == 0 ? (long long)sb.st_size : -1;
-    snprintf(key, n, "v2|model %016llx|task %s|file %s (%lld bytes)|protocol %s|limit %lld|shots %d|seed %llu|ctx %lld",
+    snprintf(key, n, "v3|model %016llx|task %s|file %s (%lld bytes)|protocol %s|limit %lld|shots %d|seed %llu|ctx %lld",
              (unsigned long long)model_hash, spec, r->file, size, r->protocol, (long long)p->limit, p->shots,
              (unsigned long long)p->seed, (long long)p->ctx);
 }
@@ -292,6 +324,51 @@ static char *cache_path(const char *dir, const char *key) {
     char name[64];
     snprintf(name, sizeof name, "eval-%016llx.json", (unsigned long long)pq__fnv1a(key, strlen(key), PQ_FNV_INIT));
     return pq__path_join(dir, name);
+}
+
+/* Per-unit values in the cache: "unit_kind", "units": [...], "unit_weights": [...] (exact). */
+static void units_to_json(cJSON *o, const pq_units *u) {
+    cJSON_AddNumberToObject(o, "unit_kind", (double)u->kind);
+    cJSON *v = cJSON_AddArrayToObject(o, "units"), *w = u->weight ? cJSON_AddArrayToObject(o, "unit_weights") : NULL;
+    for (int64_t i = 0; v && i < u->n; i++) {
+        cJSON_AddItemToArray(v, pq__json_num(u->value[i]));
+        if (w) cJSON_AddItemToArray(w, pq__json_num(u->weight[i]));
+    }
+}
+
+static int units_from_json(const cJSON *o, pq_units *u) {
+    const cJSON *k = cJSON_GetObjectItemCaseSensitive(o, "unit_kind"), *v = cJSON_GetObjectItemCaseSensitive(o, "units");
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(o, "unit_weights");
+    if (!cJSON_IsNumber(k) || !cJSON_IsArray(v)) return 0;
+    const int64_t n = cJSON_GetArraySize(v);
+    if (w && (!cJSON_IsArray(w) || cJSON_GetArraySize(w) != n)) return 0;
+    memset(u, 0, sizeof *u);
+    u->kind = k->valueint == PQ_UNITS_PPL ? PQ_UNITS_PPL : PQ_UNITS_MEAN;
+    if (n == 0) return 1;
+    u->value = malloc((size_t)n * sizeof *u->value);
+    u->weight = w ? malloc((size_t)n * sizeof *u->weight) : NULL;
+    if (!u->value || (w && !u->weight)) {
+        pq_units_clear(u);
+        return 0;
+    }
+    int64_t i = 0;
+    for (const cJSON *e = v->child; e; e = e->next, i++) {
+        if (!cJSON_IsNumber(e)) {
+            pq_units_clear(u);
+            return 0;
+        }
+        u->value[i] = e->valuedouble;
+    }
+    i = 0;
+    for (const cJSON *e = w ? w->child : NULL; e; e = e->next, i++) {
+        if (!cJSON_IsNumber(e)) {
+            pq_units_clear(u);
+            return 0;
+        }
+        u->weight[i] = e->valuedouble;
+    }
+    u->n = n;
+    return 1;
 }
 
 /* Reads a cached base result; 1 if found and its key matches. */
@@ -305,7 +382,8 @@ static int cache_get(const char *dir, const char *key, pq_task_result *r) {
         const cJSON *k = cJSON_GetObjectItemCaseSensitive(o, "key");
         const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "score"), *e = cJSON_GetObjectItemCaseSensitive(o, "se");
         const cJSON *s2 = cJSON_GetObjectItemCaseSensitive(o, "score2");
-        if (cJSON_IsString(k) && !strcmp(k->valuestring, key) && cJSON_IsNumber(s) && cJSON_IsNumber(e)) {
+        if (cJSON_IsString(k) && !strcmp(k->valuestring, key) && cJSON_IsNumber(s) && cJSON_IsNumber(e) &&
+            units_from_json(o, &r->base_units)) {
             r->base_score = s->valuedouble;
             r->base_se = e->valuedouble;
             r->base_score2 = cJSON_IsNumber(s2) ? s2->valuedouble : NAN;
@@ -332,6 +410,7 @@ static void cache_put(pq_ctx *ctx, const char *dir, const char *key, const pq_ta
     pq__json_add_num(o, "se", b->se);
     if (b->metric2[0]) pq__json_add_num(o, "score2", b->score2);
     cJSON_AddNumberToObject(o, "n", (double)b->n);
+    units_to_json(o, &b->units);
     char *s = cJSON_Print(o);
     cJSON_Delete(o);
     pq_ctx *tmp = pq_ctx_new();
@@ -400,6 +479,48 @@ static void model_metrics(const pq_model *m, const pq_compress_info *ci, pq_metr
 }
 
 /* ---------------------------------------------------------------- run */
+
+/* The paired interval of one task's retention (NAN when the units are not paired). */
+static void task_ci(pq_ctx *ctx, pq_task_result *res) {
+    res->retention_ci[0] = res->retention_ci[1] = NAN;
+    if (res->units.n <= 0 || res->units.n != res->base_units.n) return;
+    const pq_units *a = &res->units, *b = &res->base_units;
+    const int higher = res->higher_is_better;
+    double point;
+    pq_ctx *quiet = pq_ctx_new(); /* an unpaired result only loses its interval */
+    if (quiet) pq_bootstrap_sr(quiet, 1, &a, &b, &higher, NULL, &point, res->retention_ci);
+    else pq__log(ctx, PQ_LOG_WARN, "%s: no memory for the bootstrap interval", res->name);
+    pq_ctx_free(quiet);
+}
+
+/* The paired interval of Sr over the tasks that have paired units and a retention. */
+static void sr_ci(pq_ctx *ctx, pq_eval_report *r) {
+    pq_metrics *mt = &r->metrics;
+    mt->sr_ci[0] = mt->sr_ci[1] = NAN;
+    const pq_units **a = calloc((size_t)(r->n_tasks ? r->n_tasks : 1), sizeof *a);
+    const pq_units **b = calloc((size_t)(r->n_tasks ? r->n_tasks : 1), sizeof *b);
+    int *higher = calloc((size_t)(r->n_tasks ? r->n_tasks : 1), sizeof *higher);
+    int64_t k = 0, with_ret = 0;
+    for (int64_t i = 0; a && b && higher && i < r->n_tasks; i++) {
+        const pq_task_result *t = &r->tasks[i];
+        if (!isfinite(t->retention)) continue;
+        with_ret++;
+        if (t->units.n <= 0 || t->units.n != t->base_units.n) continue;
+        a[k] = &t->units, b[k] = &t->base_units, higher[k] = t->higher_is_better, k++;
+    }
+    /* an interval only when every task in Sr has paired units */
+    if (k && k == with_ret) {
+        double point;
+        pq_ctx *quiet = pq_ctx_new();
+        if (quiet) pq_bootstrap_sr(quiet, k, a, b, higher, NULL, &point, mt->sr_ci);
+        pq_ctx_free(quiet);
+    } else if (with_ret && (!a || !b || !higher)) {
+        pq__log(ctx, PQ_LOG_WARN, "no memory for the bootstrap interval of Sr");
+    }
+    free(a);
+    free(b);
+    free(higher);
+}
 
 static pq_status add_task(pq_ctx *ctx, pq_eval_report *r, int64_t *cap, pq_task_result *res) {
     if (r->n_tasks == *cap) {
@@ -496,13 +617,18 @@ pq_status pq_eval_run(pq_ctx *ctx, const pq_model *model, const char *model_path
             } else {
                 pq_task_result b;
                 pq__log(ctx, PQ_LOG_INFO, "task %s (base model)", spec);
-                if ((st = pq_eval_task(ctx, base, spec, &p, &b))) break;
+                if ((st = pq_eval_task(ctx, base, spec, &p, &b))) {
+                    pq_units_clear(&res.units);
+                    break;
+                }
                 res.base_score = b.score;
                 res.base_se = b.se;
                 res.base_score2 = b.metric2[0] ? b.score2 : NAN;
                 if (p.cache_dir) cache_put(ctx, p.cache_dir, key, &b);
+                res.base_units = b.units; /* moved */
             }
             res.has_base = 1;
+            task_ci(ctx, &res);
             res.retention = pq_metrics_retention(res.score, res.base_score, res.higher_is_better);
             if (!isfinite(res.retention))
                 pq__log(ctx, PQ_LOG_WARN, "task %s: retention undefined (score %g, base score %g%s); left out of Sr",
@@ -512,7 +638,11 @@ pq_status pq_eval_run(pq_ctx *ctx, const pq_model *model, const char *model_path
                 res.retention_norm = pq_metrics_retention(pq_metrics_chance_norm(res.score, res.n_choices),
                                                           pq_metrics_chance_norm(res.base_score, res.n_choices), 1);
         }
-        if ((st = add_task(ctx, r, &cap, &res))) break;
+        if ((st = add_task(ctx, r, &cap, &res))) {
+            pq_units_clear(&res.units);
+            pq_units_clear(&res.base_units);
+            break;
+        }
     }
     free(list);
     if (st) {
@@ -538,6 +668,7 @@ pq_status pq_eval_run(pq_ctx *ctx, const pq_model *model, const char *model_path
     mt->n_retention = nr;
     mt->sr = pq_metrics_sr(ret, r->n_tasks);
     mt->sr_norm = pq_metrics_sr(retn, r->n_tasks);
+    sr_ci(ctx, r);
     mt->srcr = pq_metrics_srcr(mt->sr, mt->sparsity, mt->bits);
     mt->sr_tcr = pq_metrics_sr_tcr(mt->sr, mt->sparsity, mt->bits);
     free(ret);
