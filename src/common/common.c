@@ -2,8 +2,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ctype.h>
 #include <dirent.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -251,6 +253,143 @@ static char *tmp_name(const char *path) {
     return t;
 }
 
+/* "a/b/c/" -> "a/b" (malloc'ed; "." without a slash, "/" for the root); *base points into
+ * *copy at the last component ("c"). */
+static char *split_path(const char *path, char **copy, const char **base) {
+    char *c = strdup(path);
+    if (!c) return NULL;
+    size_t n = strlen(c);
+    while (n > 1 && c[n - 1] == '/') c[--n] = 0;
+    char *slash = strrchr(c, '/');
+    char *parent;
+    if (!slash) {
+        parent = strdup(".");
+        *base = c;
+    } else {
+        *base = slash + 1;
+        size_t k = (size_t)(slash - c);
+        while (k > 1 && c[k - 1] == '/') k--;
+        parent = k ? strndup(c, k) : strdup("/");
+    }
+    if (!parent) {
+        free(c);
+        return NULL;
+    }
+    *copy = c;
+    return parent;
+}
+
+/* An existing folder may be replaced by a folder output only when it is empty or is an
+ * earlier output (holds config.json): a typo in --out must not delete someone's folder. */
+static int replaceable_dir(const char *path) {
+    char *cfg = pq__path_join(path, "config.json");
+    int ok = cfg && pq__file_exists(cfg);
+    free(cfg);
+    if (ok) return 1;
+    DIR *d = opendir(path);
+    if (!d) return 0;
+    struct dirent *e;
+    int empty = 1;
+    while (empty && (e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) empty = 0;
+    closedir(d);
+    return empty;
+}
+
+pq_status pq__check_output_path(pq_ctx *ctx, const char *path, int is_dir) {
+    if (!path || !*path) return pq__fail(ctx, PQ_ERR_INVALID, "no output path given");
+    char *copy = NULL;
+    const char *base = NULL;
+    char *parent = split_path(path, &copy, &base);
+    if (!parent) return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", path);
+    struct stat st;
+    pq_status rc = PQ_OK;
+    if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
+        rc = pq__fail(ctx, PQ_ERR_INVALID, "%s: not a name for an output", path);
+    else if (stat(parent, &st) != 0)
+        rc = pq__fail(ctx, PQ_ERR_IO, "%s: cannot write: folder %s %s", path, parent,
+                      errno == ENOENT ? "does not exist" : strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+        rc = pq__fail(ctx, PQ_ERR_IO, "%s: cannot write: %s is not a folder", path, parent);
+    else if (access(parent, W_OK | X_OK) != 0)
+        rc = pq__fail(ctx, PQ_ERR_IO, "%s: cannot write: folder %s is not writable (%s)", path, parent,
+                      strerror(errno));
+    else if (stat(path, &st) == 0) {
+        if (is_dir && !S_ISDIR(st.st_mode))
+            rc = pq__fail(ctx, PQ_ERR_IO, "%s: exists and is not a folder", path);
+        else if (is_dir && !replaceable_dir(path))
+            rc = pq__fail(ctx, PQ_ERR_IO,
+                          "%s: exists and is neither empty nor an earlier output (no config.json); not replaced",
+                          path);
+        else if (!is_dir && S_ISDIR(st.st_mode))
+            rc = pq__fail(ctx, PQ_ERR_IO, "%s: is a folder, not a file", path);
+    }
+    free(parent);
+    free(copy);
+    return rc;
+}
+
+void pq__remove_stale_siblings(pq_ctx *ctx, const char *path) {
+    char *copy = NULL;
+    const char *base = NULL;
+    char *parent = split_path(path, &copy, &base);
+    if (!parent) return;
+    DIR *d = *base ? opendir(parent) : NULL;
+    /* names first, removal after: the folder is not changed while it is read */
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    const size_t bl = strlen(base);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        const char *s = e->d_name;
+        if (strncmp(s, base, bl) || (strncmp(s + bl, ".tmp.", 5) && strncmp(s + bl, ".old.", 5))) continue;
+        const char *digits = s + bl + 5;
+        if (!isdigit((unsigned char)*digits)) continue;
+        char *end;
+        errno = 0;
+        long pid = strtol(digits, &end, 10);
+        if (*end || errno || pid <= 0 || pid == (long)getpid()) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* alive, or not ours to know */
+        if (n == cap) {
+            size_t nc = cap ? 2 * cap : 4;
+            char **nn = realloc(names, nc * sizeof *nn);
+            if (!nn) break;
+            names = nn;
+            cap = nc;
+        }
+        if (!(names[n] = strdup(s))) break;
+        n++;
+    }
+    if (d) closedir(d);
+    for (size_t i = 0; i < n; i++) {
+        char *full = pq__path_join(parent, names[i]);
+        const int old = strncmp(names[i] + bl, ".old.", 5) == 0;
+        struct stat st;
+        if (full && old && lstat(path, &st) != 0 && rename(full, path) == 0) {
+            /* the process died between moving the earlier output aside and renaming the new
+             * one into place: the earlier output is put back */
+            pq__log(ctx, PQ_LOG_INFO, "%s: restored from %s, left by process %s that is gone", path, full,
+                    names[i] + bl + 5);
+        } else if (full) {
+            pq__rmtree(full);
+            pq__log(ctx, PQ_LOG_INFO, "removed %s, left by process %s that is gone", full, names[i] + bl + 5);
+        }
+        free(full);
+        free(names[i]);
+    }
+    free(names);
+    free(parent);
+    free(copy);
+}
+
+/* Asks the progress callback, once the bytes are written, whether to go on: a cancel that
+ * arrived while writing leaves nothing behind. */
+static pq_status commit_check(pq_ctx *ctx, const char *path) {
+    if (ctx && ctx->progress_fn && ctx->progress_fn(ctx->progress_user, "write", 1, 1))
+        return pq__fail(ctx, PQ_ERR_CANCELLED, "%s: cancelled; nothing written", path);
+    return PQ_OK;
+}
+
 pq_status pq__atomic_open(pq_ctx *ctx, const char *path, pq__atomic *a) {
     memset(a, 0, sizeof *a);
     a->path = strdup(path);
@@ -259,9 +398,10 @@ pq_status pq__atomic_open(pq_ctx *ctx, const char *path, pq__atomic *a) {
         pq__atomic_abort(a);
         return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", path);
     }
+    pq__remove_stale_siblings(ctx, path);
     a->f = fopen(a->tmp, "wb");
     if (!a->f) {
-        pq_status st = pq__fail(ctx, PQ_ERR_IO, "%s: cannot create: %s", a->tmp, strerror(errno));
+        pq_status st = pq__fail(ctx, PQ_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
         pq__atomic_abort(a);
         return st;
     }
@@ -282,6 +422,11 @@ pq_status pq__atomic_commit(pq_ctx *ctx, pq__atomic *a) {
         pq_status st = pq__fail(ctx, PQ_ERR_IO, "%s: write failed: %s", a->path, strerror(errno));
         pq__atomic_abort(a);
         return st;
+    }
+    pq_status cst = commit_check(ctx, a->path);
+    if (cst) {
+        pq__atomic_abort(a);
+        return cst;
     }
     if (rename(a->tmp, a->path) != 0) {
         pq_status st = pq__fail(ctx, PQ_ERR_IO, "%s: rename failed: %s", a->path, strerror(errno));
@@ -305,9 +450,10 @@ void pq__atomic_abort(pq__atomic *a) {
 pq_status pq__tmpdir_create(pq_ctx *ctx, const char *path, char **tmp_out) {
     char *t = tmp_name(path);
     if (!t) return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", path);
+    pq__remove_stale_siblings(ctx, path);
     pq__rmtree(t);
     if (mkdir(t, 0755) != 0) {
-        pq_status st = pq__fail(ctx, PQ_ERR_IO, "%s: cannot create folder: %s", t, strerror(errno));
+        pq_status st = pq__fail(ctx, PQ_ERR_IO, "%s: cannot create the folder beside it: %s", path, strerror(errno));
         free(t);
         return st;
     }
@@ -316,6 +462,8 @@ pq_status pq__tmpdir_create(pq_ctx *ctx, const char *path, char **tmp_out) {
 }
 
 pq_status pq__tmpdir_commit(pq_ctx *ctx, const char *tmp, const char *path) {
+    pq_status cst = commit_check(ctx, path);
+    if (cst) return cst; /* the caller removes tmp, as on any failure */
     struct stat st;
     if (lstat(path, &st) == 0) {
         if (!S_ISDIR(st.st_mode))

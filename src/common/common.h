@@ -48,8 +48,19 @@ void pq__file_close(pq__file *f);
 /* Reads a whole (small) file into a NUL-terminated heap buffer. */
 pq_status pq__read_text(pq_ctx *ctx, const char *path, size_t max_bytes, char **out, size_t *len);
 
+/* Checks an output path before any work, so that a bad --out fails at once and names the
+ * path the caller gave: its parent folder exists, is a folder and is writable; path, if it
+ * exists, is a folder (is_dir) or not a folder (!is_dir). */
+pq_status pq__check_output_path(pq_ctx *ctx, const char *path, int is_dir);
+/* Removes "<path>.tmp.<pid>" and "<path>.old.<pid>" siblings left by processes that are gone
+ * (killed outright: SIGKILL, power loss), logging each at info level. Called by
+ * pq__atomic_open and pq__tmpdir_create; a live process's siblings are left alone. */
+void pq__remove_stale_siblings(pq_ctx *ctx, const char *path);
+
 /* Atomic output: pq__atomic_open creates "<path>.tmp.<pid>" for writing; pq__atomic_commit
- * flushes, fsyncs and renames it onto path; pq__atomic_abort removes it. */
+ * flushes, fsyncs and renames it onto path; pq__atomic_abort removes it. The commits check
+ * for cancellation (the progress callback, stage "write") before the rename: an interrupted
+ * run leaves nothing behind even when the signal came while the bytes were written. */
 typedef struct pq__atomic {
     FILE *f;
     char *path, *tmp;
