@@ -16,7 +16,10 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
+# scripts/llamacpp.sh sets up real llama.cpp (npm, cached per machine) for the GGUF tests; if it
+# cannot, those tests fail and say why
 check: build
+	@bash scripts/llamacpp.sh >/dev/null || echo "make check: llama.cpp could not be set up; the GGUF tests will fail"
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 # ASan + UBSan build of the library and every test (the npm reference-tokenizer comparison,
