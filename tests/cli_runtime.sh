@@ -57,6 +57,7 @@ P0=$(ppl_of "$S/stories260K.bin" --tokenizer "$S/tok512.bin")
 awk -v p="$P0" 'BEGIN { exit !(p > 3 && p < 5) }' && ok || bad "stories260K ppl $P0 not in (3, 5)"
 "$BIN" convert "$S/stories260K.bin" --tokenizer "$S/tok512.bin" --to hf --out "$T/hf" 2>"$T/err" && ok || bad "convert to hf: $(cat "$T/err")"
 "$BIN" convert "$T/hf" --to gguf --out "$T/rt.gguf" 2>"$T/err" && ok || bad "convert to gguf: $(cat "$T/err")"
+llamacpp_load_check "$T/rt.gguf"
 P1=$(ppl_of "$T/hf")
 P2=$(ppl_of "$T/rt.gguf")
 for p in "$P1" "$P2"; do

@@ -123,6 +123,16 @@ for m in $MODELS; do
     llama3:* | gpt2:*) extra_fail=$((extra_fail + 1)); echo "FAIL convert $m: byte-level BPE was not written natively" ;;
     esac
 done
+# every GGUF written here loads in real llama.cpp (llamacpp_load_check of tests/lib.sh, in a
+# subshell: lib.sh has its own counters and temporary folder)
+for m in $MODELS; do
+    [ -f "$RT/$m/model.gguf" ] || continue
+    if (. "$SRC/tests/lib.sh" && llamacpp_load_check "$RT/$m/model.gguf"); then
+        extra_pass=$((extra_pass + 1))
+    else
+        extra_fail=$((extra_fail + 1))
+    fi
+done
 for v in gguf:model.gguf hf:hf2; do
     printf '%s\n' $MODELS | xargs -P 2 -I{} sh -c '
         while IFS="	" read -r name file; do

@@ -7,3 +7,24 @@ fail=0
 ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
 check() { if "$@"; then ok; else bad "$*"; fi; }
+
+# llamacpp_load_check FILE: real llama.cpp (prebuilt libllama, set up once per machine by
+# scripts/llamacpp.sh) loads the GGUF, tokenizes a text with a newline and a character that small
+# vocabularies lack, and decodes one token; counts ok / bad. A setup failure counts as bad.
+llamacpp_load_check() {
+    if [ -z "${PQ_LLAMACPP_BIN:-}" ]; then
+        local src=${PQ_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+        PQ_LLAMACPP_BIN=$(PQ_LLAMACPP_QUIET=1 bash "$src/scripts/llamacpp.sh") || {
+            bad "llamacpp_load_check $1: the llama.cpp harness could not be set up (scripts/llamacpp.sh)"
+            return 1
+        }
+    fi
+    local out
+    if out=$("$PQ_LLAMACPP_BIN/llama_check" "$1" --tokenize "$(printf 'Once upon a time.\n\nThe end, \305\223!')" \
+        --greedy 1 --timeout 120 2>&1); then
+        ok
+    else
+        bad "llama.cpp does not load $1: $(printf '%s\n' "$out" | grep -v '^\(n_vocab\|tokens\|greedy\)' | tail -3)"
+        return 1
+    fi
+}
