@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "calib/calib.h"
 #include "io/hf.h"
@@ -68,6 +69,9 @@ static pq_status run_block(pq_ctx *ctx, runner *r, int64_t l, const pq__block *b
     const int64_t D = r->m->cfg.dim;
     for (int64_t s0 = 0; s0 < r->ns; s0 += r->chunk) {
         const int64_t n = r->ns - s0 < r->chunk ? r->ns - s0 : r->chunk;
+        /* a cancel point per chunk: a Ctrl-C is honoured within one chunk's forward pass */
+        pq_status pst = pq__progress(ctx, "compress", l, r->m->cfg.n_layers);
+        if (pst) return pst;
         float *x = update ? r->X + s0 * r->L * D : r->scratch;
         if (!update) memcpy(x, r->X + s0 * r->L * D, (size_t)(n * r->L * D) * sizeof(float));
         pq_status st = pq__block_forward(ctx, r->m, l, b, &r->kv, x, n, r->L, 0, cs ? capture : NULL, cs);
@@ -205,7 +209,8 @@ static pq_status stream_fill(pq_ctx *ctx, void *user, size_t off, void *dst, siz
     stream_src *s = user;
     const size_t rb = pq__dtype_nbytes(s->dt, s->cols);
     const int64_t r0 = (int64_t)(off / rb), nr = (int64_t)(n / rb);
-    pq_status st = pq__model_rows_f32(ctx, s->m, s->tensor, r0, nr, s->tmp);
+    pq_status st = pq__progress(ctx, "compress", 0, s->m->cfg.n_layers);
+    if (st == PQ_OK) st = pq__model_rows_f32(ctx, s->m, s->tensor, r0, nr, s->tmp);
     if (st == PQ_OK) pq__from_f32(s->dt, s->tmp, dst, nr * s->cols);
     return st;
 }
@@ -425,6 +430,11 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
         }
         if (st) return st;
     }
+    /* bad output paths fail before the calibration, naming the path given */
+    pq_status pst = pq__check_output_path(ctx, out_dir, 1);
+    if (pst == PQ_OK && p.report) pst = pq__check_output_path(ctx, p.report, 0);
+    if (pst == PQ_OK) pst = pq__progress(ctx, "compress", 0, c->n_layers);
+    if (pst) return pst;
     const int compressing = p.layer.prune != PQ_PRUNE_NONE || p.layer.quant != PQ_QUANT_NONE;
     regex_t re;
     int have_re = 0;
@@ -456,6 +466,8 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
     int32_t *win = NULL;
     int64_t *starts = NULL;
     char *tmp = NULL;
+    pq__atomic rep_a; /* the report is written atomically too: nothing of it is left on failure */
+    memset(&rep_a, 0, sizeof rep_a);
     FILE *rep = NULL;
     runner r = {0};
     tlist tl = {0};
@@ -478,9 +490,9 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
     pq__log(ctx, PQ_LOG_INFO, "calibration: %lld windows of %lld tokens (of %lld), seed %llu, first start %lld",
             (long long)p.nsamples, (long long)p.seqlen, (long long)n_tokens, (unsigned long long)p.seed,
             (long long)starts[0]);
-    if (p.report && !(rep = fopen(p.report, "w"))) {
-        st = pq__fail(ctx, PQ_ERR_IO, "%s: cannot open the report", p.report);
-        goto done;
+    if (p.report) {
+        if ((st = pq__atomic_open(ctx, p.report, &rep_a))) goto done;
+        rep = rep_a.f;
     }
     r.m = m;
     r.ns = p.nsamples;
@@ -548,6 +560,7 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
                 }
             for (int i = 0; i < 7; i++) {
                 if (!w.done[i] || (n_stages > 1 && stage_of_seq[i] != s)) continue;
+                if ((st = pq__progress(ctx, "compress", l, c->n_layers))) goto done;
                 const int64_t rows = lin[i]->rows, cols = lin[i]->cols;
                 if (p.layer.prune != PQ_PRUNE_NONE &&
                     !(w.mask[i] = pq__malloc(ctx, (size_t)(rows * cols), names[i]))) {
@@ -616,6 +629,7 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
                             pk[i].e[k].shape[1], pk[i].e[k].data, pk[i].e[k].nbytes);
             }
         }
+        if (st == PQ_OK) st = pq__progress(ctx, "compress", l, c->n_layers);
         if (st == PQ_OK) st = write_shard(ctx, tmp, &tl, l + 1, n_shards, map, &total);
         for (int i = 0; i < 7; i++)
             pq__packed_linear_free(&pk[i]);
@@ -635,11 +649,17 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
     } else {
         pq__log(ctx, PQ_LOG_WARN, "%s: the model has no tokenizer; none written", out_dir);
     }
-    st = pq__tmpdir_commit(ctx, tmp, out_dir);
+    /* the report goes first (its commit may be cancelled too); a model that then fails to
+     * go into place takes it away again */
+    if (rep) {
+        rep = NULL;
+        if ((st = pq__atomic_commit(ctx, &rep_a))) goto done;
+    }
+    if ((st = pq__tmpdir_commit(ctx, tmp, out_dir)) && p.report) unlink(p.report);
 done:
     if (st && tmp) pq__rmtree(tmp);
     free(tmp);
-    if (rep) fclose(rep);
+    if (rep) pq__atomic_abort(&rep_a);
     for (int g = 0; g < 4; g++) {
         pq__hacc_free(&cs.acc[g]);
         free(H[g]);
@@ -672,9 +692,10 @@ static int64_t min_cell_zeros(const float *w, int64_t rows, int64_t cols, int M)
     return best;
 }
 
+/* A model loaded with deferred weights is decoded one linear at a time (the summary of a
+ * compress run reads its output so, in the memory of one linear). */
 pq_status pq_model_sparsity(pq_ctx *ctx, const pq_model *m, pq_sparsity_report *out) {
     memset(out, 0, sizeof *out);
-    if (m->deferred) return pq__model_require_weights(ctx, m, "the sparsity report");
     const pq__config *c = &m->cfg;
     out->layers = pq__calloc(ctx, (size_t)(7 * c->n_layers), sizeof *out->layers, "sparsity report");
     if (!out->layers) return ctx->status;
@@ -689,19 +710,30 @@ pq_status pq_model_sparsity(pq_ctx *ctx, const pq_model *m, pq_sparsity_report *
             const int64_t rows = lin[i]->rows, cols = lin[i]->cols, n = rows * cols;
             e->rows = rows;
             e->cols = cols;
+            float *own = NULL;
+            const float *w = lin[i]->w;
+            if (m->deferred) {
+                pq_status st = pq__model_linear_f32(ctx, m, e->name, rows, cols, &own);
+                if (st) {
+                    pq_sparsity_report_free(out);
+                    return st;
+                }
+                w = own;
+            }
             int64_t z = 0;
             for (int64_t k = 0; k < n; k++)
-                z += lin[i]->w[k] == 0.0f;
+                z += w[k] == 0.0f;
             e->sparsity = n ? (double)z / (double)n : 0;
             static const int Ms[2] = {4, 8};
             for (int k = 0; k < 2 && !e->pattern_m; k++) {
-                int64_t mz = min_cell_zeros(lin[i]->w, rows, cols, Ms[k]);
+                int64_t mz = min_cell_zeros(w, rows, cols, Ms[k]);
                 if (mz > 0) {
                     e->pattern_n = (int)mz;
                     e->pattern_m = Ms[k];
                     e->pattern_ok = 1;
                 }
             }
+            free(own);
             e->bytes = (int64_t)pq__linear_stored_bytes(&m->src, e->name, n);
             out->packed |= pq__packed_present(&m->src, e->name);
             stored += (double)e->bytes;
@@ -715,6 +747,7 @@ pq_status pq_model_sparsity(pq_ctx *ctx, const pq_model *m, pq_sparsity_report *
 }
 
 void pq_sparsity_report_free(pq_sparsity_report *r) {
+    if (!r) return;
     free(r->layers);
     memset(r, 0, sizeof *r);
 }

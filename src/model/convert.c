@@ -82,6 +82,9 @@ static pq_status materialise(pq_ctx *ctx, const pq_model *m, out_list *l, pq_dty
                              int vectors_f32) {
     const int permute = halfsplit != m->cfg.rope_halfsplit;
     for (int64_t i = 0; i < l->n; i++) {
+        /* a cancel point per tensor; the writers check once more before they commit */
+        pq_status pst = pq__progress(ctx, "convert", i, l->n);
+        if (pst) return pst;
         out_tensor *t = &l->t[i];
         const int64_t cols = t->n_dims == 2 ? t->shape[1] : 1, numel = t->shape[0] * cols;
         t->dtype = (t->n_dims == 1 && vectors_f32) ? PQ_DTYPE_F32 : dtype;
@@ -352,9 +355,14 @@ pq_status pq_model_save(pq_ctx *ctx, const pq_model *m, pq_format format, const 
     if (dtype != PQ_DTYPE_F32 && dtype != PQ_DTYPE_F16 && dtype != PQ_DTYPE_BF16)
         return pq__fail(ctx, PQ_ERR_INVALID, "%s: output dtype %s not supported (f32, f16, bf16)", path,
                         pq_dtype_name(dtype));
+    /* a bad output path fails before any tensor is converted, naming the path given */
+    pq_status st = pq__check_output_path(ctx, path, format == PQ_FORMAT_HF);
+    if (st) return st;
     out_list l = {0};
-    pq_status st = collect(ctx, m, &l);
+    st = collect(ctx, m, &l);
     if (st == PQ_OK) st = format == PQ_FORMAT_HF ? save_hf(ctx, m, path, dtype, &l) : save_gguf(ctx, m, path, dtype, &l);
+    /* the bar ends at 100%; written is written, so a cancel asked now changes nothing */
+    if (st == PQ_OK && ctx && ctx->progress_fn) ctx->progress_fn(ctx->progress_user, "convert", l.n, l.n);
     out_free(&l);
     return st;
 }
