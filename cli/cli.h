@@ -9,7 +9,8 @@
 
 /* A context with the CLI's log and progress callbacks installed (stderr). */
 pq_ctx *cli_ctx_new(int threads, int quiet);
-/* Prints "prunequant <cmd>: <msg>" on stderr and returns 1. */
+/* Prints "prunequant <cmd>: <msg>" on stderr and returns 1 (after a caught SIGINT/SIGTERM:
+ * cli_exit_if_interrupted). */
 int cli_fail(const char *cmd, pq_ctx *ctx);
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Reads a whole file; returns NULL and prints an error on failure. */
@@ -22,6 +23,22 @@ int cli_parse_i64(const char *cmd, const char *flag, const char *s, int64_t min,
 int cli_parse_f64(const char *cmd, const char *flag, const char *s, double min, double max, double *out);
 /* Ends the progress line, if one is drawn. */
 void cli_progress_done(void);
+/* Commands that write call this once: SIGINT/SIGTERM then set a flag that the progress
+ * callback turns into a cancel (the library removes its temporary output), and cli_fail
+ * prints "prunequant CMD: interrupted; nothing written" and exits 130. A second signal kills.
+ * Progress: a bar on a terminal, else one line every $PQ_PROGRESS_INTERVAL seconds (10);
+ * $PQ_PROGRESS_DELAY_MS slows every progress step (for tests that interrupt a run). */
+void cli_catch_signals(void);
+int cli_interrupted(void);
+/* The progress callback of cli_ctx_new, for commands with their own: draws the bar (unless
+ * quiet) and returns non-zero once a signal was caught by cli_catch_signals. */
+int cli_progress(int quiet, const char *stage, int64_t done, int64_t total);
+/* If a signal was caught: the message above, exit 130. */
+void cli_exit_if_interrupted(const char *cmd);
+/* Monotonic clock, seconds. */
+double cli_now(void);
+/* "prunequant CMD: wrote OUT in Ts: IN -> OUT bytes (x), linears B bpw, ACr A" on stderr. */
+void cli_compress_summary(const char *cmd, const pq_model *in, const char *out, double seconds);
 
 /* The data folder when --data-dir is not given: $PQ_DATA, else shared/data beside the
  * project (found from the executable or the working directory); NULL if none. May write buf. */

@@ -217,6 +217,8 @@ int pq_cli_compress(int argc, char **argv) {
     p.skip = skip;
     p.calib_name = calib;
     pq_ctx *ctx = cli_ctx_new((int)threads, quiet);
+    cli_catch_signals();
+    const double t0 = cli_now();
     pq_load_params lp = pq_load_params_default();
     lp.tokenizer_path = tokenizer;
     lp.defer_weights = 1; /* the pipeline converts one block at a time */
@@ -242,7 +244,7 @@ int pq_cli_compress(int argc, char **argv) {
         goto done;
     }
     cli_progress_done();
-    if (!quiet) fprintf(stderr, "prunequant %s: wrote %s\n", cmd, out);
+    if (!quiet) cli_compress_summary(cmd, m, out, cli_now() - t0);
     ret = 0;
 done:
     free(ids);

@@ -206,6 +206,7 @@ int pq_cli_eval(int argc, char **argv) {
     if (cache_dir && !no_cache && !is_dir(cache_dir) && mkdir(cache_dir, 0755) != 0)
         fprintf(stderr, "prunequant eval: warning: cannot create cache folder %s: %s\n", cache_dir, strerror(errno));
     pq_ctx *ctx = cli_ctx_new((int)threads, quiet);
+    if (json && strcmp(json, "-")) cli_catch_signals(); /* writes FILE */
     pq_model *m = load(cmd, ctx, model_path, tok), *b = NULL;
     int rc = 1;
     pq_eval_report *r = NULL;
@@ -334,6 +335,7 @@ static int tasks_make_cloze(int argc, char **argv) {
     }
     if (!text || !out) return cli_usage_error(cmd, "usage: TEXT --out FILE.jsonl [--choices K] [--seed S] [--limit N]");
     pq_ctx *ctx = cli_ctx_new(1, 0);
+    cli_catch_signals();
     int64_t n = 0;
     int rc = 0;
     if (pq_tasks_make_cloze(ctx, text, out, &cp, &n) != PQ_OK)

@@ -171,6 +171,7 @@ int pq_cli_layer(int argc, char **argv) {
         return cli_usage_error(cmd, "--hessian is required");
 
     pq_ctx *ctx = cli_ctx_new((int)threads, quiet);
+    cli_catch_signals();
     if (pattern && pq_pattern_parse(ctx, pattern, &p.prune_n, &p.prune_m) != PQ_OK) {
         const int rc = cli_usage_error(cmd, "%s", pq_ctx_error(ctx));
         pq_ctx_free(ctx);

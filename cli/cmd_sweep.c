@@ -57,23 +57,23 @@ static int stop_requested(void *user) {
     return interrupted;
 }
 
-/* Only the stop flag: the library logs configs done/total with the ETA after each config. */
+/* The stop flag, and the bar of the configs (the library also logs configs done/total with the
+ * ETA after each config). */
+static int log_quiet;
 static int on_progress(void *user, const char *stage, int64_t done, int64_t total) {
     (void)user;
-    (void)stage;
-    (void)done;
-    (void)total;
-    return interrupted;
+    return cli_progress(log_quiet, stage, done, total) || interrupted;
 }
 
 /* The pipeline logs every layer at info level: in a sweep of many configs only the sweep's
  * own lines (configs done/total, ETA) are shown, unless --verbose. */
-static int log_quiet, log_verbose;
+static int log_verbose;
 
 static void on_log(void *user, pq_log_level level, const char *msg) {
     (void)user;
     if (level == PQ_LOG_DEBUG && !log_verbose) return;
     if (level == PQ_LOG_INFO && (log_quiet || (!log_verbose && strncmp(msg, "sweep: ", 7)))) return;
+    cli_progress_done();
     static const char *const tag[] = {"debug", "info", "warning", "error"};
     fprintf(stderr, "prunequant: %s: %s\n", tag[level], msg);
 }
@@ -238,6 +238,7 @@ static int sweep_main(int argc, char **argv, int rank, int size) {
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     if (st == PQ_ERR_CANCELLED) {
+        cli_progress_done();
         fprintf(stderr, "prunequant %s: interrupted after %lld configs; rerun with --resume to go on\n", cmd,
                 (long long)n_done);
         ret = 130;
@@ -370,6 +371,7 @@ int pq_cli_report(int argc, char **argv) {
     }
     if (!db_path || (!out && !text)) return cli_usage_error(cmd, "--db FILE and --out FILE.html or --text are required");
     pq_ctx *ctx = cli_ctx_new(0, 1);
+    if (out) cli_catch_signals();
     pq_sweep_results r;
     memset(&r, 0, sizeof r);
     int ret = load_db(cmd, ctx, db_path, &r);
