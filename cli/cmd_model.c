@@ -348,10 +348,17 @@ out:
 
 /* ---------------------------------------------------------------- generate */
 
+typedef struct {
+    int printed;
+    int64_t n; /* tokens generated, printed or not */
+} gen_out;
+
 /* Like llama2.c's safe_printf: skip lone control bytes. */
 static int print_piece(void *user, int32_t id, const char *piece, size_t len) {
     (void)id;
-    int *printed = user;
+    gen_out *g = user;
+    g->n++;
+    int *printed = &g->printed;
     if (len == 1 && !(piece[0] >= 32 && piece[0] < 127) && !(piece[0] == '\n' || piece[0] == '\t' ||
                                                               piece[0] == '\r' || (unsigned char)piece[0] >= 128))
         return 0;
@@ -410,12 +417,18 @@ int cli_generate(int argc, char **argv) {
         cli_fail(cmd, ctx);
         goto out;
     }
-    int printed = 0;
-    if (pq_generate(ctx, m, ids, n, &gp, print_piece, &printed) != PQ_OK) {
+    gen_out g = {0, 0};
+    const double t0 = cli_now();
+    if (pq_generate(ctx, m, ids, n, &gp, print_piece, &g) != PQ_OK) {
         cli_fail(cmd, ctx);
         goto out;
     }
-    if (printed && isatty(1)) printf("\n");
+    const double dt = cli_now() - t0;
+    if (g.printed && isatty(1)) printf("\n");
+    fflush(stdout);
+    if (!o.quiet)
+        fprintf(stderr, "prunequant generate: %lld tokens in %.2fs, %.1f tokens/s\n", (long long)g.n, dt,
+                dt > 0 ? (double)g.n / dt : 0.0);
     rc = 0;
 out:
     free(ids);
@@ -557,12 +570,27 @@ int cli_convert(int argc, char **argv) {
     if (!to || (strcmp(to, "hf") && strcmp(to, "gguf"))) return cli_usage_error(cmd, "--to hf or --to gguf is required");
     if (!out) return cli_usage_error(cmd, "--out PATH is required");
     pq_ctx *ctx = cli_ctx_new((int)o.threads, o.quiet);
+    cli_catch_signals();
     pq_model *m = load_model(cmd, ctx, &o);
     int rc = 1;
     if (!m) goto done;
+    /* packed linears are written dense (no quantized GGUF types yet): say so, as the output is
+     * not what the input was */
+    pq_model_info mi;
+    const char *pk = pq_model_get_info(m, &mi) == PQ_OK ? strstr(mi.dtypes, " linears packed") : NULL;
     if (pq_model_save(ctx, m, strcmp(to, "hf") ? PQ_FORMAT_GGUF : PQ_FORMAT_HF, out, dt) != PQ_OK) {
         cli_fail(cmd, ctx);
         goto done;
+    }
+    if (pk) {
+        const char *num = pk;
+        while (num > mi.dtypes && num[-1] >= '0' && num[-1] <= '9') num--;
+        fprintf(stderr,
+                "prunequant convert: %s: the %.*s packed linears were written dequantized as %s, a dense model of "
+                "their values (%s)\n",
+                out, (int)(pk - num), num, pq_dtype_name(dt),
+                strcmp(to, "hf") ? "quantized GGUF export is not available yet"
+                                 : "convert writes dense folders; compress writes packed ones");
     }
     if (!o.quiet) fprintf(stderr, "prunequant convert: wrote %s (%s, %s)\n", out, to, pq_dtype_name(dt));
     rc = 0;

@@ -221,7 +221,12 @@ static pq_status load_tokenizer(pq_ctx *ctx, const pq__gguf *g, pq__source *src)
     if (r != PQ_GGUF_FOUND)
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.ggml.model: expected a string", g->name);
     const int is_bpe = model_len == 4 && !memcmp(model, "gpt2", 4);
-    if (!is_bpe && !(model_len == 5 && !memcmp(model, "llama", 5))) {
+    /* "t5" (llama.cpp's unigram vocabulary): convert writes SentencePiece vocabularies without
+     * byte pieces so, as llama.cpp's "llama" tokenizer aborts on characters they lack. The arrays
+     * are the same; they are encoded with score-ordered merges like "llama" (for a
+     * character-level vocabulary the unigram segmentation is the same) */
+    const int is_ugm = model_len == 2 && !memcmp(model, "t5", 2);
+    if (!is_bpe && !is_ugm && !(model_len == 5 && !memcmp(model, "llama", 5))) {
         pq__log(ctx, PQ_LOG_WARN,
                 "%s: tokenizer.ggml.model: '%.*s' tokenizers are not supported yet; "
                 "no tokenizer loaded",

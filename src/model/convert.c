@@ -236,8 +236,28 @@ done:
     return st;
 }
 
+/* llama.cpp's SentencePiece tokenizer ("llama") has no unknown-token path: a character outside
+ * the vocabulary goes to its <0xXX> byte pieces (or a one-byte piece) and llama.cpp throws
+ * std::out_of_range (SIGABRT) when one is missing. 1 if every byte value resolves. */
+static int spm_bytes_complete(const pq_tokenizer *t) {
+    int ok[256] = {0};
+    for (int64_t i = 0; i < pq_tokenizer_n_vocab(t); i++) {
+        size_t len;
+        const char *p = pq__tokenizer_piece(t, (int32_t)i, &len);
+        if (len == 1 && (uint8_t)p[0] < 0x80) ok[(uint8_t)p[0]] = 1;
+    }
+    for (int b = 0; b < 256; b++)
+        if (!ok[b] && pq__tokenizer_byte_id(t, (uint8_t)b) < 0) return 0;
+    return 1;
+}
+
 static pq_status gguf_tokenizer(pq_ctx *ctx, const pq_tokenizer *t, pq__gguf_writer *w) {
     const int64_t n = pq_tokenizer_n_vocab(t);
+    /* Vocabularies without byte pieces (character-level ones such as BabyLlama's tok105) are
+     * written as llama.cpp's unigram vocabulary ("t5"), whose tokenizer maps a character outside
+     * the vocabulary to <unk> as SentencePiece does; the vocabulary and the embedding rows stay as
+     * they are. Our reader encodes both kinds with score-ordered merges. */
+    const int ugm = !spm_bytes_complete(t);
     char **pieces = pq__calloc(ctx, (size_t)n, sizeof *pieces, "vocabulary");
     size_t *lens = pq__calloc(ctx, (size_t)n, sizeof *lens, "vocabulary");
     float *scores = pq__calloc(ctx, (size_t)n, sizeof *scores, "vocabulary");
@@ -273,7 +293,7 @@ static pq_status gguf_tokenizer(pq_ctx *ctx, const pq_tokenizer *t, pq__gguf_wri
         scores[i] = pq__tokenizer_score(t, (int32_t)i);
         types[i] = pq__tokenizer_type(t, (int32_t)i);
     }
-    pq__gguf_writer_add_str(w, "tokenizer.ggml.model", "llama");
+    pq__gguf_writer_add_str(w, "tokenizer.ggml.model", ugm ? "t5" : "llama");
     pq__gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)pieces, lens, n);
     pq__gguf_writer_add_arr_f32(w, "tokenizer.ggml.scores", scores, n);
     pq__gguf_writer_add_arr_i32(w, "tokenizer.ggml.token_type", types, n);
@@ -283,6 +303,7 @@ static pq_status gguf_tokenizer(pq_ctx *ctx, const pq_tokenizer *t, pq__gguf_wri
         pq__gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)pq__tokenizer_unk(t));
     pq__gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", pq__tokenizer_add_dummy_prefix(t));
     pq__gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", 1);
+    if (ugm) pq__gguf_writer_add_bool(w, "tokenizer.ggml.add_eos_token", 0); /* llama.cpp's "t5" default is 1 */
 done:
     if (pieces)
         for (int64_t i = 0; i < n; i++) free(pieces[i]);
