@@ -19,6 +19,7 @@
 #define PRUNEQUANT_SWEEP_H
 
 #include "prunequant-compress.h"
+#include "prunequant-eval.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -69,6 +70,10 @@ void pq_sweep_hash(const char *recipe, char hash[17]);
 typedef struct pq_sweep_score {
     char task[96], metric[24];
     double score, se, base_score, retention;
+    int higher_is_better;    /* 0 for perplexity */
+    pq_units units;          /* per-item / per-window results (owned; n = 0 in databases made before them) */
+    double retention_ci[2];  /* paired bootstrap interval against the base run's units
+                                (pq_sweep_results_intervals; NAN when not computed) */
 } pq_sweep_score;
 
 typedef struct pq_sweep_run {
@@ -78,9 +83,13 @@ typedef struct pq_sweep_run {
     double sparsity, bits, tcr, acr, bpw, sr, srcr, seconds;
     int64_t bytes; /* stored bytes of the compressed linear weights (incl. metadata) */
     char *error;   /* malloc'ed or NULL */
-    pq_sweep_score *scores;
+    pq_sweep_score *scores; /* malloc'ed, with their units: pq_sweep_scores_free */
     int64_t n_scores;
+    double sr_ci[2]; /* paired bootstrap interval of Sr (pq_sweep_results_intervals; NAN if none) */
 } pq_sweep_run;
+
+/* Frees scores[n] and the units they own (NULL is a no-op). */
+void pq_sweep_scores_free(pq_sweep_score *scores, int64_t n);
 
 typedef struct pq_sweep_results {
     pq_sweep_run *runs; /* every row except the base, ordered by rowid */
@@ -107,6 +116,17 @@ pq_status pq_sweep_db_delete(pq_ctx *ctx, pq_sweep_db *db, const char *hash);
 /* Reads everything. */
 pq_status pq_sweep_db_load(pq_ctx *ctx, pq_sweep_db *db, pq_sweep_results *out);
 void pq_sweep_results_free(pq_sweep_results *r);
+
+/* ---------------------------------------------------------------- statistics */
+
+/* Fills every done run's sr_ci and its scores' retention_ci from the stored units, paired
+ * with the base run's units of the same task (pq_bootstrap_sr). Runs whose tasks lack units
+ * (older databases) keep NAN. */
+pq_status pq_sweep_results_intervals(pq_ctx *ctx, pq_sweep_results *r, const pq_bootstrap_params *p);
+/* Sr(runs[a]) - Sr(runs[b]) over the tasks in Sr of both, and its paired interval (the same
+ * draws for a, b and the base). NAN when the units are missing. */
+pq_status pq_sweep_compare(pq_ctx *ctx, const pq_sweep_results *r, int64_t a, int64_t b, const pq_bootstrap_params *p,
+                           double *diff, double ci[2]);
 
 /* ---------------------------------------------------------------- recommend */
 

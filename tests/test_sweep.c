@@ -141,7 +141,8 @@ static void test_store(pq_ctx *ctx, const char *dir) {
     free(v);
     CHECK(pq_sweep_db_meta_get(ctx, db, "nothing", &v) == PQ_OK && !v);
 
-    pq_sweep_score sc[2] = {{"arc_easy", "acc", 0.5, 0.05, 0.6, 0.5 / 0.6}, {"ppl:x", "ppl", 12, NAN, 10, 10.0 / 12}};
+    pq_sweep_score sc[2] = {{"arc_easy", "acc", 0.5, 0.05, 0.6, 0.5 / 0.6, 1, {0}, {NAN, NAN}},
+                             {"ppl:x", "ppl", 12, NAN, 10, 10.0 / 12, 0, {0}, {NAN, NAN}}};
     pq_sweep_run r = mkrun("aaaa", "running", 0.75, NAN, NAN, 0);
     CHECK(pq_sweep_db_put(ctx, db, &r) == PQ_OK);
     char st[12];
@@ -195,7 +196,7 @@ static void test_store(pq_ctx *ctx, const char *dir) {
 
 /* A hand-filled database for recommend and report. */
 static void fill(pq_ctx *ctx, pq_sweep_db *db) {
-    pq_sweep_score sc[1] = {{"arc_easy", "acc", 0.5, 0.05, 0.6, 0.5 / 0.6}};
+    pq_sweep_score sc[1] = {{"arc_easy", "acc", 0.5, 0.05, 0.6, 0.5 / 0.6, 1, {0}, {NAN, NAN}}};
     pq_sweep_run runs[6] = {
         mkrun("q3", "done", 0.8125, 0.70, 1.5, 1100),  /* 3-bit alone */
         mkrun("j25", "done", 0.8125, 0.84, 1.9, 1150), /* 25% + 4-bit */

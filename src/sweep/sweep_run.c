@@ -28,7 +28,7 @@ static double now(void) {
 
 /* sc holds rep->n_tasks + 2 entries: the tasks, then the KLD (mean and same-top rate, no
  * retention: they are distances to the base, not scores, and stay out of Sr). */
-static void fill_scores(pq_sweep_run *run, const pq_eval_report *rep, pq_sweep_score *sc, int base) {
+static void fill_scores(pq_sweep_run *run, pq_eval_report *rep, pq_sweep_score *sc, int base) {
     run->scores = sc;
     run->n_scores = rep->n_tasks;
     if (rep->has_kld) {
@@ -55,6 +55,11 @@ static void fill_scores(pq_sweep_run *run, const pq_eval_report *rep, pq_sweep_s
         sc[i].se = t->se;
         sc[i].base_score = base ? t->score : t->has_base ? t->base_score : NAN;
         sc[i].retention = base ? 1.0 : t->retention;
+        sc[i].higher_is_better = t->higher_is_better;
+        sc[i].retention_ci[0] = sc[i].retention_ci[1] = NAN;
+        /* the units move to the score (the report is freed before the run is stored) */
+        sc[i].units = rep->tasks[i].units;
+        memset(&rep->tasks[i].units, 0, sizeof rep->tasks[i].units);
     }
 }
 
@@ -132,7 +137,7 @@ static pq_status eval_base(pq_ctx *ctx, const pq_sweep_params *p, const pq_model
     st = pq_sweep_db_meta_set(ctx, db, "protocol", proto);
     if (st == PQ_OK) st = pq_sweep_db_put(ctx, db, &run);
     free(proto);
-    free(sc);
+    pq_sweep_scores_free(sc, run.n_scores);
     pq_eval_report_free(rep);
     return st;
 }
@@ -259,6 +264,14 @@ static void mpi_send_run(int64_t i, const pq_sweep_run *run, const char *status)
             add_num(e, "se", c->se);
             add_num(e, "base", c->base_score);
             add_num(e, "retention", c->retention);
+            cJSON_AddNumberToObject(e, "higher", c->higher_is_better);
+            cJSON_AddNumberToObject(e, "unit_kind", (double)c->units.kind);
+            cJSON *uv = cJSON_AddArrayToObject(e, "units");
+            cJSON *uw = c->units.weight ? cJSON_AddArrayToObject(e, "unit_weights") : NULL;
+            for (int64_t q = 0; uv && q < c->units.n; q++) {
+                cJSON_AddItemToArray(uv, pq__json_num(c->units.value[q]));
+                if (uw) cJSON_AddItemToArray(uw, pq__json_num(c->units.weight[q]));
+            }
             cJSON_AddItemToArray(a, e);
         }
         txt = cJSON_PrintUnformatted(o);
@@ -332,6 +345,20 @@ static pq_status mpi_recv_run(pq_ctx *ctx, const pq_sweep_grid *grid, pq_sweep_d
         sc->se = get_num(e, "se");
         sc->base_score = get_num(e, "base");
         sc->retention = get_num(e, "retention");
+        const cJSON *hb = cJSON_GetObjectItemCaseSensitive(e, "higher"), *uk = cJSON_GetObjectItemCaseSensitive(e, "unit_kind");
+        sc->higher_is_better = cJSON_IsNumber(hb) ? hb->valueint : 1;
+        sc->units.kind = cJSON_IsNumber(uk) && uk->valueint == PQ_UNITS_PPL ? PQ_UNITS_PPL : PQ_UNITS_MEAN;
+        const cJSON *uv = cJSON_GetObjectItemCaseSensitive(e, "units"), *uw = cJSON_GetObjectItemCaseSensitive(e, "unit_weights");
+        const int nu = cJSON_IsArray(uv) ? cJSON_GetArraySize(uv) : 0;
+        if (nu > 0) {
+            sc->units.value = malloc((size_t)nu * sizeof(double));
+            sc->units.weight = cJSON_IsArray(uw) && cJSON_GetArraySize(uw) == nu ? malloc((size_t)nu * sizeof(double)) : NULL;
+            int q = 0;
+            for (const cJSON *x = uv->child; sc->units.value && x; x = x->next) sc->units.value[q++] = x->valuedouble;
+            q = 0;
+            for (const cJSON *x = sc->units.weight ? uw->child : NULL; x; x = x->next) sc->units.weight[q++] = x->valuedouble;
+            if (sc->units.value) sc->units.n = nu;
+        }
     }
     st = pq_sweep_db_put(ctx, db, &run);
     if (!strcmp(run.status, "done") || !strcmp(run.status, "undefined"))
@@ -340,7 +367,7 @@ static pq_status mpi_recv_run(pq_ctx *ctx, const pq_sweep_grid *grid, pq_sweep_d
         (*n_failed)++;
     pq__log(ctx, PQ_LOG_INFO, "sweep: config %lld/%lld %s from rank %d: %s (Sr %.4f, SrCr %.4f)", (long long)(di + 1),
             (long long)grid->n, c->hash, ms.MPI_SOURCE, run.status, run.sr, run.srcr);
-    free(run.scores);
+    pq_sweep_scores_free(run.scores, run.n_scores);
     cJSON_Delete(o);
     return st;
 }
@@ -513,7 +540,7 @@ pq_status pq_sweep_execute(pq_ctx *ctx, const pq_sweep_params *p, const pq_sweep
         if (!p->keep_models) pq__rmtree(dir);
         free(dir);
         if (rs == PQ_ERR_CANCELLED || stopped(p)) {
-            free(run.scores);
+            pq_sweep_scores_free(run.scores, run.n_scores);
             cancelled = 1;
 #ifdef PQ_HAVE_MPI
             if (rank != 0) {
@@ -528,7 +555,7 @@ pq_status pq_sweep_execute(pq_ctx *ctx, const pq_sweep_params *p, const pq_sweep
             break;
         }
         if (rs != PQ_OK) {
-            free(run.scores);
+            pq_sweep_scores_free(run.scores, run.n_scores);
             run.scores = NULL;
             run.n_scores = 0;
             snprintf(run.status, sizeof run.status, "failed");
@@ -551,12 +578,12 @@ pq_status pq_sweep_execute(pq_ctx *ctx, const pq_sweep_params *p, const pq_sweep
         if (rank != 0) {
             mpi_send_run(i, &run, run.status);
             todo[i] = 2;
-            free(run.scores);
+            pq_sweep_scores_free(run.scores, run.n_scores);
             continue;
         }
 #endif
         st = pq_sweep_db_put(ctx, db, &run);
-        free(run.scores);
+        pq_sweep_scores_free(run.scores, run.n_scores);
         ran++;
         if (st == PQ_OK) {
             double el = now() - t0;

@@ -22,6 +22,37 @@ static const char *const schema =
     "base_score REAL, retention REAL, PRIMARY KEY(config_hash, task));"
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);";
 
+/* Columns added since the first release: a database made before them gains them (NULL). Units
+ * are little-endian float64 arrays (per item or per ppl window; weights = scored tokens). */
+static const char *const upgrades[] = {
+    "ALTER TABLE scores ADD COLUMN higher INTEGER",
+    "ALTER TABLE scores ADD COLUMN unit_kind INTEGER",
+    "ALTER TABLE scores ADD COLUMN units BLOB",
+    "ALTER TABLE scores ADD COLUMN unit_weights BLOB",
+};
+
+static int has_column(sqlite3 *db, const char *table, const char *col) {
+    char sql[96];
+    snprintf(sql, sizeof sql, "PRAGMA table_info(%s)", table);
+    sqlite3_stmt *s = NULL;
+    int found = 0;
+    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK)
+        while (!found && sqlite3_step(s) == SQLITE_ROW)
+            found = sqlite3_column_text(s, 1) && !strcmp((const char *)sqlite3_column_text(s, 1), col);
+    sqlite3_finalize(s);
+    return found;
+}
+
+static int upgrade(sqlite3 *db, char **err) {
+    for (size_t i = 0; i < sizeof upgrades / sizeof upgrades[0]; i++) {
+        const char *col = strstr(upgrades[i], "COLUMN ") + 7;
+        char name[32];
+        snprintf(name, sizeof name, "%.*s", (int)strcspn(col, " "), col);
+        if (!has_column(db, "scores", name) && sqlite3_exec(db, upgrades[i], NULL, NULL, err) != SQLITE_OK) return 0;
+    }
+    return 1;
+}
+
 static pq_status db_fail(pq_ctx *ctx, pq_sweep_db *db, const char *what) {
     return pq__fail(ctx, PQ_ERR_IO, "%s: %s: %s", db->path, what, sqlite3_errmsg(db->db));
 }
@@ -45,7 +76,7 @@ pq_status pq_sweep_db_open(pq_ctx *ctx, const char *path, pq_sweep_db **out) {
     sqlite3_busy_timeout(db->db, 10000);
     char *err = NULL;
     if (sqlite3_exec(db->db, "PRAGMA journal_mode=WAL;", NULL, NULL, &err) != SQLITE_OK ||
-        sqlite3_exec(db->db, schema, NULL, NULL, &err) != SQLITE_OK) {
+        sqlite3_exec(db->db, schema, NULL, NULL, &err) != SQLITE_OK || !upgrade(db->db, &err)) {
         pq_status st = pq__fail(ctx, PQ_ERR_IO, "%s: not a usable sweep database: %s", path, err ? err : "?");
         sqlite3_free(err);
         pq_sweep_db_close(db);
@@ -164,8 +195,8 @@ pq_status pq_sweep_db_put(pq_ctx *ctx, pq_sweep_db *db, const pq_sweep_run *r) {
     }
     if (ok && r->n_scores) {
         ok = sqlite3_prepare_v2(db->db,
-                                "INSERT INTO scores(config_hash, task, metric, score, stderr, base_score, retention) "
-                                "VALUES(?,?,?,?,?,?,?)",
+                                "INSERT INTO scores(config_hash, task, metric, score, stderr, base_score, retention, "
+                                "higher, unit_kind, units, unit_weights) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
                                 -1, &s, NULL) == SQLITE_OK;
         for (int64_t i = 0; ok && i < r->n_scores; i++) {
             const pq_sweep_score *c = &r->scores[i];
@@ -177,6 +208,17 @@ pq_status pq_sweep_db_put(pq_ctx *ctx, pq_sweep_db *db, const pq_sweep_run *r) {
             bind_real(s, 5, c->se);
             bind_real(s, 6, c->base_score);
             bind_real(s, 7, c->retention);
+            sqlite3_bind_int(s, 8, c->higher_is_better);
+            sqlite3_bind_int(s, 9, (int)c->units.kind);
+            const int nb = (int)(c->units.n * (int64_t)sizeof(double));
+            if (c->units.n > 0)
+                sqlite3_bind_blob(s, 10, c->units.value, nb, SQLITE_STATIC);
+            else
+                sqlite3_bind_null(s, 10);
+            if (c->units.n > 0 && c->units.weight)
+                sqlite3_bind_blob(s, 11, c->units.weight, nb, SQLITE_STATIC);
+            else
+                sqlite3_bind_null(s, 11);
             ok = sqlite3_step(s) == SQLITE_DONE;
         }
         sqlite3_finalize(s);
@@ -210,10 +252,16 @@ pq_status pq_sweep_db_delete(pq_ctx *ctx, pq_sweep_db *db, const char *hash) {
     return exec(ctx, db, "COMMIT");
 }
 
+void pq_sweep_scores_free(pq_sweep_score *scores, int64_t n) {
+    for (int64_t i = 0; scores && i < n; i++)
+        pq_units_clear(&scores[i].units);
+    free(scores);
+}
+
 static void run_clear(pq_sweep_run *r) {
     free(r->recipe);
     free(r->error);
-    free(r->scores);
+    pq_sweep_scores_free(r->scores, r->n_scores);
     memset(r, 0, sizeof *r);
 }
 
@@ -235,10 +283,32 @@ static char *dup_col(sqlite3_stmt *s, int i) {
     return t ? strdup((const char *)t) : NULL;
 }
 
+/* Units of a score row (columns 7..9); a row without them keeps n = 0. */
+static pq_status load_units(sqlite3_stmt *s, pq_sweep_score *c) {
+    memset(&c->units, 0, sizeof c->units);
+    c->units.kind = sqlite3_column_int(s, 7) == PQ_UNITS_PPL ? PQ_UNITS_PPL : PQ_UNITS_MEAN;
+    const int nb = sqlite3_column_bytes(s, 8), nw = sqlite3_column_bytes(s, 9);
+    const void *v = sqlite3_column_blob(s, 8), *w = sqlite3_column_blob(s, 9);
+    if (!v || nb <= 0) return PQ_OK;
+    if (nb % (int)sizeof(double) || (w && nw != nb)) return PQ_ERR_FORMAT;
+    const int64_t n = nb / (int)sizeof(double);
+    c->units.value = malloc((size_t)nb);
+    c->units.weight = w ? malloc((size_t)nb) : NULL;
+    if (!c->units.value || (w && !c->units.weight)) {
+        pq_units_clear(&c->units);
+        return PQ_ERR_NOMEM;
+    }
+    memcpy(c->units.value, v, (size_t)nb);
+    if (w) memcpy(c->units.weight, w, (size_t)nb);
+    c->units.n = n;
+    return PQ_OK;
+}
+
 static pq_status load_scores(pq_ctx *ctx, pq_sweep_db *db, pq_sweep_run *r) {
     sqlite3_stmt *s = NULL;
     if (sqlite3_prepare_v2(db->db,
-                           "SELECT task, metric, score, stderr, base_score, retention FROM scores "
+                           "SELECT task, metric, score, stderr, base_score, retention, higher, unit_kind, units, "
+                           "unit_weights FROM scores "
                            "WHERE config_hash = ? ORDER BY rowid",
                            -1, &s, NULL) != SQLITE_OK)
         return db_fail(ctx, db, "scores");
@@ -265,6 +335,14 @@ static pq_status load_scores(pq_ctx *ctx, pq_sweep_db *db, pq_sweep_run *r) {
         c->se = col_real(s, 3);
         c->base_score = col_real(s, 4);
         c->retention = col_real(s, 5);
+        c->higher_is_better = sqlite3_column_type(s, 6) == SQLITE_NULL ? strcmp(c->metric, "ppl") != 0
+                                                                       : sqlite3_column_int(s, 6);
+        c->retention_ci[0] = c->retention_ci[1] = NAN;
+        if (load_units(s, c) != PQ_OK) {
+            sqlite3_finalize(s);
+            return pq__fail(ctx, PQ_ERR_FORMAT, "%s: scores of %s, task %s: units and weights disagree", db->path,
+                            r->hash, c->task);
+        }
     }
     sqlite3_finalize(s);
     return rc == SQLITE_DONE ? PQ_OK : db_fail(ctx, db, "scores");
@@ -303,6 +381,7 @@ pq_status pq_sweep_db_load(pq_ctx *ctx, pq_sweep_db *db, pq_sweep_results *out) 
         r.srcr = col_real(s, 10);
         r.seconds = col_real(s, 11);
         r.error = dup_col(s, 12);
+        r.sr_ci[0] = r.sr_ci[1] = NAN;
         st = load_scores(ctx, db, &r);
         if (st != PQ_OK) {
             run_clear(&r);
