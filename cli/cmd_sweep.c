@@ -40,8 +40,9 @@ static const char *recommend_usage =
     "  --json prints only the recipe (usable by 'prunequant compress --recipe').\n";
 
 static const char *report_usage =
-    "usage: prunequant report --db FILE [--out report.html] [--text]\n"
-    "  --out writes the HTML report; --text prints the iso-TCr table (joint vs quantization only).\n";
+    "usage: prunequant report --db FILE [--out report.html] [--text] [--json]\n"
+    "  --out writes the HTML report; --text prints the iso-TCr table (joint vs quantization only);\n"
+    "  --json prints the runs and the iso-TCr / iso-bpw comparisons with paired bootstrap intervals.\n";
 
 static volatile sig_atomic_t interrupted;
 
@@ -275,6 +276,11 @@ static int load_db(const char *cmd, pq_ctx *ctx, const char *path, pq_sweep_resu
         return cli_fail(cmd, ctx);
     }
     pq_sweep_db_close(db);
+    /* paired bootstrap intervals from the stored per-item results (arithmetic only) */
+    if (pq_sweep_results_intervals(ctx, r, NULL) != PQ_OK) {
+        pq_sweep_results_free(r);
+        return cli_fail(cmd, ctx);
+    }
     return 0;
 }
 
@@ -350,7 +356,7 @@ int pq_cli_recommend(int argc, char **argv) {
 int pq_cli_report(int argc, char **argv) {
     const char *cmd = "report";
     const char *db_path = NULL, *out = NULL;
-    int text = 0;
+    int text = 0, json = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -361,6 +367,10 @@ int pq_cli_report(int argc, char **argv) {
             text = 1;
             continue;
         }
+        if (!strcmp(a, "--json")) {
+            json = 1;
+            continue;
+        }
         if (!strcmp(a, "--db")) {
             if (!(db_path = val(cmd, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--out")) {
@@ -369,7 +379,8 @@ int pq_cli_report(int argc, char **argv) {
             return cli_usage_error(cmd, "unknown argument %s", a);
         }
     }
-    if (!db_path || (!out && !text)) return cli_usage_error(cmd, "--db FILE and --out FILE.html or --text are required");
+    if (!db_path || (!out && !text && !json))
+        return cli_usage_error(cmd, "--db FILE and --out FILE.html, --text or --json are required");
     pq_ctx *ctx = cli_ctx_new(0, 1);
     if (out) cli_catch_signals();
     pq_sweep_results r;
@@ -380,6 +391,12 @@ int pq_cli_report(int argc, char **argv) {
     if (!ret && text) {
         char *t = pq_sweep_report_text(&r);
         if (t) fputs(t, stdout);
+        else ret = cli_fail(cmd, ctx);
+        free(t);
+    }
+    if (!ret && json) {
+        char *t = pq_sweep_report_json(&r);
+        if (t) printf("%s\n", t);
         else ret = cli_fail(cmd, ctx);
         free(t);
     }

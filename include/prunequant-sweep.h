@@ -152,6 +152,11 @@ pq_status pq_sweep_report_html(pq_ctx *ctx, const pq_sweep_results *r, const cha
  * Sr (kind, config, Sr, SrCr, ACr, bpw, per-task retention), then the best joint run against
  * the best quantization-only run at each TCr. */
 char *pq_sweep_report_text(const pq_sweep_results *r);
+/* The runs (with Sr and retention intervals), and the joint-vs-quantization comparisons at
+ * equal TCr ("iso_tcr") and at equal real bytes ("iso_bpw", 0.25-bpw buckets), each with
+ * "difference", "difference_ci" and a verdict, as JSON (malloc'ed; NULL when out of memory).
+ * Call pq_sweep_results_intervals first for the intervals. */
+char *pq_sweep_report_json(const pq_sweep_results *r);
 /* The Pareto frontier flags (1 = on it: no other done run has TCr >= and Sr >, or TCr > and
  * Sr >=) into on[r->n] (0 for runs not done). */
 void pq_sweep_pareto(const pq_sweep_results *r, int *on);

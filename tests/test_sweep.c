@@ -299,7 +299,15 @@ static void test_recommend_report(pq_ctx *ctx, const char *dir) {
             open++;
         for (h = s; (h = strstr(h, "</svg>")); h++)
             close++;
-        CHECK(open == 3 && close == 3);
+        CHECK(open == 4 && close == 4);
+        /* Sr vs TCr and Sr vs real bits per weight, each with axis labels and a legend of the
+         * kinds present only; the iso-TCr bars with a y label; the iso-bpw section */
+        CHECK(strstr(s, "id=\"sr-vs-tcr\"") && strstr(s, "id=\"sr-vs-bpw\""));
+        CHECK(strstr(s, ">TCr</text>") && strstr(s, ">Sr (mean retention)</text>"));
+        CHECK(strstr(s, ">stored bits per weight (linear layers, incl. scales, zeros, masks)</text>"));
+        CHECK(strstr(s, ">best Sr of each kind</text>"));
+        CHECK(strstr(s, "class=\"key joint\"") && strstr(s, "class=\"key quant\""));
+        CHECK(strstr(s, "id=\"iso-bpw\"") && strstr(s, "id=\"iso-tcr-lines\""));
     }
     free(s);
     /* an empty database still gives a valid report */

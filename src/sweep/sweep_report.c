@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 
 #include "common/common.h"
+#include "common/json.h"
 #include "prunequant-sweep.h"
 
 typedef struct sbuf {
@@ -137,70 +138,109 @@ static int cmp_tcr(const void *a, const void *c) {
     return (x->tcr > y->tcr) - (x->tcr < y->tcr);
 }
 
+static int cmp_bpw(const void *a, const void *c) {
+    const pq_sweep_run *x = *(pq_sweep_run *const *)a, *y = *(pq_sweep_run *const *)c;
+    return (x->bpw > y->bpw) - (x->bpw < y->bpw);
+}
+
 static int cmp_srcr(const void *a, const void *c) {
     const pq_sweep_run *x = *(pq_sweep_run *const *)a, *y = *(pq_sweep_run *const *)c;
     double u = isfinite(x->srcr) ? x->srcr : -INFINITY, v = isfinite(y->srcr) ? y->srcr : -INFINITY;
     return (u < v) - (u > v);
 }
 
-static void chart_scatter(sbuf *b, const pq_sweep_results *r, const int *on) {
-    double x0 = 1, x1 = 0, y1 = 0;
+static const char *kind_color(const char *k) {
+    return !strcmp(k, "joint") ? "#1f77b4" : !strcmp(k, "quant") ? "#ff7f0e" : "#2ca02c";
+}
+
+/* A legend of the kinds present only. */
+static void legend(sbuf *b, const pq_sweep_results *r, int frontier) {
+    static const char *const kinds[3] = {"joint", "quant", "prune"};
+    static const char *const names[3] = {"joint", "quantization only", "pruning only"};
+    sb_printf(b, "<p class=\"legend\">");
+    for (int k = 0; k < 3; k++) {
+        int present = 0;
+        for (int64_t i = 0; i < r->n && !present; i++) present = done(&r->runs[i]) && !strcmp(kind(&r->runs[i]), kinds[k]);
+        if (present)
+            sb_printf(b, "<span class=\"key %s\" style=\"color:%s\">&#9679; %s</span> ", kinds[k], kind_color(kinds[k]),
+                      names[k]);
+    }
+    if (frontier) sb_printf(b, "<span style=\"color:#d62728\">&#8212; / &#9675; Pareto frontier</span> ");
+    sb_printf(b, "<span>| bars: 95%% paired bootstrap interval of Sr</span></p>\n");
+}
+
+/* Sr against TCr (by_bpw 0) or against stored bits per weight (1), with interval bars. The
+ * frontier is the best Sr for the compression: higher TCr, or fewer bits per weight. */
+static void chart_scatter(sbuf *b, const pq_sweep_results *r, const int *on, int by_bpw) {
+    double x0 = INFINITY, x1 = -INFINITY, y1 = 0;
+#define XV(c) (by_bpw ? (c)->bpw : (c)->tcr)
     for (int64_t i = 0; i < r->n; i++)
-        if (done(&r->runs[i])) {
-            x0 = fmin(x0, r->runs[i].tcr);
-            x1 = fmax(x1, r->runs[i].tcr);
-            y1 = fmax(y1, r->runs[i].sr);
+        if (done(&r->runs[i]) && isfinite(XV(&r->runs[i]))) {
+            x0 = fmin(x0, XV(&r->runs[i]));
+            x1 = fmax(x1, XV(&r->runs[i]));
+            y1 = fmax(y1, isfinite(r->runs[i].sr_ci[1]) ? r->runs[i].sr_ci[1] : r->runs[i].sr);
         }
+    const double step = by_bpw ? 0.5 : 0.05;
     if (x0 > x1) x0 = 0, x1 = 1;
-    x0 = floor(x0 * 20 - 1e-9) / 20;
-    x1 = ceil(x1 * 20 + 1e-9) / 20;
-    if (x1 <= x0) x1 = x0 + 0.05;
+    x0 = floor(x0 / step - 1e-9) * step;
+    x1 = ceil(x1 / step + 1e-9) * step;
+    if (x1 <= x0) x1 = x0 + step;
     y1 = fmax(1.0, ceil(y1 * 10) / 10);
     sb_printf(b,
-              "<h2>Semantic retention vs theoretical compression rate</h2>\n"
-              "<svg id=\"sr-vs-tcr\" class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+              "<h2>Semantic retention vs %s</h2>\n"
+              "<svg id=\"%s\" class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
               "viewBox=\"0 0 %d %d\">",
-              W, H, W, H);
-    axes(b, x0, x1, 0, y1, "TCr", "Sr");
+              by_bpw ? "real bits per weight" : "theoretical compression rate", by_bpw ? "sr-vs-bpw" : "sr-vs-tcr", W, H,
+              W, H);
+    axes(b, x0, x1, 0, y1, by_bpw ? "stored bits per weight (linear layers, incl. scales, zeros, masks)" : "TCr",
+         "Sr (mean retention)");
 #define PX(v) (ML + ((v)-x0) / (x1 - x0) * (W - ML - MR))
 #define PY(v) ((H - MB) - (v) / y1 * (H - MT - MB))
     pq_sweep_run **fr = malloc((size_t)(r->n ? r->n : 1) * sizeof *fr);
     int64_t nf = 0;
     for (int64_t i = 0; fr && i < r->n; i++)
-        if (on[i]) fr[nf++] = &r->runs[i];
+        if (on[i] && isfinite(XV(&r->runs[i]))) fr[nf++] = &r->runs[i];
     if (fr && nf) {
-        qsort(fr, (size_t)nf, sizeof *fr, cmp_tcr);
-        sb_printf(b, "<polyline id=\"pareto\" class=\"frontier\" fill=\"none\" stroke=\"#d62728\" "
-                     "stroke-width=\"2\" points=\"");
+        qsort(fr, (size_t)nf, sizeof *fr, by_bpw ? cmp_bpw : cmp_tcr);
+        sb_printf(b, "<polyline id=\"pareto%s\" class=\"frontier\" fill=\"none\" stroke=\"#d62728\" "
+                     "stroke-width=\"2\" points=\"",
+                  by_bpw ? "-bpw" : "");
         for (int64_t i = 0; i < nf; i++)
-            sb_printf(b, "%.1f,%.1f ", PX(fr[i]->tcr), PY(fr[i]->sr));
+            sb_printf(b, "%.1f,%.1f ", PX(XV(fr[i])), PY(fr[i]->sr));
         sb_printf(b, "\"/>");
     }
     free(fr);
     for (int64_t i = 0; i < r->n; i++) {
         const pq_sweep_run *c = &r->runs[i];
-        if (!done(c)) continue;
+        if (!done(c) || !isfinite(XV(c))) continue;
         const char *k = kind(c);
         char lab[512];
         label(c, lab, sizeof lab);
+        if (isfinite(c->sr_ci[0]))
+            sb_printf(b, "<line class=\"errbar\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>",
+                      PX(XV(c)), PY(c->sr_ci[0]), PX(XV(c)), PY(c->sr_ci[1]), kind_color(k));
         sb_printf(b,
                   "<circle class=\"pt %s%s\" data-hash=\"%s\" cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"%s\"%s>"
                   "<title>",
-                  k, on[i] ? " pareto" : "", c->hash, PX(c->tcr), PY(c->sr),
-                  !strcmp(k, "joint")   ? "#1f77b4"
-                  : !strcmp(k, "quant") ? "#ff7f0e"
-                                        : "#2ca02c",
+                  k, on[i] ? " pareto" : "", c->hash, PX(XV(c)), PY(c->sr), kind_color(k),
                   /* frontier points ringed: a one-point frontier draws no line */
                   on[i] ? " stroke=\"#d62728\" stroke-width=\"2.5\"" : "");
         sb_esc(b, lab);
-        sb_printf(b, " TCr %.4f Sr %.4f</title></circle>", c->tcr, c->sr);
+        sb_printf(b, " TCr %.4f bpw %.3f Sr %.4f [%.4f, %.4f]</title></circle>", c->tcr, c->bpw, c->sr, c->sr_ci[0],
+                  c->sr_ci[1]);
+        if (on[i]) { /* Pareto points are labelled on the chart, the others on hover */
+            const int right = PX(XV(c)) > W - 160; /* near the right edge: the label goes to the left */
+            sb_printf(b, "<text class=\"ptlabel\" x=\"%.1f\" y=\"%.1f\" font-size=\"10\"%s>",
+                      PX(XV(c)) + (right ? -7 : 7), PY(c->sr) - 6, right ? " text-anchor=\"end\"" : "");
+            sb_esc(b, lab);
+            sb_printf(b, "</text>");
+        }
     }
 #undef PX
 #undef PY
-    sb_printf(b, "</svg>\n<p class=\"legend\"><span style=\"color:#1f77b4\">&#9679; joint</span> "
-                 "<span style=\"color:#ff7f0e\">&#9679; quantization only</span> "
-                 "<span style=\"color:#2ca02c\">&#9679; pruning only</span> "
-                 "<span style=\"color:#d62728\">&#8212; / &#9675; Pareto frontier</span></p>\n");
+#undef XV
+    sb_printf(b, "</svg>\n");
+    legend(b, r, 1);
 }
 
 /* The distinct TCr of the done runs (within 1e-9), ascending; at most max. */
@@ -233,6 +273,90 @@ static const pq_sweep_run *best_of(const pq_sweep_results *r, double t, const ch
     return best;
 }
 
+/* ---------------------------------------------------------------- comparisons
+ * Joint against quantization only, at equal theoretical compression (iso-TCr: TCr within
+ * 1e-9) and at equal real bytes (iso-bpw: stored bits per weight in buckets of BPW_BUCKET),
+ * the best Sr of each kind, with the paired interval of the difference. */
+#define BPW_BUCKET 0.25
+
+typedef struct comparison {
+    int by_bpw;    /* 0: iso-TCr, 1: iso-bpw */
+    double at;     /* the TCr, or the bucket's lower bpw */
+    const pq_sweep_run *joint, *quant;
+    double diff, ci[2]; /* Sr(joint) - Sr(quant) and its interval (NAN: no units) */
+} comparison;
+
+static int in_bucket(const pq_sweep_run *c, double at, int by_bpw) {
+    return by_bpw ? isfinite(c->bpw) && floor(c->bpw / BPW_BUCKET + 1e-9) * BPW_BUCKET == at
+                  : fabs(c->tcr - at) <= 1e-9;
+}
+
+static const pq_sweep_run *best_in(const pq_sweep_results *r, double at, int by_bpw, const char *k) {
+    const pq_sweep_run *best = NULL;
+    for (int64_t i = 0; i < r->n; i++) {
+        const pq_sweep_run *c = &r->runs[i];
+        if (done(c) && in_bucket(c, at, by_bpw) && !strcmp(kind(c), k) && (!best || c->sr > best->sr)) best = c;
+    }
+    return best;
+}
+
+/* Every bucket with both kinds, iso-TCr first, each ascending; *n set. malloc'ed. */
+static comparison *comparisons(const pq_sweep_results *r, int64_t *n) {
+    *n = 0;
+    comparison *v = malloc((size_t)(2 * r->n + 1) * sizeof *v);
+    pq_ctx *quiet = pq_ctx_new();
+    if (!v || !quiet) {
+        free(v);
+        pq_ctx_free(quiet);
+        return NULL;
+    }
+    for (int by = 0; by < 2; by++) {
+        double at[512];
+        int na = 0;
+        for (int64_t i = 0; i < r->n && na < 512; i++) {
+            const pq_sweep_run *c = &r->runs[i];
+            if (!done(c) || (by && !isfinite(c->bpw))) continue;
+            const double a = by ? floor(c->bpw / BPW_BUCKET + 1e-9) * BPW_BUCKET : c->tcr;
+            int found = 0;
+            for (int g = 0; g < na && !found; g++) found = by ? at[g] == a : fabs(at[g] - a) <= 1e-9;
+            if (!found) at[na++] = a;
+        }
+        for (int i = 1; i < na; i++)
+            for (int j = i; j > 0 && at[j - 1] > at[j]; j--) {
+                const double t = at[j];
+                at[j] = at[j - 1];
+                at[j - 1] = t;
+            }
+        for (int g = 0; g < na; g++) {
+            const pq_sweep_run *j = best_in(r, at[g], by, "joint"), *q = best_in(r, at[g], by, "quant");
+            if (!j || !q) continue;
+            comparison *c = &v[(*n)++];
+            c->by_bpw = by, c->at = at[g], c->joint = j, c->quant = q;
+            if (pq_sweep_compare(quiet, r, j - r->runs, q - r->runs, NULL, &c->diff, c->ci) != PQ_OK)
+                c->diff = j->sr - q->sr, c->ci[0] = c->ci[1] = NAN;
+        }
+    }
+    pq_ctx_free(quiet);
+    return v;
+}
+
+/* "joint wins by 3.4% [1.2%, 5.6%]", "not distinguishable: joint +0.3% [-1.1%, 1.8%]", or
+ * without units "joint wins by 3.4% (no interval: no per-item results)" */
+static void verdict(char *buf, size_t n, const comparison *c) {
+    const double q = c->quant->sr, pct = 100.0 * c->diff / q;
+    if (!isfinite(c->ci[0])) {
+        snprintf(buf, n, "%s by %.1f%% (no interval: the database has no per-item results)",
+                 c->diff > 0 ? "joint wins" : c->diff < 0 ? "quantization wins" : "tie", fabs(pct));
+        return;
+    }
+    const double lo = 100.0 * c->ci[0] / q, hi = 100.0 * c->ci[1] / q;
+    if (c->ci[0] <= 0 && c->ci[1] >= 0)
+        snprintf(buf, n, "not distinguishable: joint %+.1f%% [%+.1f%%, %+.1f%%]", pct, lo, hi);
+    else
+        snprintf(buf, n, "%s by %.1f%% [%.1f%%, %.1f%%]", c->diff > 0 ? "joint wins" : "quantization wins", fabs(pct),
+                 c->diff > 0 ? lo : -hi, c->diff > 0 ? hi : -lo);
+}
+
 /* Per TCr (configs within 1e-9), the best Sr of each kind side by side. */
 static void chart_iso(sbuf *b, const pq_sweep_results *r) {
     double tcr[256];
@@ -241,7 +365,8 @@ static void chart_iso(sbuf *b, const pq_sweep_results *r) {
     static const char *const colors[3] = {"#1f77b4", "#ff7f0e", "#2ca02c"};
     double y1 = 1;
     for (int64_t i = 0; i < r->n; i++)
-        if (done(&r->runs[i])) y1 = fmax(y1, ceil(r->runs[i].sr * 10) / 10);
+        if (done(&r->runs[i]))
+            y1 = fmax(y1, ceil(fmax(r->runs[i].sr, isfinite(r->runs[i].sr_ci[1]) ? r->runs[i].sr_ci[1] : 0) * 10) / 10);
     int w = ML + MR + (ng ? ng : 1) * 100;
     if (w < 400) w = 400;
     sb_printf(b,
@@ -270,11 +395,62 @@ static void chart_iso(sbuf *b, const pq_sweep_results *r) {
                       kinds[k], best->hash, gx + 27.0 * k, (H - MB) - h, h, colors[k]);
             sb_esc(b, lab);
             sb_printf(b, " Sr %.4f</title></rect>", best->sr);
+            const double bx = gx + 27.0 * k + 12.5;
+            if (isfinite(best->sr_ci[0])) {
+                const double y_lo = (H - MB) - best->sr_ci[0] / y1 * (H - MT - MB);
+                const double y_hi = (H - MB) - best->sr_ci[1] / y1 * (H - MT - MB);
+                sb_printf(b, "<line class=\"errbar\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>",
+                          bx, y_lo, bx, y_hi);
+            }
+            sb_printf(b, "<text class=\"value\" x=\"%.1f\" y=\"%.1f\" font-size=\"9\" text-anchor=\"middle\">%.3f</text>",
+                      bx, (H - MB) - h - 3, best->sr);
         }
         sb_printf(b, "<text x=\"%.1f\" y=\"%d\" font-size=\"11\" text-anchor=\"middle\">%.4g</text></g>", gx + 40,
                   H - MB + 15, tcr[g]);
     }
-    sb_printf(b, "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\">TCr</text></svg>\n", w / 2, H - 12);
+    sb_printf(b, "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\">TCr</text>", w / 2, H - 12);
+    sb_printf(b,
+              "<text x=\"14\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 14 %d)\">best Sr "
+              "of each kind</text></svg>\n",
+              (MT + H - MB) / 2, (MT + H - MB) / 2);
+    legend(b, r, 0);
+}
+
+static void comparisons_html(sbuf *b, const pq_sweep_results *r) {
+    int64_t n = 0;
+    comparison *cmp = comparisons(r, &n);
+    char method[200];
+    pq_bootstrap_params bp = pq_bootstrap_params_default();
+    pq_bootstrap_describe(&bp, method, sizeof method);
+    for (int by = 0; by < 2; by++) {
+        sb_printf(b, by ? "<h2>Iso-bpw: joint vs quantization only at equal real bytes (%.2f-bpw buckets)</h2>\n<ul id=\"iso-bpw\">"
+                        : "<h2>Iso-TCr: joint vs quantization only</h2>\n<ul id=\"iso-tcr-lines\">",
+                  BPW_BUCKET);
+        int64_t shown = 0;
+        for (int64_t i = 0; cmp && i < n; i++) {
+            const comparison *c = &cmp[i];
+            if (c->by_bpw != by) continue;
+            char lj[512], lq[512], vd[160];
+            label(c->joint, lj, sizeof lj);
+            label(c->quant, lq, sizeof lq);
+            verdict(vd, sizeof vd, c);
+            sb_printf(b, by ? "<li>bpw %.2f&ndash;%.2f: " : "<li>TCr %.4f: ", c->at, c->at + BPW_BUCKET);
+            sb_printf(b, "joint ");
+            sb_esc(b, lj);
+            sb_printf(b, " Sr %.4f vs quantization only ", c->joint->sr);
+            sb_esc(b, lq);
+            sb_printf(b, " Sr %.4f: <strong>", c->quant->sr);
+            sb_esc(b, vd);
+            sb_printf(b, "</strong></li>\n");
+            shown++;
+        }
+        if (!shown) sb_printf(b, "<li>no %s holds both a joint and a quantization-only run</li>", by ? "bucket" : "TCr");
+        sb_printf(b, "</ul>\n");
+    }
+    sb_printf(b, "<p>Intervals: ");
+    sb_esc(b, method);
+    sb_printf(b, ". A difference whose interval covers 0 is reported as not distinguishable.</p>\n");
+    free(cmp);
 }
 
 static void chart_ranking(sbuf *b, const pq_sweep_results *r) {
@@ -311,13 +487,17 @@ static void chart_ranking(sbuf *b, const pq_sweep_results *r) {
 
 static void tables(sbuf *b, const pq_sweep_results *r, const int *on) {
     sb_printf(b, "<h2>Runs</h2>\n<table id=\"runs\"><tr><th>hash</th><th>recipe</th><th>status</th><th>TCr</th>"
-                 "<th>ACr</th><th>bpw</th><th>bytes</th><th>Sr</th><th>SrCr</th><th>Sr&middot;TCr</th>"
+                 "<th>ACr</th><th>bpw</th><th>bytes</th><th>Sr [95%% interval]</th><th>SrCr</th><th>Sr&middot;TCr</th>"
                  "<th>seconds</th><th>Pareto</th></tr>\n");
     for (int64_t i = 0; i < r->n; i++) {
         const pq_sweep_run *c = &r->runs[i];
-        sb_printf(b, "<tr class=\"%s\"><td><code>%s</code></td><td class=\"recipe\"><code>", c->status, c->hash);
-        sb_esc(b, c->recipe);
-        sb_printf(b, "</code></td><td>");
+        char lab[512];
+        label(c, lab, sizeof lab);
+        sb_printf(b, "<tr class=\"%s\"><td><code>%s</code></td><td class=\"recipe\" title=\"", c->status, c->hash);
+        sb_esc(b, c->recipe); /* the exact recipe on hover, a readable one in the cell */
+        sb_printf(b, "\">");
+        sb_esc(b, lab);
+        sb_printf(b, "</td><td>");
         sb_esc(b, c->status);
         if (c->error) {
             sb_printf(b, ": ");
@@ -331,6 +511,7 @@ static void tables(sbuf *b, const pq_sweep_results *r, const int *on) {
         sb_num(b, c->bpw, "%.3f");
         sb_printf(b, "</td><td>%lld</td><td>", (long long)c->bytes);
         sb_num(b, c->sr, "%.4f");
+        if (isfinite(c->sr_ci[0])) sb_printf(b, " [%.4f, %.4f]", c->sr_ci[0], c->sr_ci[1]);
         sb_printf(b, "</td><td>");
         sb_num(b, c->srcr, "%.4f");
         sb_printf(b, "</td><td>");
@@ -369,7 +550,7 @@ static void tables(sbuf *b, const pq_sweep_results *r, const int *on) {
         sb_printf(b, "<h3>");
         sb_esc(b, tasks[t]);
         sb_printf(b, "</h3>\n<table class=\"task\"><tr><th>config</th><th>metric</th><th>score</th><th>stderr</th>"
-                     "<th>base</th><th>retention</th></tr>\n");
+                     "<th>base</th><th>retention [95%% interval]</th></tr>\n");
         for (int64_t i = -1; i < r->n; i++) {
             const pq_sweep_run *c = i < 0 ? ref : &r->runs[i];
             for (int64_t s = 0; c && s < c->n_scores; s++) {
@@ -385,6 +566,7 @@ static void tables(sbuf *b, const pq_sweep_results *r, const int *on) {
                 sb_num(b, sc->base_score, "%.4f");
                 sb_printf(b, "</td><td>");
                 sb_num(b, sc->retention, "%.4f");
+                if (isfinite(sc->retention_ci[0])) sb_printf(b, " [%.4f, %.4f]", sc->retention_ci[0], sc->retention_ci[1]);
                 sb_printf(b, "</td></tr>\n");
             }
         }
@@ -425,8 +607,23 @@ pq_status pq_sweep_report_html(pq_ctx *ctx, const pq_sweep_results *r, const cha
               "SrCr = Sr / (sqrt(1 - s) &middot; log2(q) / log2(16)) is <em>this project's reading</em> of the "
               "paper's metric (its equation is unpublished); Sr&middot;TCr is given as a plain alternative.</p>\n",
               (long long)n_done, (long long)r->n);
-    chart_scatter(&b, r, on);
+    chart_scatter(&b, r, on, 0);
     chart_iso(&b, r);
+    /* the frontier in real bytes: no other run with fewer (or equal) bits and more Sr */
+    int *on_bpw = calloc((size_t)(r->n ? r->n : 1), sizeof *on_bpw);
+    for (int64_t i = 0; on_bpw && i < r->n; i++) {
+        const pq_sweep_run *a = &r->runs[i];
+        on_bpw[i] = done(a) && isfinite(a->bpw);
+        for (int64_t j = 0; j < r->n && on_bpw[i]; j++) {
+            const pq_sweep_run *c = &r->runs[j];
+            if (j != i && done(c) && isfinite(c->bpw) &&
+                ((c->bpw <= a->bpw && c->sr > a->sr) || (c->bpw < a->bpw && c->sr >= a->sr)))
+                on_bpw[i] = 0;
+        }
+    }
+    if (on_bpw) chart_scatter(&b, r, on_bpw, 1);
+    free(on_bpw);
+    comparisons_html(&b, r);
     chart_ranking(&b, r);
     tables(&b, r, on);
     sb_printf(&b, "</body>\n</html>\n");
@@ -482,7 +679,8 @@ char *pq_sweep_report_text(const pq_sweep_results *r) {
                   "where there is none (kld mean, same-top rate)\n",
               r->tasks ? r->tasks : "?");
     if (r->protocol) sb_printf(&b, "protocol: %s\n", r->protocol);
-    sb_printf(&b, "%-7s %-6s %-44s %7s %7s %7s %6s", "TCr", "kind", "config", "Sr", "SrCr", "ACr", "bpw");
+    sb_printf(&b, "%-7s %-6s %-44s %7s %-17s %7s %7s %6s", "TCr", "kind", "config", "Sr", "Sr 95% interval", "SrCr",
+              "ACr", "bpw");
     for (int k = 0; k < nc; k++) { /* "ppl:/a/b/heldout.txt" -> "ppl:heldout.txt" */
         const char *t = col[k].task, *colon = strchr(t, ':'), *slash = strrchr(t, '/');
         char h[128];
@@ -501,7 +699,9 @@ char *pq_sweep_report_text(const pq_sweep_results *r) {
         for (int64_t i = 0; i < n; i++) {
             char lab[512];
             label(v[i], lab, sizeof lab);
-            sb_printf(&b, "%-7.4f %-6s %-44.44s %7.4f %7.4f %7.4f %6.3f", tcr[g], kind(v[i]), lab, v[i]->sr,
+            char ci[48] = "-";
+            if (isfinite(v[i]->sr_ci[0])) snprintf(ci, sizeof ci, "[%.4f, %.4f]", v[i]->sr_ci[0], v[i]->sr_ci[1]);
+            sb_printf(&b, "%-7.4f %-6s %-44.44s %7.4f %-17s %7.4f %7.4f %6.3f", tcr[g], kind(v[i]), lab, v[i]->sr, ci,
                       v[i]->srcr, v[i]->acr, v[i]->bpw);
             for (int k = 0; k < nc; k++) {
                 double x = NAN;
@@ -515,24 +715,129 @@ char *pq_sweep_report_text(const pq_sweep_results *r) {
             sb_printf(&b, "\n");
         }
     }
-    sb_printf(&b, "\njoint vs quantization only (best Sr of each at every TCr):\n");
-    for (int g = 0; g < ng; g++) {
-        const pq_sweep_run *j = best_of(r, tcr[g], "joint"), *q = best_of(r, tcr[g], "quant");
-        char lj[512], lq[512];
-        if (j) label(j, lj, sizeof lj);
-        if (q) label(q, lq, sizeof lq);
-        if (j && q)
-            sb_printf(&b, "  TCr %.4f: joint %.4f (%s) vs quantization only %.4f (%s): %s by %.4f (%+.1f%%)\n", tcr[g],
-                      j->sr, lj, q->sr, lq, j->sr > q->sr ? "joint wins" : j->sr < q->sr ? "quantization wins" : "tie",
-                      fabs(j->sr - q->sr), 100.0 * (j->sr - q->sr) / q->sr);
-        else if (j || q)
+    int64_t nc2 = 0;
+    comparison *cmp = comparisons(r, &nc2);
+    char method[200];
+    pq_bootstrap_params bp = pq_bootstrap_params_default();
+    pq_bootstrap_describe(&bp, method, sizeof method);
+    for (int by = 0; by < 2; by++) {
+        sb_printf(&b, by ? "\njoint vs quantization only at equal real bytes (best Sr of each per %.2f-bpw bucket):\n"
+                         : "\njoint vs quantization only (best Sr of each at every TCr):\n",
+                  BPW_BUCKET);
+        for (int g = 0; !by && g < ng; g++) { /* a TCr with one kind only says so */
+            const pq_sweep_run *j = best_of(r, tcr[g], "joint"), *q = best_of(r, tcr[g], "quant");
+            char l1[512];
+            if ((j != NULL) == (q != NULL)) continue;
+            label(j ? j : q, l1, sizeof l1);
             sb_printf(&b, "  TCr %.4f: only %s runs (best Sr %.4f, %s)\n", tcr[g], j ? "joint" : "quantization",
-                      j ? j->sr : q->sr, j ? lj : lq);
+                      j ? j->sr : q->sr, l1);
+        }
+        int64_t shown = 0;
+        for (int64_t i = 0; cmp && i < nc2; i++) shown += cmp[i].by_bpw == by;
+        if (by && !shown) sb_printf(&b, "  no bucket holds both a joint and a quantization-only run\n");
+        for (int64_t i = 0; cmp && i < nc2; i++) {
+            const comparison *c = &cmp[i];
+            if (c->by_bpw != by) continue;
+            char lj[512], lq[512], vd[160];
+            label(c->joint, lj, sizeof lj);
+            label(c->quant, lq, sizeof lq);
+            verdict(vd, sizeof vd, c);
+            if (by)
+                sb_printf(&b, "  bpw %.2f-%.2f: joint %.4f (%s, %.3f bpw) vs quantization only %.4f (%s, %.3f bpw): %s\n",
+                          c->at, c->at + BPW_BUCKET, c->joint->sr, lj, c->joint->bpw, c->quant->sr, lq, c->quant->bpw,
+                          vd);
+            else
+                sb_printf(&b, "  TCr %.4f: joint %.4f (%s) vs quantization only %.4f (%s): %s\n", c->at, c->joint->sr,
+                          lj, c->quant->sr, lq, vd);
+        }
     }
+    sb_printf(&b, "intervals: %s; a difference whose interval covers 0 is not distinguishable from noise\n", method);
+    free(cmp);
     free(v);
     if (b.oom) {
         free(b.p);
         return NULL;
     }
     return b.p ? b.p : strdup("");
+}
+
+/* ---------------------------------------------------------------- JSON */
+
+static void json_ci(cJSON *o, const char *k, const double ci[2]) {
+    if (!isfinite(ci[0]) || !isfinite(ci[1])) {
+        cJSON_AddNullToObject(o, k);
+        return;
+    }
+    cJSON *a = cJSON_AddArrayToObject(o, k);
+    cJSON_AddItemToArray(a, pq__json_num(ci[0]));
+    cJSON_AddItemToArray(a, pq__json_num(ci[1]));
+}
+
+static cJSON *run_json(const pq_sweep_run *c) {
+    cJSON *o = cJSON_CreateObject();
+    char lab[512];
+    label(c, lab, sizeof lab);
+    cJSON_AddStringToObject(o, "config", c->hash);
+    cJSON_AddStringToObject(o, "label", lab);
+    cJSON_AddStringToObject(o, "kind", kind(c));
+    cJSON_AddStringToObject(o, "status", c->status);
+    if (c->error) cJSON_AddStringToObject(o, "reason", c->error);
+    pq__json_add_num(o, "tcr", c->tcr);
+    pq__json_add_num(o, "acr", c->acr);
+    pq__json_add_num(o, "bpw", c->bpw);
+    pq__json_add_num(o, "sr", c->sr);
+    json_ci(o, "sr_ci", c->sr_ci);
+    pq__json_add_num(o, "srcr", c->srcr);
+    cJSON *t = cJSON_AddObjectToObject(o, "tasks");
+    for (int64_t i = 0; t && i < c->n_scores; i++) {
+        const pq_sweep_score *sc = &c->scores[i];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "metric", sc->metric);
+        pq__json_add_num(e, "score", sc->score);
+        pq__json_add_num(e, "base_score", sc->base_score);
+        pq__json_add_num(e, "retention", sc->retention);
+        json_ci(e, "retention_ci", sc->retention_ci);
+        cJSON_AddNumberToObject(e, "units", (double)sc->units.n);
+        cJSON_AddItemToObject(t, sc->task, e);
+    }
+    return o;
+}
+
+char *pq_sweep_report_json(const pq_sweep_results *r) {
+    cJSON *root = cJSON_CreateObject();
+    if (!root) return NULL;
+    char method[200];
+    pq_bootstrap_params bp = pq_bootstrap_params_default();
+    pq_bootstrap_describe(&bp, method, sizeof method);
+    cJSON_AddStringToObject(root, "model", r->model ? r->model : "");
+    cJSON_AddStringToObject(root, "tasks", r->tasks ? r->tasks : "");
+    cJSON_AddStringToObject(root, "protocol", r->protocol ? r->protocol : "");
+    cJSON_AddStringToObject(root, "interval_method", method);
+    cJSON *runs = cJSON_AddArrayToObject(root, "runs");
+    for (int64_t i = 0; runs && i < r->n; i++)
+        cJSON_AddItemToArray(runs, run_json(&r->runs[i]));
+    int64_t n = 0;
+    comparison *cmp = comparisons(r, &n);
+    cJSON *lists[2] = {cJSON_AddArrayToObject(root, "iso_tcr"), cJSON_AddArrayToObject(root, "iso_bpw")};
+    for (int64_t i = 0; cmp && i < n; i++) {
+        const comparison *c = &cmp[i];
+        cJSON *o = cJSON_CreateObject();
+        char vd[160];
+        verdict(vd, sizeof vd, c);
+        pq__json_add_num(o, c->by_bpw ? "bpw_from" : "tcr", c->at);
+        if (c->by_bpw) pq__json_add_num(o, "bpw_to", c->at + BPW_BUCKET);
+        cJSON_AddStringToObject(o, "joint", c->joint->hash);
+        cJSON_AddStringToObject(o, "quant", c->quant->hash);
+        pq__json_add_num(o, "joint_sr", c->joint->sr);
+        pq__json_add_num(o, "quant_sr", c->quant->sr);
+        pq__json_add_num(o, "difference", c->diff);
+        json_ci(o, "difference_ci", c->ci);
+        cJSON_AddBoolToObject(o, "distinguishable", isfinite(c->ci[0]) && (c->ci[0] > 0 || c->ci[1] < 0));
+        cJSON_AddStringToObject(o, "verdict", vd);
+        cJSON_AddItemToArray(lists[c->by_bpw], o);
+    }
+    free(cmp);
+    char *out = cJSON_Print(root);
+    cJSON_Delete(root);
+    return out;
 }
