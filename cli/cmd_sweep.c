@@ -34,9 +34,10 @@ static const char *sweep_usage =
 #endif
 
 static const char *recommend_usage =
-    "usage: prunequant recommend --db FILE [--tcr X | --max-bytes N | --min-sr Y] [--json]\n"
+    "usage: prunequant recommend --db FILE [--tcr X | --max-bytes N | --min-sr Y [--point]] [--json]\n"
     "  default: max SrCr; --tcr: max Sr at that TCr; --max-bytes: max Sr within the byte budget of the\n"
-    "  compressed linear weights; --min-sr: the smallest config with Sr >= Y.\n"
+    "  compressed linear weights; --min-sr: the smallest config whose Sr is >= Y at the lower end of\n"
+    "  its 95% interval (--point: the point estimate).\n"
     "  --json prints only the recipe (usable by 'prunequant compress --recipe').\n";
 
 static const char *report_usage =
@@ -287,7 +288,7 @@ static int load_db(const char *cmd, pq_ctx *ctx, const char *path, pq_sweep_resu
 int pq_cli_recommend(int argc, char **argv) {
     const char *cmd = "recommend";
     const char *db_path = NULL;
-    int json = 0, n_goals = 0;
+    int json = 0, n_goals = 0, point = 0;
     pq_sweep_goal goal = PQ_SWEEP_BEST_SRCR;
     double value = 0;
     for (int i = 1; i < argc; i++) {
@@ -298,6 +299,8 @@ int pq_cli_recommend(int argc, char **argv) {
         }
         if (!strcmp(a, "--json"))
             json = 1;
+        else if (!strcmp(a, "--point"))
+            point = 1;
         else if (!strcmp(a, "--db")) {
             if (!(db_path = val(cmd, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--tcr") || !strcmp(a, "--max-bytes") || !strcmp(a, "--min-sr")) {
@@ -316,6 +319,8 @@ int pq_cli_recommend(int argc, char **argv) {
     }
     if (!db_path) return cli_usage_error(cmd, "--db FILE is required");
     if (n_goals > 1) return cli_usage_error(cmd, "give at most one of --tcr, --max-bytes, --min-sr");
+    if (point && goal != PQ_SWEEP_MIN_SR) return cli_usage_error(cmd, "--point goes with --min-sr");
+    if (point) goal = PQ_SWEEP_MIN_SR_POINT;
     pq_ctx *ctx = cli_ctx_new(0, 1);
     pq_sweep_results r;
     memset(&r, 0, sizeof r);
@@ -327,9 +332,11 @@ int pq_cli_recommend(int argc, char **argv) {
         if (json) {
             printf("%s\n", b->recipe);
         } else {
-            printf("config  %s\nTCr     %.4f\nACr     %.4f\nbpw     %.3f\nbytes   %lld\nSr      %.4f\n"
+            char ci[64] = "(no interval: no per-item results)";
+            if (isfinite(b->sr_ci[0])) snprintf(ci, sizeof ci, "[%.4f, %.4f] (95%% paired bootstrap)", b->sr_ci[0], b->sr_ci[1]);
+            printf("config  %s\nTCr     %.4f\nACr     %.4f\nbpw     %.3f\nbytes   %lld\nSr      %.4f %s\n"
                    "SrCr    %.4f  (this project's reading of the paper's metric)\nrecipe  %s\n",
-                   b->hash, b->tcr, b->acr, b->bpw, (long long)b->bytes, b->sr, b->srcr, b->recipe);
+                   b->hash, b->tcr, b->acr, b->bpw, (long long)b->bytes, b->sr, ci, b->srcr, b->recipe);
             for (int64_t s = 0; s < b->n_scores; s++) {
                 const pq_sweep_score *sc = &b->scores[s];
                 char rt[48];

@@ -134,7 +134,9 @@ typedef enum pq_sweep_goal {
     PQ_SWEEP_BEST_SRCR = 0, /* max SrCr */
     PQ_SWEEP_AT_TCR = 1,    /* max Sr at TCr == value (within 1e-9) */
     PQ_SWEEP_MAX_BYTES = 2, /* max Sr with bytes <= value */
-    PQ_SWEEP_MIN_SR = 3     /* fewest bytes (then highest TCr) with Sr >= value */
+    PQ_SWEEP_MIN_SR = 3,    /* fewest bytes with Sr >= value: the lower end of Sr's interval when the
+                               run has one (pq_sweep_results_intervals), else its point estimate */
+    PQ_SWEEP_MIN_SR_POINT = 4 /* the same on the point estimate of Sr */
 } pq_sweep_goal;
 
 /* Index into r->runs of the best 'done' run, or -1 (with PQ_ERR_INVALID and a message)

@@ -24,9 +24,14 @@ pq_status pq_sweep_recommend(pq_ctx *ctx, const pq_sweep_results *r, pq_sweep_go
         case PQ_SWEEP_AT_TCR: better = fabs(c->tcr - value) <= 1e-9 && (!b || c->sr > b->sr); break;
         case PQ_SWEEP_MAX_BYTES: better = c->bytes > 0 && (double)c->bytes <= value && (!b || c->sr > b->sr); break;
         case PQ_SWEEP_MIN_SR:
-            /* cheapest in stored bytes; among equal sizes the better retention */
-            better = c->sr >= value && (!b || c->bytes < b->bytes || (c->bytes == b->bytes && c->sr > b->sr));
+        case PQ_SWEEP_MIN_SR_POINT: {
+            /* cheapest in stored bytes; among equal sizes the better retention. The bound is the
+             * interval's lower end: a config recommended for Sr >= 0.9 is one whose Sr is
+             * distinguishably at least that, not one that reached it by the luck of the items */
+            const double sr = goal == PQ_SWEEP_MIN_SR && isfinite(c->sr_ci[0]) ? c->sr_ci[0] : c->sr;
+            better = sr >= value && (!b || c->bytes < b->bytes || (c->bytes == b->bytes && c->sr > b->sr));
             break;
+        }
         default: return pq__fail(ctx, PQ_ERR_INVALID, "unknown goal %d", (int)goal);
         }
         if (better) best = i;
@@ -37,7 +42,13 @@ pq_status pq_sweep_recommend(pq_ctx *ctx, const pq_sweep_results *r, pq_sweep_go
         case PQ_SWEEP_AT_TCR: return pq__fail(ctx, PQ_ERR_INVALID, "no finished configuration at TCr %.10g", value);
         case PQ_SWEEP_MAX_BYTES:
             return pq__fail(ctx, PQ_ERR_INVALID, "no finished configuration fits in %.0f bytes", value);
-        case PQ_SWEEP_MIN_SR: return pq__fail(ctx, PQ_ERR_INVALID, "no finished configuration reaches Sr %g", value);
+        case PQ_SWEEP_MIN_SR:
+            return pq__fail(ctx, PQ_ERR_INVALID,
+                            "no finished configuration reaches Sr %g at the lower end of its 95%% interval "
+                            "(--point uses the point estimate)",
+                            value);
+        case PQ_SWEEP_MIN_SR_POINT:
+            return pq__fail(ctx, PQ_ERR_INVALID, "no finished configuration reaches Sr %g", value);
         default: return pq__fail(ctx, PQ_ERR_INVALID, "no finished configuration has an SrCr");
         }
     }
