@@ -21,6 +21,10 @@ char *cli_read_text(const char *cmd, const char *flag, const char *path, size_t 
 /* Parses an integer/float flag value; prints a usage error and returns non-zero if bad. */
 int cli_parse_i64(const char *cmd, const char *flag, const char *s, int64_t min, int64_t max, int64_t *out);
 int cli_parse_f64(const char *cmd, const char *flag, const char *s, double min, double max, double *out);
+/* Prints "prunequant CMD: unknown option --bitz (did you mean --bits?)" and returns 2. */
+int cli_unknown_option(const char *cmd, const char *arg);
+/* The word of the space-separated words nearest to word (at most 2 edits) into out; 0 if none. */
+int cli_nearest_word(const char *word, const char *words, char *out, size_t n);
 /* Ends the progress line, if one is drawn. */
 void cli_progress_done(void);
 /* Commands that write call this once: SIGINT/SIGTERM then set a flag that the progress

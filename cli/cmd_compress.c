@@ -14,11 +14,55 @@ static const char *compress_usage =
     "usage: prunequant compress MODEL --calib FILE --out DIR [--tokenizer FILE] [--nsamples N (32)]\n"
     "  [--seqlen L (min(512, model max))] [--seed S (0)] [--prune none|magnitude|wanda|sparsegpt]\n"
     "  [--sparsity F | --pattern N:M] [--quant none|rtn|gptq] [--bits B] [--group G] [--sym|--asym]\n"
-    "  [--act-order] [--static-groups] [--percdamp P] [--blocksize B] [--joint a|b|fused] [--keep-mask]\n"
+    "  [--act-order] [--static-groups] [--percdamp P] [--blocksize B] [--joint a|b|fused] [--no-keep-mask]\n"
     "  [--true-sequential] [--skip REGEX] [--recipe FILE.json] [--report FILE.jsonl]\n"
     "  [--format packed|dense] [--dtype f32|f16|bf16] [--threads N] [--quiet]\n";
 
-static int quant_given;
+/* Recipe keys given (flags or the JSON recipe), to refuse the ones without effect. */
+enum {
+    G_PRUNE = 1 << 0, G_SPARSITY = 1 << 1, G_PATTERN = 1 << 2, G_QUANT = 1 << 3, G_BITS = 1 << 4,
+    G_GROUP = 1 << 5, G_SYM = 1 << 6, G_ACT = 1 << 7, G_STATIC = 1 << 8, G_JOINT = 1 << 9,
+    G_KEEP = 1 << 10, G_DAMP = 1 << 11, G_BLOCK = 1 << 12
+};
+static unsigned given;
+static const char *const given_names[] = {"prune", "sparsity", "pattern", "quant", "bits", "group", "sym",
+                                          "act_order", "static_groups", "joint", "keep_mask", "percdamp",
+                                          "blocksize"};
+/* The recipe keys, for "did you mean" in a JSON recipe. */
+static const char *const recipe_keys =
+    "prune sparsity pattern quant bits group sym act_order static_groups percdamp blocksize joint keep_mask "
+    "true_sequential nsamples seqlen seed threads format dtype skip";
+
+static void mark_given(const char *key) {
+    for (unsigned i = 0; i < sizeof given_names / sizeof given_names[0]; i++)
+        if (!strcmp(key, given_names[i])) given |= 1u << i;
+}
+
+/* A key that changes nothing under the rest of the recipe is an error, not a silent no-op
+ * (defaults: quantization flags alone imply GPTQ; --prune alone means pruning only). */
+static int check_given(const char *cmd, pq_layer_params *l) {
+    const unsigned qflags = G_BITS | G_GROUP | G_SYM | G_ACT | G_STATIC;
+    if ((given & G_SPARSITY) && (given & G_PATTERN)) return cli_usage_error(cmd, "give --sparsity or --pattern, not both");
+    if ((given & (G_SPARSITY | G_PATTERN)) && l->prune == PQ_PRUNE_NONE)
+        return cli_usage_error(cmd, "--%s has no effect without pruning: add --prune magnitude|wanda|sparsegpt",
+                               given & G_SPARSITY ? "sparsity" : "pattern");
+    if (!(given & G_QUANT) && l->prune != PQ_PRUNE_NONE && !(given & qflags)) l->quant = PQ_QUANT_NONE;
+    if ((given & qflags) && l->quant == PQ_QUANT_NONE) {
+        unsigned i = 4;
+        while (!(given & (1u << i))) i++;
+        return cli_usage_error(cmd, "--%s has no effect without quantization: add --quant rtn|gptq", given_names[i]);
+    }
+    const int both = l->prune != PQ_PRUNE_NONE && l->quant != PQ_QUANT_NONE;
+    if ((given & G_JOINT) && !both)
+        return cli_usage_error(cmd, "--joint has no effect unless both --prune and --quant are given");
+    if ((given & G_KEEP) && !(both && l->joint == PQ_JOINT_A))
+        return cli_usage_error(cmd, "--keep-mask / --no-keep-mask act only in joint mode a (--prune and --quant, --joint a)");
+    if ((given & (G_DAMP | G_BLOCK)) && l->quant != PQ_QUANT_GPTQ && l->prune != PQ_PRUNE_SPARSEGPT)
+        return cli_usage_error(cmd, "--%s has no effect without gptq or sparsegpt", given & G_DAMP ? "percdamp" : "blocksize");
+    if ((given & G_ACT) && l->quant != PQ_QUANT_GPTQ) return cli_usage_error(cmd, "--act-order needs --quant gptq");
+    if ((given & G_STATIC) && l->group_size <= 0) return cli_usage_error(cmd, "--static-groups needs --group G");
+    return 0;
+}
 
 static const char *val(const char *cmd, int argc, char **argv, int *i) {
     if (*i + 1 >= argc) {
@@ -34,7 +78,7 @@ static int set_key(const char *cmd, pq_compress_params *p, const char *key, cons
     pq_layer_params *l = &p->layer;
     int64_t i64;
     double f;
-    if (!strcmp(key, "quant")) quant_given = 1;
+    mark_given(key);
     if (!strcmp(key, "prune")) {
         if (pq_prune_method_parse(v, &l->prune)) return cli_usage_error(cmd, "unknown prune method '%s'", v);
     } else if (!strcmp(key, "quant")) {
@@ -52,7 +96,7 @@ static int set_key(const char *cmd, pq_compress_params *p, const char *key, cons
         pq_ctx_free(c);
         if (bad) return 1;
     } else if (!strcmp(key, "bits")) {
-        if (cli_parse_i64(cmd, "--bits", v, 0, 64, &i64)) return 1;
+        if (cli_parse_i64(cmd, "--bits", v, 2, 8, &i64)) return 1;
         l->bits = (int)i64;
     } else if (!strcmp(key, "group")) {
         if (cli_parse_i64(cmd, "--group", v, -1, INT32_MAX, &i64)) return 1;
@@ -80,13 +124,14 @@ static int set_key(const char *cmd, pq_compress_params *p, const char *key, cons
     } else if (!strcmp(key, "skip")) {
         *skip_store = v;
     } else {
-        return cli_usage_error(cmd, "unknown recipe key '%s'", key);
+        return -1; /* unknown: the caller names the flag or the file */
     }
     return 0;
 }
 
 static int set_bool(pq_compress_params *p, const char *key, int b) {
     pq_layer_params *l = &p->layer;
+    if (strcmp(key, "true_sequential")) mark_given(key);
     if (!strcmp(key, "sym"))
         l->sym = b;
     else if (!strcmp(key, "act_order"))
@@ -137,7 +182,18 @@ static int apply_recipe(const char *cmd, const char *path, pq_compress_params *p
             fprintf(stderr, "prunequant %s: %s: key '%s' has a bad value\n", cmd, path, it->string);
             return 1;
         }
-        if (set_key(cmd, p, it->string, v, threads, format, skip)) return 1;
+        const int r = set_key(cmd, p, it->string, v, threads, format, skip);
+        if (r < 0) {
+            char near[64];
+            if (cli_nearest_word(it->string, recipe_keys, near, sizeof near))
+                fprintf(stderr, "prunequant %s: %s: unknown recipe key '%s' (did you mean '%s'?)\n", cmd, path,
+                        it->string, near);
+            else
+                fprintf(stderr, "prunequant %s: %s: unknown recipe key '%s' (keys: %s)\n", cmd, path, it->string,
+                        recipe_keys);
+            return 1;
+        }
+        if (r) return 1;
     }
     return 0;
 }
@@ -155,7 +211,7 @@ int pq_cli_compress(int argc, char **argv) {
         if (!strcmp(argv[i], "--recipe") && i + 1 < argc) recipe = argv[i + 1];
     if (recipe && apply_recipe(cmd, recipe, &p, &threads, &format, &skip, &recipe_json)) {
         cJSON_Delete(recipe_json);
-        return 2;
+        return 1; /* a bad recipe file is bad data, not bad usage */
     }
     int rc = 0;
     for (int i = 1; i < argc && !rc; i++) {
@@ -166,15 +222,15 @@ int pq_cli_compress(int argc, char **argv) {
             return 0;
         }
         if (!strcmp(a, "--sym") || !strcmp(a, "--asym"))
-            p.layer.sym = a[2] == 's';
+            set_bool(&p, "sym", a[2] == 's');
         else if (!strcmp(a, "--act-order"))
-            p.layer.act_order = 1;
+            set_bool(&p, "act_order", 1);
         else if (!strcmp(a, "--static-groups"))
-            p.layer.static_groups = 1;
-        else if (!strcmp(a, "--keep-mask"))
-            p.layer.keep_mask = 1;
+            set_bool(&p, "static_groups", 1);
+        else if (!strcmp(a, "--keep-mask") || !strcmp(a, "--no-keep-mask"))
+            set_bool(&p, "keep_mask", a[2] == 'k');
         else if (!strcmp(a, "--true-sequential"))
-            p.true_sequential = 1;
+            set_bool(&p, "true_sequential", 1);
         else if (!strcmp(a, "--quiet") || !strcmp(a, "-q"))
             quiet = 1;
         else if (!strcmp(a, "--recipe"))
@@ -194,10 +250,12 @@ int pq_cli_compress(int argc, char **argv) {
                 if (*k == '-') *k = '_';
             if (!(v = val(cmd, argc, argv, &i)))
                 rc = 2;
+            else if ((rc = set_key(cmd, &p, key, v, &threads, &format, &skip)) < 0)
+                rc = cli_unknown_option(cmd, a);
             else
-                rc = set_key(cmd, &p, key, v, &threads, &format, &skip) ? 2 : 0;
+                rc = rc ? 2 : 0;
         } else if (a[0] == '-' && a[1]) {
-            rc = cli_usage_error(cmd, "unknown option %s", a);
+            rc = cli_unknown_option(cmd, a);
         } else if (model) {
             rc = cli_usage_error(cmd, "more than one model given");
         } else {
@@ -210,9 +268,10 @@ int pq_cli_compress(int argc, char **argv) {
         cJSON_Delete(recipe_json);
         return 2;
     }
-    /* "--prune X" alone means pruning only; the engine's default quantizer (GPTQ) applies only
-     * when no pruning method is asked for either */
-    if (!quant_given && p.layer.prune != PQ_PRUNE_NONE) p.layer.quant = PQ_QUANT_NONE;
+    if (check_given(cmd, &p.layer)) {
+        cJSON_Delete(recipe_json);
+        return 2;
+    }
     p.packed = !strcmp(format, "packed");
     p.skip = skip;
     p.calib_name = calib;
@@ -273,7 +332,7 @@ int pq_cli_info_sparsity(int argc, char **argv) {
             const char *v = val(cmd, argc, argv, &i);
             if (!v || cli_parse_i64(cmd, "--threads", v, 0, 1024, &threads)) return 2;
         } else if (a[0] == '-' && a[1]) {
-            return cli_usage_error(cmd, "unknown option %s", a);
+            return cli_unknown_option("info", a);
         } else {
             model = a;
         }

@@ -190,7 +190,7 @@ int pq_cli_eval(int argc, char **argv) {
             if (!(v = value(cmd, argc, argv, &i)) || cli_parse_f64(cmd, a, v, 1, 32, &x)) return 2;
             ci.bits = x;
         } else if (a[0] == '-' && a[1]) {
-            return cli_usage_error(cmd, "unknown option %s", a);
+            return cli_unknown_option(cmd, a);
         } else if (model_path) {
             return cli_usage_error(cmd, "more than one model given");
         } else {
@@ -264,7 +264,7 @@ static int tasks_list(int argc, char **argv) {
         } else if (!strcmp(a, "--limit")) {
             if (!(v = value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, INT64_MAX, &p.limit)) return 2;
         } else {
-            return cli_usage_error(cmd, "unknown argument %s", a);
+            return a[0] == '-' ? cli_unknown_option(cmd, a) : cli_usage_error(cmd, "unexpected argument %s", a);
         }
     }
     char dbuf[PATH_MAX + 32], cbuf[PATH_MAX + 32];
@@ -326,7 +326,7 @@ static int tasks_make_cloze(int argc, char **argv) {
         } else if (!strcmp(a, "--limit")) {
             if (!(v = value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, INT64_MAX, &cp.limit)) return 2;
         } else if (a[0] == '-' && a[1]) {
-            return cli_usage_error(cmd, "unknown option %s", a);
+            return cli_unknown_option(cmd, a);
         } else if (text) {
             return cli_usage_error(cmd, "more than one TEXT given");
         } else {

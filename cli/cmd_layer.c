@@ -26,7 +26,8 @@ static const char *const layer_usage =
     "  --blocksize B         lazy-batch block (default 128)\n"
     "  --joint a|b|fused     pruning + quantization: prune then quantize (a), with the mask\n"
     "                        frozen (b), or one joint sweep (fused) (default a)\n"
-    "  --keep-mask           mode a: re-zero pruned weights that GPTQ moved\n"
+    "  --no-keep-mask        mode a: leave pruned weights that GPTQ moved off zero (default: re-zero\n"
+    "                        them, so the pattern and sparsity asked for hold; the count is printed)\n"
     "  --reference           reproduce the GPTQ/SparseGPT reference implementations' quirks\n"
     "  --f32-factor          factor H in float32 (faster)\n"
     "  --error auto|direct|none  how the error tr((W-Q) H (W-Q)^T) is computed (default auto)\n"
@@ -137,6 +138,8 @@ int pq_cli_layer(int argc, char **argv) {
                 return cli_usage_error(cmd, "--joint: expected a|b|fused, got '%s'", v);
         } else if (!strcmp(a, "--keep-mask")) {
             p.keep_mask = 1;
+        } else if (!strcmp(a, "--no-keep-mask")) {
+            p.keep_mask = 0;
         } else if (!strcmp(a, "--reference")) {
             p.reference = 1;
         } else if (!strcmp(a, "--f32-factor")) {
@@ -157,7 +160,7 @@ int pq_cli_layer(int argc, char **argv) {
         } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
             quiet = 1;
         } else {
-            return cli_usage_error(cmd, "unknown argument '%s'", a);
+            return a[0] == '-' ? cli_unknown_option(cmd, a) : cli_usage_error(cmd, "unexpected argument '%s'", a);
         }
     }
     if (!wpath) return cli_usage_error(cmd, "--weight is required");

@@ -102,7 +102,7 @@ int cli_info(int argc, char **argv) {
             printf("usage: prunequant info MODEL [--json] [--tokenizer FILE] [--sparsity]\n");
             return 0;
         }
-        if (argv[i][0] == '-' && argv[i][1]) return cli_usage_error(cmd, "unknown option %s", argv[i]);
+        if (argv[i][0] == '-' && argv[i][1]) return cli_unknown_option(cmd, argv[i]);
         if (o.model) return cli_usage_error(cmd, "more than one model given");
         o.model = argv[i];
     }
@@ -202,7 +202,7 @@ int cli_tokenize(int argc, char **argv) {
             bos = 1;
             continue;
         }
-        if (argv[i][0] == '-' && argv[i][1]) return cli_usage_error(cmd, "unknown option %s", argv[i]);
+        if (argv[i][0] == '-' && argv[i][1]) return cli_unknown_option(cmd, argv[i]);
         if (npos == 2) return cli_usage_error(cmd, "too many arguments");
         pos[npos++] = argv[i];
     }
@@ -273,7 +273,7 @@ int cli_detokenize(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--file")) {
             if (!(file = flag_value(cmd, argc, argv, &i))) return 2;
         } else if (argv[i][0] == '-' && argv[i][1] && !(argv[i][1] >= '0' && argv[i][1] <= '9')) {
-            return cli_usage_error(cmd, "unknown option %s", argv[i]);
+            return cli_unknown_option(cmd, argv[i]);
         } else if (!o.model && !is_integer(argv[i])) {
             o.model = argv[i]; /* MODEL, also beside --tokenizer */
         } else {
@@ -399,7 +399,7 @@ int cli_generate(int argc, char **argv) {
             if (!(v = flag_value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, INT64_MAX, &k)) return 2;
             gp.seed = (uint64_t)k;
         } else if (a[0] == '-' && a[1]) {
-            return cli_usage_error(cmd, "unknown option %s", a);
+            return cli_unknown_option(cmd, a);
         } else if (o.model) {
             return cli_usage_error(cmd, "more than one model given");
         } else {
@@ -475,7 +475,7 @@ int cli_ppl(int argc, char **argv) {
             else
                 return cli_usage_error(cmd, "--protocol: expected gptq or llamacpp, got '%s'", v);
         } else if (a[0] == '-' && a[1]) {
-            return cli_usage_error(cmd, "unknown option %s", a);
+            return cli_unknown_option(cmd, a);
         } else if (o.model) {
             return cli_usage_error(cmd, "more than one model given");
         } else {
@@ -559,7 +559,7 @@ int cli_convert(int argc, char **argv) {
             if (pq_dtype_parse(v, &dt) || (dt != PQ_DTYPE_F32 && dt != PQ_DTYPE_F16 && dt != PQ_DTYPE_BF16))
                 return cli_usage_error(cmd, "--dtype: expected f32, f16 or bf16, got '%s'", v);
         } else if (a[0] == '-' && a[1]) {
-            return cli_usage_error(cmd, "unknown option %s", a);
+            return cli_unknown_option(cmd, a);
         } else if (o.model) {
             return cli_usage_error(cmd, "more than one model given");
         } else {

@@ -162,7 +162,7 @@ static int sweep_main(int argc, char **argv, int rank, int size) {
         } else if (!strcmp(a, "--threads")) {
             if (!(v = val(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, 1024, &threads)) return 2;
         } else if (a[0] == '-' && a[1]) {
-            return cli_usage_error(cmd, "unknown option %s", a);
+            return cli_unknown_option(cmd, a);
         } else if (p.model_path) {
             return cli_usage_error(cmd, "more than one model given");
         } else {
@@ -314,7 +314,7 @@ int pq_cli_recommend(int argc, char **argv) {
                 return 2;
             n_goals++;
         } else {
-            return cli_usage_error(cmd, "unknown argument %s", a);
+            return a[0] == '-' ? cli_unknown_option(cmd, a) : cli_usage_error(cmd, "unexpected argument %s", a);
         }
     }
     if (!db_path) return cli_usage_error(cmd, "--db FILE is required");
@@ -383,7 +383,7 @@ int pq_cli_report(int argc, char **argv) {
         } else if (!strcmp(a, "--out")) {
             if (!(out = val(cmd, argc, argv, &i))) return 2;
         } else {
-            return cli_usage_error(cmd, "unknown argument %s", a);
+            return a[0] == '-' ? cli_unknown_option(cmd, a) : cli_usage_error(cmd, "unexpected argument %s", a);
         }
     }
     if (!db_path || (!out && !text && !json))

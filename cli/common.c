@@ -264,7 +264,7 @@ int cli_parse_i64(const char *cmd, const char *flag, const char *s, int64_t min,
     errno = 0;
     long long v = s ? strtoll(s, &end, 10) : 0;
     if (!s || !*s || *end || errno || v < min || v > max)
-        return cli_usage_error(cmd, "%s: expected an integer in [%lld, %lld], got '%s'", flag, (long long)min,
+        return cli_usage_error(cmd, "%s: must be an integer %lld..%lld (got '%s')", flag, (long long)min,
                                (long long)max, s ? s : "");
     *out = v;
     return 0;
@@ -275,7 +275,7 @@ int cli_parse_f64(const char *cmd, const char *flag, const char *s, double min, 
     errno = 0;
     double v = s ? strtod(s, &end) : 0;
     if (!s || !*s || *end || errno || !(v >= min && v <= max))
-        return cli_usage_error(cmd, "%s: expected a number in [%g, %g], got '%s'", flag, min, max, s ? s : "");
+        return cli_usage_error(cmd, "%s: must be a number in [%g, %g] (got '%s')", flag, min, max, s ? s : "");
     *out = v;
     return 0;
 }

@@ -90,7 +90,10 @@ typedef struct pq_layer_params {
                            mask per block. Blocks are cut where an N:M cell (and, by default, a
                            group) would start inside one and end after it. */
     pq_joint_mode joint;
-    int keep_mask;  /* mode a: re-zero pruned weights that GPTQ moved off zero */
+    int keep_mask;  /* mode a: re-zero pruned weights that GPTQ moved off zero (default 1, so the
+                       stored pattern and sparsity are the requested ones; the count moved is
+                       reported in moved_off_zero). 0: the paper's sequential approximation
+                       as is, whose N:M layers are then mostly not N:M any more */
     int reference;  /* 1: reproduce the reference implementations' quirks (see above) */
     int factor_f32; /* 1: factor H in float32 (faster, less exact); default 0 = float64 */
     pq_error_mode error_mode;

@@ -114,7 +114,8 @@ expect_fail 2 "group size 24 does not divide cols = 64" "${W[@]}" "${H[@]}" --qu
 expect_fail 2 "sparsity" "${W[@]}" "${H[@]}" --prune magnitude --sparsity 1.5
 expect_fail 2 "nothing to do" "${W[@]}" "${H[@]}"
 expect_fail 2 "needs quant gptq" "${W[@]}" "${H[@]}" --prune sparsegpt --quant rtn --joint fused
-expect_fail 2 "unknown argument" "${W[@]}" "${H[@]}" --quant gptq --bogus
+expect_fail 2 "unknown option --bogus" "${W[@]}" "${H[@]}" --quant gptq --bogus
+expect_fail 2 "unknown option --bitz (did you mean --bits?)" "${W[@]}" "${H[@]}" --quant gptq --bitz 4
 "$BIN" layer "${W[@]}" "${H[@]}" --quant gptq > "$T/out" 2> "$T/err"
 [ $? -eq 2 ] && grep -q "^prunequant layer: --out is required" "$T/err" && ok || bad "missing --out: $(cat "$T/err")"
 

@@ -405,6 +405,7 @@ static void test_joint_modes(void) {
         p.sparsity = 0.5;
         p.group_size = 32;
         p.joint = (pq_joint_mode)mode;
+        p.keep_mask = 0; /* mode a as the paper runs it: GPTQ may move pruned weights */
         pq_layer_result res;
         pq_qcodes codes;
         float *Q = run(ctx, &p, W, rows, n, H, mask, &codes, &res, NULL);

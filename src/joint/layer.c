@@ -28,6 +28,7 @@ pq_layer_params pq_layer_params_default(void) {
     p.percdamp = 0.01;
     p.blocksize = 128;
     p.joint = PQ_JOINT_A;
+    p.keep_mask = 1; /* a recipe's pattern and sparsity hold in the output (mode a re-masks) */
     p.error_mode = PQ_ERROR_AUTO;
     return p;
 }

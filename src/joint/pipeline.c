@@ -116,6 +116,7 @@ static void report_line(FILE *f, const char *name, int64_t rows, int64_t cols, c
     cJSON_AddNumberToObject(j, "damping", res->damp);
     cJSON_AddNumberToObject(j, "percdamp", res->percdamp);
     cJSON_AddNumberToObject(j, "seconds", res->seconds);
+    cJSON_AddNumberToObject(j, "moved_off_zero", (double)res->moved_off_zero);
     char *s = cJSON_PrintUnformatted(j);
     if (s) fprintf(f, "%s\n", s);
     free(s);
@@ -330,6 +331,8 @@ static pq_status write_config(pq_ctx *ctx, const pq_model *m, const char *dir, c
         cJSON_AddBoolToObject(q, "sym", l->sym);
         cJSON_AddBoolToObject(q, "act_order", l->act_order);
         cJSON_AddStringToObject(q, "joint", pq_joint_mode_name(l->joint));
+        if (l->joint == PQ_JOINT_A && l->prune != PQ_PRUNE_NONE && l->quant != PQ_QUANT_NONE)
+            cJSON_AddBoolToObject(q, "keep_mask", l->keep_mask);
         if (p->skip) cJSON_AddStringToObject(q, "skip", p->skip);
         cJSON *c = cJSON_AddObjectToObject(q, "calibration");
         cJSON_AddStringToObject(c, "file", p->calib_name ? p->calib_name : "");
@@ -476,6 +479,7 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
     float *H[4] = {0};
     cJSON *index = cJSON_CreateObject(), *map = NULL;
     double total = 0;
+    int64_t moved_total = 0; /* joint mode a: pruned weights GPTQ moved off zero */
     char recipe[160], recipe_down[160];
     recipe_text(&p.layer, recipe, sizeof recipe);
     recipe_text(&down, recipe_down, sizeof recipe_down);
@@ -589,6 +593,11 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
                 pq__log(ctx, PQ_LOG_INFO, "%s: error %.6g, sparsity %.4f, damping %.3g (%.3g of mean diag)%s",
                         names[i], res.error, res.sparsity, res.damp, res.percdamp,
                         res.chol_retries ? ", raised" : "");
+                if (res.moved_off_zero) /* joint mode a: GPTQ's feedback refilled pruned weights */
+                    pq__log(ctx, PQ_LOG_INFO, "%s: %lld pruned weights moved off zero by GPTQ, %s", names[i],
+                            (long long)res.moved_off_zero,
+                            lp->keep_mask ? "re-masked (the pattern holds)" : "kept (--no-keep-mask)");
+                moved_total += res.moved_off_zero;
                 report_line(rep, names[i], rows, cols, i == 6 ? recipe_down : recipe, &res);
                 if (last_user) {
                     free(H[lin_group[i]]);
@@ -637,6 +646,10 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
         work_free(&w);
         if (st) goto done;
     }
+    if (moved_total)
+        pq__log(ctx, PQ_LOG_INFO, "joint mode a: GPTQ moved %lld pruned weights off zero in all; %s", (long long)moved_total,
+                p.layer.keep_mask ? "re-masked, so the stored pattern and sparsity are the requested ones"
+                                  : "kept (--no-keep-mask): the stored sparsity is below the request");
     if ((st = pq__progress(ctx, "compress", c->n_layers, c->n_layers))) goto done;
     cJSON_AddNumberToObject(cJSON_GetObjectItem(index, "metadata"), "total_size", total);
     char *itext = cJSON_Print(index);
