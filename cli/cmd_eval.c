@@ -96,8 +96,7 @@ static void print_report(const pq_eval_report *r, const char *data_dir) {
     printf("\nmetrics: sparsity %.4f  bits %g  (stored %.2f bits/weight)  TCr %.4f  ACr %s  bpw %.3f\n", m->sparsity,
            m->bits, m->stored_bits, m->tcr, acr, m->bpw);
     char ci[48], method[160];
-    pq_bootstrap_params bp = pq_bootstrap_params_default();
-    pq_bootstrap_describe(&bp, method, sizeof method);
+    pq_bootstrap_describe(NULL, method, sizeof method);
     printf("         Sr %s %s (over %d tasks)  Sr_norm %s  SrCr %s  Sr*TCr %s\n", fmt_num(a, sizeof a, m->sr, 0),
            fmt_ci(ci, sizeof ci, m->sr_ci), m->n_retention, fmt_num(b, sizeof b, m->sr_norm, 0),
            fmt_num(c, sizeof c, m->srcr, 0), fmt_num(d, sizeof d, m->sr_tcr, 0));

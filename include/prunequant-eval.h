@@ -134,7 +134,7 @@ typedef struct pq_bootstrap_params {
 } pq_bootstrap_params;
 
 pq_bootstrap_params pq_bootstrap_params_default(void);
-/* One line naming the method, e.g. "paired bootstrap, 2000 resamples, 95% percentile interval, seed 20250101". */
+/* One line naming the method (params NULL: the defaults), e.g. "paired bootstrap, 2000 resamples, 95% percentile interval, seed 20250101". */
 void pq_bootstrap_describe(const pq_bootstrap_params *p, char *buf, size_t n);
 
 /* Sr of one model over n_tasks tasks and its interval. model[t] and base[t] are the units of

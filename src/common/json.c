@@ -26,3 +26,13 @@ cJSON *pq__json_add_num(cJSON *obj, const char *key, double v) {
     }
     return item;
 }
+
+void pq__json_add_interval(cJSON *obj, const char *key, const double ci[2]) {
+    if (!isfinite(ci[0]) || !isfinite(ci[1])) {
+        cJSON_AddNullToObject(obj, key);
+        return;
+    }
+    cJSON *a = cJSON_AddArrayToObject(obj, key);
+    cJSON_AddItemToArray(a, pq__json_num(ci[0]));
+    cJSON_AddItemToArray(a, pq__json_num(ci[1]));
+}

@@ -12,5 +12,7 @@
 cJSON *pq__json_add_num(cJSON *obj, const char *key, double v);
 /* The same, as an array element or a value. */
 cJSON *pq__json_num(double v);
+/* Adds [lo, hi] (an interval), or null when either end is not finite. */
+void pq__json_add_interval(cJSON *obj, const char *key, const double ci[2]);
 
 #endif

@@ -14,7 +14,8 @@ pq_bootstrap_params pq_bootstrap_params_default(void) {
     return p;
 }
 
-void pq_bootstrap_describe(const pq_bootstrap_params *p, char *buf, size_t n) {
+void pq_bootstrap_describe(const pq_bootstrap_params *params, char *buf, size_t n) {
+    const pq_bootstrap_params d = pq_bootstrap_params_default(), *p = params ? params : &d;
     snprintf(buf, n, "paired bootstrap over items/windows, %lld resamples, %g%% percentile interval, seed %llu",
              (long long)p->resamples, 100.0 * p->level, (unsigned long long)p->seed);
 }

@@ -11,17 +11,6 @@ static void num(cJSON *o, const char *k, double v) {
     pq__json_add_num(o, k, v);
 }
 
-/* [lo, hi], or null when undefined */
-static void interval(cJSON *o, const char *k, const double ci[2]) {
-    if (!isfinite(ci[0]) || !isfinite(ci[1])) {
-        cJSON_AddNullToObject(o, k);
-        return;
-    }
-    cJSON *a = cJSON_AddArrayToObject(o, k);
-    cJSON_AddItemToArray(a, pq__json_num(ci[0]));
-    cJSON_AddItemToArray(a, pq__json_num(ci[1]));
-}
-
 static cJSON *kld_json(const pq_kld_result *k) {
     cJSON *o = cJSON_CreateObject();
     num(o, "mean", k->mean);
@@ -87,7 +76,7 @@ char *pq_eval_report_json(const pq_eval_report *r) {
             cJSON_AddNullToObject(o, "base_score");
         }
         num(o, "retention", t->retention);
-        if (t->has_base) interval(o, "retention_ci", t->retention_ci);
+        if (t->has_base) pq__json_add_interval(o, "retention_ci", t->retention_ci);
         if (t->n_choices > 1) {
             num(o, "retention_norm", t->retention_norm);
             num(o, "score_norm", pq_metrics_chance_norm(t->score, t->n_choices));
@@ -120,7 +109,7 @@ char *pq_eval_report_json(const pq_eval_report *r) {
     num(mo, "bits", m->bits);
     num(mo, "stored_bits", m->stored_bits);
     num(mo, "sr", m->sr);
-    interval(mo, "sr_ci", m->sr_ci);
+    pq__json_add_interval(mo, "sr_ci", m->sr_ci);
     num(mo, "sr_norm", m->sr_norm);
     num(mo, "sr_tasks", m->n_retention);
     num(mo, "srcr", m->srcr);
@@ -130,8 +119,7 @@ char *pq_eval_report_json(const pq_eval_report *r) {
                             "(ppl: base/model); srcr = sr/(sqrt(1-s) log2(q)/log2(16)) is this project's reading of "
                             "the paper (its equation is unpublished); sr_tcr = sr*tcr");
     char method[160];
-    pq_bootstrap_params bp = pq_bootstrap_params_default();
-    pq_bootstrap_describe(&bp, method, sizeof method);
+    pq_bootstrap_describe(NULL, method, sizeof method);
     cJSON_AddStringToObject(mo, "interval_method", method);
     char *s = cJSON_Print(root);
     cJSON_Delete(root);

@@ -357,6 +357,13 @@ static void verdict(char *buf, size_t n, const comparison *c) {
                  c->diff > 0 ? lo : -hi, c->diff > 0 ? hi : -lo);
 }
 
+/* The labels of both runs and the verdict of a comparison. */
+static void comparison_text(const comparison *c, char lj[512], char lq[512], char vd[160]) {
+    label(c->joint, lj, 512);
+    label(c->quant, lq, 512);
+    verdict(vd, 160, c);
+}
+
 /* Per TCr (configs within 1e-9), the best Sr of each kind side by side. */
 static void chart_iso(sbuf *b, const pq_sweep_results *r) {
     double tcr[256];
@@ -420,8 +427,7 @@ static void comparisons_html(sbuf *b, const pq_sweep_results *r) {
     int64_t n = 0;
     comparison *cmp = comparisons(r, &n);
     char method[200];
-    pq_bootstrap_params bp = pq_bootstrap_params_default();
-    pq_bootstrap_describe(&bp, method, sizeof method);
+    pq_bootstrap_describe(NULL, method, sizeof method);
     for (int by = 0; by < 2; by++) {
         sb_printf(b, by ? "<h2>Iso-bpw: joint vs quantization only at equal real bytes (%.2f-bpw buckets)</h2>\n<ul id=\"iso-bpw\">"
                         : "<h2>Iso-TCr: joint vs quantization only</h2>\n<ul id=\"iso-tcr-lines\">",
@@ -431,9 +437,7 @@ static void comparisons_html(sbuf *b, const pq_sweep_results *r) {
             const comparison *c = &cmp[i];
             if (c->by_bpw != by) continue;
             char lj[512], lq[512], vd[160];
-            label(c->joint, lj, sizeof lj);
-            label(c->quant, lq, sizeof lq);
-            verdict(vd, sizeof vd, c);
+            comparison_text(c, lj, lq, vd);
             sb_printf(b, by ? "<li>bpw %.2f&ndash;%.2f: " : "<li>TCr %.4f: ", c->at, c->at + BPW_BUCKET);
             sb_printf(b, "joint ");
             sb_esc(b, lj);
@@ -718,8 +722,7 @@ char *pq_sweep_report_text(const pq_sweep_results *r) {
     int64_t nc2 = 0;
     comparison *cmp = comparisons(r, &nc2);
     char method[200];
-    pq_bootstrap_params bp = pq_bootstrap_params_default();
-    pq_bootstrap_describe(&bp, method, sizeof method);
+    pq_bootstrap_describe(NULL, method, sizeof method);
     for (int by = 0; by < 2; by++) {
         sb_printf(&b, by ? "\njoint vs quantization only at equal real bytes (best Sr of each per %.2f-bpw bucket):\n"
                          : "\njoint vs quantization only (best Sr of each at every TCr):\n",
@@ -739,9 +742,7 @@ char *pq_sweep_report_text(const pq_sweep_results *r) {
             const comparison *c = &cmp[i];
             if (c->by_bpw != by) continue;
             char lj[512], lq[512], vd[160];
-            label(c->joint, lj, sizeof lj);
-            label(c->quant, lq, sizeof lq);
-            verdict(vd, sizeof vd, c);
+            comparison_text(c, lj, lq, vd);
             if (by)
                 sb_printf(&b, "  bpw %.2f-%.2f: joint %.4f (%s, %.3f bpw) vs quantization only %.4f (%s, %.3f bpw): %s\n",
                           c->at, c->at + BPW_BUCKET, c->joint->sr, lj, c->joint->bpw, c->quant->sr, lq, c->quant->bpw,
@@ -763,16 +764,6 @@ char *pq_sweep_report_text(const pq_sweep_results *r) {
 
 /* ---------------------------------------------------------------- JSON */
 
-static void json_ci(cJSON *o, const char *k, const double ci[2]) {
-    if (!isfinite(ci[0]) || !isfinite(ci[1])) {
-        cJSON_AddNullToObject(o, k);
-        return;
-    }
-    cJSON *a = cJSON_AddArrayToObject(o, k);
-    cJSON_AddItemToArray(a, pq__json_num(ci[0]));
-    cJSON_AddItemToArray(a, pq__json_num(ci[1]));
-}
-
 static cJSON *run_json(const pq_sweep_run *c) {
     cJSON *o = cJSON_CreateObject();
     char lab[512];
@@ -786,7 +777,7 @@ static cJSON *run_json(const pq_sweep_run *c) {
     pq__json_add_num(o, "acr", c->acr);
     pq__json_add_num(o, "bpw", c->bpw);
     pq__json_add_num(o, "sr", c->sr);
-    json_ci(o, "sr_ci", c->sr_ci);
+    pq__json_add_interval(o, "sr_ci", c->sr_ci);
     pq__json_add_num(o, "srcr", c->srcr);
     cJSON *t = cJSON_AddObjectToObject(o, "tasks");
     for (int64_t i = 0; t && i < c->n_scores; i++) {
@@ -796,7 +787,7 @@ static cJSON *run_json(const pq_sweep_run *c) {
         pq__json_add_num(e, "score", sc->score);
         pq__json_add_num(e, "base_score", sc->base_score);
         pq__json_add_num(e, "retention", sc->retention);
-        json_ci(e, "retention_ci", sc->retention_ci);
+        pq__json_add_interval(e, "retention_ci", sc->retention_ci);
         cJSON_AddNumberToObject(e, "units", (double)sc->units.n);
         cJSON_AddItemToObject(t, sc->task, e);
     }
@@ -807,8 +798,7 @@ char *pq_sweep_report_json(const pq_sweep_results *r) {
     cJSON *root = cJSON_CreateObject();
     if (!root) return NULL;
     char method[200];
-    pq_bootstrap_params bp = pq_bootstrap_params_default();
-    pq_bootstrap_describe(&bp, method, sizeof method);
+    pq_bootstrap_describe(NULL, method, sizeof method);
     cJSON_AddStringToObject(root, "model", r->model ? r->model : "");
     cJSON_AddStringToObject(root, "tasks", r->tasks ? r->tasks : "");
     cJSON_AddStringToObject(root, "protocol", r->protocol ? r->protocol : "");
@@ -831,7 +821,7 @@ char *pq_sweep_report_json(const pq_sweep_results *r) {
         pq__json_add_num(o, "joint_sr", c->joint->sr);
         pq__json_add_num(o, "quant_sr", c->quant->sr);
         pq__json_add_num(o, "difference", c->diff);
-        json_ci(o, "difference_ci", c->ci);
+        pq__json_add_interval(o, "difference_ci", c->ci);
         cJSON_AddBoolToObject(o, "distinguishable", isfinite(c->ci[0]) && (c->ci[0] > 0 || c->ci[1] < 0));
         cJSON_AddStringToObject(o, "verdict", vd);
         cJSON_AddItemToArray(lists[c->by_bpw], o);
