@@ -17,10 +17,10 @@ int main(void) {
     uint64_t s = 1;
     pq_units base[T], cfg[C][T];
     for (int t = 0; t < T; t++) {
-        base[t] = (pq_units){PQ_UNITS_MEAN, N, malloc(N * sizeof(double)), NULL};
+        base[t] = (pq_units){PQ_UNITS_MEAN, N, malloc(N * sizeof(double)), NULL, 0};
         for (int i = 0; i < N; i++) base[t].value[i] = (s = s * 6364136223846793005ull + 1) >> 63;
         for (int c = 0; c < C; c++) {
-            cfg[c][t] = (pq_units){PQ_UNITS_MEAN, N, malloc(N * sizeof(double)), NULL};
+            cfg[c][t] = (pq_units){PQ_UNITS_MEAN, N, malloc(N * sizeof(double)), NULL, 0};
             for (int i = 0; i < N; i++) cfg[c][t].value[i] = (s = s * 6364136223846793005ull + 1) >> 63;
         }
     }

@@ -109,6 +109,7 @@ static void eval_usage(FILE *f) {
             "usage: prunequant eval MODEL --tasks LIST [--tokenizer FILE] [--base BASE [--base-tokenizer FILE]]\n"
             "         [--data-dir DIR] [--limit N] [--shots K] [--seed S] [--json FILE] [--threads N]\n"
             "         [--cache-dir DIR | --no-cache] [--ctx N] [--protocol gptq|llamacpp] [--max-gen N]\n"
+            "         [--normalize chance|none]  (chance: Sr from chance-normalised retentions of MC tasks)\n"
             "         [--sparsity S] [--bits Q] [--quiet]\n"
             "tasks (comma-separated): ppl:FILE kld:FILE (needs --base) lambada arc_easy arc_challenge piqa\n"
             "  hellaswag winogrande boolq mmlu mmlu_pro gsm8k math bbh bbh:NAME mc:FILE.jsonl gen:FILE.jsonl\n"
@@ -156,6 +157,11 @@ int pq_cli_eval(int argc, char **argv) {
             if (!(cache_dir = value(cmd, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--no-cache")) {
             no_cache = 1;
+        } else if (!strcmp(a, "--normalize")) {
+            if (!(v = value(cmd, argc, argv, &i))) return 2;
+            if (strcmp(v, "chance") && strcmp(v, "none"))
+                return cli_usage_error(cmd, "--normalize: chance or none (got '%s')", v);
+            p.normalize_chance = !strcmp(v, "chance");
         } else if (!strcmp(a, "--json")) {
             if (!(json = value(cmd, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {

@@ -33,6 +33,8 @@ typedef struct pq_eval_params {
     int64_t ctx;              /* ppl/kld window (default 512, clamped to the models' context) */
     pq_ppl_protocol ppl_protocol; /* ppl/kld protocol (default gptq) */
     int64_t gen_max_tokens;   /* generative tasks: new tokens (0 = the task's default) */
+    int normalize_chance;     /* 1: Sr and its interval from chance-normalised retentions of the
+                                 multiple-choice tasks (stated in each task's protocol) */
 } pq_eval_params;
 
 pq_eval_params pq_eval_params_default(void);
@@ -53,6 +55,8 @@ typedef struct pq_units {
     int64_t n;
     double *value;  /* [n], malloc'ed (owned by the result that holds it) */
     double *weight; /* [n] or NULL (= 1 each), malloc'ed */
+    int chance_k;   /* > 1: the score is chance-normalised for k choices before any ratio,
+                       max(0, (raw - 1/k) / (1 - 1/k)) (Open LLM Leaderboard); 0: raw */
 } pq_units;
 
 /* The task's score from its units (mean, or perplexity). NAN for no units. */

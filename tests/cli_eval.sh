@@ -58,7 +58,7 @@ head -40 "$TMP/cloze.jsonl" >"$TMP/c40.jsonl"
 for run in 1 2; do
     "$BIN" eval "$M" --tokenizer "$T" --base "$M" --base-tokenizer "$T" --cache-dir "$TMP/cache" --threads 1 -q \
         --tasks "mc:$TMP/c40.jsonl,ppl:text/tinystories/tinystories_val.txt,kld:text/tinystories/tinystories_val.txt" \
-        --data-dir "$DATA" --limit 4 --ctx 256 --json "$TMP/self$run.json" >"$TMP/self$run.txt" || bad "self eval $run"
+        --data-dir "$DATA" --limit 40 --ctx 256 --json "$TMP/self$run.json" >"$TMP/self$run.txt" || bad "self eval $run"
 done
 cat "$TMP/self1.txt"
 python3 - "$TMP/self1.json" "$TMP/self2.json" <<'EOF' && ok "self evaluation" || bad "self evaluation"
@@ -73,12 +73,21 @@ for i, path in enumerate(sys.argv[1:]):
         for key in ("metric", "score", "stderr", "base_score", "retention", "protocol"):
             assert key in t, (name, key)
         assert t["retention"] == 1.0, (name, t)
+        assert t["retention_ci"] == [1, 1], (name, t["retention_ci"])  # paired: exactly [1, 1], also from the cache
         assert t["base_cached"] == (i == 1), (name, t["base_cached"])
     for key in ("tcr", "acr", "bpw", "sparsity", "bits", "sr", "srcr"):
         assert key in m, key
     assert m["sr"] == 1.0 and m["srcr"] == 1.0 and m["tcr"] == 0 and m["sparsity"] == 0 and m["bits"] == 16, m
+    assert m["sr_ci"] == [1, 1] and "bootstrap" in m["interval_method"], m
 print("self: KLD", k["mean"], "same_top", k["same_top"], "Sr", m["sr"])
 EOF
+# chance-normalised retention (leaderboard style), stated in the protocol
+"$BIN" eval "$M" --tokenizer "$T" --base "$M" --base-tokenizer "$T" --no-cache --threads 1 -q --normalize chance \
+    --tasks "mc:$TMP/c40.jsonl" --data-dir "$DATA" --limit 40 --json "$TMP/norm.json" >"$TMP/norm.txt" || bad "eval --normalize chance"
+grep -q "retention chance-normalised (k = 4)" "$TMP/norm.txt" && ok "chance normalisation stated" || bad "chance normalisation not stated"
+python3 -c 'import json, sys; m = json.load(open(sys.argv[1]))["metrics"]; assert m["sr"] == m["sr_norm"] and m["sr_ci"] in (None, [1, 1]), m' \
+    "$TMP/norm.json" && ok "normalised Sr" || bad "normalised Sr"
+"$BIN" eval "$M" --normalize leaderboard --tasks arc_easy 2>/dev/null; [ $? -eq 2 ] && ok "bad --normalize" || bad "bad --normalize exit"
 
 # 5. usage errors
 "$BIN" eval "$M" --tokenizer "$T" --tasks "kld:text/tinystories/tinystories_val.txt" --data-dir "$DATA" --no-cache \

@@ -17,7 +17,7 @@ static double uniform(void) {
 }
 
 static pq_units mc(int64_t n, double p) {
-    pq_units u = {PQ_UNITS_MEAN, n, malloc((size_t)n * sizeof(double)), NULL};
+    pq_units u = {PQ_UNITS_MEAN, n, malloc((size_t)n * sizeof(double)), NULL, 0};
     for (int64_t i = 0; i < n; i++) u.value[i] = uniform() < p;
     return u;
 }
@@ -37,7 +37,7 @@ static void check_self_and_one_item(pq_ctx *ctx) {
     pq_units base[3], m1[3], m2[3];
     int higher[3] = {1, 1, 0};
     for (int t = 0; t < 2; t++) base[t] = mc(300, 0.4 + 0.1 * t);
-    base[2] = (pq_units){PQ_UNITS_PPL, 300, malloc(300 * sizeof(double)), malloc(300 * sizeof(double))};
+    base[2] = (pq_units){PQ_UNITS_PPL, 300, malloc(300 * sizeof(double)), malloc(300 * sizeof(double)), 0};
     for (int i = 0; i < 300; i++) base[2].value[i] = 511.0 * (1.5 + uniform()), base[2].weight[i] = 511;
     for (int t = 0; t < 3; t++) m1[t] = copy(&base[t]), m2[t] = copy(&base[t]);
     const pq_units *pb[3] = {&base[0], &base[1], &base[2]}, *p1[3] = {&m1[0], &m1[1], &m1[2]};

@@ -27,7 +27,7 @@ double pq_units_score(const pq_units *u) {
         s += u->value[i];
         w += u->weight ? u->weight[i] : 1.0;
     }
-    return u->kind == PQ_UNITS_PPL ? exp(s / w) : s / w;
+    return u->kind == PQ_UNITS_PPL ? exp(s / w) : pq_metrics_chance_norm(s / w, u->chance_k);
 }
 
 void pq_units_clear(pq_units *u) {
@@ -60,7 +60,7 @@ static double score_at(const pq_units *u, const int64_t *idx) {
         s += u->value[k];
         w += u->weight ? u->weight[k] : 1.0;
     }
-    return u->kind == PQ_UNITS_PPL ? exp(s / w) : s / w;
+    return u->kind == PQ_UNITS_PPL ? exp(s / w) : pq_metrics_chance_norm(s / w, u->chance_k);
 }
 
 static double retention(double m, double b, int higher) {
@@ -82,20 +82,27 @@ static double quantile(const double *v, int64_t n, double q) {
     return v[lo] + (h - (double)lo) * (v[hi] - v[lo]);
 }
 
-/* Sr of a (minus Sr of b when b) over the tasks, with the units drawn by idx[t] (NULL: all). */
+/* Sr of a (minus Sr of b when b) over the tasks, with the units drawn by idx[t] (NULL: all).
+ * At the point (use NULL) tasks without a finite retention are left out, as pq_metrics_sr
+ * does, and use[t] records which count; a replicate must give a finite retention for exactly
+ * those tasks (else NAN), so that every replicate averages the same tasks. */
 static double sr_at(int64_t n_tasks, const pq_units *const *a, const pq_units *const *b, const pq_units *const *base,
-                    const int *higher, int64_t *const *idx) {
+                    const int *higher, int64_t *const *idx, int *use) {
     double sa = 0, sb = 0;
     int64_t ka = 0, kb = 0;
     for (int64_t t = 0; t < n_tasks; t++) {
-        if (base[t]->n <= 0) continue;
+        if (base[t]->n <= 0 || (idx && !use[t])) continue;
         const double bs = score_at(base[t], idx ? idx[t] : NULL);
         const double ra = retention(score_at(a[t], idx ? idx[t] : NULL), bs, higher[t]);
-        if (isfinite(ra)) sa += ra, ka++;
-        if (b) {
-            const double rb = retention(score_at(b[t], idx ? idx[t] : NULL), bs, higher[t]);
-            if (isfinite(rb)) sb += rb, kb++;
+        const double rb = b ? retention(score_at(b[t], idx ? idx[t] : NULL), bs, higher[t]) : 0;
+        const int fin = isfinite(ra) && isfinite(rb);
+        if (!idx) use[t] = fin;
+        if (!fin) {
+            if (idx) return NAN;
+            continue;
         }
+        sa += ra, ka++;
+        if (b) sb += rb, kb++;
     }
     if (!ka || (b && !kb)) return NAN;
     return b ? sa / (double)ka - sb / (double)kb : sa / (double)ka;
@@ -117,14 +124,20 @@ static pq_status bootstrap(pq_ctx *ctx, int64_t n_tasks, const pq_units *const *
                             (long long)base[t]->n);
         total += base[t]->n;
     }
-    *point = sr_at(n_tasks, a, b, base, higher, NULL);
-    if (!isfinite(*point) || total == 0) return PQ_OK;
+    int *use = pq__calloc(ctx, (size_t)n_tasks, sizeof *use, "bootstrap tasks");
+    if (!use) return ctx->status;
+    *point = sr_at(n_tasks, a, b, base, higher, NULL, use);
+    if (!isfinite(*point) || total == 0) {
+        free(use);
+        return PQ_OK;
+    }
     int64_t **idx = pq__calloc(ctx, (size_t)n_tasks, sizeof *idx, "bootstrap draws");
     int64_t *pool = idx ? pq__malloc(ctx, (size_t)total * sizeof *pool, "bootstrap draws") : NULL;
     double *rep = pool ? pq__malloc(ctx, (size_t)p.resamples * sizeof *rep, "bootstrap replicates") : NULL;
     if (!rep) {
         free(idx);
         free(pool);
+        free(use);
         return ctx->status;
     }
     for (int64_t t = 0, off = 0; t < n_tasks; off += base[t]->n, t++)
@@ -133,7 +146,7 @@ static pq_status bootstrap(pq_ctx *ctx, int64_t n_tasks, const pq_units *const *
     for (int64_t r = 0; r < p.resamples; r++) {
         for (int64_t t = 0; t < n_tasks; t++)
             draw(p.seed, t, r, base[t]->n, idx[t]);
-        const double v = sr_at(n_tasks, a, b, base, higher, idx);
+        const double v = sr_at(n_tasks, a, b, base, higher, idx, use);
         if (isfinite(v)) rep[n_finite++] = v;
     }
     /* replicates without a finite value (a resampled base score of 0) are left out; when
@@ -147,6 +160,7 @@ static pq_status bootstrap(pq_ctx *ctx, int64_t n_tasks, const pq_units *const *
     free(rep);
     free(pool);
     free(idx);
+    free(use);
     return PQ_OK;
 }
 

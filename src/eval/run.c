@@ -497,9 +497,10 @@ static void task_ci(pq_ctx *ctx, pq_task_result *res) {
 static void sr_ci(pq_ctx *ctx, pq_eval_report *r) {
     pq_metrics *mt = &r->metrics;
     mt->sr_ci[0] = mt->sr_ci[1] = NAN;
-    const pq_units **a = calloc((size_t)(r->n_tasks ? r->n_tasks : 1), sizeof *a);
-    const pq_units **b = calloc((size_t)(r->n_tasks ? r->n_tasks : 1), sizeof *b);
-    int *higher = calloc((size_t)(r->n_tasks ? r->n_tasks : 1), sizeof *higher);
+    const size_t nt = r->n_tasks > 0 && r->n_tasks < (1 << 20) ? (size_t)r->n_tasks : 1;
+    const pq_units **a = calloc(nt, sizeof *a);
+    const pq_units **b = calloc(nt, sizeof *b);
+    int *higher = calloc(nt, sizeof *higher);
     int64_t k = 0, with_ret = 0;
     for (int64_t i = 0; a && b && higher && i < r->n_tasks; i++) {
         const pq_task_result *t = &r->tasks[i];
@@ -668,6 +669,18 @@ pq_status pq_eval_run(pq_ctx *ctx, const pq_model *model, const char *model_path
     mt->n_retention = nr;
     mt->sr = pq_metrics_sr(ret, r->n_tasks);
     mt->sr_norm = pq_metrics_sr(retn, r->n_tasks);
+    if (p.normalize_chance) { /* the headline Sr is the chance-normalised one */
+        mt->sr = mt->sr_norm;
+        for (int64_t i = 0; i < r->n_tasks; i++) {
+            pq_task_result *t = &r->tasks[i];
+            if (t->n_choices <= 1) continue;
+            t->units.chance_k = t->base_units.chance_k = t->n_choices;
+            t->retention = t->retention_norm;
+            task_ci(ctx, t);
+            size_t l = strlen(t->protocol);
+            snprintf(t->protocol + l, sizeof t->protocol - l, "; retention chance-normalised (k = %d)", t->n_choices);
+        }
+    }
     sr_ci(ctx, r);
     mt->srcr = pq_metrics_srcr(mt->sr, mt->sparsity, mt->bits);
     mt->sr_tcr = pq_metrics_sr_tcr(mt->sr, mt->sparsity, mt->bits);
