@@ -253,7 +253,9 @@ static int list_one(pq_ctx *ctx, const char *name, const pq_eval_params *p) {
         printf("%-44s %8s  error: %s\n", name, "-", pq_ctx_error(ctx));
         return 1;
     }
+    const char *d = pq_eval_task_description(name);
     printf("%-44s %8lld  %s\n", name, (long long)n, file);
+    if (d && strncmp(name, "bbh:", 4)) printf("%-44s %8s  %s\n", "", "", d);
     return 0;
 }
 

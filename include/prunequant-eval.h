@@ -195,6 +195,8 @@ char *pq_eval_report_json(const pq_eval_report *r);
 
 /* Names of the built-in tasks, NULL-terminated (static). */
 const char *const *pq_eval_task_names(void);
+/* One line on what a built-in task (or bbh:NAME) measures; NULL for others. Static. */
+const char *pq_eval_task_description(const char *name);
 
 /* Loads a task spec's data (params->data_dir; hellaswag also looks for a decompressed
  * copy in params->cache_dir) and counts its items (params->limit applies); file receives

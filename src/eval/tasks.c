@@ -18,6 +18,29 @@ static const char *const task_names[] = {"lambada", "arc_easy", "arc_challenge",
 
 const char *const *pq_eval_task_names(void) { return task_names; }
 
+/* One line per built-in task (same order as task_names): what it measures and how. */
+static const char *const task_descr[] = {
+    "LAMBADA (OpenAI): predict the last word of a passage; acc = greedy match, word ppl",
+    "ARC-Easy: grade-school science questions, 4 choices (multiple choice)",
+    "ARC-Challenge: the hard ARC questions, 4 choices (multiple choice)",
+    "PIQA: physical commonsense, 2 solutions (multiple choice)",
+    "HellaSwag: commonsense sentence endings, 4 choices (multiple choice, acc_norm)",
+    "WinoGrande: pronoun resolution, 2 options (partial scoring)",
+    "BoolQ: yes/no questions about a passage (multiple choice)",
+    "MMLU: 57 subjects of exam questions, 4 choices, k-shot from dev",
+    "MMLU-Pro: harder MMLU, 10 choices (multiple choice)",
+    "GSM8K: grade-school math word problems, greedy generation, last number (5-shot)",
+    "MATH-500: competition math, greedy generation, last \\boxed{} (4-shot)",
+    "BIG-Bench Hard: 27 reasoning tasks, greedy generation, exact match",
+};
+
+const char *pq_eval_task_description(const char *name) {
+    for (int i = 0; task_names[i]; i++)
+        if (!strcmp(name, task_names[i])) return task_descr[i];
+    if (!strncmp(name, "bbh:", 4)) return "BIG-Bench Hard subtask: greedy generation, exact match";
+    return NULL;
+}
+
 /* ---------------------------------------------------------------- helpers */
 
 static char *xstrdup(const char *s) {
