@@ -104,12 +104,17 @@ static void print_report(const pq_eval_report *r, const char *data_dir) {
     printf("         (SrCr = Sr / (sqrt(1-s) * log2(q)/log2(16)) is this project's reading of the paper)\n");
 }
 
+static int write_sample(void *user, const char *line) {
+    return fprintf((FILE *)user, "%s\n", line) < 0;
+}
+
 static void eval_usage(FILE *f) {
     fprintf(f,
             "usage: prunequant eval MODEL --tasks LIST [--tokenizer FILE] [--base BASE [--base-tokenizer FILE]]\n"
             "         [--data-dir DIR] [--limit N] [--shots K] [--seed S] [--json FILE] [--threads N]\n"
             "         [--cache-dir DIR | --no-cache] [--ctx N] [--protocol gptq|llamacpp] [--max-gen N]\n"
             "         [--normalize chance|none]  (chance: Sr from chance-normalised retentions of MC tasks)\n"
+            "         [--log-samples FILE.jsonl]  (per item: prompt, choices, log-likelihoods, prediction, gold)\n"
             "         [--sparsity S] [--bits Q] [--quiet]\n"
             "tasks (comma-separated): ppl:FILE kld:FILE (needs --base) lambada arc_easy arc_challenge piqa\n"
             "  hellaswag winogrande boolq mmlu mmlu_pro gsm8k math bbh bbh:NAME mc:FILE.jsonl gen:FILE.jsonl\n"
@@ -132,6 +137,7 @@ static pq_model *load(const char *cmd, pq_ctx *ctx, const char *path, const char
 int pq_cli_eval(int argc, char **argv) {
     const char *cmd = "eval";
     const char *model_path = NULL, *tok = NULL, *base_path = NULL, *base_tok = NULL, *tasks = NULL, *json = NULL;
+    const char *samples_path = NULL;
     const char *data_dir = NULL, *cache_dir = NULL, *v;
     int no_cache = 0, quiet = 0;
     int64_t threads = 0, k;
@@ -164,6 +170,8 @@ int pq_cli_eval(int argc, char **argv) {
             p.normalize_chance = !strcmp(v, "chance");
         } else if (!strcmp(a, "--json")) {
             if (!(json = value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--log-samples")) {
+            if (!(samples_path = value(cmd, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
             quiet = 1;
         } else if (!strcmp(a, "--limit")) {
@@ -211,7 +219,20 @@ int pq_cli_eval(int argc, char **argv) {
     if (cache_dir && !no_cache && !is_dir(cache_dir) && mkdir(cache_dir, 0755) != 0)
         fprintf(stderr, "prunequant eval: warning: cannot create cache folder %s: %s\n", cache_dir, strerror(errno));
     pq_ctx *ctx = cli_ctx_new((int)threads, quiet);
-    if (json && strcmp(json, "-")) cli_catch_signals(); /* writes FILE */
+    if ((json && strcmp(json, "-")) || samples_path) cli_catch_signals(); /* writes FILE */
+    /* --log-samples FILE.jsonl: written under a temporary name, renamed when the run succeeds */
+    char samples_tmp[4200];
+    FILE *sf = NULL;
+    if (samples_path) {
+        snprintf(samples_tmp, sizeof samples_tmp, "%s.tmp.%ld", samples_path, (long)getpid());
+        if (!(sf = fopen(samples_tmp, "w"))) {
+            fprintf(stderr, "prunequant %s: --log-samples %s: cannot create: %s\n", cmd, samples_path, strerror(errno));
+            pq_ctx_free(ctx);
+            return 1;
+        }
+        p.on_sample = write_sample;
+        p.sample_user = sf;
+    }
     pq_model *m = load(cmd, ctx, model_path, tok), *b = NULL;
     int rc = 1;
     pq_eval_report *r = NULL;
@@ -220,6 +241,14 @@ int pq_cli_eval(int argc, char **argv) {
     if (pq_eval_run(ctx, m, model_path, b, base_path, tasks, &p, &ci, &r) != PQ_OK) {
         cli_fail(cmd, ctx);
         goto out;
+    }
+    if (sf) {
+        const int bad = fclose(sf) != 0;
+        sf = NULL;
+        if (bad || rename(samples_tmp, samples_path) != 0) {
+            fprintf(stderr, "prunequant %s: --log-samples %s: cannot write: %s\n", cmd, samples_path, strerror(errno));
+            goto out;
+        }
     }
     cli_progress_done();
     if (json && !strcmp(json, "-")) {
@@ -235,6 +264,10 @@ int pq_cli_eval(int argc, char **argv) {
     }
     rc = 0;
 out:
+    if (sf) { /* failed or interrupted: nothing is left */
+        fclose(sf);
+        unlink(samples_tmp);
+    }
     pq_eval_report_free(r);
     pq_model_free(b);
     pq_model_free(m);

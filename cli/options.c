@@ -23,7 +23,7 @@ static const struct {
               "--keep-mask --no-keep-mask --out --pattern --percdamp --prune --quant --reference --sparsity "
               "--static-groups --sym --weight --threads --quiet --help"},
     {"eval", "--base --base-tokenizer --bits --cache-dir --ctx --data-dir --json --limit --max-gen --no-cache "
-             "--protocol --seed --shots --sparsity --tasks --tokenizer --normalize --threads --quiet --help"},
+             "--protocol --seed --shots --sparsity --tasks --tokenizer --normalize --log-samples --threads --quiet --help"},
     {"sweep", "--calib --data-dir --db --dry-run --grid --keep-models --limit --nsamples --resume --seed --seqlen "
               "--tasks --tcr --tokenizer --verbose --threads --quiet --help"},
     {"recommend", "--db --json --max-bytes --min-sr --point --tcr --help"},

@@ -35,6 +35,13 @@ typedef struct pq_eval_params {
     int64_t gen_max_tokens;   /* generative tasks: new tokens (0 = the task's default) */
     int normalize_chance;     /* 1: Sr and its interval from chance-normalised retentions of the
                                  multiple-choice tasks (stated in each task's protocol) */
+    /* Per-item records of the evaluated model (not of the base), lm-evaluation-harness
+     * --log_samples style: one JSON object per item, as a line without the newline:
+     * {"task", "doc_id", "prompt", "choices", "loglikelihoods", "pred", "gold", "acc"} for
+     * multiple choice, {"task", "doc_id", "prompt", "output", "target", "acc"} for generation.
+     * Return non-zero to stop (the task fails with PQ_ERR_CANCELLED). NULL = off. */
+    int (*on_sample)(void *user, const char *json_line);
+    void *sample_user;
 } pq_eval_params;
 
 pq_eval_params pq_eval_params_default(void);

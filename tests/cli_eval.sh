@@ -88,6 +88,22 @@ grep -q "retention chance-normalised (k = 4)" "$TMP/norm.txt" && ok "chance norm
 python3 -c 'import json, sys; m = json.load(open(sys.argv[1]))["metrics"]; assert m["sr"] == m["sr_norm"] and m["sr_ci"] in (None, [1, 1]), m' \
     "$TMP/norm.json" && ok "normalised Sr" || bad "normalised Sr"
 "$BIN" eval "$M" --normalize leaderboard --tasks arc_easy 2>/dev/null; [ $? -eq 2 ] && ok "bad --normalize" || bad "bad --normalize exit"
+# --log-samples: one lm-eval-style record per evaluated item, the file only when the run succeeds
+"$BIN" eval "$M" --tokenizer "$T" --no-cache --threads 1 -q --tasks "mc:$TMP/c40.jsonl,gsm8k" --data-dir "$DATA" \
+    --limit 5 --max-gen 4 --log-samples "$TMP/samples.jsonl" >/dev/null || bad "eval --log-samples"
+python3 - "$TMP/samples.jsonl" <<'EOF' && ok "log samples" || bad "log samples"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert len(rows) == 10, len(rows)
+for r in rows[:5]:
+    assert {"task", "doc_id", "prompt", "choices", "loglikelihoods", "pred", "gold", "acc"} <= set(r), r
+    assert len(r["choices"]) == len(r["loglikelihoods"]) == 4 and r["acc"] == (r["pred"] == r["gold"]), r
+for r in rows[5:]:
+    assert r["task"] == "gsm8k" and {"prompt", "output", "target", "acc"} <= set(r), r
+EOF
+"$BIN" eval "$M" --tokenizer "$T" --no-cache -q --tasks "mc:$TMP/c40.jsonl,nosuchtask" --log-samples "$TMP/s2.jsonl" \
+    >/dev/null 2>&1 && bad "eval with a bad task" || ok "bad task fails"
+ls "$TMP"/s2.jsonl* >/dev/null 2>&1 && bad "a failed eval left $TMP/s2.jsonl*" || ok "no samples file after a failure"
 
 # 5. usage errors
 "$BIN" eval "$M" --tokenizer "$T" --tasks "kld:text/tinystories/tinystories_val.txt" --data-dir "$DATA" --no-cache \

@@ -96,6 +96,40 @@ static pq_status eval_ppl(pq_ctx *ctx, const pq_model *m, const pq__task *t, con
     return PQ_OK;
 }
 
+/* One item as a --log-samples JSON line through params->on_sample. */
+static pq_status emit_sample(pq_ctx *ctx, const pq_eval_params *p, const pq__task *t, int64_t e, const pq__item *it,
+                             const char *prompt, const double *ll, int n_choices, double score, const char *output) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory (log samples)");
+    cJSON_AddStringToObject(o, "task", t->name);
+    cJSON_AddNumberToObject(o, "doc_id", (double)t->eval_idx[e]);
+    cJSON_AddStringToObject(o, "prompt", prompt ? prompt : "");
+    if (t->kind == PQ__KIND_GEN) {
+        cJSON_AddStringToObject(o, "output", output ? output : "");
+        cJSON_AddStringToObject(o, "target", it->target ? it->target : "");
+    } else {
+        cJSON *c = cJSON_AddArrayToObject(o, "choices"), *l = cJSON_AddArrayToObject(o, "loglikelihoods");
+        int pred = 0;
+        for (int k = 0; k < n_choices; k++) {
+            if (t->kind == PQ__KIND_LAMBADA)
+                cJSON_AddItemToArray(c, cJSON_CreateString(it->target ? it->target : ""));
+            else
+                cJSON_AddItemToArray(c, cJSON_CreateString(it->choices[k]));
+            cJSON_AddItemToArray(l, pq__json_num(ll[k]));
+            if (ll[k] > ll[pred]) pred = k;
+        }
+        cJSON_AddNumberToObject(o, "pred", t->kind == PQ__KIND_LAMBADA ? score : pred);
+        cJSON_AddNumberToObject(o, "gold", t->kind == PQ__KIND_LAMBADA ? 1 : it->gold);
+    }
+    cJSON_AddNumberToObject(o, "acc", score);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory (log samples)");
+    const int stop = p->on_sample(p->sample_user, s);
+    free(s);
+    return stop ? pq__fail(ctx, PQ_ERR_CANCELLED, "%s: stopped while logging samples", t->name) : PQ_OK;
+}
+
 pq_status pq_eval_task(pq_ctx *ctx, const pq_model *m, const char *spec, const pq_eval_params *params,
                        pq_task_result *out) {
     pq_eval_params p = params ? *params : pq_eval_params_default();
@@ -139,6 +173,7 @@ pq_status pq_eval_task(pq_ctx *ctx, const pq_model *m, const char *spec, const p
         !(out->units.value = pq__malloc(ctx, (size_t)t.n_eval * sizeof *out->units.value, "per-item scores")))
         st = ctx->status;
     pq__str full = {0};
+    char *lastout = NULL; /* the generated text of the item, for on_sample */
     for (int64_t e = 0; e < t.n_eval && !st; e++) {
         const int64_t i = t.eval_idx[e];
         const pq__item *it = &t.items[i];
@@ -211,8 +246,13 @@ pq_status pq_eval_task(pq_ctx *ctx, const pq_model *m, const char *spec, const p
                     score = pq__exact_match(outp, it->target);
                 }
             }
-            free(outp);
+            lastout = outp;
         }
+        if (!st && p.on_sample)
+            st = emit_sample(ctx, &p, &t, e, it, t.kind == PQ__KIND_PARTIAL ? it->target : full.p, ll,
+                             t.kind == PQ__KIND_LAMBADA ? 1 : it->n_choices, score, lastout);
+        free(lastout);
+        lastout = NULL;
         free(shots);
         if (st) break;
         sum += score;
@@ -618,7 +658,9 @@ pq_status pq_eval_run(pq_ctx *ctx, const pq_model *model, const char *model_path
             } else {
                 pq_task_result b;
                 pq__log(ctx, PQ_LOG_INFO, "task %s (base model)", spec);
-                if ((st = pq_eval_task(ctx, base, spec, &p, &b))) {
+                pq_eval_params pb = p;
+                pb.on_sample = NULL; /* the samples are the evaluated model's */
+                if ((st = pq_eval_task(ctx, base, spec, &pb, &b))) {
                     pq_units_clear(&res.units);
                     break;
                 }
