@@ -76,7 +76,8 @@ static void print_report(const pq_eval_report *r, const char *data_dir) {
         const pq_kld_result *k = &r->kld;
         printf("\nKL divergence to base (%s, %lld tokens in %lld windows)\n", k->file, (long long)k->n_tokens,
                (long long)k->n_windows);
-        printf("  mean KLD      %.6f +/- %.6f\n", k->mean, k->se);
+        printf("  mean KLD      %.6f +/- %.6f  95%% interval [%.6f, %.6f] (bootstrap, windows as blocks)\n", k->mean,
+               k->se, k->mean_ci[0], k->mean_ci[1]);
         printf("  percentiles   99.9%% %.6f  99%% %.6f  95%% %.6f  90%% %.6f  median %.6f  10%% %.6f  5%% %.6f  1%% %.6f\n",
                k->p999, k->p99, k->p95, k->p90, k->median, k->p10, k->p05, k->p01);
         printf("  same top      %.4f%% +/- %.4f%%\n", 100 * k->same_top, 100 * k->same_top_se);

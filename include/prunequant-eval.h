@@ -97,6 +97,7 @@ typedef struct pq_task_result {
 typedef struct pq_kld_result {
     int64_t n_tokens, n_windows, ctx;
     double mean, se;
+    double mean_ci[2];             /* bootstrap interval of the mean, windows as blocks of tokens */
     double p999, p99, p95, p90, median, p10, p05, p01, max, min;
     double same_top, same_top_se;  /* fraction of positions with equal argmax */
     double dp_mean, dp_se, dp_rms; /* delta p of the correct token: p_model - p_base */
@@ -154,6 +155,9 @@ void pq_bootstrap_describe(const pq_bootstrap_params *p, char *buf, size_t n);
  * retention. */
 pq_status pq_bootstrap_sr(pq_ctx *ctx, int64_t n_tasks, const pq_units *const *model, const pq_units *const *base,
                           const int *higher, const pq_bootstrap_params *p, double *sr, double ci[2]);
+/* The interval of one model's score from its units alone (e.g. the mean KLD over windows:
+ * tokens resampled in blocks of a window, since neighbouring tokens are not independent). */
+pq_status pq_bootstrap_score(pq_ctx *ctx, const pq_units *u, const pq_bootstrap_params *p, double ci[2]);
 /* Sr(a) - Sr(b) and its interval, a and b resampled with the same draws. */
 pq_status pq_bootstrap_sr_diff(pq_ctx *ctx, int64_t n_tasks, const pq_units *const *a, const pq_units *const *b,
                                const pq_units *const *base, const int *higher, const pq_bootstrap_params *p,

@@ -126,6 +126,23 @@ pq_status pq_eval_kld(pq_ctx *ctx, const pq_model *base, const pq_model *model, 
     out->n_windows = n_win;
     out->ctx = W;
     out->mean = s_kl / N;
+    /* interval of the mean: windows resampled as blocks (tokens of a window are correlated) */
+    {
+        const int64_t per = k / n_win;
+        pq_units u = {PQ_UNITS_MEAN, n_win, pq__malloc(ctx, (size_t)n_win * sizeof(double), "kld blocks"),
+                      pq__malloc(ctx, (size_t)n_win * sizeof(double), "kld blocks"), 0};
+        out->mean_ci[0] = out->mean_ci[1] = NAN;
+        if (u.value && u.weight) {
+            for (int64_t w = 0; w < n_win; w++) {
+                double s = 0;
+                for (int64_t j = 0; j < per; j++) s += kl[w * per + j];
+                u.value[w] = s;
+                u.weight[w] = (double)per;
+            }
+            pq_bootstrap_score(ctx, &u, NULL, out->mean_ci);
+        }
+        pq_units_clear(&u);
+    }
     double var = k > 1 ? (s_kl2 / N - out->mean * out->mean) * N / (N - 1) : 0;
     out->se = var > 0 ? sqrt(var / N) : 0;
     out->same_top = (double)same / N;

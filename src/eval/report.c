@@ -15,6 +15,7 @@ static cJSON *kld_json(const pq_kld_result *k) {
     cJSON *o = cJSON_CreateObject();
     num(o, "mean", k->mean);
     num(o, "stderr", k->se);
+    pq__json_add_interval(o, "mean_ci", k->mean_ci);
     num(o, "p99_9", k->p999);
     num(o, "p99", k->p99);
     num(o, "p95", k->p95);
