@@ -18,50 +18,25 @@ static const char *compress_usage =
     "  [--true-sequential] [--skip REGEX] [--recipe FILE.json] [--report FILE.jsonl]\n"
     "  [--format packed|dense] [--dtype f32|f16|bf16] [--threads N] [--quiet]\n";
 
-/* Recipe keys given (flags or the JSON recipe), to refuse the ones without effect. */
-enum {
-    G_PRUNE = 1 << 0, G_SPARSITY = 1 << 1, G_PATTERN = 1 << 2, G_QUANT = 1 << 3, G_BITS = 1 << 4,
-    G_GROUP = 1 << 5, G_SYM = 1 << 6, G_ACT = 1 << 7, G_STATIC = 1 << 8, G_JOINT = 1 << 9,
-    G_KEEP = 1 << 10, G_DAMP = 1 << 11, G_BLOCK = 1 << 12
-};
+/* Recipe keys given (flags or the JSON recipe): pq_recipe_check refuses the ones without effect. */
 static unsigned given;
-static const char *const given_names[] = {"prune", "sparsity", "pattern", "quant", "bits", "group", "sym",
-                                          "act_order", "static_groups", "joint", "keep_mask", "percdamp",
-                                          "blocksize"};
 /* The recipe keys, for "did you mean" in a JSON recipe. */
 static const char *const recipe_keys =
     "prune sparsity pattern quant bits group sym act_order static_groups percdamp blocksize joint keep_mask "
     "true_sequential nsamples seqlen seed threads format dtype skip";
 
 static void mark_given(const char *key) {
-    for (unsigned i = 0; i < sizeof given_names / sizeof given_names[0]; i++)
-        if (!strcmp(key, given_names[i])) given |= 1u << i;
+    given |= pq_recipe_key_parse(key);
 }
 
-/* A key that changes nothing under the rest of the recipe is an error, not a silent no-op
+/* A key that changes nothing under the rest of the recipe is a usage error, not a silent no-op
  * (defaults: quantization flags alone imply GPTQ; --prune alone means pruning only). */
 static int check_given(const char *cmd, pq_layer_params *l) {
-    const unsigned qflags = G_BITS | G_GROUP | G_SYM | G_ACT | G_STATIC;
-    if ((given & G_SPARSITY) && (given & G_PATTERN)) return cli_usage_error(cmd, "give --sparsity or --pattern, not both");
-    if ((given & (G_SPARSITY | G_PATTERN)) && l->prune == PQ_PRUNE_NONE)
-        return cli_usage_error(cmd, "--%s has no effect without pruning: add --prune magnitude|wanda|sparsegpt",
-                               given & G_SPARSITY ? "sparsity" : "pattern");
-    if (!(given & G_QUANT) && l->prune != PQ_PRUNE_NONE && !(given & qflags)) l->quant = PQ_QUANT_NONE;
-    if ((given & qflags) && l->quant == PQ_QUANT_NONE) {
-        unsigned i = 4;
-        while (!(given & (1u << i))) i++;
-        return cli_usage_error(cmd, "--%s has no effect without quantization: add --quant rtn|gptq", given_names[i]);
-    }
-    const int both = l->prune != PQ_PRUNE_NONE && l->quant != PQ_QUANT_NONE;
-    if ((given & G_JOINT) && !both)
-        return cli_usage_error(cmd, "--joint has no effect unless both --prune and --quant are given");
-    if ((given & G_KEEP) && !(both && l->joint == PQ_JOINT_A))
-        return cli_usage_error(cmd, "--keep-mask / --no-keep-mask act only in joint mode a (--prune and --quant, --joint a)");
-    if ((given & (G_DAMP | G_BLOCK)) && l->quant != PQ_QUANT_GPTQ && l->prune != PQ_PRUNE_SPARSEGPT)
-        return cli_usage_error(cmd, "--%s has no effect without gptq or sparsegpt", given & G_DAMP ? "percdamp" : "blocksize");
-    if ((given & G_ACT) && l->quant != PQ_QUANT_GPTQ) return cli_usage_error(cmd, "--act-order needs --quant gptq");
-    if ((given & G_STATIC) && l->group_size <= 0) return cli_usage_error(cmd, "--static-groups needs --group G");
-    return 0;
+    pq_ctx *c = pq_ctx_new();
+    const int bad = !c || pq_recipe_check(c, l, given, 1) != PQ_OK;
+    if (bad) cli_usage_error(cmd, "%s", c ? pq_ctx_error(c) : "out of memory");
+    pq_ctx_free(c);
+    return bad;
 }
 
 static const char *val(const char *cmd, int argc, char **argv, int *i) {

@@ -76,7 +76,8 @@ static float *read_matrix(const char *cmd, pq_ctx *ctx, const char *path, int64_
 int pq_cli_layer(int argc, char **argv) {
     const char *cmd = "layer";
     const char *wpath = NULL, *hpath = NULL, *out = NULL, *pattern = NULL;
-    int json = 0, quiet = 0, have_prune = 0, have_quant = 0, have_sparsity = 0;
+    int json = 0, quiet = 0;
+    unsigned given = 0; /* recipe keys given (PQ_KEY_*), for pq_recipe_check */
     int64_t threads = 0;
     pq_layer_params p = pq_layer_params_default();
     p.quant = PQ_QUANT_NONE;
@@ -89,6 +90,16 @@ int pq_cli_layer(int argc, char **argv) {
                            !strcmp(a, "--percdamp") || !strcmp(a, "--blocksize") || !strcmp(a, "--joint") ||
                            !strcmp(a, "--threads") || !strcmp(a, "--error");
         const char *v = NULL;
+        if (a[0] == '-' && a[1] == '-') { /* --act-order -> act_order, --no-keep-mask/--asym too */
+            char key[32];
+            snprintf(key, sizeof key, "%s",
+                     !strcmp(a, "--no-keep-mask") ? "keep_mask"
+                     : !strcmp(a, "--asym")       ? "sym"
+                                                  : a + 2);
+            for (char *k = key; *k; k++)
+                if (*k == '-') *k = '_';
+            given |= pq_recipe_key_parse(key);
+        }
         if (valued) {
             if (i + 1 >= argc) return cli_usage_error(cmd, "%s needs a value", a);
             v = argv[++i];
@@ -106,18 +117,15 @@ int pq_cli_layer(int argc, char **argv) {
         } else if (!strcmp(a, "--prune")) {
             if (pq_prune_method_parse(v, &p.prune))
                 return cli_usage_error(cmd, "--prune: expected none|magnitude|wanda|sparsegpt, got '%s'", v);
-            have_prune = 1;
         } else if (!strcmp(a, "--sparsity")) {
             if (cli_parse_f64(cmd, a, v, 0.0, 1.0, &p.sparsity)) return 2;
-            have_sparsity = 1;
         } else if (!strcmp(a, "--pattern")) {
             pattern = v;
         } else if (!strcmp(a, "--quant")) {
             if (pq_quant_method_parse(v, &p.quant))
                 return cli_usage_error(cmd, "--quant: expected none|rtn|gptq, got '%s'", v);
-            have_quant = 1;
         } else if (!strcmp(a, "--bits")) {
-            if (cli_parse_i64(cmd, a, v, 0, 64, &iv)) return 2;
+            if (cli_parse_i64(cmd, a, v, 2, 8, &iv)) return 2;
             p.bits = (int)iv;
         } else if (!strcmp(a, "--group")) {
             if (cli_parse_i64(cmd, a, v, -1, INT64_MAX, &p.group_size)) return 2;
@@ -165,10 +173,15 @@ int pq_cli_layer(int argc, char **argv) {
     }
     if (!wpath) return cli_usage_error(cmd, "--weight is required");
     if (!out) return cli_usage_error(cmd, "--out is required");
-    if (!have_prune && !have_quant) return cli_usage_error(cmd, "nothing to do: give --prune and/or --quant");
-    if ((have_sparsity || pattern) && p.prune == PQ_PRUNE_NONE)
-        return cli_usage_error(cmd, "--sparsity/--pattern need --prune magnitude|wanda|sparsegpt");
-    if (have_sparsity && pattern) return cli_usage_error(cmd, "give --sparsity or --pattern, not both");
+    {
+        pq_ctx *c = pq_ctx_new(); /* the recipe rule of compress: keys without effect are refused */
+        const int bad = !c || pq_recipe_check(c, &p, given, 1) != PQ_OK;
+        if (bad) cli_usage_error(cmd, "%s", c ? pq_ctx_error(c) : "out of memory");
+        pq_ctx_free(c);
+        if (bad) return 2;
+    }
+    if (p.prune == PQ_PRUNE_NONE && p.quant == PQ_QUANT_NONE)
+        return cli_usage_error(cmd, "nothing to do: give --prune and/or --quant");
     if (!hpath && !(p.error_mode == PQ_ERROR_NONE && p.quant != PQ_QUANT_GPTQ && p.prune != PQ_PRUNE_WANDA &&
                     p.prune != PQ_PRUNE_SPARSEGPT))
         return cli_usage_error(cmd, "--hessian is required");

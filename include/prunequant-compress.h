@@ -108,6 +108,39 @@ pq_status pq_layer_params_validate(pq_ctx *ctx, const pq_layer_params *p, int64_
 /* Parses "2:4" into n = 2, m = 4 (syntax only; the validator checks 0 < N < M). */
 pq_status pq_pattern_parse(pq_ctx *ctx, const char *s, int *n, int *m);
 
+/* Recipe keys a user gave explicitly (compress/layer flags, a recipe file, a sweep grid), as a
+ * bit set: a key that has no effect under the rest of the recipe is an error everywhere
+ * (src/recipe/recipe.c holds the one rule). */
+enum {
+    PQ_KEY_PRUNE = 1u << 0,
+    PQ_KEY_SPARSITY = 1u << 1,
+    PQ_KEY_PATTERN = 1u << 2,
+    PQ_KEY_QUANT = 1u << 3,
+    PQ_KEY_BITS = 1u << 4,
+    PQ_KEY_GROUP = 1u << 5,
+    PQ_KEY_SYM = 1u << 6,
+    PQ_KEY_ACT_ORDER = 1u << 7,
+    PQ_KEY_STATIC_GROUPS = 1u << 8,
+    PQ_KEY_JOINT = 1u << 9,
+    PQ_KEY_KEEP_MASK = 1u << 10,
+    PQ_KEY_PERCDAMP = 1u << 11,
+    PQ_KEY_BLOCKSIZE = 1u << 12
+};
+/* "act_order" (flag 0: recipe-file spelling) or "--act-order" (flag 1); NULL for no single key. */
+const char *pq_recipe_key_name(unsigned key, int flag);
+/* The key bit of a recipe-file name ("act_order"), 0 if it is not a layer-recipe key. */
+unsigned pq_recipe_key_parse(const char *name);
+/* Defaults that follow from what was given: without an explicit quant, pruning alone means no
+ * quantization, and a quantization key (bits, group, sym, act_order, static_groups) means
+ * the default quantizer, GPTQ. */
+void pq_recipe_apply_defaults(pq_layer_params *p, unsigned given);
+/* The given keys that have no effect under p (0: every given key acts). */
+unsigned pq_recipe_unused(const pq_layer_params *p, unsigned given);
+/* pq_recipe_apply_defaults, then PQ_ERR_INVALID naming the first given key without effect and
+ * what it needs ("--sparsity has no effect without pruning: add --prune ..."); keys are named
+ * as flags when flags is 1, as recipe keys when 0. Range checks stay in pq_layer_params_validate. */
+pq_status pq_recipe_check(pq_ctx *ctx, pq_layer_params *p, unsigned given, int flags);
+
 /* Names ("none", "magnitude", ...) and their parsers (0 on success). */
 const char *pq_prune_method_name(pq_prune_method m);
 const char *pq_quant_method_name(pq_quant_method m);

@@ -76,8 +76,8 @@ EOF
   --group 16 --act-order --joint fused --out "$T/qf.npy" --json --quiet > "$T/fused.json" 2> "$T/err" && ok \
   || bad "fused failed: $(cat "$T/err")"
 [ "$(json_field "$T/fused.json" sparsity 2>/dev/null)" = "0.5" ] && ok || bad "fused sparsity != 0.5"
-for j in a b; do
-  run --prune wanda --sparsity 0.25 --quant gptq --joint $j --keep-mask --out "$T/q$j.npy" --json \
+for j in a b; do # mode a re-masks by default (keep_mask), so both hold the sparsity asked for
+  run --prune wanda --sparsity 0.25 --quant gptq --joint $j --out "$T/q$j.npy" --json \
     > "$T/$j.json" 2> "$T/err" \
     && [ "$(json_field "$T/$j.json" sparsity)" = "0.25" ] && ok || bad "joint $j: $(cat "$T/err")"
 done
@@ -105,8 +105,8 @@ expect_fail 1 "Hbad.npy: shape (63, 63) does not match" "${W[@]}" --hessian "$T/
 expect_fail 1 "v.npy: expected a non-empty 2-D array" --weight "$T/v.npy" "${H[@]}" --quant gptq
 expect_fail 1 "fortran_order" --weight "$T/Wf.npy" "${H[@]}" --quant gptq
 expect_fail 1 "missing.npy: cannot open" --weight "$T/missing.npy" "${H[@]}" --quant gptq
-expect_fail 2 "bits must be 2..8" "${W[@]}" "${H[@]}" --quant gptq --bits 9
-expect_fail 2 "bits must be 2..8" "${W[@]}" "${H[@]}" --quant rtn --bits 1
+expect_fail 2 "--bits: must be an integer 2..8 (got '9')" "${W[@]}" "${H[@]}" --quant gptq --bits 9
+expect_fail 2 "--bits: must be an integer 2..8 (got '1')" "${W[@]}" "${H[@]}" --quant rtn --bits 1
 expect_fail 2 "3:2: N:M needs 0 < N < M" "${W[@]}" "${H[@]}" --prune sparsegpt --pattern 3:2
 expect_fail 2 "M = 3 does not divide cols = 64" "${W[@]}" "${H[@]}" --prune wanda --pattern 1:3
 expect_fail 2 "expected N:M" "${W[@]}" "${H[@]}" --prune wanda --pattern 2/4

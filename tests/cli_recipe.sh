@@ -93,5 +93,44 @@ done
 "$BIN" ppl "$T/no_such_model.bin" --text "$T/calib.txt" > /dev/null 2> "$T/err"
 [ $? -eq 1 ] && ok || bad "a missing model is a data error (exit 1)"
 
+# the same rule (one library function, pq_recipe_check) for recipe files, layer and sweep grids
+echo '{"sparsity": 0.5, "quant": "gptq"}' > "$T/r2.json"
+expect 2 "--sparsity has no effect without pruning" --recipe "$T/r2.json"
+python3 - "$T" << 'PY'
+import struct, sys
+d = sys.argv[1]
+def npy(path, shape, vals):
+    hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }" % shape
+    hdr = hdr.ljust(118) + "\n"
+    with open(path, 'wb') as f:
+        f.write(b'\x93NUMPY\x01\x00' + struct.pack('<H', len(hdr)) + hdr.encode())
+        f.write(struct.pack('<%df' % len(vals), *vals))
+npy(d + '/W.npy', (8, 32), [((i * 7919) % 13 - 6) / 6 for i in range(8 * 32)])
+npy(d + '/H.npy', (32, 32), [1.0 if i % 33 == 0 else 0.01 for i in range(32 * 32)])
+PY
+layer_fail() { # PATTERN ARGS...: layer exits 2 naming the flag, writes nothing
+    local pat=$1
+    shift
+    rm -f "$T/q.npy"
+    "$BIN" layer --weight "$T/W.npy" --hessian "$T/H.npy" --out "$T/q.npy" --quiet "$@" > /dev/null 2> "$T/err"
+    [ $? -eq 2 ] && grep -q -- "$pat" "$T/err" && [ ! -e "$T/q.npy" ] && ok || bad "layer $*: $(cat "$T/err")"
+}
+"$BIN" layer --weight "$T/W.npy" --hessian "$T/H.npy" --out "$T/q.npy" --quiet --prune magnitude --quant gptq \
+    --pattern 2:4 --json > "$T/l.json" 2> "$T/err" && grep -q '"sparsity": 0.500000' "$T/l.json" && ok \
+    || bad "layer 2:4 + gptq (mode a) keeps 50%: $(cat "$T/err" "$T/l.json")"
+layer_fail "--sparsity has no effect without pruning" --sparsity 0.5 --quant gptq
+layer_fail "--bits has no effect without quantization" --prune magnitude --quant none --bits 3
+layer_fail "--joint has no effect" --quant rtn --joint b
+layer_fail "act only in joint mode a" --prune magnitude --quant gptq --joint fused --no-keep-mask
+layer_fail "--bits: must be an integer 2..8 (got '9')" --quant gptq --bits 9
+layer_fail "unknown option --bitz (did you mean --bits?)" --quant gptq --bitz 3
+echo '{"quant": "gptq", "sparsity": [0.5, "2:4"]}' > "$T/g.json"
+"$BIN" sweep "$M" --grid "$T/g.json" --dry-run > /dev/null 2> "$T/err"
+[ $? -eq 1 ] && grep -q "g.json: grid: key 'sparsity' has no effect in any combination" "$T/err" && ok \
+    || bad "grid sparsity without prune: $(cat "$T/err")"
+echo '{"prune": "sparsegpt", "sparsity": 0.5, "quant": "gptq"}' > "$T/g.json"
+"$BIN" sweep "$M" --grid "$T/g.json" --dry-run 2> "$T/err" | grep -q '"keep_mask":true' && ok \
+    || bad "a mode-a grid entry records keep_mask in its recipe: $(cat "$T/err")"
+
 echo "cli_recipe: $pass passed, $fail failed"
 [ $fail -eq 0 ]

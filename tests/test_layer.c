@@ -631,6 +631,37 @@ static void expect_invalid(pq_ctx *ctx, const pq_layer_params *p, int64_t cols, 
               pq_ctx_error(ctx));
 }
 
+/* The rule for recipe keys without effect (pq_recipe_check), shared by compress, layer and
+ * sweep grids, and the defaults that follow from what was given. */
+static void test_recipe_check(void) {
+    pq_ctx *ctx = new_ctx(1);
+    pq_layer_params p = pq_layer_params_default();
+    CHECK(pq_recipe_check(ctx, &p, PQ_KEY_SPARSITY, 1) == PQ_ERR_INVALID &&
+          strstr(pq_ctx_error(ctx), "--sparsity has no effect without pruning"));
+    p = pq_layer_params_default();
+    p.prune = PQ_PRUNE_SPARSEGPT; /* --prune alone: pruning only */
+    CHECK(pq_recipe_check(ctx, &p, PQ_KEY_PRUNE | PQ_KEY_SPARSITY, 1) == PQ_OK && p.quant == PQ_QUANT_NONE);
+    p = pq_layer_params_default();
+    p.prune = PQ_PRUNE_SPARSEGPT; /* ... and a quantization key means GPTQ */
+    CHECK(pq_recipe_check(ctx, &p, PQ_KEY_PRUNE | PQ_KEY_BITS, 1) == PQ_OK && p.quant == PQ_QUANT_GPTQ);
+    p.quant = PQ_QUANT_NONE;
+    CHECK(pq_recipe_check(ctx, &p, PQ_KEY_PRUNE | PQ_KEY_QUANT | PQ_KEY_GROUP, 0) == PQ_ERR_INVALID &&
+          strstr(pq_ctx_error(ctx), "group has no effect without quantization"));
+    p.quant = PQ_QUANT_RTN;
+    CHECK(pq_recipe_check(ctx, &p, PQ_KEY_QUANT | PQ_KEY_ACT_ORDER, 1) == PQ_ERR_INVALID &&
+          strstr(pq_ctx_error(ctx), "--act-order needs --quant gptq"));
+    p.joint = PQ_JOINT_B;
+    CHECK(pq_recipe_check(ctx, &p, PQ_KEY_PRUNE | PQ_KEY_QUANT | PQ_KEY_KEEP_MASK, 1) == PQ_ERR_INVALID &&
+          strstr(pq_ctx_error(ctx), "joint mode a"));
+    CHECK(pq_recipe_unused(&p, PQ_KEY_KEEP_MASK | PQ_KEY_ACT_ORDER | PQ_KEY_BITS) ==
+          (PQ_KEY_KEEP_MASK | PQ_KEY_ACT_ORDER));
+    CHECK(pq_recipe_check(ctx, &p, PQ_KEY_SPARSITY | PQ_KEY_PATTERN, 1) == PQ_ERR_INVALID &&
+          strstr(pq_ctx_error(ctx), "not both"));
+    CHECK(pq_recipe_key_parse("act_order") == PQ_KEY_ACT_ORDER && !pq_recipe_key_parse("bitz"));
+    CHECK(!strcmp(pq_recipe_key_name(PQ_KEY_STATIC_GROUPS, 1), "--static-groups"));
+    pq_ctx_free(ctx);
+}
+
 static void test_validation(void) {
     pq_ctx *ctx = new_ctx(1);
     pq_layer_params p = pq_layer_params_default();
@@ -1013,6 +1044,7 @@ int main(void) {
     test_fused_grid();
     test_degenerate_h();
     test_validation();
+    test_recipe_check();
     test_threads_and_cancel();
     test_float_factor();
     test_scratch_h();

@@ -86,19 +86,38 @@ static void test_grid(pq_ctx *ctx) {
     pq_sweep_grid_free(NULL); /* no-op */
     CHECK(pq_sweep_parse_list(ctx, "0.75,x", &tl, &nt) != PQ_OK && !tl);
 
-    /* invalid combinations dropped: 9 bits, sparsity 0 with pruning, fused without GPTQ */
-    CHECK(expand(ctx, "{\"quant\": \"rtn\", \"bits\": [4, 9], \"act_order\": [false, true]}", &g) == PQ_OK);
-    CHECK(g.n == 1 && g.n_invalid == 2 && g.n_duplicate == 1); /* act_order only with gptq */
-    CHECK(g.n == 1 && !strstr(g.configs[0].recipe, "act_order"));
+    /* bits outside 2..8 name the key; act_order acts only with gptq (normalised away for rtn) */
+    CHECK(expand(ctx, "{\"quant\": \"rtn\", \"bits\": [4, 9]}", &g) == PQ_ERR_INVALID &&
+          strstr(pq_ctx_error(ctx), "'bits'"));
+    CHECK(expand(ctx, "{\"quant\": [\"rtn\", \"gptq\"], \"act_order\": [false, true]}", &g) == PQ_OK);
+    CHECK(g.n == 3 && g.n_duplicate == 1 && !strstr(g.configs[0].recipe, "act_order"));
+    pq_sweep_grid_free(&g);
+    /* a key that acts in no combination is an error, as for compress flags (issue 10, defect 2) */
+    CHECK(expand(ctx, "{\"quant\": \"rtn\", \"act_order\": [false, true]}", &g) == PQ_ERR_INVALID &&
+          strstr(pq_ctx_error(ctx), "'act_order' has no effect"));
+    CHECK(expand(ctx, "{\"quant\": \"gptq\", \"sparsity\": [0.5, \"2:4\"]}", &g) == PQ_ERR_INVALID &&
+          strstr(pq_ctx_error(ctx), "'sparsity' has no effect"));
+    CHECK(expand(ctx, "{\"prune\": \"wanda\", \"sparsity\": 0.5, \"quant\": \"gptq\", \"joint\": \"b\"}", &g) ==
+          PQ_OK);
+    CHECK(g.n == 1 && !strstr(g.configs[0].recipe, "keep_mask"));
+    pq_sweep_grid_free(&g);
+    /* mode a records keep_mask in its recipe (a new hash since mode a re-masks by default) */
+    CHECK(expand(ctx, "{\"prune\": \"wanda\", \"sparsity\": 0.5, \"quant\": \"gptq\"}", &g) == PQ_OK);
+    CHECK(g.n == 1 && strstr(g.configs[0].recipe, "\"keep_mask\":true"));
     pq_sweep_grid_free(&g);
     CHECK(expand(ctx, "{\"prune\": \"magnitude\", \"sparsity\": [0, 0.5], \"quant\": \"rtn\", \"joint\": \"fused\"}",
                  &g) == PQ_OK);
     CHECK(g.n == 0 && g.n_invalid == 2);
     pq_sweep_grid_free(&g);
-    /* quant none ignores bits/group: one config */
+    /* quant none ignores bits/group, so a grid giving them without quantization is an error */
     CHECK(expand(ctx, "{\"prune\": \"wanda\", \"sparsity\": 0.5, \"bits\": [2, 3, 4], \"group\": [-1, 64]}", &g) ==
-          PQ_OK);
-    CHECK(g.n == 1 && g.n_duplicate == 5 && g.configs[0].tcr == 0.5);
+              PQ_ERR_INVALID &&
+          strstr(pq_ctx_error(ctx), "'bits' has no effect"));
+    /* ... but where some combination quantizes they are normalised away in the others */
+    CHECK(expand(ctx,
+                 "{\"prune\": \"wanda\", \"sparsity\": 0.5, \"quant\": [\"none\", \"rtn\"], \"bits\": [2, 3, 4]}",
+                 &g) == PQ_OK);
+    CHECK(g.n == 4 && g.n_duplicate == 2);
     pq_sweep_grid_free(&g);
     /* errors */
     CHECK(expand(ctx, "{\"prunes\": \"none\"}", &g) == PQ_ERR_INVALID && strstr(pq_ctx_error(ctx), "prunes"));

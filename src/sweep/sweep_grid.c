@@ -36,6 +36,9 @@ char *pq_sweep_recipe_json(const pq_layer_params *p, const pq_sweep_calib *calib
         if (p->quant == PQ_QUANT_GPTQ) PUT(",\"act_order\":%s", p->act_order ? "true" : "false");
     }
     if (pruned && quant) PUT(",\"joint\":\"%s\"", pq_joint_mode_name(p->joint));
+    /* mode a re-masks by default since keep_mask became 1: a new hash, so that a resumed sweep
+     * never reuses a mode-a result computed without the re-masking */
+    if (pruned && quant && p->joint == PQ_JOINT_A) PUT(",\"keep_mask\":%s", p->keep_mask ? "true" : "false");
     PUT(",\"nsamples\":%lld", (long long)calib->nsamples);
     /* seqlen 0 means "the model's default": compress --recipe takes no 0, so leave it out */
     if (calib->seqlen > 0) PUT(",\"seqlen\":%lld", (long long)calib->seqlen);
@@ -142,6 +145,27 @@ static int parse_quant(const char *s, void *o) {
 }
 static int parse_joint(const char *s, void *o) {
     return pq_joint_mode_parse(s, (pq_joint_mode *)o);
+}
+
+/* The given keys that act in the combination p (the grid's "sparsity" also holds N:M patterns). */
+static unsigned keys_acting(const pq_layer_params *p, unsigned given) {
+    unsigned g = given;
+    if ((g & PQ_KEY_SPARSITY) && p->prune_m > 0) g = (g & ~(unsigned)PQ_KEY_SPARSITY) | PQ_KEY_PATTERN;
+    unsigned used = g & ~pq_recipe_unused(p, g);
+    if (used & PQ_KEY_PATTERN) used = (used & ~(unsigned)PQ_KEY_PATTERN) | PQ_KEY_SPARSITY;
+    return used;
+}
+
+static const char *unused_reason(unsigned key) {
+    switch (key) {
+    case PQ_KEY_SPARSITY: return "prune is none in every one";
+    case PQ_KEY_BITS:
+    case PQ_KEY_GROUP:
+    case PQ_KEY_SYM: return "quant is none in every one";
+    case PQ_KEY_ACT_ORDER: return "it needs quant gptq";
+    case PQ_KEY_JOINT: return "no combination both prunes and quantizes";
+    default: return "see compress --help";
+    }
 }
 
 enum { AX_PRUNE, AX_SPARSITY, AX_QUANT, AX_BITS, AX_GROUP, AX_SYM, AX_ACT, AX_JOINT, AX_N };
@@ -263,13 +287,18 @@ pq_status pq_sweep_grid_expand(pq_ctx *ctx, const char *json, size_t len, const 
     for (int i = 0; st == PQ_OK && i < ax[AX_SPARSITY].n; i++)
         st = item_sparsity(ctx, ax[AX_SPARSITY].items[i], &sp[i], &pn[i], &pm[i]);
     for (int i = 0; st == PQ_OK && i < ax[AX_BITS].n; i++)
-        st = item_int(ctx, "bits", ax[AX_BITS].items[i], 1, 16, &bits[i]);
+        st = item_int(ctx, "bits", ax[AX_BITS].items[i], 2, 8, &bits[i]);
     for (int i = 0; st == PQ_OK && i < ax[AX_GROUP].n; i++)
         st = item_int(ctx, "group", ax[AX_GROUP].items[i], -1, 1L << 30, &group[i]);
     for (int i = 0; st == PQ_OK && i < ax[AX_SYM].n; i++)
         st = item_bool(ctx, "sym", ax[AX_SYM].items[i], &sym[i]);
     for (int i = 0; st == PQ_OK && i < ax[AX_ACT].n; i++)
         st = item_bool(ctx, "act_order", ax[AX_ACT].items[i], &act[i]);
+    /* the keys the grid gives, as recipe keys: one that acts in none of the combinations is an
+     * error (the rule of compress and layer), not silently normalised away */
+    unsigned given = 0, acted = 0;
+    for (int k = 0; k < AX_N; k++)
+        if (!ax[k].def) given |= pq_recipe_key_parse(keys[k]);
     int64_t cap = 0;
     int idx[AX_N] = {0};
     while (st == PQ_OK) {
@@ -284,12 +313,18 @@ pq_status pq_sweep_grid_expand(pq_ctx *ctx, const char *json, size_t len, const 
         p.sym = sym[idx[AX_SYM]];
         p.act_order = act[idx[AX_ACT]];
         p.joint = joint[idx[AX_JOINT]];
+        acted |= keys_acting(&p, given);
         st = add_config(ctx, out, &cap, &p, &cal);
         /* odometer over the axes, last key fastest */
         int k = AX_N - 1;
         while (k >= 0 && ++idx[k] == ax[k].n)
             idx[k--] = 0;
         if (k < 0) break;
+    }
+    if (st == PQ_OK && (given & ~acted)) {
+        const unsigned k = given & ~acted & (0u - (given & ~acted)); /* the lowest such key */
+        st = pq__fail(ctx, PQ_ERR_INVALID, "grid: key '%s' has no effect in any combination (%s)",
+                      pq_recipe_key_name(k, 0), unused_reason(k));
     }
     for (int k = 0; k < AX_N; k++)
         cJSON_Delete(ax[k].def);
