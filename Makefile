@@ -5,7 +5,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 DATA ?= $(abspath ../shared/data)
 
-.PHONY: all deps build check demo asan bench clean format
+.PHONY: all deps build check demo asan bench clean format format-check
 
 all: build
 
@@ -35,8 +35,14 @@ bench: build
 demo: build
 	@bash scripts/demo.sh "$(BUILD)/prunequant" "$(DATA)"
 
+FORMAT_FILES = include/*.h src/*/*.[ch] cli/*.[ch] tests/*.[ch] tests/llamacpp/*.c bench/*.c fuzz/*.c
+
 format:
-	@clang-format -i include/*.h src/*/*.[ch] cli/*.[ch] tests/*.[ch] bench/*.c fuzz/*.c
+	@clang-format -i $(FORMAT_FILES)
+
+# fails when a file differs from .clang-format (CI runs it)
+format-check:
+	@clang-format --dry-run -Werror $(FORMAT_FILES)
 
 clean:
 	rm -rf $(BUILD) build-asan

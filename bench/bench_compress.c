@@ -79,15 +79,16 @@ static int make(const char *dir, int64_t layers, int64_t D, int64_t F, int64_t H
     const int64_t n_t = 3 + 9 * layers;
     pq__st_entry *e = calloc((size_t)n_t, sizeof *e);
     gen *g = calloc((size_t)n_t, sizeof *g);
-    char (*names)[128] = calloc((size_t)n_t, sizeof *names);
+    char(*names)[128] = calloc((size_t)n_t, sizeof *names);
     int64_t k = 0;
-#define ADD(nm, r, cc, sc, cst)                                                                 \
-    do {                                                                                        \
-        snprintf(names[k], sizeof names[k], "%s", nm);                                          \
-        g[k] = (gen){0x9E3779B97F4A7C15ull * (uint64_t)(k + 1), (float)(sc), (float)(cst)};     \
-        e[k] = (pq__st_entry){names[k], PQ_DTYPE_BF16, (cc) ? 2 : 1, {(r), (cc)}, NULL,        \
-                              (size_t)(r) * (size_t)((cc) ? (cc) : 1) * 2, fill_bf16, &g[k], 0}; \
-        k++;                                                                                    \
+#define ADD(nm, r, cc, sc, cst)                                                                                      \
+    do {                                                                                                             \
+        snprintf(names[k], sizeof names[k], "%s", nm);                                                               \
+        g[k] = (gen){0x9E3779B97F4A7C15ull * (uint64_t)(k + 1), (float)(sc), (float)(cst)};                          \
+        e[k] = (pq__st_entry){names[k],    PQ_DTYPE_BF16, (cc) ? 2 : 1,                                              \
+                              {(r), (cc)}, NULL,          (size_t)(r) * (size_t)((cc) ? (cc) : 1) * 2,               \
+                              fill_bf16,   &g[k],         0};                                                        \
+        k++;                                                                                                         \
     } while (0)
     ADD("model.embed_tokens.weight", V, D, 0.04, 0);
     for (int64_t l = 0; l < layers; l++) {
@@ -111,7 +112,8 @@ static int make(const char *dir, int64_t layers, int64_t D, int64_t F, int64_t H
 #undef ADD
     const double t0 = now_s();
     pq_status st = pq__safetensors_write_sharded(ctx, dir, e, k, (size_t)2 << 30, NULL);
-    if (st) fprintf(stderr, "%s\n", pq_ctx_error(ctx));
+    if (st)
+        fprintf(stderr, "%s\n", pq_ctx_error(ctx));
     else
         printf("{\"made\":\"%s\",\"layers\":%lld,\"dim\":%lld,\"ffn\":%lld,\"vocab\":%lld,\"seconds\":%.1f}\n", dir,
                (long long)layers, (long long)D, (long long)F, (long long)V, now_s() - t0);
@@ -164,8 +166,8 @@ static int run(const char *dir, const char *out, int64_t ns, int64_t L, int true
     pq_status st = pq_compress_model(ctx, m, tok, ns * L + L, &p, out);
     const double secs = now_s() - t0;
     if (st) fprintf(stderr, "%s\n", pq_ctx_error(ctx));
-    const double D = (double)info.dim, F = (double)info.hidden_dim,
-                 QD = (double)(info.n_heads * info.head_dim), KD = (double)(info.n_kv_heads * info.head_dim);
+    const double D = (double)info.dim, F = (double)info.hidden_dim, QD = (double)(info.n_heads * info.head_dim),
+                 KD = (double)(info.n_kv_heads * info.head_dim);
     const double block = 4.0 * (D * QD * 2 + D * KD * 2 + 3 * D * F), acts = 4.0 * (double)(ns * L) * D;
     const double maxc = F > D ? F : D, hess = 8.0 * maxc * maxc;
     const double budget = 1.25 * (block + acts + hess);
@@ -174,8 +176,8 @@ static int run(const char *dir, const char *out, int64_t ns, int64_t L, int true
            "\"recipe\":\"gptq 4-bit g128\",\"seconds\":%.1f,\"rss_after_load_mb\":%ld,\"peak_rss_mb\":%ld,"
            "\"budget_mb\":%.0f,\"block_f32_mb\":%.0f,\"activations_mb\":%.0f,\"largest_H_f64_mb\":%.0f,"
            "\"within_budget\":%s,\"ok\":%s}\n",
-           dir, (long long)info.n_layers, (long long)ns, (long long)L, true_seq, secs, rss_loaded / 1024,
-           peak / 1024, budget / 1048576, block / 1048576, acts / 1048576, hess / 1048576,
+           dir, (long long)info.n_layers, (long long)ns, (long long)L, true_seq, secs, rss_loaded / 1024, peak / 1024,
+           budget / 1048576, block / 1048576, acts / 1048576, hess / 1048576,
            (double)peak * 1024 <= budget ? "true" : "false", st == PQ_OK ? "true" : "false");
     free(tok);
     pq_model_free(m);

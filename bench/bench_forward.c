@@ -25,10 +25,13 @@ int main(int argc, char **argv) {
 
     /* sgemm peak: the shapes of the block's largest products */
     const int M = (int)batch, N = 14336, K = 4096;
-    float *a = malloc(sizeof(float) * M * K), *b = malloc(sizeof(float) * (size_t)N * K), *c = malloc(sizeof(float) * (size_t)M * N);
+    float *a = malloc(sizeof(float) * M * K), *b = malloc(sizeof(float) * (size_t)N * K),
+          *c = malloc(sizeof(float) * (size_t)M * N);
     uint64_t s = 1;
-    for (int64_t i = 0; i < (int64_t)M * K; i++) a[i] = synth_unif(&s);
-    for (int64_t i = 0; i < (int64_t)N * K; i++) b[i] = synth_unif(&s) * 0.01f;
+    for (int64_t i = 0; i < (int64_t)M * K; i++)
+        a[i] = synth_unif(&s);
+    for (int64_t i = 0; i < (int64_t)N * K; i++)
+        b[i] = synth_unif(&s) * 0.01f;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1, a, K, b, K, 0, c, N); /* warm-up */
     double best = 1e30;
     for (int r = 0; r < reps; r++) {
@@ -58,7 +61,8 @@ int main(int argc, char **argv) {
     one.n_layers = 1;
     if (pq__kv_init(ctx, &kv, &one, 1, batch) != PQ_OK) return 1;
     float *x = malloc(sizeof(float) * batch * cfg.dim);
-    for (int64_t i = 0; i < batch * cfg.dim; i++) x[i] = synth_unif(&s);
+    for (int64_t i = 0; i < batch * cfg.dim; i++)
+        x[i] = synth_unif(&s);
     const double D = (double)cfg.dim, F = (double)cfg.hidden_dim, QD = 4096, KD = 1024, T = (double)batch;
     /* linear layers + attention (QK^T and PV over the causal half) */
     double flops = 2 * T * (D * QD + 2 * D * KD + QD * D + 3 * D * F) + 2 * 2 * (T * (T + 1) / 2) * 128 * 32;

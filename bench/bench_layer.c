@@ -21,7 +21,6 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-
 /* The machine's single-precision GEMM rate (4096^3, best of 2): the yardstick for the rest.
  * Measured at the start and the end, since a shared machine's load varies. */
 static void sgemm_rate(int threads, const char *when) {

@@ -18,10 +18,12 @@ int main(void) {
     pq_units base[T], cfg[C][T];
     for (int t = 0; t < T; t++) {
         base[t] = (pq_units){PQ_UNITS_MEAN, N, malloc(N * sizeof(double)), NULL, 0};
-        for (int i = 0; i < N; i++) base[t].value[i] = (s = s * 6364136223846793005ull + 1) >> 63;
+        for (int i = 0; i < N; i++)
+            base[t].value[i] = (s = s * 6364136223846793005ull + 1) >> 63;
         for (int c = 0; c < C; c++) {
             cfg[c][t] = (pq_units){PQ_UNITS_MEAN, N, malloc(N * sizeof(double)), NULL, 0};
-            for (int i = 0; i < N; i++) cfg[c][t].value[i] = (s = s * 6364136223846793005ull + 1) >> 63;
+            for (int i = 0; i < N; i++)
+                cfg[c][t].value[i] = (s = s * 6364136223846793005ull + 1) >> 63;
         }
     }
     const pq_units *pb[T] = {&base[0], &base[1], &base[2]};
@@ -39,7 +41,8 @@ int main(void) {
         }
     }
     for (int c = 0; c + 1 < C; c += 2) {
-        const pq_units *pa[T] = {&cfg[c][0], &cfg[c][1], &cfg[c][2]}, *pz[T] = {&cfg[c + 1][0], &cfg[c + 1][1], &cfg[c + 1][2]};
+        const pq_units *pa[T] = {&cfg[c][0], &cfg[c][1], &cfg[c][2]},
+                       *pz[T] = {&cfg[c + 1][0], &cfg[c + 1][1], &cfg[c + 1][2]};
         pq_bootstrap_sr_diff(ctx, T, pa, pz, pb, higher, NULL, &sr, ci);
         checksum += ci[0];
     }

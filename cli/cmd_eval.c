@@ -78,7 +78,8 @@ static void print_report(const pq_eval_report *r, const char *data_dir) {
                (long long)k->n_windows);
         printf("  mean KLD      %.6f +/- %.6f  95%% interval [%.6f, %.6f] (bootstrap, windows as blocks)\n", k->mean,
                k->se, k->mean_ci[0], k->mean_ci[1]);
-        printf("  percentiles   99.9%% %.6f  99%% %.6f  95%% %.6f  90%% %.6f  median %.6f  10%% %.6f  5%% %.6f  1%% %.6f\n",
+        printf("  percentiles   99.9%% %.6f  99%% %.6f  95%% %.6f  90%% %.6f  median %.6f  10%% %.6f  5%% %.6f  1%% "
+               "%.6f\n",
                k->p999, k->p99, k->p95, k->p90, k->median, k->p10, k->p05, k->p01);
         printf("  same top      %.4f%% +/- %.4f%%\n", 100 * k->same_top, 100 * k->same_top_se);
         printf("  delta p       mean %.6f +/- %.6f  rms %.6f  99%% %.6f  median %.6f  1%% %.6f\n", k->dp_mean,
@@ -110,18 +111,17 @@ static int write_sample(void *user, const char *line) {
 }
 
 static void eval_usage(FILE *f) {
-    fprintf(f,
-            "usage: prunequant eval MODEL --tasks LIST [--tokenizer FILE] [--base BASE [--base-tokenizer FILE]]\n"
-            "         [--data-dir DIR] [--limit N] [--shots K] [--seed S] [--json FILE] [--threads N]\n"
-            "         [--cache-dir DIR | --no-cache] [--ctx N] [--protocol gptq|llamacpp] [--max-gen N]\n"
-            "         [--normalize chance|none]  (chance: Sr from chance-normalised retentions of MC tasks)\n"
-            "         [--log-samples FILE.jsonl]  (per item: prompt, choices, log-likelihoods, prediction, gold)\n"
-            "         [--sparsity S] [--bits Q] [--quiet]\n"
-            "tasks (comma-separated): ppl:FILE kld:FILE (needs --base) lambada arc_easy arc_challenge piqa\n"
-            "  hellaswag winogrande boolq mmlu mmlu_pro gsm8k math bbh bbh:NAME mc:FILE.jsonl gen:FILE.jsonl\n"
-            "--limit: items per task (per subject for mmlu/bbh; windows for ppl/kld). --shots: k-shot for every\n"
-            "task (default: the task's own, 0 for most; gsm8k 5, math 4). --sparsity/--bits declare the\n"
-            "compression for TCr/SrCr (default: measured zeros, 16 bits). --json - writes JSON to stdout.\n");
+    fprintf(f, "usage: prunequant eval MODEL --tasks LIST [--tokenizer FILE] [--base BASE [--base-tokenizer FILE]]\n"
+               "         [--data-dir DIR] [--limit N] [--shots K] [--seed S] [--json FILE] [--threads N]\n"
+               "         [--cache-dir DIR | --no-cache] [--ctx N] [--protocol gptq|llamacpp] [--max-gen N]\n"
+               "         [--normalize chance|none]  (chance: Sr from chance-normalised retentions of MC tasks)\n"
+               "         [--log-samples FILE.jsonl]  (per item: prompt, choices, log-likelihoods, prediction, gold)\n"
+               "         [--sparsity S] [--bits Q] [--quiet]\n"
+               "tasks (comma-separated): ppl:FILE kld:FILE (needs --base) lambada arc_easy arc_challenge piqa\n"
+               "  hellaswag winogrande boolq mmlu mmlu_pro gsm8k math bbh bbh:NAME mc:FILE.jsonl gen:FILE.jsonl\n"
+               "--limit: items per task (per subject for mmlu/bbh; windows for ppl/kld). --shots: k-shot for every\n"
+               "task (default: the task's own, 0 for most; gsm8k 5, math 4). --sparsity/--bits declare the\n"
+               "compression for TCr/SrCr (default: measured zeros, 16 bits). --json - writes JSON to stdout.\n");
 }
 
 static pq_model *load(const char *cmd, pq_ctx *ctx, const char *path, const char *tok) {
@@ -188,7 +188,8 @@ int pq_cli_eval(int argc, char **argv) {
         } else if (!strcmp(a, "--ctx")) {
             if (!(v = value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 2, 1 << 20, &p.ctx)) return 2;
         } else if (!strcmp(a, "--max-gen")) {
-            if (!(v = value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 1, 1 << 20, &p.gen_max_tokens)) return 2;
+            if (!(v = value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 1, 1 << 20, &p.gen_max_tokens))
+                return 2;
         } else if (!strcmp(a, "--protocol")) {
             if (!(v = value(cmd, argc, argv, &i))) return 2;
             if (!strcmp(v, "gptq"))
@@ -227,7 +228,8 @@ int pq_cli_eval(int argc, char **argv) {
     if (samples_path) {
         snprintf(samples_tmp, sizeof samples_tmp, "%s.tmp.%ld", samples_path, (long)getpid());
         if (!(sf = fopen(samples_tmp, "w"))) {
-            fprintf(stderr, "prunequant %s: --log-samples %s: cannot create: %s\n", cmd, samples_path, strerror(errno));
+            fprintf(stderr, "prunequant %s: --log-samples %s: cannot create: %s\n", cmd, samples_path,
+                    strerror(errno));
             pq_ctx_free(ctx);
             return 1;
         }
@@ -247,7 +249,8 @@ int pq_cli_eval(int argc, char **argv) {
         const int bad = fclose(sf) != 0;
         sf = NULL;
         if (bad || rename(samples_tmp, samples_path) != 0) {
-            fprintf(stderr, "prunequant %s: --log-samples %s: cannot write: %s\n", cmd, samples_path, strerror(errno));
+            fprintf(stderr, "prunequant %s: --log-samples %s: cannot write: %s\n", cmd, samples_path,
+                    strerror(errno));
             goto out;
         }
     }
@@ -278,7 +281,9 @@ out:
 
 /* ---------------------------------------------------------------- tasks */
 
-static int cmp_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int cmp_name(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
 
 static int list_one(pq_ctx *ctx, const char *name, const pq_eval_params *p) {
     int64_t n = 0;
@@ -318,7 +323,8 @@ static int tasks_list(int argc, char **argv) {
     printf("data: %s\n%-44s %8s  %s\n", p.data_dir, "task", "items", "file");
     pq_ctx *ctx = cli_ctx_new(1, 1);
     int bad = 0;
-    for (const char *const *t = pq_eval_task_names(); *t; t++) bad += list_one(ctx, *t, &p);
+    for (const char *const *t = pq_eval_task_names(); *t; t++)
+        bad += list_one(ctx, *t, &p);
     /* every bbh subtask */
     char dir[PATH_MAX + 64];
     snprintf(dir, sizeof dir, "%s/tasks/bbh", p.data_dir);
@@ -374,7 +380,8 @@ static int tasks_make_cloze(int argc, char **argv) {
             text = a;
         }
     }
-    if (!text || !out) return cli_usage_error(cmd, "usage: TEXT --out FILE.jsonl [--choices K] [--seed S] [--limit N]");
+    if (!text || !out)
+        return cli_usage_error(cmd, "usage: TEXT --out FILE.jsonl [--choices K] [--seed S] [--limit N]");
     pq_ctx *ctx = cli_ctx_new(1, 0);
     cli_catch_signals();
     int64_t n = 0;

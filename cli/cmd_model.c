@@ -154,8 +154,8 @@ int cli_info(int argc, char **argv) {
         printf("dim           %lld\n", (long long)in.dim);
         printf("hidden_dim    %lld\n", (long long)in.hidden_dim);
         printf("layers        %lld\n", (long long)in.n_layers);
-        printf("heads         %lld (kv heads %lld, head dim %lld)\n", (long long)in.n_heads,
-               (long long)in.n_kv_heads, (long long)in.head_dim);
+        printf("heads         %lld (kv heads %lld, head dim %lld)\n", (long long)in.n_heads, (long long)in.n_kv_heads,
+               (long long)in.head_dim);
         printf("vocab         %lld\n", (long long)in.vocab_size);
         printf("context       %lld\n", (long long)in.max_seq_len);
         printf("rope          theta %g, %s\n", in.rope_theta, in.rope_halfsplit ? "half-split (HF)" : "interleaved");
@@ -231,7 +231,8 @@ int cli_tokenize(int argc, char **argv) {
         cli_fail(cmd, ctx);
         goto out;
     }
-    for (int64_t i = 0; i < n; i++) printf("%s%d", i ? " " : "", ids[i]);
+    for (int64_t i = 0; i < n; i++)
+        printf("%s%d", i ? " " : "", ids[i]);
     printf("\n");
     free(ids);
     rc = 0;
@@ -265,7 +266,8 @@ int cli_detokenize(int argc, char **argv) {
         if (r < 0) return 2;
         if (r) continue;
         if (!strcmp(argv[i], "--help")) {
-            printf("usage: prunequant detokenize (MODEL | --tokenizer FILE) [--skip-special] (ID... | --file PATH)\n");
+            printf(
+                "usage: prunequant detokenize (MODEL | --tokenizer FILE) [--skip-special] (ID... | --file PATH)\n");
             return 0;
         }
         if (!strcmp(argv[i], "--skip-special")) {
@@ -359,8 +361,8 @@ static int print_piece(void *user, int32_t id, const char *piece, size_t len) {
     gen_out *g = user;
     g->n++;
     int *printed = &g->printed;
-    if (len == 1 && !(piece[0] >= 32 && piece[0] < 127) && !(piece[0] == '\n' || piece[0] == '\t' ||
-                                                              piece[0] == '\r' || (unsigned char)piece[0] >= 128))
+    if (len == 1 && !(piece[0] >= 32 && piece[0] < 127) &&
+        !(piece[0] == '\n' || piece[0] == '\t' || piece[0] == '\r' || (unsigned char)piece[0] >= 128))
         return 0;
     fwrite(piece, 1, len, stdout);
     fflush(stdout);
@@ -567,7 +569,8 @@ int cli_convert(int argc, char **argv) {
         }
     }
     if (!o.model) return cli_usage_error(cmd, "no MODEL given");
-    if (!to || (strcmp(to, "hf") && strcmp(to, "gguf"))) return cli_usage_error(cmd, "--to hf or --to gguf is required");
+    if (!to || (strcmp(to, "hf") && strcmp(to, "gguf")))
+        return cli_usage_error(cmd, "--to hf or --to gguf is required");
     if (!out) return cli_usage_error(cmd, "--out PATH is required");
     pq_ctx *ctx = cli_ctx_new((int)o.threads, o.quiet);
     cli_catch_signals();
@@ -584,7 +587,8 @@ int cli_convert(int argc, char **argv) {
     }
     if (pk) {
         const char *num = pk;
-        while (num > mi.dtypes && num[-1] >= '0' && num[-1] <= '9') num--;
+        while (num > mi.dtypes && num[-1] >= '0' && num[-1] <= '9')
+            num--;
         fprintf(stderr,
                 "prunequant convert: %s: the %.*s packed linears were written dequantized as %s, a dense model of "
                 "their values (%s)\n",

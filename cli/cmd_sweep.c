@@ -333,7 +333,8 @@ int pq_cli_recommend(int argc, char **argv) {
             printf("%s\n", b->recipe);
         } else {
             char ci[64] = "(no interval: no per-item results)";
-            if (isfinite(b->sr_ci[0])) snprintf(ci, sizeof ci, "[%.4f, %.4f] (95%% paired bootstrap)", b->sr_ci[0], b->sr_ci[1]);
+            if (isfinite(b->sr_ci[0]))
+                snprintf(ci, sizeof ci, "[%.4f, %.4f] (95%% paired bootstrap)", b->sr_ci[0], b->sr_ci[1]);
             printf("config  %s\nTCr     %.4f\nACr     %.4f\nbpw     %.3f\nbytes   %lld\nSr      %.4f %s\n"
                    "SrCr    %.4f  (this project's reading of the paper's metric)\nrecipe  %s\n",
                    b->hash, b->tcr, b->acr, b->bpw, (long long)b->bytes, b->sr, ci, b->srcr, b->recipe);
@@ -397,14 +398,18 @@ int pq_cli_report(int argc, char **argv) {
     if (!ret && out) fprintf(stderr, "prunequant %s: wrote %s (%lld runs)\n", cmd, out, (long long)r.n);
     if (!ret && text) {
         char *t = pq_sweep_report_text(&r);
-        if (t) fputs(t, stdout);
-        else ret = cli_fail(cmd, ctx);
+        if (t)
+            fputs(t, stdout);
+        else
+            ret = cli_fail(cmd, ctx);
         free(t);
     }
     if (!ret && json) {
         char *t = pq_sweep_report_json(&r);
-        if (t) printf("%s\n", t);
-        else ret = cli_fail(cmd, ctx);
+        if (t)
+            printf("%s\n", t);
+        else
+            ret = cli_fail(cmd, ctx);
         free(t);
     }
     pq_sweep_results_free(&r);

@@ -15,7 +15,9 @@
  * the library removes its temporary output on that failure path, and cli_fail exits 130. */
 static volatile sig_atomic_t interrupted;
 
-static void on_signal(int sig) { interrupted = sig; }
+static void on_signal(int sig) {
+    interrupted = sig;
+}
 
 void cli_catch_signals(void) {
     struct sigaction sa;
@@ -30,7 +32,9 @@ void cli_catch_signals(void) {
     sigaction(SIGTERM, &sa, NULL);
 }
 
-int cli_interrupted(void) { return interrupted != 0; }
+int cli_interrupted(void) {
+    return interrupted != 0;
+}
 
 void cli_exit_if_interrupted(const char *cmd) {
     if (!interrupted) return;
@@ -69,8 +73,8 @@ static int stage_rank(const char *stage) {
 }
 
 static const char *stage_unit(const char *stage) {
-    static const char *const units[][2] = {{"compress", "blocks"}, {"convert", "tensors"}, {"ppl", "windows"},
-                                           {"kld", "windows"},      {"sweep", "configs"},  {"gptq", "columns"},
+    static const char *const units[][2] = {{"compress", "blocks"},  {"convert", "tensors"}, {"ppl", "windows"},
+                                           {"kld", "windows"},      {"sweep", "configs"},   {"gptq", "columns"},
                                            {"sparsegpt", "columns"}};
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
         if (!strcmp(stage, units[i][0])) return units[i][1];

@@ -6,7 +6,6 @@
 
 #include "cli.h"
 
-
 int pq_cli_eval(int argc, char **argv);
 int pq_cli_sweep(int argc, char **argv);
 int pq_cli_recommend(int argc, char **argv);

@@ -22,8 +22,9 @@ static const struct {
     {"layer", "--act-order --asym --bits --blocksize --error --f32-factor --group --hessian --joint --json "
               "--keep-mask --no-keep-mask --out --pattern --percdamp --prune --quant --reference --sparsity "
               "--static-groups --sym --weight --threads --quiet --help"},
-    {"eval", "--base --base-tokenizer --bits --cache-dir --ctx --data-dir --json --limit --max-gen --no-cache "
-             "--protocol --seed --shots --sparsity --tasks --tokenizer --normalize --log-samples --threads --quiet --help"},
+    {"eval",
+     "--base --base-tokenizer --bits --cache-dir --ctx --data-dir --json --limit --max-gen --no-cache "
+     "--protocol --seed --shots --sparsity --tasks --tokenizer --normalize --log-samples --threads --quiet --help"},
     {"sweep", "--calib --data-dir --db --dry-run --grid --keep-models --limit --nsamples --resume --seed --seqlen "
               "--tasks --tcr --tokenizer --verbose --threads --quiet --help"},
     {"recommend", "--db --json --max-bytes --min-sr --point --tcr --help"},
@@ -36,7 +37,8 @@ static const struct {
 static size_t edit_distance(const char *a, const char *b) {
     size_t la = strlen(a), lb = strlen(b), row[64];
     if (la > 60 || lb > 60) return 99;
-    for (size_t j = 0; j <= lb; j++) row[j] = j;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
     for (size_t i = 1; i <= la; i++) {
         size_t diag = row[0];
         row[0] = i;
@@ -53,7 +55,8 @@ int cli_nearest_word(const char *word, const char *words, char *out, size_t n) {
     size_t best = 99;
     out[0] = 0;
     for (const char *p = words; *p;) {
-        while (*p == ' ') p++;
+        while (*p == ' ')
+            p++;
         const size_t len = strcspn(p, " ");
         if (!len) break;
         char w[64];

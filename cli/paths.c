@@ -54,4 +54,3 @@ const char *cli_default_cache_dir(char *buf, size_t n) {
     mkdir(buf, 0755);
     return is_dir(buf) ? buf : NULL;
 }
-

@@ -47,8 +47,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!ctx) return 0;
     pq__source src;
     pq__source_init(&src);
-    if (pq__safetensors_parse(ctx, "fuzz", data, size, &src) == PQ_OK) round_trip(&src);
-    else if (!pq_ctx_error(ctx)[0]) abort(); /* every failure must say why */
+    if (pq__safetensors_parse(ctx, "fuzz", data, size, &src) == PQ_OK)
+        round_trip(&src);
+    else if (!pq_ctx_error(ctx)[0])
+        abort(); /* every failure must say why */
     pq__source_free(&src);
     pq_ctx_free(ctx);
     return 0;

@@ -25,16 +25,16 @@ extern "C" {
 /* ---------------------------------------------------------------- parameters */
 
 typedef struct pq_eval_params {
-    const char *data_dir;     /* folder with tasks/ and text/ (required for named tasks) */
-    const char *cache_dir;    /* base-model result cache; NULL = no caching */
-    int64_t limit;            /* items per task (per subject for mmlu/bbh); ppl/kld: windows; 0 = all */
-    int shots;                /* k-shot examples; -1 = the task's default (0 for most) */
-    uint64_t seed;            /* few-shot sampling seed (default 1234, as the harness) */
-    int64_t ctx;              /* ppl/kld window (default 512, clamped to the models' context) */
+    const char *data_dir;         /* folder with tasks/ and text/ (required for named tasks) */
+    const char *cache_dir;        /* base-model result cache; NULL = no caching */
+    int64_t limit;                /* items per task (per subject for mmlu/bbh); ppl/kld: windows; 0 = all */
+    int shots;                    /* k-shot examples; -1 = the task's default (0 for most) */
+    uint64_t seed;                /* few-shot sampling seed (default 1234, as the harness) */
+    int64_t ctx;                  /* ppl/kld window (default 512, clamped to the models' context) */
     pq_ppl_protocol ppl_protocol; /* ppl/kld protocol (default gptq) */
-    int64_t gen_max_tokens;   /* generative tasks: new tokens (0 = the task's default) */
-    int normalize_chance;     /* 1: Sr and its interval from chance-normalised retentions of the
-                                 multiple-choice tasks (stated in each task's protocol) */
+    int64_t gen_max_tokens;       /* generative tasks: new tokens (0 = the task's default) */
+    int normalize_chance;         /* 1: Sr and its interval from chance-normalised retentions of the
+                                     multiple-choice tasks (stated in each task's protocol) */
     /* Per-item records of the evaluated model (not of the base), lm-evaluation-harness
      * --log_samples style: one JSON object per item, as a line without the newline:
      * {"task", "doc_id", "prompt", "choices", "loglikelihoods", "pred", "gold", "acc"} for
@@ -71,33 +71,33 @@ double pq_units_score(const pq_units *u);
 void pq_units_clear(pq_units *u); /* frees the arrays; a zeroed pq_units is empty */
 
 typedef struct pq_task_result {
-    char name[96];            /* e.g. "arc_easy", "ppl:wiki.test.raw", "bbh:navigate" */
-    char metric[24];          /* main metric: "acc", "acc_norm", "exact_match", "ppl" */
-    double score, se;         /* main metric (ppl: perplexity, stderr by the delta method) */
-    char metric2[24];         /* second metric or "" (acc_norm for MC, ppl for lambada) */
+    char name[96];    /* e.g. "arc_easy", "ppl:wiki.test.raw", "bbh:navigate" */
+    char metric[24];  /* main metric: "acc", "acc_norm", "exact_match", "ppl" */
+    double score, se; /* main metric (ppl: perplexity, stderr by the delta method) */
+    char metric2[24]; /* second metric or "" (acc_norm for MC, ppl for lambada) */
     double score2, se2;
-    int64_t n;                /* items (ppl: scored tokens) */
-    int n_choices;            /* choices per item for chance normalisation (0 = not MC) */
-    int higher_is_better;     /* 0 for ppl */
+    int64_t n;            /* items (ppl: scored tokens) */
+    int n_choices;        /* choices per item for chance normalisation (0 = not MC) */
+    int higher_is_better; /* 0 for ppl */
     int shots;
-    char protocol[320];       /* one line */
-    char file[512];           /* the data file read */
+    char protocol[320]; /* one line */
+    char file[512];     /* the data file read */
     /* filled by pq_eval_run when a base model is given */
     int has_base;
-    int base_cached;          /* the base result came from the cache */
+    int base_cached; /* the base result came from the cache */
     double base_score, base_se, base_score2;
-    double retention;         /* score/base (ppl: base/score); NAN if undefined */
-    double retention_norm;    /* chance-normalised retention; NAN if not MC or undefined */
-    double retention_ci[2];   /* paired bootstrap interval of retention (pq_eval_run; NAN if none) */
-    pq_units units;           /* per-unit results of the model (owned; n = 0 when not kept) */
-    pq_units base_units;      /* the same units of the base (owned; filled by pq_eval_run) */
-    double seconds;           /* wall time of the model's evaluation (pq_eval_run; base not included) */
+    double retention;       /* score/base (ppl: base/score); NAN if undefined */
+    double retention_norm;  /* chance-normalised retention; NAN if not MC or undefined */
+    double retention_ci[2]; /* paired bootstrap interval of retention (pq_eval_run; NAN if none) */
+    pq_units units;         /* per-unit results of the model (owned; n = 0 when not kept) */
+    pq_units base_units;    /* the same units of the base (owned; filled by pq_eval_run) */
+    double seconds;         /* wall time of the model's evaluation (pq_eval_run; base not included) */
 } pq_task_result;
 
 typedef struct pq_kld_result {
     int64_t n_tokens, n_windows, ctx;
     double mean, se;
-    double mean_ci[2];             /* bootstrap interval of the mean, windows as blocks of tokens */
+    double mean_ci[2]; /* bootstrap interval of the mean, windows as blocks of tokens */
     double p999, p99, p95, p90, median, p10, p05, p01, max, min;
     double same_top, same_top_se;  /* fraction of positions with equal argmax */
     double dp_mean, dp_se, dp_rms; /* delta p of the correct token: p_model - p_base */
@@ -110,19 +110,19 @@ typedef struct pq_kld_result {
 } pq_kld_result;
 
 typedef struct pq_metrics {
-    double sparsity;          /* s in [0,1) */
-    double bits;              /* q */
-    double stored_bits;       /* bits of the stored float dtype of the linear weights */
+    double sparsity;    /* s in [0,1) */
+    double bits;        /* q */
+    double stored_bits; /* bits of the stored float dtype of the linear weights */
     double tcr, acr, bpw;
-    double sr, sr_norm;       /* mean retention over tasks with one (NAN if none) */
-    double sr_ci[2];          /* paired bootstrap interval of Sr (NAN if undefined) */
-    int n_retention;          /* tasks in sr */
+    double sr, sr_norm; /* mean retention over tasks with one (NAN if none) */
+    double sr_ci[2];    /* paired bootstrap interval of Sr (NAN if undefined) */
+    int n_retention;    /* tasks in sr */
     double srcr, sr_tcr;
 } pq_metrics;
 
 typedef struct pq_eval_report {
     char model[512], base[512];
-    pq_task_result *tasks;    /* [n_tasks] */
+    pq_task_result *tasks; /* [n_tasks] */
     int64_t n_tasks;
     int has_kld;
     pq_kld_result kld;
@@ -146,7 +146,8 @@ typedef struct pq_bootstrap_params {
 } pq_bootstrap_params;
 
 pq_bootstrap_params pq_bootstrap_params_default(void);
-/* One line naming the method (params NULL: the defaults), e.g. "paired bootstrap, 2000 resamples, 95% percentile interval, seed 20250101". */
+/* One line naming the method (params NULL: the defaults), e.g. "paired bootstrap, 2000 resamples, 95% percentile
+ * interval, seed 20250101". */
 void pq_bootstrap_describe(const pq_bootstrap_params *p, char *buf, size_t n);
 
 /* Sr of one model over n_tasks tasks and its interval. model[t] and base[t] are the units of
@@ -175,9 +176,9 @@ pq_status pq_eval_kld(pq_ctx *ctx, const pq_model *base, const pq_model *model, 
                       const pq_eval_params *params, pq_kld_result *out);
 
 typedef struct pq_compress_info {
-    double sparsity;          /* < 0: measure (fraction of zeros in the linear weights) */
-    double bits;              /* <= 0: 16 for a float model */
-    size_t linear_bytes;      /* bytes of compressed linear weights incl. metadata; 0: as stored */
+    double sparsity;     /* < 0: measure (fraction of zeros in the linear weights) */
+    double bits;         /* <= 0: 16 for a float model */
+    size_t linear_bytes; /* bytes of compressed linear weights incl. metadata; 0: as stored */
 } pq_compress_info;
 
 pq_compress_info pq_compress_info_default(void);
@@ -216,9 +217,9 @@ pq_status pq_eval_task_count(pq_ctx *ctx, const char *task, const pq_eval_params
                              char *file, size_t file_size);
 
 typedef struct pq_cloze_params {
-    int n_choices;    /* default 4 */
-    uint64_t seed;    /* default 0 */
-    int64_t limit;    /* items to write (default 1000; 0 = one per usable passage) */
+    int n_choices; /* default 4 */
+    uint64_t seed; /* default 0 */
+    int64_t limit; /* items to write (default 1000; 0 = one per usable passage) */
 } pq_cloze_params;
 
 pq_cloze_params pq_cloze_params_default(void);
@@ -226,8 +227,8 @@ pq_cloze_params pq_cloze_params_default(void);
 /* Story-continuation MC task from any text: passages split on blank lines; context = a
  * passage's sentences up to a point, the true next sentence against n_choices-1 sentences
  * drawn from other passages. Writes {"context", "choices", "gold"} lines atomically. */
-pq_status pq_tasks_make_cloze(pq_ctx *ctx, const char *text_path, const char *out_path,
-                              const pq_cloze_params *params, int64_t *n_written);
+pq_status pq_tasks_make_cloze(pq_ctx *ctx, const char *text_path, const char *out_path, const pq_cloze_params *params,
+                              int64_t *n_written);
 
 /* ---------------------------------------------------------------- metrics (§7) */
 

@@ -70,10 +70,10 @@ void pq_sweep_hash(const char *recipe, char hash[17]);
 typedef struct pq_sweep_score {
     char task[96], metric[24];
     double score, se, base_score, retention;
-    int higher_is_better;    /* 0 for perplexity */
-    pq_units units;          /* per-item / per-window results (owned; n = 0 in databases made before them) */
-    double retention_ci[2];  /* paired bootstrap interval against the base run's units
-                                (pq_sweep_results_intervals; NAN when not computed) */
+    int higher_is_better;   /* 0 for perplexity */
+    pq_units units;         /* per-item / per-window results (owned; n = 0 in databases made before them) */
+    double retention_ci[2]; /* paired bootstrap interval against the base run's units
+                               (pq_sweep_results_intervals; NAN when not computed) */
 } pq_sweep_score;
 
 typedef struct pq_sweep_run {
@@ -81,8 +81,8 @@ typedef struct pq_sweep_run {
     char *recipe;    /* malloc'ed */
     char status[12]; /* "done", "undefined" (finished, no Sr: error says why), "failed", "running" */
     double sparsity, bits, tcr, acr, bpw, sr, srcr, seconds;
-    int64_t bytes; /* stored bytes of the compressed linear weights (incl. metadata) */
-    char *error;   /* malloc'ed or NULL */
+    int64_t bytes;          /* stored bytes of the compressed linear weights (incl. metadata) */
+    char *error;            /* malloc'ed or NULL */
     pq_sweep_score *scores; /* malloc'ed, with their units: pq_sweep_scores_free */
     int64_t n_scores;
     double sr_ci[2]; /* paired bootstrap interval of Sr (pq_sweep_results_intervals; NAN if none) */
@@ -131,11 +131,11 @@ pq_status pq_sweep_compare(pq_ctx *ctx, const pq_sweep_results *r, int64_t a, in
 /* ---------------------------------------------------------------- recommend */
 
 typedef enum pq_sweep_goal {
-    PQ_SWEEP_BEST_SRCR = 0, /* max SrCr */
-    PQ_SWEEP_AT_TCR = 1,    /* max Sr at TCr == value (within 1e-9) */
-    PQ_SWEEP_MAX_BYTES = 2, /* max Sr with bytes <= value */
-    PQ_SWEEP_MIN_SR = 3,    /* fewest bytes with Sr >= value: the lower end of Sr's interval when the
-                               run has one (pq_sweep_results_intervals), else its point estimate */
+    PQ_SWEEP_BEST_SRCR = 0,   /* max SrCr */
+    PQ_SWEEP_AT_TCR = 1,      /* max Sr at TCr == value (within 1e-9) */
+    PQ_SWEEP_MAX_BYTES = 2,   /* max Sr with bytes <= value */
+    PQ_SWEEP_MIN_SR = 3,      /* fewest bytes with Sr >= value: the lower end of Sr's interval when the
+                                 run has one (pq_sweep_results_intervals), else its point estimate */
     PQ_SWEEP_MIN_SR_POINT = 4 /* the same on the point estimate of Sr */
 } pq_sweep_goal;
 

@@ -89,8 +89,8 @@ int64_t pq_tokenizer_n_vocab(const pq_tokenizer *tok);
 int32_t pq_tokenizer_bos(const pq_tokenizer *tok); /* -1 if none */
 int32_t pq_tokenizer_eos(const pq_tokenizer *tok); /* -1 if none */
 /* Encodes text (len bytes). *ids is malloc'ed, caller frees with free(). */
-pq_status pq_tokenize(pq_ctx *ctx, const pq_tokenizer *tok, const char *text, size_t len, int add_bos,
-                      int32_t **ids, int64_t *n_ids);
+pq_status pq_tokenize(pq_ctx *ctx, const pq_tokenizer *tok, const char *text, size_t len, int add_bos, int32_t **ids,
+                      int64_t *n_ids);
 /* Text of token id when it follows token prev (prev = -1 at start); the leading space of
  * the first piece after BOS is dropped (SentencePiece convention). The returned bytes are
  * borrowed (valid until the next call with the same buf) and may be written into buf
@@ -124,16 +124,16 @@ pq_status pq_model_load(pq_ctx *ctx, const char *path, const pq_load_params *par
 void pq_model_free(pq_model *model);
 
 typedef struct pq_model_info {
-    char format[16];   /* "llama2c", "gguf", "hf" */
-    char arch[32];     /* "llama", "mistral", "qwen2" */
+    char format[16]; /* "llama2c", "gguf", "hf" */
+    char arch[32];   /* "llama", "mistral", "qwen2" */
     int64_t dim, hidden_dim, n_layers, n_heads, n_kv_heads, head_dim, vocab_size, max_seq_len;
     double rope_theta, norm_eps;
     int tied_embeddings, qkv_bias;
     int rope_halfsplit; /* 1 = HF rotate_half, 0 = interleaved pairs (llama2.c/GGUF) */
     int64_t n_params;
-    size_t file_bytes;  /* bytes of the model files on disk */
+    size_t file_bytes;   /* bytes of the model files on disk */
     size_t weight_bytes; /* bytes of the weights as stored */
-    char dtypes[128];   /* e.g. "F32:48" or "F16:291 F32:65" */
+    char dtypes[128];    /* e.g. "F32:48" or "F16:291 F32:65" */
     int has_tokenizer;
 } pq_model_info;
 
@@ -144,16 +144,16 @@ const pq_tokenizer *pq_model_tokenizer(const pq_model *model);
 /* Logits for n_seq sequences of n_tok tokens each, positions 0..n_tok-1.
  * tokens [n_seq * n_tok], logits [n_seq * n_tok, vocab]. reference != 0 uses the
  * naive reference path (slow; for tests). */
-pq_status pq_model_logits(pq_ctx *ctx, const pq_model *model, const int32_t *tokens, int64_t n_seq,
-                          int64_t n_tok, int reference, float *logits);
+pq_status pq_model_logits(pq_ctx *ctx, const pq_model *model, const int32_t *tokens, int64_t n_seq, int64_t n_tok,
+                          int reference, float *logits);
 
 /* ---------------------------------------------------------------- generation */
 
 typedef struct pq_gen_params {
-    int64_t n_predict;   /* new tokens to generate (default 256) */
-    float temperature;   /* 0 = greedy (ties to the lowest id) */
-    float top_p;         /* nucleus sampling threshold, default 0.9; >= 1 disables */
-    uint64_t seed;       /* RNG seed (llama2.c xorshift) */
+    int64_t n_predict; /* new tokens to generate (default 256) */
+    float temperature; /* 0 = greedy (ties to the lowest id) */
+    float top_p;       /* nucleus sampling threshold, default 0.9; >= 1 disables */
+    uint64_t seed;     /* RNG seed (llama2.c xorshift) */
 } pq_gen_params;
 
 pq_gen_params pq_gen_params_default(void);
@@ -169,17 +169,17 @@ pq_status pq_generate(pq_ctx *ctx, const pq_model *model, const int32_t *prompt,
 /* ---------------------------------------------------------------- perplexity */
 
 typedef enum pq_ppl_protocol {
-    PQ_PPL_GPTQ = 0,     /* non-overlapping windows of ctx tokens, every predicted token scored */
-    PQ_PPL_LLAMACPP = 1  /* windows of ctx, BOS at position 0, second half scored */
+    PQ_PPL_GPTQ = 0,    /* non-overlapping windows of ctx tokens, every predicted token scored */
+    PQ_PPL_LLAMACPP = 1 /* windows of ctx, BOS at position 0, second half scored */
 } pq_ppl_protocol;
 
 typedef struct pq_ppl_params {
-    int64_t ctx;            /* window length (default 512; clamped to the model's limit) */
+    int64_t ctx; /* window length (default 512; clamped to the model's limit) */
     pq_ppl_protocol protocol;
-    int64_t max_tokens;     /* use at most this many text tokens (0 = all) */
-    int64_t batch;          /* windows per forward call (default 4) */
-    double *window_nll;     /* optional output [n_windows = min(n_tokens, max_tokens) / ctx]: the summed
-                               NLL of each window's scored tokens (for paired statistics); NULL = off */
+    int64_t max_tokens; /* use at most this many text tokens (0 = all) */
+    int64_t batch;      /* windows per forward call (default 4) */
+    double *window_nll; /* optional output [n_windows = min(n_tokens, max_tokens) / ctx]: the summed
+                           NLL of each window's scored tokens (for paired statistics); NULL = off */
 } pq_ppl_params;
 
 typedef struct pq_ppl_result {

@@ -32,7 +32,8 @@ static inline float nrand(void) {
 /* W [rows, cols] ~ N(0, 0.05^2). */
 static inline float *make_w(int64_t rows, int64_t cols) {
     float *W = malloc(sizeof(float) * (size_t)(rows * cols));
-    for (int64_t i = 0; i < rows * cols; i++) W[i] = 0.05f * nrand();
+    for (int64_t i = 0; i < rows * cols; i++)
+        W[i] = 0.05f * nrand();
     return W;
 }
 

@@ -19,14 +19,17 @@ static inline uint64_t synth_rng(uint64_t *s) {
 }
 
 /* Uniform in [-1, 1). */
-static inline float synth_unif(uint64_t *s) { return (float)((synth_rng(s) >> 40) * (1.0 / 8388608.0)) - 1.0f; }
+static inline float synth_unif(uint64_t *s) {
+    return (float)((synth_rng(s) >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
 
-static inline int synth_add(pq_ctx *ctx, pq__source *src, uint64_t *rng, const char *name, int64_t rows,
-                            int64_t cols, float scale, float offset) {
+static inline int synth_add(pq_ctx *ctx, pq__source *src, uint64_t *rng, const char *name, int64_t rows, int64_t cols,
+                            float scale, float offset) {
     int64_t n = rows * (cols ? cols : 1);
     float *w = malloc((size_t)n * sizeof(float));
     if (!w) return 0;
-    for (int64_t i = 0; i < n; i++) w[i] = offset + scale * synth_unif(rng);
+    for (int64_t i = 0; i < n; i++)
+        w[i] = offset + scale * synth_unif(rng);
     int64_t shape[2] = {rows, cols};
     pq__tensor *t = pq__source_add(ctx, src, name, PQ_DTYPE_F32, cols ? 2 : 1, shape, w, (size_t)n * 4);
     if (!t) {

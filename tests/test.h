@@ -9,28 +9,28 @@
 
 static int test_checks, test_failures;
 
-#define CHECK(cond)                                                                          \
-    do {                                                                                     \
-        test_checks++;                                                                       \
-        if (!(cond)) {                                                                       \
-            test_failures++;                                                                 \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);         \
-        }                                                                                    \
+#define CHECK(cond)                                                                                                  \
+    do {                                                                                                             \
+        test_checks++;                                                                                               \
+        if (!(cond)) {                                                                                               \
+            test_failures++;                                                                                         \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);                                 \
+        }                                                                                                            \
     } while (0)
 
-#define CHECK_MSG(cond, ...)                                                                 \
-    do {                                                                                     \
-        test_checks++;                                                                       \
-        if (!(cond)) {                                                                       \
-            test_failures++;                                                                 \
-            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);         \
-            fprintf(stderr, __VA_ARGS__);                                                    \
-            fputc('\n', stderr);                                                             \
-        }                                                                                    \
+#define CHECK_MSG(cond, ...)                                                                                         \
+    do {                                                                                                             \
+        test_checks++;                                                                                               \
+        if (!(cond)) {                                                                                               \
+            test_failures++;                                                                                         \
+            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);                                 \
+            fprintf(stderr, __VA_ARGS__);                                                                            \
+            fputc('\n', stderr);                                                                                     \
+        }                                                                                                            \
     } while (0)
 
-#define CHECK_NEAR(a, b, tol) CHECK_MSG(fabs((double)(a) - (double)(b)) <= (tol), "%g vs %g (tol %g)", \
-                                        (double)(a), (double)(b), (double)(tol))
+#define CHECK_NEAR(a, b, tol)                                                                                        \
+    CHECK_MSG(fabs((double)(a) - (double)(b)) <= (tol), "%g vs %g (tol %g)", (double)(a), (double)(b), (double)(tol))
 
 /* Path to shared data (env PQ_DATA set by ctest), or NULL. */
 static inline const char *test_data_dir(void) {

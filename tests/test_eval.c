@@ -18,7 +18,8 @@ static double ref_logp(const float *x, int64_t V, int32_t t) {
     for (int64_t i = 1; i < V; i++)
         if (x[i] > mx) mx = x[i];
     double s = 0;
-    for (int64_t i = 0; i < V; i++) s += exp((double)x[i] - mx);
+    for (int64_t i = 0; i < V; i++)
+        s += exp((double)x[i] - mx);
     return (double)x[t] - mx - log(s);
 }
 
@@ -33,7 +34,8 @@ static double ref_ll(pq_ctx *ctx, const pq_model *m, const int32_t *c, int64_t n
     double s = NAN;
     if (pq_model_logits(ctx, m, seq, 1, n, reference, lg) == PQ_OK) {
         s = 0;
-        for (int64_t j = 0; j < nx; j++) s += ref_logp(lg + (nc + j - 1) * V, V, x[j]);
+        for (int64_t j = 0; j < nx; j++)
+            s += ref_logp(lg + (nc + j - 1) * V, V, x[j]);
     }
     free(seq);
     free(lg);
@@ -151,7 +153,8 @@ static void test_extraction(void) {
     CHECK(!pq__answers_equal("17", "18"));
     CHECK(!pq__answers_equal("", "18"));
     CHECK(pq__extract_boxed("so $\\boxed{\\frac{1}{2}}$ and then \\boxed{7}", b, sizeof b) && !strcmp(b, "7"));
-    CHECK(pq__extract_boxed("thus \\boxed{\\frac{\\sqrt{3}}{2}}.", b, sizeof b) && !strcmp(b, "\\frac{\\sqrt{3}}{2}"));
+    CHECK(pq__extract_boxed("thus \\boxed{\\frac{\\sqrt{3}}{2}}.", b, sizeof b) &&
+          !strcmp(b, "\\frac{\\sqrt{3}}{2}"));
     CHECK(pq__extract_boxed("\\fbox{x}", b, sizeof b) && !strcmp(b, "x"));
     CHECK(!pq__extract_boxed("\\boxed{unbalanced", b, sizeof b));
     CHECK(!pq__extract_boxed("nothing", b, sizeof b));
@@ -199,9 +202,12 @@ static void test_task_files(const char *tmp) {
     CHECK(pq_eval_task_count(ctx, spec, &p, &n, NULL, 0) == PQ_OK && n == 1);
     p.limit = 0;
     static const char *const bad[] = {
-        "{\"context\": \"a\", \"choices\": [\"x\"], \"gold\": 0}\n{\"context\": \"a\", \"choices\": [\"x\"], \"gold\": 0}\n{oops\n",
-        "{\"context\": \"a\", \"choices\": [\"x\"], \"gold\": 0}\n{\"context\": \"a\", \"choices\": [\"x\"], \"gold\": 0}\n{\"context\": \"a\", \"choices\": [\"x\"], \"gold\": 4}\n",
-        "{\"context\": \"a\", \"choices\": [\"x\"], \"gold\": 0}\n{\"context\": \"a\", \"choices\": [\"x\"], \"gold\": 0}\n{\"choices\": [\"x\"], \"gold\": 0}\n",
+        "{\"context\": \"a\", \"choices\": [\"x\"], \"gold\": 0}\n{\"context\": \"a\", \"choices\": [\"x\"], "
+        "\"gold\": 0}\n{oops\n",
+        "{\"context\": \"a\", \"choices\": [\"x\"], \"gold\": 0}\n{\"context\": \"a\", \"choices\": [\"x\"], "
+        "\"gold\": 0}\n{\"context\": \"a\", \"choices\": [\"x\"], \"gold\": 4}\n",
+        "{\"context\": \"a\", \"choices\": [\"x\"], \"gold\": 0}\n{\"context\": \"a\", \"choices\": [\"x\"], "
+        "\"gold\": 0}\n{\"choices\": [\"x\"], \"gold\": 0}\n",
     };
     for (int i = 0; i < 3; i++) {
         snprintf(path, sizeof path, "%s/bad%d.jsonl", tmp, i);
@@ -213,7 +219,8 @@ static void test_task_files(const char *tmp) {
         CHECK_MSG(strstr(pq_ctx_error(ctx), want) != NULL, "%s", pq_ctx_error(ctx));
     }
     snprintf(path, sizeof path, "%s/bad.gen.jsonl", tmp);
-    write_file(path, "{\"prompt\": \"p\", \"answer\": \"a\", \"stop\": [\"\\n\"]}\n{\"prompt\": \"p\", \"stop\": 3}\n");
+    write_file(path,
+               "{\"prompt\": \"p\", \"answer\": \"a\", \"stop\": [\"\\n\"]}\n{\"prompt\": \"p\", \"stop\": 3}\n");
     snprintf(spec, sizeof spec, "gen:%s", path);
     CHECK(pq_eval_task_count(ctx, spec, &p, &n, NULL, 0) == PQ_ERR_FORMAT);
     CHECK_MSG(strstr(pq_ctx_error(ctx), ":2:") != NULL, "%s", pq_ctx_error(ctx));
@@ -231,7 +238,8 @@ static void test_task_files(const char *tmp) {
     CHECK(lst == PQ_OK);
     if (lst == PQ_OK) {
         CHECK(t.n_items == 3);
-        char *f0 = pq__task_fewshot(&t, 1, 2, 5), *f1 = pq__task_fewshot(&t, 1, 2, 5), *f2 = pq__task_fewshot(&t, 0, 0, 5);
+        char *f0 = pq__task_fewshot(&t, 1, 2, 5), *f1 = pq__task_fewshot(&t, 1, 2, 5),
+             *f2 = pq__task_fewshot(&t, 0, 0, 5);
         CHECK(f0 && f1 && !strcmp(f0, f1));
         CHECK(f0 && !strstr(f0, "Q1") && strstr(f0, "Q0 a0\n\n") && strstr(f0, "Q2 a2\n\n"));
         CHECK(f2 && f2[0] == 0);
@@ -275,14 +283,15 @@ static void test_cloze(const char *tmp) {
             int gi = g->valueint;
             const char *truth = cJSON_GetArrayItem(ch, gi)->valuestring;
             /* the true sentence continues the context's passage */
-            CHECK_MSG((strstr("Tom had a red ball. He threw it high! \"Catch it,\" said Mom. The ball fell.", truth) &&
-                       strstr("Tom had a red ball. He threw it high! \"Catch it,\" said Mom. The ball fell.",
-                              c->valuestring)) ||
-                          (strstr("Sue liked cats. She had three cats. They were soft.", truth) &&
-                           strstr("Sue liked cats. She had three cats. They were soft.", c->valuestring)) ||
-                          (strstr("One day it rained. The sun came back? Everyone went out.", truth) &&
-                           strstr("One day it rained. The sun came back? Everyone went out.", c->valuestring)),
-                      "%s | %s", c->valuestring, truth);
+            CHECK_MSG(
+                (strstr("Tom had a red ball. He threw it high! \"Catch it,\" said Mom. The ball fell.", truth) &&
+                 strstr("Tom had a red ball. He threw it high! \"Catch it,\" said Mom. The ball fell.",
+                        c->valuestring)) ||
+                    (strstr("Sue liked cats. She had three cats. They were soft.", truth) &&
+                     strstr("Sue liked cats. She had three cats. They were soft.", c->valuestring)) ||
+                    (strstr("One day it rained. The sun came back? Everyone went out.", truth) &&
+                     strstr("One day it rained. The sun came back? Everyone went out.", c->valuestring)),
+                "%s | %s", c->valuestring, truth);
             for (int i = 0; i < 3; i++)
                 for (int j = i + 1; j < 3; j++)
                     CHECK(strcmp(cJSON_GetArrayItem(ch, i)->valuestring, cJSON_GetArrayItem(ch, j)->valuestring));
@@ -366,11 +375,12 @@ static void test_real_model(const char *data, const char *tmp) {
         char mc[512], cache[512], tasks[1800];
         snprintf(mc, sizeof mc, "%s/self.jsonl", tmp);
         snprintf(cache, sizeof cache, "%s/cache", tmp);
-        write_file(mc, "{\"context\": \"Tom had a dog.\", \"choices\": [\"The dog was happy.\", \"Red.\"], \"gold\": 0}\n"
-                       "{\"context\": \"Sue saw a cat.\", \"choices\": [\"It barked at the moon.\", \"The cat was "
-                       "soft.\"], \"gold\": 1}\n"
-                       "{\"context\": \"They went to the park.\", \"choices\": [\"They played on the swings.\", "
-                       "\"Numbers are big.\"], \"gold\": 0}\n");
+        write_file(mc,
+                   "{\"context\": \"Tom had a dog.\", \"choices\": [\"The dog was happy.\", \"Red.\"], \"gold\": 0}\n"
+                   "{\"context\": \"Sue saw a cat.\", \"choices\": [\"It barked at the moon.\", \"The cat was "
+                   "soft.\"], \"gold\": 1}\n"
+                   "{\"context\": \"They went to the park.\", \"choices\": [\"They played on the swings.\", "
+                   "\"Numbers are big.\"], \"gold\": 0}\n");
         snprintf(tasks, sizeof tasks, "mc:%s,ppl:%s,kld:%s", mc, text, text);
         p.cache_dir = cache;
         p.limit = 2;
@@ -392,14 +402,19 @@ static void test_real_model(const char *data, const char *tmp) {
             const cJSON *tk = cJSON_GetObjectItem(j, "tasks"), *kl = cJSON_GetObjectItem(j, "kld");
             const cJSON *mt = cJSON_GetObjectItem(j, "metrics");
             const cJSON *t0 = tk ? tk->child : NULL;
-            CHECK(t0 && cJSON_IsString(cJSON_GetObjectItem(t0, "metric")) && cJSON_IsNumber(cJSON_GetObjectItem(t0, "score")) &&
-                  cJSON_IsNumber(cJSON_GetObjectItem(t0, "stderr")) && cJSON_IsNumber(cJSON_GetObjectItem(t0, "base_score")) &&
+            CHECK(t0 && cJSON_IsString(cJSON_GetObjectItem(t0, "metric")) &&
+                  cJSON_IsNumber(cJSON_GetObjectItem(t0, "score")) &&
+                  cJSON_IsNumber(cJSON_GetObjectItem(t0, "stderr")) &&
+                  cJSON_IsNumber(cJSON_GetObjectItem(t0, "base_score")) &&
                   cJSON_IsNumber(cJSON_GetObjectItem(t0, "retention")) &&
                   cJSON_IsString(cJSON_GetObjectItem(t0, "protocol")));
-            CHECK(cJSON_IsNumber(cJSON_GetObjectItem(kl, "mean")) && cJSON_IsNumber(cJSON_GetObjectItem(kl, "same_top")) &&
-                  cJSON_IsNumber(cJSON_GetObjectItem(kl, "p99")) && cJSON_IsNumber(cJSON_GetObjectItem(kl, "median")));
+            CHECK(cJSON_IsNumber(cJSON_GetObjectItem(kl, "mean")) &&
+                  cJSON_IsNumber(cJSON_GetObjectItem(kl, "same_top")) &&
+                  cJSON_IsNumber(cJSON_GetObjectItem(kl, "p99")) &&
+                  cJSON_IsNumber(cJSON_GetObjectItem(kl, "median")));
             static const char *const keys[] = {"tcr", "acr", "bpw", "sparsity", "bits", "sr", "srcr"};
-            for (int i = 0; i < 7; i++) CHECK_MSG(cJSON_IsNumber(cJSON_GetObjectItem(mt, keys[i])), "%s", keys[i]);
+            for (int i = 0; i < 7; i++)
+                CHECK_MSG(cJSON_IsNumber(cJSON_GetObjectItem(mt, keys[i])), "%s", keys[i]);
             cJSON_Delete(j);
             free(js);
             pq_eval_report_free(r);

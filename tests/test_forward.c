@@ -18,7 +18,8 @@ static float max_abs_diff(const float *a, const float *b, int64_t n) {
 
 static void random_tokens(int32_t *t, int64_t n, int64_t vocab, uint64_t seed) {
     uint64_t s = seed + 7;
-    for (int64_t i = 0; i < n; i++) t[i] = (int32_t)(synth_rng(&s) % (uint64_t)vocab);
+    for (int64_t i = 0; i < n; i++)
+        t[i] = (int32_t)(synth_rng(&s) % (uint64_t)vocab);
 }
 
 /* fast vs reference on n_seq sequences of n_tok tokens */
@@ -37,7 +38,8 @@ static void check_model(pq_ctx *ctx, const pq_model *m, const char *what) {
     CHECK(pq__kv_init(ctx, &kv, &m->cfg, 1, n_tok) == PQ_OK);
     float *step = malloc(sizeof(float) * V * n_tok);
     CHECK(pq__forward(ctx, m, &kv, tok, 1, 11, 0, 0, step) == PQ_OK);
-    for (int64_t p = 11; p < n_tok; p++) CHECK(pq__forward(ctx, m, &kv, tok + p, 1, 1, p, 1, step + p * V) == PQ_OK);
+    for (int64_t p = 11; p < n_tok; p++)
+        CHECK(pq__forward(ctx, m, &kv, tok + p, 1, 1, p, 1, step + p * V) == PQ_OK);
     d = max_abs_diff(step, ref, n_tok * V);
     CHECK_MSG(d <= 1e-4f, "%s: KV-cache steps vs reference max abs diff %g", what, d);
     pq__kv_free(&kv);

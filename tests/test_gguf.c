@@ -12,7 +12,9 @@
 
 static char tmpdir[256];
 
-static void tmp_path(char *buf, size_t n, const char *name) { snprintf(buf, n, "%s/%s", tmpdir, name); }
+static void tmp_path(char *buf, size_t n, const char *name) {
+    snprintf(buf, n, "%s/%s", tmpdir, name);
+}
 
 static int read_file(const char *path, uint8_t **data, size_t *size) {
     *data = NULL;
@@ -38,20 +40,17 @@ static void check_msg(const pq_ctx *ctx, const char *name) {
 }
 
 /* Parses bytes; expects failure with status want (or any non-OK status if want == PQ_OK). */
-static void expect_fail(const uint8_t *data, size_t size, pq_status want, const char *needle,
-                        const char *what) {
+static void expect_fail(const uint8_t *data, size_t size, pq_status want, const char *needle, const char *what) {
     pq_ctx *ctx = pq_ctx_new();
     pq__gguf *g = NULL;
     pq_status st = pq__gguf_parse(ctx, "mem.gguf", data, size, &g);
     CHECK_MSG(st != PQ_OK, "%s: parsed", what);
     CHECK_MSG(g == NULL, "%s: output set on failure", what);
-    if (want != PQ_OK)
-        CHECK_MSG(st == want, "%s: status %d, wanted %d (%s)", what, st, want, pq_ctx_error(ctx));
+    if (want != PQ_OK) CHECK_MSG(st == want, "%s: status %d, wanted %d (%s)", what, st, want, pq_ctx_error(ctx));
     if (st != PQ_OK) check_msg(ctx, "mem.gguf");
     if (getenv("PQ_TEST_VERBOSE")) printf("%-28s -> %s\n", what, pq_ctx_error(ctx));
     if (needle)
-        CHECK_MSG(strstr(pq_ctx_error(ctx), needle) != NULL, "%s: '%s' not in: %s", what, needle,
-                  pq_ctx_error(ctx));
+        CHECK_MSG(strstr(pq_ctx_error(ctx), needle) != NULL, "%s: '%s' not in: %s", what, needle, pq_ctx_error(ctx));
     pq__gguf_free(g);
     pq_ctx_free(ctx);
 }
@@ -73,17 +72,23 @@ static void b_bytes(bbuf *b, const void *d, size_t n) {
 }
 static void b_le(bbuf *b, uint64_t v, size_t n) {
     uint8_t t[8];
-    for (size_t i = 0; i < n; i++) t[i] = (uint8_t)(v >> (8 * i));
+    for (size_t i = 0; i < n; i++)
+        t[i] = (uint8_t)(v >> (8 * i));
     b_bytes(b, t, n);
 }
-static void b_u32(bbuf *b, uint32_t v) { b_le(b, v, 4); }
-static void b_u64(bbuf *b, uint64_t v) { b_le(b, v, 8); }
+static void b_u32(bbuf *b, uint32_t v) {
+    b_le(b, v, 4);
+}
+static void b_u64(bbuf *b, uint64_t v) {
+    b_le(b, v, 8);
+}
 static void b_str(bbuf *b, const char *s) {
     b_u64(b, strlen(s));
     b_bytes(b, s, strlen(s));
 }
 static void b_pad(bbuf *b, size_t a) {
-    while (b->n % a) b_le(b, 0, 1);
+    while (b->n % a)
+        b_le(b, 0, 1);
 }
 
 /* A tiny hand-made file: general.architecture = "llama", optional general.alignment,
@@ -128,12 +133,14 @@ static bbuf mini_build(const mini *m) {
     if (m->extra_kv) b_bytes(&b, m->extra_kv->p, m->extra_kv->n);
     b_str(&b, "t");
     b_u32(&b, m->n_dims);
-    for (uint32_t d = 0; d < m->n_dims && d < 5; d++) b_u64(&b, m->dims[d]);
+    for (uint32_t d = 0; d < m->n_dims && d < 5; d++)
+        b_u64(&b, m->dims[d]);
     b_u32(&b, m->ttype);
     b_u64(&b, m->offset);
     size_t a = m->align && !(m->align & (m->align - 1)) && m->align <= 4096 ? (size_t)m->align : 32;
     b_pad(&b, a);
-    for (size_t i = 0; i < m->data_bytes; i++) b_le(&b, i & 0xff, 1);
+    for (size_t i = 0; i < m->data_bytes; i++)
+        b_le(&b, i & 0xff, 1);
     return b;
 }
 
@@ -419,8 +426,7 @@ static void test_mini(void) {
         int64_t iv = 0;
         double fv = 0;
         int yes = 0;
-        CHECK(pq__gguf_get_array(g, "nest", &a) == PQ_GGUF_FOUND && a->arr_type == PQ_GGUF_ARRAY &&
-              a->arr_n == 2);
+        CHECK(pq__gguf_get_array(g, "nest", &a) == PQ_GGUF_FOUND && a->arr_type == PQ_GGUF_ARRAY && a->arr_n == 2);
         CHECK(pq__gguf_get_int(g, "i8", &iv) == PQ_GGUF_FOUND && iv == -2);
         CHECK(pq__gguf_get_int(g, "i16", &iv) == PQ_GGUF_FOUND && iv == -3);
         CHECK(pq__gguf_get_int(g, "u64big", &iv) == PQ_GGUF_BADTYPE);
@@ -445,7 +451,8 @@ static void test_mini(void) {
     /* every truncation of this KV-rich file fails cleanly */
     m.n_tensors = 1;
     b = mini_build(&m);
-    for (size_t n = 0; n < b.n - 32; n++) expect_fail(b.p, n, PQ_OK, NULL, "truncated mini");
+    for (size_t n = 0; n < b.n - 32; n++)
+        expect_fail(b.p, n, PQ_OK, NULL, "truncated mini");
     free(b.p);
     free(kv.p);
 
@@ -463,7 +470,8 @@ static void test_mini(void) {
         b_u64(&d, 32 * (uint64_t)i);
     }
     b_pad(&d, 32);
-    for (int i = 0; i < 64; i++) b_le(&d, 0, 1);
+    for (int i = 0; i < 64; i++)
+        b_le(&d, 0, 1);
     expect_fail(d.p, d.n, PQ_ERR_FORMAT, "duplicate", "duplicate tensor");
     free(d.p);
 }
@@ -505,20 +513,13 @@ static pq_status write_model(pq_ctx *ctx, const char *path, const model_opts *o)
     }
 #undef ARCH_KEY
     if (!o->no_tok) {
-        static const char *const toks[M_VOCAB] = {"<unk>",
-                                                  "<s>",
-                                                  "</s>",
-                                                  "\xe2\x96\x81",
-                                                  "a",
-                                                  "b",
-                                                  "\xe2\x96\x81\x61\x62",
-                                                  "<0x0A>"};
+        static const char *const toks[M_VOCAB] = {
+            "<unk>", "<s>", "</s>", "\xe2\x96\x81", "a", "b", "\xe2\x96\x81\x61\x62", "<0x0A>"};
         const float scores[M_VOCAB] = {0, 0, 0, -1, -2, -3, -0.5f, 0};
         const int32_t types[M_VOCAB] = {2, 3, 3, 1, 1, 1, 1, 6};
         pq__gguf_writer_add_str(w, "tokenizer.ggml.model", o->gpt2_tok ? "gpt2" : "llama");
         pq__gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", toks, NULL, M_VOCAB);
-        pq__gguf_writer_add_arr_f32(w, "tokenizer.ggml.scores", scores,
-                                    o->scores_len ? o->scores_len : M_VOCAB);
+        pq__gguf_writer_add_arr_f32(w, "tokenizer.ggml.scores", scores, o->scores_len ? o->scores_len : M_VOCAB);
         pq__gguf_writer_add_arr_i32(w, "tokenizer.ggml.token_type", types, M_VOCAB);
         pq__gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", 1);
         pq__gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", 2);
@@ -536,8 +537,7 @@ static pq_status write_model(pq_ctx *ctx, const char *path, const model_opts *o)
     pq__gguf_writer_add_tensor(w, "token_embd.weight", PQ_DTYPE_F32, 2, s_embd, wbuf,
                                sizeof(float) * M_VOCAB * M_DIM);
     pq__gguf_writer_add_tensor(w, "output_norm.weight", PQ_DTYPE_F32, 1, s_norm, wbuf, sizeof(float) * M_DIM);
-    if (!o->tied)
-        pq__gguf_writer_add_tensor(w, "output.weight", PQ_DTYPE_F16, 2, s_embd, wbuf, 2 * M_VOCAB * M_DIM);
+    if (!o->tied) pq__gguf_writer_add_tensor(w, "output.weight", PQ_DTYPE_F16, 2, s_embd, wbuf, 2 * M_VOCAB * M_DIM);
     if (o->extra_tensor) {
         const int64_t s_rf[1] = {4};
         pq__gguf_writer_add_tensor(w, "rope_freqs.weight", PQ_DTYPE_F32, 1, s_rf, wbuf, 16);
@@ -549,10 +549,10 @@ static pq_status write_model(pq_ctx *ctx, const char *path, const model_opts *o)
     static uint8_t big[M_HID * M_DIM * 4];
     for (int l = 0; l < M_LAYERS + (o->bad_layer != 0); l++) {
         char n[64];
-#define T(suffix, dt, nd, shape, bytes)                                                                      \
-    do {                                                                                                     \
-        snprintf(n, sizeof n, "blk.%d.%s", l, suffix);                                                       \
-        pq__gguf_writer_add_tensor(w, n, dt, nd, shape, big, bytes);                                         \
+#define T(suffix, dt, nd, shape, bytes)                                                                              \
+    do {                                                                                                             \
+        snprintf(n, sizeof n, "blk.%d.%s", l, suffix);                                                               \
+        pq__gguf_writer_add_tensor(w, n, dt, nd, shape, big, bytes);                                                 \
     } while (0)
         T("attn_norm.weight", PQ_DTYPE_F32, 1, s_norm, 4 * M_DIM);
         T("attn_q.weight", PQ_DTYPE_Q8_0, 2, s_q, (size_t)M_HEADS * 8 * M_DIM / 32 * 34);
@@ -708,8 +708,8 @@ static void test_model_source(void) {
     for (int mm = 0; mm < 2; mm++) {
         pq__source_init(&src);
         st = pq__gguf_load(ctx, path, mm, &src);
-        CHECK_MSG(st == PQ_OK && src.n_files == 1 && src.n_tensors == 3 + 9 * M_LAYERS, "load mmap=%d: %s",
-                  mm, pq_ctx_error(ctx));
+        CHECK_MSG(st == PQ_OK && src.n_files == 1 && src.n_tensors == 3 + 9 * M_LAYERS, "load mmap=%d: %s", mm,
+                  pq_ctx_error(ctx));
         pq__source_free(&src);
     }
     unlink(path);
@@ -757,7 +757,8 @@ static void test_truncation_and_mutation(void) {
             uint8_t *cp = malloc(n);
             memcpy(cp, bytes, n);
             uint64_t x = v ? UINT64_MAX : 1ull << 63;
-            for (int i = 0; i < 8; i++) cp[8 + 8 * field + i] = (uint8_t)(x >> (8 * i));
+            for (int i = 0; i < 8; i++)
+                cp[8 + 8 * field + i] = (uint8_t)(x >> (8 * i));
             expect_fail(cp, n, PQ_ERR_FORMAT, field ? "kv_count" : "tensor_count", "huge header count");
             free(cp);
         }
@@ -821,7 +822,8 @@ static void test_roundtrip(void) {
     /* tensors of every dtype; odd sizes exercise the padding */
     uint8_t data[5][600];
     for (int t = 0; t < 5; t++)
-        for (int i = 0; i < 600; i++) data[t][i] = (uint8_t)(i * 7 + t * 13);
+        for (int i = 0; i < 600; i++)
+            data[t][i] = (uint8_t)(i * 7 + t * 13);
     const int64_t s3[3] = {3, 1, 5}, s2[2] = {2, 64}, s1[1] = {7};
     pq__gguf_writer_add_tensor(w, "f32", PQ_DTYPE_F32, 3, s3, data[0], 60);
     pq__gguf_writer_add_tensor(w, "f16", PQ_DTYPE_F16, 1, s1, data[1], 14);
@@ -857,16 +859,15 @@ static void test_roundtrip(void) {
     const char **ptrs;
     size_t *pl;
     if (pq__gguf_array_strings(ctx, g, a, &ptrs, &pl) == PQ_OK) {
-        for (int i = 0; i < 3; i++) CHECK(pl[i] == lens[i] && !memcmp(ptrs[i], strs[i], lens[i]));
+        for (int i = 0; i < 3; i++)
+            CHECK(pl[i] == lens[i] && !memcmp(ptrs[i], strs[i], lens[i]));
         free(ptrs);
         free(pl);
     }
     float fo[3];
     int32_t io[4];
-    CHECK(pq__gguf_get_array(g, "af", &a) == PQ_GGUF_FOUND && pq__gguf_array_f32(a, fo) &&
-          !memcmp(fo, fa, 12));
-    CHECK(pq__gguf_get_array(g, "ai", &a) == PQ_GGUF_FOUND && pq__gguf_array_i32(a, io) &&
-          !memcmp(io, ia, 16));
+    CHECK(pq__gguf_get_array(g, "af", &a) == PQ_GGUF_FOUND && pq__gguf_array_f32(a, fo) && !memcmp(fo, fa, 12));
+    CHECK(pq__gguf_get_array(g, "ai", &a) == PQ_GGUF_FOUND && pq__gguf_array_i32(a, io) && !memcmp(io, ia, 16));
     CHECK(pq__gguf_get_array(g, "empty", &a) == PQ_GGUF_FOUND && a->arr_n == 0);
     CHECK(pq__gguf_get_array(g, "s", &a) == PQ_GGUF_BADTYPE);
     static const struct {
@@ -894,11 +895,13 @@ static void test_roundtrip(void) {
 
     /* copy everything into a second writer: the file must come out identical */
     CHECK(pq__gguf_writer_new(ctx, &w) == PQ_OK);
-    for (int64_t i = 0; i < g->n_kv; i++) pq__gguf_writer_add_kv(w, &g->kv[i]);
+    for (int64_t i = 0; i < g->n_kv; i++)
+        pq__gguf_writer_add_kv(w, &g->kv[i]);
     for (int64_t i = 0; i < g->n_tensors; i++) {
         const pq__gguf_tensor *t = &g->tensors[i];
         int64_t shape[4];
-        for (int d = 0; d < t->n_dims; d++) shape[d] = t->ne[t->n_dims - 1 - d];
+        for (int d = 0; d < t->n_dims; d++)
+            shape[d] = t->ne[t->n_dims - 1 - d];
         pq__gguf_writer_add_tensor(w, t->name, t->dtype, t->n_dims, shape, t->data, t->nbytes);
     }
     CHECK_MSG(pq__gguf_writer_save(ctx, w, p2) == PQ_OK, "%s", pq_ctx_error(ctx));
@@ -927,9 +930,9 @@ static void test_writer_errors(void) {
         CHECK(pq__gguf_writer_new(ctx, &w) == PQ_OK);
         pq__gguf_writer_add_str(w, "a", "x");
         switch (c) {
-        case 0: pq__gguf_writer_add_tensor(w, "t", PQ_DTYPE_F32, 2, s, x, 100); break; /* wrong nbytes */
-        case 1: pq__gguf_writer_add_u32(w, "a", 1); break;                             /* duplicate key */
-        case 2: pq__gguf_writer_add_tensor(w, "t", PQ_DTYPE_I32, 2, s, x, 256); break; /* dtype */
+        case 0: pq__gguf_writer_add_tensor(w, "t", PQ_DTYPE_F32, 2, s, x, 100); break;      /* wrong nbytes */
+        case 1: pq__gguf_writer_add_u32(w, "a", 1); break;                                  /* duplicate key */
+        case 2: pq__gguf_writer_add_tensor(w, "t", PQ_DTYPE_I32, 2, s, x, 256); break;      /* dtype */
         case 3: pq__gguf_writer_add_tensor(w, "t", PQ_DTYPE_Q8_0, 2, s_bad, x, 204); break; /* row of 48 */
         case 4:
             pq__gguf_writer_add_tensor(w, "t", PQ_DTYPE_F32, 2, s, x, 256);
@@ -937,8 +940,7 @@ static void test_writer_errors(void) {
             break;
         case 5: pq__gguf_writer_add_tensor(w, "t", PQ_DTYPE_F32, 0, s, x, 4); break; /* 0 dims */
         case 6:
-            pq__gguf_writer_add_tensor(w,
-                                       "a_name_that_is_much_too_long_for_llama_cpp_to_accept_as_a_tensor_0",
+            pq__gguf_writer_add_tensor(w, "a_name_that_is_much_too_long_for_llama_cpp_to_accept_as_a_tensor_0",
                                        PQ_DTYPE_F32, 2, s, x, 256);
             break;
         }
@@ -963,8 +965,7 @@ static void test_writer_errors(void) {
     CHECK(pq__gguf_writer_save(ctx, w, path) == PQ_OK);
     pq__gguf_writer_free(w);
     pq__gguf *g = NULL;
-    CHECK_MSG(pq__gguf_open(ctx, path, 0, &g) == PQ_OK && g->n_tensors == 0 && g->n_kv == 1, "%s",
-              pq_ctx_error(ctx));
+    CHECK_MSG(pq__gguf_open(ctx, path, 0, &g) == PQ_OK && g->n_tensors == 0 && g->n_kv == 1, "%s", pq_ctx_error(ctx));
     pq__gguf_free(g);
     unlink(path);
     CHECK(pq__gguf_open(ctx, path, 1, &g) == PQ_ERR_IO && g == NULL);
@@ -988,8 +989,7 @@ static void test_names(void) {
     };
     char buf[128];
     for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
-        CHECK_MSG(pq__gguf_name_to_hf(pairs[i][0], buf, sizeof buf) && !strcmp(buf, pairs[i][1]), "%s",
-                  pairs[i][0]);
+        CHECK_MSG(pq__gguf_name_to_hf(pairs[i][0], buf, sizeof buf) && !strcmp(buf, pairs[i][1]), "%s", pairs[i][0]);
         CHECK_MSG(pq__gguf_name_from_hf(pairs[i][1], buf, sizeof buf) && !strcmp(buf, pairs[i][0]), "%s",
                   pairs[i][1]);
     }
@@ -1037,8 +1037,7 @@ static void test_stories(void) {
         CHECK(src.tok != NULL);
         if (src.tok) CHECK(pq_tokenizer_n_vocab(src.tok) == 512);
         const pq__tensor *t = pq__source_find(&src, "model.layers.4.mlp.gate_proj.weight");
-        CHECK(t && t->dtype == PQ_DTYPE_F32 && t->shape[0] == 172 && t->shape[1] == 64 &&
-              t->nbytes == 172 * 64 * 4);
+        CHECK(t && t->dtype == PQ_DTYPE_F32 && t->shape[0] == 172 && t->shape[1] == 64 && t->nbytes == 172 * 64 * 4);
         t = pq__source_find(&src, "model.layers.0.self_attn.k_proj.weight");
         CHECK(t && t->shape[0] == 32 && t->shape[1] == 64);
         t = pq__source_find(&src, "lm_head.weight");
@@ -1054,7 +1053,8 @@ int main(void) {
         perror("mkdtemp");
         return 1;
     }
-    for (size_t i = 0; i < sizeof wbuf / sizeof wbuf[0]; i++) wbuf[i] = (float)i * 0.01f;
+    for (size_t i = 0; i < sizeof wbuf / sizeof wbuf[0]; i++)
+        wbuf[i] = (float)i * 0.01f;
     test_names();
     test_mini();
     test_roundtrip();

@@ -28,10 +28,10 @@ typedef struct spec {
 } spec;
 
 typedef struct tlist {
-    pq__st_entry *e;   /* [n] */
-    float **f32;       /* [n] reference values (before rounding to dtype) */
-    void **buf;        /* [n] stored bytes */
-    char **names;      /* [n] */
+    pq__st_entry *e; /* [n] */
+    float **f32;     /* [n] reference values (before rounding to dtype) */
+    void **buf;      /* [n] stored bytes */
+    char **names;    /* [n] */
     int n;
 } tlist;
 
@@ -44,10 +44,12 @@ static void tl_add(tlist *l, const char *name, pq_dtype dt, int nd, int64_t d0, 
     l->names[i] = strdup(name);
     int64_t numel = nd == 1 ? d0 : d0 * d1;
     l->f32[i] = malloc((size_t)numel * sizeof(float) + 1);
-    for (int64_t k = 0; k < numel; k++) l->f32[i][k] = (float)((k * 37 + i * 11) % 101 - 50) / 64.0f;
+    for (int64_t k = 0; k < numel; k++)
+        l->f32[i][k] = (float)((k * 37 + i * 11) % 101 - 50) / 64.0f;
     l->buf[i] = malloc(pq__dtype_nbytes(dt, numel) + 1);
     pq__from_f32(dt, l->f32[i], l->buf[i], numel);
-    l->e[i] = (pq__st_entry){l->names[i], dt, nd, {d0, nd == 2 ? d1 : 0}, l->buf[i], pq__dtype_nbytes(dt, numel), NULL, NULL, 0};
+    l->e[i] = (pq__st_entry){l->names[i], dt,   nd, {d0, nd == 2 ? d1 : 0}, l->buf[i], pq__dtype_nbytes(dt, numel),
+                             NULL,        NULL, 0};
 }
 
 static int tl_find(const tlist *l, const char *name) {
@@ -176,7 +178,8 @@ static void check_tensors(const pq__source *src, const tlist *l) {
         CHECK(pq__to_f32(t->dtype, t->data, f, numel));
         /* the test values are multiples of 1/64 in [-50/64, 50/64]: exact in every dtype */
         int same = 1;
-        for (int64_t k = 0; k < numel; k++) same &= f[k] == l->f32[i][k];
+        for (int64_t k = 0; k < numel; k++)
+            same &= f[k] == l->f32[i][k];
         CHECK_MSG(same, "values of %s", l->names[i]);
         free(f);
     }
@@ -212,10 +215,11 @@ static void test_llama_untied(void) {
     tlist l;
     tl_build(&l, &s);
     char dir[512];
-    write_folder(dir, sizeof dir, &s,
-                 "\"bos_token_id\": 1, \"eos_token_id\": 2, \"rms_norm_eps\": 1e-05, \"max_position_embeddings\": 512, "
-                 "\"hidden_act\": \"silu\", \"rope_scaling\": null, \"attention_bias\": false",
-                 &l, 0);
+    write_folder(
+        dir, sizeof dir, &s,
+        "\"bos_token_id\": 1, \"eos_token_id\": 2, \"rms_norm_eps\": 1e-05, \"max_position_embeddings\": 512, "
+        "\"hidden_act\": \"silu\", \"rope_scaling\": null, \"attention_bias\": false",
+        &l, 0);
     pq_ctx *ctx = pq_ctx_new();
     pq_ctx_set_log(ctx, on_log, NULL);
     last_warn[0] = 0;
@@ -372,8 +376,8 @@ static void test_qwen2_bias(void) {
     tlist l;
     tl_build(&l, &s);
     char dir[512];
-    write_folder(dir, sizeof dir, &s, "\"use_sliding_window\": false, \"sliding_window\": 64, \"rms_norm_eps\": 1e-06",
-                 &l, 0);
+    write_folder(dir, sizeof dir, &s,
+                 "\"use_sliding_window\": false, \"sliding_window\": 64, \"rms_norm_eps\": 1e-06", &l, 0);
     pq_ctx *ctx = pq_ctx_new();
     pq__source src;
     if (load(dir, &src, ctx) == PQ_OK) {
@@ -543,7 +547,8 @@ static void test_config_errors(void) {
          "\"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"vocab_size\": 10, \"rms_norm_eps\": -1}",
          PQ_ERR_FORMAT, "rms_norm_eps"},
         {"{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 8, \"intermediate_size\": 16, "
-         "\"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"vocab_size\": 10, \"tie_word_embeddings\": \"yes\"}",
+         "\"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"vocab_size\": 10, \"tie_word_embeddings\": "
+         "\"yes\"}",
          PQ_ERR_FORMAT, "tie_word_embeddings"},
         {"{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 8, \"intermediate_size\": 16, "
          "\"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"vocab_size\": 10, \"hidden_act\": \"gelu\"}",
@@ -657,13 +662,15 @@ static void test_index_errors(void) {
     expect_load_fail(dir, PQ_ERR_FORMAT, "weight_map");
     write_text(dir, "model.safetensors.index.json", "{\"weight_map\": {\"model.norm.weight\": 3}}");
     expect_load_fail(dir, PQ_ERR_FORMAT, "model.norm.weight");
-    write_text(dir, "model.safetensors.index.json", "{\"weight_map\": {\"model.norm.weight\": \"../x.safetensors\"}}");
+    write_text(dir, "model.safetensors.index.json",
+               "{\"weight_map\": {\"model.norm.weight\": \"../x.safetensors\"}}");
     expect_load_fail(dir, PQ_ERR_FORMAT, "../x.safetensors");
     write_text(dir, "model.safetensors.index.json", "{\"weight_map\": {\"model.norm.weight\": \"/etc/passwd\"}}");
     expect_load_fail(dir, PQ_ERR_FORMAT, "/etc/passwd");
     write_text(dir, "model.safetensors.index.json", "{\"weight_map\": {\"model.norm.weight\": \"\"}}");
     expect_load_fail(dir, PQ_ERR_FORMAT, "model.norm.weight");
-    write_text(dir, "model.safetensors.index.json", "{\"weight_map\": {\"model.norm.weight\": \"gone.safetensors\"}}");
+    write_text(dir, "model.safetensors.index.json",
+               "{\"weight_map\": {\"model.norm.weight\": \"gone.safetensors\"}}");
     expect_load_fail(dir, PQ_ERR_IO, "gone.safetensors");
 
     /* a tensor listed in the wrong shard (model.norm.weight sits in the last one), and one
@@ -719,8 +726,8 @@ static void test_check_llama(void) {
     src.cfg.dim = 8;
     CHECK(pq__source_check_llama(ctx, &src) == PQ_ERR_FORMAT);
     CHECK(strstr(pq_ctx_error(ctx), "gguf") != NULL);
-    src.cfg = (pq__config){.dim = 8, .hidden_dim = 16, .n_layers = 1, .n_heads = 2, .n_kv_heads = 2,
-                           .head_dim = 4, .vocab_size = 10};
+    src.cfg = (pq__config){
+        .dim = 8, .hidden_dim = 16, .n_layers = 1, .n_heads = 2, .n_kv_heads = 2, .head_dim = 4, .vocab_size = 10};
     CHECK(pq__source_check_llama(ctx, &src) == PQ_ERR_FORMAT);
     CHECK(strstr(pq_ctx_error(ctx), "model.embed_tokens.weight") != NULL);
     src.cfg.n_kv_heads = 3;
@@ -730,7 +737,9 @@ static void test_check_llama(void) {
     pq_ctx_free(ctx);
 }
 
-static void rmtree(const char *p) { pq__rmtree(p); }
+static void rmtree(const char *p) {
+    pq__rmtree(p);
+}
 
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/pq_test_hf_XXXXXX");

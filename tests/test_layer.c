@@ -16,9 +16,6 @@
 
 /* ---------------------------------------------------------------- data */
 
-
-
-
 /* H = 2 X X^T / T for X [n, T] = low rank (correlated channels) + noise, with a few
  * outlier channels; the calibration of a real layer looks like this. */
 static float *make_h(int64_t n, int64_t T, int rank) {
@@ -50,8 +47,6 @@ static float *make_h(int64_t n, int64_t T, int rank) {
     free(Z);
     return H;
 }
-
-
 
 /* tr((W-Q) H (W-Q)^T), naive, in double */
 static double quad_err(const float *W, const float *Q, int64_t rows, int64_t n, const float *H) {
@@ -521,7 +516,8 @@ static void test_fused_grid(void) {
         H[20 * n + j] = H[j * n + 20] = 0.0f;
         H[90 * n + j] = H[j * n + 90] = 0.0f;
     }
-    for (int64_t r = 0; r < rows; r++) W[r * n + 20] = W[r * n + 90] = (r % 2 ? 0.4f : -0.4f);
+    for (int64_t r = 0; r < rows; r++)
+        W[r * n + 20] = W[r * n + 90] = (r % 2 ? 0.4f : -0.4f);
     pq_ctx *ctx = new_ctx(2);
     const int pats[][2] = {{0, 0}, {2, 4}};
     for (int k = 0; k < 2; k++) {

@@ -9,8 +9,6 @@
 #define RANDGEN_SEED 0x853c49e6748fea9bULL
 #include "randgen.h"
 
-
-
 /* SPD n x n: A A^T / k + eps I, A [n, k] */
 static float *spd(int64_t n, int64_t k, double eps) {
     double *A = malloc(sizeof(double) * (size_t)(n * k));
@@ -262,7 +260,8 @@ static void test_inplace(void) {
     for (int64_t i = 0; i < n; i++) {
         worst = fmax(worst, fabs((double)a.vdiag[i] - b.vdiag[i]) / fabs((double)a.vdiag[i]));
         for (int64_t k = i + 1; k < n; k++)
-            worst = fmax(worst, fabs((double)a.vs[i * n + k] - b.vs[i * n + k]) / (fabs((double)a.vs[i * n + k]) + 1e-6));
+            worst =
+                fmax(worst, fabs((double)a.vs[i * n + k] - b.vs[i * n + k]) / (fabs((double)a.vs[i * n + k]) + 1e-6));
     }
     CHECK_MSG(worst < 1e-5, "in-place factor differs by %g", worst);
     pq__hfactor_free(&a);

@@ -9,9 +9,6 @@
 #define RANDGEN_SEED 0x243f6a8885a308d3ULL
 #include "randgen.h"
 
-
-
-
 /* H = 2 X X^T / T, X = low rank + noise (correlated channels) */
 static float *make_h(int64_t n, int64_t T, int rank) {
     float *X = malloc(sizeof(float) * (size_t)(n * T)), *A = malloc(sizeof(float) * (size_t)(n * rank));
@@ -40,7 +37,6 @@ static float *make_h(int64_t n, int64_t T, int rank) {
     free(A);
     return H;
 }
-
 
 static double quad_err(const float *W, const float *Q, int64_t rows, int64_t n, const float *H) {
     double tot = 0.0;

@@ -9,9 +9,6 @@
 #define RANDGEN_SEED 0x6a09e667f3bcc908ULL
 #include "randgen.h"
 
-
-
-
 static void test_grid_properties(void) {
     for (int bits = 2; bits <= 8; bits++) {
         const float maxq = (float)((1 << bits) - 1);

@@ -14,7 +14,9 @@
 
 static char tmpdir[256];
 
-static void tmp_path(char *buf, size_t n, const char *name) { snprintf(buf, n, "%s/%s", tmpdir, name); }
+static void tmp_path(char *buf, size_t n, const char *name) {
+    snprintf(buf, n, "%s/%s", tmpdir, name);
+}
 
 static int count_files(const char *dir) {
     DIR *d = opendir(dir);
@@ -59,8 +61,9 @@ static void expect_fail(const uint8_t *data, size_t size, pq_status want, const 
     if (want != PQ_OK) CHECK_MSG(st == want, "%s: status %d, want %d (%s)", what, st, want, pq_ctx_error(ctx));
     if (st != PQ_OK) {
         check_msg(ctx, "bad.safetensors");
-        if (needle) CHECK_MSG(strstr(pq_ctx_error(ctx), needle) != NULL, "%s: '%s' lacks '%s'", what,
-                              pq_ctx_error(ctx), needle);
+        if (needle)
+            CHECK_MSG(strstr(pq_ctx_error(ctx), needle) != NULL, "%s: '%s' lacks '%s'", what, pq_ctx_error(ctx),
+                      needle);
     }
     CHECK_MSG(src.n_tensors == 0, "%s: %lld tensors left after failure", what, (long long)src.n_tensors);
     pq__source_free(&src);
@@ -73,7 +76,8 @@ static uint8_t *raw_file(const char *header, uint64_t hlen_field, size_t data_le
     size_t h = strlen(header);
     *size = 8 + h + data_len;
     uint8_t *b = calloc(1, *size);
-    for (int i = 0; i < 8; i++) b[i] = (uint8_t)(hlen_field >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)(hlen_field >> (8 * i));
     memcpy(b + 8, header, h);
     return b;
 }
@@ -85,7 +89,9 @@ static void expect_header_fail(const char *header, size_t data_len, pq_status wa
     free(b);
 }
 
-static uint8_t pattern(size_t i, int salt) { return (uint8_t)(i * 131u + (unsigned)salt * 17u + 7u); }
+static uint8_t pattern(size_t i, int salt) {
+    return (uint8_t)(i * 131u + (unsigned)salt * 17u + 7u);
+}
 
 /* ---------------------------------------------------------------- round trips */
 
@@ -114,13 +120,15 @@ static void add_entry(entries *s, const char *name, pq_dtype dt, int nd, int64_t
     }
     e->nbytes = pq__dtype_nbytes(dt, numel);
     s->bufs[s->n] = malloc(e->nbytes ? e->nbytes : 1);
-    for (size_t i = 0; i < e->nbytes; i++) s->bufs[s->n][i] = pattern(i, s->n);
+    for (size_t i = 0; i < e->nbytes; i++)
+        s->bufs[s->n][i] = pattern(i, s->n);
     e->data = e->nbytes ? s->bufs[s->n] : NULL;
     s->n++;
 }
 
 static void entries_free(entries *s) {
-    for (int i = 0; i < s->n; i++) free(s->bufs[i]);
+    for (int i = 0; i < s->n; i++)
+        free(s->bufs[i]);
     s->n = 0;
 }
 
@@ -147,7 +155,8 @@ static void check_same(const pq__source *src, const entries *s, int64_t first) {
         CHECK_MSG(!strcmp(t->name, e->name), "%s vs %s", t->name, e->name);
         CHECK(t->dtype == e->dtype);
         CHECK(t->n_dims == e->n_dims);
-        for (int d = 0; d < e->n_dims; d++) CHECK(t->shape[d] == e->shape[d]);
+        for (int d = 0; d < e->n_dims; d++)
+            CHECK(t->shape[d] == e->shape[d]);
         CHECK(t->nbytes == e->nbytes);
         CHECK(t->owned == NULL);
         if (t->nbytes == e->nbytes && e->nbytes) CHECK_MSG(!memcmp(t->data, e->data, e->nbytes), "%s bytes", e->name);
@@ -165,7 +174,8 @@ static void test_round_trip_memory(void) {
 
     /* header: length field, padded to 8, JSON with our metadata plus format=pt */
     uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | img[i];
+    for (int i = 7; i >= 0; i--)
+        hlen = hlen << 8 | img[i];
     CHECK(hlen % 8 == 0);
     CHECK(8 + hlen <= len);
     char *h = malloc(hlen + 1);
@@ -333,7 +343,8 @@ static cJSON *load_index(pq_ctx *ctx, pq__source *src) {
     int n_loaded = 0;
     for (const cJSON *e = wm ? wm->child : NULL; e; e = e->next) {
         int k = 0;
-        while (k < n_loaded && strcmp(loaded[k], e->valuestring)) k++;
+        while (k < n_loaded && strcmp(loaded[k], e->valuestring))
+            k++;
         if (k < n_loaded || n_loaded == 16) continue;
         loaded[n_loaded++] = e->valuestring;
         char p[512];
@@ -380,8 +391,8 @@ static void test_sharded(void) {
     pq__source_init(&src);
     cJSON *root = load_index(ctx, &src);
     CHECK(root != NULL);
-    const cJSON *ts = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "metadata"),
-                                                       "total_size");
+    const cJSON *ts =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "metadata"), "total_size");
     CHECK(cJSON_IsNumber(ts) && ts->valuedouble == (double)total);
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     CHECK(cJSON_GetArraySize(wm) == s.n);
@@ -452,7 +463,8 @@ static void test_malformed(void) {
     size_t big = (size_t)PQ_ST_MAX_HEADER + 1;
     uint8_t *huge = calloc(1, 8 + big);
     if (huge) {
-        for (int i = 0; i < 8; i++) huge[i] = (uint8_t)((uint64_t)big >> (8 * i));
+        for (int i = 0; i < 8; i++)
+            huge[i] = (uint8_t)((uint64_t)big >> (8 * i));
         huge[8] = '{';
         memset(huge + 9, ' ', big - 2);
         huge[8 + big - 1] = '}';
@@ -512,8 +524,7 @@ static void test_malformed(void) {
                        "data_offsets");
     expect_header_fail("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,12]}}", 12, PQ_ERR_FORMAT,
                        "needs 8");
-    expect_header_fail("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 8, PQ_ERR_FORMAT,
-                       "begin");
+    expect_header_fail("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 8, PQ_ERR_FORMAT, "begin");
     expect_header_fail("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0]}}", 8, PQ_ERR_FORMAT,
                        "data_offsets");
     expect_header_fail("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8,9]}}", 9, PQ_ERR_FORMAT,

@@ -18,7 +18,8 @@ static double uniform(void) {
 
 static pq_units mc(int64_t n, double p) {
     pq_units u = {PQ_UNITS_MEAN, n, malloc((size_t)n * sizeof(double)), NULL, 0};
-    for (int64_t i = 0; i < n; i++) u.value[i] = uniform() < p;
+    for (int64_t i = 0; i < n; i++)
+        u.value[i] = uniform() < p;
     return u;
 }
 
@@ -36,10 +37,13 @@ static pq_units copy(const pq_units *a) {
 static void check_self_and_one_item(pq_ctx *ctx) {
     pq_units base[3], m1[3], m2[3];
     int higher[3] = {1, 1, 0};
-    for (int t = 0; t < 2; t++) base[t] = mc(300, 0.4 + 0.1 * t);
+    for (int t = 0; t < 2; t++)
+        base[t] = mc(300, 0.4 + 0.1 * t);
     base[2] = (pq_units){PQ_UNITS_PPL, 300, malloc(300 * sizeof(double)), malloc(300 * sizeof(double)), 0};
-    for (int i = 0; i < 300; i++) base[2].value[i] = 511.0 * (1.5 + uniform()), base[2].weight[i] = 511;
-    for (int t = 0; t < 3; t++) m1[t] = copy(&base[t]), m2[t] = copy(&base[t]);
+    for (int i = 0; i < 300; i++)
+        base[2].value[i] = 511.0 * (1.5 + uniform()), base[2].weight[i] = 511;
+    for (int t = 0; t < 3; t++)
+        m1[t] = copy(&base[t]), m2[t] = copy(&base[t]);
     const pq_units *pb[3] = {&base[0], &base[1], &base[2]}, *p1[3] = {&m1[0], &m1[1], &m1[2]};
     const pq_units *p2[3] = {&m2[0], &m2[1], &m2[2]};
     double sr, ci[2], d, dci[2];
@@ -74,14 +78,16 @@ static void check_self_and_one_item(pq_ctx *ctx) {
     CHECK_MSG(dci[1] < 0, "worse vs base copy: %g [%g, %g] must exclude 0", d, dci[0], dci[1]);
     /* ppl units: the score is exp(sum NLL / sum tokens) */
     double s = 0;
-    for (int i = 0; i < 300; i++) s += base[2].value[i];
+    for (int i = 0; i < 300; i++)
+        s += base[2].value[i];
     CHECK_NEAR(pq_units_score(&base[2]), exp(s / (300.0 * 511)), 1e-12);
     /* unpaired units are refused */
     pq_units short_u = mc(299, 0.5);
     const pq_units *ps = &short_u;
     CHECK(pq_bootstrap_sr(ctx, 1, &ps, &pb[0], higher, NULL, &sr, ci) == PQ_ERR_INVALID);
     pq_units_clear(&short_u);
-    for (int t = 0; t < 3; t++) pq_units_clear(&base[t]), pq_units_clear(&m1[t]), pq_units_clear(&m2[t]);
+    for (int t = 0; t < 3; t++)
+        pq_units_clear(&base[t]), pq_units_clear(&m1[t]), pq_units_clear(&m2[t]);
     pq_units_clear(NULL);
 }
 
@@ -94,13 +100,14 @@ static void check_store(pq_ctx *ctx) {
     pq_sweep_db *db = NULL;
     CHECK(pq_sweep_db_open(ctx, path, &db) == PQ_OK);
     pq_units bu = mc(300, 0.5), cu = copy(&bu);
-    for (int i = 0; i < 300; i += 3) cu.value[i] = 0;
+    for (int i = 0; i < 300; i += 3)
+        cu.value[i] = 0;
     const double bscore = pq_units_score(&bu), cscore = pq_units_score(&cu);
     pq_sweep_score bs = {"arc_easy", "acc", bscore, 0, bscore, 1, 1, bu, {NAN, NAN}};
     pq_sweep_score cs = {"arc_easy", "acc", cscore, 0, bscore, cscore / bscore, 1, cu, {NAN, NAN}};
     pq_sweep_run base = {"base", "{}", "done", 0, 16, 0, 0, 16, 1, 1, 0, 0, NULL, &bs, 1, {NAN, NAN}};
-    pq_sweep_run run = {"c1", "{\"bits\":4}", "done", 0, 4, 0.75, 0.7, 4.75, cscore / bscore, 1, 0, 100, NULL, &cs, 1,
-                        {NAN, NAN}};
+    pq_sweep_run run = {"c1", "{\"bits\":4}", "done", 0, 4,         0.75, 0.7, 4.75, cscore / bscore, 1, 0,
+                        100,  NULL,           &cs,    1, {NAN, NAN}};
     CHECK(pq_sweep_db_put(ctx, db, &base) == PQ_OK);
     CHECK(pq_sweep_db_put(ctx, db, &run) == PQ_OK);
     pq_sweep_results r;

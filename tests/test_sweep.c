@@ -161,7 +161,7 @@ static void test_store(pq_ctx *ctx, const char *dir) {
     CHECK(pq_sweep_db_meta_get(ctx, db, "nothing", &v) == PQ_OK && !v);
 
     pq_sweep_score sc[2] = {{"arc_easy", "acc", 0.5, 0.05, 0.6, 0.5 / 0.6, 1, {0}, {NAN, NAN}},
-                             {"ppl:x", "ppl", 12, NAN, 10, 10.0 / 12, 0, {0}, {NAN, NAN}}};
+                            {"ppl:x", "ppl", 12, NAN, 10, 10.0 / 12, 0, {0}, {NAN, NAN}}};
     pq_sweep_run r = mkrun("aaaa", "running", 0.75, NAN, NAN, 0);
     CHECK(pq_sweep_db_put(ctx, db, &r) == PQ_OK);
     char st[12];

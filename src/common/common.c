@@ -33,13 +33,21 @@ pq_ctx *pq_ctx_new(void) {
     return ctx;
 }
 
-void pq_ctx_free(pq_ctx *ctx) { free(ctx); }
+void pq_ctx_free(pq_ctx *ctx) {
+    free(ctx);
+}
 
-const char *pq_ctx_error(const pq_ctx *ctx) { return ctx ? ctx->error : ""; }
+const char *pq_ctx_error(const pq_ctx *ctx) {
+    return ctx ? ctx->error : "";
+}
 
-void pq_ctx_set_threads(pq_ctx *ctx, int n) { ctx->n_threads = n; }
+void pq_ctx_set_threads(pq_ctx *ctx, int n) {
+    ctx->n_threads = n;
+}
 
-int pq_ctx_threads(const pq_ctx *ctx) { return pq__threads(ctx); }
+int pq_ctx_threads(const pq_ctx *ctx) {
+    return pq__threads(ctx);
+}
 
 int pq__threads(const pq_ctx *ctx) {
     if (ctx && ctx->n_threads > 0) return ctx->n_threads;
@@ -259,7 +267,8 @@ static char *split_path(const char *path, char **copy, const char **base) {
     char *c = strdup(path);
     if (!c) return NULL;
     size_t n = strlen(c);
-    while (n > 1 && c[n - 1] == '/') c[--n] = 0;
+    while (n > 1 && c[n - 1] == '/')
+        c[--n] = 0;
     char *slash = strrchr(c, '/');
     char *parent;
     if (!slash) {
@@ -268,7 +277,8 @@ static char *split_path(const char *path, char **copy, const char **base) {
     } else {
         *base = slash + 1;
         size_t k = (size_t)(slash - c);
-        while (k > 1 && c[k - 1] == '/') k--;
+        while (k > 1 && c[k - 1] == '/')
+            k--;
         parent = k ? strndup(c, k) : strdup("/");
     }
     if (!parent) {
@@ -466,8 +476,7 @@ pq_status pq__tmpdir_commit(pq_ctx *ctx, const char *tmp, const char *path) {
     if (cst) return cst; /* the caller removes tmp, as on any failure */
     struct stat st;
     if (lstat(path, &st) == 0) {
-        if (!S_ISDIR(st.st_mode))
-            return pq__fail(ctx, PQ_ERR_IO, "%s: exists and is not a folder", path);
+        if (!S_ISDIR(st.st_mode)) return pq__fail(ctx, PQ_ERR_IO, "%s: exists and is not a folder", path);
         /* move the old output aside first so that path is never half-written */
         char *old = malloc(strlen(path) + 32);
         if (!old) return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", path);
@@ -479,7 +488,8 @@ pq_status pq__tmpdir_commit(pq_ctx *ctx, const char *tmp, const char *path) {
         }
         if (rename(tmp, path) != 0) {
             pq_status s = pq__fail(ctx, PQ_ERR_IO, "%s: rename failed: %s", path, strerror(errno));
-            if (rename(old, path) != 0) { /* best effort restore */ }
+            if (rename(old, path) != 0) { /* best effort restore */
+            }
             free(old);
             return s;
         }
@@ -581,7 +591,7 @@ uint16_t pq__f32_to_bf16(float f) {
 /* ---------------------------------------------------------------- dtypes */
 
 static const char *const dtype_names[PQ_DTYPE_COUNT] = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "I8",
-                                                         "U8",  "I16", "I32",  "I64",  "F64",  "BOOL"};
+                                                        "U8",  "I16", "I32",  "I64",  "F64",  "BOOL"};
 
 const char *pq_dtype_name(pq_dtype t) {
     return (unsigned)t < PQ_DTYPE_COUNT ? dtype_names[t] : "?";
@@ -601,12 +611,23 @@ size_t pq__dtype_block_bytes(pq_dtype t, int64_t *block_elems) {
     size_t b = 0;
     switch (t) {
     case PQ_DTYPE_F32: b = 4; break;
-    case PQ_DTYPE_F16: case PQ_DTYPE_BF16: case PQ_DTYPE_I16: b = 2; break;
-    case PQ_DTYPE_Q8_0: b = 34; be = 32; break;
-    case PQ_DTYPE_Q4_0: b = 18; be = 32; break;
-    case PQ_DTYPE_I8: case PQ_DTYPE_U8: case PQ_DTYPE_BOOL: b = 1; break;
+    case PQ_DTYPE_F16:
+    case PQ_DTYPE_BF16:
+    case PQ_DTYPE_I16: b = 2; break;
+    case PQ_DTYPE_Q8_0:
+        b = 34;
+        be = 32;
+        break;
+    case PQ_DTYPE_Q4_0:
+        b = 18;
+        be = 32;
+        break;
+    case PQ_DTYPE_I8:
+    case PQ_DTYPE_U8:
+    case PQ_DTYPE_BOOL: b = 1; break;
     case PQ_DTYPE_I32: b = 4; break;
-    case PQ_DTYPE_I64: case PQ_DTYPE_F64: b = 8; break;
+    case PQ_DTYPE_I64:
+    case PQ_DTYPE_F64: b = 8; break;
     default: b = 0;
     }
     if (block_elems) *block_elems = be;
@@ -654,7 +675,8 @@ int pq__to_f32(pq_dtype t, const void *src, float *dst, int64_t n) {
             uint16_t h;
             memcpy(&h, blk, 2);
             float d = pq__f16_to_f32(h);
-            for (int j = 0; j < 32; j++) dst[32 * b + j] = d * (float)(int8_t)blk[2 + j];
+            for (int j = 0; j < 32; j++)
+                dst[32 * b + j] = d * (float)(int8_t)blk[2 + j];
         }
         return 1;
     case PQ_DTYPE_Q4_0:

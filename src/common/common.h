@@ -37,10 +37,10 @@ int pq__mul_ok(size_t a, size_t b, size_t *out);
 
 /* A read-only mapping of a whole file (or a heap copy when mmap is off). */
 typedef struct pq__file {
-    char *path;         /* owned copy */
+    char *path; /* owned copy */
     const uint8_t *data;
     size_t size;
-    int mapped;         /* 1: munmap on close; 0: free */
+    int mapped; /* 1: munmap on close; 0: free */
 } pq__file;
 
 pq_status pq__file_open(pq_ctx *ctx, const char *path, int use_mmap, pq__file *out);

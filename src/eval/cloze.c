@@ -63,8 +63,10 @@ static int split_sentences(passage *p, const char *b, const char *e) {
     for (const char *c = b; c < e; c++) {
         if (*c != '.' && *c != '!' && *c != '?') continue;
         const char *q = c + 1;
-        while (q < e && (*q == '.' || *q == '!' || *q == '?')) q++;
-        while (q < e && (*q == '"' || *q == '\'' || *q == ')')) q++;
+        while (q < e && (*q == '.' || *q == '!' || *q == '?'))
+            q++;
+        while (q < e && (*q == '"' || *q == '\'' || *q == ')'))
+            q++;
         if (q < e && !isspace((unsigned char)*q)) continue;
         if (!push_sent(p, start, q)) return 0;
         start = q;
@@ -74,8 +76,8 @@ static int split_sentences(passage *p, const char *b, const char *e) {
     return 1;
 }
 
-pq_status pq_tasks_make_cloze(pq_ctx *ctx, const char *text_path, const char *out_path,
-                              const pq_cloze_params *params, int64_t *n_written) {
+pq_status pq_tasks_make_cloze(pq_ctx *ctx, const char *text_path, const char *out_path, const pq_cloze_params *params,
+                              int64_t *n_written) {
     pq_cloze_params cp = params ? *params : pq_cloze_params_default();
     if (n_written) *n_written = 0;
     if (cp.n_choices < 2 || cp.n_choices > 26)
@@ -121,7 +123,8 @@ pq_status pq_tasks_make_cloze(pq_ctx *ctx, const char *text_path, const char *ou
     }
     free(text);
     int64_t usable = 0;
-    for (int64_t i = 0; i < np; i++) usable += ps[i].n >= 2;
+    for (int64_t i = 0; i < np; i++)
+        usable += ps[i].n >= 2;
     if (!st && (usable == 0 || np < 2))
         st = pq__fail(ctx, PQ_ERR_INVALID, "make-cloze: %s has no passage with two sentences and another passage",
                       text_path);
@@ -133,7 +136,8 @@ pq_status pq_tasks_make_cloze(pq_ctx *ctx, const char *text_path, const char *ou
     uint64_t rng = cp.seed * 0x9E3779B97F4A7C15ull + 0x1234567ull;
     int64_t written = 0;
     if (!st) {
-        for (int64_t i = 0; i < np; i++) order[i] = i;
+        for (int64_t i = 0; i < np; i++)
+            order[i] = i;
         for (int64_t i = np - 1; i > 0; i--) {
             int64_t j = (int64_t)(pq__rng_next(&rng) % (uint64_t)(i + 1)), t = order[i];
             order[i] = order[j];
@@ -173,18 +177,21 @@ pq_status pq_tasks_make_cloze(pq_ctx *ctx, const char *text_path, const char *ou
                 const double r = (double)strlen(s) / tl;
                 if (tries < 1000 && (r < 1.0 / 1.5 || r > 1.5)) continue;
                 int dup = !strcmp(s, truth);
-                for (int d = 0; d < c && !dup; d++) dup = d != gold && !strcmp(ch[d], s);
+                for (int d = 0; d < c && !dup; d++)
+                    dup = d != gold && !strcmp(ch[d], s);
                 if (!dup) ch[c] = s;
             }
             ok = ch[c] != NULL;
         }
         if (!ok) continue;
         pq__str ctxs = {0};
-        for (int64_t k = 0; k < j && ok; k++) ok = pq__str_adds(&ctxs, k ? " " : "") && pq__str_adds(&ctxs, P->v[k].s);
+        for (int64_t k = 0; k < j && ok; k++)
+            ok = pq__str_adds(&ctxs, k ? " " : "") && pq__str_adds(&ctxs, P->v[k].s);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "context", ctxs.p ? ctxs.p : "");
         cJSON *arr = cJSON_AddArrayToObject(o, "choices");
-        for (int c = 0; c < cp.n_choices; c++) cJSON_AddItemToArray(arr, cJSON_CreateString(ch[c]));
+        for (int c = 0; c < cp.n_choices; c++)
+            cJSON_AddItemToArray(arr, cJSON_CreateString(ch[c]));
         cJSON_AddNumberToObject(o, "gold", gold);
         char *line = cJSON_PrintUnformatted(o);
         cJSON_Delete(o);
@@ -209,7 +216,8 @@ pq_status pq_tasks_make_cloze(pq_ctx *ctx, const char *text_path, const char *ou
     free(ch);
     free(order);
     for (int64_t i = 0; i < np; i++) {
-        for (int64_t k = 0; k < ps[i].n; k++) free(ps[i].v[k].s);
+        for (int64_t k = 0; k < ps[i].n; k++)
+            free(ps[i].v[k].s);
         free(ps[i].v);
     }
     free(ps);

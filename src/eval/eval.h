@@ -33,8 +33,8 @@ double pq__log_prob(const float *logits, int64_t V, int32_t target, int *is_max)
 pq_status pq__score_mc_text(pq_ctx *ctx, const pq_model *m, const char *context, const char *const *choices, int n,
                             double *ll, int64_t *chars, int *greedy);
 /* Text level partial scoring: " " + cont after each of n contexts. */
-pq_status pq__score_partial_text(pq_ctx *ctx, const pq_model *m, const char *const *contexts, int n,
-                                 const char *cont, double *ll);
+pq_status pq__score_partial_text(pq_ctx *ctx, const pq_model *m, const char *const *contexts, int n, const char *cont,
+                                 double *ll);
 
 /* argmax of ll (first on ties); with chars, of ll / chars. */
 int pq__mc_pick(const double *ll, const int64_t *chars, int n);
@@ -43,8 +43,8 @@ int64_t pq__utf8_len(const char *s);
 
 /* Greedy generation from prompt (BOS added), stopping at the first of stops (not
  * included in *out) or after max_tokens. *out malloc'ed. */
-pq_status pq__generate_text(pq_ctx *ctx, const pq_model *m, const char *prompt, const char *const *stops,
-                            int n_stops, int64_t max_tokens, char **out);
+pq_status pq__generate_text(pq_ctx *ctx, const pq_model *m, const char *prompt, const char *const *stops, int n_stops,
+                            int64_t max_tokens, char **out);
 
 /* ---------------------------------------------------------------- extraction (extract.c) */
 
@@ -76,8 +76,8 @@ typedef enum pq__task_kind {
 typedef enum pq__extract_kind { PQ__EXTRACT_EXACT = 0, PQ__EXTRACT_GSM8K = 1, PQ__EXTRACT_MATH = 2 } pq__extract_kind;
 
 typedef struct pq__item {
-    char *context;     /* MC/lambada/gen: prompt text; PARTIAL: unused */
-    char **choices;    /* MC: choices; PARTIAL: the context options */
+    char *context;  /* MC/lambada/gen: prompt text; PARTIAL: unused */
+    char **choices; /* MC: choices; PARTIAL: the context options */
     int n_choices, gold;
     char *target;      /* GEN: reference answer; LAMBADA/PARTIAL: continuation */
     char *shot_target; /* GEN: text after the prompt in a few-shot example */
@@ -91,21 +91,21 @@ typedef struct pq__task {
     pq__task_kind kind;
     pq__extract_kind extract;
     char file[512];
-    pq__item *items;   /* every item (few-shot pools draw from all of them) */
+    pq__item *items; /* every item (few-shot pools draw from all of them) */
     int64_t n_items, cap_items;
     int64_t *eval_idx; /* the items evaluated: the first limit of each group */
     int64_t n_eval;
-    pq__item *dev;     /* dev split for few-shot (may be NULL: then the items themselves) */
+    pq__item *dev; /* dev split for few-shot (may be NULL: then the items themselves) */
     int64_t n_dev, cap_dev;
-    char **group_names;     /* [n_groups] */
-    char **group_descr;     /* [n_groups] description line before the shots (may be NULL) */
+    char **group_names; /* [n_groups] */
+    char **group_descr; /* [n_groups] description line before the shots (may be NULL) */
     int n_groups;
-    int dev_first_n;   /* few-shot = first k dev items of the group (mmlu) */
+    int dev_first_n; /* few-shot = first k dev items of the group (mmlu) */
     int default_shots;
     int64_t gen_tokens;
     char **stops;
     int n_stops;
-    int n_choices;     /* for chance normalisation (0 if it varies / not MC) */
+    int n_choices; /* for chance normalisation (0 if it varies / not MC) */
     char metric[24];
 } pq__task;
 

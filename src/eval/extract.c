@@ -9,8 +9,10 @@
 #include "eval/eval.h"
 
 static void copy_trim(const char *b, const char *e, char *out, size_t n) {
-    while (b < e && isspace((unsigned char)*b)) b++;
-    while (e > b && isspace((unsigned char)e[-1])) e--;
+    while (b < e && isspace((unsigned char)*b))
+        b++;
+    while (e > b && isspace((unsigned char)e[-1]))
+        e--;
     size_t k = (size_t)(e - b);
     if (k >= n) k = n - 1;
     memcpy(out, b, k);
@@ -24,7 +26,8 @@ static void norm_number(char *s) {
         if (*r != ',' && *r != '$') *w++ = *r;
     *w = 0;
     size_t k = strlen(s);
-    while (k > 0 && s[k - 1] == '.') s[--k] = 0;
+    while (k > 0 && s[k - 1] == '.')
+        s[--k] = 0;
 }
 
 int pq__extract_last_number(const char *text, char *out, size_t n) {
@@ -76,18 +79,21 @@ int pq__extract_boxed(const char *text, char *out, size_t n) {
         return 0;
     }
     const char *p = last + kwlen;
-    while (*p == ' ') p++;
+    while (*p == ' ')
+        p++;
     if (*p != '{') {
         /* "\boxed 5" form: up to the next '$' or space */
         const char *e = p;
-        while (*e && *e != '$' && !isspace((unsigned char)*e)) e++;
+        while (*e && *e != '$' && !isspace((unsigned char)*e))
+            e++;
         copy_trim(p, e, out, n);
         return out[0] != 0;
     }
     int depth = 0;
     const char *b = p + 1;
     for (const char *q = p; *q; q++) {
-        if (*q == '{') depth++;
+        if (*q == '{')
+            depth++;
         else if (*q == '}' && --depth == 0) {
             copy_trim(b, q, out, n);
             return 1;
@@ -116,12 +122,14 @@ static void unwrap(char *s, const char *cmd) {
         int depth = 0;
         char *q = p + lc;
         for (; *q; q++) {
-            if (*q == '{') depth++;
-            else if (*q == '}' && --depth == 0) break;
+            if (*q == '{')
+                depth++;
+            else if (*q == '}' && --depth == 0)
+                break;
         }
         if (!*q) return;
-        memmove(q, q + 1, strlen(q + 1) + 1);             /* drop the closing brace */
-        memmove(p, p + lc + 1, strlen(p + lc + 1) + 1);   /* drop "\cmd{" */
+        memmove(q, q + 1, strlen(q + 1) + 1);           /* drop the closing brace */
+        memmove(p, p + lc + 1, strlen(p + lc + 1) + 1); /* drop "\cmd{" */
     }
 }
 
@@ -140,9 +148,10 @@ void pq__math_normalize(const char *in, char *out, size_t n) {
     unwrap(s, "\\textbf");
     unwrap(s, "\\mbox");
     unwrap(s, "\\mathrm");
-    static const char *const drop[] = {"\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "\\$", "$", "^\\circ",
-                                       "^{\\circ}", "\\%", "%", "\\displaystyle"};
-    for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++) replace_all(s, drop[i], "");
+    static const char *const drop[] = {"\\left", "\\right", "\\!",       "\\,", "\\;", "\\:",           "\\$",
+                                       "$",      "^\\circ", "^{\\circ}", "\\%", "%",   "\\displaystyle"};
+    for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++)
+        replace_all(s, drop[i], "");
     replace_all(s, "\\dfrac", "\\frac");
     replace_all(s, "\\tfrac", "\\frac");
     /* remove spaces */
@@ -176,7 +185,8 @@ void pq__math_normalize(const char *in, char *out, size_t n) {
     }
     const char *res = t.p ? t.p : "";
     size_t rl = strlen(res);
-    while (rl > 0 && res[rl - 1] == '.') rl--;
+    while (rl > 0 && res[rl - 1] == '.')
+        rl--;
     /* "0.5" vs ".5": a leading "." gets a 0 */
     if (res[0] == '.' && n > 1) {
         out[0] = '0';
@@ -206,11 +216,15 @@ int pq__answers_equal(const char *a, const char *b) {
 
 int pq__exact_match(const char *output, const char *target) {
     const char *b = output, *e = output + strlen(output);
-    while (b < e && isspace((unsigned char)*b)) b++;
-    while (e > b && isspace((unsigned char)e[-1])) e--;
+    while (b < e && isspace((unsigned char)*b))
+        b++;
+    while (e > b && isspace((unsigned char)e[-1]))
+        e--;
     const char *tb = target, *te = target + strlen(target);
-    while (tb < te && isspace((unsigned char)*tb)) tb++;
-    while (te > tb && isspace((unsigned char)te[-1])) te--;
+    while (tb < te && isspace((unsigned char)*tb))
+        tb++;
+    while (te > tb && isspace((unsigned char)te[-1]))
+        te--;
     if (e - b != te - tb) return 0;
     for (; b < e; b++, tb++)
         if (tolower((unsigned char)*b) != tolower((unsigned char)*tb)) return 0;

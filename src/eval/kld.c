@@ -30,9 +30,11 @@ static void log_softmax(const float *x, int64_t V, double *lp, int64_t *argmax) 
             am = i;
         }
     double s = 0;
-    for (int64_t i = 0; i < V; i++) s += exp((double)x[i] - (double)mx);
+    for (int64_t i = 0; i < V; i++)
+        s += exp((double)x[i] - (double)mx);
     const double ls = log(s) + (double)mx;
-    for (int64_t i = 0; i < V; i++) lp[i] = (double)x[i] - ls;
+    for (int64_t i = 0; i < V; i++)
+        lp[i] = (double)x[i] - ls;
     *argmax = am;
 }
 
@@ -135,7 +137,8 @@ pq_status pq_eval_kld(pq_ctx *ctx, const pq_model *base, const pq_model *model, 
         if (u.value && u.weight) {
             for (int64_t w = 0; w < n_win; w++) {
                 double s = 0;
-                for (int64_t j = 0; j < per; j++) s += kl[w * per + j];
+                for (int64_t j = 0; j < per; j++)
+                    s += kl[w * per + j];
                 u.value[w] = s;
                 u.weight[w] = (double)per;
             }

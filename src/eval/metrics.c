@@ -3,9 +3,13 @@
 
 #include "eval/eval.h"
 
-double pq_metrics_tcr(double s, double q) { return 1.0 - (1.0 - s) * q / 16.0; }
+double pq_metrics_tcr(double s, double q) {
+    return 1.0 - (1.0 - s) * q / 16.0;
+}
 
-double pq_metrics_nm_sparsity(int n, int m) { return m > 0 ? (double)n / (double)m : 0.0; }
+double pq_metrics_nm_sparsity(int n, int m) {
+    return m > 0 ? (double)n / (double)m : 0.0;
+}
 
 double pq_metrics_acr(size_t bytes, int64_t n_weights) {
     return n_weights > 0 ? 1.0 - (double)bytes / (2.0 * (double)n_weights) : NAN;
@@ -43,7 +47,9 @@ double pq_metrics_srcr(double sr, double s, double q) {
     return d > 0 ? sr / d : NAN;
 }
 
-double pq_metrics_sr_tcr(double sr, double s, double q) { return sr * pq_metrics_tcr(s, q); }
+double pq_metrics_sr_tcr(double sr, double s, double q) {
+    return sr * pq_metrics_tcr(s, q);
+}
 
 double pq_metrics_binom_stderr(double p, int64_t n) {
     if (n <= 1) return 0.0;

@@ -13,7 +13,9 @@ pq_ppl_params pq_ppl_params_default(void) {
     return p;
 }
 
-const char *pq_ppl_protocol_name(pq_ppl_protocol p) { return p == PQ_PPL_LLAMACPP ? "llamacpp" : "gptq"; }
+const char *pq_ppl_protocol_name(pq_ppl_protocol p) {
+    return p == PQ_PPL_LLAMACPP ? "llamacpp" : "gptq";
+}
 
 void pq_ppl_protocol_describe(const pq_ppl_params *p, char *buf, size_t n) {
     if (p->protocol == PQ_PPL_LLAMACPP)
@@ -29,7 +31,8 @@ static double token_nll(const float *logits, int64_t V, int32_t target) {
     for (int64_t i = 1; i < V; i++)
         if (logits[i] > mx) mx = logits[i];
     double s = 0;
-    for (int64_t i = 0; i < V; i++) s += exp((double)logits[i] - mx);
+    for (int64_t i = 0; i < V; i++)
+        s += exp((double)logits[i] - mx);
     return log(s) + mx - (double)logits[target];
 }
 
@@ -65,7 +68,8 @@ pq_status pq_perplexity(pq_ctx *ctx, const pq_model *m, const int32_t *tokens, i
         const int64_t nb = (n_win - w0 < p.batch) ? n_win - w0 : p.batch;
         memcpy(win, tokens + w0 * p.ctx, (size_t)(nb * p.ctx) * sizeof(int32_t));
         if (p.protocol == PQ_PPL_LLAMACPP)
-            for (int64_t b = 0; b < nb; b++) win[b * p.ctx] = bos;
+            for (int64_t b = 0; b < nb; b++)
+                win[b * p.ctx] = bos;
         if ((st = pq__forward(ctx, m, NULL, win, nb, p.ctx, 0, 0, logits))) break;
         for (int64_t b = 0; b < nb; b++) {
             const int32_t *truth = tokens + (w0 + b) * p.ctx;

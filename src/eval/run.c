@@ -207,7 +207,8 @@ pq_status pq_eval_task(pq_ctx *ctx, const pq_model *m, const char *spec, const p
                 score = pq__mc_pick(ll, NULL, it->n_choices) == it->gold;
                 chance += 1.0 / it->n_choices;
             }
-            for (int c = 0; ctxs && c < it->n_choices; c++) free(ctxs[c]);
+            for (int c = 0; ctxs && c < it->n_choices; c++)
+                free(ctxs[c]);
             free(ctxs);
         } else if (t.kind == PQ__KIND_LAMBADA) {
             const char *ch[1] = {it->target};
@@ -224,7 +225,8 @@ pq_status pq_eval_task(pq_ctx *ctx, const pq_model *m, const char *spec, const p
             if (!pq__str_add(&full, "", 0) || !pq__str_adds(&full, shots) || !pq__str_adds(&full, it->context))
                 st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
             else if (it->n_stops)
-                st = pq__generate_text(ctx, m, full.p, (const char *const *)it->stops, it->n_stops, gen_tokens, &outp);
+                st =
+                    pq__generate_text(ctx, m, full.p, (const char *const *)it->stops, it->n_stops, gen_tokens, &outp);
             else
                 st = pq__generate_text(ctx, m, full.p, (const char *const *)t.stops, t.n_stops, gen_tokens, &outp);
             if (!st) {
@@ -323,8 +325,8 @@ static uint64_t hash_words(const uint8_t *p, size_t n, uint64_t h) {
 uint64_t pq__model_hash(const pq_model *m) {
     uint64_t h = PQ_FNV_INIT;
     h = pq__fnv1a(&m->cfg.arch, sizeof m->cfg.arch, h);
-    int64_t dims[8] = {m->cfg.dim, m->cfg.hidden_dim, m->cfg.n_layers, m->cfg.n_heads,
-                       m->cfg.n_kv_heads, m->cfg.head_dim, m->cfg.vocab_size, m->cfg.max_seq_len};
+    int64_t dims[8] = {m->cfg.dim,        m->cfg.hidden_dim, m->cfg.n_layers,   m->cfg.n_heads,
+                       m->cfg.n_kv_heads, m->cfg.head_dim,   m->cfg.vocab_size, m->cfg.max_seq_len};
     h = pq__fnv1a(dims, sizeof dims, h);
     for (int64_t i = 0; i < m->src.n_tensors; i++) {
         const pq__tensor *t = &m->src.tensors[i];
@@ -355,7 +357,8 @@ static void cache_key(char *key, size_t n, uint64_t model_hash, const char *spec
                       const pq_eval_params *p) {
     struct stat sb;
     long long size = stat(r->file, &sb) == 0 ? (long long)sb.st_size : -1;
-    snprintf(key, n, "v3|model %016llx|task %s|file %s (%lld bytes)|protocol %s|limit %lld|shots %d|seed %llu|ctx %lld",
+    snprintf(key, n,
+             "v3|model %016llx|task %s|file %s (%lld bytes)|protocol %s|limit %lld|shots %d|seed %llu|ctx %lld",
              (unsigned long long)model_hash, spec, r->file, size, r->protocol, (long long)p->limit, p->shots,
              (unsigned long long)p->seed, (long long)p->ctx);
 }
@@ -377,7 +380,8 @@ static void units_to_json(cJSON *o, const pq_units *u) {
 }
 
 static int units_from_json(const cJSON *o, pq_units *u) {
-    const cJSON *k = cJSON_GetObjectItemCaseSensitive(o, "unit_kind"), *v = cJSON_GetObjectItemCaseSensitive(o, "units");
+    const cJSON *k = cJSON_GetObjectItemCaseSensitive(o, "unit_kind"),
+                *v = cJSON_GetObjectItemCaseSensitive(o, "units");
     const cJSON *w = cJSON_GetObjectItemCaseSensitive(o, "unit_weights");
     if (!cJSON_IsNumber(k) || !cJSON_IsArray(v)) return 0;
     const int64_t n = cJSON_GetArraySize(v);
@@ -493,21 +497,24 @@ static void model_metrics(const pq_model *m, const pq_compress_info *ci, pq_metr
             snprintf(wn, sizeof wn, "%s.weight", base);
             const pq__tensor *t = pq__source_find(&m->src, wn); /* NULL when packed */
             stored += pq__linear_stored_bytes(&m->src, base, n);
-            if (t && t->dtype == PQ_DTYPE_Q4_0) q4++;
-            else if (t && t->dtype == PQ_DTYPE_Q8_0) q8++;
-            else other++;
+            if (t && t->dtype == PQ_DTYPE_Q4_0)
+                q4++;
+            else if (t && t->dtype == PQ_DTYPE_Q8_0)
+                q8++;
+            else
+                other++;
             n_lin += n;
             for (int64_t e = 0; e < n; e++) /* zeros of the float32 weights the forward uses */
                 zeros += ls[j]->w[e] == 0.0f;
         }
     }
     const pq__config *c = &m->cfg;
-    mt->sparsity = ci->sparsity >= 0     ? ci->sparsity
-                   : c->declared_bits    ? c->declared_sparsity
-                   : n_lin               ? (double)zeros / (double)n_lin
-                                         : 0;
-    mt->bits = ci->bits > 0           ? ci->bits
-               : c->declared_bits     ? c->declared_bits
+    mt->sparsity = ci->sparsity >= 0  ? ci->sparsity
+                   : c->declared_bits ? c->declared_sparsity
+                   : n_lin            ? (double)zeros / (double)n_lin
+                                      : 0;
+    mt->bits = ci->bits > 0            ? ci->bits
+               : c->declared_bits      ? c->declared_bits
                : (q4 && !q8 && !other) ? 4
                : (q8 && !q4 && !other) ? 8
                                        : 16;
@@ -528,8 +535,10 @@ static void task_ci(pq_ctx *ctx, pq_task_result *res) {
     const int higher = res->higher_is_better;
     double point;
     pq_ctx *quiet = pq_ctx_new(); /* an unpaired result only loses its interval */
-    if (quiet) pq_bootstrap_sr(quiet, 1, &a, &b, &higher, NULL, &point, res->retention_ci);
-    else pq__log(ctx, PQ_LOG_WARN, "%s: no memory for the bootstrap interval", res->name);
+    if (quiet)
+        pq_bootstrap_sr(quiet, 1, &a, &b, &higher, NULL, &point, res->retention_ci);
+    else
+        pq__log(ctx, PQ_LOG_WARN, "%s: no memory for the bootstrap interval", res->name);
     pq_ctx_free(quiet);
 }
 
@@ -578,12 +587,14 @@ static pq_status add_task(pq_ctx *ctx, pq_eval_report *r, int64_t *cap, pq_task_
 pq_status pq_eval_tasks_check(pq_ctx *ctx, const char *tasks, const pq_eval_params *params, int have_base) {
     pq_eval_params p = params ? *params : pq_eval_params_default();
     char *list = tasks ? strdup(tasks) : NULL;
-    if (!list) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory (task list of %zu bytes)", tasks ? strlen(tasks) : 0);
+    if (!list)
+        return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory (task list of %zu bytes)", tasks ? strlen(tasks) : 0);
     pq_status st = PQ_OK;
     int n = 0;
     char *save = NULL;
     for (char *spec = strtok_r(list, ",", &save); spec && !st; spec = strtok_r(NULL, ",", &save)) {
-        while (*spec == ' ') spec++;
+        while (*spec == ' ')
+            spec++;
         if (!*spec) continue;
         n++;
         if (!strncmp(spec, "kld:", 4)) {
@@ -626,7 +637,8 @@ pq_status pq_eval_run(pq_ctx *ctx, const pq_model *model, const char *model_path
     if (base && p.cache_dir) base_hash = pq__model_hash(base);
     char *save = NULL;
     for (char *spec = strtok_r(list, ",", &save); spec && !st; spec = strtok_r(NULL, ",", &save)) {
-        while (*spec == ' ') spec++;
+        while (*spec == ' ')
+            spec++;
         if (!*spec) continue;
         if (!strncmp(spec, "kld:", 4)) {
             if (!base) {

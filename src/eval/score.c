@@ -17,7 +17,8 @@ double pq__log_prob(const float *logits, int64_t V, int32_t target, int *is_max)
             am = i;
         }
     double s = 0;
-    for (int64_t i = 0; i < V; i++) s += exp((double)logits[i] - (double)mx);
+    for (int64_t i = 0; i < V; i++)
+        s += exp((double)logits[i] - (double)mx);
     if (is_max) *is_max = (am == target) || (logits[target] == mx);
     return (double)logits[target] - (double)mx - log(s);
 }
@@ -30,8 +31,9 @@ pq_status pq__score_shared(pq_ctx *ctx, const pq_model *m, const int32_t *ctx_id
     for (int c = 0; c < n; c++)
         if (lens[c] > maxlen) maxlen = lens[c];
     if (n_ctx + maxlen > m->cfg.max_seq_len)
-        return pq__fail(ctx, PQ_ERR_INVALID, "score: %lld context + %lld continuation tokens exceed the context of %lld",
-                        (long long)n_ctx, (long long)maxlen, (long long)m->cfg.max_seq_len);
+        return pq__fail(ctx, PQ_ERR_INVALID,
+                        "score: %lld context + %lld continuation tokens exceed the context of %lld", (long long)n_ctx,
+                        (long long)maxlen, (long long)m->cfg.max_seq_len);
     pq__kv kv;
     pq_status st = pq__kv_init(ctx, &kv, &m->cfg, n, n_ctx + (maxlen > 0 ? maxlen : 1));
     if (st) return st;
@@ -58,7 +60,8 @@ pq_status pq__score_shared(pq_ctx *ctx, const pq_model *m, const int32_t *ctx_id
         /* inputs: tokens 0..len-2 of each continuation, right-padded (causal: padding
          * after a sequence's last real token cannot change its earlier logits) */
         for (int c = 0; c < n; c++)
-            for (int64_t j = 0; j < nt; j++) batch[c * nt + j] = j < lens[c] - 1 ? conts[c][j] : conts[c][0];
+            for (int64_t j = 0; j < nt; j++)
+                batch[c * nt + j] = j < lens[c] - 1 ? conts[c][j] : conts[c][0];
         if ((st = pq__forward(ctx, m, &kv, batch, n, nt, n_ctx, 0, logits))) goto done;
     }
     for (int c = 0; c < n; c++) {
@@ -208,15 +211,16 @@ pq_status pq__score_mc_text(pq_ctx *ctx, const pq_model *m, const char *context,
     st = pq__score_shared(ctx, m, cids, nc, (const int32_t *const *)conts, lens, n, ll, greedy);
 done:
     if (conts)
-        for (int c = 0; c < n; c++) free(conts[c]);
+        for (int c = 0; c < n; c++)
+            free(conts[c]);
     free(conts);
     free(lens);
     free(cids);
     return st;
 }
 
-pq_status pq__score_partial_text(pq_ctx *ctx, const pq_model *m, const char *const *contexts, int n,
-                                 const char *cont, double *ll) {
+pq_status pq__score_partial_text(pq_ctx *ctx, const pq_model *m, const char *const *contexts, int n, const char *cont,
+                                 double *ll) {
     const pq_tokenizer *t = need_tok(ctx, m);
     if (!t) return ctx->status;
     int32_t **cids = calloc((size_t)n, sizeof *cids), *ct = NULL;
@@ -232,11 +236,13 @@ pq_status pq__score_partial_text(pq_ctx *ctx, const pq_model *m, const char *con
         if ((st = pq_tokenize(ctx, t, contexts[c], strlen(contexts[c]), 1, &cids[c], &cl[c]))) goto done;
     if ((st = split_cont(ctx, t, contexts[0], cl[0], cont, &ct, &n_ct))) goto done;
     if (n_ct > m->cfg.max_seq_len - 2) n_ct = m->cfg.max_seq_len - 2;
-    for (int c = 0; c < n; c++) truncate_left(cids[c], &cl[c], n_ct, m->cfg.max_seq_len);
+    for (int c = 0; c < n; c++)
+        truncate_left(cids[c], &cl[c], n_ct, m->cfg.max_seq_len);
     st = pq__score_partial(ctx, m, (const int32_t *const *)cids, cl, ct, n_ct, n, ll, NULL);
 done:
     if (cids)
-        for (int c = 0; c < n; c++) free(cids[c]);
+        for (int c = 0; c < n; c++)
+            free(cids[c]);
     free(cids);
     free(cl);
     free(ct);
@@ -270,8 +276,8 @@ static int on_gen_token(void *user, int32_t id, const char *piece, size_t len) {
     return g->cut != (size_t)-1;
 }
 
-pq_status pq__generate_text(pq_ctx *ctx, const pq_model *m, const char *prompt, const char *const *stops,
-                            int n_stops, int64_t max_tokens, char **out) {
+pq_status pq__generate_text(pq_ctx *ctx, const pq_model *m, const char *prompt, const char *const *stops, int n_stops,
+                            int64_t max_tokens, char **out) {
     *out = NULL;
     const pq_tokenizer *t = need_tok(ctx, m);
     if (!t) return ctx->status;
@@ -309,7 +315,8 @@ pq_status pq__generate_text(pq_ctx *ctx, const pq_model *m, const char *prompt, 
 int pq__str_add(pq__str *s, const char *t, size_t n) {
     if (s->len + n + 1 > s->cap) {
         size_t cap = s->cap ? s->cap : 64;
-        while (cap < s->len + n + 1) cap *= 2;
+        while (cap < s->len + n + 1)
+            cap *= 2;
         char *p = realloc(s->p, cap);
         if (!p) return 0;
         s->p = p;
@@ -321,7 +328,9 @@ int pq__str_add(pq__str *s, const char *t, size_t n) {
     return 1;
 }
 
-int pq__str_adds(pq__str *s, const char *t) { return pq__str_add(s, t, strlen(t)); }
+int pq__str_adds(pq__str *s, const char *t) {
+    return pq__str_add(s, t, strlen(t));
+}
 
 int pq__str_addf(pq__str *s, const char *fmt, ...) {
     char buf[1024];

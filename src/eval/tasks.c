@@ -13,10 +13,13 @@
 
 #define MAX_TEXT_BYTES ((size_t)1 << 30)
 
-static const char *const task_names[] = {"lambada", "arc_easy", "arc_challenge", "piqa", "hellaswag", "winogrande",
-                                         "boolq", "mmlu", "mmlu_pro", "gsm8k", "math", "bbh", NULL};
+static const char *const task_names[] = {"lambada", "arc_easy", "arc_challenge", "piqa",  "hellaswag", "winogrande",
+                                         "boolq",   "mmlu",     "mmlu_pro",      "gsm8k", "math",      "bbh",
+                                         NULL};
 
-const char *const *pq_eval_task_names(void) { return task_names; }
+const char *const *pq_eval_task_names(void) {
+    return task_names;
+}
 
 /* One line per built-in task (same order as task_names): what it measures and how. */
 static const char *const task_descr[] = {
@@ -61,25 +64,30 @@ static char *xcat(const char *a, const char *b, const char *c) {
 
 static void item_free(pq__item *it) {
     free(it->context);
-    for (int c = 0; c < it->n_choices; c++) free(it->choices[c]);
+    for (int c = 0; c < it->n_choices; c++)
+        free(it->choices[c]);
     free(it->choices);
     free(it->target);
     free(it->shot_target);
-    for (int c = 0; c < it->n_stops; c++) free(it->stops[c]);
+    for (int c = 0; c < it->n_stops; c++)
+        free(it->stops[c]);
     free(it->stops);
 }
 
 void pq__task_free(pq__task *t) {
     if (!t) return;
-    for (int64_t i = 0; i < t->n_items; i++) item_free(&t->items[i]);
-    for (int64_t i = 0; i < t->n_dev; i++) item_free(&t->dev[i]);
+    for (int64_t i = 0; i < t->n_items; i++)
+        item_free(&t->items[i]);
+    for (int64_t i = 0; i < t->n_dev; i++)
+        item_free(&t->dev[i]);
     for (int g = 0; g < t->n_groups; g++) {
         free(t->group_names[g]);
         if (t->group_descr) free(t->group_descr[g]);
     }
     free(t->group_names);
     free(t->group_descr);
-    for (int i = 0; i < t->n_stops; i++) free(t->stops[i]);
+    for (int i = 0; i < t->n_stops; i++)
+        free(t->stops[i]);
     free(t->stops);
     free(t->items);
     free(t->dev);
@@ -228,7 +236,8 @@ static pq_status on_mc(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *fil
     if (!it) return ctx->status;
     if (!set_choices(it, cJSON_GetObjectItemCaseSensitive(o, "choices")))
         return missing(ctx, file, line, "\"choices\" (array of strings)");
-    if (!get_gold(o, "gold", it->n_choices, &it->gold)) return missing(ctx, file, line, "\"gold\" (index of a choice)");
+    if (!get_gold(o, "gold", it->n_choices, &it->gold))
+        return missing(ctx, file, line, "\"gold\" (index of a choice)");
     if (!(it->context = xcat(q, suffix ? suffix : "", ""))) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
     return PQ_OK;
 }
@@ -383,7 +392,8 @@ static pq_status read_piqa_labels(pq_ctx *ctx, pq__task *t, const char *path) {
     while ((ln = next_line(&p, end))) {
         line++;
         if (blank(ln)) continue;
-        while (isspace((unsigned char)*ln)) ln++;
+        while (isspace((unsigned char)*ln))
+            ln++;
         if ((ln[0] != '0' && ln[0] != '1') || !blank(ln + 1)) {
             free(buf);
             return pq__fail(ctx, PQ_ERR_FORMAT, "%s:%lld: label must be 0 or 1", path, (long long)line);
@@ -404,13 +414,14 @@ static pq_status read_hellaswag(pq_ctx *ctx, pq__task *t, const char *path) {
     size_t len = 0;
     size_t pl = strlen(path);
     pq_status st = pl > 4 && !strcmp(path + pl - 4, ".bz2") ? pq__read_bz2(ctx, path, MAX_TEXT_BYTES, &buf, &len)
-                                                             : pq__read_text(ctx, path, MAX_TEXT_BYTES, &buf, &len);
+                                                            : pq__read_text(ctx, path, MAX_TEXT_BYTES, &buf, &len);
     if (st) return st;
     char *p = buf, *end = buf + len, *ln[6];
     int64_t line = 0;
     for (;;) {
         int k = 0;
-        for (; k < 6 && (ln[k] = next_line(&p, end)); k++) line++;
+        for (; k < 6 && (ln[k] = next_line(&p, end)); k++)
+            line++;
         if (k == 0 || (k == 1 && blank(ln[0]))) break;
         if (k < 6) {
             st = pq__fail(ctx, PQ_ERR_FORMAT, "%s:%lld: truncated task (6 lines per task)", path, (long long)line);
@@ -433,7 +444,8 @@ static pq_status read_hellaswag(pq_ctx *ctx, pq__task *t, const char *path) {
             break;
         }
         it->n_choices = 4;
-        for (int c = 0; c < 4; c++) it->choices[c] = xstrdup(ln[2 + c]);
+        for (int c = 0; c < 4; c++)
+            it->choices[c] = xstrdup(ln[2 + c]);
     }
     free(buf);
     return st;
@@ -463,9 +475,11 @@ static int csv_record(char **p, char *end, char **f, int max, int64_t *line) {
                 if (*s == '\n') (*line)++;
                 *w++ = *s++;
             }
-            while (s < end && *s != ',' && *s != '\n') s++; /* junk after the quote */
+            while (s < end && *s != ',' && *s != '\n')
+                s++; /* junk after the quote */
         } else {
-            while (s < end && *s != ',' && *s != '\n') s++;
+            while (s < end && *s != ',' && *s != '\n')
+                s++;
             w = s;
             if (w > start && w[-1] == '\r') w--;
         }
@@ -483,7 +497,9 @@ static int csv_record(char **p, char *end, char **f, int max, int64_t *line) {
     return n;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
 
 /* MMLU: tasks/mmlu/{test,dev}/<subject>_{test,dev}.csv with the header
  * question,choice0,choice1,choice2,choice3,answer (answer 0-3). */
@@ -556,7 +572,8 @@ static pq_status list_dir(pq_ctx *ctx, const char *dir, const char *suffix, char
 }
 
 static void free_names(char **names, int n) {
-    for (int i = 0; i < n; i++) free(names[i]);
+    for (int i = 0; i < n; i++)
+        free(names[i]);
     free(names);
 }
 
@@ -640,7 +657,8 @@ static pq_status load_bbh(pq_ctx *ctx, pq__task *t, const char *data_dir, const 
     snprintf(dir, sizeof dir, "%s/tasks/bbh", data_dir);
     if (sub) {
         snprintf(path, sizeof path, "%s/%s.json", dir, sub);
-        if (!pq__file_exists(path)) return pq__fail(ctx, PQ_ERR_INVALID, "bbh: no subtask '%s' (%s not found)", sub, path);
+        if (!pq__file_exists(path))
+            return pq__fail(ctx, PQ_ERR_INVALID, "bbh: no subtask '%s' (%s not found)", sub, path);
         snprintf(t->file, sizeof t->file, "%.500s", path);
         return load_bbh_file(ctx, t, path, sub);
     }
@@ -817,14 +835,10 @@ pq_status pq__task_load(pq_ctx *ctx, const char *spec, const char *data_dir, con
 
 static int shot_text(pq__str *s, const pq__task *t, const pq__item *it) {
     switch (t->kind) {
-    case PQ__KIND_PARTIAL:
-        return pq__str_addf(s, "%s %s", it->choices[it->gold], it->target);
-    case PQ__KIND_LAMBADA:
-        return pq__str_addf(s, "%s %s", it->context, it->target);
-    case PQ__KIND_GEN:
-        return pq__str_addf(s, "%s %s", it->context, it->shot_target ? it->shot_target : it->target);
-    default:
-        return pq__str_addf(s, "%s %s", it->context, it->choices[it->gold]);
+    case PQ__KIND_PARTIAL: return pq__str_addf(s, "%s %s", it->choices[it->gold], it->target);
+    case PQ__KIND_LAMBADA: return pq__str_addf(s, "%s %s", it->context, it->target);
+    case PQ__KIND_GEN: return pq__str_addf(s, "%s %s", it->context, it->shot_target ? it->shot_target : it->target);
+    default: return pq__str_addf(s, "%s %s", it->context, it->choices[it->gold]);
     }
 }
 

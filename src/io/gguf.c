@@ -8,26 +8,26 @@
 #include <string.h>
 
 /* Bounds that keep a hostile file from making us walk or allocate without limit. */
-#define MAX_KEY_LEN     65535u /* spec: keys are at most 65535 bytes */
-#define MAX_NAME_LEN    65535u
+#define MAX_KEY_LEN 65535u /* spec: keys are at most 65535 bytes */
+#define MAX_NAME_LEN 65535u
 #define MAX_ARRAY_DEPTH 8 /* nested arrays; recursion depth */
 /* Smallest encodings, used to reject counts that cannot fit in the rest of the file. */
-#define MIN_KV_BYTES     14 /* key len u64 + 1-byte key + type u32 + 1-byte value */
+#define MIN_KV_BYTES 14     /* key len u64 + 1-byte key + type u32 + 1-byte value */
 #define MIN_TENSOR_BYTES 33 /* name len u64 + 1-byte name + n_dims u32 + 1 dim u64 + type + offset */
 
 static const size_t scalar_size[PQ_GGUF_TYPE_COUNT] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
 
 const char *pq__gguf_type_name(pq__gguf_type t) {
-    static const char *const names[PQ_GGUF_TYPE_COUNT] = {
-        "u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "string", "array", "u64", "i64", "f64"};
+    static const char *const names[PQ_GGUF_TYPE_COUNT] = {"u8",   "i8",     "u16",   "i16", "u32", "i32", "f32",
+                                                          "bool", "string", "array", "u64", "i64", "f64"};
     return (unsigned)t < PQ_GGUF_TYPE_COUNT ? names[t] : "unknown";
 }
 
 const char *pq__ggml_type_name(uint32_t t) {
-    static const char *const names[] = {
-        "F32",   "F16",    "Q4_0", "Q4_1", "Q4_2", "Q4_3",    "Q5_0",   "Q5_1",    "Q8_0",  "Q8_1",   "Q2_K",
-        "Q3_K",  "Q4_K",   "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S",
-        "IQ2_S", "IQ4_XS", "I8",   "I16",  "I32",  "I64",     "F64",    "IQ1_M",   "BF16"};
+    static const char *const names[] = {"F32",     "F16",    "Q4_0",    "Q4_1",  "Q4_2",   "Q4_3",  "Q5_0",  "Q5_1",
+                                        "Q8_0",    "Q8_1",   "Q2_K",    "Q3_K",  "Q4_K",   "Q5_K",  "Q6_K",  "Q8_K",
+                                        "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS",
+                                        "I8",      "I16",    "I32",     "I64",   "F64",    "IQ1_M", "BF16"};
     return t < sizeof names / sizeof names[0] ? names[t] : "unknown";
 }
 
@@ -71,7 +71,9 @@ __attribute__((format(printf, 3, 4))) static pq_status bad(parser *p, pq_status 
     return pq__fail(p->ctx, st, "%s: %s", p->name, msg);
 }
 
-static size_t remaining(const parser *p) { return p->r.size - p->r.pos; }
+static size_t remaining(const parser *p) {
+    return p->r.size - p->r.pos;
+}
 
 static pq_status truncated(parser *p, const char *what, const char *field) {
     return bad(p, PQ_ERR_FORMAT, "%s: %s: truncated (file ends at byte %zu)", what, field, p->r.size);
@@ -92,8 +94,8 @@ static pq_status rd_str(parser *p, const char *what, const char *field, uint64_t
     pq_status st = rd_u64(p, what, field, &n);
     if (st != PQ_OK) return st;
     if (n > remaining(p))
-        return bad(p, PQ_ERR_FORMAT, "%s: %s: string length %llu exceeds the %zu bytes left in the file",
-                   what, field, (unsigned long long)n, remaining(p));
+        return bad(p, PQ_ERR_FORMAT, "%s: %s: string length %llu exceeds the %zu bytes left in the file", what, field,
+                   (unsigned long long)n, remaining(p));
     if (n > max_len)
         return bad(p, PQ_ERR_FORMAT, "%s: %s: string length %llu exceeds the limit of %llu", what, field,
                    (unsigned long long)n, (unsigned long long)max_len);
@@ -103,8 +105,7 @@ static pq_status rd_str(parser *p, const char *what, const char *field, uint64_t
 }
 
 /* Copies a key or tensor name into a C string, refusing empty names and embedded NULs. */
-static pq_status dup_name(parser *p, const char *what, const char *field, const uint8_t *s, size_t len,
-                          char **out) {
+static pq_status dup_name(parser *p, const char *what, const char *field, const uint8_t *s, size_t len, char **out) {
     if (len == 0) return bad(p, PQ_ERR_FORMAT, "%s: %s: empty", what, field);
     if (memchr(s, 0, len)) return bad(p, PQ_ERR_FORMAT, "%s: %s: contains a NUL byte", what, field);
     char *c = malloc(len + 1);
@@ -143,9 +144,8 @@ static pq_status skip_value(parser *p, const char *what, uint32_t type, int dept
     /* smallest encoding of one element: fixed size, or a u64 length, or an array header */
     size_t min_elem = et == PQ_GGUF_STRING ? 8 : et == PQ_GGUF_ARRAY ? 12 : scalar_size[et];
     if (n > remaining(p) / min_elem)
-        return bad(p, PQ_ERR_FORMAT,
-                   "%s: value: array count %llu of %s cannot fit in the %zu bytes left in the file", what,
-                   (unsigned long long)n, pq__gguf_type_name((pq__gguf_type)et), remaining(p));
+        return bad(p, PQ_ERR_FORMAT, "%s: value: array count %llu of %s cannot fit in the %zu bytes left in the file",
+                   what, (unsigned long long)n, pq__gguf_type_name((pq__gguf_type)et), remaining(p));
     if (et != PQ_GGUF_STRING && et != PQ_GGUF_ARRAY && et != PQ_GGUF_BOOL) {
         pq__rd_bytes(&p->r, (size_t)n * min_elem, &b);
         return PQ_OK;
@@ -203,7 +203,8 @@ static pq_status parse_tensor(parser *p, int64_t i, pq__gguf_tensor *t) {
     if (nd < 1 || nd > 4) return bad(p, PQ_ERR_FORMAT, "%s: n_dims: %u (must be 1..4)", what, nd);
     t->n_dims = (int)nd;
     int64_t numel = 1;
-    for (int d = 0; d < 4; d++) t->ne[d] = 1;
+    for (int d = 0; d < 4; d++)
+        t->ne[d] = 1;
     for (uint32_t d = 0; d < nd; d++) {
         uint64_t v;
         st = rd_u64(p, what, "dims", &v);
@@ -219,9 +220,8 @@ static pq_status parse_tensor(parser *p, int64_t i, pq__gguf_tensor *t) {
     if (st == PQ_OK) st = rd_u64(p, what, "offset", &t->offset);
     if (st != PQ_OK) return st;
     if (!pq__gguf_dtype_from_ggml(t->ggml_type, &t->dtype))
-        return bad(p, PQ_ERR_UNSUPPORTED,
-                   "%s: type: ggml type %u (%s) is not supported (F32, F16, BF16, Q8_0, Q4_0)", what,
-                   t->ggml_type, pq__ggml_type_name(t->ggml_type));
+        return bad(p, PQ_ERR_UNSUPPORTED, "%s: type: ggml type %u (%s) is not supported (F32, F16, BF16, Q8_0, Q4_0)",
+                   what, t->ggml_type, pq__ggml_type_name(t->ggml_type));
     int64_t block;
     pq__dtype_block_bytes(t->dtype, &block);
     if (t->ne[0] % block)
@@ -229,17 +229,17 @@ static pq_status parse_tensor(parser *p, int64_t i, pq__gguf_tensor *t) {
                    (long long)t->ne[0], pq_dtype_name(t->dtype), (long long)block);
     t->nbytes = pq__dtype_nbytes(t->dtype, numel);
     if (t->nbytes == 0)
-        return bad(p, PQ_ERR_FORMAT, "%s: dims: the byte size of %lld elements overflows", what,
-                   (long long)numel);
+        return bad(p, PQ_ERR_FORMAT, "%s: dims: the byte size of %lld elements overflows", what, (long long)numel);
     return PQ_OK;
 }
 
 /* Builds an open-addressing table of n names for duplicate checks and lookups. */
 static pq_status index_build(parser *p, const char *what, int64_t n,
-                             const char *(*name_at)(const pq__gguf *, int64_t), const pq__gguf *g,
-                             int64_t **out, size_t *mask_out) {
+                             const char *(*name_at)(const pq__gguf *, int64_t), const pq__gguf *g, int64_t **out,
+                             size_t *mask_out) {
     size_t cap = 8;
-    while (cap < (size_t)n * 2) cap *= 2;
+    while (cap < (size_t)n * 2)
+        cap *= 2;
     int64_t *tab = malloc(cap * sizeof *tab);
     if (!tab) return bad(p, PQ_ERR_NOMEM, "%s: out of memory indexing %lld names", what, (long long)n);
     memset(tab, 0xff, cap * sizeof *tab); /* all -1 */
@@ -263,8 +263,12 @@ static pq_status index_build(parser *p, const char *what, int64_t n,
     return PQ_OK;
 }
 
-static const char *kv_name_at(const pq__gguf *g, int64_t i) { return g->kv[i].key; }
-static const char *tensor_name_at(const pq__gguf *g, int64_t i) { return g->tensors[i].name; }
+static const char *kv_name_at(const pq__gguf *g, int64_t i) {
+    return g->kv[i].key;
+}
+static const char *tensor_name_at(const pq__gguf *g, int64_t i) {
+    return g->tensors[i].name;
+}
 
 static int64_t index_find(const int64_t *tab, size_t mask, const char *(*name_at)(const pq__gguf *, int64_t),
                           const pq__gguf *g, const char *name) {
@@ -287,8 +291,7 @@ static pq_status parse_alignment(parser *p, pq__gguf *g) {
                    pq__gguf_type_name(pq__gguf_find_kv(g, "general.alignment")->type));
     /* bounded so that rounding offsets up cannot overflow */
     if (a <= 0 || (a & (a - 1)) || a > (1 << 30))
-        return bad(p, PQ_ERR_FORMAT, "general.alignment: %lld is not a power of two in 1..2^30",
-                   (long long)a);
+        return bad(p, PQ_ERR_FORMAT, "general.alignment: %lld is not a power of two in 1..2^30", (long long)a);
     g->alignment = (size_t)a;
     return PQ_OK;
 }
@@ -299,8 +302,7 @@ static pq_status parse_all(parser *p, pq__gguf *g) {
     if (memcmp(magic, "GGUF", 4)) return bad(p, PQ_ERR_FORMAT, "header: magic: not a GGUF file");
     pq_status st = rd_u32(p, "header", "version", &g->version);
     if (st != PQ_OK) return st;
-    if (g->version == 1)
-        return bad(p, PQ_ERR_UNSUPPORTED, "header: version: GGUF v1 is not supported (v2, v3 are)");
+    if (g->version == 1) return bad(p, PQ_ERR_UNSUPPORTED, "header: version: GGUF v1 is not supported (v2, v3 are)");
     if (g->version != 2 && g->version != 3) {
         /* a big-endian v2/v3 file reads as 0x02000000 / 0x03000000 */
         if (g->version == 0x02000000u || g->version == 0x03000000u)
@@ -320,8 +322,8 @@ static pq_status parse_all(parser *p, pq__gguf *g) {
     g->kv = calloc(nkv ? nkv : 1, sizeof *g->kv);
     g->tensors = calloc(nt ? nt : 1, sizeof *g->tensors);
     if (!g->kv || !g->tensors)
-        return bad(p, PQ_ERR_NOMEM, "header: out of memory for %llu kvs and %llu tensors",
-                   (unsigned long long)nkv, (unsigned long long)nt);
+        return bad(p, PQ_ERR_NOMEM, "header: out of memory for %llu kvs and %llu tensors", (unsigned long long)nkv,
+                   (unsigned long long)nt);
     for (uint64_t i = 0; i < nkv; i++) {
         g->n_kv = (int64_t)i + 1; /* counts the entry being parsed so that free sees its key */
         st = parse_kv(p, (int64_t)i, &g->kv[i]);
@@ -344,15 +346,13 @@ static pq_status parse_all(parser *p, pq__gguf *g) {
     for (int64_t i = 0; i < g->n_tensors; i++) {
         pq__gguf_tensor *t = &g->tensors[i];
         if (t->offset % a)
-            return bad(p, PQ_ERR_FORMAT,
-                       "tensor '%.80s': offset: %llu is not a multiple of the alignment %zu", t->name,
-                       (unsigned long long)t->offset, a);
+            return bad(p, PQ_ERR_FORMAT, "tensor '%.80s': offset: %llu is not a multiple of the alignment %zu",
+                       t->name, (unsigned long long)t->offset, a);
         size_t avail = g->data_offset <= p->r.size ? p->r.size - g->data_offset : 0;
         if (t->offset > avail || t->nbytes > avail - t->offset)
-            return bad(
-                p, PQ_ERR_FORMAT,
-                "tensor '%.80s': offset: %llu + %zu bytes runs past the end of the data section (%zu bytes)",
-                t->name, (unsigned long long)t->offset, t->nbytes, avail);
+            return bad(p, PQ_ERR_FORMAT,
+                       "tensor '%.80s': offset: %llu + %zu bytes runs past the end of the data section (%zu bytes)",
+                       t->name, (unsigned long long)t->offset, t->nbytes, avail);
         t->data = p->r.p + g->data_offset + t->offset;
     }
     return PQ_OK;
@@ -396,8 +396,10 @@ pq_status pq__gguf_open(pq_ctx *ctx, const char *path, int use_mmap, pq__gguf **
 
 void pq__gguf_free(pq__gguf *g) {
     if (!g) return;
-    for (int64_t i = 0; i < g->n_kv; i++) free(g->kv[i].key);
-    for (int64_t i = 0; i < g->n_tensors; i++) free(g->tensors[i].name);
+    for (int64_t i = 0; i < g->n_kv; i++)
+        free(g->kv[i].key);
+    for (int64_t i = 0; i < g->n_tensors; i++)
+        free(g->tensors[i].name);
     free(g->kv);
     free(g->tensors);
     free(g->kv_index);
@@ -420,7 +422,8 @@ int64_t pq__gguf_find_tensor(const pq__gguf *g, const char *name) {
 
 static uint64_t le(const uint8_t *b, size_t n) {
     uint64_t v = 0;
-    for (size_t i = 0; i < n; i++) v |= (uint64_t)b[i] << (8 * i);
+    for (size_t i = 0; i < n; i++)
+        v |= (uint64_t)b[i] << (8 * i);
     return v;
 }
 
@@ -634,6 +637,10 @@ static int map_name(const char *in, char *buf, size_t n, int to_hf) {
     return 0;
 }
 
-int pq__gguf_name_to_hf(const char *gguf, char *buf, size_t n) { return map_name(gguf, buf, n, 1); }
+int pq__gguf_name_to_hf(const char *gguf, char *buf, size_t n) {
+    return map_name(gguf, buf, n, 1);
+}
 
-int pq__gguf_name_from_hf(const char *hf, char *buf, size_t n) { return map_name(hf, buf, n, 0); }
+int pq__gguf_name_from_hf(const char *hf, char *buf, size_t n) {
+    return map_name(hf, buf, n, 0);
+}

@@ -91,7 +91,7 @@ const char *pq__ggml_type_name(uint32_t t);
 
 /* Typed getters: return 1 when found with a usable type, 0 when absent, -1 when present but
  * of another type (or out of range for the result). */
-#define PQ_GGUF_FOUND   1
+#define PQ_GGUF_FOUND 1
 #define PQ_GGUF_MISSING 0
 #define PQ_GGUF_BADTYPE (-1)
 /* String value: not NUL-terminated, borrowed from the buffer. */
@@ -146,8 +146,8 @@ void pq__gguf_writer_add_u64(pq__gguf_writer *w, const char *key, uint64_t v);
 void pq__gguf_writer_add_f32(pq__gguf_writer *w, const char *key, float v);
 void pq__gguf_writer_add_bool(pq__gguf_writer *w, const char *key, int v);
 /* lens may be NULL (NUL-terminated strings). */
-void pq__gguf_writer_add_arr_str(pq__gguf_writer *w, const char *key, const char *const *v,
-                                 const size_t *lens, int64_t n);
+void pq__gguf_writer_add_arr_str(pq__gguf_writer *w, const char *key, const char *const *v, const size_t *lens,
+                                 int64_t n);
 void pq__gguf_writer_add_arr_f32(pq__gguf_writer *w, const char *key, const float *v, int64_t n);
 void pq__gguf_writer_add_arr_i32(pq__gguf_writer *w, const char *key, const int32_t *v, int64_t n);
 /* Copies a KV of any type from a parsed file. */

@@ -19,20 +19,18 @@ static pq_status cfg_int(pq_ctx *ctx, const pq__gguf *g, const char *arch, const
     if (r != PQ_GGUF_FOUND) {
         const pq__gguf_kv *kv = pq__gguf_find_kv(g, key);
         if (kv->type == PQ_GGUF_ARRAY)
-            return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: %s: per-layer arrays are not supported", g->name,
-                            key);
+            return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: %s: per-layer arrays are not supported", g->name, key);
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: %s: expected an integer, got %s", g->name, key,
                         pq__gguf_type_name(kv->type));
     }
     if (*out < lo || *out > hi)
-        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: %s: %lld is out of range %lld..%lld", g->name, key,
-                        (long long)*out, (long long)lo, (long long)hi);
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: %s: %lld is out of range %lld..%lld", g->name, key, (long long)*out,
+                        (long long)lo, (long long)hi);
     return PQ_OK;
 }
 
 /* Reads a float KV (full key) that must be in (0, max]; def when absent. */
-static pq_status cfg_pos_float(pq_ctx *ctx, const pq__gguf *g, const char *key, double def, double max,
-                               double *out) {
+static pq_status cfg_pos_float(pq_ctx *ctx, const pq__gguf *g, const char *key, double def, double max, double *out) {
     int r = pq__gguf_get_float(g, key, out);
     if (r == PQ_GGUF_MISSING) {
         *out = def;
@@ -57,8 +55,8 @@ static pq_status token_id(pq_ctx *ctx, const pq__gguf *g, const char *key, int64
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: %s: expected an integer, got %s", g->name, key,
                         pq__gguf_type_name(pq__gguf_find_kv(g, key)->type));
     if (v < 0 || v >= n_vocab) {
-        pq__log(ctx, PQ_LOG_WARN, "%s: %s: %lld is outside the vocabulary (%lld tokens); ignored", g->name,
-                key, (long long)v, (long long)n_vocab);
+        pq__log(ctx, PQ_LOG_WARN, "%s: %s: %lld is outside the vocabulary (%lld tokens); ignored", g->name, key,
+                (long long)v, (long long)n_vocab);
         return PQ_OK;
     }
     *out = (int32_t)v;
@@ -72,28 +70,24 @@ static pq_status load_config(pq_ctx *ctx, const pq__gguf *g, const char *arch, p
     if ((st = cfg_int(ctx, g, arch, "feed_forward_length", 1, 0, 1, 1 << 24, &hidden)) != PQ_OK) return st;
     if ((st = cfg_int(ctx, g, arch, "block_count", 1, 0, 1, 4096, &layers)) != PQ_OK) return st;
     if ((st = cfg_int(ctx, g, arch, "attention.head_count", 1, 0, 1, dim, &heads)) != PQ_OK) return st;
-    if ((st = cfg_int(ctx, g, arch, "attention.head_count_kv", 0, heads, 1, heads, &kv_heads)) != PQ_OK)
-        return st;
+    if ((st = cfg_int(ctx, g, arch, "attention.head_count_kv", 0, heads, 1, heads, &kv_heads)) != PQ_OK) return st;
     if ((st = cfg_int(ctx, g, arch, "context_length", 1, 0, 1, 1 << 30, &ctxlen)) != PQ_OK) return st;
     if (heads % kv_heads)
-        return pq__fail(ctx, PQ_ERR_FORMAT,
-                        "%s: %s.attention.head_count_kv: %lld does not divide head_count %lld", g->name, arch,
-                        (long long)kv_heads, (long long)heads);
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: %s.attention.head_count_kv: %lld does not divide head_count %lld",
+                        g->name, arch, (long long)kv_heads, (long long)heads);
     /* head size: attention.key_length when given, else embedding_length / head_count */
     if ((st = cfg_int(ctx, g, arch, "attention.key_length", 0, dim / heads, 1, 1 << 16, &head_dim)) != PQ_OK)
         return st;
     char key[128];
     snprintf(key, sizeof key, "%s.attention.key_length", arch);
     if (!pq__gguf_find_kv(g, key) && dim % heads)
-        return pq__fail(ctx, PQ_ERR_FORMAT,
-                        "%s: %s.attention.head_count: %lld does not divide embedding_length %lld", g->name,
-                        arch, (long long)heads, (long long)dim);
-    if ((st = cfg_int(ctx, g, arch, "rope.dimension_count", 0, head_dim, 1, 1 << 16, &rope_dims)) != PQ_OK)
-        return st;
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: %s.attention.head_count: %lld does not divide embedding_length %lld",
+                        g->name, arch, (long long)heads, (long long)dim);
+    if ((st = cfg_int(ctx, g, arch, "rope.dimension_count", 0, head_dim, 1, 1 << 16, &rope_dims)) != PQ_OK) return st;
     if (rope_dims != head_dim)
         return pq__fail(ctx, PQ_ERR_UNSUPPORTED,
-                        "%s: %s.rope.dimension_count: %lld differs from the head size %lld (partial RoPE)",
-                        g->name, arch, (long long)rope_dims, (long long)head_dim);
+                        "%s: %s.rope.dimension_count: %lld differs from the head size %lld (partial RoPE)", g->name,
+                        arch, (long long)rope_dims, (long long)head_dim);
     double eps, theta;
     snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch);
     if ((st = cfg_pos_float(ctx, g, key, 1e-5, 1.0, &eps)) != PQ_OK) return st;
@@ -143,7 +137,8 @@ static pq_status load_bpe(pq_ctx *ctx, const pq__gguf *g, int64_t n, const char 
     int r = pq__gguf_get_array(g, "tokenizer.ggml.merges", &merges_kv);
     if (r != PQ_GGUF_FOUND || merges_kv->arr_type != PQ_GGUF_STRING)
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.ggml.merges: %s", g->name,
-                        r == PQ_GGUF_MISSING ? "missing (needed by a gpt2 vocabulary)" : "expected an array of strings");
+                        r == PQ_GGUF_MISSING ? "missing (needed by a gpt2 vocabulary)"
+                                             : "expected an array of strings");
     const char *regex = PQ_REGEX_GPT2, *pre;
     size_t pre_len;
     if (pq__gguf_get_str(g, "tokenizer.ggml.pre", &pre, &pre_len) == PQ_GGUF_FOUND) {
@@ -177,7 +172,8 @@ static pq_status load_bpe(pq_ctx *ctx, const pq__gguf *g, int64_t n, const char 
     /* llama.cpp looks whole words up before merging for the Llama-3 pre-tokenizer, as its tokenizer.json does */
     if (st == PQ_OK && !strcmp(regex, PQ_REGEX_LLAMA3)) pq__tokenizer_set_ignore_merges(*out, 1);
     if (mz)
-        for (uint64_t i = 0; i < merges_kv->arr_n; i++) free(mz[i]);
+        for (uint64_t i = 0; i < merges_kv->arr_n; i++)
+            free(mz[i]);
     free(mz);
     free(merges);
     free(mlens);
@@ -243,13 +239,12 @@ static pq_status load_tokenizer(pq_ctx *ctx, const pq__gguf *g, pq__source *src)
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.ggml.tokens: %lld tokens", g->name, (long long)n);
     r = pq__gguf_get_array(g, "tokenizer.ggml.scores", &scores_kv);
     if (r == PQ_GGUF_BADTYPE || (r == PQ_GGUF_FOUND && scores_kv->arr_n != (uint64_t)n))
-        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.ggml.scores: expected an array of %lld numbers",
-                        g->name, (long long)n);
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.ggml.scores: expected an array of %lld numbers", g->name,
+                        (long long)n);
     r = pq__gguf_get_array(g, "tokenizer.ggml.token_type", &types_kv);
     if (r == PQ_GGUF_BADTYPE || (r == PQ_GGUF_FOUND && types_kv->arr_n != (uint64_t)n))
-        return pq__fail(ctx, PQ_ERR_FORMAT,
-                        "%s: tokenizer.ggml.token_type: expected an array of %lld integers", g->name,
-                        (long long)n);
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.ggml.token_type: expected an array of %lld integers",
+                        g->name, (long long)n);
     int32_t bos, eos, unk;
     pq_status st = token_id(ctx, g, "tokenizer.ggml.bos_token_id", n, &bos);
     if (st == PQ_OK) st = token_id(ctx, g, "tokenizer.ggml.eos_token_id", n, &eos);
@@ -277,9 +272,8 @@ static pq_status load_tokenizer(pq_ctx *ctx, const pq__gguf *g, pq__source *src)
         if (!types)
             st = PQ_ERR_NOMEM;
         else if (!pq__gguf_array_i32(types_kv, types))
-            st = pq__fail(ctx, PQ_ERR_FORMAT,
-                          "%s: tokenizer.ggml.token_type: expected int32 values (%s array)", g->name,
-                          pq__gguf_type_name(types_kv->arr_type));
+            st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.ggml.token_type: expected int32 values (%s array)",
+                          g->name, pq__gguf_type_name(types_kv->arr_type));
     }
     const char *hf_json;
     size_t hf_len;
@@ -315,10 +309,11 @@ static pq_status load_tensors(pq_ctx *ctx, const pq__gguf *g, pq__source *src) {
         }
         long layer;
         if (sscanf(hf, "model.layers.%ld.", &layer) == 1 && layer >= src->cfg.n_layers)
-            return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s': layer %ld >= block_count %lld", g->name,
-                            t->name, layer, (long long)src->cfg.n_layers);
+            return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s': layer %ld >= block_count %lld", g->name, t->name,
+                            layer, (long long)src->cfg.n_layers);
         int64_t shape[4]; /* outermost first */
-        for (int d = 0; d < t->n_dims; d++) shape[d] = t->ne[t->n_dims - 1 - d];
+        for (int d = 0; d < t->n_dims; d++)
+            shape[d] = t->ne[t->n_dims - 1 - d];
         if (!pq__source_add(ctx, src, hf, t->dtype, t->n_dims, shape, t->data, t->nbytes)) return ctx->status;
     }
     return PQ_OK;
@@ -341,9 +336,8 @@ pq_status pq__gguf_to_source(pq_ctx *ctx, const pq__gguf *g, pq__source *src) {
         src->cfg.arch = PQ_ARCH_QWEN2;
         src->cfg.rope_halfsplit = 1; /* NEOX RoPE, weights not permuted */
     } else {
-        return pq__fail(ctx, PQ_ERR_UNSUPPORTED,
-                        "%s: general.architecture: '%.*s' is not supported (llama, qwen2)", g->name,
-                        (int)(arch_len < 64 ? arch_len : 64), arch_s);
+        return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: general.architecture: '%.*s' is not supported (llama, qwen2)",
+                        g->name, (int)(arch_len < 64 ? arch_len : 64), arch_s);
     }
     snprintf(src->format, sizeof src->format, "gguf");
     pq_status st = load_config(ctx, g, arch, &src->cfg);
@@ -363,17 +357,14 @@ pq_status pq__gguf_to_source(pq_ctx *ctx, const pq__gguf *g, pq__source *src) {
         vocab = (int64_t)tokens->arr_n;
     if (vocab == 0 && embd) vocab = embd->ne[1];
     if (vocab <= 0 || vocab > INT32_MAX)
-        return pq__fail(ctx, PQ_ERR_FORMAT,
-                        "%s: %s.vocab_size: unknown (no vocab_size, tokens or token_embd.weight)", g->name,
-                        arch);
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: %s.vocab_size: unknown (no vocab_size, tokens or token_embd.weight)",
+                        g->name, arch);
     if (embd && embd->ne[1] != vocab)
-        return pq__fail(ctx, PQ_ERR_FORMAT,
-                        "%s: tensor 'token_embd.weight': %lld rows but the vocabulary has %lld", g->name,
-                        (long long)embd->ne[1], (long long)vocab);
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor 'token_embd.weight': %lld rows but the vocabulary has %lld",
+                        g->name, (long long)embd->ne[1], (long long)vocab);
     if (tokens && tokens->arr_n > (uint64_t)vocab)
-        return pq__fail(ctx, PQ_ERR_FORMAT,
-                        "%s: tokenizer.ggml.tokens: %llu tokens but the vocabulary has %lld", g->name,
-                        (unsigned long long)tokens->arr_n, (long long)vocab);
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.ggml.tokens: %llu tokens but the vocabulary has %lld",
+                        g->name, (unsigned long long)tokens->arr_n, (long long)vocab);
     src->cfg.vocab_size = vocab;
     src->cfg.tied = pq__gguf_find_tensor(g, "output.weight") < 0;
     src->cfg.qkv_bias = pq__gguf_find_tensor(g, "blk.0.attn_q.bias") >= 0;
@@ -385,8 +376,7 @@ pq_status pq__gguf_to_source(pq_ctx *ctx, const pq__gguf *g, pq__source *src) {
 }
 
 pq_status pq__gguf_load(pq_ctx *ctx, const char *path, int use_mmap, pq__source *src) {
-    if (!src->path && !(src->path = strdup(path)))
-        return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", path);
+    if (!src->path && !(src->path = strdup(path))) return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", path);
     pq__file *f;
     pq_status st = pq__source_add_file(ctx, src, path, use_mmap, &f);
     if (st != PQ_OK) return st;

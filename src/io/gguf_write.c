@@ -6,7 +6,7 @@
 #include "io/gguf.h"
 
 #define WRITER_ALIGNMENT 32
-#define MAX_TENSOR_NAME  63 /* llama.cpp refuses names of 64 bytes or more */
+#define MAX_TENSOR_NAME 63 /* llama.cpp refuses names of 64 bytes or more */
 
 typedef struct wtensor {
     char *name;
@@ -28,8 +28,7 @@ struct pq__gguf_writer {
     char msg[512];
 };
 
-__attribute__((format(printf, 3, 4))) static void werr(pq__gguf_writer *w, pq_status st, const char *fmt,
-                                                       ...) {
+__attribute__((format(printf, 3, 4))) static void werr(pq__gguf_writer *w, pq_status st, const char *fmt, ...) {
     if (w->err != PQ_OK) return;
     w->err = st;
     va_list ap;
@@ -45,8 +44,10 @@ pq_status pq__gguf_writer_new(pq_ctx *ctx, pq__gguf_writer **out) {
 
 void pq__gguf_writer_free(pq__gguf_writer *w) {
     if (!w) return;
-    for (int64_t i = 0; i < w->n_kv; i++) free(w->keys[i]);
-    for (int64_t i = 0; i < w->n_t; i++) free(w->t[i].name);
+    for (int64_t i = 0; i < w->n_kv; i++)
+        free(w->keys[i]);
+    for (int64_t i = 0; i < w->n_t; i++)
+        free(w->t[i].name);
     free(w->keys);
     free(w->t);
     free(w->kv);
@@ -61,7 +62,8 @@ static int reserve(pq__gguf_writer *w, size_t extra) {
     }
     if (w->kv_len + extra <= w->kv_cap) return 1;
     size_t cap = w->kv_cap ? w->kv_cap : 4096;
-    while (cap < w->kv_len + extra) cap = cap > SIZE_MAX / 2 ? w->kv_len + extra : cap * 2;
+    while (cap < w->kv_len + extra)
+        cap = cap > SIZE_MAX / 2 ? w->kv_len + extra : cap * 2;
     uint8_t *nb = realloc(w->kv, cap);
     if (!nb) {
         werr(w, PQ_ERR_NOMEM, "out of memory growing the metadata to %zu bytes", cap);
@@ -79,7 +81,8 @@ static void put(pq__gguf_writer *w, const void *p, size_t n) {
 }
 
 static void put_le(pq__gguf_writer *w, uint64_t v, size_t n) {
-    for (size_t i = 0; i < n; i++) w->kv[w->kv_len++] = (uint8_t)(v >> (8 * i));
+    for (size_t i = 0; i < n; i++)
+        w->kv[w->kv_len++] = (uint8_t)(v >> (8 * i));
 }
 
 /* Starts a KV: checks the key, records it, writes key and type. Returns 0 to skip. */
@@ -180,11 +183,12 @@ void pq__gguf_writer_add_arr_i32(pq__gguf_writer *w, const char *key, const int3
     size_t total;
     if (!pq__mul_ok(n > 0 ? (size_t)n : 0, 4, &total)) total = SIZE_MAX;
     if (!begin_arr(w, key, PQ_GGUF_I32, n, total)) return;
-    for (int64_t i = 0; i < n; i++) put_le(w, (uint32_t)v[i], 4);
+    for (int64_t i = 0; i < n; i++)
+        put_le(w, (uint32_t)v[i], 4);
 }
 
-void pq__gguf_writer_add_arr_str(pq__gguf_writer *w, const char *key, const char *const *v,
-                                 const size_t *lens, int64_t n) {
+void pq__gguf_writer_add_arr_str(pq__gguf_writer *w, const char *key, const char *const *v, const size_t *lens,
+                                 int64_t n) {
     size_t total = 0;
     for (int64_t i = 0; i < n; i++) {
         size_t l = lens ? lens[i] : strlen(v[i]);
@@ -217,8 +221,7 @@ void pq__gguf_writer_add_tensor(pq__gguf_writer *w, const char *name, pq_dtype d
     }
     uint32_t gt;
     if (!pq__gguf_ggml_from_dtype(dtype, &gt)) {
-        werr(w, PQ_ERR_UNSUPPORTED, "tensor '%s': dtype %s cannot be written to GGUF", nm,
-             pq_dtype_name(dtype));
+        werr(w, PQ_ERR_UNSUPPORTED, "tensor '%s': dtype %s cannot be written to GGUF", nm, pq_dtype_name(dtype));
         return;
     }
     if (n_dims < 1 || n_dims > 4) {
@@ -268,7 +271,8 @@ void pq__gguf_writer_add_tensor(pq__gguf_writer *w, const char *name, pq_dtype d
     }
     t->ggml_type = gt;
     t->n_dims = n_dims;
-    for (int d = 0; d < n_dims; d++) t->ne[d] = (uint64_t)shape[n_dims - 1 - d]; /* innermost first */
+    for (int d = 0; d < n_dims; d++)
+        t->ne[d] = (uint64_t)shape[n_dims - 1 - d]; /* innermost first */
     t->data = data;
     t->nbytes = nbytes;
     w->n_t++;
@@ -276,7 +280,8 @@ void pq__gguf_writer_add_tensor(pq__gguf_writer *w, const char *name, pq_dtype d
 
 static pq_status write_le(pq_ctx *ctx, pq__atomic *a, uint64_t v, size_t n) {
     uint8_t b[8];
-    for (size_t i = 0; i < n; i++) b[i] = (uint8_t)(v >> (8 * i));
+    for (size_t i = 0; i < n; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
     return pq__atomic_write(ctx, a, b, n);
 }
 
@@ -308,7 +313,8 @@ static pq_status write_all(pq_ctx *ctx, pq__gguf_writer *w, pq__atomic *a) {
         st = write_le(ctx, a, nl, 8);
         if (st == PQ_OK) st = pq__atomic_write(ctx, a, t->name, nl);
         if (st == PQ_OK) st = write_le(ctx, a, (uint64_t)t->n_dims, 4);
-        for (int d = 0; d < t->n_dims && st == PQ_OK; d++) st = write_le(ctx, a, t->ne[d], 8);
+        for (int d = 0; d < t->n_dims && st == PQ_OK; d++)
+            st = write_le(ctx, a, t->ne[d], 8);
         if (st == PQ_OK) st = write_le(ctx, a, t->ggml_type, 4);
         if (st == PQ_OK) st = write_le(ctx, a, off, 8);
         pos += 8 + nl + 4 + 8 * (uint64_t)t->n_dims + 4 + 8;

@@ -46,7 +46,9 @@ typedef struct cfg_reader {
     const char *path; /* for messages */
 } cfg_reader;
 
-static int is_absent(const cJSON *v) { return !v || cJSON_IsNull(v); }
+static int is_absent(const cJSON *v) {
+    return !v || cJSON_IsNull(v);
+}
 
 /* A positive integer field (<= HF_MAX_DIM). prefix names the enclosing object in messages. */
 static pq_status get_pos_int(const cfg_reader *r, const cJSON *obj, const char *prefix, const char *key, int required,
@@ -125,7 +127,8 @@ static pq_status parse_rope_scaling(const cfg_reader *r, const cJSON *root, pq__
     /* transformers renamed "type" to "rope_type"; both occur in the wild */
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
     if (is_absent(type)) type = cJSON_GetObjectItemCaseSensitive(rs, "type");
-    if (is_absent(type)) return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field 'rope_scaling.rope_type': missing", r->path);
+    if (is_absent(type))
+        return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field 'rope_scaling.rope_type': missing", r->path);
     if (!cJSON_IsString(type))
         return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field 'rope_scaling.rope_type': not a string", r->path);
     const char *t = type->valuestring;
@@ -140,8 +143,7 @@ static pq_status parse_rope_scaling(const cfg_reader *r, const cJSON *root, pq__
         c->rope_scaling = 1;
         if ((st = get_pos_float(r, rs, p, "factor", 1, 1.0, &c->rope_factor)) != PQ_OK) return st;
         if ((st = get_pos_float(r, rs, p, "low_freq_factor", 1, 1.0, &c->rope_low_freq_factor)) != PQ_OK) return st;
-        if ((st = get_pos_float(r, rs, p, "high_freq_factor", 1, 1.0, &c->rope_high_freq_factor)) != PQ_OK)
-            return st;
+        if ((st = get_pos_float(r, rs, p, "high_freq_factor", 1, 1.0, &c->rope_high_freq_factor)) != PQ_OK) return st;
         if ((st = get_pos_int(r, rs, p, "original_max_position_embeddings", 1, 0, &c->rope_orig_max_pos)) != PQ_OK)
             return st;
         /* the llama3 formula divides by (high - low) */
@@ -249,8 +251,9 @@ static pq_status parse_config(const cfg_reader *r, const cJSON *root, pq__config
     if (c->arch == PQ_ARCH_QWEN2 && (st = get_bool(r, root, "use_sliding_window", 0, &use_sw)) != PQ_OK) return st;
     if (use_sw && cJSON_IsNumber(sw) && sw->valuedouble >= 1 && sw->valuedouble < (double)c->max_seq_len) {
         int64_t w = (int64_t)sw->valuedouble;
-        pq__log(r->ctx, PQ_LOG_WARN, "%s: sliding_window %" PRId64 ": context limited to %" PRId64 " (was %" PRId64 ")",
-                r->path, w, w, c->max_seq_len);
+        pq__log(r->ctx, PQ_LOG_WARN,
+                "%s: sliding_window %" PRId64 ": context limited to %" PRId64 " (was %" PRId64 ")", r->path, w, w,
+                c->max_seq_len);
         c->max_seq_len = w;
     }
     return PQ_OK;
@@ -269,8 +272,8 @@ static pq_status load_index(pq_ctx *ctx, const char *dir, const char *index_path
     if (st != PQ_OK) return st;
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(text, &end, 1);
-    const char **shards = NULL;    /* [n_shards] distinct shard names, borrowed from root */
-    int64_t *shard_first = NULL;   /* [n_shards + 1] tensor index range of each shard in src */
+    const char **shards = NULL;  /* [n_shards] distinct shard names, borrowed from root */
+    int64_t *shard_first = NULL; /* [n_shards + 1] tensor index range of each shard in src */
     int n_shards = 0;
     pq__name_index idx = {0};
     if (!root) {
@@ -307,7 +310,8 @@ static pq_status load_index(pq_ctx *ctx, const char *dir, const char *index_path
             goto done;
         }
         int k = 0;
-        while (k < n_shards && strcmp(shards[k], e->valuestring)) k++;
+        while (k < n_shards && strcmp(shards[k], e->valuestring))
+            k++;
         if (k == n_shards) {
             if (n_shards == max_shards) {
                 st = pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: more than %d shard files", index_path, max_shards);
@@ -334,7 +338,8 @@ static pq_status load_index(pq_ctx *ctx, const char *dir, const char *index_path
     if (st != PQ_OK) goto done;
     for (const cJSON *e = wm->child; e; e = e->next) {
         int k = 0;
-        while (strcmp(shards[k], e->valuestring)) k++;
+        while (strcmp(shards[k], e->valuestring))
+            k++;
         int64_t j = pq__name_index_find(&idx, src, e->string ? e->string : "");
         if (j < shard_first[k] || j >= shard_first[k + 1]) {
             st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%.200s': not found in shard '%s'", index_path,
@@ -378,7 +383,8 @@ static pq_status load_weights(pq_ctx *ctx, const char *dir, int use_mmap, pq__so
 
 static void fmt_shape(char *buf, size_t n, int nd, const int64_t *shape) {
     size_t k = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < nd && k < n; i++) k += (size_t)snprintf(buf + k, n - k, "%s%" PRId64, i ? ", " : "", shape[i]);
+    for (int i = 0; i < nd && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, "%s%" PRId64, i ? ", " : "", shape[i]);
     if (k < n) snprintf(buf + k, n - k, "]");
 }
 
@@ -406,9 +412,12 @@ static pq_status expect(shape_checker *c, const char *name, int64_t d0, int64_t 
         return pq__fail(c->ctx, PQ_ERR_FORMAT, "%s: tensor '%s': shape %s, expected %s", c->where, name, got, exp);
     }
     switch (t->dtype) {
-    case PQ_DTYPE_F32: case PQ_DTYPE_F16: case PQ_DTYPE_BF16: case PQ_DTYPE_F64: case PQ_DTYPE_Q8_0:
-    case PQ_DTYPE_Q4_0:
-        return PQ_OK;
+    case PQ_DTYPE_F32:
+    case PQ_DTYPE_F16:
+    case PQ_DTYPE_BF16:
+    case PQ_DTYPE_F64:
+    case PQ_DTYPE_Q8_0:
+    case PQ_DTYPE_Q4_0: return PQ_OK;
     default:
         return pq__fail(c->ctx, PQ_ERR_UNSUPPORTED, "%s: tensor '%s': dtype %s is not a floating-point type",
                         c->where, name, pq_dtype_name(t->dtype));
@@ -421,8 +430,12 @@ pq_status pq__source_check_llama(pq_ctx *ctx, const pq__source *src) {
     const struct {
         const char *name;
         int64_t v;
-    } dims[] = {{"dim", g->dim},           {"hidden_dim", g->hidden_dim}, {"n_layers", g->n_layers},
-                {"n_heads", g->n_heads},   {"n_kv_heads", g->n_kv_heads}, {"head_dim", g->head_dim},
+    } dims[] = {{"dim", g->dim},
+                {"hidden_dim", g->hidden_dim},
+                {"n_layers", g->n_layers},
+                {"n_heads", g->n_heads},
+                {"n_kv_heads", g->n_kv_heads},
+                {"head_dim", g->head_dim},
                 {"vocab_size", g->vocab_size}};
     for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
         if (dims[i].v <= 0 || dims[i].v > HF_MAX_DIM)
@@ -438,17 +451,17 @@ pq_status pq__source_check_llama(pq_ctx *ctx, const pq__source *src) {
     const int64_t dim = g->dim, hid = g->hidden_dim, q_dim = g->n_heads * g->head_dim;
     const int64_t kv_dim = g->n_kv_heads * g->head_dim;
     char name[128];
-#define EXPECT(d0, d1, opt)                                                                                         \
-    do {                                                                                                            \
-        if ((st = expect(&c, name, d0, d1, opt)) != PQ_OK) goto done;                                               \
+#define EXPECT(d0, d1, opt)                                                                                          \
+    do {                                                                                                             \
+        if ((st = expect(&c, name, d0, d1, opt)) != PQ_OK) goto done;                                                \
     } while (0)
     /* a linear stored packed (packed.h) has no "<base>.weight"; its decoder checks the shapes */
-#define EXPECT_LIN(d0, d1)                                                                                          \
-    do {                                                                                                            \
-        name[strlen(name) - 7] = 0;                                                                                 \
-        int packed_ = pq__packed_present(src, name);                                                                \
-        strcat(name, ".weight");                                                                                    \
-        if (!packed_) EXPECT(d0, d1, 0);                                                                            \
+#define EXPECT_LIN(d0, d1)                                                                                           \
+    do {                                                                                                             \
+        name[strlen(name) - 7] = 0;                                                                                  \
+        int packed_ = pq__packed_present(src, name);                                                                 \
+        strcat(name, ".weight");                                                                                     \
+        if (!packed_) EXPECT(d0, d1, 0);                                                                             \
     } while (0)
     snprintf(name, sizeof name, "model.embed_tokens.weight");
     EXPECT(g->vocab_size, dim, 0);
@@ -503,7 +516,8 @@ static pq_status check_o_bias(pq_ctx *ctx, const char *dir, const pq__source *sr
         float *tmp = pq__malloc(ctx, (size_t)(n > 0 ? n : 1) * sizeof(float), name);
         if (!tmp) return PQ_ERR_NOMEM;
         int nonzero = !pq__to_f32(t->dtype, t->data, tmp, n);
-        for (int64_t i = 0; i < n && !nonzero; i++) nonzero = tmp[i] != 0.0f;
+        for (int64_t i = 0; i < n && !nonzero; i++)
+            nonzero = tmp[i] != 0.0f;
         free(tmp);
         if (nonzero)
             return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: tensor '%s': o_proj biases are not supported", dir, name);

@@ -10,7 +10,7 @@
 #define L2C_MAGIC 0x616b3432u
 
 typedef struct {
-    const char *name; /* canonical name template; %d is the layer */
+    const char *name;   /* canonical name template; %d is the layer */
     int64_t rows, cols; /* cols == 0: a vector of rows elements */
     int per_layer;
 } l2c_entry;
@@ -33,7 +33,9 @@ static pq_status add_stack(pq_ctx *ctx, pq__source *src, const char *path, pq__r
     return PQ_OK;
 }
 
-static int bad_dim(int32_t v, int32_t max) { return v <= 0 || v > max; }
+static int bad_dim(int32_t v, int32_t max) {
+    return v <= 0 || v > max;
+}
 
 pq_status pq__llama2c_load(pq_ctx *ctx, const char *path, int use_mmap, pq__source *src) {
     pq__file *f;
@@ -70,13 +72,13 @@ pq_status pq__llama2c_load(pq_ctx *ctx, const char *path, int use_mmap, pq__sour
         shared = h[5] > 0;
         if (h[5] < 0) h[5] = -h[5];
     }
-    static const char *const field[7] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size",
-                                         "seq_len"};
+    static const char *const field[7] = {"dim",        "hidden_dim", "n_layers", "n_heads",
+                                         "n_kv_heads", "vocab_size", "seq_len"};
     static const int32_t maxv[7] = {1 << 16, 1 << 18, 1024, 1024, 1024, 1 << 22, 1 << 22};
     for (int i = 0; i < 7; i++)
         if (bad_dim(h[i], maxv[i]))
-            return pq__fail(ctx, PQ_ERR_FORMAT, "%s: header: %s = %d out of range (not a llama2.c checkpoint?)",
-                            path, field[i], h[i]);
+            return pq__fail(ctx, PQ_ERR_FORMAT, "%s: header: %s = %d out of range (not a llama2.c checkpoint?)", path,
+                            field[i], h[i]);
     if (h[0] % h[3] || h[3] % h[4] || (h[0] / h[3]) % 2)
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: header: dim %d, n_heads %d, n_kv_heads %d are inconsistent", path,
                         h[0], h[3], h[4]);
@@ -130,7 +132,8 @@ pq_status pq__llama2c_load(pq_ctx *ctx, const char *path, int use_mmap, pq__sour
         if ((st = add_stack(ctx, src, path, &r, &fin_norm, L))) return st;
         r.pos += (size_t)(c->max_seq_len * HD) * 4; /* skip freq_cis: RoPE is recomputed */
     } else {
-        if ((st = add_stack(ctx, src, path, &r, &att_norm, L)) || (st = add_stack(ctx, src, path, &r, &ffn_norm, L)) ||
+        if ((st = add_stack(ctx, src, path, &r, &att_norm, L)) ||
+            (st = add_stack(ctx, src, path, &r, &ffn_norm, L)) ||
             (st = add_stack(ctx, src, path, &r, &fin_norm, L)) || (st = add_stack(ctx, src, path, &r, &emb, L)))
             return st;
         for (int i = 0; i < 7; i++)

@@ -16,8 +16,8 @@ static const struct {
     const char *name;
     pq_dtype dtype;
 } st_dtypes[] = {
-    {"F32", PQ_DTYPE_F32}, {"F16", PQ_DTYPE_F16}, {"BF16", PQ_DTYPE_BF16}, {"F64", PQ_DTYPE_F64},
-    {"I8", PQ_DTYPE_I8},   {"U8", PQ_DTYPE_U8},   {"I16", PQ_DTYPE_I16},   {"I32", PQ_DTYPE_I32},
+    {"F32", PQ_DTYPE_F32}, {"F16", PQ_DTYPE_F16},   {"BF16", PQ_DTYPE_BF16}, {"F64", PQ_DTYPE_F64},
+    {"I8", PQ_DTYPE_I8},   {"U8", PQ_DTYPE_U8},     {"I16", PQ_DTYPE_I16},   {"I32", PQ_DTYPE_I32},
     {"I64", PQ_DTYPE_I64}, {"BOOL", PQ_DTYPE_BOOL},
 };
 #define N_ST_DTYPES ((int)(sizeof st_dtypes / sizeof st_dtypes[0]))
@@ -39,7 +39,9 @@ int pq__st_dtype_parse(const char *s, pq_dtype *out) {
 
 /* ---------------------------------------------------------------- name index */
 
-static uint64_t name_hash(const char *s) { return pq__fnv1a(s, strlen(s), PQ_FNV_INIT); }
+static uint64_t name_hash(const char *s) {
+    return pq__fnv1a(s, strlen(s), PQ_FNV_INIT);
+}
 
 pq_status pq__name_index_build(pq_ctx *ctx, const pq__source *src, int64_t expected, pq__name_index *idx) {
     memset(idx, 0, sizeof *idx);
@@ -52,11 +54,12 @@ pq_status pq__name_index_build(pq_ctx *ctx, const pq__source *src, int64_t expec
         cap *= 2;
     }
     idx->slots = malloc(cap * sizeof *idx->slots);
-    if (!idx->slots)
-        return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory indexing %" PRId64 " tensor names", expected);
-    for (size_t i = 0; i < cap; i++) idx->slots[i] = -1;
+    if (!idx->slots) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory indexing %" PRId64 " tensor names", expected);
+    for (size_t i = 0; i < cap; i++)
+        idx->slots[i] = -1;
     idx->mask = cap - 1;
-    for (int64_t i = 0; i < src->n_tensors; i++) pq__name_index_insert(idx, src, i);
+    for (int64_t i = 0; i < src->n_tensors; i++)
+        pq__name_index_insert(idx, src, i);
     return PQ_OK;
 }
 
@@ -98,7 +101,8 @@ static void sb_reserve(pq__strbuf *b, size_t extra) {
     size_t need = b->len + extra + 1;
     if (need <= b->cap) return;
     size_t cap = b->cap ? b->cap : 256;
-    while (cap < need) cap *= 2;
+    while (cap < need)
+        cap *= 2;
     char *p = realloc(b->p, cap);
     if (!p) {
         b->oom = 1;
@@ -254,18 +258,20 @@ static pq_status parse_entry(pq_ctx *ctx, const char *file, const char *tname, c
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '" NAME_FMT "': data_offsets: not an array of 2 integers",
                         file, tname);
     if (!json_uint(jo->child, begin) || !json_uint(jo->child->next, end))
-        return pq__fail(ctx, PQ_ERR_FORMAT,
-                        "%s: tensor '" NAME_FMT "': data_offsets: not non-negative integers", file, tname);
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '" NAME_FMT "': data_offsets: not non-negative integers",
+                        file, tname);
     if (*begin > *end)
-        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '" NAME_FMT "': data_offsets: begin %" PRIu64
-                        " > end %" PRIu64, file, tname, *begin, *end);
+        return pq__fail(ctx, PQ_ERR_FORMAT,
+                        "%s: tensor '" NAME_FMT "': data_offsets: begin %" PRIu64 " > end %" PRIu64, file, tname,
+                        *begin, *end);
     if (*end > dsize)
         return pq__fail(ctx, PQ_ERR_FORMAT,
                         "%s: tensor '" NAME_FMT "': data_offsets: end %" PRIu64 " beyond the %zu data bytes", file,
                         tname, *end, dsize);
     if (*end - *begin != nbytes)
         return pq__fail(ctx, PQ_ERR_FORMAT,
-                        "%s: tensor '" NAME_FMT "': data_offsets: %" PRIu64 " bytes, but %s with this shape needs %zu",
+                        "%s: tensor '" NAME_FMT "': data_offsets: %" PRIu64
+                        " bytes, but %s with this shape needs %zu",
                         file, tname, *end - *begin, jd->valuestring, nbytes);
     return PQ_OK;
 }
@@ -277,13 +283,14 @@ pq_status pq__safetensors_parse(pq_ctx *ctx, const char *name, const uint8_t *da
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: header: file too small (%zu bytes) for the header length", name,
                         size);
     uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | data[i];
+    for (int i = 7; i >= 0; i--)
+        hlen = hlen << 8 | data[i];
     if (hlen > size - 8)
-        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: header: length %" PRIu64 " exceeds the file (%zu bytes)", name,
-                        hlen, size);
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: header: length %" PRIu64 " exceeds the file (%zu bytes)", name, hlen,
+                        size);
     if (hlen > PQ_ST_MAX_HEADER)
-        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: header: length %" PRIu64 " exceeds the %" PRIu64 "-byte limit",
-                        name, hlen, PQ_ST_MAX_HEADER);
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: header: length %" PRIu64 " exceeds the %" PRIu64 "-byte limit", name,
+                        hlen, PQ_ST_MAX_HEADER);
 
     /* A NUL-terminated copy: the JSON parser then cannot run past the header, and an
      * embedded NUL shows up as trailing garbage below. */
@@ -300,8 +307,8 @@ pq_status pq__safetensors_parse(pq_ctx *ctx, const char *name, const uint8_t *da
     cJSON *root = cJSON_ParseWithOpts(text, &end_ptr, 0);
     if (!root) {
         size_t at = end_ptr && end_ptr >= text && end_ptr <= text + hlen ? (size_t)(end_ptr - text) : 0;
-        st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: header: not valid JSON (near byte %zu of %" PRIu64 ")", name, at,
-                      hlen);
+        st =
+            pq__fail(ctx, PQ_ERR_FORMAT, "%s: header: not valid JSON (near byte %zu of %" PRIu64 ")", name, at, hlen);
         goto done;
     }
     /* writers pad the header with spaces up to an 8-byte boundary */
@@ -319,7 +326,8 @@ pq_status pq__safetensors_parse(pq_ctx *ctx, const char *name, const uint8_t *da
     const uint8_t *base = data + 8 + hlen;
     size_t dsize = size - 8 - (size_t)hlen;
     int64_t n_items = 0;
-    for (const cJSON *c = root->child; c; c = c->next) n_items++;
+    for (const cJSON *c = root->child; c; c = c->next)
+        n_items++;
     ranges = pq__calloc(ctx, (size_t)n_items, sizeof *ranges, "safetensors ranges");
     if (!ranges) {
         st = PQ_ERR_NOMEM;
@@ -439,7 +447,8 @@ static pq_status build_header(pq_ctx *ctx, const char *path, const pq__st_entry 
     pq__sb_append(hb, "{", 1);
     int has_format = 0, first = 1;
     if (metadata)
-        for (const char *const *m = metadata; *m; m += 2) has_format |= !strcmp(*m, "format");
+        for (const char *const *m = metadata; *m; m += 2)
+            has_format |= !strcmp(*m, "format");
     pq__sb_append(hb, "\"__metadata__\":{", 16);
     if (!has_format) {
         pq__sb_append(hb, "\"format\":\"pt\"", 13);
@@ -461,8 +470,9 @@ static pq_status build_header(pq_ctx *ctx, const char *path, const pq__st_entry 
         if (!t->name) return pq__fail(ctx, PQ_ERR_INVALID, "%s: tensor %" PRId64 ": no name", path, i);
         const char *dn = pq__st_dtype_name(t->dtype);
         if (!dn)
-            return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: tensor '" NAME_FMT "': dtype: %s cannot be stored in safetensors",
-                            path, t->name, pq_dtype_name(t->dtype));
+            return pq__fail(ctx, PQ_ERR_UNSUPPORTED,
+                            "%s: tensor '" NAME_FMT "': dtype: %s cannot be stored in safetensors", path, t->name,
+                            pq_dtype_name(t->dtype));
         if (!strcmp(t->name, "__metadata__"))
             return pq__fail(ctx, PQ_ERR_INVALID, "%s: tensor '__metadata__': name: reserved", path);
         if (t->n_dims < 0 || t->n_dims > 4)
@@ -481,22 +491,24 @@ static pq_status build_header(pq_ctx *ctx, const char *path, const pq__st_entry 
         if (overflow && !any_zero)
             return pq__fail(ctx, PQ_ERR_INVALID, "%s: tensor '" NAME_FMT "': shape: size overflows", path, t->name);
         if (t->nbytes != need)
-            return pq__fail(ctx, PQ_ERR_INVALID, "%s: tensor '" NAME_FMT "': nbytes %zu, but %s with this shape needs %zu",
-                            path, t->name, t->nbytes, dn, need);
+            return pq__fail(ctx, PQ_ERR_INVALID,
+                            "%s: tensor '" NAME_FMT "': nbytes %zu, but %s with this shape needs %zu", path, t->name,
+                            t->nbytes, dn, need);
         if (t->nbytes && !t->data && !t->fill)
             return pq__fail(ctx, PQ_ERR_INVALID, "%s: tensor '" NAME_FMT "': no data", path, t->name);
-        if (t->nbytes > SIZE_MAX - off)
-            return pq__fail(ctx, PQ_ERR_INVALID, "%s: total size overflows", path);
+        if (t->nbytes > SIZE_MAX - off) return pq__fail(ctx, PQ_ERR_INVALID, "%s: total size overflows", path);
         pq__sb_append(hb, ",", 1);
         pq__sb_json_string(hb, t->name);
         pq__sb_printf(hb, ":{\"dtype\":\"%s\",\"shape\":[", dn);
-        for (int d = 0; d < t->n_dims; d++) pq__sb_printf(hb, "%s%" PRId64, d ? "," : "", t->shape[d]);
+        for (int d = 0; d < t->n_dims; d++)
+            pq__sb_printf(hb, "%s%" PRId64, d ? "," : "", t->shape[d]);
         pq__sb_printf(hb, "],\"data_offsets\":[%zu,%zu]}", off, off + t->nbytes);
         off += t->nbytes;
     }
     pq__sb_append(hb, "}", 1);
     /* pad so that the data starts 8-byte aligned (8 + header length is a multiple of 8) */
-    while (!hb->oom && hb->len % 8) pq__sb_append(hb, " ", 1);
+    while (!hb->oom && hb->len % 8)
+        pq__sb_append(hb, " ", 1);
     if (hb->oom) return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory building the header", path);
     if (hb->len > PQ_ST_MAX_HEADER)
         return pq__fail(ctx, PQ_ERR_INVALID, "%s: header of %zu bytes exceeds the format's limit", path, hb->len);
@@ -505,7 +517,8 @@ static pq_status build_header(pq_ctx *ctx, const char *path, const pq__st_entry 
 }
 
 static void put_u64le(uint8_t out[8], uint64_t v) {
-    for (int i = 0; i < 8; i++) out[i] = (uint8_t)(v >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        out[i] = (uint8_t)(v >> (8 * i));
 }
 
 /* Writes one entry's bytes: directly, or through its fill callback piece by piece. */
@@ -543,7 +556,8 @@ pq_status pq__safetensors_write(pq_ctx *ctx, const char *path, const pq__st_entr
     put_u64le(len8, hb.len);
     st = pq__atomic_write(ctx, &a, len8, 8);
     if (st == PQ_OK) st = pq__atomic_write(ctx, &a, hb.p, hb.len);
-    for (int64_t i = 0; i < n && st == PQ_OK; i++) st = write_entry(ctx, &a, &e[i]);
+    for (int64_t i = 0; i < n && st == PQ_OK; i++)
+        st = write_entry(ctx, &a, &e[i]);
     pq__sb_free(&hb);
     if (st != PQ_OK) {
         pq__atomic_abort(&a);

@@ -27,9 +27,9 @@ pq_status pq__safetensors_load_file(pq_ctx *ctx, const char *path, int use_mmap,
 /* One tensor to write. data is borrowed; nbytes must equal numel * element size. */
 typedef struct pq__st_entry {
     const char *name;
-    pq_dtype dtype;    /* plain types only (no Q8_0/Q4_0) */
-    int n_dims;        /* 0..4; 0 = scalar */
-    int64_t shape[4];  /* outermost first */
+    pq_dtype dtype;   /* plain types only (no Q8_0/Q4_0) */
+    int n_dims;       /* 0..4; 0 = scalar */
+    int64_t shape[4]; /* outermost first */
     const void *data;
     size_t nbytes;
     /* Streamed tensors (data NULL): fill writes bytes [off, off + n) of the tensor into dst,
@@ -86,7 +86,7 @@ void pq__name_index_free(pq__name_index *idx);
 typedef struct pq__strbuf {
     char *p;
     size_t len, cap;
-    int oom;   /* set on allocation failure; later appends are no-ops */
+    int oom; /* set on allocation failure; later appends are no-ops */
 } pq__strbuf;
 void pq__sb_append(pq__strbuf *b, const char *s, size_t n);
 void pq__sb_printf(pq__strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

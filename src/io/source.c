@@ -19,11 +19,14 @@ const char *pq__arch_name(pq__arch a) {
 
 int64_t pq__tensor_numel(const pq__tensor *t) {
     int64_t n = 1;
-    for (int i = 0; i < t->n_dims; i++) n *= t->shape[i];
+    for (int i = 0; i < t->n_dims; i++)
+        n *= t->shape[i];
     return n;
 }
 
-void pq__source_init(pq__source *s) { memset(s, 0, sizeof *s); }
+void pq__source_init(pq__source *s) {
+    memset(s, 0, sizeof *s);
+}
 
 void pq__source_free(pq__source *s) {
     if (!s) return;
@@ -32,7 +35,8 @@ void pq__source_free(pq__source *s) {
         free(s->tensors[i].owned);
     }
     free(s->tensors);
-    for (int i = 0; i < s->n_files; i++) pq__file_close(&s->files[i]);
+    for (int i = 0; i < s->n_files; i++)
+        pq__file_close(&s->files[i]);
     pq_tokenizer_free(s->tok);
     free(s->path);
     memset(s, 0, sizeof *s);
@@ -63,7 +67,8 @@ pq__tensor *pq__source_add(pq_ctx *ctx, pq__source *s, const char *name, pq_dtyp
     }
     t->dtype = dtype;
     t->n_dims = n_dims;
-    for (int i = 0; i < n_dims; i++) t->shape[i] = shape[i];
+    for (int i = 0; i < n_dims; i++)
+        t->shape[i] = shape[i];
     t->data = data;
     t->nbytes = nbytes;
     s->n_tensors++;
@@ -87,7 +92,8 @@ pq_status pq__source_add_file(pq_ctx *ctx, pq__source *s, const char *path, int 
 
 size_t pq__source_file_bytes(const pq__source *s) {
     size_t n = 0;
-    for (int i = 0; i < s->n_files; i++) n += s->files[i].size;
+    for (int i = 0; i < s->n_files; i++)
+        n += s->files[i].size;
     return n;
 }
 

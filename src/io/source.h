@@ -45,13 +45,13 @@ typedef struct pq__config {
 const char *pq__arch_name(pq__arch a);
 
 typedef struct pq__tensor {
-    char *name;         /* owned */
+    char *name; /* owned */
     pq_dtype dtype;
     int n_dims;
-    int64_t shape[4];   /* outermost first */
-    const void *data;   /* borrowed from a pq__file (or from owned below) */
+    int64_t shape[4]; /* outermost first */
+    const void *data; /* borrowed from a pq__file (or from owned below) */
     size_t nbytes;
-    void *owned;        /* non-NULL if data was allocated for this tensor */
+    void *owned; /* non-NULL if data was allocated for this tensor */
 } pq__tensor;
 
 int64_t pq__tensor_numel(const pq__tensor *t);
@@ -61,14 +61,14 @@ int64_t pq__tensor_numel(const pq__tensor *t);
 typedef struct pq_tokenizer pq_tokenizer;
 
 typedef struct pq__source {
-    char format[16];    /* "llama2c", "gguf", "hf" */
-    char *path;         /* owned: the path the user gave */
+    char format[16]; /* "llama2c", "gguf", "hf" */
+    char *path;      /* owned: the path the user gave */
     pq__config cfg;
     pq__tensor *tensors;
     int64_t n_tensors, cap_tensors;
     pq__file files[PQ_SOURCE_MAX_FILES];
     int n_files;
-    pq_tokenizer *tok;  /* owned, may be NULL: tokenizer embedded in / beside the model */
+    pq_tokenizer *tok; /* owned, may be NULL: tokenizer embedded in / beside the model */
 } pq__source;
 
 void pq__source_init(pq__source *s);

@@ -303,9 +303,10 @@ static pq_status write_config(pq_ctx *ctx, const pq_model *m, const char *dir, c
     }
     char *path = pq__path_join(dir, "config.json");
     if (!path) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
-    pq_status st = pq__hf_write_config(ctx, &cfg, path, p->dtype == PQ_DTYPE_F16    ? "float16"
-                                                              : p->dtype == PQ_DTYPE_BF16 ? "bfloat16"
-                                                                                          : "float32");
+    pq_status st = pq__hf_write_config(ctx, &cfg, path,
+                                       p->dtype == PQ_DTYPE_F16    ? "float16"
+                                       : p->dtype == PQ_DTYPE_BF16 ? "bfloat16"
+                                                                   : "float32");
     char *text = st ? NULL : read_text(path);
     cJSON *root = text ? cJSON_Parse(text) : NULL;
     if (!st && !root) st = pq__fail(ctx, PQ_ERR_IO, "%s: cannot read back", path);
@@ -315,9 +316,10 @@ static pq_status write_config(pq_ctx *ctx, const pq_model *m, const char *dir, c
         cJSON_AddStringToObject(q, "quant_method", "prunequant");
         cJSON_AddStringToObject(q, "format", p->packed ? "packed-v1" : "dense");
         cJSON_AddStringToObject(q, "prune", pq_prune_method_name(l->prune));
-        cJSON_AddNumberToObject(q, "sparsity", l->prune == PQ_PRUNE_NONE ? 0.0
-                                               : l->prune_m          ? (double)l->prune_n / l->prune_m
-                                                                     : l->sparsity);
+        cJSON_AddNumberToObject(q, "sparsity",
+                                l->prune == PQ_PRUNE_NONE ? 0.0
+                                : l->prune_m              ? (double)l->prune_n / l->prune_m
+                                                          : l->sparsity);
         if (l->prune_m) {
             char pat[32];
             snprintf(pat, sizeof pat, "%d:%d", l->prune_n, l->prune_m);
@@ -459,9 +461,10 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
             }
         if (!hits) {
             regfree(&re);
-            return pq__fail(ctx, PQ_ERR_INVALID,
-                            "compress: --skip '%s' matches no linear layer (names are like model.layers.0.mlp.down_proj)",
-                            p.skip);
+            return pq__fail(
+                ctx, PQ_ERR_INVALID,
+                "compress: --skip '%s' matches no linear layer (names are like model.layers.0.mlp.down_proj)",
+                p.skip);
         }
     }
 
@@ -579,10 +582,10 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
                 pq_layer_result res;
                 const pq_layer_params *lp = i == 6 ? &down : &p.layer;
                 float *Hg = H[lin_group[i]];
-                if ((st = last_user ? pq__layer_compress_scratch_h(ctx, lp, w.w[i], rows, cols, Hg, w.mask[i],
-                                                                   &w.codes[i], &res)
-                                    : pq_layer_compress(ctx, lp, w.w[i], rows, cols, Hg, w.mask[i], &w.codes[i],
-                                                        &res))) {
+                if ((st = last_user
+                              ? pq__layer_compress_scratch_h(ctx, lp, w.w[i], rows, cols, Hg, w.mask[i], &w.codes[i],
+                                                             &res)
+                              : pq_layer_compress(ctx, lp, w.w[i], rows, cols, Hg, w.mask[i], &w.codes[i], &res))) {
                     char msg[512];
                     snprintf(msg, sizeof msg, "%s", pq_ctx_error(ctx));
                     pq__fail(ctx, st, "%s: %s", names[i], msg);
@@ -647,7 +650,8 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
         if (st) goto done;
     }
     if (moved_total)
-        pq__log(ctx, PQ_LOG_INFO, "joint mode a: GPTQ moved %lld pruned weights off zero in all; %s", (long long)moved_total,
+        pq__log(ctx, PQ_LOG_INFO, "joint mode a: GPTQ moved %lld pruned weights off zero in all; %s",
+                (long long)moved_total,
                 p.layer.keep_mask ? "re-masked, so the stored pattern and sparsity are the requested ones"
                                   : "kept (--no-keep-mask): the stored sparsity is below the request");
     if ((st = pq__progress(ctx, "compress", c->n_layers, c->n_layers))) goto done;

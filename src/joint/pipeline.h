@@ -6,7 +6,6 @@
 #include "model/model.h"
 #include "prunequant-pipeline.h"
 
-
 /* The seven linears of a block in the order of pq__linear_names. */
 void pq__block_linears(pq__block *b, pq__linear *out[7]);
 

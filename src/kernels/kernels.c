@@ -4,7 +4,9 @@
 #include <math.h>
 #include <omp.h>
 
-void pq__blas_threads(int n) { openblas_set_num_threads(n); }
+void pq__blas_threads(int n) {
+    openblas_set_num_threads(n);
+}
 
 void pq__matmul_wt(const float *x, const float *w, const float *b, float *y, int64_t n, int64_t rows, int64_t cols,
                    int n_threads) {
@@ -17,7 +19,8 @@ void pq__matmul_wt(const float *x, const float *w, const float *b, float *y, int
                     (int)cols, 0.0f, y, (int)rows);
     if (b)
         for (int64_t i = 0; i < n; i++)
-            for (int64_t r = 0; r < rows; r++) y[i * rows + r] += b[r];
+            for (int64_t r = 0; r < rows; r++)
+                y[i * rows + r] += b[r];
 }
 
 void pq__matmul_wt_ref(const float *x, const float *w, const float *b, float *y, int64_t n, int64_t rows,
@@ -25,21 +28,25 @@ void pq__matmul_wt_ref(const float *x, const float *w, const float *b, float *y,
     for (int64_t i = 0; i < n; i++)
         for (int64_t r = 0; r < rows; r++) {
             float s = 0.0f;
-            for (int64_t c = 0; c < cols; c++) s += w[r * cols + c] * x[i * cols + c];
+            for (int64_t c = 0; c < cols; c++)
+                s += w[r * cols + c] * x[i * cols + c];
             y[i * rows + r] = s + (b ? b[r] : 0.0f);
         }
 }
 
 void pq__rmsnorm_ref(float *out, const float *x, const float *weight, int64_t dim, float eps) {
     float ss = 0.0f;
-    for (int64_t j = 0; j < dim; j++) ss += x[j] * x[j];
+    for (int64_t j = 0; j < dim; j++)
+        ss += x[j] * x[j];
     ss = 1.0f / sqrtf(ss / (float)dim + eps);
-    for (int64_t j = 0; j < dim; j++) out[j] = weight[j] * (ss * x[j]);
+    for (int64_t j = 0; j < dim; j++)
+        out[j] = weight[j] * (ss * x[j]);
 }
 
 void pq__rmsnorm(float *out, const float *x, const float *weight, int64_t n, int64_t dim, float eps, int n_threads) {
 #pragma omp parallel for num_threads(n_threads) schedule(static) if (n * dim >= PQ_PAR_MIN_ELEMS)
-    for (int64_t i = 0; i < n; i++) pq__rmsnorm_ref(out + i * dim, x + i * dim, weight, dim, eps);
+    for (int64_t i = 0; i < n; i++)
+        pq__rmsnorm_ref(out + i * dim, x + i * dim, weight, dim, eps);
 }
 
 /* The exp loop is written for SIMD: with -fno-math-errno GCC calls glibc's vector expf
@@ -55,5 +62,6 @@ void pq__softmax(float *x, int64_t n) {
         s += x[i];
     }
 #pragma omp simd
-    for (int64_t i = 0; i < n; i++) x[i] /= s; /* division, as llama2.c */
+    for (int64_t i = 0; i < n; i++)
+        x[i] /= s; /* division, as llama2.c */
 }

@@ -14,13 +14,13 @@
 #include "tokenizer/tokenizer.h"
 
 typedef struct {
-    char name[128];       /* canonical HF name */
+    char name[128]; /* canonical HF name */
     int n_dims;
     int64_t shape[2];
-    const float *f32;     /* borrowed model weights */
-    int rope_heads;       /* > 0: q/k weight or bias to permute (number of heads) */
-    pq_dtype dtype;       /* output dtype */
-    const void *data;     /* output bytes (f32 or buffers below) */
+    const float *f32; /* borrowed model weights */
+    int rope_heads;   /* > 0: q/k weight or bias to permute (number of heads) */
+    pq_dtype dtype;   /* output dtype */
+    const void *data; /* output bytes (f32 or buffers below) */
     void *owned;
     size_t nbytes;
 } out_tensor;
@@ -93,7 +93,8 @@ static pq_status materialise(pq_ctx *ctx, const pq_model *m, out_list *l, pq_dty
         if (permute && t->rope_heads) {
             perm = pq__malloc(ctx, (size_t)numel * sizeof(float), t->name);
             if (!perm) return ctx->status;
-            pq__permute_rope_rows(t->f32, perm, t->rope_heads, m->cfg.head_dim, (size_t)cols * sizeof(float), halfsplit);
+            pq__permute_rope_rows(t->f32, perm, t->rope_heads, m->cfg.head_dim, (size_t)cols * sizeof(float),
+                                  halfsplit);
             src = perm;
         }
         t->nbytes = pq__dtype_nbytes(t->dtype, numel);
@@ -115,7 +116,8 @@ static pq_status materialise(pq_ctx *ctx, const pq_model *m, out_list *l, pq_dty
 }
 
 static void out_free(out_list *l) {
-    for (int64_t i = 0; i < l->n; i++) free(l->t[i].owned);
+    for (int64_t i = 0; i < l->n; i++)
+        free(l->t[i].owned);
     free(l->t);
 }
 
@@ -227,7 +229,8 @@ static pq_status gguf_tokenizer_bpe(pq_ctx *ctx, const pq_tokenizer *t, pq__gguf
     if (!pre) pq__gguf_writer_add_str(w, "tokenizer.huggingface.json", json);
 done:
     if (merges)
-        for (int64_t r = 0; r < nm; r++) free(merges[r]);
+        for (int64_t r = 0; r < nm; r++)
+            free(merges[r]);
     free(merges);
     free(pieces);
     free(lens);
@@ -272,7 +275,8 @@ static pq_status gguf_tokenizer(pq_ctx *ctx, const pq_tokenizer *t, pq__gguf_wri
         const char *p = pq__tokenizer_piece(t, (int32_t)i, &len);
         /* SentencePiece vocabularies spell spaces as U+2581 (3 bytes) */
         size_t spaces = 0;
-        for (size_t k = 0; k < len; k++) spaces += p[k] == ' ';
+        for (size_t k = 0; k < len; k++)
+            spaces += p[k] == ' ';
         char *q = malloc(len + 2 * spaces + 1);
         if (!q) {
             st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
@@ -297,8 +301,10 @@ static pq_status gguf_tokenizer(pq_ctx *ctx, const pq_tokenizer *t, pq__gguf_wri
     pq__gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)pieces, lens, n);
     pq__gguf_writer_add_arr_f32(w, "tokenizer.ggml.scores", scores, n);
     pq__gguf_writer_add_arr_i32(w, "tokenizer.ggml.token_type", types, n);
-    if (pq_tokenizer_bos(t) >= 0) pq__gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)pq_tokenizer_bos(t));
-    if (pq_tokenizer_eos(t) >= 0) pq__gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)pq_tokenizer_eos(t));
+    if (pq_tokenizer_bos(t) >= 0)
+        pq__gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)pq_tokenizer_bos(t));
+    if (pq_tokenizer_eos(t) >= 0)
+        pq__gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)pq_tokenizer_eos(t));
     if (pq__tokenizer_unk(t) >= 0)
         pq__gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)pq__tokenizer_unk(t));
     pq__gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", pq__tokenizer_add_dummy_prefix(t));
@@ -306,7 +312,8 @@ static pq_status gguf_tokenizer(pq_ctx *ctx, const pq_tokenizer *t, pq__gguf_wri
     if (ugm) pq__gguf_writer_add_bool(w, "tokenizer.ggml.add_eos_token", 0); /* llama.cpp's "t5" default is 1 */
 done:
     if (pieces)
-        for (int64_t i = 0; i < n; i++) free(pieces[i]);
+        for (int64_t i = 0; i < n; i++)
+            free(pieces[i]);
     free(pieces);
     free(lens);
     free(scores);
@@ -381,7 +388,8 @@ pq_status pq_model_save(pq_ctx *ctx, const pq_model *m, pq_format format, const 
     if (st) return st;
     out_list l = {0};
     st = collect(ctx, m, &l);
-    if (st == PQ_OK) st = format == PQ_FORMAT_HF ? save_hf(ctx, m, path, dtype, &l) : save_gguf(ctx, m, path, dtype, &l);
+    if (st == PQ_OK)
+        st = format == PQ_FORMAT_HF ? save_hf(ctx, m, path, dtype, &l) : save_gguf(ctx, m, path, dtype, &l);
     /* the bar ends at 100%; written is written, so a cancel asked now changes nothing */
     if (st == PQ_OK && ctx && ctx->progress_fn) ctx->progress_fn(ctx->progress_user, "convert", l.n, l.n);
     out_free(&l);

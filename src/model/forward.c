@@ -66,9 +66,8 @@ static void rope_table(const pq_model *m, int64_t pos, float *cs, float *sn) {
     }
 }
 
-pq_status pq__block_forward(pq_ctx *ctx, const pq_model *m, int64_t layer, const pq__block *b, pq__kv *kv,
-                            float *x, int64_t n_seq, int64_t n_tok, int64_t pos0, pq__capture_fn capture,
-                            void *user) {
+pq_status pq__block_forward(pq_ctx *ctx, const pq_model *m, int64_t layer, const pq__block *b, pq__kv *kv, float *x,
+                            int64_t n_seq, int64_t n_tok, int64_t pos0, pq__capture_fn capture, void *user) {
     const pq__config *c = &m->cfg;
     const int nt = pq__threads(ctx);
     const int64_t N = n_seq * n_tok, D = c->dim, F = c->hidden_dim, HD = c->head_dim, half = HD / 2;
@@ -88,7 +87,8 @@ pq_status pq__block_forward(pq_ctx *ctx, const pq_model *m, int64_t layer, const
     pq__matmul_wt(xb, b->q.w, b->q.b, q, N, QD, D, nt);
     pq__matmul_wt(xb, b->k.w, b->k.b, k, N, KD, D, nt);
     pq__matmul_wt(xb, b->v.w, b->v.b, v, N, KD, D, nt);
-    for (int64_t t = 0; t < n_tok; t++) rope_table(m, pos0 + t, cs + t * half, sn + t * half);
+    for (int64_t t = 0; t < n_tok; t++)
+        rope_table(m, pos0 + t, cs + t * half, sn + t * half);
 #pragma omp parallel for num_threads(nt) schedule(static) if (N * QD >= PQ_PAR_MIN_ELEMS)
     for (int64_t i = 0; i < N; i++) {
         const int64_t s = i / n_tok, t = i % n_tok;
@@ -101,12 +101,14 @@ pq_status pq__block_forward(pq_ctx *ctx, const pq_model *m, int64_t layer, const
      * causal limit are masked before the softmax */
     const float scale = 1.0f / sqrtf((float)HD);
     pq__blas_threads(1);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (n_seq * c->n_heads * n_tok * T * HD >= PQ_PAR_MIN_ELEMS)
+#pragma omp parallel for num_threads(nt)                                                                             \
+    schedule(dynamic, 1) if (n_seq * c->n_heads * n_tok * T * HD >= PQ_PAR_MIN_ELEMS)
     for (int64_t job = 0; job < n_seq * c->n_heads; job++) {
         const int64_t s = job / c->n_heads, h = job % c->n_heads, kvh = h / group;
         float *sc = scores + (int64_t)omp_get_thread_num() * n_tok * T;
         const float *qh = q + s * n_tok * QD + h * HD;
-        const float *kh = kv->k + kv_off(kv, layer, s, 0) + kvh * HD, *vh = kv->v + kv_off(kv, layer, s, 0) + kvh * HD;
+        const float *kh = kv->k + kv_off(kv, layer, s, 0) + kvh * HD,
+                    *vh = kv->v + kv_off(kv, layer, s, 0) + kvh * HD;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_tok, (int)T, (int)HD, scale, qh, (int)QD, kh,
                     (int)KD, 0.0f, sc, (int)T);
         for (int64_t t = 0; t < n_tok; t++) {
@@ -119,7 +121,8 @@ pq_status pq__block_forward(pq_ctx *ctx, const pq_model *m, int64_t layer, const
     }
     if (capture) capture(user, layer, 1, att, N, QD);
     pq__matmul_wt(att, b->o.w, b->o.b, xb, N, D, QD, nt);
-    for (int64_t i = 0; i < N * D; i++) x[i] += xb[i];
+    for (int64_t i = 0; i < N * D; i++)
+        x[i] += xb[i];
 
     /* SwiGLU feed-forward */
     pq__rmsnorm(xb, x, b->ffn_norm, N, D, c->norm_eps, nt);
@@ -133,7 +136,8 @@ pq_status pq__block_forward(pq_ctx *ctx, const pq_model *m, int64_t layer, const
     }
     if (capture) capture(user, layer, 3, hb, N, F);
     pq__matmul_wt(hb, b->down.w, b->down.b, xb, N, D, F, nt);
-    for (int64_t i = 0; i < N * D; i++) x[i] += xb[i];
+    for (int64_t i = 0; i < N * D; i++)
+        x[i] += xb[i];
     free(buf);
     return PQ_OK;
 }
@@ -146,8 +150,8 @@ static pq_status check_tokens(pq_ctx *ctx, const pq_model *m, const int32_t *tok
     return PQ_OK;
 }
 
-pq_status pq__forward(pq_ctx *ctx, const pq_model *m, pq__kv *kv, const int32_t *tokens, int64_t n_seq,
-                      int64_t n_tok, int64_t pos0, int last_only, float *logits) {
+pq_status pq__forward(pq_ctx *ctx, const pq_model *m, pq__kv *kv, const int32_t *tokens, int64_t n_seq, int64_t n_tok,
+                      int64_t pos0, int last_only, float *logits) {
     if (m->deferred) return pq__model_require_weights(ctx, m, "the forward pass");
     const pq__config *c = &m->cfg;
     const int64_t N = n_seq * n_tok, D = c->dim;
@@ -167,7 +171,8 @@ pq_status pq__forward(pq_ctx *ctx, const pq_model *m, pq__kv *kv, const int32_t 
         pq__kv_free(&tmp);
         return ctx->status;
     }
-    for (int64_t i = 0; i < N; i++) memcpy(x + i * D, m->embed + (int64_t)tokens[i] * D, (size_t)D * sizeof(float));
+    for (int64_t i = 0; i < N; i++)
+        memcpy(x + i * D, m->embed + (int64_t)tokens[i] * D, (size_t)D * sizeof(float));
     for (int64_t l = 0; l < c->n_layers && st == PQ_OK; l++)
         st = pq__block_forward(ctx, m, l, &m->blocks[l], kv, x, n_seq, n_tok, pos0, NULL, NULL);
     if (st == PQ_OK) {
@@ -186,8 +191,7 @@ pq_status pq__forward(pq_ctx *ctx, const pq_model *m, pq__kv *kv, const int32_t 
     return st;
 }
 
-pq_status pq__forward_reference(pq_ctx *ctx, const pq_model *m, const int32_t *tokens, int64_t n_tok,
-                                float *logits) {
+pq_status pq__forward_reference(pq_ctx *ctx, const pq_model *m, const int32_t *tokens, int64_t n_tok, float *logits) {
     if (m->deferred) return pq__model_require_weights(ctx, m, "the forward pass");
     const pq__config *c = &m->cfg;
     const int64_t D = c->dim, F = c->hidden_dim, HD = c->head_dim, half = HD / 2;
@@ -227,24 +231,29 @@ pq_status pq__forward_reference(pq_ctx *ctx, const pq_model *m, const int32_t *t
                 const int64_t kvh = h / group;
                 for (int64_t j = 0; j <= pos; j++) {
                     float dot = 0.0f;
-                    for (int64_t d = 0; d < HD; d++) dot += q[h * HD + d] * kl[j * KD + kvh * HD + d];
+                    for (int64_t d = 0; d < HD; d++)
+                        dot += q[h * HD + d] * kl[j * KD + kvh * HD + d];
                     sc[j] = dot / sqrtf((float)HD);
                 }
                 pq__softmax(sc, pos + 1);
                 for (int64_t d = 0; d < HD; d++) {
                     float o = 0.0f;
-                    for (int64_t j = 0; j <= pos; j++) o += sc[j] * vl[j * KD + kvh * HD + d];
+                    for (int64_t j = 0; j <= pos; j++)
+                        o += sc[j] * vl[j * KD + kvh * HD + d];
                     att[h * HD + d] = o;
                 }
             }
             pq__matmul_wt_ref(att, b->o.w, b->o.b, xb, 1, D, QD);
-            for (int64_t i = 0; i < D; i++) x[i] += xb[i];
+            for (int64_t i = 0; i < D; i++)
+                x[i] += xb[i];
             pq__rmsnorm_ref(xb, x, b->ffn_norm, D, c->norm_eps);
             pq__matmul_wt_ref(xb, b->gate.w, b->gate.b, hb, 1, F, D);
             pq__matmul_wt_ref(xb, b->up.w, b->up.b, hb2, 1, F, D);
-            for (int64_t i = 0; i < F; i++) hb[i] = hb[i] * (1.0f / (1.0f + expf(-hb[i]))) * hb2[i];
+            for (int64_t i = 0; i < F; i++)
+                hb[i] = hb[i] * (1.0f / (1.0f + expf(-hb[i]))) * hb2[i];
             pq__matmul_wt_ref(hb, b->down.w, b->down.b, xb, 1, D, F);
-            for (int64_t i = 0; i < D; i++) x[i] += xb[i];
+            for (int64_t i = 0; i < D; i++)
+                x[i] += xb[i];
         }
         pq__rmsnorm_ref(x, x, m->out_norm, D, c->norm_eps);
         pq__matmul_wt_ref(x, m->lm_head.w, NULL, logits + pos * c->vocab_size, 1, c->vocab_size, D);
@@ -262,7 +271,8 @@ pq_status pq_model_logits(pq_ctx *ctx, const pq_model *m, const int32_t *tokens,
                         (long long)m->cfg.max_seq_len);
     if (!reference) return pq__forward(ctx, m, NULL, tokens, n_seq, n_tok, 0, 0, logits);
     for (int64_t s = 0; s < n_seq; s++) {
-        pq_status st = pq__forward_reference(ctx, m, tokens + s * n_tok, n_tok, logits + s * n_tok * m->cfg.vocab_size);
+        pq_status st =
+            pq__forward_reference(ctx, m, tokens + s * n_tok, n_tok, logits + s * n_tok * m->cfg.vocab_size);
         if (st) return st;
     }
     return PQ_OK;

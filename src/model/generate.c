@@ -18,7 +18,9 @@ static uint32_t rng_u32(uint64_t *s) {
     return (uint32_t)((*s * 0x2545F4914F6CDD1Dull) >> 32);
 }
 
-static float rng_f32(uint64_t *s) { return (float)(rng_u32(s) >> 8) / 16777216.0f; }
+static float rng_f32(uint64_t *s) {
+    return (float)(rng_u32(s) >> 8) / 16777216.0f;
+}
 
 /* Greedy: the first (lowest id) maximum. */
 static int32_t argmax(const float *x, int64_t n) {
@@ -109,11 +111,12 @@ pq_status pq_generate(pq_ctx *ctx, const pq_model *m, const int32_t *prompt, int
         if (params->temperature == 0.0f) {
             next = argmax(logits, V);
         } else {
-            for (int64_t i = 0; i < V; i++) logits[i] /= params->temperature;
+            for (int64_t i = 0; i < V; i++)
+                logits[i] /= params->temperature;
             pq__softmax(logits, V);
             float coin = rng_f32(&rng);
             next = (params->top_p <= 0 || params->top_p >= 1) ? sample_mult(logits, V, coin)
-                                                               : sample_topp(logits, V, params->top_p, pi, coin);
+                                                              : sample_topp(logits, V, params->top_p, pi, coin);
         }
         if (next == bos || next == eos) break;
         if (on_token) {

@@ -101,8 +101,7 @@ static pq_status get_linear(pq_ctx *ctx, pq_model *m, const char *base, int64_t 
     pq_status st;
     if (pq__packed_present(&m->src, base)) { /* packed-v1 (docs/PACKED.md): decoded to float32 at load */
         float *w = NULL;
-        if (!m->deferred &&
-            ((st = pq__packed_decode(ctx, &m->src, base, rows, cols, &w)) || (st = keep(ctx, m, w))))
+        if (!m->deferred && ((st = pq__packed_decode(ctx, &m->src, base, rows, cols, &w)) || (st = keep(ctx, m, w))))
             return st;
         lin->w = w;
     } else if ((st = get_f32_(ctx, m, name, rows, cols, 0, 1, &lin->w))) {
@@ -142,7 +141,8 @@ static pq_status check_config(pq_ctx *ctx, const char *path, const pq__config *c
     if (c->n_heads % c->n_kv_heads)
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: config: n_heads %lld not a multiple of n_kv_heads %lld", path,
                         (long long)c->n_heads, (long long)c->n_kv_heads);
-    if (c->head_dim % 2) return pq__fail(ctx, PQ_ERR_FORMAT, "%s: config: odd head_dim %lld", path, (long long)c->head_dim);
+    if (c->head_dim % 2)
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: config: odd head_dim %lld", path, (long long)c->head_dim);
     if (!(c->norm_eps > 0) || !(c->rope_theta > 0))
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: config: norm_eps and rope_theta must be positive", path);
     if (c->rope_scaling == 1 && !(c->rope_factor > 0 && c->rope_high_freq_factor > c->rope_low_freq_factor &&
@@ -293,7 +293,8 @@ fail:
 
 void pq_model_free(pq_model *m) {
     if (!m) return;
-    for (int64_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    for (int64_t i = 0; i < m->n_owned; i++)
+        free(m->owned[i]);
     free(m->owned);
     free(m->blocks);
     free(m->inv_freq);
@@ -388,12 +389,14 @@ pq_status pq_model_load(pq_ctx *ctx, const char *path, const pq_load_params *par
             pq_status s = pq__fail(ctx, PQ_ERR_INVALID,
                                    "%s: vocabulary size mismatch: the tokenizer has %lld tokens, the model %lld (%s)",
                                    params->tokenizer_path ? params->tokenizer_path : path, nt, nv,
-                                   tok ? "pass the tokenizer the model was trained with" : "the model's own tokenizer does not fit its embedding");
+                                   tok ? "pass the tokenizer the model was trained with"
+                                       : "the model's own tokenizer does not fit its embedding");
             pq_model_free(m);
             return s;
         }
-        pq__log(ctx, PQ_LOG_INFO, "%s: the tokenizer has %lld tokens, the embedding %lld rows: rows %lld..%lld are padding",
-                path, nt, nv, nt, nv - 1);
+        pq__log(ctx, PQ_LOG_INFO,
+                "%s: the tokenizer has %lld tokens, the embedding %lld rows: rows %lld..%lld are padding", path, nt,
+                nv, nt, nv - 1);
     }
     *out = m;
     return PQ_OK;
@@ -425,4 +428,6 @@ pq_status pq_model_get_info(const pq_model *m, pq_model_info *info) {
     return PQ_OK;
 }
 
-const pq_tokenizer *pq_model_tokenizer(const pq_model *m) { return m ? m->tok : NULL; }
+const pq_tokenizer *pq_model_tokenizer(const pq_model *m) {
+    return m ? m->tok : NULL;
+}

@@ -22,22 +22,22 @@ typedef struct pq__block {
 } pq__block;
 
 struct pq_model {
-    pq__source src;         /* owns the mapped files and the raw tensors */
+    pq__source src; /* owns the mapped files and the raw tensors */
     pq__config cfg;
-    const float *embed;     /* [vocab, dim] */
-    pq__block *blocks;      /* [n_layers] */
-    const float *out_norm;  /* [dim] */
-    pq__linear lm_head;     /* [vocab, dim]; w == embed when tied */
-    float *inv_freq;        /* [head_dim/2] RoPE inverse frequencies (scaling applied) */
-    void **owned;           /* converted weight buffers */
+    const float *embed;    /* [vocab, dim] */
+    pq__block *blocks;     /* [n_layers] */
+    const float *out_norm; /* [dim] */
+    pq__linear lm_head;    /* [vocab, dim]; w == embed when tied */
+    float *inv_freq;       /* [head_dim/2] RoPE inverse frequencies (scaling applied) */
+    void **owned;          /* converted weight buffers */
     int64_t n_owned, cap_owned;
-    pq_tokenizer *tok;      /* owned, may be NULL */
+    pq_tokenizer *tok; /* owned, may be NULL */
     int64_t n_params;
     size_t weight_bytes;
     char dtypes[128];
-    int deferred;           /* loaded with defer_weights: embed, lm_head.w and the linears' w are
-                               NULL; only the compression pipeline, which materialises one block
-                               at a time (pq__model_linear_f32), accepts such a model */
+    int deferred; /* loaded with defer_weights: embed, lm_head.w and the linears' w are
+                     NULL; only the compression pipeline, which materialises one block
+                     at a time (pq__model_linear_f32), accepts such a model */
 };
 
 /* Float32 copy (malloc'ed) of linear `base` (e.g. "model.layers.3.mlp.up_proj") whatever its
@@ -74,17 +74,15 @@ void pq__kv_free(pq__kv *kv);
  * pos0..pos0+n_tok-1; earlier positions come from kv (which may be NULL when pos0 == 0,
  * then a temporary cache is used). logits [n_seq * n_tok, vocab], or, if last_only,
  * [n_seq, vocab] for the last position of each sequence. */
-pq_status pq__forward(pq_ctx *ctx, const pq_model *m, pq__kv *kv, const int32_t *tokens, int64_t n_seq,
-                      int64_t n_tok, int64_t pos0, int last_only, float *logits);
+pq_status pq__forward(pq_ctx *ctx, const pq_model *m, pq__kv *kv, const int32_t *tokens, int64_t n_seq, int64_t n_tok,
+                      int64_t pos0, int last_only, float *logits);
 
 /* One decoder block on hidden states x [n_seq * n_tok, dim] in place (used by forward and
  * by the calibration pipeline). capture may be NULL. */
-pq_status pq__block_forward(pq_ctx *ctx, const pq_model *m, int64_t layer, const pq__block *b, pq__kv *kv,
-                            float *x, int64_t n_seq, int64_t n_tok, int64_t pos0, pq__capture_fn capture,
-                            void *user);
+pq_status pq__block_forward(pq_ctx *ctx, const pq_model *m, int64_t layer, const pq__block *b, pq__kv *kv, float *x,
+                            int64_t n_seq, int64_t n_tok, int64_t pos0, pq__capture_fn capture, void *user);
 
 /* Readable reference path: one token at a time, naive loops (llama2.c style). */
-pq_status pq__forward_reference(pq_ctx *ctx, const pq_model *m, const int32_t *tokens, int64_t n_tok,
-                                float *logits);
+pq_status pq__forward_reference(pq_ctx *ctx, const pq_model *m, const int32_t *tokens, int64_t n_tok, float *logits);
 
 #endif

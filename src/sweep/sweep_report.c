@@ -160,10 +160,11 @@ static void legend(sbuf *b, const pq_sweep_results *r, int frontier) {
     sb_printf(b, "<p class=\"legend\">");
     for (int k = 0; k < 3; k++) {
         int present = 0;
-        for (int64_t i = 0; i < r->n && !present; i++) present = done(&r->runs[i]) && !strcmp(kind(&r->runs[i]), kinds[k]);
+        for (int64_t i = 0; i < r->n && !present; i++)
+            present = done(&r->runs[i]) && !strcmp(kind(&r->runs[i]), kinds[k]);
         if (present)
-            sb_printf(b, "<span class=\"key %s\" style=\"color:%s\">&#9679; %s</span> ", kinds[k], kind_color(kinds[k]),
-                      names[k]);
+            sb_printf(b, "<span class=\"key %s\" style=\"color:%s\">&#9679; %s</span> ", kinds[k],
+                      kind_color(kinds[k]), names[k]);
     }
     if (frontier) sb_printf(b, "<span style=\"color:#d62728\">&#8212; / &#9675; Pareto frontier</span> ");
     sb_printf(b, "<span>| bars: 95%% paired bootstrap interval of Sr</span></p>\n");
@@ -190,8 +191,8 @@ static void chart_scatter(sbuf *b, const pq_sweep_results *r, const int *on, int
               "<h2>Semantic retention vs %s</h2>\n"
               "<svg id=\"%s\" class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
               "viewBox=\"0 0 %d %d\">",
-              by_bpw ? "real bits per weight" : "theoretical compression rate", by_bpw ? "sr-vs-bpw" : "sr-vs-tcr", W, H,
-              W, H);
+              by_bpw ? "real bits per weight" : "theoretical compression rate", by_bpw ? "sr-vs-bpw" : "sr-vs-tcr", W,
+              H, W, H);
     axes(b, x0, x1, 0, y1, by_bpw ? "stored bits per weight (linear layers, incl. scales, zeros, masks)" : "TCr",
          "Sr (mean retention)");
 #define PX(v) (ML + ((v)-x0) / (x1 - x0) * (W - ML - MR))
@@ -202,8 +203,9 @@ static void chart_scatter(sbuf *b, const pq_sweep_results *r, const int *on, int
         if (on[i] && isfinite(XV(&r->runs[i]))) fr[nf++] = &r->runs[i];
     if (fr && nf) {
         qsort(fr, (size_t)nf, sizeof *fr, by_bpw ? cmp_bpw : cmp_tcr);
-        sb_printf(b, "<polyline id=\"pareto%s\" class=\"frontier\" fill=\"none\" stroke=\"#d62728\" "
-                     "stroke-width=\"2\" points=\"",
+        sb_printf(b,
+                  "<polyline id=\"pareto%s\" class=\"frontier\" fill=\"none\" stroke=\"#d62728\" "
+                  "stroke-width=\"2\" points=\"",
                   by_bpw ? "-bpw" : "");
         for (int64_t i = 0; i < nf; i++)
             sb_printf(b, "%.1f,%.1f ", PX(XV(fr[i])), PY(fr[i]->sr));
@@ -228,7 +230,7 @@ static void chart_scatter(sbuf *b, const pq_sweep_results *r, const int *on, int
         sb_esc(b, lab);
         sb_printf(b, " TCr %.4f bpw %.3f Sr %.4f [%.4f, %.4f]</title></circle>", c->tcr, c->bpw, c->sr, c->sr_ci[0],
                   c->sr_ci[1]);
-        if (on[i]) { /* Pareto points are labelled on the chart, the others on hover */
+        if (on[i]) {                               /* Pareto points are labelled on the chart, the others on hover */
             const int right = PX(XV(c)) > W - 160; /* near the right edge: the label goes to the left */
             sb_printf(b, "<text class=\"ptlabel\" x=\"%.1f\" y=\"%.1f\" font-size=\"10\"%s>",
                       PX(XV(c)) + (right ? -7 : 7), PY(c->sr) - 6, right ? " text-anchor=\"end\"" : "");
@@ -280,8 +282,8 @@ static const pq_sweep_run *best_of(const pq_sweep_results *r, double t, const ch
 #define BPW_BUCKET 0.25
 
 typedef struct comparison {
-    int by_bpw;    /* 0: iso-TCr, 1: iso-bpw */
-    double at;     /* the TCr, or the bucket's lower bpw */
+    int by_bpw; /* 0: iso-TCr, 1: iso-bpw */
+    double at;  /* the TCr, or the bucket's lower bpw */
     const pq_sweep_run *joint, *quant;
     double diff, ci[2]; /* Sr(joint) - Sr(quant) and its interval (NAN: no units) */
 } comparison;
@@ -318,7 +320,8 @@ static comparison *comparisons(const pq_sweep_results *r, int64_t *n) {
             if (!done(c) || (by && !isfinite(c->bpw))) continue;
             const double a = by ? floor(c->bpw / BPW_BUCKET + 1e-9) * BPW_BUCKET : c->tcr;
             int found = 0;
-            for (int g = 0; g < na && !found; g++) found = by ? at[g] == a : fabs(at[g] - a) <= 1e-9;
+            for (int g = 0; g < na && !found; g++)
+                found = by ? at[g] == a : fabs(at[g] - a) <= 1e-9;
             if (!found) at[na++] = a;
         }
         for (int i = 1; i < na; i++)
@@ -346,7 +349,10 @@ static void verdict(char *buf, size_t n, const comparison *c) {
     const double q = c->quant->sr, pct = 100.0 * c->diff / q;
     if (!isfinite(c->ci[0])) {
         snprintf(buf, n, "%s by %.1f%% (no interval: the database has no per-item results)",
-                 c->diff > 0 ? "joint wins" : c->diff < 0 ? "quantization wins" : "tie", fabs(pct));
+                 c->diff > 0   ? "joint wins"
+                 : c->diff < 0 ? "quantization wins"
+                               : "tie",
+                 fabs(pct));
         return;
     }
     const double lo = 100.0 * c->ci[0] / q, hi = 100.0 * c->ci[1] / q;
@@ -373,7 +379,8 @@ static void chart_iso(sbuf *b, const pq_sweep_results *r) {
     double y1 = 1;
     for (int64_t i = 0; i < r->n; i++)
         if (done(&r->runs[i]))
-            y1 = fmax(y1, ceil(fmax(r->runs[i].sr, isfinite(r->runs[i].sr_ci[1]) ? r->runs[i].sr_ci[1] : 0) * 10) / 10);
+            y1 = fmax(y1,
+                      ceil(fmax(r->runs[i].sr, isfinite(r->runs[i].sr_ci[1]) ? r->runs[i].sr_ci[1] : 0) * 10) / 10);
     int w = ML + MR + (ng ? ng : 1) * 100;
     if (w < 400) w = 400;
     sb_printf(b,
@@ -406,20 +413,23 @@ static void chart_iso(sbuf *b, const pq_sweep_results *r) {
             if (isfinite(best->sr_ci[0])) {
                 const double y_lo = (H - MB) - best->sr_ci[0] / y1 * (H - MT - MB);
                 const double y_hi = (H - MB) - best->sr_ci[1] / y1 * (H - MT - MB);
-                sb_printf(b, "<line class=\"errbar\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>",
+                sb_printf(b,
+                          "<line class=\"errbar\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>",
                           bx, y_lo, bx, y_hi);
             }
-            sb_printf(b, "<text class=\"value\" x=\"%.1f\" y=\"%.1f\" font-size=\"9\" text-anchor=\"middle\">%.3f</text>",
-                      bx, (H - MB) - h - 3, best->sr);
+            sb_printf(
+                b, "<text class=\"value\" x=\"%.1f\" y=\"%.1f\" font-size=\"9\" text-anchor=\"middle\">%.3f</text>",
+                bx, (H - MB) - h - 3, best->sr);
         }
         sb_printf(b, "<text x=\"%.1f\" y=\"%d\" font-size=\"11\" text-anchor=\"middle\">%.4g</text></g>", gx + 40,
                   H - MB + 15, tcr[g]);
     }
     sb_printf(b, "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\">TCr</text>", w / 2, H - 12);
-    sb_printf(b,
-              "<text x=\"14\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 14 %d)\">best Sr "
-              "of each kind</text></svg>\n",
-              (MT + H - MB) / 2, (MT + H - MB) / 2);
+    sb_printf(
+        b,
+        "<text x=\"14\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 14 %d)\">best Sr "
+        "of each kind</text></svg>\n",
+        (MT + H - MB) / 2, (MT + H - MB) / 2);
     legend(b, r, 0);
 }
 
@@ -429,8 +439,10 @@ static void comparisons_html(sbuf *b, const pq_sweep_results *r) {
     char method[200];
     pq_bootstrap_describe(NULL, method, sizeof method);
     for (int by = 0; by < 2; by++) {
-        sb_printf(b, by ? "<h2>Iso-bpw: joint vs quantization only at equal real bytes (%.2f-bpw buckets)</h2>\n<ul id=\"iso-bpw\">"
-                        : "<h2>Iso-TCr: joint vs quantization only</h2>\n<ul id=\"iso-tcr-lines\">",
+        sb_printf(b,
+                  by ? "<h2>Iso-bpw: joint vs quantization only at equal real bytes (%.2f-bpw buckets)</h2>\n<ul "
+                       "id=\"iso-bpw\">"
+                     : "<h2>Iso-TCr: joint vs quantization only</h2>\n<ul id=\"iso-tcr-lines\">",
                   BPW_BUCKET);
         int64_t shown = 0;
         for (int64_t i = 0; cmp && i < n; i++) {
@@ -448,7 +460,8 @@ static void comparisons_html(sbuf *b, const pq_sweep_results *r) {
             sb_printf(b, "</strong></li>\n");
             shown++;
         }
-        if (!shown) sb_printf(b, "<li>no %s holds both a joint and a quantization-only run</li>", by ? "bucket" : "TCr");
+        if (!shown)
+            sb_printf(b, "<li>no %s holds both a joint and a quantization-only run</li>", by ? "bucket" : "TCr");
         sb_printf(b, "</ul>\n");
     }
     sb_printf(b, "<p>Intervals: ");
@@ -490,9 +503,10 @@ static void chart_ranking(sbuf *b, const pq_sweep_results *r) {
 }
 
 static void tables(sbuf *b, const pq_sweep_results *r, const int *on) {
-    sb_printf(b, "<h2>Runs</h2>\n<table id=\"runs\"><tr><th>hash</th><th>recipe</th><th>status</th><th>TCr</th>"
-                 "<th>ACr</th><th>bpw</th><th>bytes</th><th>Sr [95%% interval]</th><th>SrCr</th><th>Sr&middot;TCr</th>"
-                 "<th>seconds</th><th>Pareto</th></tr>\n");
+    sb_printf(b,
+              "<h2>Runs</h2>\n<table id=\"runs\"><tr><th>hash</th><th>recipe</th><th>status</th><th>TCr</th>"
+              "<th>ACr</th><th>bpw</th><th>bytes</th><th>Sr [95%% interval]</th><th>SrCr</th><th>Sr&middot;TCr</th>"
+              "<th>seconds</th><th>Pareto</th></tr>\n");
     for (int64_t i = 0; i < r->n; i++) {
         const pq_sweep_run *c = &r->runs[i];
         char lab[512];
@@ -570,7 +584,8 @@ static void tables(sbuf *b, const pq_sweep_results *r, const int *on) {
                 sb_num(b, sc->base_score, "%.4f");
                 sb_printf(b, "</td><td>");
                 sb_num(b, sc->retention, "%.4f");
-                if (isfinite(sc->retention_ci[0])) sb_printf(b, " [%.4f, %.4f]", sc->retention_ci[0], sc->retention_ci[1]);
+                if (isfinite(sc->retention_ci[0]))
+                    sb_printf(b, " [%.4f, %.4f]", sc->retention_ci[0], sc->retention_ci[1]);
                 sb_printf(b, "</td></tr>\n");
             }
         }
@@ -679,8 +694,9 @@ char *pq_sweep_report_text(const pq_sweep_results *r) {
             if (!found) col[nc++] = (column){c->scores[s].task, c->scores[s].metric};
         }
     }
-    sb_printf(&b, "iso-TCr table: Sr = mean retention over the tasks (%s); per task: retention, or the raw value "
-                  "where there is none (kld mean, same-top rate)\n",
+    sb_printf(&b,
+              "iso-TCr table: Sr = mean retention over the tasks (%s); per task: retention, or the raw value "
+              "where there is none (kld mean, same-top rate)\n",
               r->tasks ? r->tasks : "?");
     if (r->protocol) sb_printf(&b, "protocol: %s\n", r->protocol);
     sb_printf(&b, "%-7s %-6s %-44s %7s %-17s %7s %7s %6s", "TCr", "kind", "config", "Sr", "Sr 95% interval", "SrCr",
@@ -724,8 +740,9 @@ char *pq_sweep_report_text(const pq_sweep_results *r) {
     char method[200];
     pq_bootstrap_describe(NULL, method, sizeof method);
     for (int by = 0; by < 2; by++) {
-        sb_printf(&b, by ? "\njoint vs quantization only at equal real bytes (best Sr of each per %.2f-bpw bucket):\n"
-                         : "\njoint vs quantization only (best Sr of each at every TCr):\n",
+        sb_printf(&b,
+                  by ? "\njoint vs quantization only at equal real bytes (best Sr of each per %.2f-bpw bucket):\n"
+                     : "\njoint vs quantization only (best Sr of each at every TCr):\n",
                   BPW_BUCKET);
         for (int g = 0; !by && g < ng; g++) { /* a TCr with one kind only says so */
             const pq_sweep_run *j = best_of(r, tcr[g], "joint"), *q = best_of(r, tcr[g], "quant");
@@ -736,7 +753,8 @@ char *pq_sweep_report_text(const pq_sweep_results *r) {
                       j ? j->sr : q->sr, l1);
         }
         int64_t shown = 0;
-        for (int64_t i = 0; cmp && i < nc2; i++) shown += cmp[i].by_bpw == by;
+        for (int64_t i = 0; cmp && i < nc2; i++)
+            shown += cmp[i].by_bpw == by;
         if (by && !shown) sb_printf(&b, "  no bucket holds both a joint and a quantization-only run\n");
         for (int64_t i = 0; cmp && i < nc2; i++) {
             const comparison *c = &cmp[i];
@@ -744,9 +762,9 @@ char *pq_sweep_report_text(const pq_sweep_results *r) {
             char lj[512], lq[512], vd[160];
             comparison_text(c, lj, lq, vd);
             if (by)
-                sb_printf(&b, "  bpw %.2f-%.2f: joint %.4f (%s, %.3f bpw) vs quantization only %.4f (%s, %.3f bpw): %s\n",
-                          c->at, c->at + BPW_BUCKET, c->joint->sr, lj, c->joint->bpw, c->quant->sr, lq, c->quant->bpw,
-                          vd);
+                sb_printf(
+                    &b, "  bpw %.2f-%.2f: joint %.4f (%s, %.3f bpw) vs quantization only %.4f (%s, %.3f bpw): %s\n",
+                    c->at, c->at + BPW_BUCKET, c->joint->sr, lj, c->joint->bpw, c->quant->sr, lq, c->quant->bpw, vd);
             else
                 sb_printf(&b, "  TCr %.4f: joint %.4f (%s) vs quantization only %.4f (%s): %s\n", c->at, c->joint->sr,
                           lj, c->quant->sr, lq, vd);

@@ -97,7 +97,8 @@ static pq_status eval_base(pq_ctx *ctx, const pq_sweep_params *p, const pq_model
     }
     char *save = NULL;
     for (char *t = strtok_r(tasks, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        while (*t == ' ') t++;
+        while (*t == ' ')
+            t++;
         if (!*t || !strncmp(t, "kld:", 4)) continue;
         if (*out) strcat(out, ",");
         strcat(out, t);
@@ -197,8 +198,8 @@ static void undefined_reason(const pq_sweep_run *run, char *buf, size_t n) {
     for (int64_t i = 0; i < run->n_scores && k < n; i++) {
         const pq_sweep_score *sc = &run->scores[i];
         if (!strncmp(sc->task, "kld", 3)) continue; /* distances, never in Sr */
-        k += (size_t)snprintf(buf + k, n - k, "%s%s score %.6g, base %.6g%s", sep, sc->task, sc->score, sc->base_score,
-                              sc->base_score == 0 ? " (a base score of 0 gives no ratio)" : "");
+        k += (size_t)snprintf(buf + k, n - k, "%s%s score %.6g, base %.6g%s", sep, sc->task, sc->score,
+                              sc->base_score, sc->base_score == 0 ? " (a base score of 0 gives no ratio)" : "");
         sep = "; ";
     }
 }
@@ -345,18 +346,23 @@ static pq_status mpi_recv_run(pq_ctx *ctx, const pq_sweep_grid *grid, pq_sweep_d
         sc->se = get_num(e, "se");
         sc->base_score = get_num(e, "base");
         sc->retention = get_num(e, "retention");
-        const cJSON *hb = cJSON_GetObjectItemCaseSensitive(e, "higher"), *uk = cJSON_GetObjectItemCaseSensitive(e, "unit_kind");
+        const cJSON *hb = cJSON_GetObjectItemCaseSensitive(e, "higher"),
+                    *uk = cJSON_GetObjectItemCaseSensitive(e, "unit_kind");
         sc->higher_is_better = cJSON_IsNumber(hb) ? hb->valueint : 1;
         sc->units.kind = cJSON_IsNumber(uk) && uk->valueint == PQ_UNITS_PPL ? PQ_UNITS_PPL : PQ_UNITS_MEAN;
-        const cJSON *uv = cJSON_GetObjectItemCaseSensitive(e, "units"), *uw = cJSON_GetObjectItemCaseSensitive(e, "unit_weights");
+        const cJSON *uv = cJSON_GetObjectItemCaseSensitive(e, "units"),
+                    *uw = cJSON_GetObjectItemCaseSensitive(e, "unit_weights");
         const int nu = cJSON_IsArray(uv) ? cJSON_GetArraySize(uv) : 0;
         if (nu > 0) {
             sc->units.value = malloc((size_t)nu * sizeof(double));
-            sc->units.weight = cJSON_IsArray(uw) && cJSON_GetArraySize(uw) == nu ? malloc((size_t)nu * sizeof(double)) : NULL;
+            sc->units.weight =
+                cJSON_IsArray(uw) && cJSON_GetArraySize(uw) == nu ? malloc((size_t)nu * sizeof(double)) : NULL;
             int q = 0;
-            for (const cJSON *x = uv->child; sc->units.value && x; x = x->next) sc->units.value[q++] = x->valuedouble;
+            for (const cJSON *x = uv->child; sc->units.value && x; x = x->next)
+                sc->units.value[q++] = x->valuedouble;
             q = 0;
-            for (const cJSON *x = sc->units.weight ? uw->child : NULL; x; x = x->next) sc->units.weight[q++] = x->valuedouble;
+            for (const cJSON *x = sc->units.weight ? uw->child : NULL; x; x = x->next)
+                sc->units.weight[q++] = x->valuedouble;
             if (sc->units.value) sc->units.n = nu;
         }
     }

@@ -335,8 +335,8 @@ static pq_status load_scores(pq_ctx *ctx, pq_sweep_db *db, pq_sweep_run *r) {
         c->se = col_real(s, 3);
         c->base_score = col_real(s, 4);
         c->retention = col_real(s, 5);
-        c->higher_is_better = sqlite3_column_type(s, 6) == SQLITE_NULL ? strcmp(c->metric, "ppl") != 0
-                                                                       : sqlite3_column_int(s, 6);
+        c->higher_is_better =
+            sqlite3_column_type(s, 6) == SQLITE_NULL ? strcmp(c->metric, "ppl") != 0 : sqlite3_column_int(s, 6);
         c->retention_ci[0] = c->retention_ci[1] = NAN;
         if (load_units(s, c) != PQ_OK) {
             sqlite3_finalize(s);
