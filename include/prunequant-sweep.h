@@ -83,6 +83,8 @@ typedef struct pq_sweep_run {
     double sparsity, bits, tcr, acr, bpw, sr, srcr, seconds;
     int64_t bytes;          /* stored bytes of the compressed linear weights (incl. metadata) */
     char *error;            /* malloc'ed or NULL */
+    char *layers;           /* compress's per-linear report (JSON lines: name, rows, cols, recipe,
+                               error, sparsity, moved_off_zero), malloc'ed or NULL */
     pq_sweep_score *scores; /* malloc'ed, with their units: pq_sweep_scores_free */
     int64_t n_scores;
     double sr_ci[2]; /* paired bootstrap interval of Sr (pq_sweep_results_intervals; NAN if none) */

@@ -116,9 +116,21 @@ PY
 
 # report
 check "$BIN" report --db "$DB" --out "$T/report.html"
-for id in sr-vs-tcr iso-tcr srcr-ranking; do
+for id in sr-vs-tcr iso-tcr srcr-ranking sr-vs-bpw; do
     grep -q "<svg id=\"$id\"" "$T/report.html" && ok || bad "report lacks svg#$id"
 done
+# intervals on the runs, the iso-TCr / iso-bpw lines, the per-layer heat map of every run
+grep -q "Sr \[95% interval\]" "$T/report.html" && grep -q "id=\"iso-tcr-lines\"" "$T/report.html" &&
+    grep -q "id=\"iso-bpw\"" "$T/report.html" && ok || bad "report lacks intervals or the iso lines"
+[ "$(grep -o 'class="heatmap"' "$T/report.html" | wc -l)" = 2 ] && ok || bad "report lacks the per-layer heat maps"
+"$BIN" report --db "$DB" --json > "$T/report.json" && $PY - "$T/report.json" <<'PY' && ok || bad "report --json"
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert len(j["runs"]) == 2 and all(r["sr_ci"] is None or r["sr_ci"][0] <= r["sr"] <= r["sr_ci"][1] for r in j["runs"]), j["runs"]
+for c in j["iso_tcr"] + j["iso_bpw"]:
+    assert {"difference", "difference_ci", "verdict", "distinguishable"} <= set(c), c
+assert "bootstrap" in j["interval_method"]
+PY
 $PY - "$T/report.html" <<'PY' && ok || bad "report is well-formed standalone HTML"
 import sys
 from html.parser import HTMLParser

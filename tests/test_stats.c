@@ -105,9 +105,31 @@ static void check_store(pq_ctx *ctx) {
     const double bscore = pq_units_score(&bu), cscore = pq_units_score(&cu);
     pq_sweep_score bs = {"arc_easy", "acc", bscore, 0, bscore, 1, 1, bu, {NAN, NAN}};
     pq_sweep_score cs = {"arc_easy", "acc", cscore, 0, bscore, cscore / bscore, 1, cu, {NAN, NAN}};
-    pq_sweep_run base = {"base", "{}", "done", 0, 16, 0, 0, 16, 1, 1, 0, 0, NULL, &bs, 1, {NAN, NAN}};
-    pq_sweep_run run = {"c1", "{\"bits\":4}", "done", 0, 4,         0.75, 0.7, 4.75, cscore / bscore, 1, 0,
-                        100,  NULL,           &cs,    1, {NAN, NAN}};
+    pq_sweep_run base = {.hash = "base",
+                         .recipe = "{}",
+                         .status = "done",
+                         .bits = 16,
+                         .bpw = 16,
+                         .sr = 1,
+                         .srcr = 1,
+                         .scores = &bs,
+                         .n_scores = 1,
+                         .sr_ci = {NAN, NAN}};
+    char layers[] = "{\"name\":\"model.layers.0.mlp.down_proj\",\"error\":1.5,\"sparsity\":0.5}\n";
+    pq_sweep_run run = {.hash = "c1",
+                        .recipe = "{\"bits\":4}",
+                        .status = "done",
+                        .bits = 4,
+                        .tcr = 0.75,
+                        .acr = 0.7,
+                        .bpw = 4.75,
+                        .sr = cscore / bscore,
+                        .srcr = 1,
+                        .seconds = 100,
+                        .layers = layers,
+                        .scores = &cs,
+                        .n_scores = 1,
+                        .sr_ci = {NAN, NAN}};
     CHECK(pq_sweep_db_put(ctx, db, &base) == PQ_OK);
     CHECK(pq_sweep_db_put(ctx, db, &run) == PQ_OK);
     pq_sweep_results r;
@@ -116,6 +138,7 @@ static void check_store(pq_ctx *ctx) {
     if (r.n == 1 && r.runs[0].n_scores == 1) {
         const pq_units *u = &r.runs[0].scores[0].units;
         CHECK(u->n == 300 && !memcmp(u->value, cu.value, 300 * sizeof(double)));
+        CHECK(r.runs[0].layers && !strcmp(r.runs[0].layers, layers) && !r.base.layers);
         CHECK(pq_sweep_results_intervals(ctx, &r, NULL) == PQ_OK);
         const double *ci = r.runs[0].sr_ci;
         CHECK_MSG(ci[0] < r.runs[0].sr && r.runs[0].sr < ci[1] && ci[1] < 1, "stored run: Sr %g [%g, %g]",

@@ -470,6 +470,79 @@ static void comparisons_html(sbuf *b, const pq_sweep_results *r) {
     free(cmp);
 }
 
+/* Per-layer view of each run from compress's report: block x linear, the cell's colour is the
+ * layer error tr(dW H dW^T) on a log scale relative to the run's largest, its text the error
+ * and the stored sparsity. */
+static void layer_heatmaps(sbuf *b, const pq_sweep_results *r) {
+    static const char *const lin[7] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+    int any = 0;
+    for (int64_t i = 0; i < r->n && !any; i++)
+        any = r->runs[i].layers != NULL;
+    if (!any) return;
+    sb_printf(b, "<h2>Per-layer view (layer error and sparsity, block &times; linear)</h2>\n<div id=\"layers\">\n");
+    for (int64_t i = 0; i < r->n; i++) {
+        const pq_sweep_run *c = &r->runs[i];
+        if (!c->layers) continue;
+        enum { MAXB = 256 };
+        double err[MAXB][7], sp[MAXB][7], emax = 0, emin = INFINITY;
+        int nb = 0;
+        for (int k = 0; k < MAXB; k++)
+            for (int j = 0; j < 7; j++)
+                err[k][j] = sp[k][j] = NAN;
+        for (const char *line = c->layers; *line;) {
+            const size_t len = strcspn(line, "\n");
+            cJSON *o = cJSON_ParseWithLength(line, len);
+            const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "name"));
+            const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "error"),
+                        *q = cJSON_GetObjectItemCaseSensitive(o, "sparsity");
+            int blk = -1;
+            if (name && sscanf(name, "model.layers.%d.", &blk) == 1 && blk >= 0 && blk < MAXB) {
+                const char *dot = strrchr(name, '.');
+                for (int j = 0; j < 7; j++)
+                    if (dot && !strcmp(dot + 1, lin[j])) {
+                        err[blk][j] = cJSON_IsNumber(e) ? e->valuedouble : NAN;
+                        sp[blk][j] = cJSON_IsNumber(q) ? q->valuedouble : NAN;
+                        if (isfinite(err[blk][j]) && err[blk][j] > 0) {
+                            emax = fmax(emax, err[blk][j]);
+                            emin = fmin(emin, err[blk][j]);
+                        }
+                    }
+                if (blk + 1 > nb) nb = blk + 1;
+            }
+            cJSON_Delete(o);
+            line += len + (line[len] == '\n');
+        }
+        char lab[512];
+        label(c, lab, sizeof lab);
+        sb_printf(b, "<details class=\"heatmap\" data-hash=\"%s\"><summary>", c->hash);
+        sb_esc(b, lab);
+        sb_printf(b, " (Sr %.4f)</summary>\n<table class=\"heat\"><tr><th>block</th>", c->sr);
+        for (int j = 0; j < 7; j++)
+            sb_printf(b, "<th>%s</th>", lin[j]);
+        sb_printf(b, "</tr>\n");
+        const double span = emax > emin ? log10(emax / emin) : 1;
+        for (int k = 0; k < nb; k++) {
+            sb_printf(b, "<tr><th>%d</th>", k);
+            for (int j = 0; j < 7; j++) {
+                if (!isfinite(err[k][j])) {
+                    sb_printf(b, "<td>&ndash;</td>");
+                    continue;
+                }
+                const double t = err[k][j] > 0 && emax > 0 ? fmax(0, fmin(1, log10(err[k][j] / emin) / span)) : 0;
+                /* white (smallest error) to red (largest) */
+                sb_printf(b,
+                          "<td style=\"background:rgb(255,%d,%d)\" title=\"error %.4g, sparsity %.4f\">%.3g<br>"
+                          "<small>%.0f%%</small></td>",
+                          (int)(255 - 175 * t), (int)(255 - 200 * t), err[k][j], sp[k][j], err[k][j], 100 * sp[k][j]);
+            }
+            sb_printf(b, "</tr>\n");
+        }
+        sb_printf(b, "</table></details>\n");
+    }
+    sb_printf(b, "<p>Cells: tr((W-Q) H (W-Q)<sup>T</sup>) of each linear as compressed (colour: log scale "
+                 "within the run), below it the stored sparsity.</p></div>\n");
+}
+
 static void chart_ranking(sbuf *b, const pq_sweep_results *r) {
     pq_sweep_run **v = malloc((size_t)(r->n ? r->n : 1) * sizeof *v);
     int64_t n = 0;
@@ -602,15 +675,16 @@ pq_status pq_sweep_report_html(pq_ctx *ctx, const pq_sweep_results *r, const cha
     int64_t n_done = 0;
     for (int64_t i = 0; i < r->n; i++)
         n_done += done(&r->runs[i]);
-    sb_printf(
-        &b, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<title>prunequant sweep report</title>\n<style>\n"
-            "body{font-family:sans-serif;margin:2em;max-width:1100px}"
-            "table{border-collapse:collapse;margin:0.5em 0;font-size:13px}"
-            "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}"
-            "tr.failed{color:#a00}code{font-size:12px}td.recipe code{word-break:break-all}svg.chart{border:1px solid "
-            "#eee;display:block}\n"
-            "</style>\n</head>\n<body>\n<h1>prunequant sweep report</h1>\n");
+    sb_printf(&b, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+                  "<title>prunequant sweep report</title>\n<style>\n"
+                  "body{font-family:sans-serif;margin:2em;max-width:1100px}"
+                  "table{border-collapse:collapse;margin:0.5em 0;font-size:13px}"
+                  "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}"
+                  "tr.failed{color:#a00}code{font-size:12px}table.heat "
+                  "td{text-align:center;font-size:11px;min-width:4em}td.recipe "
+                  "code{word-break:break-all}svg.chart{border:1px solid "
+                  "#eee;display:block}\n"
+                  "</style>\n</head>\n<body>\n<h1>prunequant sweep report</h1>\n");
     sb_printf(&b, "<h2>Protocol</h2>\n<table id=\"protocol\"><tr><th>model</th><td>");
     sb_esc(&b, r->model ? r->model : "?");
     sb_printf(&b, "</td></tr><tr><th>calibration</th><td>");
@@ -644,6 +718,7 @@ pq_status pq_sweep_report_html(pq_ctx *ctx, const pq_sweep_results *r, const cha
     free(on_bpw);
     comparisons_html(&b, r);
     chart_ranking(&b, r);
+    layer_heatmaps(&b, r);
     tables(&b, r, on);
     sb_printf(&b, "</body>\n</html>\n");
     free(on);

@@ -153,7 +153,21 @@ static pq_status run_one(pq_ctx *ctx, const pq_sweep_params *p, const pq_model *
     cp.seqlen = p->calib.seqlen;
     cp.seed = p->calib.seed;
     cp.calib_name = p->calib_path;
+    /* the per-linear report goes with the run (the report's heat map) */
+    char *layers_path = malloc(strlen(dir) + 16);
+    if (!layers_path) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+    sprintf(layers_path, "%s.layers.jsonl", dir);
+    cp.report = layers_path;
     pq_status st = pq_compress_model(ctx, base, ids, n_ids, &cp, dir);
+    if (st == PQ_OK) {
+        size_t n = 0;
+        pq_ctx *quiet = pq_ctx_new(); /* a run without its layer table is still a run */
+        if (quiet && pq__read_text(quiet, layers_path, (size_t)1 << 26, &run->layers, &n) != PQ_OK)
+            run->layers = NULL;
+        pq_ctx_free(quiet);
+    }
+    unlink(layers_path);
+    free(layers_path);
     if (st != PQ_OK) return st;
     pq_load_params lp = pq_load_params_default();
     lp.tokenizer_path = p->tokenizer_path;
@@ -255,6 +269,7 @@ static void mpi_send_run(int64_t i, const pq_sweep_run *run, const char *status)
         add_num(o, "srcr", run ? run->srcr : NAN);
         add_num(o, "seconds", run ? run->seconds : NAN);
         if (run && run->error) cJSON_AddStringToObject(o, "error", run->error);
+        if (run && run->layers) cJSON_AddStringToObject(o, "layers", run->layers);
         cJSON *a = cJSON_AddArrayToObject(o, "scores");
         for (int64_t k = 0; run && a && k < run->n_scores; k++) {
             const pq_sweep_score *c = &run->scores[k];
@@ -329,6 +344,8 @@ static pq_status mpi_recv_run(pq_ctx *ctx, const pq_sweep_grid *grid, pq_sweep_d
     run.seconds = get_num(o, "seconds");
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(o, "error");
     run.error = cJSON_IsString(err) ? err->valuestring : NULL;
+    const cJSON *lay = cJSON_GetObjectItemCaseSensitive(o, "layers");
+    run.layers = cJSON_IsString(lay) ? lay->valuestring : NULL; /* borrowed from the message */
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "scores");
     int na = cJSON_GetArraySize(a);
     run.scores = na ? calloc((size_t)na, sizeof *run.scores) : NULL;
@@ -547,6 +564,7 @@ pq_status pq_sweep_execute(pq_ctx *ctx, const pq_sweep_params *p, const pq_sweep
         free(dir);
         if (rs == PQ_ERR_CANCELLED || stopped(p)) {
             pq_sweep_scores_free(run.scores, run.n_scores);
+            free(run.layers);
             cancelled = 1;
 #ifdef PQ_HAVE_MPI
             if (rank != 0) {
@@ -562,6 +580,8 @@ pq_status pq_sweep_execute(pq_ctx *ctx, const pq_sweep_params *p, const pq_sweep
         }
         if (rs != PQ_OK) {
             pq_sweep_scores_free(run.scores, run.n_scores);
+            free(run.layers);
+            run.layers = NULL;
             run.scores = NULL;
             run.n_scores = 0;
             snprintf(run.status, sizeof run.status, "failed");
@@ -585,11 +605,13 @@ pq_status pq_sweep_execute(pq_ctx *ctx, const pq_sweep_params *p, const pq_sweep
             mpi_send_run(i, &run, run.status);
             todo[i] = 2;
             pq_sweep_scores_free(run.scores, run.n_scores);
+            free(run.layers);
             continue;
         }
 #endif
         st = pq_sweep_db_put(ctx, db, &run);
         pq_sweep_scores_free(run.scores, run.n_scores);
+        free(run.layers);
         ran++;
         if (st == PQ_OK) {
             double el = now() - t0;

@@ -25,10 +25,9 @@ static const char *const schema =
 /* Columns added since the first release: a database made before them gains them (NULL). Units
  * are little-endian float64 arrays (per item or per ppl window; weights = scored tokens). */
 static const char *const upgrades[] = {
-    "ALTER TABLE scores ADD COLUMN higher INTEGER",
-    "ALTER TABLE scores ADD COLUMN unit_kind INTEGER",
-    "ALTER TABLE scores ADD COLUMN units BLOB",
-    "ALTER TABLE scores ADD COLUMN unit_weights BLOB",
+    "ALTER TABLE scores ADD COLUMN higher INTEGER", "ALTER TABLE scores ADD COLUMN unit_kind INTEGER",
+    "ALTER TABLE scores ADD COLUMN units BLOB",     "ALTER TABLE scores ADD COLUMN unit_weights BLOB",
+    "ALTER TABLE runs ADD COLUMN layers TEXT",
 };
 
 static int has_column(sqlite3 *db, const char *table, const char *col) {
@@ -45,10 +44,11 @@ static int has_column(sqlite3 *db, const char *table, const char *col) {
 
 static int upgrade(sqlite3 *db, char **err) {
     for (size_t i = 0; i < sizeof upgrades / sizeof upgrades[0]; i++) {
-        const char *col = strstr(upgrades[i], "COLUMN ") + 7;
-        char name[32];
+        const char *col = strstr(upgrades[i], "COLUMN ") + 7, *table = strstr(upgrades[i], "TABLE ") + 6;
+        char name[32], tname[16];
         snprintf(name, sizeof name, "%.*s", (int)strcspn(col, " "), col);
-        if (!has_column(db, "scores", name) && sqlite3_exec(db, upgrades[i], NULL, NULL, err) != SQLITE_OK) return 0;
+        snprintf(tname, sizeof tname, "%.*s", (int)strcspn(table, " "), table);
+        if (!has_column(db, tname, name) && sqlite3_exec(db, upgrades[i], NULL, NULL, err) != SQLITE_OK) return 0;
     }
     return 1;
 }
@@ -160,8 +160,8 @@ pq_status pq_sweep_db_put(pq_ctx *ctx, pq_sweep_db *db, const pq_sweep_run *r) {
     sqlite3_stmt *s = NULL;
     int ok = sqlite3_prepare_v2(db->db,
                                 "INSERT OR REPLACE INTO runs(config_hash, recipe, status, sparsity, bits, tcr, acr, "
-                                "bpw, bytes, sr, srcr, seconds, error, updated) "
-                                "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,CURRENT_TIMESTAMP)",
+                                "bpw, bytes, sr, srcr, seconds, error, layers, updated) "
+                                "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,CURRENT_TIMESTAMP)",
                                 -1, &s, NULL) == SQLITE_OK;
     if (ok) {
         sqlite3_bind_text(s, 1, r->hash, -1, SQLITE_TRANSIENT);
@@ -180,6 +180,10 @@ pq_status pq_sweep_db_put(pq_ctx *ctx, pq_sweep_db *db, const pq_sweep_run *r) {
             sqlite3_bind_text(s, 13, r->error, -1, SQLITE_TRANSIENT);
         else
             sqlite3_bind_null(s, 13);
+        if (r->layers)
+            sqlite3_bind_text(s, 14, r->layers, -1, SQLITE_TRANSIENT);
+        else
+            sqlite3_bind_null(s, 14);
         ok = sqlite3_step(s) == SQLITE_DONE;
     }
     sqlite3_finalize(s);
@@ -261,6 +265,7 @@ void pq_sweep_scores_free(pq_sweep_score *scores, int64_t n) {
 static void run_clear(pq_sweep_run *r) {
     free(r->recipe);
     free(r->error);
+    free(r->layers);
     pq_sweep_scores_free(r->scores, r->n_scores);
     memset(r, 0, sizeof *r);
 }
@@ -358,7 +363,7 @@ pq_status pq_sweep_db_load(pq_ctx *ctx, pq_sweep_db *db, pq_sweep_results *out) 
     sqlite3_stmt *s = NULL;
     if (st == PQ_OK && sqlite3_prepare_v2(db->db,
                                           "SELECT config_hash, recipe, status, sparsity, bits, tcr, acr, bpw, bytes, "
-                                          "sr, srcr, seconds, error FROM runs ORDER BY rowid",
+                                          "sr, srcr, seconds, error, layers FROM runs ORDER BY rowid",
                                           -1, &s, NULL) != SQLITE_OK)
         st = db_fail(ctx, db, "runs");
     int64_t cap = 0;
@@ -381,6 +386,7 @@ pq_status pq_sweep_db_load(pq_ctx *ctx, pq_sweep_db *db, pq_sweep_results *out) 
         r.srcr = col_real(s, 10);
         r.seconds = col_real(s, 11);
         r.error = dup_col(s, 12);
+        r.layers = dup_col(s, 13);
         r.sr_ci[0] = r.sr_ci[1] = NAN;
         st = load_scores(ctx, db, &r);
         if (st != PQ_OK) {
