@@ -106,5 +106,36 @@ ink = total - background
 print(f"screenshot {w}x{h}: {len(counts)} colours, {100 * ink / total:.1f}% of the sampled pixels are not background")
 assert len(counts) > 20 and ink > 0.02 * total, (len(counts), ink, total)
 PY
+# a real sweep (per-item results stored): the rendered report has an interval on every Sr
+# point and iso-TCr bar, the iso-TCr / iso-bpw lines with their verdicts, both scatter plots with
+# axis labels, and legends that name only the kinds present
+DATA=${PQ_DATA:?PQ_DATA not set}
+TEXT=$DATA/text/tinystories/tinystories_val.txt
+head -c 150000 "$TEXT" > "$T/calib.txt"
+tail -c 80000 "$TEXT" > "$T/eval.txt"
+echo '{"prune": ["none", "sparsegpt"], "sparsity": [0.25], "quant": ["gptq"], "bits": [3, 4]}' > "$T/grid.json"
+"$BIN" sweep "$DATA/models/stories260K/stories260K.bin" --grid "$T/grid.json" --calib "$T/calib.txt" --tcr 0.8125 \
+    --tasks "ppl:$T/eval.txt" --limit 60 --nsamples 4 --seqlen 64 --db "$T/real.sqlite" --quiet 2> "$T/sweep.err" &&
+    "$BIN" report --db "$T/real.sqlite" --out "$T/real.html" 2> /dev/null && ok || bad "real sweep + report: $(tail -2 "$T/sweep.err")"
+timeout 60 "$CHROME" "${F[@]}" --dump-dom "file://$T/real.html" > "$T/real_dom.html" 2> "$T/chrome.err"
+python3 - "$T/real_dom.html" <<'PY' && ok || bad "rendered real report lacks intervals, axis labels or legends"
+import re, sys
+d = open(sys.argv[1]).read()
+def svg(i):
+    s = d[d.index('id="%s"' % i):]
+    return s[:s.index("</svg>")]
+for i in ("sr-vs-tcr", "sr-vs-bpw"):
+    s = svg(i)
+    assert s.count("<circle") == 2 and s.count('class="errbar"') == 2, (i, s.count("<circle"), s.count("errbar"))
+    assert ">Sr (mean retention)</text>" in s, i
+assert ">TCr</text>" in svg("sr-vs-tcr") and ">stored bits per weight" in svg("sr-vs-bpw")
+iso = svg("iso-tcr")
+assert iso.count('class="bar ') == 2 and iso.count('class="errbar"') == 2 and ">best Sr of each kind</text>" in iso
+assert re.search(r'class="key joint"', d) and re.search(r'class="key quant"', d) and 'class="key prune"' not in d
+lines = d[d.index('id="iso-tcr-lines"'):]
+lines = lines[:lines.index("</ul>")]
+assert re.search(r"joint wins by [0-9.]+% \[|not distinguishable|quantization wins by [0-9.]+% \[", lines), lines
+assert 'id="iso-bpw"' in d and "paired bootstrap" in d
+PY
 echo "cli_report_render: $pass passed, $fail failed"
 [ $fail -eq 0 ]
