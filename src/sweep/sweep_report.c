@@ -770,7 +770,8 @@ char *pq_sweep_report_text(const pq_sweep_results *r) {
         }
     }
     sb_printf(&b,
-              "iso-TCr table: Sr = mean retention over the tasks (%s); per task: retention, or the raw value "
+              "iso-TCr table: Sr = mean retention over the tasks (%s); per task: retention [95%% interval], or the "
+              "raw value "
               "where there is none (kld mean, same-top rate)\n",
               r->tasks ? r->tasks : "?");
     if (r->protocol) sb_printf(&b, "protocol: %s\n", r->protocol);
@@ -783,7 +784,7 @@ char *pq_sweep_report_text(const pq_sweep_results *r) {
             snprintf(h, sizeof h, "%.*s:%s", (int)(colon - t), t, slash + 1);
         else
             snprintf(h, sizeof h, "%s", t);
-        sb_printf(&b, "  %-18.18s", h);
+        sb_printf(&b, "  %-24.24s", h);
     }
     sb_printf(&b, "\n");
     for (int g = 0; g < ng; g++) {
@@ -799,13 +800,17 @@ char *pq_sweep_report_text(const pq_sweep_results *r) {
             sb_printf(&b, "%-7.4f %-6s %-44.44s %7.4f %-17s %7.4f %7.4f %6.3f", tcr[g], kind(v[i]), lab, v[i]->sr, ci,
                       v[i]->srcr, v[i]->acr, v[i]->bpw);
             for (int k = 0; k < nc; k++) {
-                double x = NAN;
+                char cell[64] = "-";
                 for (int64_t s = 0; s < v[i]->n_scores; s++) {
                     const pq_sweep_score *sc = &v[i]->scores[s];
-                    if (!strcmp(sc->task, col[k].task) && !strcmp(sc->metric, col[k].metric))
-                        x = isfinite(sc->retention) ? sc->retention : sc->score;
+                    if (strcmp(sc->task, col[k].task) || strcmp(sc->metric, col[k].metric)) continue;
+                    if (isfinite(sc->retention) && isfinite(sc->retention_ci[0]))
+                        snprintf(cell, sizeof cell, "%.4f [%.3f,%.3f]", sc->retention, sc->retention_ci[0],
+                                 sc->retention_ci[1]);
+                    else
+                        snprintf(cell, sizeof cell, "%.4f", isfinite(sc->retention) ? sc->retention : sc->score);
                 }
-                sb_printf(&b, "  %-18.4f", x);
+                sb_printf(&b, "  %-24s", cell);
             }
             sb_printf(&b, "\n");
         }
