@@ -22,7 +22,7 @@ acr() { "$BIN" info "$1" --sparsity --json 2>/dev/null |
 row() { # name args...
     local name=$1; shift
     "$BIN" compress "$M" --tokenizer "$TOK" --calib "$T/calib.txt" --nsamples 32 --seqlen 256 --seed 0 \
-        --group 32 --asym --quiet --out "$T/m" "$@"
+        --quiet --out "$T/m" "$@"
     echo "| $name | $(ppl "$T/m") | $(acr "$T/m") |"
     rm -rf "$T/m"
 }
@@ -30,8 +30,8 @@ echo "| config | ppl | ACr | bpw |"
 echo "|---|---|---|---|"
 echo "| dense (f32) | $(ppl "$M") | - | - |"
 for b in 2 3 4 5 6 7 8; do
-    row "RTN $b-bit" --quant rtn --bits $b
-    row "GPTQ $b-bit" --quant gptq --bits $b
+    row "RTN $b-bit" --quant rtn --bits $b --group 32 --asym
+    row "GPTQ $b-bit" --quant gptq --bits $b --group 32 --asym
 done
 for p in magnitude wanda sparsegpt; do
     row "$p 50%" --prune $p --sparsity 0.5
@@ -39,7 +39,7 @@ for p in magnitude wanda sparsegpt; do
 done
 while IFS='|' read -r label flag val; do
     for j in a b fused; do
-        row "$label + GPTQ 4-bit, joint $j" --prune sparsegpt "$flag" "$val" --quant gptq --bits 4 --joint $j
+        row "$label + GPTQ 4-bit, joint $j" --prune sparsegpt "$flag" "$val" --quant gptq --bits 4 --group 32 --asym --joint $j
     done
 done <<'CFG'
 25%|--sparsity|0.25
