@@ -4,7 +4,8 @@
  *  - a clearly worse config: its interval excludes 1 and the difference excludes 0;
  *  - perplexity units (window NLL sums with token weights): the point equals exp(mean NLL);
  *  - the same draws for the same (seed, task, replicate): repeated calls agree bit for bit;
- *  - units survive the SQLite store exactly and pq_sweep_results_intervals pairs them. */
+ *  - units survive the SQLite store exactly and pq_sweep_results_intervals pairs them;
+ *  - the report calls a 1-in-300-items difference between two stored runs not distinguishable. */
 #include <unistd.h>
 
 #include "prunequant-sweep.h"
@@ -146,6 +147,51 @@ static void check_store(pq_ctx *ctx) {
         CHECK(r.runs[0].scores[0].retention_ci[0] == ci[0]); /* one task: Sr is its retention */
     }
     pq_sweep_results_free(&r);
+    /* a joint and a quantization-only run at one TCr and one bpw whose items differ in 1 of
+     * 300: the report calls the difference not distinguishable, in text and JSON */
+    pq_units ju = copy(&cu), qu = copy(&cu);
+    for (int i = 1; i < 300; i++)
+        if (ju.value[i] == 0) {
+            ju.value[i] = 1;
+            break;
+        }
+    const double jscore = pq_units_score(&ju);
+    pq_sweep_score js = {"arc_easy", "acc", jscore, 0, bscore, jscore / bscore, 1, ju, {NAN, NAN}};
+    pq_sweep_score qs = {"arc_easy", "acc", cscore, 0, bscore, cscore / bscore, 1, qu, {NAN, NAN}};
+    pq_sweep_run jr = {.hash = "j1",
+                       .recipe = "{}",
+                       .status = "done",
+                       .sparsity = 0.25,
+                       .bits = 4,
+                       .tcr = 0.8125,
+                       .bpw = 4.75,
+                       .sr = jscore / bscore,
+                       .srcr = 1,
+                       .scores = &js,
+                       .n_scores = 1,
+                       .sr_ci = {NAN, NAN}};
+    pq_sweep_run qr = {.hash = "q1",
+                       .recipe = "{}",
+                       .status = "done",
+                       .bits = 3,
+                       .tcr = 0.8125,
+                       .bpw = 4.8,
+                       .sr = cscore / bscore,
+                       .srcr = 1,
+                       .scores = &qs,
+                       .n_scores = 1,
+                       .sr_ci = {NAN, NAN}};
+    CHECK(pq_sweep_db_put(ctx, db, &jr) == PQ_OK && pq_sweep_db_put(ctx, db, &qr) == PQ_OK);
+    CHECK(pq_sweep_db_load(ctx, db, &r) == PQ_OK && pq_sweep_results_intervals(ctx, &r, NULL) == PQ_OK);
+    char *text = pq_sweep_report_text(&r), *json = pq_sweep_report_json(&r);
+    CHECK_MSG(text && strstr(text, "TCr 0.8125: joint") && strstr(text, "not distinguishable: joint +"), "%s", text);
+    CHECK_MSG(text && strstr(text, "bpw 4.75-5.00: joint"), "%s", text);
+    CHECK(json && strstr(json, "\"distinguishable\":\tfalse") && strstr(json, "\"difference_ci\""));
+    free(text);
+    free(json);
+    pq_sweep_results_free(&r);
+    pq_units_clear(&ju);
+    pq_units_clear(&qu);
     pq_sweep_db_close(db);
     pq_units_clear(&bu);
     pq_units_clear(&cu);
