@@ -112,7 +112,8 @@ typedef struct pq_load_params {
     int use_mmap;               /* default 1 */
     int defer_weights;          /* default 0. 1: the large weights (embeddings, lm_head, block
                                    linears) are checked but not converted to float32 at load;
-                                   only pq_compress_model accepts such a model, and it converts
+                                   only pq_compress_model and pq_model_sparsity (one linear
+                                   decoded at a time) accept such a model; compress converts
                                    one block at a time, so a bf16 model is compressed in the
                                    memory of one f32 block instead of the whole model in f32 */
 } pq_load_params;
