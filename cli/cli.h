@@ -44,6 +44,8 @@ double cli_now(void);
 /* "prunequant CMD: wrote OUT in Ts: IN -> OUT bytes (x), linears B bpw, ACr A" on stderr. */
 void cli_compress_summary(const char *cmd, const pq_model *in, const char *out, double seconds);
 
+/* 1 if p is a folder. */
+int cli_is_dir(const char *p);
 /* The data folder when --data-dir is not given: $PQ_DATA, else shared/data beside the
  * project (found from the executable or the working directory); NULL if none. May write buf. */
 const char *cli_default_data_dir(char *buf, size_t n);

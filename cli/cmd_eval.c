@@ -23,11 +23,6 @@ static const char *value(const char *cmd, int argc, char **argv, int *i) {
     return argv[++*i];
 }
 
-static int is_dir(const char *p) {
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
 static const char *fmt_num(char *b, size_t n, double v, int pct) {
     if (!isfinite(v))
         snprintf(b, n, "-");
@@ -218,7 +213,7 @@ int pq_cli_eval(int argc, char **argv) {
     char dbuf[PATH_MAX + 32], cbuf[PATH_MAX + 32];
     p.data_dir = data_dir ? data_dir : cli_default_data_dir(dbuf, sizeof dbuf);
     p.cache_dir = no_cache ? NULL : cache_dir ? cache_dir : cli_default_cache_dir(cbuf, sizeof cbuf);
-    if (cache_dir && !no_cache && !is_dir(cache_dir) && mkdir(cache_dir, 0755) != 0)
+    if (cache_dir && !no_cache && !cli_is_dir(cache_dir) && mkdir(cache_dir, 0755) != 0)
         fprintf(stderr, "prunequant eval: warning: cannot create cache folder %s: %s\n", cache_dir, strerror(errno));
     pq_ctx *ctx = cli_ctx_new((int)threads, quiet);
     if ((json && strcmp(json, "-")) || samples_path) cli_catch_signals(); /* writes FILE */

@@ -9,7 +9,7 @@
 
 #include "cli.h"
 
-static int is_dir(const char *p) {
+int cli_is_dir(const char *p) {
     struct stat sb;
     return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
@@ -18,7 +18,7 @@ static int is_dir(const char *p) {
  * executable (build/prunequant -> ../../shared/data) or the working directory. */
 const char *cli_default_data_dir(char *buf, size_t n) {
     const char *env = getenv("PQ_DATA");
-    if (env && *env && is_dir(env)) return env;
+    if (env && *env && cli_is_dir(env)) return env;
     char exe[PATH_MAX];
     ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
     static const char *const rel[] = {"../shared/data", "../../shared/data", "../../../shared/data", "shared/data"};
@@ -28,11 +28,11 @@ const char *cli_default_data_dir(char *buf, size_t n) {
         if (slash) *slash = 0;
         for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
             snprintf(buf, n, "%s/%s", exe, rel[i]);
-            if (is_dir(buf)) return buf;
+            if (cli_is_dir(buf)) return buf;
         }
     }
     for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++)
-        if (is_dir(rel[i])) {
+        if (cli_is_dir(rel[i])) {
             snprintf(buf, n, "%s", rel[i]);
             return buf;
         }
@@ -52,5 +52,5 @@ const char *cli_default_cache_dir(char *buf, size_t n) {
     size_t l = strlen(buf);
     snprintf(buf + l, n - l, "/prunequant");
     mkdir(buf, 0755);
-    return is_dir(buf) ? buf : NULL;
+    return cli_is_dir(buf) ? buf : NULL;
 }

@@ -9,6 +9,7 @@
 
 #include "common/json.h"
 #include "eval/eval.h"
+#include "eval/units.h"
 #include "joint/pipeline.h"
 #include "model/packed.h"
 #include "tokenizer/tokenizer.h"
@@ -369,52 +370,6 @@ static char *cache_path(const char *dir, const char *key) {
     return pq__path_join(dir, name);
 }
 
-/* Per-unit values in the cache: "unit_kind", "units": [...], "unit_weights": [...] (exact). */
-static void units_to_json(cJSON *o, const pq_units *u) {
-    cJSON_AddNumberToObject(o, "unit_kind", (double)u->kind);
-    cJSON *v = cJSON_AddArrayToObject(o, "units"), *w = u->weight ? cJSON_AddArrayToObject(o, "unit_weights") : NULL;
-    for (int64_t i = 0; v && i < u->n; i++) {
-        cJSON_AddItemToArray(v, pq__json_num(u->value[i]));
-        if (w) cJSON_AddItemToArray(w, pq__json_num(u->weight[i]));
-    }
-}
-
-static int units_from_json(const cJSON *o, pq_units *u) {
-    const cJSON *k = cJSON_GetObjectItemCaseSensitive(o, "unit_kind"),
-                *v = cJSON_GetObjectItemCaseSensitive(o, "units");
-    const cJSON *w = cJSON_GetObjectItemCaseSensitive(o, "unit_weights");
-    if (!cJSON_IsNumber(k) || !cJSON_IsArray(v)) return 0;
-    const int64_t n = cJSON_GetArraySize(v);
-    if (w && (!cJSON_IsArray(w) || cJSON_GetArraySize(w) != n)) return 0;
-    memset(u, 0, sizeof *u);
-    u->kind = k->valueint == PQ_UNITS_PPL ? PQ_UNITS_PPL : PQ_UNITS_MEAN;
-    if (n == 0) return 1;
-    u->value = malloc((size_t)n * sizeof *u->value);
-    u->weight = w ? malloc((size_t)n * sizeof *u->weight) : NULL;
-    if (!u->value || (w && !u->weight)) {
-        pq_units_clear(u);
-        return 0;
-    }
-    int64_t i = 0;
-    for (const cJSON *e = v->child; e; e = e->next, i++) {
-        if (!cJSON_IsNumber(e)) {
-            pq_units_clear(u);
-            return 0;
-        }
-        u->value[i] = e->valuedouble;
-    }
-    i = 0;
-    for (const cJSON *e = w ? w->child : NULL; e; e = e->next, i++) {
-        if (!cJSON_IsNumber(e)) {
-            pq_units_clear(u);
-            return 0;
-        }
-        u->weight[i] = e->valuedouble;
-    }
-    u->n = n;
-    return 1;
-}
-
 /* Reads a cached base result; 1 if found and its key matches. */
 static int cache_get(const char *dir, const char *key, pq_task_result *r) {
     char *path = cache_path(dir, key), *buf = NULL;
@@ -427,7 +382,7 @@ static int cache_get(const char *dir, const char *key, pq_task_result *r) {
         const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "score"), *e = cJSON_GetObjectItemCaseSensitive(o, "se");
         const cJSON *s2 = cJSON_GetObjectItemCaseSensitive(o, "score2");
         if (cJSON_IsString(k) && !strcmp(k->valuestring, key) && cJSON_IsNumber(s) && cJSON_IsNumber(e) &&
-            units_from_json(o, &r->base_units)) {
+            pq__units_from_json(o, &r->base_units)) {
             r->base_score = s->valuedouble;
             r->base_se = e->valuedouble;
             r->base_score2 = cJSON_IsNumber(s2) ? s2->valuedouble : NAN;
@@ -454,7 +409,7 @@ static void cache_put(pq_ctx *ctx, const char *dir, const char *key, const pq_ta
     pq__json_add_num(o, "se", b->se);
     if (b->metric2[0]) pq__json_add_num(o, "score2", b->score2);
     cJSON_AddNumberToObject(o, "n", (double)b->n);
-    units_to_json(o, &b->units);
+    pq__units_to_json(o, &b->units);
     char *s = cJSON_Print(o);
     cJSON_Delete(o);
     pq_ctx *tmp = pq_ctx_new();
@@ -683,6 +638,8 @@ pq_status pq_eval_run(pq_ctx *ctx, const pq_model *model, const char *model_path
                 res.base_units = b.units; /* moved */
             }
             res.has_base = 1;
+            /* --normalize chance: the interval is of the chance-normalised retention */
+            if (p.normalize_chance && res.n_choices > 1) res.units.chance_k = res.base_units.chance_k = res.n_choices;
             task_ci(ctx, &res);
             res.retention = pq_metrics_retention(res.score, res.base_score, res.higher_is_better);
             if (!isfinite(res.retention))
@@ -728,9 +685,7 @@ pq_status pq_eval_run(pq_ctx *ctx, const pq_model *model, const char *model_path
         for (int64_t i = 0; i < r->n_tasks; i++) {
             pq_task_result *t = &r->tasks[i];
             if (t->n_choices <= 1) continue;
-            t->units.chance_k = t->base_units.chance_k = t->n_choices;
-            t->retention = t->retention_norm;
-            task_ci(ctx, t);
+            t->retention = t->retention_norm; /* its interval was computed normalised */
             size_t l = strlen(t->protocol);
             snprintf(t->protocol + l, sizeof t->protocol - l, "; retention chance-normalised (k = %d)", t->n_choices);
         }

@@ -48,8 +48,9 @@ void pq_recipe_apply_defaults(pq_layer_params *p, unsigned given) {
     }
 }
 
-/* The lowest given key without effect under p and why, 0 when every given key acts. */
-static unsigned first_unused(const pq_layer_params *p, unsigned given, const char **why) {
+/* Every given key without effect under p (0 when all act); *why (may be NULL) gets the reason
+ * of the lowest one. The rules are in key order, so the first match is the lowest key. */
+static unsigned unused_keys(const pq_layer_params *p, unsigned given, const char **why) {
     const int pruned = p->prune != PQ_PRUNE_NONE, quant = p->quant != PQ_QUANT_NONE, both = pruned && quant;
     const int obs = p->quant == PQ_QUANT_GPTQ || p->prune == PQ_PRUNE_SPARSEGPT;
     const struct {
@@ -70,19 +71,17 @@ static unsigned first_unused(const pq_layer_params *p, unsigned given, const cha
         {PQ_KEY_PERCDAMP, obs, "has no effect without gptq or sparsegpt"},
         {PQ_KEY_BLOCKSIZE, obs, "has no effect without gptq or sparsegpt"},
     };
+    unsigned unused = 0;
     for (size_t i = 0; i < sizeof rule / sizeof rule[0]; i++)
         if ((given & rule[i].key) && !rule[i].acts) {
-            if (why) *why = rule[i].why;
-            return rule[i].key;
+            if (why && !unused) *why = rule[i].why;
+            unused |= rule[i].key;
         }
-    return 0;
+    return unused;
 }
 
 unsigned pq_recipe_unused(const pq_layer_params *p, unsigned given) {
-    unsigned unused = 0, k;
-    while ((k = first_unused(p, given & ~unused, NULL)))
-        unused |= k;
-    return unused;
+    return unused_keys(p, given, NULL);
 }
 
 pq_status pq_recipe_check(pq_ctx *ctx, pq_layer_params *p, unsigned given, int flags) {
@@ -91,7 +90,7 @@ pq_status pq_recipe_check(pq_ctx *ctx, pq_layer_params *p, unsigned given, int f
                         pq_recipe_key_name(PQ_KEY_PATTERN, flags));
     pq_recipe_apply_defaults(p, given);
     const char *why = NULL;
-    const unsigned k = first_unused(p, given, &why);
+    const unsigned all = unused_keys(p, given, &why), k = all & (0u - all); /* the lowest */
     if (k) return pq__fail(ctx, PQ_ERR_INVALID, "%s %s", pq_recipe_key_name(k, flags), why);
     return PQ_OK;
 }

@@ -232,6 +232,7 @@ static int stopped(const pq_sweep_params *p) {
 #include <mpi.h>
 
 #include "common/json.h"
+#include "eval/units.h"
 
 enum { TAG_RESULT = 7301 };
 
@@ -281,13 +282,7 @@ static void mpi_send_run(int64_t i, const pq_sweep_run *run, const char *status)
             add_num(e, "base", c->base_score);
             add_num(e, "retention", c->retention);
             cJSON_AddNumberToObject(e, "higher", c->higher_is_better);
-            cJSON_AddNumberToObject(e, "unit_kind", (double)c->units.kind);
-            cJSON *uv = cJSON_AddArrayToObject(e, "units");
-            cJSON *uw = c->units.weight ? cJSON_AddArrayToObject(e, "unit_weights") : NULL;
-            for (int64_t q = 0; uv && q < c->units.n; q++) {
-                cJSON_AddItemToArray(uv, pq__json_num(c->units.value[q]));
-                if (uw) cJSON_AddItemToArray(uw, pq__json_num(c->units.weight[q]));
-            }
+            pq__units_to_json(e, &c->units);
             cJSON_AddItemToArray(a, e);
         }
         txt = cJSON_PrintUnformatted(o);
@@ -363,25 +358,9 @@ static pq_status mpi_recv_run(pq_ctx *ctx, const pq_sweep_grid *grid, pq_sweep_d
         sc->se = get_num(e, "se");
         sc->base_score = get_num(e, "base");
         sc->retention = get_num(e, "retention");
-        const cJSON *hb = cJSON_GetObjectItemCaseSensitive(e, "higher"),
-                    *uk = cJSON_GetObjectItemCaseSensitive(e, "unit_kind");
+        const cJSON *hb = cJSON_GetObjectItemCaseSensitive(e, "higher");
         sc->higher_is_better = cJSON_IsNumber(hb) ? hb->valueint : 1;
-        sc->units.kind = cJSON_IsNumber(uk) && uk->valueint == PQ_UNITS_PPL ? PQ_UNITS_PPL : PQ_UNITS_MEAN;
-        const cJSON *uv = cJSON_GetObjectItemCaseSensitive(e, "units"),
-                    *uw = cJSON_GetObjectItemCaseSensitive(e, "unit_weights");
-        const int nu = cJSON_IsArray(uv) ? cJSON_GetArraySize(uv) : 0;
-        if (nu > 0) {
-            sc->units.value = malloc((size_t)nu * sizeof(double));
-            sc->units.weight =
-                cJSON_IsArray(uw) && cJSON_GetArraySize(uw) == nu ? malloc((size_t)nu * sizeof(double)) : NULL;
-            int q = 0;
-            for (const cJSON *x = uv->child; sc->units.value && x; x = x->next)
-                sc->units.value[q++] = x->valuedouble;
-            q = 0;
-            for (const cJSON *x = sc->units.weight ? uw->child : NULL; x; x = x->next)
-                sc->units.weight[q++] = x->valuedouble;
-            if (sc->units.value) sc->units.n = nu;
-        }
+        if (!pq__units_from_json(e, &sc->units)) memset(&sc->units, 0, sizeof sc->units);
     }
     st = pq_sweep_db_put(ctx, db, &run);
     if (!strcmp(run.status, "done") || !strcmp(run.status, "undefined"))
