@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Byte identity of compress outputs across refactors: BabyLlama compressed with 7 recipes (RTN,
-# GPTQ, SparseGPT 50%, SparseGPT 2:4, joint a / b / fused), every output file's sha256 compared
+# Byte identity of compress outputs across refactors: BabyLlama compressed with 8 recipes (RTN,
+# GPTQ, SparseGPT 50%, SparseGPT 2:4, joint a / b / fused, a dense bf16 output), every output file's sha256 compared
 # with the values recorded from the pre-redesign build (tests/golden/compress.sha256).
 # GPTQ's numbers differ in the last bits between OpenBLAS kernel families, so the hashes are
 # recorded per family and each family this CPU can run is forced with OPENBLAS_CORETYPE (Haswell
@@ -30,6 +30,7 @@ recipes=(
     "joint_a|--prune sparsegpt --sparsity 0.25 --quant gptq --bits 4 --group 32 --joint a"
     "joint_b|--prune wanda --sparsity 0.25 --quant gptq --bits 3 --group 32 --joint b"
     "joint_fused|--prune sparsegpt --pattern 2:4 --quant gptq --bits 4 --group 32 --joint fused"
+    "gptq_dense_bf16|--quant gptq --bits 3 --group 32 --format dense --dtype bf16 --true-sequential"
 )
 
 families=(Haswell)
