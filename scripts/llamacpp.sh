@@ -67,7 +67,7 @@ S=$C/src
 BIN=$C/bin
 want="$VER $(cat "$SRC/tests/llamacpp/llama_check.c" "$0" | sha256sum | cut -c1-16)"
 if [ "$(cat "$C/bin.stamp" 2>/dev/null)" != "$want" ]; then
-    log "building llama_check, llama-quantize, llama-perplexity in $BIN"
+    log "building llama_check, llama-quantize, llama-perplexity, llama-imatrix in $BIN"
     rm -rf "$BIN.tmp"
     mkdir -p "$BIN.tmp"
     for l in "$LIBS"/*.so; do ln -s "$l" "$BIN.tmp/"; done
@@ -78,14 +78,14 @@ if [ "$(cat "$C/bin.stamp" 2>/dev/null)" != "$want" ]; then
         die "building llama_check failed"
     }
     CXX=(g++ -std=c++17 -O2 -w -I"$S/include" -I"$S/ggml/include" -I"$S/common" -I"$S/vendor")
-    for t in quantize perplexity; do
-        "${CXX[@]}" "$S/tools/$t/main.cpp" "$S/tools/$t/$t.cpp" -o "$BIN.tmp/llama-$t" -l:libllama-common.so \
+    for t in quantize perplexity imatrix; do
+        "${CXX[@]}" "$S/tools/$t/"*.cpp -o "$BIN.tmp/llama-$t" -l:libllama-common.so \
             "${LINK[@]}" 2>>"$C/build.log" || {
             tail -20 "$C/build.log" >&2
             die "building llama-$t failed (log: $C/build.log)"
         }
     done
-    for p in llama_check llama-quantize llama-perplexity; do # 127: a library did not resolve
+    for p in llama_check llama-quantize llama-perplexity llama-imatrix; do # 127: a library did not resolve
         rc=0
         "$BIN.tmp/$p" --help >/dev/null 2>&1 || rc=$?
         [ $rc -lt 126 ] || die "$p does not run (exit $rc)"
