@@ -115,4 +115,35 @@ int pq__rd_bytes(pq__reader *r, size_t n, const uint8_t **v);
 uint64_t pq__fnv1a(const void *data, size_t n, uint64_t h);
 #define PQ_FNV_INIT 0xcbf29ce484222325ULL
 
+/* ---- small utilities (src/common/util.c) */
+
+/* Monotonic clock in seconds (for durations, never for dates). */
+double pq__now(void);
+/* Heap copy of s; on failure records "out of memory allocating N bytes for <what>" on ctx. */
+char *pq__strdup(pq_ctx *ctx, const char *s, const char *what);
+
+/* A growable byte buffer, always NUL-terminated after its len bytes once anything is in it.
+ * Zero-initialise; pq__buf_free releases (and allows reuse). */
+typedef struct pq__buf {
+    char *data;
+    size_t len, cap;
+} pq__buf;
+/* Room for at least n more bytes (+ the NUL); reports failure naming what on ctx. */
+pq_status pq__buf_reserve(pq_ctx *ctx, pq__buf *b, size_t n, const char *what);
+pq_status pq__buf_append(pq_ctx *ctx, pq__buf *b, const void *p, size_t n, const char *what);
+pq_status pq__buf_printf(pq_ctx *ctx, pq__buf *b, const char *what, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void pq__buf_free(pq__buf *b);
+/* Hands the bytes over to the caller (NULL when empty) and resets b. */
+char *pq__buf_take(pq__buf *b);
+
+/* A quiet scope: a copy of ctx with no log or progress callback and its own message, for
+ * attempts whose failure is not an error of the caller (trying a tokenizer candidate,
+ * reading an optional file). Read the attempt's message from q->error if it matters. */
+void pq__quiet_begin(const pq_ctx *ctx, pq_ctx *q);
+
+/* Prefixes the message already on ctx (a callee's failure) with a printf-style context,
+ * "<prefix>: <message>", and returns st. For callees whose messages do not name the file. */
+pq_status pq__fail_prefix(pq_ctx *ctx, pq_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 #endif
