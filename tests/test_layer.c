@@ -7,7 +7,7 @@
 
 #include <cblas.h>
 
-#include "joint/pipeline.h"
+#include "joint/joint.h"
 #include "linalg/linalg.h"
 #include "prunequant-compress.h"
 #include "test.h"

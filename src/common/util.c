@@ -49,8 +49,8 @@ pq_status pq__buf_printf(pq_ctx *ctx, pq__buf *b, const char *what, const char *
     va_copy(ap2, ap);
     const int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    pq_status st = n < 0 ? pq__fail(ctx, PQ_ERR_INVALID, "%s: bad format", what)
-                         : pq__buf_reserve(ctx, b, (size_t)n, what);
+    pq_status st =
+        n < 0 ? pq__fail(ctx, PQ_ERR_INVALID, "%s: bad format", what) : pq__buf_reserve(ctx, b, (size_t)n, what);
     if (st == PQ_OK) {
         vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap2);
         b->len += (size_t)n;

@@ -10,7 +10,7 @@
 #include "common/json.h"
 #include "eval/eval.h"
 #include "eval/units.h"
-#include "joint/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "model/packed.h"
 #include "tokenizer/tokenizer.h"
 
@@ -444,11 +444,11 @@ static void model_metrics(const pq_model *m, const pq_compress_info *ci, pq_metr
     int q4 = 0, q8 = 0, other = 0;
     for (int64_t l = 0; l < m->cfg.n_layers; l++) {
         const pq__block *b = &m->blocks[l];
-        const pq__linear *ls[7] = {&b->q, &b->k, &b->v, &b->o, &b->gate, &b->up, &b->down};
-        for (int j = 0; j < 7; j++) {
-            const int64_t n = ls[j]->rows * ls[j]->cols;
+        for (int j = 0; j < PQ_BLOCK_LINEARS; j++) {
+            const pq__linear *lin = pq__block_linear_get(b, j);
+            const int64_t n = lin->rows * lin->cols;
             char base[128], wn[144];
-            snprintf(base, sizeof base, "model.layers.%lld.%s", (long long)l, pq__linear_names[j]);
+            pq__linear_name(base, sizeof base, l, j);
             snprintf(wn, sizeof wn, "%s.weight", base);
             const pq__tensor *t = pq__source_find(&m->src, wn); /* NULL when packed */
             stored += pq__linear_stored_bytes(&m->src, base, n);
@@ -460,7 +460,7 @@ static void model_metrics(const pq_model *m, const pq_compress_info *ci, pq_metr
                 other++;
             n_lin += n;
             for (int64_t e = 0; e < n; e++) /* zeros of the float32 weights the forward uses */
-                zeros += ls[j]->w[e] == 0.0f;
+                zeros += lin->w[e] == 0.0f;
         }
     }
     const pq__config *c = &m->cfg;

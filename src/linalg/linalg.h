@@ -5,7 +5,7 @@
  * inverting (potrf + potri + potrf: 4/3 n^3 flops) we use V = U^-1, which is the "upper
  * times its transpose" factor Hd = V V^T: V = J chol(J Hd J) J with J the exchange matrix
  * (n^3/3 flops, no inverse, better conditioned). The sweep then runs on V: see
- * joint/sweep.h for the update it implies. */
+ * obs/obs.h for the update it implies. */
 #ifndef PQ_LINALG_H
 #define PQ_LINALG_H
 

@@ -57,16 +57,15 @@ static pq_status collect(pq_ctx *ctx, const pq_model *m, out_list *l) {
     for (int64_t i = 0; i < c->n_layers && st == PQ_OK; i++) {
         const pq__block *b = &m->blocks[i];
         char n[128];
-        const pq__linear *lin[7] = {&b->q, &b->k, &b->v, &b->o, &b->gate, &b->up, &b->down};
-        const char *const *ln = pq__linear_names;
-        const int heads[7] = {(int)c->n_heads, (int)c->n_kv_heads, 0, 0, 0, 0, 0};
         snprintf(n, sizeof n, "model.layers.%lld.input_layernorm.weight", (long long)i);
         if ((st = add(ctx, l, n, b->attn_norm, c->dim, 0, 0))) break;
-        for (int k = 0; k < 7 && st == PQ_OK; k++) {
-            snprintf(n, sizeof n, "model.layers.%lld.%s.weight", (long long)i, ln[k]);
-            st = add(ctx, l, n, lin[k]->w, lin[k]->rows, lin[k]->cols, heads[k]);
-            snprintf(n, sizeof n, "model.layers.%lld.%s.bias", (long long)i, ln[k]);
-            if (st == PQ_OK) st = add(ctx, l, n, lin[k]->b, lin[k]->rows, 0, heads[k]);
+        for (int k = 0; k < PQ_BLOCK_LINEARS && st == PQ_OK; k++) {
+            const pq__linear *lin = pq__block_linear_get(b, k);
+            const int heads = (int)pq__linear_rope_heads(c, k);
+            snprintf(n, sizeof n, "model.layers.%lld.%s.weight", (long long)i, pq__block_linear[k].name);
+            st = add(ctx, l, n, lin->w, lin->rows, lin->cols, heads);
+            snprintf(n, sizeof n, "model.layers.%lld.%s.bias", (long long)i, pq__block_linear[k].name);
+            if (st == PQ_OK) st = add(ctx, l, n, lin->b, lin->rows, 0, heads);
         }
         snprintf(n, sizeof n, "model.layers.%lld.post_attention_layernorm.weight", (long long)i);
         if (st == PQ_OK) st = add(ctx, l, n, b->ffn_norm, c->dim, 0, 0);

@@ -10,10 +10,6 @@
 #include "model/packed.h"
 #include "tokenizer/tokenizer.h"
 
-const char *const pq__linear_names[7] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                         "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
-                                         "mlp.down_proj"};
-
 pq_load_params pq_load_params_default(void) {
     pq_load_params p = {NULL, 1, 0};
     return p;
@@ -169,12 +165,12 @@ static void dtype_summary(pq_model *m) {
     m->n_params = c->vocab_size * c->dim * (c->tied ? 1 : 2) + c->dim;
     for (int64_t l = 0; l < c->n_layers; l++) {
         const pq__block *b = &m->blocks[l];
-        const pq__linear *ls[7] = {&b->q, &b->k, &b->v, &b->o, &b->gate, &b->up, &b->down};
         m->n_params += 2 * c->dim;
-        for (int j = 0; j < 7; j++) {
+        for (int j = 0; j < PQ_BLOCK_LINEARS; j++) {
+            const pq__linear *lin = pq__block_linear_get(b, j);
             char base[128];
-            snprintf(base, sizeof base, "model.layers.%lld.%s", (long long)l, pq__linear_names[j]);
-            m->n_params += ls[j]->rows * ls[j]->cols + (ls[j]->b ? ls[j]->rows : 0);
+            pq__linear_name(base, sizeof base, l, j);
+            m->n_params += lin->rows * lin->cols + (lin->b ? lin->rows : 0);
             packed += pq__packed_present(&m->src, base);
         }
     }
@@ -252,7 +248,7 @@ static pq_status model_from_source(pq_ctx *ctx, pq__source *src, int deferred, p
     const char *path = m->src.path ? m->src.path : "model";
     pq_status st = check_config(ctx, path, c);
     if (st) goto fail;
-    const int64_t D = c->dim, F = c->hidden_dim, QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
+    const int64_t D = c->dim;
     if ((st = get_f32_(ctx, m, "model.embed_tokens.weight", c->vocab_size, D, 0, 1, &m->embed))) goto fail;
     if ((st = get_f32(ctx, m, "model.norm.weight", D, 0, 0, &m->out_norm))) goto fail;
     m->lm_head.rows = c->vocab_size;
@@ -276,11 +272,12 @@ static pq_status model_from_source(pq_ctx *ctx, pq__source *src, int deferred, p
         if ((st = get_f32(ctx, m, name, D, 0, 0, &b->attn_norm))) goto fail;
         snprintf(name, sizeof name, "model.layers.%lld.post_attention_layernorm.weight", (long long)l);
         if ((st = get_f32(ctx, m, name, D, 0, 0, &b->ffn_norm))) goto fail;
-        pq__linear *dst[7] = {&b->q, &b->k, &b->v, &b->o, &b->gate, &b->up, &b->down};
-        const int64_t rows[7] = {QD, KD, KD, D, F, F, D}, cols[7] = {D, D, D, QD, D, D, F};
-        for (int i = 0; i < 7; i++) {
-            snprintf(base, sizeof base, "model.layers.%lld.%s", (long long)l, pq__linear_names[i]);
-            if ((st = get_linear(ctx, m, base, rows[i], cols[i], c->qkv_bias && i < 3, dst[i]))) goto fail;
+        for (int i = 0; i < PQ_BLOCK_LINEARS; i++) {
+            const pq__linear_desc *d = &pq__block_linear[i];
+            pq__linear_name(base, sizeof base, l, i);
+            if ((st = get_linear(ctx, m, base, pq__linear_dim(c, d->rows), pq__linear_dim(c, d->cols),
+                                 c->qkv_bias && d->bias, pq__block_linear_at(b, i))))
+                goto fail;
         }
     }
     dtype_summary(m);

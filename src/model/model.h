@@ -50,9 +50,33 @@ pq_status pq__model_rows_f32(pq_ctx *ctx, const pq_model *m, const char *name, i
 /* PQ_ERR_INVALID with a message when m was loaded with deferred weights (what = the caller). */
 pq_status pq__model_require_weights(pq_ctx *ctx, const pq_model *m, const char *what);
 
-/* The seven linears of a block, in the order of pq__block: "self_attn.q_proj", ...
- * "mlp.down_proj" (HF names below "model.layers.<l>."). */
-extern const char *const pq__linear_names[7];
+/* ---- the linears of a block: one descriptor table (linears.c) */
+
+#define PQ_BLOCK_LINEARS 7 /* q, k, v, o, gate, up, down */
+#define PQ_BLOCK_INPUTS 4  /* the distinct inputs (capture groups) of those linears */
+
+typedef enum pq__dim_kind { PQ_DIM_MODEL, PQ_DIM_Q, PQ_DIM_KV, PQ_DIM_FFN } pq__dim_kind;
+
+typedef struct pq__linear_desc {
+    const char *name;        /* HF name below "model.layers.<l>.", e.g. "mlp.down_proj" */
+    int input;               /* capture group (pq__capture_fn's which) and true-sequential stage */
+    pq__dim_kind rows, cols; /* W [rows = out, cols = in] */
+    int rope;                /* rows are RoPE heads: 1 query heads, 2 key/value heads, 0 none */
+    int bias;                /* has a bias when the model has qkv biases */
+    size_t offset;           /* offsetof(pq__block, <this linear>) */
+} pq__linear_desc;
+
+/* In block order (the order of pq__block and of true-sequential compression). */
+extern const pq__linear_desc pq__block_linear[PQ_BLOCK_LINEARS];
+int64_t pq__linear_dim(const pq__config *c, pq__dim_kind d);
+/* Heads whose rows RoPE permutes for linear i (0: none). */
+int64_t pq__linear_rope_heads(const pq__config *c, int i);
+/* Columns of input group `input` (0..PQ_BLOCK_INPUTS-1). */
+int64_t pq__block_input_cols(const pq__config *c, int input);
+pq__linear *pq__block_linear_at(pq__block *b, int i);
+const pq__linear *pq__block_linear_get(const pq__block *b, int i);
+/* "model.layers.<layer>.<name of linear i>" into buf. */
+void pq__linear_name(char *buf, size_t n, int64_t layer, int i);
 
 /* Builds a model from a loaded source (takes ownership of src's contents). */
 pq_status pq__model_from_source(pq_ctx *ctx, pq__source *src, pq_model **out);

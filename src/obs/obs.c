@@ -1,4 +1,4 @@
-#include "joint/sweep.h"
+#include "obs/obs.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "linalg/linalg.h"
-#include "prune/prune.h"
+#include "prune/mask.h"
 
 /* Per-thread scratch. */
 typedef struct tbuf {
@@ -23,7 +23,7 @@ typedef struct tbuf {
 } tbuf;
 
 typedef struct sweep_ctx {
-    pq__sweep *s;
+    pq__obs *s;
     int64_t *bstart;  /* [nb + 1] block boundaries */
     int64_t *horizon; /* [nb] UNSTRUCT: masks chosen at this block's start cover [bstart, horizon) */
     int64_t nb, bmax, lwin, lsnap;
@@ -45,10 +45,10 @@ static int64_t max64(int64_t a, int64_t b) {
 /* Block boundaries: B columns, cut so that no N:M cell (and, with align, no dynamic group)
  * starts inside a block and ends after it: its window would need the block's pending
  * updates. */
-static int64_t make_blocks(const pq__sweep *s, int64_t *bstart) {
+static int64_t make_blocks(const pq__obs *s, int64_t *bstart) {
     const int64_t n = s->n, B = s->blocksize > 0 ? s->blocksize : 128;
-    const int64_t g = (s->bits > 0 && s->grid_mode == PQ_SWEEP_GRID_DYNAMIC && s->align) ? s->group : 0;
-    const int64_t m = s->mask == PQ_SWEEP_MASK_NM ? s->nm_m : 0;
+    const int64_t g = (s->bits > 0 && s->grid_mode == PQ_OBS_GRID_DYNAMIC && s->align) ? s->group : 0;
+    const int64_t m = s->mask == PQ_OBS_MASK_NM ? s->nm_m : 0;
     int64_t nb = 0, bs = 0;
     while (bs < n) {
         int64_t be = min64(bs + B, n);
@@ -74,7 +74,7 @@ static int64_t make_blocks(const pq__sweep *s, int64_t *bstart) {
 /* out[k * ldo + r] = weight of column m + k (k < L), row ra + r (r < T), after the updates
  * of the columns < m, as the published algorithm sees it. Valid while wt holds every update
  * of the columns < m for the window (in the current block, or m at a block start). */
-static void window_state(const pq__sweep *s, int64_t m, int64_t L, int64_t ra, int64_t T, float *out, int64_t ldo) {
+static void window_state(const pq__obs *s, int64_t m, int64_t L, int64_t ra, int64_t T, float *out, int64_t ldo) {
     const int64_t rows = s->rows, n = s->n;
     const int solve = s->vs && m > 0; /* at m = 0 nothing is updated yet */
     for (int64_t k = 0; k < L; k++) {
@@ -105,7 +105,7 @@ static void window_state(const pq__sweep *s, int64_t m, int64_t L, int64_t ra, i
 
 /* SparseGPT N:M: the cell starting at column cs for rows [ra, ra + T); x[k * xs + r] is
  * the weight of column cs + k at time cs. */
-static void decide_cell(const pq__sweep *s, tbuf *tb, int64_t cs, const float *x, int64_t xs, int64_t ra, int64_t T) {
+static void decide_cell(const pq__obs *s, tbuf *tb, int64_t cs, const float *x, int64_t xs, int64_t ra, int64_t T) {
     const int64_t rows = s->rows;
     const int m = s->nm_m;
     for (int64_t r = 0; r < T; r++) {
@@ -120,7 +120,7 @@ static void decide_cell(const pq__sweep *s, tbuf *tb, int64_t cs, const float *x
 }
 
 /* Fits the grid of group gi over the nc columns in tb->cols for rows [ra, ra + T). */
-static void fit_group(const pq__sweep *s, tbuf *tb, int64_t gi, int64_t nc, int64_t ra, int64_t T) {
+static void fit_group(const pq__obs *s, tbuf *tb, int64_t gi, int64_t nc, int64_t ra, int64_t T) {
     const int64_t rows = s->rows;
     const uint8_t *const *keeps = (s->grid_survivors && s->mt) ? tb->keeps : NULL;
     pq__grid_fit_tile(s->grid, s->bits, tb->cols, keeps, nc, T, s->scales + gi * rows + ra,
@@ -128,11 +128,11 @@ static void fit_group(const pq__sweep *s, tbuf *tb, int64_t gi, int64_t nc, int6
 }
 
 static void process_tile(sweep_ctx *c, tbuf *tb, int64_t b, int64_t ra, int64_t rb, double *loss) {
-    pq__sweep *s = c->s;
+    pq__obs *s = c->s;
     const int64_t bs = c->bstart[b], be = c->bstart[b + 1];
     const int64_t rows = s->rows, n = s->n, T = rb - ra, g = s->group, M = s->nm_m;
-    const int quant = s->bits > 0, fb = s->vs != NULL, nm = s->mask == PQ_SWEEP_MASK_NM;
-    const int dyn = quant && s->grid_mode == PQ_SWEEP_GRID_DYNAMIC;
+    const int quant = s->bits > 0, fb = s->vs != NULL, nm = s->mask == PQ_OBS_MASK_NM;
+    const int dyn = quant && s->grid_mode == PQ_OBS_GRID_DYNAMIC;
     const int predict_nm = quant && s->grid_survivors && nm;
     const float maxq = (float)((1 << s->bits) - 1);
 
@@ -182,7 +182,7 @@ static void process_tile(sweep_ctx *c, tbuf *tb, int64_t b, int64_t ra, int64_t 
             }
             fit_group(s, tb, j / g, g, ra, T);
         }
-        if (quant && s->grid_mode == PQ_SWEEP_GRID_STATIC && j == 0) {
+        if (quant && s->grid_mode == PQ_OBS_GRID_STATIC && j == 0) {
             /* nothing is updated yet: every group is fitted on wt */
             if (predict_nm)
                 for (int64_t cs = M; cs < n; cs += M)
@@ -200,11 +200,11 @@ static void process_tile(sweep_ctx *c, tbuf *tb, int64_t b, int64_t ra, int64_t 
         /* the column: choose q, record d = w0 - q, keep q */
         float *w = s->wt + j * rows + ra;
         const float *w0 = fb ? s->w0t + j * rows + ra : w;
-        const uint8_t *kp = (s->mask != PQ_SWEEP_MASK_NONE) ? s->mt + j * rows + ra : tb->ones;
+        const uint8_t *kp = (s->mask != PQ_OBS_MASK_NONE) ? s->mt + j * rows + ra : tb->ones;
         float *d = fb ? c->D + (j - bs) * rows + ra : tb->dummy;
         float e2 = 0.0f;
         if (quant) {
-            const int64_t gi = (s->grid_mode == PQ_SWEEP_GRID_STATIC && s->perm) ? s->perm[j] / g : j / g;
+            const int64_t gi = (s->grid_mode == PQ_OBS_GRID_STATIC && s->perm) ? s->perm[j] / g : j / g;
             const float *sc = s->scales + gi * rows + ra;
             const uint8_t *zc = s->zeros + gi * rows + ra;
             uint8_t *code = s->ct ? s->ct + j * rows + ra : tb->codes;
@@ -249,12 +249,12 @@ static void process_tile(sweep_ctx *c, tbuf *tb, int64_t b, int64_t ra, int64_t 
 
 /* UNSTRUCT: the columns whose masks are chosen at the start of block b. Beyond the block
  * itself, a grid fitted in it that covers later columns needs their (predicted) masks. */
-static int64_t block_horizon(const pq__sweep *s, const int64_t *bstart, int64_t b) {
+static int64_t block_horizon(const pq__obs *s, const int64_t *bstart, int64_t b) {
     const int64_t bs = bstart[b], be = bstart[b + 1];
     int64_t hz = be;
     if (s->bits > 0 && s->grid_survivors) {
-        if (s->grid_mode == PQ_SWEEP_GRID_STATIC && bs == 0) hz = s->n;
-        if (s->grid_mode == PQ_SWEEP_GRID_DYNAMIC) {
+        if (s->grid_mode == PQ_OBS_GRID_STATIC && bs == 0) hz = s->n;
+        if (s->grid_mode == PQ_OBS_GRID_DYNAMIC) {
             const int64_t js = ((be - 1) / s->group) * s->group;
             if (js >= bs) hz = max64(hz, js + s->group);
         }
@@ -264,7 +264,7 @@ static int64_t block_horizon(const pq__sweep *s, const int64_t *bstart, int64_t 
 
 /* UNSTRUCT: masks of the blocks in [bs, hz) from the scores (single thread). */
 static void select_blocks(sweep_ctx *c, int64_t b, int64_t hz) {
-    const pq__sweep *s = c->s;
+    const pq__obs *s = c->s;
     const int64_t rows = s->rows, bs = c->bstart[b];
     for (int64_t b2 = b; b2 < c->nb && c->bstart[b2] < hz; b2++) {
         const int64_t s0 = c->bstart[b2], nel = (c->bstart[b2 + 1] - s0) * rows;
@@ -298,16 +298,16 @@ static void sweep_free(sweep_ctx *c, int nt) {
     free(c->sscratch);
 }
 
-pq_status pq__sweep_run(pq_ctx *ctx, pq__sweep *s) {
+pq_status pq__obs_run(pq_ctx *ctx, pq__obs *s) {
     const int64_t rows = s->rows, n = s->n;
     const int nt = s->n_threads > 0 ? s->n_threads : 1;
     const int quant = s->bits > 0, fb = s->vs != NULL;
-    const int dyn = quant && s->grid_mode == PQ_SWEEP_GRID_DYNAMIC;
+    const int dyn = quant && s->grid_mode == PQ_OBS_GRID_DYNAMIC;
     sweep_ctx c;
     memset(&c, 0, sizeof c);
     c.s = s;
     s->loss = 0.0;
-    if (!quant || s->mask == PQ_SWEEP_MASK_NONE) s->grid_survivors = 0;
+    if (!quant || s->mask == PQ_OBS_MASK_NONE) s->grid_survivors = 0;
 
     c.bstart = pq__calloc(ctx, (size_t)(n + 1), sizeof(int64_t), "sweep blocks");
     c.horizon = pq__calloc(ctx, (size_t)(n + 1), sizeof(int64_t), "sweep blocks");
@@ -317,23 +317,23 @@ pq_status pq__sweep_run(pq_ctx *ctx, pq__sweep *s) {
     int64_t lscore = 0;
     for (int64_t b = 0; b < c.nb; b++) {
         c.bmax = max64(c.bmax, c.bstart[b + 1] - c.bstart[b]);
-        if (s->mask == PQ_SWEEP_MASK_UNSTRUCT) {
+        if (s->mask == PQ_OBS_MASK_UNSTRUCT) {
             c.horizon[b] = block_horizon(s, c.bstart, b);
             lscore = max64(lscore, c.horizon[b] - c.bstart[b]);
         }
     }
     s->blocksize_used = c.bmax;
     c.lwin = dyn && s->group < n ? s->group : 0;
-    if (s->mask == PQ_SWEEP_MASK_NM) c.lwin += s->nm_m;
+    if (s->mask == PQ_OBS_MASK_NM) c.lwin += s->nm_m;
     if (dyn && s->grid_stale && s->group < n) c.lsnap = min64(c.bmax + s->group, n);
     if (fb && !(c.D = pq__big_malloc(ctx, sizeof(float) * (size_t)(c.bmax * rows), "sweep block"))) goto nomem;
-    if (s->mask == PQ_SWEEP_MASK_UNSTRUCT) {
+    if (s->mask == PQ_OBS_MASK_UNSTRUCT) {
         c.score = pq__big_malloc(ctx, sizeof(float) * (size_t)(lscore * rows), "sparsegpt scores");
         c.state = pq__big_malloc(ctx, sizeof(float) * (size_t)(lscore * rows), "sparsegpt window");
         c.sscratch = pq__big_malloc(ctx, sizeof(uint32_t) * (size_t)(c.bmax * rows), "sparsegpt scratch");
         if (!c.score || !c.state || !c.sscratch) goto nomem;
     }
-    if (quant && s->grid_mode == PQ_SWEEP_GRID_STATIC && s->perm) {
+    if (quant && s->grid_mode == PQ_OBS_GRID_STATIC && s->perm) {
         if (!(c.invperm = pq__malloc(ctx, sizeof(int64_t) * (size_t)n, "inverse permutation"))) goto nomem;
         for (int64_t p = 0; p < n; p++)
             c.invperm[s->perm[p]] = p;
@@ -350,7 +350,7 @@ pq_status pq__sweep_run(pq_ctx *ctx, pq__sweep *s) {
             tb->keeps = pq__calloc(ctx, (size_t)n, sizeof(*tb->keeps), "sweep group");
             if (!tb->cols || !tb->keeps) goto nomem;
         }
-        if (s->mask == PQ_SWEEP_MASK_NM) {
+        if (s->mask == PQ_OBS_MASK_NM) {
             tb->cell = pq__malloc(ctx, sizeof(float) * (size_t)s->nm_m, "n:m cell");
             tb->cellkeep = pq__malloc(ctx, (size_t)s->nm_m, "n:m cell");
             tb->cellscratch = pq__malloc(ctx, sizeof(uint32_t) * (size_t)s->nm_m, "n:m cell");
@@ -369,7 +369,7 @@ pq_status pq__sweep_run(pq_ctx *ctx, pq__sweep *s) {
         tbuf *tb = &c.tb[t];
         for (int64_t b = 0; b < c.nb; b++) {
             const int64_t bs = c.bstart[b], be = c.bstart[b + 1];
-            if (s->mask == PQ_SWEEP_MASK_UNSTRUCT) {
+            if (s->mask == PQ_OBS_MASK_UNSTRUCT) {
                 /* scores w^2 / U_jj^2 of the block (and the columns to predict) at its start */
                 const int64_t L = c.horizon[b] - bs;
                 for (int64_t ra = r0; ra < r1; ra += PQ_TILE) {

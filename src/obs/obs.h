@@ -1,4 +1,4 @@
-/* The column sweep shared by GPTQ, SparseGPT, their fused combination and frozen-mask GPTQ
+/* The optimal-brain-surgeon column sweep shared by GPTQ, SparseGPT, their fused combination and frozen-mask GPTQ
  * (ALGORITHMS.md §4-§6), plus its feedback-free variant (RTN, plain masking).
  *
  * Data are transposed and in sweep order: wt[p, r] is weight (row r, column perm[p]), so a
@@ -15,25 +15,25 @@
  * part as axpys over a tile of rows, then one sgemm for every later column. Each thread
  * owns a slice of rows for the whole sweep (rows are independent; only the unstructured
  * SparseGPT mask is chosen over all rows of a block, at a barrier). */
-#ifndef PQ_SWEEP_H
-#define PQ_SWEEP_H
+#ifndef PQ_OBS_H
+#define PQ_OBS_H
 
 #include "common/common.h"
 #include "quant/quant.h"
 
-typedef enum pq__sweep_mask {
-    PQ_SWEEP_MASK_NONE = 0,     /* nothing pruned */
-    PQ_SWEEP_MASK_FIXED = 1,    /* mt given, held (pruned weights set to 0) */
-    PQ_SWEEP_MASK_UNSTRUCT = 2, /* SparseGPT: per block, lowest w^2 V_jj^2 over rows x block */
-    PQ_SWEEP_MASK_NM = 3        /* SparseGPT N:M: at each cell start, per row, on updated weights */
-} pq__sweep_mask;
+typedef enum pq__obs_mask {
+    PQ_OBS_MASK_NONE = 0,     /* nothing pruned */
+    PQ_OBS_MASK_FIXED = 1,    /* mt given, held (pruned weights set to 0) */
+    PQ_OBS_MASK_UNSTRUCT = 2, /* SparseGPT: per block, lowest w^2 V_jj^2 over rows x block */
+    PQ_OBS_MASK_NM = 3        /* SparseGPT N:M: at each cell start, per row, on updated weights */
+} pq__obs_mask;
 
-typedef enum pq__sweep_grid {
-    PQ_SWEEP_GRID_DYNAMIC = 0, /* group of `group` consecutive sweep columns, fitted at its start */
-    PQ_SWEEP_GRID_STATIC = 1   /* groups of original columns, all fitted before column 0 */
-} pq__sweep_grid;
+typedef enum pq__obs_grid {
+    PQ_OBS_GRID_DYNAMIC = 0, /* group of `group` consecutive sweep columns, fitted at its start */
+    PQ_OBS_GRID_STATIC = 1   /* groups of original columns, all fitted before column 0 */
+} pq__obs_grid;
 
-typedef struct pq__sweep {
+typedef struct pq__obs {
     const char *stage; /* progress stage name */
     int64_t rows, n;
     /* factor in sweep order (linalg.h); vs NULL: no error feedback */
@@ -42,7 +42,7 @@ typedef struct pq__sweep {
     float *wt;          /* [n, rows] in: start weights; out: Q */
     const float *w0t;   /* [n, rows] start weights (a copy; unused without feedback) */
     /* pruning */
-    pq__sweep_mask mask;
+    pq__obs_mask mask;
     uint8_t *mt; /* [n, rows] 1 = kept: in for FIXED, out for UNSTRUCT/NM */
     double sparsity;
     int nm_n, nm_m;
@@ -51,7 +51,7 @@ typedef struct pq__sweep {
     int bits;
     pq__grid_kind grid;
     int64_t group; /* columns per group; n = one grid per row */
-    pq__sweep_grid grid_mode;
+    pq__obs_grid grid_mode;
     const int64_t *perm; /* [n] original column of each position (static groups), NULL = identity */
     int grid_survivors;  /* fit grids on kept weights only; undecided masks are predicted */
     int grid_stale;      /* reference: a group starting inside a block sees block-start weights */
@@ -65,8 +65,8 @@ typedef struct pq__sweep {
     /* results */
     double loss; /* sum (w - q)^2 V_jj^2 / 2 */
     int64_t blocksize_used;
-} pq__sweep;
+} pq__obs;
 
-pq_status pq__sweep_run(pq_ctx *ctx, pq__sweep *s);
+pq_status pq__obs_run(pq_ctx *ctx, pq__obs *s);
 
 #endif

@@ -1,4 +1,4 @@
-#include "prune/prune.h"
+#include "prune/mask.h"
 
 #include <math.h>
 #include <omp.h>

@@ -1,13 +1,9 @@
-/* Whole-model compression pipeline (public API in prunequant-pipeline.h). Names of the
- * seven linear layers of a block, shared with the statistics code. */
-#ifndef PQ_JOINT_PIPELINE_H
-#define PQ_JOINT_PIPELINE_H
+/* The layer compressor behind pq_layer_compress (prunequant-compress.h): the three ways of
+ * joining pruning and quantization (ALGORITHMS.md §6). */
+#ifndef PQ_JOINT_H
+#define PQ_JOINT_H
 
-#include "model/model.h"
-#include "prunequant-pipeline.h"
-
-/* The seven linears of a block in the order of pq__linear_names. */
-void pq__block_linears(pq__block *b, pq__linear *out[7]);
+#include "prunequant-compress.h"
 
 /* Hessians with more inputs than this may be factored in their own memory (below). */
 #define PQ_INPLACE_MIN_COLS 4096

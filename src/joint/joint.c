@@ -1,0 +1,254 @@
+/* pq_layer_compress: the three joint modes on top of the pruning and quantization methods
+ * (ALGORITHMS.md §6). It validates the recipe, prepares H once per column order and chains
+ * the steps: a one-shot mask (magnitude, Wanda) or a SparseGPT pass, then the quantizer's
+ * pass: on the pruned weights (mode a: GPTQ may move pruned weights, re-masked by default;
+ * mode b: the mask frozen), or both in one sweep (fused); then the error on the original H. */
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/common.h"
+#include "joint/joint.h"
+#include "linalg/linalg.h"
+#include "obs/pass.h"
+#include "prune/prune.h"
+#include "quant/codes.h"
+#include "quant/gptq.h"
+
+/* One layer's compression: the recipe read once, the work arrays, the result. */
+typedef struct job {
+    pq_ctx *ctx;
+    const pq_layer_params *p;
+    const float *W, *H; /* [rows, cols], [cols, cols] or NULL */
+    int64_t rows, cols, nel;
+    int do_prune, do_quant, fused, gptq, sgpt;
+    int identity; /* the error comes from the sweep's own bookkeeping */
+    float *Q;     /* the result ([rows, cols]; W itself when written in place) */
+    uint8_t *keep;
+    pq__obs_layer L;
+    pq_layer_result res;
+    double loss, sqdiff;
+} job;
+
+static pq_status check_inputs(pq_ctx *ctx, const pq_layer_params *p, const float *W, int64_t rows, int64_t cols,
+                              const float *H) {
+    if (!p || !W) return pq__fail(ctx, PQ_ERR_INVALID, "layer: missing parameters or weights");
+    if (rows <= 0 || cols <= 0 || rows > INT_MAX || cols > 46340 || rows > INT64_MAX / cols)
+        return pq__fail(ctx, PQ_ERR_INVALID, "layer: unsupported shape [%lld, %lld]", (long long)rows,
+                        (long long)cols);
+    pq_status rc = pq_layer_params_validate(ctx, p, cols);
+    if (rc != PQ_OK) return rc;
+    const int needs_h = p->prune == PQ_PRUNE_WANDA || p->prune == PQ_PRUNE_SPARSEGPT || p->quant == PQ_QUANT_GPTQ ||
+                        p->error_mode != PQ_ERROR_NONE;
+    if (needs_h && !H) return pq__fail(ctx, PQ_ERR_INVALID, "layer: this recipe needs the Hessian H");
+    const int64_t nel = rows * cols;
+    for (int64_t i = 0; i < nel; i++)
+        if (!isfinite(W[i]))
+            return pq__fail(ctx, PQ_ERR_INVALID, "W: non-finite value at [%lld, %lld]", (long long)(i / cols),
+                            (long long)(i % cols));
+    if (H)
+        for (int64_t i = 0; i < cols * cols; i++)
+            if (!isfinite(H[i]))
+                return pq__fail(ctx, PQ_ERR_NUMERIC, "hessian: non-finite value at [%lld, %lld]",
+                                (long long)(i / cols), (long long)(i % cols));
+    return PQ_OK;
+}
+
+/* Reads the recipe into j and decides where Q lives: one sweep from W (GPTQ, SparseGPT,
+ * fused) gives the error from its own bookkeeping; only then, or without an error, can Q be
+ * written straight into W. */
+static pq_status job_init(job *j, pq_ctx *ctx, const pq_layer_params *p, float *W, int64_t rows, int64_t cols,
+                          const float *H, float *h_scratch, int want_mask) {
+    memset(j, 0, sizeof *j);
+    j->ctx = ctx;
+    j->p = p;
+    j->W = W;
+    j->H = H;
+    j->rows = rows;
+    j->cols = cols;
+    j->nel = rows * cols;
+    j->res.error = NAN;
+    j->do_prune = p->prune != PQ_PRUNE_NONE;
+    j->do_quant = p->quant != PQ_QUANT_NONE;
+    j->fused = j->do_prune && j->do_quant && p->joint == PQ_JOINT_FUSED;
+    j->gptq = p->quant == PQ_QUANT_GPTQ;
+    j->sgpt = p->prune == PQ_PRUNE_SPARSEGPT;
+    const int single_sweep = j->fused || (j->gptq && !j->do_prune) || (j->sgpt && !j->do_quant);
+    j->identity = single_sweep && p->error_mode == PQ_ERROR_AUTO;
+    const int in_place = p->error_mode == PQ_ERROR_NONE
+                             ? (single_sweep || (j->do_prune != j->do_quant && !j->sgpt && !j->gptq))
+                             : j->identity;
+    pq__obs_layer *L = &j->L;
+    L->ctx = ctx;
+    L->p = p;
+    L->rows = rows;
+    L->cols = cols;
+    L->H = H;
+    /* H's memory becomes the factorisation's when the caller gives it up, the recipe needs H
+     * only for its one factorisation (a single sweep in natural order whose error comes from
+     * its own bookkeeping) and H is large enough for its n^2 buffers to matter: factored in
+     * float32 (as the reference implementation factors every H) in one n^2 buffer instead of
+     * H + an n^2 float64 work array + the float32 factor. */
+    if (h_scratch && j->identity && !p->act_order && cols > PQ_INPLACE_MIN_COLS) L->h_work = h_scratch;
+    L->nt = pq__threads(ctx);
+    L->res = &j->res;
+    j->Q = in_place ? W : pq__big_malloc(ctx, sizeof(float) * (size_t)j->nel, "compressed weights");
+    j->keep = (j->do_prune || want_mask) ? pq__big_malloc(ctx, (size_t)j->nel, "pruning mask") : NULL;
+    if (!j->Q || ((j->do_prune || want_mask) && !j->keep)) return PQ_ERR_NOMEM;
+    if (j->keep) memset(j->keep, 1, (size_t)j->nel);
+    return PQ_OK;
+}
+
+/* Inputs never active (diag(H) = 0) and, for GPTQ with act-order, the column order. */
+static pq_status prepare_h(job *j) {
+    if (!j->H) return PQ_OK;
+    for (int64_t c = 0; c < j->cols; c++)
+        j->res.dead_cols += j->H[c * j->cols + c] == 0.0f;
+    if (j->res.dead_cols > 0)
+        pq__log(j->ctx, PQ_LOG_INFO, "hessian: %lld of %lld inputs are never active (diag(H) = 0)%s",
+                (long long)j->res.dead_cols, (long long)j->cols,
+                (j->gptq || j->sgpt) ? ": their weights are set to 0" : "");
+    if (j->p->act_order && j->gptq) return pq__gptq_act_order(j->ctx, j->H, j->cols, &j->L.perm);
+    return PQ_OK;
+}
+
+/* 1. pruning: a one-shot mask, or a SparseGPT pass (in fused mode only the one-shot masks
+ * are made up front: SparseGPT's is chosen inside the fused sweep). */
+static pq_status prune_step(job *j) {
+    const pq_layer_params *p = j->p;
+    pq_status rc = PQ_OK;
+    if (p->prune == PQ_PRUNE_MAGNITUDE || p->prune == PQ_PRUNE_WANDA) {
+        rc = p->prune == PQ_PRUNE_WANDA ? pq__wanda_mask(j->ctx, p, j->W, j->rows, j->cols, j->H, j->keep, j->L.nt)
+                                        : pq__magnitude_mask(j->ctx, p, j->W, j->rows, j->cols, j->keep, j->L.nt);
+        if (rc == PQ_OK && !j->fused)
+            for (int64_t i = 0; i < j->nel; i++)
+                j->Q[i] = j->keep[i] ? j->W[i] : 0.0f;
+    } else if (j->sgpt && !j->fused) {
+        const pq__obs_pass pass = pq__sparsegpt_pass(p);
+        rc = pq__obs_pass_run(&j->L, &pass, j->W, j->Q, j->keep, NULL, &j->loss, &j->sqdiff);
+    }
+    return rc;
+}
+
+/* The quantizer's pass as the joint mode shapes it. */
+static pq__obs_pass quant_pass(const job *j) {
+    const pq_layer_params *p = j->p;
+    pq__obs_pass pass = j->gptq ? pq__gptq_pass(p) : pq__rtn_pass();
+    if (j->fused) { /* mode fused: one sweep prunes (mask chosen in it, or given) and quantizes */
+        pass.name = "fused";
+        pass.mask = j->sgpt ? pq__sparsegpt_mask(p) : PQ_OBS_MASK_FIXED;
+        pass.survivors = !p->reference;
+    } else if (j->do_prune && p->joint == PQ_JOINT_B) { /* mode b: GPTQ with the mask frozen */
+        if (j->gptq) pass.name = "frozen";
+        pass.mask = PQ_OBS_MASK_FIXED;
+        pass.survivors = 1;
+    }
+    return pass;
+}
+
+/* Mode a: GPTQ treats the pruned zeros as weights and may move them; they are counted, and
+ * set back to zero (code = the group's zero) unless the recipe keeps them (--no-keep-mask). */
+static void remask_mode_a(job *j, pq_qcodes *codes) {
+    for (int64_t i = 0; i < j->nel; i++) {
+        if (j->keep[i] || j->Q[i] == 0.0f) continue;
+        j->res.moved_off_zero++;
+        if (j->p->keep_mask) {
+            j->Q[i] = 0.0f;
+            if (codes) {
+                const int64_t r = i / j->cols, c = i % j->cols;
+                codes->codes[i] = codes->zeros[r * codes->n_groups + codes->g_idx[c]];
+            }
+        }
+    }
+}
+
+/* 2. quantization, from the pruned weights (in Q) or from W. */
+static pq_status quant_step(job *j, pq_qcodes *codes) {
+    if (!j->do_quant) {
+        if (!j->do_prune) memcpy(j->Q, j->W, sizeof(float) * (size_t)j->nel); /* nothing asked: Q = W */
+        return PQ_OK;
+    }
+    const float *src = (j->do_prune && !j->fused) ? j->Q : j->W;
+    const pq__obs_pass pass = quant_pass(j);
+    pq_status rc = pq__obs_pass_run(&j->L, &pass, src, j->Q, j->keep, codes, &j->loss, &j->sqdiff);
+    if (rc == PQ_OK && j->do_prune && !j->fused && j->p->joint == PQ_JOINT_A) remask_mode_a(j, codes);
+    return rc;
+}
+
+/* 3. the error tr(dW H dW^T) on the original H: from the sweep's loss when one sweep made Q
+ * (2 loss - damp ||W - Q||^2), else directly. */
+static pq_status layer_error(job *j) {
+    if (j->identity) {
+        const pq__hfactor *f = &j->L.fac[j->L.have[1] ? 1 : 0];
+        j->res.error = 2.0 * j->loss - f->damp * j->sqdiff;
+        j->res.error_direct = 0;
+        return PQ_OK;
+    }
+    if (j->p->error_mode == PQ_ERROR_NONE) return PQ_OK;
+    /* D = W - Q in the sweep's work array when there is one (free by now) */
+    pq__obs_layer *L = &j->L;
+    float *D = (L->ws && L->ws_bytes >= sizeof(float) * (size_t)j->nel)
+                   ? L->ws
+                   : pq__big_malloc(j->ctx, sizeof(float) * (size_t)j->nel, "error difference");
+    if (!D) return PQ_ERR_NOMEM;
+#pragma omp parallel for num_threads(L->nt) schedule(static)
+    for (int64_t i = 0; i < j->nel; i++)
+        D[i] = j->W[i] - j->Q[i];
+    pq_status rc = pq__quad_error(j->ctx, D, j->rows, j->cols, j->H, L->nt, &j->res.error);
+    if (D != L->ws) free(D);
+    j->res.error_direct = 1;
+    return rc;
+}
+
+static void count_zeros(job *j) {
+    int64_t pruned = 0, zeros = 0;
+    const float *Q = j->Q;
+    const uint8_t *keep = j->keep;
+#pragma omp parallel for num_threads(j->L.nt) reduction(+ : pruned, zeros) schedule(static)
+    for (int64_t i = 0; i < j->nel; i++) {
+        zeros += Q[i] == 0.0f;
+        pruned += keep && !keep[i] && Q[i] == 0.0f;
+    }
+    j->res.sparsity = (double)pruned / (double)j->nel;
+    j->res.zeros = (double)zeros / (double)j->nel;
+}
+
+static pq_status layer_compress(pq_ctx *ctx, const pq_layer_params *p, float *W, int64_t rows, int64_t cols,
+                                const float *H, float *h_scratch, uint8_t *mask_out, pq_qcodes *codes_out,
+                                pq_layer_result *res_out) {
+    const double t0 = pq__now();
+    if (codes_out) memset(codes_out, 0, sizeof *codes_out);
+    pq_status rc = check_inputs(ctx, p, W, rows, cols, H);
+    if (rc != PQ_OK) return rc;
+    job j;
+    if ((rc = job_init(&j, ctx, p, W, rows, cols, H, h_scratch, mask_out != NULL)) != PQ_OK) goto done;
+    if (j.do_quant && codes_out && (rc = pq__qcodes_alloc(ctx, rows, cols, p->bits, p->group_size, codes_out)))
+        goto done;
+    if ((rc = prepare_h(&j)) || (rc = prune_step(&j)) || (rc = quant_step(&j, codes_out))) goto done;
+    j.res.loss = j.loss;
+    j.res.seconds = pq__now() - t0;
+    const double t1 = pq__now();
+    if ((rc = layer_error(&j)) != PQ_OK) goto done;
+    j.res.error_seconds = pq__now() - t1;
+    count_zeros(&j);
+    if (mask_out) memcpy(mask_out, j.keep, (size_t)j.nel);
+    if (j.Q != W) memcpy(W, j.Q, sizeof(float) * (size_t)j.nel);
+    if (res_out) *res_out = j.res;
+done:
+    if (rc != PQ_OK && codes_out) pq_qcodes_free(codes_out);
+    pq__obs_layer_free(&j.L);
+    if (j.Q != W) free(j.Q);
+    free(j.keep);
+    return rc;
+}
+
+pq_status pq_layer_compress(pq_ctx *ctx, const pq_layer_params *p, float *W, int64_t rows, int64_t cols,
+                            const float *H, uint8_t *mask_out, pq_qcodes *codes_out, pq_layer_result *res_out) {
+    return layer_compress(ctx, p, W, rows, cols, H, NULL, mask_out, codes_out, res_out);
+}
+
+pq_status pq__layer_compress_scratch_h(pq_ctx *ctx, const pq_layer_params *p, float *W, int64_t rows, int64_t cols,
+                                       float *H, uint8_t *mask_out, pq_qcodes *codes_out, pq_layer_result *res_out) {
+    return layer_compress(ctx, p, W, rows, cols, H, H, mask_out, codes_out, res_out);
+}

@@ -1,0 +1,82 @@
+/* pq_model_sparsity (prunequant-pipeline.h): per linear, the stored sparsity, the N:M
+ * pattern it satisfies and its stored bytes; ACr and bits per weight over all linears. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/common.h"
+#include "model/model.h"
+#include "model/packed.h"
+#include "prunequant-pipeline.h"
+
+/* Smallest count of zeros over the cells of M consecutive inputs (-1 if M does not divide cols). */
+static int64_t min_cell_zeros(const float *w, int64_t rows, int64_t cols, int M) {
+    if (cols % M) return -1;
+    int64_t best = M;
+    for (int64_t r = 0; r < rows && best > 0; r++)
+        for (int64_t c0 = 0; c0 < cols; c0 += M) {
+            int64_t z = 0;
+            for (int k = 0; k < M; k++)
+                z += w[r * cols + c0 + k] == 0.0f;
+            if (z < best) best = z;
+        }
+    return best;
+}
+
+/* A model loaded with deferred weights is decoded one linear at a time (the summary of a
+ * compress run reads its output so, in the memory of one linear). */
+pq_status pq_model_sparsity(pq_ctx *ctx, const pq_model *m, pq_sparsity_report *out) {
+    memset(out, 0, sizeof *out);
+    const pq__config *c = &m->cfg;
+    out->layers = pq__calloc(ctx, (size_t)(PQ_BLOCK_LINEARS * c->n_layers), sizeof *out->layers, "sparsity report");
+    if (!out->layers) return ctx->status;
+    double stored = 0, fp16 = 0, params = 0;
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        for (int i = 0; i < PQ_BLOCK_LINEARS; i++) {
+            const pq__linear *lin = pq__block_linear_get(&m->blocks[l], i);
+            pq_sparsity_entry *e = &out->layers[out->n_layers++];
+            pq__linear_name(e->name, sizeof e->name, l, i);
+            const int64_t rows = lin->rows, cols = lin->cols, n = rows * cols;
+            e->rows = rows;
+            e->cols = cols;
+            float *own = NULL;
+            const float *w = lin->w;
+            if (m->deferred) {
+                pq_status st = pq__model_linear_f32(ctx, m, e->name, rows, cols, &own);
+                if (st) {
+                    pq_sparsity_report_free(out);
+                    return st;
+                }
+                w = own;
+            }
+            int64_t z = 0;
+            for (int64_t k = 0; k < n; k++)
+                z += w[k] == 0.0f;
+            e->sparsity = n ? (double)z / (double)n : 0;
+            static const int Ms[2] = {4, 8};
+            for (int k = 0; k < 2 && !e->pattern_m; k++) {
+                int64_t mz = min_cell_zeros(w, rows, cols, Ms[k]);
+                if (mz > 0) {
+                    e->pattern_n = (int)mz;
+                    e->pattern_m = Ms[k];
+                    e->pattern_ok = 1;
+                }
+            }
+            free(own);
+            e->bytes = (int64_t)pq__linear_stored_bytes(&m->src, e->name, n);
+            out->packed |= pq__packed_present(&m->src, e->name);
+            stored += (double)e->bytes;
+            fp16 += 2.0 * (double)n;
+            params += (double)n;
+        }
+    }
+    out->acr = fp16 > 0 ? 1 - stored / fp16 : 0;
+    out->bpw = params > 0 ? 8 * stored / params : 0;
+    return PQ_OK;
+}
+
+void pq_sparsity_report_free(pq_sparsity_report *r) {
+    if (!r) return;
+    free(r->layers);
+    memset(r, 0, sizeof *r);
+}

@@ -1,0 +1,50 @@
+/* One layer's OBS passes: the workspace of a layer (its Hessian factor in each column order,
+ * the sweep's work arrays) and the runner of one configured pass of the column sweep
+ * (obs.h). GPTQ, RTN (quant/), SparseGPT (prune/) and the joint modes (joint/) describe
+ * their passes with pq__obs_pass; this file runs them. */
+#ifndef PQ_OBS_PASS_H
+#define PQ_OBS_PASS_H
+
+#include "prunequant-compress.h"
+#include "linalg/linalg.h"
+#include "obs/obs.h"
+
+/* What one pass of the sweep does. */
+typedef struct pq__obs_pass {
+    const char *name;  /* progress stage; NULL: no progress (RTN) */
+    int feedback;      /* error compensation through H's inverse factor */
+    int permuted;      /* act-order column order */
+    pq__obs_mask mask; /* FIXED: keep is input; UNSTRUCT/NM: keep is output */
+    int quant;         /* round onto the recipe's grids */
+    int survivors;     /* grids fitted on kept weights only */
+} pq__obs_pass;
+
+typedef struct pq__obs_layer {
+    pq_ctx *ctx;
+    const pq_layer_params *p;
+    int64_t rows, cols;
+    const float *H; /* [cols, cols] */
+    float *h_work;  /* H itself when the caller lets it be destroyed and the recipe allows it */
+    int nt;
+    int64_t *perm;      /* [cols] act-order, NULL without */
+    pq__hfactor fac[2]; /* [0] natural order, [1] act-order */
+    int have[2];
+    float *ws; /* sweep weights wt and w0t, also the factorisation's scratch */
+    size_t ws_bytes;
+    pq_layer_result *res;
+} pq__obs_layer;
+
+/* The shared work array (see pass.c); NULL with a message on ctx when out of memory. */
+float *pq__obs_layer_ws(pq__obs_layer *L);
+/* H's factor in natural (permuted = 0) or act-order (1) column order, computed once. */
+pq_status pq__obs_layer_factor(pq__obs_layer *L, int permuted, const pq__hfactor **out);
+void pq__obs_layer_free(pq__obs_layer *L);
+
+/* Runs one pass from Wstart [rows, cols] into Wout (may alias Wstart); Wout is written only
+ * on success. keep [rows, cols] (row-major, original order) is read or written per
+ * pass->mask. codes (allocated, may be NULL) receives the codes. Returns the sweep's loss and
+ * ||Wstart (dead columns zeroed) - Q||^2 for the error identity. */
+pq_status pq__obs_pass_run(pq__obs_layer *L, const pq__obs_pass *pass, const float *Wstart, float *Wout,
+                           uint8_t *keep, pq_qcodes *codes, double *loss, double *sqdiff);
+
+#endif
