@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Installs the Debian packages prunequant builds and tests with (chromium renders the HTML
-# report in a test), when run as root and any is missing.
+# Installs the Debian packages prunequant needs, when run as root and any is missing.
+#   install-deps.sh build   what `make` needs: compiler, CMake, OpenBLAS, LAPACKE, cJSON, PCRE2,
+#                           SQLite, bz2 (Open MPI is optional: `sweep --mpi` is built when found)
+#   install-deps.sh test    also the test dependencies: Chromium (renders the HTML report),
+#                           Open MPI (the MPI sweep test), Node.js + npm (reference tokenizers,
+#                           real llama.cpp from the npm registry)
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev libcjson-dev libpcre2-dev libsqlite3-dev libbz2-dev chromium openmpi-bin libopenmpi-dev)
+what=${1:-build}
+pkgs=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev libcjson-dev libpcre2-dev libsqlite3-dev libbz2-dev)
+[ "$what" = test ] && pkgs+=(chromium openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-# the tokenizer acceptance test builds its fixtures with Node.js packages from the npm registry
-command -v node >/dev/null 2>&1 || missing+=(nodejs)
-command -v npm >/dev/null 2>&1 || missing+=(npm)
+if [ "$what" = test ]; then
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "prunequant: missing Debian packages: ${missing[*]}" >&2
