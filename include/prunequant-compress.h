@@ -140,6 +140,12 @@ unsigned pq_recipe_unused(const pq_layer_params *p, unsigned given);
  * what it needs ("--sparsity has no effect without pruning: add --prune ..."); keys are named
  * as flags when flags is 1, as recipe keys when 0. Range checks stay in pq_layer_params_validate. */
 pq_status pq_recipe_check(pq_ctx *ctx, pq_layer_params *p, unsigned given, int flags);
+/* Sets one layer-recipe key (a recipe-file name: "bits", "act_order", ...) from its text value,
+ * as a flag's argument, a JSON recipe's value or a sweep grid entry gives it: method names,
+ * "N:M" patterns, numbers within the one set of ranges (bits 2..8, group -1 or more, sparsity
+ * [0, 1], percdamp [0, PQ_MAX_PERCDAMP], blocksize >= 1), booleans as true/false.
+ * PQ_ERR_INVALID with a one-line message naming the key (as a flag when flags is 1). */
+pq_status pq_recipe_set(pq_ctx *ctx, pq_layer_params *p, const char *key, const char *value, int flags);
 
 /* Names ("none", "magnitude", ...) and their parsers (0 on success). */
 const char *pq_prune_method_name(pq_prune_method m);
