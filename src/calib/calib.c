@@ -1,7 +1,8 @@
 /* Calibration windows and Hessian accumulation (calib.h). */
 #include "calib/calib.h"
 
-#include <cblas.h>
+#include "kernels/kernels.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,6 +46,7 @@ enum { PANEL = 512 };
 pq_status pq__hacc_init(pq_ctx *ctx, pq__hacc *a, int64_t cols) {
     memset(a, 0, sizeof *a);
     a->cols = cols;
+    a->n_threads = pq__threads(ctx);
     const int64_t pw = cols < PANEL ? cols : PANEL;
     a->sum = pq__calloc(ctx, (size_t)(cols * cols), sizeof(double), "Hessian");
     a->tmp = a->sum ? pq__malloc(ctx, (size_t)(cols * pw) * sizeof(float), "Hessian") : NULL;
@@ -57,11 +59,13 @@ pq_status pq__hacc_init(pq_ctx *ctx, pq__hacc *a, int64_t cols) {
 
 void pq__hacc_add(pq__hacc *a, const float *x, int64_t n) {
     const int64_t c = a->cols;
+    /* the first panel's product is the largest: small ones run on one thread, as in matmul */
+    const double flops = (double)n * (double)c * (double)(c < PANEL ? c : PANEL);
+    const int prev_threads = pq__blas_threads_push(flops < PQ_PAR_MIN_FLOPS ? 1 : a->n_threads);
     /* lower triangle, one panel of columns j0..j0+w at a time: rows j0..c of X^T X */
     for (int64_t j0 = 0; j0 < c; j0 += PANEL) {
         const int64_t w = c - j0 < PANEL ? c - j0 : PANEL, r = c - j0;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)w, (int)n, 1.0f, x + j0, (int)c, x + j0,
-                    (int)c, 0.0f, a->tmp, (int)w);
+        pq__sgemm(PQ_TRANS, PQ_NOTRANS, r, w, n, 1.0f, x + j0, c, x + j0, c, 0.0f, a->tmp, w);
         for (int64_t i = 0; i < r; i++) {
             double *dst = a->sum + (j0 + i) * c + j0;
             const float *src = a->tmp + i * w;
@@ -70,6 +74,7 @@ void pq__hacc_add(pq__hacc *a, const float *x, int64_t n) {
                 dst[j] += src[j];
         }
     }
+    pq__blas_threads_pop(prev_threads);
     a->n += n;
 }
 

@@ -14,8 +14,9 @@ pq_status pq__calib_windows(pq_ctx *ctx, const int32_t *tokens, int64_t n_tokens
  * then added). */
 typedef struct pq__hacc {
     int64_t cols, n;
-    double *sum; /* [cols, cols], lower triangle */
-    float *tmp;  /* [cols, panel] */
+    int n_threads; /* BLAS threads of pq__hacc_add: the ctx's at init (1 for small products) */
+    double *sum;   /* [cols, cols], lower triangle */
+    float *tmp;    /* [cols, panel] */
 } pq__hacc;
 
 pq_status pq__hacc_init(pq_ctx *ctx, pq__hacc *a, int64_t cols);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "eval/eval.h"
+#include "kernels/kernels.h"
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -18,24 +19,6 @@ static double pct(const double *v, int64_t n, double p) {
     double r = p / 100.0 * (double)(n - 1);
     int64_t lo = (int64_t)floor(r), hi = lo + 1 < n ? lo + 1 : lo;
     return v[lo] + (v[hi] - v[lo]) * (r - (double)lo);
-}
-
-/* log softmax of logits[V] into lp (double). */
-static void log_softmax(const float *x, int64_t V, double *lp, int64_t *argmax) {
-    float mx = x[0];
-    int64_t am = 0;
-    for (int64_t i = 1; i < V; i++)
-        if (x[i] > mx) {
-            mx = x[i];
-            am = i;
-        }
-    double s = 0;
-    for (int64_t i = 0; i < V; i++)
-        s += exp((double)x[i] - (double)mx);
-    const double ls = log(s) + (double)mx;
-    for (int64_t i = 0; i < V; i++)
-        lp[i] = (double)x[i] - ls;
-    *argmax = am;
 }
 
 pq_status pq_eval_kld(pq_ctx *ctx, const pq_model *base, const pq_model *model, const char *text_path,
@@ -96,9 +79,8 @@ pq_status pq_eval_kld(pq_ctx *ctx, const pq_model *base, const pq_model *model, 
         if ((st = pq__forward(ctx, model, NULL, win, 1, W, 0, 0, lm))) break;
         const int32_t *truth = ids + w * W;
         for (int64_t j = first; j < W - 1; j++, k++) {
-            int64_t ab, am;
-            log_softmax(lb + j * V, V, pb, &ab);
-            log_softmax(lm + j * V, V, pm, &am);
+            const int64_t ab = pq__log_softmax(lb + j * V, V, pb).argmax;
+            const int64_t am = pq__log_softmax(lm + j * V, V, pm).argmax;
             double d = 0;
             for (int64_t i = 0; i < V; i++) {
                 double q = exp(pb[i]);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/kernels.h"
 #include "model/model.h"
 
 pq_ppl_params pq_ppl_params_default(void) {
@@ -27,13 +28,7 @@ void pq_ppl_protocol_describe(const pq_ppl_params *p, char *buf, size_t n) {
 
 /* -log softmax(logits)[target] in double. */
 static double token_nll(const float *logits, int64_t V, int32_t target) {
-    float mx = logits[0];
-    for (int64_t i = 1; i < V; i++)
-        if (logits[i] > mx) mx = logits[i];
-    double s = 0;
-    for (int64_t i = 0; i < V; i++)
-        s += exp((double)logits[i] - mx);
-    return log(s) + mx - (double)logits[target];
+    return pq__logsumexp(logits, V).lse - (double)logits[target];
 }
 
 pq_status pq_perplexity(pq_ctx *ctx, const pq_model *m, const int32_t *tokens, int64_t n_tokens,

@@ -1,32 +1,9 @@
 #include "linalg/linalg.h"
 
-#include <cblas.h>
-#include <lapacke.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-
-void *pq__big_malloc(pq_ctx *ctx, size_t n, const char *what) {
-    const size_t huge = (size_t)2 << 20;
-    if (n < 2 * huge) return pq__malloc(ctx, n, what);
-    void *p = NULL;
-    if (posix_memalign(&p, huge, n) != 0) {
-        pq__fail(ctx, PQ_ERR_NOMEM, "out of memory allocating %zu bytes for %s", n, what);
-        return NULL;
-    }
-#ifdef MADV_HUGEPAGE
-    madvise(p, n, MADV_HUGEPAGE); /* a hint: failure is harmless */
-#endif
-    return p;
-}
-
-int pq__blas_set_threads(int n) {
-    int old = openblas_get_num_threads();
-    openblas_set_num_threads(n > 0 ? n : 1);
-    return old;
-}
 
 void pq__hfactor_free(pq__hfactor *f) {
     if (!f) return;
@@ -115,65 +92,72 @@ static void fill_inplace(float *A, int64_t n, const float *diag0, const uint8_t 
     }
 }
 
-pq_status pq__hfactor_compute(pq_ctx *ctx, const float *H, int64_t n, const int64_t *perm, double percdamp,
-                              int use_f32, int n_threads, void *work, pq__hfactor *out) {
-    memset(out, 0, sizeof *out);
-    if (n <= 0 || n > 46340) /* n^2 must fit a LAPACK int */
-        return pq__fail(ctx, PQ_ERR_INVALID, "hessian: unsupported size %lld", (long long)n);
-    /* in place: H's memory is the work array and then holds vs */
-    const int inplace = work != NULL && work == (const void *)H;
-    if (inplace && (perm || !use_f32))
-        return pq__fail(ctx, PQ_ERR_INVALID, "hessian: in-place factorisation needs float32 and no permutation");
-    const int nt = n_threads > 0 ? n_threads : 1;
+/* Scratch of one factorisation: A is the matrix potrf factors (float or double; == work when
+ * lent, == H in place), diag0 the saved diag(H) of the in-place path. */
+typedef struct hf_scratch {
+    void *A, *work;
+    float *diag0;
+    int f32, inplace;
+} hf_scratch;
+
+static void hf_scratch_free(hf_scratch *w) {
+    if (w->A != w->work) free(w->A);
+    free(w->diag0);
+    w->A = NULL;
+    w->diag0 = NULL;
+}
+
+static pq_status hf_alloc(pq_ctx *ctx, int64_t n, hf_scratch *w, pq__hfactor *out) {
     out->n = n;
     out->dead = pq__calloc(ctx, (size_t)n, 1, "dead columns");
     out->vdiag = pq__calloc(ctx, (size_t)n, sizeof(float), "hessian factor");
     /* only the strict upper triangle of vs is ever written or read */
-    out->vs = inplace ? (float *)work : pq__big_malloc(ctx, sizeof(float) * (size_t)(n * n), "hessian factor");
-    out->vs_borrowed = inplace;
-    float *diag0 = inplace ? pq__malloc(ctx, sizeof(float) * (size_t)n, "hessian diagonal") : NULL;
-    const size_t esz = use_f32 ? sizeof(float) : sizeof(double);
-    void *A = work ? work : pq__big_malloc(ctx, (size_t)(n * n) * esz, "hessian factorisation");
-    if (!out->dead || !out->vdiag || !out->vs || !A || (inplace && !diag0)) {
-        if (A != work) free(A);
-        free(diag0);
-        pq__hfactor_free(out);
-        return PQ_ERR_NOMEM;
-    }
+    out->vs = w->inplace ? (float *)w->work : pq__big_malloc(ctx, sizeof(float) * (size_t)(n * n), "hessian factor");
+    out->vs_borrowed = w->inplace;
+    w->diag0 = w->inplace ? pq__malloc(ctx, sizeof(float) * (size_t)n, "hessian diagonal") : NULL;
+    const size_t esz = w->f32 ? sizeof(float) : sizeof(double);
+    w->A = w->work ? w->work : pq__big_malloc(ctx, (size_t)(n * n) * esz, "hessian factorisation");
+    if (!out->dead || !out->vdiag || !out->vs || !w->A || (w->inplace && !w->diag0)) return PQ_ERR_NOMEM;
+    return PQ_OK;
+}
+
+/* Dead columns (diag 0), the saved diagonal (in place) and mean(diag) with dead ones as 1. */
+static pq_status hf_scan_diag(pq_ctx *ctx, const float *H, int64_t n, const int64_t *perm, hf_scratch *w,
+                              pq__hfactor *out, double *mean_out) {
     double mean = 0.0;
     for (int64_t p = 0; p < n; p++) {
         const int64_t h = perm ? perm[p] : p;
         const float d = H[h * n + h];
-        if (!isfinite(d)) {
-            if (A != work) free(A);
-            free(diag0);
-            pq__hfactor_free(out);
+        if (!isfinite(d))
             return pq__fail(ctx, PQ_ERR_NUMERIC, "hessian: non-finite value at [%lld, %lld]", (long long)h,
                             (long long)h);
-        }
-        if (diag0) diag0[p] = d;
+        if (w->diag0) w->diag0[p] = d;
         if (d == 0.0f) {
             out->dead[p] = 1;
             out->n_dead++;
         }
         mean += out->dead[p] ? 1.0 : (double)d;
     }
-    mean /= (double)n;
-    const int old_threads = pq__blas_set_threads(nt);
+    *mean_out = mean / (double)n;
+    return PQ_OK;
+}
+
+/* Fills A and factors it, escalating the damping x10 on each Cholesky failure. */
+static pq_status hf_factor(pq_ctx *ctx, const float *H, int64_t n, const int64_t *perm, double percdamp, double mean,
+                           int nt, hf_scratch *w, pq__hfactor *out) {
+    const int prev_threads = pq__blas_threads_push(nt);
     double pd = percdamp;
     pq_status st = PQ_OK;
     for (int attempt = 0;; attempt++) {
         const double damp = pd * mean;
-        const int64_t bad = inplace ? (fill_inplace(A, n, diag0, out->dead, damp, attempt == 0, nt), -1)
-                                    : fill_flipped(A, use_f32, H, n, perm, out->dead, damp, nt);
+        const int64_t bad = w->inplace ? (fill_inplace(w->A, n, w->diag0, out->dead, damp, attempt == 0, nt), -1)
+                                       : fill_flipped(w->A, w->f32, H, n, perm, out->dead, damp, nt);
         if (bad >= 0) {
             st = pq__fail(ctx, PQ_ERR_NUMERIC, "hessian: non-finite value at [%lld, %lld]", (long long)(bad / n),
                           (long long)(bad % n));
             break;
         }
-        /* Column-major 'U' on the row-major lower triangle: A = L L^T, L row-major lower. */
-        const lapack_int info = use_f32 ? LAPACKE_spotrf_work(LAPACK_COL_MAJOR, 'U', (lapack_int)n, A, (lapack_int)n)
-                                        : LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'U', (lapack_int)n, A, (lapack_int)n);
+        const int info = pq__potrf_lower(w->f32, n, w->A, n);
         if (info == 0) {
             out->damp = damp;
             out->percdamp = pd;
@@ -188,40 +172,63 @@ pq_status pq__hfactor_compute(pq_ctx *ctx, const float *H, int64_t n, const int6
             break;
         }
         pq__log(ctx, PQ_LOG_WARN,
-                "hessian: Cholesky failed (pivot %d of %lld) with damping %g x mean(diag); retrying with %g",
-                (int)info, (long long)n, pd, next);
+                "hessian: Cholesky failed (pivot %d of %lld) with damping %g x mean(diag); retrying with %g", info,
+                (long long)n, pd, next);
         pd = next;
         out->retries++;
     }
-    pq__blas_set_threads(old_threads);
-    free(diag0);
-    if (st != PQ_OK) {
-        if (A != work) free(A);
-        pq__hfactor_free(out);
-        return st;
-    }
-    /* V[i,k] = L[n-1-i, n-1-k]: flipping both indices reverses the flat array. */
+    pq__blas_threads_pop(prev_threads);
+    return st;
+}
+
+/* V[i,k] = L[n-1-i, n-1-k]: flipping both indices reverses the flat array. */
+static void hf_unflip(const hf_scratch *w, int64_t n, int nt, pq__hfactor *out) {
+    const void *A = w->A;
+    const int f32 = w->f32;
     float *vs = out->vs, *vd = out->vdiag;
     const size_t last = (size_t)(n * n) - 1;
     for (int64_t k = 0; k < n; k++)
-        vd[k] = (float)a_get(A, use_f32, last - (size_t)(k * n + k));
-    if (inplace) {
+        vd[k] = (float)a_get(A, f32, last - (size_t)(k * n + k));
+    if (w->inplace) {
         /* vs[i, k] (row-major strict upper) from L at last - (i n + k) (row-major strict
          * lower): the writes never touch what is still to be read */
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 64)
         for (int64_t i = 0; i < n; i++)
             for (int64_t k = i + 1; k < n; k++)
                 vs[i * n + k] = vs[last - (size_t)(i * n + k)] / vd[k];
-        return PQ_OK;
+        return;
     }
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 64)
     for (int64_t i = 0; i < n; i++) {
         float *dst = vs + i * n;
         for (int64_t k = i + 1; k < n; k++)
-            dst[k] = (float)(a_get(A, use_f32, last - (size_t)(i * n + k)) /
-                             a_get(A, use_f32, last - (size_t)(k * n + k)));
+            dst[k] = (float)(a_get(A, f32, last - (size_t)(i * n + k)) / a_get(A, f32, last - (size_t)(k * n + k)));
     }
-    if (A != work) free(A);
+}
+
+pq_status pq__hfactor_compute(pq_ctx *ctx, const float *H, int64_t n, const int64_t *perm, double percdamp,
+                              int use_f32, int n_threads, void *work, pq__hfactor *out) {
+    memset(out, 0, sizeof *out);
+    if (n <= 0 || n > 46340) /* n^2 must fit a LAPACK int */
+        return pq__fail(ctx, PQ_ERR_INVALID, "hessian: unsupported size %lld", (long long)n);
+    /* in place: H's memory is the work array and then holds vs */
+    hf_scratch w = {.work = work, .f32 = use_f32, .inplace = work != NULL && work == (const void *)H};
+    if (w.inplace && (perm || !use_f32))
+        return pq__fail(ctx, PQ_ERR_INVALID, "hessian: in-place factorisation needs float32 and no permutation");
+    const int nt = n_threads > 0 ? n_threads : 1;
+    double mean = 0.0;
+    pq_status st = hf_alloc(ctx, n, &w, out);
+    if (st == PQ_OK) st = hf_scan_diag(ctx, H, n, perm, &w, out, &mean);
+    if (st == PQ_OK) st = hf_factor(ctx, H, n, perm, percdamp, mean, nt, &w, out);
+    free(w.diag0);
+    w.diag0 = NULL;
+    if (st != PQ_OK) {
+        hf_scratch_free(&w);
+        pq__hfactor_free(out);
+        return st;
+    }
+    hf_unflip(&w, n, nt, out);
+    hf_scratch_free(&w);
     return PQ_OK;
 }
 
@@ -230,9 +237,8 @@ pq_status pq__hfactor_upper_inverse(pq_ctx *ctx, const pq__hfactor *f, double *U
     for (int64_t i = 0; i < n; i++)
         for (int64_t k = 0; k < n; k++)
             U[i * n + k] = k < i ? 0.0 : k == i ? f->vdiag[k] : (double)f->vs[i * n + k] * f->vdiag[k];
-    /* Row-major upper V is column-major lower V^T; its inverse is V^-T, i.e. V^-1 row-major. */
-    const lapack_int info = LAPACKE_dtrtri_work(LAPACK_COL_MAJOR, 'L', 'N', (lapack_int)n, U, (lapack_int)n);
-    if (info != 0) return pq__fail(ctx, PQ_ERR_NUMERIC, "hessian: singular factor (pivot %d)", (int)info);
+    const int info = pq__dtrtri_upper(n, U, n);
+    if (info != 0) return pq__fail(ctx, PQ_ERR_NUMERIC, "hessian: singular factor (pivot %d)", info);
     return PQ_OK;
 }
 
@@ -243,13 +249,12 @@ pq_status pq__quad_error(pq_ctx *ctx, const float *D, int64_t rows, int64_t n, c
     const int64_t P = n < 512 ? n : 512;
     float *G = pq__malloc(ctx, sizeof(float) * (size_t)(n * P), "error panel");
     if (!G) return PQ_ERR_NOMEM;
-    const int old = pq__blas_set_threads(n_threads);
+    const int prev_threads = pq__blas_threads_push(n_threads);
     double total = 0.0;
     for (int64_t c0 = 0; c0 < n; c0 += P) {
         const int64_t w = c0 + P <= n ? P : n - c0, m = n - c0;
         /* G[i, j] = (D^T D)[c0 + i, c0 + j], i in [0, m), j in [0, w) */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)m, (int)w, (int)rows, 1.0f, D + c0, (int)n, D + c0,
-                    (int)n, 0.0f, G, (int)w);
+        pq__sgemm(PQ_TRANS, PQ_NOTRANS, m, w, rows, 1.0f, D + c0, n, D + c0, n, 0.0f, G, w);
         double s = 0.0;
 #pragma omp parallel for num_threads(n_threads) reduction(+ : s) schedule(static)
         for (int64_t i = 0; i < m; i++) {
@@ -265,7 +270,7 @@ pq_status pq__quad_error(pq_ctx *ctx, const float *D, int64_t rows, int64_t n, c
         }
         total += s;
     }
-    pq__blas_set_threads(old);
+    pq__blas_threads_pop(prev_threads);
     free(G);
     *out = total;
     return PQ_OK;

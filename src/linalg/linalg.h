@@ -10,6 +10,7 @@
 #define PQ_LINALG_H
 
 #include "common/common.h"
+#include "kernels/kernels.h" /* pq__big_malloc, the BLAS thread scope */
 
 /* Largest damping (as a fraction of mean(diag H)) the escalation tries. */
 #define PQ_MAX_PERCDAMP 100.0
@@ -60,11 +61,10 @@ void pq__transpose_scatter_u8(const uint8_t *src, int64_t rows, int64_t cols, co
 void pq__transpose_gather_u8(const uint8_t *src, int64_t rows, int64_t cols, const int64_t *perm, uint8_t *dst,
                              int n_threads);
 
-/* malloc for large work arrays: 2 MiB aligned and marked for transparent huge pages, which
- * cuts the page-fault cost of first touch several times. Free with free(). Reports OOM on ctx. */
-void *pq__big_malloc(pq_ctx *ctx, size_t n, const char *what);
-
-/* Sets the BLAS thread count and returns the previous one. */
-int pq__blas_set_threads(int n);
+/* Transitional: joint/sweep.c's name for pq__blas_threads_push (pop = set(prev)); to go when
+ * it moves to src/obs and calls the kernels.h scope directly. */
+static inline int pq__blas_set_threads(int n) {
+    return pq__blas_threads_push(n);
+}
 
 #endif

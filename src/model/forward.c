@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cblas.h>
-
 #include "kernels/kernels.h"
 #include "model/model.h"
 
@@ -19,7 +17,9 @@ pq_status pq__kv_init(pq_ctx *ctx, pq__kv *kv, const pq__config *cfg, int64_t n_
     kv->kv_dim = cfg->n_kv_heads * cfg->head_dim;
     size_t n;
     if (!pq__mul_ok((size_t)(kv->n_layers * n_seq), (size_t)(n_ctx * kv->kv_dim), &n))
-        return pq__fail(ctx, PQ_ERR_NOMEM, "KV cache too large");
+        return pq__fail(ctx, PQ_ERR_NOMEM,
+                        "KV cache of %lld layers x %lld sequences x %lld positions x %lld floats: size overflow",
+                        (long long)kv->n_layers, (long long)n_seq, (long long)n_ctx, (long long)kv->kv_dim);
     kv->k = pq__calloc(ctx, n, sizeof(float), "KV cache");
     kv->v = kv->k ? pq__calloc(ctx, n, sizeof(float), "KV cache") : NULL;
     if (!kv->v) {
@@ -100,7 +100,7 @@ pq_status pq__block_forward(pq_ctx *ctx, const pq_model *m, int64_t layer, const
     /* attention per (sequence, head) as two GEMMs over the cached keys/values; rows past the
      * causal limit are masked before the softmax */
     const float scale = 1.0f / sqrtf((float)HD);
-    pq__blas_threads(1);
+    const int prev_threads = pq__blas_threads_push(1); /* threads run over jobs, BLAS on one each */
 #pragma omp parallel for num_threads(nt)                                                                             \
     schedule(dynamic, 1) if (n_seq * c->n_heads * n_tok * T * HD >= PQ_PAR_MIN_ELEMS)
     for (int64_t job = 0; job < n_seq * c->n_heads; job++) {
@@ -109,16 +109,15 @@ pq_status pq__block_forward(pq_ctx *ctx, const pq_model *m, int64_t layer, const
         const float *qh = q + s * n_tok * QD + h * HD;
         const float *kh = kv->k + kv_off(kv, layer, s, 0) + kvh * HD,
                     *vh = kv->v + kv_off(kv, layer, s, 0) + kvh * HD;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_tok, (int)T, (int)HD, scale, qh, (int)QD, kh,
-                    (int)KD, 0.0f, sc, (int)T);
+        pq__sgemm(PQ_NOTRANS, PQ_TRANS, n_tok, T, HD, scale, qh, QD, kh, KD, 0.0f, sc, T);
         for (int64_t t = 0; t < n_tok; t++) {
             const int64_t len = pos0 + t + 1;
             pq__softmax(sc + t * T, len);
             memset(sc + t * T + len, 0, (size_t)(T - len) * sizeof(float));
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n_tok, (int)HD, (int)T, 1.0f, sc, (int)T, vh,
-                    (int)KD, 0.0f, att + s * n_tok * QD + h * HD, (int)QD);
+        pq__sgemm(PQ_NOTRANS, PQ_NOTRANS, n_tok, HD, T, 1.0f, sc, T, vh, KD, 0.0f, att + s * n_tok * QD + h * HD, QD);
     }
+    pq__blas_threads_pop(prev_threads);
     if (capture) capture(user, layer, 1, att, N, QD);
     pq__matmul_wt(att, b->o.w, b->o.b, xb, N, D, QD, nt);
     for (int64_t i = 0; i < N * D; i++)

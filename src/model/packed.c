@@ -8,6 +8,52 @@ static int bit(const uint8_t *row, int64_t c) {
     return (row[c >> 3] >> (c & 7)) & 1;
 }
 
+/* A b-bit code spans at most two bytes of the stream (b <= 8): OR it in with two shifts. */
+void pq__bits_pack(uint8_t *q, uint64_t *pos, const uint8_t *codes, const uint8_t *bm_row, int64_t n, int b) {
+    const uint32_t mask = (1u << b) - 1;
+    uint64_t p = *pos;
+    for (int64_t c = 0; c < n; c++) {
+        if (bm_row && !bit(bm_row, c)) continue;
+        const uint32_t v = codes[c] & mask, off = (uint32_t)(p & 7);
+        q[p >> 3] |= (uint8_t)(v << off);
+        if (off + (uint32_t)b > 8) q[(p >> 3) + 1] |= (uint8_t)(v >> (8 - off));
+        p += (uint64_t)b;
+    }
+    *pos = p;
+}
+
+void pq__bits_pack_ref(uint8_t *q, uint64_t *pos, const uint8_t *codes, const uint8_t *bm_row, int64_t n, int b) {
+    for (int64_t c = 0; c < n; c++) {
+        if (bm_row && !bit(bm_row, c)) continue;
+        for (int k = 0; k < b; k++, (*pos)++)
+            if ((codes[c] >> k) & 1) q[*pos >> 3] |= (uint8_t)(1u << (*pos & 7));
+    }
+}
+
+void pq__bits_unpack(const uint8_t *q, uint64_t *pos, const uint8_t *bm_row, int64_t n, int b, uint8_t *codes) {
+    const uint32_t mask = (1u << b) - 1;
+    uint64_t p = *pos;
+    for (int64_t c = 0; c < n; c++) {
+        if (bm_row && !bit(bm_row, c)) continue;
+        const uint32_t off = (uint32_t)(p & 7);
+        uint32_t v = (uint32_t)q[p >> 3] >> off;
+        if (off + (uint32_t)b > 8) v |= (uint32_t)q[(p >> 3) + 1] << (8 - off);
+        codes[c] = (uint8_t)(v & mask);
+        p += (uint64_t)b;
+    }
+    *pos = p;
+}
+
+void pq__bits_unpack_ref(const uint8_t *q, uint64_t *pos, const uint8_t *bm_row, int64_t n, int b, uint8_t *codes) {
+    for (int64_t c = 0; c < n; c++) {
+        if (bm_row && !bit(bm_row, c)) continue;
+        uint32_t v = 0;
+        for (int k = 0; k < b; k++, (*pos)++)
+            v |= (uint32_t)((q[*pos >> 3] >> (*pos & 7)) & 1) << k;
+        codes[c] = (uint8_t)v;
+    }
+}
+
 void pq__packed_snap(float *W, int64_t rows, int64_t cols, const uint8_t *mask, pq_qcodes *codes) {
     if (codes && codes->bits > 0) {
         for (int64_t i = 0; i < rows * codes->n_groups; i++)
@@ -77,12 +123,7 @@ pq_status pq__packed_encode(pq_ctx *ctx, const char *base, const float *W, int64
         }
         uint64_t pos = 0;
         for (int64_t r = 0; r < rows; r++)
-            for (int64_t c = 0; c < cols; c++) {
-                if (bm && !bit(bm + r * mrow, c)) continue;
-                uint32_t v = codes->codes[r * cols + c];
-                for (int k = 0; k < b; k++, pos++)
-                    if ((v >> k) & 1) q[pos >> 3] |= (uint8_t)(1u << (pos & 7));
-            }
+            pq__bits_pack(q, &pos, codes->codes + r * cols, bm ? bm + r * mrow : NULL, cols, b);
         const int64_t gs = cols / G;
         int natural = 1;
         for (int64_t c = 0; c < cols; c++)
@@ -144,86 +185,120 @@ static int shape_is(const pq__tensor *t, pq_dtype dt, int n_dims, int64_t d0, in
     return t->nbytes >= pq__dtype_nbytes(dt, pq__tensor_numel(t));
 }
 
+/* Stored weights of a mask [rows, mrow bytes] (NULL: all). */
+static int64_t count_stored(const uint8_t *bm, int64_t rows, int64_t cols) {
+    if (!bm) return rows * cols;
+    const int64_t mrow = (cols + 7) / 8;
+    int64_t n = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            n += bit(bm + r * mrow, c);
+    return n;
+}
+
+/* One packed linear being decoded into W [rows, cols] (zeroed). */
+typedef struct decode_job {
+    const pq__source *src;
+    const char *base, *path;
+    const uint8_t *bm; /* [rows, mrow] or NULL */
+    int64_t rows, cols, mrow, n_stored;
+    float *W;
+} decode_job;
+
+/* Checks the tensors of a quantized linear; returns the code width b, 0 after a failure. */
+static int check_quant(pq_ctx *ctx, const decode_job *j, const pq__tensor *tq, const pq__tensor *ts,
+                       const pq__tensor *tz, const pq__tensor *tg, int64_t *G) {
+    const int64_t padded = j->n_stored < 8 ? 8 : j->n_stored;
+    *G = ts && ts->n_dims == 2 ? ts->shape[1] : 0;
+    const int b = tq->n_dims == 1 ? (int)((int64_t)tq->nbytes * 8 / padded) : 0;
+    if (b < 1 || b > 8 || tq->dtype != PQ_DTYPE_U8 || (size_t)((padded * b + 7) / 8) != tq->nbytes) {
+        pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s.qcodes': %zu bytes do not hold %lld codes", j->path, j->base,
+                 tq->nbytes, (long long)j->n_stored);
+        return 0;
+    }
+    if (*G <= 0 || j->cols % *G || !shape_is(ts, PQ_DTYPE_F16, 2, j->rows, *G) ||
+        !shape_is(tz, PQ_DTYPE_U8, 2, j->rows, *G) || (tg && !shape_is(tg, PQ_DTYPE_I32, 1, j->cols, 0))) {
+        pq__fail(ctx, PQ_ERR_FORMAT, "%s: '%s': scales/zeros/g_idx missing or mis-shaped", j->path, j->base);
+        return 0;
+    }
+    return b;
+}
+
+static pq_status decode_quant(pq_ctx *ctx, const decode_job *j, const pq__tensor *tq) {
+    const pq__tensor *ts = find(j->src, j->base, "scales"), *tz = find(j->src, j->base, "zeros"),
+                     *tg = find(j->src, j->base, "g_idx");
+    int64_t G;
+    const int b = check_quant(ctx, j, tq, ts, tz, tg, &G);
+    if (!b) return ctx->status;
+    uint8_t *code = pq__malloc(ctx, (size_t)j->cols, "decoded codes");
+    if (!code) return ctx->status;
+    const uint8_t *z = tz->data, *sb = ts->data;
+    const int64_t gs = j->cols / G;
+    uint64_t pos = 0;
+    for (int64_t r = 0; r < j->rows; r++) {
+        const uint8_t *bm_row = j->bm ? j->bm + r * j->mrow : NULL;
+        pq__bits_unpack(tq->data, &pos, bm_row, j->cols, b, code);
+        for (int64_t c = 0; c < j->cols; c++) {
+            if (bm_row && !bit(bm_row, c)) continue;
+            int64_t g = c / gs;
+            if (tg) {
+                int32_t gv;
+                memcpy(&gv, (const uint8_t *)tg->data + c * 4, 4);
+                g = gv;
+                if (g < 0 || g >= G) {
+                    free(code);
+                    return pq__fail(ctx, PQ_ERR_FORMAT, "%s: '%s.g_idx'[%lld] = %lld out of range", j->path, j->base,
+                                    (long long)c, (long long)g);
+                }
+            }
+            uint16_t h;
+            memcpy(&h, sb + (r * G + g) * 2, 2);
+            j->W[r * j->cols + c] = pq__packed_dq(code[c], z[r * G + g], pq__f16_to_f32(h));
+        }
+    }
+    free(code);
+    return PQ_OK;
+}
+
+static pq_status decode_values(pq_ctx *ctx, const decode_job *j, const pq__tensor *tv) {
+    if (!shape_is(tv, PQ_DTYPE_F16, 1, j->n_stored, 0))
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s.values': expected F16 [%lld]", j->path, j->base,
+                        (long long)j->n_stored);
+    const uint8_t *vb = tv->data;
+    int64_t k = 0;
+    for (int64_t r = 0; r < j->rows; r++)
+        for (int64_t c = 0; c < j->cols; c++)
+            if (!j->bm || bit(j->bm + r * j->mrow, c)) {
+                uint16_t h;
+                memcpy(&h, vb + 2 * k++, 2);
+                j->W[r * j->cols + c] = pq__f16_to_f32(h);
+            }
+    return PQ_OK;
+}
+
 pq_status pq__packed_decode(pq_ctx *ctx, const pq__source *src, const char *base, int64_t rows, int64_t cols,
                             float **out) {
     *out = NULL;
-    const char *path = src->path ? src->path : "model";
+    decode_job j = {.src = src,
+                    .base = base,
+                    .path = src->path ? src->path : "model",
+                    .rows = rows,
+                    .cols = cols,
+                    .mrow = (cols + 7) / 8};
     const pq__tensor *tm = find(src, base, "mask"), *tq = find(src, base, "qcodes"), *tv = find(src, base, "values");
-    const int64_t mrow = (cols + 7) / 8;
-    if (tm && !shape_is(tm, PQ_DTYPE_U8, 2, rows, mrow))
-        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s.mask': expected U8 [%lld, %lld]", path, base,
-                        (long long)rows, (long long)mrow);
-    const uint8_t *bm = tm ? tm->data : NULL;
-    int64_t n_stored = rows * cols;
-    if (bm) {
-        n_stored = 0;
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t c = 0; c < cols; c++)
-                n_stored += bit(bm + r * mrow, c);
+    if (tm && !shape_is(tm, PQ_DTYPE_U8, 2, rows, j.mrow))
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s.mask': expected U8 [%lld, %lld]", j.path, base,
+                        (long long)rows, (long long)j.mrow);
+    j.bm = tm ? tm->data : NULL;
+    j.n_stored = count_stored(j.bm, rows, cols);
+    if (!tq && !tv) return pq__fail(ctx, PQ_ERR_FORMAT, "%s: missing tensor '%s.weight'", j.path, base);
+    if (!(j.W = pq__calloc(ctx, (size_t)(rows * cols), sizeof(float), base))) return ctx->status;
+    const pq_status st = tq ? decode_quant(ctx, &j, tq) : decode_values(ctx, &j, tv);
+    if (st != PQ_OK) {
+        free(j.W);
+        return st;
     }
-    float *W = pq__calloc(ctx, (size_t)(rows * cols), sizeof(float), base);
-    if (!W) return ctx->status;
-    if (tq) {
-        const pq__tensor *ts = find(src, base, "scales"), *tz = find(src, base, "zeros"),
-                         *tg = find(src, base, "g_idx");
-        const int64_t padded = n_stored < 8 ? 8 : n_stored;
-        const int64_t G = ts && ts->n_dims == 2 ? ts->shape[1] : 0;
-        const int b = tq->n_dims == 1 ? (int)((int64_t)tq->nbytes * 8 / padded) : 0;
-        if (b < 1 || b > 8 || tq->dtype != PQ_DTYPE_U8 || (size_t)((padded * b + 7) / 8) != tq->nbytes) {
-            free(W);
-            return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s.qcodes': %zu bytes do not hold %lld codes", path,
-                            base, tq->nbytes, (long long)n_stored);
-        }
-        if (G <= 0 || cols % G || !shape_is(ts, PQ_DTYPE_F16, 2, rows, G) || !shape_is(tz, PQ_DTYPE_U8, 2, rows, G) ||
-            (tg && !shape_is(tg, PQ_DTYPE_I32, 1, cols, 0))) {
-            free(W);
-            return pq__fail(ctx, PQ_ERR_FORMAT, "%s: '%s': scales/zeros/g_idx missing or mis-shaped", path, base);
-        }
-        const uint8_t *q = tq->data, *z = tz->data;
-        const uint8_t *sb = ts->data;
-        const int64_t gs = cols / G;
-        uint64_t pos = 0;
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t c = 0; c < cols; c++) {
-                if (bm && !bit(bm + r * mrow, c)) continue;
-                int64_t g = c / gs;
-                if (tg) {
-                    int32_t gv;
-                    memcpy(&gv, (const uint8_t *)tg->data + c * 4, 4);
-                    g = gv;
-                    if (g < 0 || g >= G) {
-                        free(W);
-                        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: '%s.g_idx'[%lld] = %lld out of range", path, base,
-                                        (long long)c, (long long)g);
-                    }
-                }
-                uint32_t v = 0;
-                for (int k = 0; k < b; k++, pos++)
-                    v |= (uint32_t)((q[pos >> 3] >> (pos & 7)) & 1) << k;
-                uint16_t h;
-                memcpy(&h, sb + (r * G + g) * 2, 2);
-                W[r * cols + c] = pq__packed_dq((uint8_t)v, z[r * G + g], pq__f16_to_f32(h));
-            }
-    } else if (tv) {
-        if (!shape_is(tv, PQ_DTYPE_F16, 1, n_stored, 0)) {
-            free(W);
-            return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s.values': expected F16 [%lld]", path, base,
-                            (long long)n_stored);
-        }
-        const uint8_t *vb = tv->data;
-        int64_t k = 0;
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t c = 0; c < cols; c++)
-                if (!bm || bit(bm + r * mrow, c)) {
-                    uint16_t h;
-                    memcpy(&h, vb + 2 * k++, 2);
-                    W[r * cols + c] = pq__f16_to_f32(h);
-                }
-    } else {
-        free(W);
-        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: missing tensor '%s.weight'", path, base);
-    }
-    *out = W;
+    *out = j.W;
     return PQ_OK;
 }
 

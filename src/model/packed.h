@@ -56,6 +56,16 @@ size_t pq__linear_stored_bytes(const pq__source *src, const char *base, int64_t 
 pq_status pq__packed_decode(pq_ctx *ctx, const pq__source *src, const char *base, int64_t rows, int64_t cols,
                             float **out);
 
+/* Kernels of the qcodes bit stream (code k = stream bits k*b .. k*b+b-1, stream bit i = bit
+ * i%8 of byte i/8), one row at a time from bit *pos (advanced): pack ORs the low b bits of
+ * codes[c] into q (zeroed beforehand), unpack reads them into codes[c]; only for the columns c
+ * whose bit is set in the mask row bm_row [ceil(n/8)] (NULL: all n), the others are skipped
+ * (not written). 1 <= b <= 8. The *_ref twins go bit by bit; tests hold them to bit equality. */
+void pq__bits_pack(uint8_t *q, uint64_t *pos, const uint8_t *codes, const uint8_t *bm_row, int64_t n, int b);
+void pq__bits_pack_ref(uint8_t *q, uint64_t *pos, const uint8_t *codes, const uint8_t *bm_row, int64_t n, int b);
+void pq__bits_unpack(const uint8_t *q, uint64_t *pos, const uint8_t *bm_row, int64_t n, int b, uint8_t *codes);
+void pq__bits_unpack_ref(const uint8_t *q, uint64_t *pos, const uint8_t *bm_row, int64_t n, int b, uint8_t *codes);
+
 /* Row permutation of a q/k tensor (rows of row_bytes bytes) between the interleaved RoPE
  * layout (pair i of a head = rows 2i, 2i+1) and HF's half-split one (rows i, i + hd/2). */
 void pq__permute_rope_rows(const void *src, void *dst, int64_t heads, int64_t hd, size_t row_bytes, int to_halfsplit);

@@ -93,3 +93,45 @@ void pq__grid_fit_tile(pq__grid_kind kind, int bits, const float *const *cols, c
         zero[r] = (uint8_t)z;
     }
 }
+
+/* The reference: one row at a time, each step written out; the same float operations in the
+ * same order per row as the tiled version, so the two agree bit for bit. */
+void pq__grid_fit_tile_ref(pq__grid_kind kind, int bits, const float *const *cols, const uint8_t *const *keep,
+                           int64_t nc, int64_t T, float *scale, uint8_t *zero) {
+    const float maxq = (float)((1 << bits) - 1), z = (float)(1 << (bits - 1));
+    for (int64_t r = 0; r < T; r++) {
+        float mn = 0.0f, mx = 0.0f; /* the range always includes 0 */
+        for (int64_t c = 0; c < nc; c++) {
+            if (keep && !keep[c][r]) continue;
+            const float x = cols[c][r];
+            if (x < mn) mn = x;
+            if (x > mx) mx = x;
+        }
+        if (kind != PQ_GRID_SYM_MSE) {
+            pq__grid_from_range(kind, bits, mn, mx, &scale[r], &zero[r]);
+            continue;
+        }
+        float best_scale = 0.0f, best_err = 0.0f;
+        for (int i = 0; i <= MSE_STEPS; i++) {
+            float s;
+            uint8_t zr;
+            pq__grid_from_range(PQ_GRID_SYM_REF, bits, mn, mx, &s, &zr); /* candidate 0 */
+            float no_clip = -mn / z;
+            if (mx / (maxq - z) > no_clip) no_clip = mx / (maxq - z);
+            if (i > 0 && no_clip > 0.0f) s = no_clip * (1.0f - 0.05f * (float)(i - 1));
+            float err = 0.0f;
+            for (int64_t c = 0; c < nc; c++) {
+                if (keep && !keep[c][r]) continue;
+                float code;
+                const float d = cols[c][r] - pq__quantize(cols[c][r], s, z, maxq, &code);
+                err += d * d;
+            }
+            if (i == 0 || err < best_err) {
+                best_scale = s;
+                best_err = err;
+            }
+        }
+        scale[r] = best_scale;
+        zero[r] = (uint8_t)z;
+    }
+}

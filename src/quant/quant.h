@@ -21,6 +21,9 @@ typedef enum pq__grid_kind {
  * values with keep[c][r] != 0 (keep NULL: all). T <= PQ_TILE. */
 void pq__grid_fit_tile(pq__grid_kind kind, int bits, const float *const *cols, const uint8_t *const *keep, int64_t nc,
                        int64_t T, float *scale, uint8_t *zero);
+/* Its reference (a kernel twin: tests hold the two to bit equality). */
+void pq__grid_fit_tile_ref(pq__grid_kind kind, int bits, const float *const *cols, const uint8_t *const *keep,
+                           int64_t nc, int64_t T, float *scale, uint8_t *zero);
 
 /* Scale/zero of one grid from the group's min(., 0) and max(., 0) (ASYM and SYM_REF). */
 void pq__grid_from_range(pq__grid_kind kind, int bits, float xmin, float xmax, float *scale, uint8_t *zero);
