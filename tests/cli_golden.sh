@@ -5,6 +5,11 @@
 # GPTQ's numbers differ in the last bits between OpenBLAS kernel families, so the hashes are
 # recorded per family and each family this CPU can run is forced with OPENBLAS_CORETYPE (Haswell
 # runs on every AVX2 CPU, Intel or AMD; the AVX-512 families where the CPU has them).
+# OpenBLAS runs on one thread (OPENBLAS_NUM_THREADS=1): the pre-redesign build left its BLAS
+# thread count to whatever an earlier call had set (its first Hessian chunk ran on OpenBLAS's
+# default), and Haswell's sgemm rounds differently on 1 and on several threads; the recorded
+# hashes are that build's output on one BLAS thread (the redesigned build scopes the count and
+# gives the same bytes for any OPENBLAS_NUM_THREADS).
 # PQ_GOLDEN_RECORD=1 rewrites the file (only when a change of output is intended: say why in the
 # commit).
 set -u
@@ -20,6 +25,7 @@ if [ ! -f "$M" ] || [ ! -f "$TEXT" ]; then echo "FAIL: BabyLlama or tinystories 
 
 # the calibration path is recorded in config.json: run from $T with a relative path
 cd "$T" || exit 1
+export OPENBLAS_NUM_THREADS=1
 head -c 400000 "$TEXT" > calib.txt
 C=(--calib calib.txt --tokenizer "$TOK" --nsamples 8 --seqlen 128 --threads 2 --quiet)
 recipes=(

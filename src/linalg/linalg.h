@@ -61,10 +61,4 @@ void pq__transpose_scatter_u8(const uint8_t *src, int64_t rows, int64_t cols, co
 void pq__transpose_gather_u8(const uint8_t *src, int64_t rows, int64_t cols, const int64_t *perm, uint8_t *dst,
                              int n_threads);
 
-/* Transitional: joint/sweep.c's name for pq__blas_threads_push (pop = set(prev)); to go when
- * it moves to src/obs and calls the kernels.h scope directly. */
-static inline int pq__blas_set_threads(int n) {
-    return pq__blas_threads_push(n);
-}
-
 #endif

@@ -1,6 +1,5 @@
 #include "obs/obs.h"
 
-#include <cblas.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,8 +91,7 @@ static void window_state(const pq__obs *s, int64_t m, int64_t L, int64_t ra, int
     if (!solve) return;
     /* x (I + Vs) = wt - w0 over the window; transposed: (I + Vs)^T X = A (unit diagonal:
      * vs's own diagonal is never read) */
-    cblas_strsm(CblasRowMajor, CblasLeft, CblasUpper, CblasTrans, CblasUnit, (int)L, (int)T, 1.0f, s->vs + m * n + m,
-                (int)n, out, (int)ldo);
+    pq__strsm_lutu(L, T, 1.0f, s->vs + m * n + m, n, out, ldo);
     for (int64_t k = 0; k < L; k++) {
         const float *w0 = s->w0t + (m + k) * rows + ra;
         float *o = out + k * ldo;
@@ -429,8 +427,8 @@ static double sweep_thread(pq_ctx *ctx, sweep_ctx *c, int *cancel) {
         for (int64_t ra = r0; ra < r1; ra += PQ_TILE)
             process_tile(c, tb, b, ra, min64(ra + PQ_TILE, r1), &loss);
         if (s->vs && be < n && r1 > r0)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(n - be), (int)(r1 - r0), (int)(be - bs), 1.0f,
-                        s->vs + bs * n + be, (int)n, c->D + r0, (int)rows, 1.0f, s->wt + be * rows + r0, (int)rows);
+            pq__sgemm(PQ_TRANS, PQ_NOTRANS, n - be, r1 - r0, be - bs, 1.0f, s->vs + bs * n + be, n, c->D + r0, rows,
+                      1.0f, s->wt + be * rows + r0, rows);
 #pragma omp barrier
 #pragma omp master
         {
@@ -454,12 +452,12 @@ pq_status pq__obs_run(pq_ctx *ctx, pq__obs *s) {
         return PQ_ERR_NOMEM;
     }
     /* Every thread runs single-threaded BLAS on its own rows. */
-    const int old_blas = pq__blas_set_threads(1);
+    const int old_blas = pq__blas_threads_push(1);
     int cancel = 0;
     double loss = 0.0;
 #pragma omp parallel num_threads(nt) reduction(+ : loss)
     loss += sweep_thread(ctx, &c, &cancel);
-    pq__blas_set_threads(old_blas);
+    pq__blas_threads_pop(old_blas);
     s->loss = loss;
     sweep_free(&c, nt);
     return cancel ? PQ_ERR_CANCELLED : PQ_OK;
