@@ -285,11 +285,7 @@ pq_status pq__tokenizer_parse_spm_model(pq_ctx *ctx, const char *name, const uin
     if (st == PQ_OK) {
         st = pq__tokenizer_new_spm(ctx, s.n, s.pieces, s.lens, s.scores, s.types, bos, eos, unk, s.add_dummy_prefix,
                                    out);
-        if (st != PQ_OK && st != PQ_ERR_NOMEM) {
-            char msg[sizeof ctx->error];
-            snprintf(msg, sizeof msg, "%s", ctx ? ctx->error : "");
-            st = pq__fail(ctx, st, "%s: SentencePiece model: %s", name, msg);
-        }
+        if (st != PQ_OK && st != PQ_ERR_NOMEM) st = pq__fail_prefix(ctx, st, "%s: SentencePiece model", name);
     }
     free(s.pieces);
     free(s.lens);
