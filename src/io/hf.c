@@ -49,9 +49,10 @@ static int is_absent(const cJSON *v) {
     return !v || cJSON_IsNull(v);
 }
 
-/* A positive integer field (<= HF_MAX_DIM). prefix names the enclosing object in messages. */
-static pq_status get_pos_int(const cfg_reader *r, const cJSON *obj, const char *prefix, const char *key, int required,
-                             int64_t def, int64_t *out) {
+/* A positive number field: an integer <= HF_MAX_DIM (integer) or a finite float; def when
+ * absent or null and not required. prefix names the enclosing object in messages. */
+static pq_status get_positive(const cfg_reader *r, const cJSON *obj, const char *prefix, const char *key,
+                              int required, double def, int integer, double *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (is_absent(v)) {
         if (required) return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field '%s%s': missing", r->path, prefix, key);
@@ -61,32 +62,35 @@ static pq_status get_pos_int(const cfg_reader *r, const cJSON *obj, const char *
     if (!cJSON_IsNumber(v))
         return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field '%s%s': not a number", r->path, prefix, key);
     double d = v->valuedouble;
-    if (!(d > 0) || d != floor(d))
-        return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field '%s%s': %g is not a positive integer", r->path, prefix, key,
+    if (integer) {
+        if (!(d > 0) || d != floor(d))
+            return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field '%s%s': %g is not a positive integer", r->path, prefix,
+                            key, d);
+        if (d > (double)HF_MAX_DIM)
+            return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field '%s%s': %g is too large", r->path, prefix, key, d);
+    } else if (!(d > 0) || !isfinite((float)d)) {
+        return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field '%s%s': %g is not a positive number", r->path, prefix, key,
                         d);
-    if (d > (double)HF_MAX_DIM)
-        return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field '%s%s': %g is too large", r->path, prefix, key, d);
-    *out = (int64_t)d;
+    }
+    *out = d;
     return PQ_OK;
 }
 
-/* A positive, finite floating-point field. */
+/* def is exact in a double: every default is far below 2^53 */
+static pq_status get_pos_int(const cfg_reader *r, const cJSON *obj, const char *prefix, const char *key, int required,
+                             int64_t def, int64_t *out) {
+    double d;
+    pq_status st = get_positive(r, obj, prefix, key, required, (double)def, 1, &d);
+    if (st == PQ_OK) *out = (int64_t)d;
+    return st;
+}
+
 static pq_status get_pos_float(const cfg_reader *r, const cJSON *obj, const char *prefix, const char *key,
                                int required, double def, float *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (is_absent(v)) {
-        if (required) return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field '%s%s': missing", r->path, prefix, key);
-        *out = (float)def;
-        return PQ_OK;
-    }
-    if (!cJSON_IsNumber(v))
-        return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field '%s%s': not a number", r->path, prefix, key);
-    double d = v->valuedouble;
-    if (!(d > 0) || !isfinite((float)d))
-        return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field '%s%s': %g is not a positive number", r->path, prefix, key,
-                        d);
-    *out = (float)d;
-    return PQ_OK;
+    double d;
+    pq_status st = get_positive(r, obj, prefix, key, required, def, 0, &d);
+    if (st == PQ_OK) *out = (float)d;
+    return st;
 }
 
 static pq_status get_bool(const cfg_reader *r, const cJSON *obj, const char *key, int def, int *out) {

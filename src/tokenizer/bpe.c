@@ -141,6 +141,7 @@ static pq_status rx_compile(pq_ctx *ctx, const char *name, const char *pat, rx *
 }
 
 static void rx_free(rx *r) {
+    if (!r) return;
     if (r->code) pcre2_code_free((pcre2_code *)r->code);
     r->code = NULL;
 }
@@ -282,6 +283,7 @@ struct pq__bpe {
 };
 
 static void pattern_free(pattern *p) {
+    if (!p) return;
     free(p->str);
     free(p->src);
     rx_free(&p->re);
@@ -1185,20 +1187,29 @@ static pq_status parse_pattern(jctx *j, const cJSON *o, const char *where, patte
     return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: %s.pattern needs \"String\" or \"Regex\"", j->name, where);
 }
 
-static pq_status parse_normalizer(jctx *j, pq__bpe *b, const cJSON *o, int depth) {
+/* One step of a tokenizer.json pipeline (a normalizer, pre_tokenizer or decoder) of a type
+ * other than Sequence. */
+typedef pq_status (*step_fn)(jctx *j, void *user, const cJSON *o, const char *type);
+
+/* Walks a pipeline node: null (nothing), {"type": "Sequence", <list_key>: [...]} (each member
+ * in order, nested at most 8 deep), or one step handed to step. kind names it in messages. */
+static pq_status walk_steps(jctx *j, const cJSON *o, const char *kind, const char *list_key, int depth, step_fn step,
+                            void *user) {
     if (!o || cJSON_IsNull(o)) return PQ_OK;
     const char *type = jstr(o, "type");
-    if (!type || depth > 8) return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: normalizer without a type", j->name);
-    if (!strcmp(type, "Sequence")) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(o, "normalizers"), *it;
-        if (!cJSON_IsArray(list))
-            return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: normalizer Sequence without a list", j->name);
-        cJSON_ArrayForEach(it, list) {
-            pq_status st = parse_normalizer(j, b, it, depth + 1);
-            if (st != PQ_OK) return st;
-        }
-        return PQ_OK;
+    if (!type || depth > 8) return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: %s without a type", j->name, kind);
+    if (strcmp(type, "Sequence")) return step(j, user, o, type);
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(o, list_key), *it;
+    if (!cJSON_IsArray(list)) return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: %s Sequence without a list", j->name, kind);
+    cJSON_ArrayForEach(it, list) {
+        pq_status st = walk_steps(j, it, kind, list_key, depth + 1, step, user);
+        if (st != PQ_OK) return st;
     }
+    return PQ_OK;
+}
+
+static pq_status normalizer_step(jctx *j, void *user, const cJSON *o, const char *type) {
+    pq__bpe *b = user;
     norm nm = {0};
     pq_status st = PQ_OK;
     if (!strcmp(type, "Prepend")) {
@@ -1251,20 +1262,8 @@ static pq_status parse_scheme(jctx *j, const cJSON *o, int *scheme) {
     return PQ_OK;
 }
 
-static pq_status parse_pretok(jctx *j, pq__bpe *b, const cJSON *o, int depth) {
-    if (!o || cJSON_IsNull(o)) return PQ_OK;
-    const char *type = jstr(o, "type");
-    if (!type || depth > 8) return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: pre_tokenizer without a type", j->name);
-    if (!strcmp(type, "Sequence")) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(o, "pretokenizers"), *it;
-        if (!cJSON_IsArray(list))
-            return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: pre_tokenizer Sequence without a list", j->name);
-        cJSON_ArrayForEach(it, list) {
-            pq_status st = parse_pretok(j, b, it, depth + 1);
-            if (st != PQ_OK) return st;
-        }
-        return PQ_OK;
-    }
+static pq_status pretok_step(jctx *j, void *user, const cJSON *o, const char *type) {
+    pq__bpe *b = user;
     pretok p = {0};
     pq_status st = PQ_OK;
     if (!strcmp(type, "ByteLevel")) {
@@ -1321,20 +1320,14 @@ typedef struct decoders {
     int n;
 } decoders;
 
-static pq_status parse_decoder(jctx *j, pq__bpe *b, const cJSON *o, decoders *ds, int depth) {
-    if (!o || cJSON_IsNull(o)) return PQ_OK;
-    const char *type = jstr(o, "type");
-    if (!type || depth > 8) return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: decoder without a type", j->name);
-    if (!strcmp(type, "Sequence")) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(o, "decoders"), *it;
-        if (!cJSON_IsArray(list))
-            return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: decoder Sequence without a list", j->name);
-        cJSON_ArrayForEach(it, list) {
-            pq_status st = parse_decoder(j, b, it, ds, depth + 1);
-            if (st != PQ_OK) return st;
-        }
-        return PQ_OK;
-    }
+typedef struct decoder_user {
+    pq__bpe *b;
+    decoders *ds;
+} decoder_user;
+
+static pq_status decoder_step(jctx *j, void *user, const cJSON *o, const char *type) {
+    pq__bpe *b = ((decoder_user *)user)->b;
+    decoders *ds = ((decoder_user *)user)->ds;
     if (ds->n == 16) return pq__fail(j->ctx, PQ_ERR_UNSUPPORTED, "%s: more than 16 decoders", j->name);
     decoder d = {0};
     if (!strcmp(type, "ByteLevel")) {
@@ -1605,9 +1598,16 @@ static pq_status build_bpe(pq_ctx *ctx, const char *name, const char *json, size
     jctx j = {ctx, name};
     decoders ds = {0};
     pq_status st = parse_merges(ctx, name, t, b, m->merges);
-    if (st == PQ_OK) st = parse_normalizer(&j, b, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), 0);
-    if (st == PQ_OK) st = parse_pretok(&j, b, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), 0);
-    if (st == PQ_OK) st = parse_decoder(&j, b, cJSON_GetObjectItemCaseSensitive(root, "decoder"), &ds, 0);
+    decoder_user du = {b, &ds};
+    if (st == PQ_OK)
+        st = walk_steps(&j, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), "normalizer", "normalizers", 0,
+                        normalizer_step, b);
+    if (st == PQ_OK)
+        st = walk_steps(&j, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), "pre_tokenizer", "pretokenizers",
+                        0, pretok_step, b);
+    if (st == PQ_OK)
+        st = walk_steps(&j, cJSON_GetObjectItemCaseSensitive(root, "decoder"), "decoder", "decoders", 0, decoder_step,
+                        &du);
     if (st == PQ_OK) st = parse_added(ctx, name, b, m->added);
     if (st == PQ_OK) {
         b->dec_bytelevel = ds.n == 1 && ds.d[0].type == DEC_BYTELEVEL;

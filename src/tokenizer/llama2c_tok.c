@@ -79,11 +79,5 @@ pq_status pq__tokenizer_parse_llama2c(pq_ctx *ctx, const char *name, const uint8
 }
 
 pq_status pq__tokenizer_load_llama2c(pq_ctx *ctx, const char *path, pq_tokenizer **out) {
-    *out = NULL;
-    pq__file f;
-    pq_status st = pq__file_open(ctx, path, 1, &f);
-    if (st != PQ_OK) return st;
-    st = pq__tokenizer_parse_llama2c(ctx, path, f.data, f.size, out);
-    pq__file_close(&f);
-    return st;
+    return pq__tokenizer_load_with(ctx, path, pq__tokenizer_parse_llama2c, out);
 }

@@ -295,13 +295,7 @@ pq_status pq__tokenizer_parse_spm_model(pq_ctx *ctx, const char *name, const uin
 }
 
 pq_status pq__tokenizer_load_spm_model(pq_ctx *ctx, const char *path, pq_tokenizer **out) {
-    *out = NULL;
-    pq__file f;
-    pq_status st = pq__file_open(ctx, path, 1, &f);
-    if (st != PQ_OK) return st;
-    st = pq__tokenizer_parse_spm_model(ctx, path, f.data, f.size, out);
-    pq__file_close(&f);
-    return st;
+    return pq__tokenizer_load_with(ctx, path, pq__tokenizer_parse_spm_model, out);
 }
 
 /* ---------------------------------------------------------------- writer */

@@ -551,6 +551,16 @@ pq_status pq_tokenize(pq_ctx *ctx, const pq_tokenizer *tok, const char *text, si
 
 /* ---------------------------------------------------------------- loading */
 
+pq_status pq__tokenizer_load_with(pq_ctx *ctx, const char *path, pq__tok_parse_fn parse, pq_tokenizer **out) {
+    *out = NULL;
+    pq__file f;
+    pq_status st = pq__file_open(ctx, path, 1, &f);
+    if (st != PQ_OK) return st;
+    st = parse(ctx, path, f.data, f.size, out);
+    pq__file_close(&f);
+    return st;
+}
+
 static int looks_like_json(const uint8_t *d, size_t n) {
     size_t i = 0;
     if (n >= 3 && d[0] == 0xEF && d[1] == 0xBB && d[2] == 0xBF) i = 3; /* UTF-8 BOM */
