@@ -842,8 +842,8 @@ pq_status pq__bpe_encode(pq_ctx *ctx, const pq_tokenizer *t, const char *text, s
         return e.oom ? pq__fail(ctx, PQ_ERR_NOMEM, "tokenize: out of memory")
                      : pq__fail(ctx, PQ_ERR_INTERNAL, "tokenize: regex matching failed");
     }
-    *ids = e.ids ? e.ids : malloc(1);
-    if (!*ids) return pq__fail(ctx, PQ_ERR_NOMEM, "tokenize: out of memory");
+    *ids = e.ids ? e.ids : pq__malloc(ctx, 1, "an empty token list");
+    if (!*ids) return PQ_ERR_NOMEM;
     *n_ids = (int64_t)e.n_ids;
     return PQ_OK;
 }

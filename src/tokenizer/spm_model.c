@@ -115,7 +115,10 @@ static pq_status add_piece(spm_parse *s) {
         float *ns = nl ? realloc(s->scores, (size_t)nc * sizeof *ns) : NULL;
         if (ns) s->scores = ns;
         int32_t *nt = ns ? realloc(s->types, (size_t)nc * sizeof *nt) : NULL;
-        if (!nt) return pq__fail(s->ctx, PQ_ERR_NOMEM, "%s: out of memory reading pieces", s->name);
+        if (!nt)
+            return pq__fail(s->ctx, PQ_ERR_NOMEM, "%s: out of memory allocating %zu bytes for %lld pieces", s->name,
+                            (size_t)nc * (sizeof(char *) + sizeof(size_t) + sizeof(float) + sizeof(int32_t)),
+                            (long long)nc);
         s->types = nt;
         s->cap = nc;
     }
