@@ -603,6 +603,35 @@ static void test_many(void) {
     pq_ctx_free(ctx);
 }
 
+/* Every free of an io/ type accepts NULL and a freed value; the JSON builder escapes and
+ * grows past its stack buffer (pq__sb_printf over 256 bytes). */
+static void test_free_null_and_builder(void) {
+    pq__name_index_free(NULL);
+    pq__sb_free(NULL);
+    pq__source_free(NULL);
+    pq__source src;
+    pq__source_init(&src);
+    pq__source_free(&src);
+    pq__source_free(&src);
+    CHECK(src.n_tensors == 0 && src.tensors == NULL && src.tok == NULL);
+    pq__name_index idx = {0};
+    pq__name_index_free(&idx);
+    CHECK(pq__name_index_find(&idx, &src, "x") == -1);
+
+    pq__strbuf b;
+    pq__sb_init(&b, NULL, "test document");
+    pq__sb_json_string(&b, "a\"b\\\n");
+    CHECK(b.st == PQ_OK && b.b.data && !strcmp(b.b.data, "\"a\\\"b\\\\\\u000a\""));
+    char longs[600];
+    memset(longs, 'x', sizeof longs - 1);
+    longs[sizeof longs - 1] = 0;
+    pq__sb_printf(&b, "[%s]", longs);
+    CHECK(b.st == PQ_OK && b.b.len == 14 + 601 && b.b.data[b.b.len] == 0 && b.b.data[b.b.len - 1] == ']');
+    pq__sb_free(&b);
+    pq__sb_free(&b);
+    CHECK(b.b.data == NULL && b.b.len == 0);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/pq_test_st_XXXXXX");
     if (!mkdtemp(tmpdir)) {
@@ -616,6 +645,7 @@ int main(void) {
     test_truncation();
     test_malformed();
     test_many();
+    test_free_null_and_builder();
     clear_dir(tmpdir);
     rmdir(tmpdir);
     return test_end("test_safetensors");

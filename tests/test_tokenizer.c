@@ -1871,6 +1871,15 @@ static void test_save(void) {
     pq_tokenizer_free(t);
 }
 
+/* Every free of a tokenizer type accepts NULL; the accessors give their "none" values. */
+static void test_free_null(void) {
+    pq_tokenizer_free(NULL);
+    pq__bpe_free(NULL);
+    CHECK(pq_tokenizer_n_vocab(NULL) == 0);
+    CHECK(pq_tokenizer_bos(NULL) == -1 && pq_tokenizer_eos(NULL) == -1);
+    CHECK(pq__tokenizer_lookup(NULL, "a", 1) == -1);
+}
+
 int main(void) {
     ctx = pq_ctx_new();
     snprintf(tmpdir, sizeof tmpdir, "/tmp/pq_test_tokenizer.XXXXXX");
@@ -1879,6 +1888,7 @@ int main(void) {
         return 1;
     }
     test_ties();
+    test_free_null();
     test_malformed();
     test_corpus();
     test_hf_json();

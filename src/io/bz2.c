@@ -18,18 +18,27 @@ pq_status pq__read_bz2(pq_ctx *ctx, const char *path, size_t max_bytes, char **o
         return pq__fail(ctx, PQ_ERR_NOMEM, "%s: cannot start bzip2 decompression", path);
     }
     size_t cap = in_len * 4 + 4096, n = 0;
-    char *buf = malloc(cap + 1);
+    char *buf = pq__malloc(ctx, cap + 1, "the decompressed text");
+    if (!buf) {
+        BZ2_bzDecompressEnd(&s);
+        free(in);
+        return pq__fail_prefix(ctx, PQ_ERR_NOMEM, "%s", path);
+    }
     s.next_in = in;
     s.avail_in = (unsigned)in_len;
     int rc = BZ_OK;
-    while (buf) {
+    for (;;) {
         if (cap - n < 65536) {
             if (cap >= max_bytes) {
                 st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: decompresses past the %zu-byte limit", path, max_bytes);
                 break;
             }
             char *nb = realloc(buf, cap * 2 + 1);
-            if (!nb) break;
+            if (!nb) {
+                st = pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory allocating %zu bytes for the decompressed text",
+                              path, cap * 2 + 1);
+                break;
+            }
             buf = nb;
             cap *= 2;
         }
@@ -60,7 +69,6 @@ pq_status pq__read_bz2(pq_ctx *ctx, const char *path, size_t max_bytes, char **o
     }
     BZ2_bzDecompressEnd(&s);
     free(in);
-    if (st == PQ_OK && !buf) st = pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory decompressing", path);
     if (st == PQ_OK && rc != BZ_STREAM_END)
         st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: corrupt or truncated bzip2 data (code %d)", path, rc);
     if (st) {

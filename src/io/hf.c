@@ -2,7 +2,6 @@
  * model.safetensors.index.json), tokenizer.json or tokenizer.model. Tensor names in these folders are the
  * canonical names of io/source.h already, and q/k rows use the rotate_half RoPE layout. */
 #include "io/hf.h"
-#include "model/packed.h"
 
 #include <cjson/cJSON.h>
 #include <inttypes.h>
@@ -10,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/packed_names.h"
 #include "io/safetensors.h"
-#include "tokenizer/tokenizer.h"
 
 #define HF_JSON_LIMIT ((size_t)16 << 20)
 /* Every size in a config is bounded so that products of two of them fit in int64_t. */
@@ -50,9 +49,10 @@ static int is_absent(const cJSON *v) {
     return !v || cJSON_IsNull(v);
 }
 
-/* A positive integer field (<= HF_MAX_DIM). prefix names the enclosing object in messages. */
-static pq_status get_pos_int(const cfg_reader *r, const cJSON *obj, const char *prefix, const char *key, int required,
-                             int64_t def, int64_t *out) {
+/* A positive number field: an integer <= HF_MAX_DIM (integer) or a finite float; def when
+ * absent or null and not required. prefix names the enclosing object in messages. */
+static pq_status get_positive(const cfg_reader *r, const cJSON *obj, const char *prefix, const char *key,
+                              int required, double def, int integer, double *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (is_absent(v)) {
         if (required) return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field '%s%s': missing", r->path, prefix, key);
@@ -62,32 +62,35 @@ static pq_status get_pos_int(const cfg_reader *r, const cJSON *obj, const char *
     if (!cJSON_IsNumber(v))
         return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field '%s%s': not a number", r->path, prefix, key);
     double d = v->valuedouble;
-    if (!(d > 0) || d != floor(d))
-        return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field '%s%s': %g is not a positive integer", r->path, prefix, key,
+    if (integer) {
+        if (!(d > 0) || d != floor(d))
+            return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field '%s%s': %g is not a positive integer", r->path, prefix,
+                            key, d);
+        if (d > (double)HF_MAX_DIM)
+            return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field '%s%s': %g is too large", r->path, prefix, key, d);
+    } else if (!(d > 0) || !isfinite((float)d)) {
+        return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field '%s%s': %g is not a positive number", r->path, prefix, key,
                         d);
-    if (d > (double)HF_MAX_DIM)
-        return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field '%s%s': %g is too large", r->path, prefix, key, d);
-    *out = (int64_t)d;
+    }
+    *out = d;
     return PQ_OK;
 }
 
-/* A positive, finite floating-point field. */
+/* def is exact in a double: every default is far below 2^53 */
+static pq_status get_pos_int(const cfg_reader *r, const cJSON *obj, const char *prefix, const char *key, int required,
+                             int64_t def, int64_t *out) {
+    double d;
+    pq_status st = get_positive(r, obj, prefix, key, required, (double)def, 1, &d);
+    if (st == PQ_OK) *out = (int64_t)d;
+    return st;
+}
+
 static pq_status get_pos_float(const cfg_reader *r, const cJSON *obj, const char *prefix, const char *key,
                                int required, double def, float *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (is_absent(v)) {
-        if (required) return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field '%s%s': missing", r->path, prefix, key);
-        *out = (float)def;
-        return PQ_OK;
-    }
-    if (!cJSON_IsNumber(v))
-        return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field '%s%s': not a number", r->path, prefix, key);
-    double d = v->valuedouble;
-    if (!(d > 0) || !isfinite((float)d))
-        return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field '%s%s': %g is not a positive number", r->path, prefix, key,
-                        d);
-    *out = (float)d;
-    return PQ_OK;
+    double d;
+    pq_status st = get_positive(r, obj, prefix, key, required, def, 0, &d);
+    if (st == PQ_OK) *out = (float)d;
+    return st;
 }
 
 static pq_status get_bool(const cfg_reader *r, const cJSON *obj, const char *key, int def, int *out) {
@@ -157,11 +160,8 @@ static pq_status parse_rope_scaling(const cfg_reader *r, const cJSON *root, pq__
                     t);
 }
 
-/* Fills c from the parsed config.json. */
-static pq_status parse_config(const cfg_reader *r, const cJSON *root, pq__config *c) {
-    memset(c, 0, sizeof *c);
-    if (!cJSON_IsObject(root)) return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: not a JSON object", r->path);
-
+/* architectures[0] -> c->arch. */
+static pq_status parse_arch(const cfg_reader *r, const cJSON *root, pq__config *c) {
     const cJSON *archs = cJSON_GetObjectItemCaseSensitive(root, "architectures");
     const char *cls = NULL;
     if (cJSON_IsArray(archs) && cJSON_IsString(archs->child)) {
@@ -182,33 +182,36 @@ static pq_status parse_config(const cfg_reader *r, const cJSON *root, pq__config
                         "%s: architecture '%.80s' is not supported (LlamaForCausalLM, MistralForCausalLM, "
                         "Qwen2ForCausalLM)",
                         r->path, cls);
+    return PQ_OK;
+}
 
+/* quantization_config: only prunequant's own, whose declared recipe is recorded. */
+static pq_status parse_quant_config(const cfg_reader *r, const cJSON *root, pq__config *c) {
     /* checkpoints quantized by other tools keep packed tensors under other names */
     const cJSON *qc = cJSON_GetObjectItemCaseSensitive(root, "quantization_config");
     const cJSON *qm = cJSON_GetObjectItemCaseSensitive(qc, "quant_method");
-    /* ... except prunequant's own (packed.h), which the model loader decodes */
+    /* ... except prunequant's own (packed-v1, io/packed_names.h), which the model loader decodes */
     if (qc && !(cJSON_IsString(qm) && !strcmp(qm->valuestring, "prunequant")))
         return pq__fail(r->ctx, PQ_ERR_UNSUPPORTED,
                         "%s: field 'quantization_config': pre-quantized checkpoints are not supported", r->path);
-    if (qc) {
-        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(qc, "sparsity");
-        const cJSON *qq = cJSON_GetObjectItemCaseSensitive(qc, "quant");
-        const cJSON *qb = cJSON_GetObjectItemCaseSensitive(qc, "bits");
-        const int quantized = cJSON_IsString(qq) && strcmp(qq->valuestring, "none");
-        if (!cJSON_IsNumber(sp) || sp->valuedouble < 0 || sp->valuedouble >= 1 || !cJSON_IsString(qq) ||
-            (quantized && (!cJSON_IsNumber(qb) || qb->valuedouble < 2 || qb->valuedouble > 8)))
-            return pq__fail(r->ctx, PQ_ERR_FORMAT,
-                            "%s: field 'quantization_config': 'sparsity', 'quant' or 'bits' missing or out of range",
-                            r->path);
-        const cJSON *pm = cJSON_GetObjectItemCaseSensitive(qc, "prune");
-        c->declared_sparsity = cJSON_IsString(pm) && !strcmp(pm->valuestring, "none") ? 0.0 : sp->valuedouble;
-        c->declared_bits = quantized ? (int)qb->valuedouble : 16;
-    }
-    const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
-    if (cJSON_IsString(act) && strcmp(act->valuestring, "silu") && strcmp(act->valuestring, "swish"))
-        return pq__fail(r->ctx, PQ_ERR_UNSUPPORTED, "%s: field 'hidden_act': '%.40s' is not supported (silu)",
-                        r->path, act->valuestring);
+    if (!qc) return PQ_OK;
+    const cJSON *sp = cJSON_GetObjectItemCaseSensitive(qc, "sparsity");
+    const cJSON *qq = cJSON_GetObjectItemCaseSensitive(qc, "quant");
+    const cJSON *qb = cJSON_GetObjectItemCaseSensitive(qc, "bits");
+    const int quantized = cJSON_IsString(qq) && strcmp(qq->valuestring, "none");
+    if (!cJSON_IsNumber(sp) || sp->valuedouble < 0 || sp->valuedouble >= 1 || !cJSON_IsString(qq) ||
+        (quantized && (!cJSON_IsNumber(qb) || qb->valuedouble < 2 || qb->valuedouble > 8)))
+        return pq__fail(r->ctx, PQ_ERR_FORMAT,
+                        "%s: field 'quantization_config': 'sparsity', 'quant' or 'bits' missing or out of range",
+                        r->path);
+    const cJSON *pm = cJSON_GetObjectItemCaseSensitive(qc, "prune");
+    c->declared_sparsity = cJSON_IsString(pm) && !strcmp(pm->valuestring, "none") ? 0.0 : sp->valuedouble;
+    c->declared_bits = quantized ? (int)qb->valuedouble : 16;
+    return PQ_OK;
+}
 
+/* The sizes: dim, hidden, layers, heads (and their consistency), vocab, context. */
+static pq_status parse_sizes(const cfg_reader *r, const cJSON *root, pq__config *c) {
     pq_status st;
     if ((st = get_pos_int(r, root, "", "hidden_size", 1, 0, &c->dim)) != PQ_OK) return st;
     if ((st = get_pos_int(r, root, "", "intermediate_size", 1, 0, &c->hidden_dim)) != PQ_OK) return st;
@@ -230,7 +233,38 @@ static pq_status parse_config(const cfg_reader *r, const cJSON *root, pq__config
         return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: field 'head_dim': %" PRId64 " is odd (RoPE rotates pairs)",
                         r->path, c->head_dim);
     if ((st = get_pos_int(r, root, "", "vocab_size", 1, 0, &c->vocab_size)) != PQ_OK) return st;
-    if ((st = get_pos_int(r, root, "", "max_position_embeddings", 0, 2048, &c->max_seq_len)) != PQ_OK) return st;
+    return get_pos_int(r, root, "", "max_position_embeddings", 0, 2048, &c->max_seq_len);
+}
+
+/* Sliding-window attention equals full attention within the window, so limiting the
+ * context to the window keeps every result exact. */
+static pq_status parse_sliding_window(const cfg_reader *r, const cJSON *root, pq__config *c) {
+    const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
+    int use_sw = c->arch == PQ_ARCH_MISTRAL;
+    pq_status st;
+    if (c->arch == PQ_ARCH_QWEN2 && (st = get_bool(r, root, "use_sliding_window", 0, &use_sw)) != PQ_OK) return st;
+    if (use_sw && cJSON_IsNumber(sw) && sw->valuedouble >= 1 && sw->valuedouble < (double)c->max_seq_len) {
+        int64_t w = (int64_t)sw->valuedouble;
+        pq__log(r->ctx, PQ_LOG_WARN,
+                "%s: sliding_window %" PRId64 ": context limited to %" PRId64 " (was %" PRId64 ")", r->path, w, w,
+                c->max_seq_len);
+        c->max_seq_len = w;
+    }
+    return PQ_OK;
+}
+
+/* Fills c from the parsed config.json. */
+static pq_status parse_config(const cfg_reader *r, const cJSON *root, pq__config *c) {
+    memset(c, 0, sizeof *c);
+    if (!cJSON_IsObject(root)) return pq__fail(r->ctx, PQ_ERR_FORMAT, "%s: not a JSON object", r->path);
+    pq_status st;
+    if ((st = parse_arch(r, root, c)) != PQ_OK) return st;
+    if ((st = parse_quant_config(r, root, c)) != PQ_OK) return st;
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
+    if (cJSON_IsString(act) && strcmp(act->valuestring, "silu") && strcmp(act->valuestring, "swish"))
+        return pq__fail(r->ctx, PQ_ERR_UNSUPPORTED, "%s: field 'hidden_act': '%.40s' is not supported (silu)",
+                        r->path, act->valuestring);
+    if ((st = parse_sizes(r, root, c)) != PQ_OK) return st;
     if ((st = get_pos_float(r, root, "", "rms_norm_eps", 0, 1e-6, &c->norm_eps)) != PQ_OK) return st;
     if ((st = get_pos_float(r, root, "", "rope_theta", 0, 10000.0, &c->rope_theta)) != PQ_OK) return st;
     if ((st = get_bool(r, root, "tie_word_embeddings", 0, &c->tied)) != PQ_OK) return st;
@@ -243,20 +277,7 @@ static pq_status parse_config(const cfg_reader *r, const cJSON *root, pq__config
     c->bos_id = get_token_id(root, "bos_token_id");
     c->eos_id = get_token_id(root, "eos_token_id");
     c->rope_halfsplit = 1;
-
-    /* Sliding-window attention equals full attention within the window, so limiting the
-     * context to the window keeps every result exact. */
-    const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
-    int use_sw = c->arch == PQ_ARCH_MISTRAL;
-    if (c->arch == PQ_ARCH_QWEN2 && (st = get_bool(r, root, "use_sliding_window", 0, &use_sw)) != PQ_OK) return st;
-    if (use_sw && cJSON_IsNumber(sw) && sw->valuedouble >= 1 && sw->valuedouble < (double)c->max_seq_len) {
-        int64_t w = (int64_t)sw->valuedouble;
-        pq__log(r->ctx, PQ_LOG_WARN,
-                "%s: sliding_window %" PRId64 ": context limited to %" PRId64 " (was %" PRId64 ")", r->path, w, w,
-                c->max_seq_len);
-        c->max_seq_len = w;
-    }
-    return PQ_OK;
+    return parse_sliding_window(r, root, c);
 }
 
 /* ---------------------------------------------------------------- weights */
@@ -266,21 +287,84 @@ static int shard_name_ok(const char *s) {
     return n > 0 && n < 256 && !strchr(s, '/') && !strchr(s, '\\') && !strstr(s, "..");
 }
 
+/* The shards of an index: distinct file names in order of first mention, and the range
+ * of tensors each one added to src. */
+typedef struct hf_shards {
+    const char **names; /* [n] borrowed from the index JSON */
+    int64_t *first;     /* [n + 1] tensor index range of each shard in src */
+    int n, max;
+} hf_shards;
+
+/* Checks every weight_map entry and collects the distinct shard names. */
+static pq_status collect_shards(pq_ctx *ctx, const char *index_path, const cJSON *wm, hf_shards *sh) {
+    for (const cJSON *e = wm->child; e; e = e->next) {
+        const char *tname = e->string ? e->string : "";
+        if (!cJSON_IsString(e))
+            return pq__fail(ctx, PQ_ERR_FORMAT, "%s: weight_map: tensor '%.200s': shard is not a string", index_path,
+                            tname);
+        if (!shard_name_ok(e->valuestring))
+            return pq__fail(ctx, PQ_ERR_FORMAT,
+                            "%s: weight_map: tensor '%.200s': shard file name '%.200s' not allowed", index_path,
+                            tname, e->valuestring);
+        int k = 0;
+        while (k < sh->n && strcmp(sh->names[k], e->valuestring))
+            k++;
+        if (k == sh->n) {
+            if (sh->n == sh->max)
+                return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: more than %d shard files", index_path, sh->max);
+            sh->names[sh->n++] = e->valuestring;
+        }
+    }
+    return PQ_OK;
+}
+
+static pq_status load_shards(pq_ctx *ctx, const char *dir, int use_mmap, pq__source *src, hf_shards *sh) {
+    for (int k = 0; k < sh->n; k++) {
+        char *p = pq__path_join_ctx(ctx, dir, sh->names[k]);
+        if (!p) return PQ_ERR_NOMEM;
+        sh->first[k] = src->n_tensors;
+        pq_status st = pq__safetensors_load_file(ctx, p, use_mmap, src);
+        free(p);
+        if (st != PQ_OK) return st;
+    }
+    sh->first[sh->n] = src->n_tensors;
+    return PQ_OK;
+}
+
+/* Every listed tensor must be in the shard the index names. */
+static pq_status check_shard_members(pq_ctx *ctx, const char *index_path, const cJSON *wm, const pq__source *src,
+                                     const hf_shards *sh) {
+    pq__name_index idx = {0};
+    pq_status st = pq__name_index_build(ctx, src, src->n_tensors, &idx);
+    for (const cJSON *e = wm->child; e && st == PQ_OK; e = e->next) {
+        int k = 0;
+        while (strcmp(sh->names[k], e->valuestring))
+            k++;
+        int64_t j = pq__name_index_find(&idx, src, e->string ? e->string : "");
+        if (j < sh->first[k] || j >= sh->first[k + 1])
+            st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%.200s': not found in shard '%s'", index_path,
+                          e->string ? e->string : "", sh->names[k]);
+    }
+    pq__name_index_free(&idx);
+    return st;
+}
+
+/* Parses a JSON file read by pq__read_text; the message gives the byte where parsing stopped. */
+static pq_status parse_json_text(pq_ctx *ctx, const char *path, const char *text, cJSON **out) {
+    const char *end = NULL;
+    *out = cJSON_ParseWithOpts(text, &end, 1);
+    if (*out) return PQ_OK;
+    return pq__fail(ctx, PQ_ERR_FORMAT, "%s: not valid JSON (near byte %zu)", path,
+                    end && end >= text ? (size_t)(end - text) : 0);
+}
+
 static pq_status load_index(pq_ctx *ctx, const char *dir, const char *index_path, int use_mmap, pq__source *src) {
     char *text = NULL;
     pq_status st = pq__read_text(ctx, index_path, HF_JSON_LIMIT, &text, NULL);
     if (st != PQ_OK) return st;
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithOpts(text, &end, 1);
-    const char **shards = NULL;  /* [n_shards] distinct shard names, borrowed from root */
-    int64_t *shard_first = NULL; /* [n_shards + 1] tensor index range of each shard in src */
-    int n_shards = 0;
-    pq__name_index idx = {0};
-    if (!root) {
-        st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: not valid JSON (near byte %zu)", index_path,
-                      end && end >= text ? (size_t)(end - text) : 0);
-        goto done;
-    }
+    cJSON *root = NULL;
+    hf_shards sh = {.max = PQ_SOURCE_MAX_FILES - src->n_files};
+    if ((st = parse_json_text(ctx, index_path, text, &root)) != PQ_OK) goto done;
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     if (!cJSON_IsObject(root) || is_absent(wm)) {
         st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: field 'weight_map': missing", index_path);
@@ -290,80 +374,30 @@ static pq_status load_index(pq_ctx *ctx, const char *dir, const char *index_path
         st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: field 'weight_map': not a non-empty object", index_path);
         goto done;
     }
-    int max_shards = PQ_SOURCE_MAX_FILES - src->n_files;
-    shards = calloc((size_t)max_shards + 1, sizeof *shards);
-    shard_first = calloc((size_t)max_shards + 2, sizeof *shard_first);
-    if (!shards || !shard_first) {
-        st = pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", index_path);
+    sh.names = pq__calloc(ctx, (size_t)sh.max + 1, sizeof *sh.names, "the shard names");
+    sh.first = sh.names ? pq__calloc(ctx, (size_t)sh.max + 2, sizeof *sh.first, "the shard ranges") : NULL;
+    if (!sh.first) {
+        st = pq__fail_prefix(ctx, PQ_ERR_NOMEM, "%s", index_path);
         goto done;
     }
-    for (const cJSON *e = wm->child; e; e = e->next) {
-        const char *tname = e->string ? e->string : "";
-        if (!cJSON_IsString(e)) {
-            st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: weight_map: tensor '%.200s': shard is not a string", index_path,
-                          tname);
-            goto done;
-        }
-        if (!shard_name_ok(e->valuestring)) {
-            st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: weight_map: tensor '%.200s': shard file name '%.200s' not allowed",
-                          index_path, tname, e->valuestring);
-            goto done;
-        }
-        int k = 0;
-        while (k < n_shards && strcmp(shards[k], e->valuestring))
-            k++;
-        if (k == n_shards) {
-            if (n_shards == max_shards) {
-                st = pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: more than %d shard files", index_path, max_shards);
-                goto done;
-            }
-            shards[n_shards++] = e->valuestring;
-        }
-    }
-    for (int k = 0; k < n_shards; k++) {
-        char *p = pq__path_join(dir, shards[k]);
-        if (!p) {
-            st = pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", index_path);
-            goto done;
-        }
-        shard_first[k] = src->n_tensors;
-        st = pq__safetensors_load_file(ctx, p, use_mmap, src);
-        free(p);
-        if (st != PQ_OK) goto done;
-    }
-    shard_first[n_shards] = src->n_tensors;
-
-    /* every listed tensor must be in the shard the index names */
-    st = pq__name_index_build(ctx, src, src->n_tensors, &idx);
-    if (st != PQ_OK) goto done;
-    for (const cJSON *e = wm->child; e; e = e->next) {
-        int k = 0;
-        while (strcmp(shards[k], e->valuestring))
-            k++;
-        int64_t j = pq__name_index_find(&idx, src, e->string ? e->string : "");
-        if (j < shard_first[k] || j >= shard_first[k + 1]) {
-            st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%.200s': not found in shard '%s'", index_path,
-                          e->string ? e->string : "", shards[k]);
-            goto done;
-        }
-    }
-
+    if ((st = collect_shards(ctx, index_path, wm, &sh)) != PQ_OK) goto done;
+    if ((st = load_shards(ctx, dir, use_mmap, src, &sh)) != PQ_OK) goto done;
+    st = check_shard_members(ctx, index_path, wm, src, &sh);
 done:
-    pq__name_index_free(&idx);
-    free(shards);
-    free(shard_first);
+    free(sh.names);
+    free(sh.first);
     cJSON_Delete(root);
     free(text);
     return st;
 }
 
 static pq_status load_weights(pq_ctx *ctx, const char *dir, int use_mmap, pq__source *src) {
-    char *index_path = pq__path_join(dir, "model.safetensors.index.json");
-    char *single = pq__path_join(dir, "model.safetensors");
-    char *pickle = pq__path_join(dir, "pytorch_model.bin");
+    char *index_path = pq__path_join_ctx(ctx, dir, "model.safetensors.index.json");
+    char *single = pq__path_join_ctx(ctx, dir, "model.safetensors");
+    char *pickle = pq__path_join_ctx(ctx, dir, "pytorch_model.bin");
     pq_status st;
     if (!index_path || !single || !pickle)
-        st = pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", dir);
+        st = PQ_ERR_NOMEM;
     else if (pq__file_exists(index_path))
         st = load_index(ctx, dir, index_path, use_mmap, src);
     else if (pq__file_exists(single))
@@ -455,11 +489,11 @@ pq_status pq__source_check_llama(pq_ctx *ctx, const pq__source *src) {
     do {                                                                                                             \
         if ((st = expect(&c, name, d0, d1, opt)) != PQ_OK) goto done;                                                \
     } while (0)
-    /* a linear stored packed (packed.h) has no "<base>.weight"; its decoder checks the shapes */
+    /* a linear stored packed (packed_names.h) has no "<base>.weight"; its decoder checks the shapes */
 #define EXPECT_LIN(d0, d1)                                                                                           \
     do {                                                                                                             \
         name[strlen(name) - 7] = 0;                                                                                  \
-        int packed_ = pq__packed_present(src, name);                                                                 \
+        int packed_ = pq__source_has_packed(src, name);                                                              \
         strcat(name, ".weight");                                                                                     \
         if (!packed_) EXPECT(d0, d1, 0);                                                                             \
     } while (0)
@@ -529,20 +563,16 @@ static pq_status check_o_bias(pq_ctx *ctx, const char *dir, const pq__source *sr
 
 pq_status pq__hf_load(pq_ctx *ctx, const char *dir, int use_mmap, pq__source *src) {
     if (!pq__is_dir(dir)) return pq__fail(ctx, PQ_ERR_IO, "%s: not a folder", dir);
-    char *cfg_path = pq__path_join(dir, "config.json");
-    if (!cfg_path) return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", dir);
+    char *cfg_path = pq__path_join_ctx(ctx, dir, "config.json");
+    if (!cfg_path) return PQ_ERR_NOMEM;
     char *text = NULL;
     pq_status st = pq__read_text(ctx, cfg_path, HF_JSON_LIMIT, &text, NULL);
     if (st != PQ_OK) {
         free(cfg_path);
         return st;
     }
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithOpts(text, &end, 1);
-    if (!root) {
-        st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: not valid JSON (near byte %zu)", cfg_path,
-                      end && end >= text ? (size_t)(end - text) : 0);
-    } else {
+    cJSON *root = NULL;
+    if ((st = parse_json_text(ctx, cfg_path, text, &root)) == PQ_OK) {
         cfg_reader r = {ctx, cfg_path};
         st = parse_config(&r, root, &src->cfg);
     }
@@ -552,16 +582,17 @@ pq_status pq__hf_load(pq_ctx *ctx, const char *dir, int use_mmap, pq__source *sr
     if (st != PQ_OK) return st;
 
     snprintf(src->format, sizeof src->format, "hf");
-    if (!src->path && !(src->path = strdup(dir))) return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", dir);
+    if (!src->path && !(src->path = pq__strdup(ctx, dir, "the model path")))
+        return pq__fail_prefix(ctx, PQ_ERR_NOMEM, "%s", dir);
 
     if ((st = load_weights(ctx, dir, use_mmap, src)) != PQ_OK) return st;
     if ((st = pq__source_check_llama(ctx, src)) != PQ_OK) return st;
     if ((st = check_o_bias(ctx, dir, src)) != PQ_OK) return st;
 
-    char *tm = pq__path_join(dir, "tokenizer.model");
-    char *tj = pq__path_join(dir, "tokenizer.json");
+    char *tm = pq__path_join_ctx(ctx, dir, "tokenizer.model");
+    char *tj = pq__path_join_ctx(ctx, dir, "tokenizer.json");
     if (!tm || !tj) {
-        st = pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", dir);
+        st = PQ_ERR_NOMEM;
     } else if (pq__file_exists(tj) || pq__file_exists(tm)) {
         /* tokenizer.json first: it carries the added tokens and the pre-tokenizer */
         st = pq_tokenizer_load(ctx, dir, &src->tok);

@@ -28,8 +28,10 @@ static const char *find_key(const char *p, const char *end, const char *key) {
     return NULL;
 }
 
-pq_status pq__npy_parse_header(pq_ctx *ctx, const char *name, const uint8_t *data, size_t size, pq__npy_header *out) {
-    memset(out, 0, sizeof *out);
+/* The magic, version and header length; sets version and data_offset, and *pre to the
+ * bytes before the header dictionary. */
+static pq_status parse_preamble(pq_ctx *ctx, const char *name, const uint8_t *data, size_t size, pq__npy_header *out,
+                                size_t *pre_out) {
     if (size < 10 || memcmp(data, "\x93NUMPY", 6) != 0)
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: magic: not a .npy file", name);
     const int major = data[6];
@@ -52,11 +54,12 @@ pq_status pq__npy_parse_header(pq_ctx *ctx, const char *name, const uint8_t *dat
                         size - pre);
     out->version = major;
     out->data_offset = pre + hlen;
-    const char *h = (const char *)data + pre, *end = h + hlen;
-    const char *p = skip_ws(h, end);
-    if (p >= end || *p != '{') return pq__fail(ctx, PQ_ERR_FORMAT, "%s: header: not a dictionary", name);
+    *pre_out = pre;
+    return PQ_OK;
+}
 
-    /* descr */
+/* 'descr': '<f4' or '<f8' (sets f64). */
+static pq_status parse_descr(pq_ctx *ctx, const char *name, const char *p, const char *end, pq__npy_header *out) {
     const char *v = find_key(p, end, "descr");
     if (!v || v >= end || (*v != '\'' && *v != '"')) return pq__fail(ctx, PQ_ERR_FORMAT, "%s: descr: missing", name);
     const char q = *v++;
@@ -70,9 +73,12 @@ pq_status pq__npy_parse_header(pq_ctx *ctx, const char *name, const uint8_t *dat
     else
         return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: descr: dtype '%.*s' not supported (need '<f4' or '<f8')", name,
                         (int)(dl < 32 ? dl : 32), v);
+    return PQ_OK;
+}
 
-    /* fortran_order */
-    v = find_key(p, end, "fortran_order");
+/* 'fortran_order': must be False. */
+static pq_status parse_fortran_order(pq_ctx *ctx, const char *name, const char *p, const char *end) {
+    const char *v = find_key(p, end, "fortran_order");
     if (!v) return pq__fail(ctx, PQ_ERR_FORMAT, "%s: fortran_order: missing", name);
     if ((size_t)(end - v) >= 4 && memcmp(v, "True", 4) == 0)
         return pq__fail(ctx, PQ_ERR_UNSUPPORTED,
@@ -81,9 +87,12 @@ pq_status pq__npy_parse_header(pq_ctx *ctx, const char *name, const uint8_t *dat
                         name);
     if (!((size_t)(end - v) >= 5 && memcmp(v, "False", 5) == 0))
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: fortran_order: expected True or False", name);
+    return PQ_OK;
+}
 
-    /* shape: (a,) or (a, b) */
-    v = find_key(p, end, "shape");
+/* 'shape': (a,) or (a, b); sets ndim and shape (shape[1] = 1 for 1-D). */
+static pq_status parse_shape(pq_ctx *ctx, const char *name, const char *p, const char *end, pq__npy_header *out) {
+    const char *v = find_key(p, end, "shape");
     if (!v || v >= end || *v != '(') return pq__fail(ctx, PQ_ERR_FORMAT, "%s: shape: missing or not a tuple", name);
     v++;
     int nd = 0;
@@ -110,6 +119,20 @@ pq_status pq__npy_parse_header(pq_ctx *ctx, const char *name, const uint8_t *dat
     out->ndim = nd;
     out->shape[0] = dims[0];
     out->shape[1] = nd == 2 ? dims[1] : 1;
+    return PQ_OK;
+}
+
+pq_status pq__npy_parse_header(pq_ctx *ctx, const char *name, const uint8_t *data, size_t size, pq__npy_header *out) {
+    memset(out, 0, sizeof *out);
+    size_t pre = 0;
+    pq_status st = parse_preamble(ctx, name, data, size, out, &pre);
+    if (st != PQ_OK) return st;
+    const char *h = (const char *)data + pre, *end = (const char *)data + out->data_offset;
+    const char *p = skip_ws(h, end);
+    if (p >= end || *p != '{') return pq__fail(ctx, PQ_ERR_FORMAT, "%s: header: not a dictionary", name);
+    if ((st = parse_descr(ctx, name, p, end, out)) != PQ_OK) return st;
+    if ((st = parse_fortran_order(ctx, name, p, end)) != PQ_OK) return st;
+    if ((st = parse_shape(ctx, name, p, end, out)) != PQ_OK) return st;
     size_t numel, nbytes;
     if (!pq__mul_ok((size_t)out->shape[0], (size_t)out->shape[1], &numel) ||
         !pq__mul_ok(numel, out->f64 ? 8 : 4, &nbytes))

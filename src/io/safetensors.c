@@ -53,8 +53,8 @@ pq_status pq__name_index_build(pq_ctx *ctx, const pq__source *src, int64_t expec
             return pq__fail(ctx, PQ_ERR_NOMEM, "name index for %" PRId64 " tensors: too large", expected);
         cap *= 2;
     }
-    idx->slots = malloc(cap * sizeof *idx->slots);
-    if (!idx->slots) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory indexing %" PRId64 " tensor names", expected);
+    idx->slots = pq__malloc(ctx, cap * sizeof *idx->slots, "the tensor name index");
+    if (!idx->slots) return PQ_ERR_NOMEM;
     for (size_t i = 0; i < cap; i++)
         idx->slots[i] = -1;
     idx->mask = cap - 1;
@@ -92,54 +92,36 @@ void pq__name_index_free(pq__name_index *idx) {
 
 /* ---------------------------------------------------------------- string building */
 
-static void sb_reserve(pq__strbuf *b, size_t extra) {
-    if (b->oom) return;
-    if (extra > SIZE_MAX / 2 - b->len) {
-        b->oom = 1;
-        return;
-    }
-    size_t need = b->len + extra + 1;
-    if (need <= b->cap) return;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < need)
-        cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) {
-        b->oom = 1;
-        return;
-    }
-    b->p = p;
-    b->cap = cap;
+void pq__sb_init(pq__strbuf *b, pq_ctx *ctx, const char *what) {
+    memset(b, 0, sizeof *b);
+    b->ctx = ctx;
+    b->what = what;
 }
 
 void pq__sb_append(pq__strbuf *b, const char *s, size_t n) {
-    sb_reserve(b, n);
-    if (b->oom) return;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
+    if (b->st == PQ_OK) b->st = pq__buf_append(b->ctx, &b->b, s, n, b->what);
 }
 
 void pq__sb_printf(pq__strbuf *b, const char *fmt, ...) {
+    if (b->st != PQ_OK) return;
     char tmp[256];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
     if (n < 0) {
-        b->oom = 1;
+        b->st = pq__fail(b->ctx, PQ_ERR_INVALID, "%s: bad format", b->what);
         return;
     }
     if ((size_t)n < sizeof tmp) {
         pq__sb_append(b, tmp, (size_t)n);
         return;
     }
-    sb_reserve(b, (size_t)n);
-    if (b->oom) return;
+    if ((b->st = pq__buf_reserve(b->ctx, &b->b, (size_t)n, b->what)) != PQ_OK) return;
     va_start(ap, fmt);
-    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    vsnprintf(b->b.data + b->b.len, (size_t)n + 1, fmt, ap);
     va_end(ap);
-    b->len += (size_t)n;
+    b->b.len += (size_t)n;
 }
 
 void pq__sb_json_string(pq__strbuf *b, const char *s) {
@@ -163,8 +145,7 @@ void pq__sb_json_string(pq__strbuf *b, const char *s) {
 
 void pq__sb_free(pq__strbuf *b) {
     if (!b) return;
-    free(b->p);
-    memset(b, 0, sizeof *b);
+    pq__buf_free(&b->b);
 }
 
 /* ---------------------------------------------------------------- reader */
@@ -276,9 +257,10 @@ static pq_status parse_entry(pq_ctx *ctx, const char *file, const char *tname, c
     return PQ_OK;
 }
 
-pq_status pq__safetensors_parse(pq_ctx *ctx, const char *name, const uint8_t *data, size_t size, pq__source *src) {
-    if (!name) name = "<memory>";
-    if (!src || (!data && size)) return pq__fail(ctx, PQ_ERR_INVALID, "%s: no data or no source", name);
+/* Checks the header length, then parses the header JSON (*root, an object). */
+static pq_status parse_header_json(pq_ctx *ctx, const char *name, const uint8_t *data, size_t size,
+                                   uint64_t *hlen_out, cJSON **root_out) {
+    *root_out = NULL;
     if (size < 8)
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: header: file too small (%zu bytes) for the header length", name,
                         size);
@@ -291,6 +273,7 @@ pq_status pq__safetensors_parse(pq_ctx *ctx, const char *name, const uint8_t *da
     if (hlen > PQ_ST_MAX_HEADER)
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: header: length %" PRIu64 " exceeds the %" PRIu64 "-byte limit", name,
                         hlen, PQ_ST_MAX_HEADER);
+    *hlen_out = hlen;
 
     /* A NUL-terminated copy: the JSON parser then cannot run past the header, and an
      * embedded NUL shows up as trailing garbage below. */
@@ -298,94 +281,111 @@ pq_status pq__safetensors_parse(pq_ctx *ctx, const char *name, const uint8_t *da
     if (!text) return PQ_ERR_NOMEM;
     memcpy(text, data + 8, (size_t)hlen);
     text[hlen] = 0;
-
     pq_status st = PQ_OK;
-    st_range *ranges = NULL;
-    pq__name_index idx = {0};
-    int64_t start = src->n_tensors, n_ranges = 0;
     const char *end_ptr = NULL;
     cJSON *root = cJSON_ParseWithOpts(text, &end_ptr, 0);
     if (!root) {
         size_t at = end_ptr && end_ptr >= text && end_ptr <= text + hlen ? (size_t)(end_ptr - text) : 0;
         st =
             pq__fail(ctx, PQ_ERR_FORMAT, "%s: header: not valid JSON (near byte %zu of %" PRIu64 ")", name, at, hlen);
-        goto done;
     }
     /* writers pad the header with spaces up to an 8-byte boundary */
-    for (const char *p = end_ptr; p < text + hlen; p++)
-        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
+    for (const char *p = end_ptr; root && st == PQ_OK && p < text + hlen; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
             st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: header: unexpected byte 0x%02x after the JSON at byte %zu", name,
                           (unsigned char)*p, (size_t)(p - text));
-            goto done;
-        }
-    if (!cJSON_IsObject(root)) {
+    if (st == PQ_OK && !cJSON_IsObject(root))
         st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: header: not a JSON object", name);
-        goto done;
+    free(text);
+    if (st != PQ_OK) {
+        cJSON_Delete(root);
+        return st;
     }
+    *root_out = root;
+    return PQ_OK;
+}
 
-    const uint8_t *base = data + 8 + hlen;
-    size_t dsize = size - 8 - (size_t)hlen;
-    int64_t n_items = 0;
-    for (const cJSON *c = root->child; c; c = c->next)
-        n_items++;
-    ranges = pq__calloc(ctx, (size_t)n_items, sizeof *ranges, "safetensors ranges");
-    if (!ranges) {
-        st = PQ_ERR_NOMEM;
-        goto done;
-    }
-    st = pq__name_index_build(ctx, src, src->n_tensors + n_items, &idx);
-    if (st != PQ_OK) goto done;
+/* The tensors of one parse: their byte ranges and the name index for duplicates. */
+typedef struct st_parse {
+    pq_ctx *ctx;
+    const char *name; /* the file, for messages */
+    pq__source *src;
+    int64_t start;    /* src->n_tensors before this file */
+    st_range *ranges; /* [n_ranges] */
+    int64_t n_ranges;
+    pq__name_index idx;
+} st_parse;
 
+/* Adds every entry of the header object to src (data in [base, base + dsize)). */
+static pq_status add_entries(st_parse *ps, const cJSON *root, const uint8_t *base, size_t dsize) {
+    pq_ctx *ctx = ps->ctx;
+    pq__source *src = ps->src;
     for (const cJSON *c = root->child; c; c = c->next) {
         const char *tname = c->string ? c->string : "";
+        pq_status st;
         if (!strcmp(tname, "__metadata__")) {
-            st = check_metadata(ctx, name, c);
-            if (st != PQ_OK) goto done;
+            if ((st = check_metadata(ctx, ps->name, c)) != PQ_OK) return st;
             continue;
         }
         pq_dtype dtype = PQ_DTYPE_F32;
         int nd = 0;
         int64_t shape[4] = {0};
         uint64_t b = 0, e = 0;
-        st = parse_entry(ctx, name, tname, c, dsize, &dtype, &nd, shape, &b, &e);
-        if (st != PQ_OK) goto done;
+        if ((st = parse_entry(ctx, ps->name, tname, c, dsize, &dtype, &nd, shape, &b, &e)) != PQ_OK) return st;
         pq__tensor *t = pq__source_add(ctx, src, tname, dtype, nd, shape, base + b, (size_t)(e - b));
-        if (!t) {
-            st = ctx ? ctx->status : PQ_ERR_NOMEM;
-            goto done;
-        }
-        int64_t dup = pq__name_index_insert(&idx, src, src->n_tensors - 1);
-        if (dup >= 0) {
-            st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '" NAME_FMT "': name: duplicate%s", name, tname,
-                          dup < start ? " (also in an earlier file)" : "");
-            goto done;
-        }
-        ranges[n_ranges++] = (st_range){b, e, src->n_tensors - 1};
+        if (!t) return ctx ? ctx->status : PQ_ERR_NOMEM;
+        int64_t dup = pq__name_index_insert(&ps->idx, src, src->n_tensors - 1);
+        if (dup >= 0)
+            return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '" NAME_FMT "': name: duplicate%s", ps->name, tname,
+                            dup < ps->start ? " (also in an earlier file)" : "");
+        ps->ranges[ps->n_ranges++] = (st_range){b, e, src->n_tensors - 1};
     }
+    return PQ_OK;
+}
 
-    /* Byte ranges must not overlap: a tensor aliasing another is corrupt or crafted.
-     * Empty tensors own no bytes and may sit anywhere. */
-    qsort(ranges, (size_t)n_ranges, sizeof *ranges, range_cmp);
+/* Byte ranges must not overlap: a tensor aliasing another is corrupt or crafted.
+ * Empty tensors own no bytes and may sit anywhere. */
+static pq_status check_overlaps(st_parse *ps) {
+    st_range *ranges = ps->ranges;
+    qsort(ranges, (size_t)ps->n_ranges, sizeof *ranges, range_cmp);
     int64_t last = -1; /* range with the largest end so far */
-    for (int64_t i = 0; i < n_ranges; i++) {
+    for (int64_t i = 0; i < ps->n_ranges; i++) {
         if (ranges[i].begin == ranges[i].end) continue;
-        if (last >= 0 && ranges[i].begin < ranges[last].end) {
-            st = pq__fail(ctx, PQ_ERR_FORMAT,
-                          "%s: tensor '" NAME_FMT "': data_offsets: [%" PRIu64 ", %" PRIu64
-                          ") overlaps tensor '" NAME_FMT "'",
-                          name, src->tensors[ranges[i].tensor].name, ranges[i].begin, ranges[i].end,
-                          src->tensors[ranges[last].tensor].name);
-            goto done;
-        }
+        if (last >= 0 && ranges[i].begin < ranges[last].end)
+            return pq__fail(ps->ctx, PQ_ERR_FORMAT,
+                            "%s: tensor '" NAME_FMT "': data_offsets: [%" PRIu64 ", %" PRIu64
+                            ") overlaps tensor '" NAME_FMT "'",
+                            ps->name, ps->src->tensors[ranges[i].tensor].name, ranges[i].begin, ranges[i].end,
+                            ps->src->tensors[ranges[last].tensor].name);
         if (last < 0 || ranges[i].end > ranges[last].end) last = i;
     }
+    return PQ_OK;
+}
 
-done:
-    if (st != PQ_OK) rollback(src, start);
-    pq__name_index_free(&idx);
-    free(ranges);
+pq_status pq__safetensors_parse(pq_ctx *ctx, const char *name, const uint8_t *data, size_t size, pq__source *src) {
+    if (!name) name = "<memory>";
+    if (!src || (!data && size)) return pq__fail(ctx, PQ_ERR_INVALID, "%s: no data or no source", name);
+    uint64_t hlen = 0;
+    cJSON *root = NULL;
+    pq_status st = parse_header_json(ctx, name, data, size, &hlen, &root);
+    if (st != PQ_OK) return st;
+
+    st_parse ps = {.ctx = ctx, .name = name, .src = src, .start = src->n_tensors};
+    int64_t n_items = 0;
+    for (const cJSON *c = root->child; c; c = c->next)
+        n_items++;
+    ps.ranges = pq__calloc(ctx, (size_t)n_items, sizeof *ps.ranges, "safetensors ranges");
+    if (!ps.ranges)
+        st = PQ_ERR_NOMEM;
+    else
+        st = pq__name_index_build(ctx, src, src->n_tensors + n_items, &ps.idx);
+    if (st == PQ_OK) st = add_entries(&ps, root, data + 8 + hlen, size - 8 - (size_t)hlen);
+    if (st == PQ_OK) st = check_overlaps(&ps);
+
+    if (st != PQ_OK) rollback(src, ps.start);
+    pq__name_index_free(&ps.idx);
+    free(ps.ranges);
     cJSON_Delete(root);
-    free(text);
     return st;
 }
 
@@ -443,7 +443,7 @@ static pq_status validate_all(pq_ctx *ctx, const char *path, const pq__st_entry 
 /* Builds the padded header for e[0..n) and checks every entry. *data_bytes: total data. */
 static pq_status build_header(pq_ctx *ctx, const char *path, const pq__st_entry *e, int64_t n,
                               const char *const *metadata, pq__strbuf *hb, size_t *data_bytes) {
-    memset(hb, 0, sizeof *hb);
+    pq__sb_init(hb, ctx, "the safetensors header");
     pq__sb_append(hb, "{", 1);
     int has_format = 0, first = 1;
     if (metadata)
@@ -507,11 +507,11 @@ static pq_status build_header(pq_ctx *ctx, const char *path, const pq__st_entry 
     }
     pq__sb_append(hb, "}", 1);
     /* pad so that the data starts 8-byte aligned (8 + header length is a multiple of 8) */
-    while (!hb->oom && hb->len % 8)
+    while (hb->st == PQ_OK && hb->b.len % 8)
         pq__sb_append(hb, " ", 1);
-    if (hb->oom) return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory building the header", path);
-    if (hb->len > PQ_ST_MAX_HEADER)
-        return pq__fail(ctx, PQ_ERR_INVALID, "%s: header of %zu bytes exceeds the format's limit", path, hb->len);
+    if (hb->st != PQ_OK) return pq__fail_prefix(ctx, hb->st, "%s", path);
+    if (hb->b.len > PQ_ST_MAX_HEADER)
+        return pq__fail(ctx, PQ_ERR_INVALID, "%s: header of %zu bytes exceeds the format's limit", path, hb->b.len);
     *data_bytes = off;
     return PQ_OK;
 }
@@ -538,7 +538,8 @@ static pq_status write_entry(pq_ctx *ctx, pq__atomic *a, const pq__st_entry *e) 
 
 pq_status pq__safetensors_write(pq_ctx *ctx, const char *path, const pq__st_entry *e, int64_t n,
                                 const char *const *metadata) {
-    pq__strbuf hb = {0};
+    pq__strbuf hb;
+    pq__sb_init(&hb, ctx, "the safetensors header");
     size_t data_bytes = 0;
     pq_status st = validate_all(ctx, path, e, n, metadata);
     if (st == PQ_OK) st = build_header(ctx, path, e, n, metadata, &hb, &data_bytes);
@@ -553,9 +554,9 @@ pq_status pq__safetensors_write(pq_ctx *ctx, const char *path, const pq__st_entr
         return st;
     }
     uint8_t len8[8];
-    put_u64le(len8, hb.len);
+    put_u64le(len8, hb.b.len);
     st = pq__atomic_write(ctx, &a, len8, 8);
-    if (st == PQ_OK) st = pq__atomic_write(ctx, &a, hb.p, hb.len);
+    if (st == PQ_OK) st = pq__atomic_write(ctx, &a, hb.b.data, hb.b.len);
     for (int64_t i = 0; i < n && st == PQ_OK; i++)
         st = write_entry(ctx, &a, &e[i]);
     pq__sb_free(&hb);
@@ -570,7 +571,8 @@ pq_status pq__safetensors_serialize(pq_ctx *ctx, const pq__st_entry *e, int64_t 
                                     uint8_t **out, size_t *len) {
     *out = NULL;
     *len = 0;
-    pq__strbuf hb = {0};
+    pq__strbuf hb;
+    pq__sb_init(&hb, ctx, "the safetensors header");
     size_t data_bytes = 0;
     pq_status st = validate_all(ctx, "<memory>", e, n, metadata);
     if (st == PQ_OK) st = build_header(ctx, "<memory>", e, n, metadata, &hb, &data_bytes);
@@ -578,19 +580,19 @@ pq_status pq__safetensors_serialize(pq_ctx *ctx, const pq__st_entry *e, int64_t 
         pq__sb_free(&hb);
         return st;
     }
-    if (data_bytes > SIZE_MAX - 8 - hb.len) {
+    if (data_bytes > SIZE_MAX - 8 - hb.b.len) {
         pq__sb_free(&hb);
         return pq__fail(ctx, PQ_ERR_NOMEM, "safetensors image too large");
     }
-    size_t total = 8 + hb.len + data_bytes;
+    size_t total = 8 + hb.b.len + data_bytes;
     uint8_t *buf = pq__malloc(ctx, total, "safetensors image");
     if (!buf) {
         pq__sb_free(&hb);
         return PQ_ERR_NOMEM;
     }
-    put_u64le(buf, hb.len);
-    memcpy(buf + 8, hb.p, hb.len);
-    size_t off = 8 + hb.len;
+    put_u64le(buf, hb.b.len);
+    memcpy(buf + 8, hb.b.data, hb.b.len);
+    size_t off = 8 + hb.b.len;
     for (int64_t i = 0; i < n && st == PQ_OK; i++) {
         if (e[i].fill) {
             const size_t chunk = e[i].chunk ? e[i].chunk : (size_t)16 << 20;
@@ -623,8 +625,8 @@ pq_status pq__safetensors_write_sharded(pq_ctx *ctx, const char *dir, const pq__
     }
 
     if (max_shard_bytes == 0 || total <= max_shard_bytes) {
-        char *path = pq__path_join(dir, "model.safetensors");
-        if (!path) return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", dir);
+        char *path = pq__path_join_ctx(ctx, dir, "model.safetensors");
+        if (!path) return PQ_ERR_NOMEM;
         st = pq__safetensors_write(ctx, path, e, n, metadata);
         free(path);
         return st;
@@ -650,14 +652,15 @@ pq_status pq__safetensors_write_sharded(pq_ctx *ctx, const char *dir, const pq__
         return pq__fail(ctx, PQ_ERR_INVALID, "%s: %" PRId64 " shards (at most 99999)", dir, n_shards);
     }
 
-    pq__strbuf idx = {0};
+    pq__strbuf idx;
+    pq__sb_init(&idx, ctx, "the safetensors index");
     pq__sb_printf(&idx, "{\n  \"metadata\": {\n    \"total_size\": %zu\n  },\n  \"weight_map\": {", total);
     char fname[64];
     for (int64_t s = 0; s < n_shards && st == PQ_OK; s++) {
         snprintf(fname, sizeof fname, "model-%05" PRId64 "-of-%05" PRId64 ".safetensors", s + 1, n_shards);
-        char *path = pq__path_join(dir, fname);
+        char *path = pq__path_join_ctx(ctx, dir, fname);
         if (!path) {
-            st = pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", dir);
+            st = PQ_ERR_NOMEM;
             break;
         }
         st = pq__safetensors_write(ctx, path, e + first[s], first[s + 1] - first[s], metadata);
@@ -671,14 +674,14 @@ pq_status pq__safetensors_write_sharded(pq_ctx *ctx, const char *dir, const pq__
     }
     pq__sb_append(&idx, "\n  }\n}\n", 7);
     free(first);
-    if (st == PQ_OK && idx.oom) st = pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory building the index", dir);
+    if (st == PQ_OK && idx.st != PQ_OK) st = pq__fail_prefix(ctx, idx.st, "%s", dir);
     if (st == PQ_OK) {
-        char *path = pq__path_join(dir, "model.safetensors.index.json");
+        char *path = pq__path_join_ctx(ctx, dir, "model.safetensors.index.json");
         pq__atomic a;
         if (!path)
-            st = pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", dir);
+            st = PQ_ERR_NOMEM;
         else if ((st = pq__atomic_open(ctx, path, &a)) == PQ_OK) {
-            st = pq__atomic_write(ctx, &a, idx.p, idx.len);
+            st = pq__atomic_write(ctx, &a, idx.b.data, idx.b.len);
             if (st == PQ_OK)
                 st = pq__atomic_commit(ctx, &a);
             else

@@ -82,14 +82,18 @@ int64_t pq__name_index_insert(pq__name_index *idx, const pq__source *src, int64_
 int64_t pq__name_index_find(const pq__name_index *idx, const pq__source *src, const char *name);
 void pq__name_index_free(pq__name_index *idx);
 
-/* Appends s to a JSON document as a quoted, escaped string (helper shared with hf.c). */
+/* A JSON document built with a sticky failure: the first failed append records its message
+ * on ctx (naming `what`) and sets st; later appends are no-ops, so a builder checks st once. */
 typedef struct pq__strbuf {
-    char *p;
-    size_t len, cap;
-    int oom; /* set on allocation failure; later appends are no-ops */
+    pq__buf b;
+    pq_ctx *ctx;
+    const char *what;
+    pq_status st;
 } pq__strbuf;
+void pq__sb_init(pq__strbuf *b, pq_ctx *ctx, const char *what);
 void pq__sb_append(pq__strbuf *b, const char *s, size_t n);
 void pq__sb_printf(pq__strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s as a quoted, escaped JSON string. */
 void pq__sb_json_string(pq__strbuf *b, const char *s);
 void pq__sb_free(pq__strbuf *b);
 

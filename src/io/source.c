@@ -1,12 +1,13 @@
 #include "io/source.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <string.h>
 
-#include "tokenizer/tokenizer.h"
+#include "io/packed_names.h"
 
 const char *pq__arch_name(pq__arch a) {
     switch (a) {
@@ -52,7 +53,8 @@ pq__tensor *pq__source_add(pq_ctx *ctx, pq__source *s, const char *name, pq_dtyp
         int64_t cap = s->cap_tensors ? 2 * s->cap_tensors : 64;
         pq__tensor *nt = realloc(s->tensors, (size_t)cap * sizeof *nt);
         if (!nt) {
-            pq__fail(ctx, PQ_ERR_NOMEM, "out of memory adding tensor %s", name);
+            pq__fail(ctx, PQ_ERR_NOMEM, "tensor %s: out of memory allocating %zu bytes for the tensor list", name,
+                     (size_t)cap * sizeof *nt);
             return NULL;
         }
         s->tensors = nt;
@@ -60,9 +62,9 @@ pq__tensor *pq__source_add(pq_ctx *ctx, pq__source *s, const char *name, pq_dtyp
     }
     pq__tensor *t = &s->tensors[s->n_tensors];
     memset(t, 0, sizeof *t);
-    t->name = strdup(name);
+    t->name = pq__strdup(ctx, name, "its name");
     if (!t->name) {
-        pq__fail(ctx, PQ_ERR_NOMEM, "out of memory adding tensor %s", name);
+        pq__fail_prefix(ctx, PQ_ERR_NOMEM, "tensor %s", name);
         return NULL;
     }
     t->dtype = dtype;
@@ -79,6 +81,24 @@ const pq__tensor *pq__source_find(const pq__source *s, const char *name) {
     for (int64_t i = 0; i < s->n_tensors; i++)
         if (!strcmp(s->tensors[i].name, name)) return &s->tensors[i];
     return NULL;
+}
+
+int pq__source_has_packed(const pq__source *s, const char *base) {
+    char n[200];
+    snprintf(n, sizeof n, "%s.weight", base);
+    if (pq__source_find(s, n)) return 0;
+    snprintf(n, sizeof n, "%s.qcodes", base);
+    if (pq__source_find(s, n)) return 1;
+    snprintf(n, sizeof n, "%s.values", base);
+    return pq__source_find(s, n) != NULL;
+}
+
+char *pq__path_join_ctx(pq_ctx *ctx, const char *dir, const char *name) {
+    char *p = pq__path_join(dir, name);
+    if (!p)
+        pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory allocating %zu bytes for the path of %s", dir,
+                 strlen(dir) + strlen(name) + 2, name);
+    return p;
 }
 
 pq_status pq__source_add_file(pq_ctx *ctx, pq__source *s, const char *path, int use_mmap, pq__file **out) {

@@ -5,6 +5,8 @@
  * Regexes use PCRE2 (UTF + UCP). */
 #include "tokenizer/tokenizer.h"
 
+#include "io/source.h"
+
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,6 +141,7 @@ static pq_status rx_compile(pq_ctx *ctx, const char *name, const char *pat, rx *
 }
 
 static void rx_free(rx *r) {
+    if (!r) return;
     if (r->code) pcre2_code_free((pcre2_code *)r->code);
     r->code = NULL;
 }
@@ -280,6 +283,7 @@ struct pq__bpe {
 };
 
 static void pattern_free(pattern *p) {
+    if (!p) return;
     free(p->str);
     free(p->src);
     rx_free(&p->re);
@@ -361,8 +365,8 @@ static pq_status add_merge(pq_ctx *ctx, const char *name, pq_tokenizer *t, pq__b
     const int32_t li = pq__tokenizer_lookup(t, l, ll), ri = pq__tokenizer_lookup(t, r, rl);
     int32_t id = -1;
     if (li >= 0 && ri >= 0) {
-        char *cat = malloc(ll + rl + 1);
-        if (!cat) return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", name);
+        char *cat = pq__malloc(ctx, ll + rl + 1, "a merged piece");
+        if (!cat) return pq__fail_prefix(ctx, PQ_ERR_NOMEM, "%s", name);
         memcpy(cat, l, ll);
         memcpy(cat + ll, r, rl);
         id = pq__tokenizer_lookup(t, cat, ll + rl);
@@ -838,8 +842,8 @@ pq_status pq__bpe_encode(pq_ctx *ctx, const pq_tokenizer *t, const char *text, s
         return e.oom ? pq__fail(ctx, PQ_ERR_NOMEM, "tokenize: out of memory")
                      : pq__fail(ctx, PQ_ERR_INTERNAL, "tokenize: regex matching failed");
     }
-    *ids = e.ids ? e.ids : malloc(1);
-    if (!*ids) return pq__fail(ctx, PQ_ERR_NOMEM, "tokenize: out of memory");
+    *ids = e.ids ? e.ids : pq__malloc(ctx, 1, "an empty token list");
+    if (!*ids) return PQ_ERR_NOMEM;
     *n_ids = (int64_t)e.n_ids;
     return PQ_OK;
 }
@@ -977,13 +981,42 @@ static void index_added(pq__bpe *b) {
     b->added_first[256] = b->n_added;
 }
 
-static char *dupn(const char *s, size_t n) {
-    char *p = malloc(n + 1);
-    if (p) {
-        memcpy(p, s, n);
-        p[n] = 0;
+/* A NUL-terminated heap copy of s[0..n); on failure records "<name>: out of memory
+ * allocating N bytes for <what>" on ctx. */
+static char *dup_named(pq_ctx *ctx, const char *name, const char *s, size_t n, const char *what) {
+    char *p = pq__malloc(ctx, n + 1, what);
+    if (!p) {
+        pq__fail_prefix(ctx, PQ_ERR_NOMEM, "%s", name);
+        return NULL;
     }
+    memcpy(p, s, n);
+    p[n] = 0;
     return p;
+}
+
+/* realloc of an array to count elements of size bytes, recording a failure like dup_named
+ * (p is left as it was then). */
+static void *grow_named(pq_ctx *ctx, const char *name, void *p, size_t count, size_t size, const char *what) {
+    size_t bytes;
+    if (!pq__mul_ok(count, size, &bytes)) {
+        pq__fail(ctx, PQ_ERR_NOMEM, "%s: size overflow growing %s", name, what);
+        return NULL;
+    }
+    void *np = realloc(p, bytes);
+    if (!np) pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory allocating %zu bytes for %s", name, bytes, what);
+    return np;
+}
+
+/* Appends an added token (matched in the raw text before pre-tokenization); s is copied. */
+static pq_status push_added(pq_ctx *ctx, const char *name, pq__bpe *b, const char *s, size_t l, int32_t id,
+                            int lstrip, int rstrip, int special) {
+    added_tok *na = grow_named(ctx, name, b->added, (size_t)b->n_added + 1, sizeof *na, "the added tokens");
+    if (!na) return PQ_ERR_NOMEM;
+    b->added = na;
+    char *c = dup_named(ctx, name, s, l, "an added token");
+    if (!c) return PQ_ERR_NOMEM;
+    b->added[b->n_added++] = (added_tok){c, l, id, lstrip, rstrip, special};
+    return PQ_OK;
 }
 
 static const char *native_pre(const pq_tokenizer *t, const pq__bpe *b);
@@ -997,23 +1030,23 @@ pq_status pq__tokenizer_new_bpe(pq_ctx *ctx, int64_t n, const char *const *piece
     pq_status st = pq__tokenizer_new_vocab(ctx, PQ_TOK_BPE, n, pieces, lens, NULL, types, bos, eos, unk, 0, &t);
     if (st != PQ_OK) return st;
     pq__tokenizer_set_special(t, bos, eos, unk, add_bos);
-    pq__bpe *b = calloc(1, sizeof *b);
+    pq__bpe *b = pq__calloc(ctx, 1, sizeof *b, "the BPE tables");
     if (!b) {
         pq_tokenizer_free(t);
-        return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", name);
+        return pq__fail_prefix(ctx, PQ_ERR_NOMEM, "%s", name);
     }
     pq__tokenizer_attach_bpe(t, b);
     b->unk = pq__tokenizer_unk(t);
-    b->pres = calloc(2, sizeof *b->pres);
-    if (!b->pres) st = pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", name);
+    b->pres = pq__calloc(ctx, 2, sizeof *b->pres, "the pre-tokenizers");
+    if (!b->pres) st = pq__fail_prefix(ctx, PQ_ERR_NOMEM, "%s", name);
     if (st == PQ_OK) {
         b->n_pres = 2;
         b->pres[0].type = PRE_SPLIT;
         b->pres[0].behavior = BEH_ISOLATED;
         b->pres[0].pat.is_regex = 1;
-        b->pres[0].pat.src = dupn(regex ? regex : PQ_REGEX_GPT2, strlen(regex ? regex : PQ_REGEX_GPT2));
-        st = b->pres[0].pat.src ? rx_compile(ctx, name, b->pres[0].pat.src, &b->pres[0].pat.re)
-                                : pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", name);
+        const char *rx_src = regex ? regex : PQ_REGEX_GPT2;
+        b->pres[0].pat.src = dup_named(ctx, name, rx_src, strlen(rx_src), "the pre-tokenizer regex");
+        st = b->pres[0].pat.src ? rx_compile(ctx, name, b->pres[0].pat.src, &b->pres[0].pat.re) : PQ_ERR_NOMEM;
         b->pres[1].type = PRE_BYTELEVEL;
     }
     if (st == PQ_OK) st = alloc_merges(ctx, name, b, n_merges);
@@ -1033,14 +1066,7 @@ pq_status pq__tokenizer_new_bpe(pq_ctx *ctx, int64_t n, const char *const *piece
         size_t l;
         const char *p = pq__tokenizer_piece(t, id, &l);
         if ((ty != PQ_PIECE_CONTROL && ty != PQ_PIECE_USER) || l == 0) continue;
-        added_tok *na = realloc(b->added, ((size_t)b->n_added + 1) * sizeof *na);
-        char *s = na ? dupn(p, l) : NULL;
-        if (na) b->added = na;
-        if (!s) {
-            st = pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", name);
-            break;
-        }
-        b->added[b->n_added++] = (added_tok){s, l, id, 0, 0, ty == PQ_PIECE_CONTROL};
+        st = push_added(ctx, name, b, p, l, id, 0, 0, ty == PQ_PIECE_CONTROL);
     }
     if (st == PQ_OK) {
         index_added(b);
@@ -1148,33 +1174,42 @@ static pq_status parse_pattern(jctx *j, const cJSON *o, const char *where, patte
     const cJSON *pat = cJSON_GetObjectItemCaseSensitive(o, "pattern");
     const char *s = jstr(pat, "String"), *r = jstr(pat, "Regex");
     if (s) {
-        p->str = dupn(s, strlen(s));
+        p->str = dup_named(j->ctx, j->name, s, strlen(s), "a pattern");
         p->len = strlen(s);
-        return p->str ? PQ_OK : pq__fail(j->ctx, PQ_ERR_NOMEM, "%s: out of memory", j->name);
+        return p->str ? PQ_OK : PQ_ERR_NOMEM;
     }
     if (r) {
         p->is_regex = 1;
-        p->src = dupn(r, strlen(r));
-        if (!p->src) return pq__fail(j->ctx, PQ_ERR_NOMEM, "%s: out of memory", j->name);
+        p->src = dup_named(j->ctx, j->name, r, strlen(r), "a pattern");
+        if (!p->src) return PQ_ERR_NOMEM;
         return rx_compile(j->ctx, j->name, r, &p->re);
     }
     return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: %s.pattern needs \"String\" or \"Regex\"", j->name, where);
 }
 
-static pq_status parse_normalizer(jctx *j, pq__bpe *b, const cJSON *o, int depth) {
+/* One step of a tokenizer.json pipeline (a normalizer, pre_tokenizer or decoder) of a type
+ * other than Sequence. */
+typedef pq_status (*step_fn)(jctx *j, void *user, const cJSON *o, const char *type);
+
+/* Walks a pipeline node: null (nothing), {"type": "Sequence", <list_key>: [...]} (each member
+ * in order, nested at most 8 deep), or one step handed to step. kind names it in messages. */
+static pq_status walk_steps(jctx *j, const cJSON *o, const char *kind, const char *list_key, int depth, step_fn step,
+                            void *user) {
     if (!o || cJSON_IsNull(o)) return PQ_OK;
     const char *type = jstr(o, "type");
-    if (!type || depth > 8) return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: normalizer without a type", j->name);
-    if (!strcmp(type, "Sequence")) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(o, "normalizers"), *it;
-        if (!cJSON_IsArray(list))
-            return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: normalizer Sequence without a list", j->name);
-        cJSON_ArrayForEach(it, list) {
-            pq_status st = parse_normalizer(j, b, it, depth + 1);
-            if (st != PQ_OK) return st;
-        }
-        return PQ_OK;
+    if (!type || depth > 8) return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: %s without a type", j->name, kind);
+    if (strcmp(type, "Sequence")) return step(j, user, o, type);
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(o, list_key), *it;
+    if (!cJSON_IsArray(list)) return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: %s Sequence without a list", j->name, kind);
+    cJSON_ArrayForEach(it, list) {
+        pq_status st = walk_steps(j, it, kind, list_key, depth + 1, step, user);
+        if (st != PQ_OK) return st;
     }
+    return PQ_OK;
+}
+
+static pq_status normalizer_step(jctx *j, void *user, const cJSON *o, const char *type) {
+    pq__bpe *b = user;
     norm nm = {0};
     pq_status st = PQ_OK;
     if (!strcmp(type, "Prepend")) {
@@ -1182,25 +1217,28 @@ static pq_status parse_normalizer(jctx *j, pq__bpe *b, const cJSON *o, int depth
         if (!s) return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: normalizer Prepend without \"prepend\"", j->name);
         nm.type = NORM_PREPEND;
         nm.len = strlen(s);
-        nm.str = dupn(s, nm.len);
+        nm.str = dup_named(j->ctx, j->name, s, nm.len, "a normalizer string");
     } else if (!strcmp(type, "Replace")) {
         const char *s = jstr(o, "content");
         if (!s) return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: normalizer Replace without \"content\"", j->name);
         nm.type = NORM_REPLACE;
         nm.len = strlen(s);
-        nm.str = dupn(s, nm.len);
+        nm.str = dup_named(j->ctx, j->name, s, nm.len, "a normalizer string");
         if (nm.str) st = parse_pattern(j, o, "normalizer Replace", &nm.pat);
     } else if (!strcmp(type, "NFC")) {
         nm.type = NORM_NFC;
-        nm.str = dupn("", 0);
+        nm.str = dup_named(j->ctx, j->name, "", 0, "a normalizer string");
     } else {
         return pq__fail(j->ctx, PQ_ERR_UNSUPPORTED, "%s: normalizer \"%.40s\" is not supported", j->name, type);
     }
-    norm *nn = nm.str && st == PQ_OK ? realloc(b->norms, ((size_t)b->n_norms + 1) * sizeof *nn) : NULL;
+    if (st == PQ_OK && !nm.str) st = PQ_ERR_NOMEM;
+    norm *nn = st == PQ_OK
+                   ? grow_named(j->ctx, j->name, b->norms, (size_t)b->n_norms + 1, sizeof *nn, "the normalizers")
+                   : NULL;
     if (!nn) {
         free(nm.str);
         pattern_free(&nm.pat);
-        return st != PQ_OK ? st : pq__fail(j->ctx, PQ_ERR_NOMEM, "%s: out of memory", j->name);
+        return st != PQ_OK ? st : PQ_ERR_NOMEM;
     }
     b->norms = nn;
     b->norms[b->n_norms++] = nm;
@@ -1224,20 +1262,8 @@ static pq_status parse_scheme(jctx *j, const cJSON *o, int *scheme) {
     return PQ_OK;
 }
 
-static pq_status parse_pretok(jctx *j, pq__bpe *b, const cJSON *o, int depth) {
-    if (!o || cJSON_IsNull(o)) return PQ_OK;
-    const char *type = jstr(o, "type");
-    if (!type || depth > 8) return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: pre_tokenizer without a type", j->name);
-    if (!strcmp(type, "Sequence")) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(o, "pretokenizers"), *it;
-        if (!cJSON_IsArray(list))
-            return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: pre_tokenizer Sequence without a list", j->name);
-        cJSON_ArrayForEach(it, list) {
-            pq_status st = parse_pretok(j, b, it, depth + 1);
-            if (st != PQ_OK) return st;
-        }
-        return PQ_OK;
-    }
+static pq_status pretok_step(jctx *j, void *user, const cJSON *o, const char *type) {
+    pq__bpe *b = user;
     pretok p = {0};
     pq_status st = PQ_OK;
     if (!strcmp(type, "ByteLevel")) {
@@ -1253,11 +1279,11 @@ static pq_status parse_pretok(jctx *j, pq__bpe *b, const cJSON *o, int depth) {
         if (!r) r = "\xe2\x96\x81";
         p.type = PRE_METASPACE;
         p.repl_len = strlen(r);
-        p.repl = dupn(r, p.repl_len);
+        p.repl = dup_named(j->ctx, j->name, r, p.repl_len, "the Metaspace replacement");
         p.pat.len = p.repl_len;
-        p.pat.str = dupn(r, p.repl_len);
+        p.pat.str = p.repl ? dup_named(j->ctx, j->name, r, p.repl_len, "the Metaspace replacement") : NULL;
         p.split = jbool(o, "split", 1);
-        if (!p.repl || !p.pat.str) st = pq__fail(j->ctx, PQ_ERR_NOMEM, "%s: out of memory", j->name);
+        if (!p.repl || !p.pat.str) st = PQ_ERR_NOMEM;
         if (st == PQ_OK && p.repl_len == 0)
             st = pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: Metaspace with an empty replacement", j->name);
         if (st == PQ_OK) st = parse_scheme(j, o, &p.scheme);
@@ -1276,11 +1302,13 @@ static pq_status parse_pretok(jctx *j, pq__bpe *b, const cJSON *o, int depth) {
     } else {
         return pq__fail(j->ctx, PQ_ERR_UNSUPPORTED, "%s: pre_tokenizer \"%.40s\" is not supported", j->name, type);
     }
-    pretok *np = st == PQ_OK ? realloc(b->pres, ((size_t)b->n_pres + 1) * sizeof *np) : NULL;
+    pretok *np = st == PQ_OK
+                     ? grow_named(j->ctx, j->name, b->pres, (size_t)b->n_pres + 1, sizeof *np, "the pre-tokenizers")
+                     : NULL;
     if (!np) {
         free(p.repl);
         pattern_free(&p.pat);
-        return st != PQ_OK ? st : pq__fail(j->ctx, PQ_ERR_NOMEM, "%s: out of memory", j->name);
+        return st != PQ_OK ? st : PQ_ERR_NOMEM;
     }
     b->pres = np;
     b->pres[b->n_pres++] = p;
@@ -1292,20 +1320,14 @@ typedef struct decoders {
     int n;
 } decoders;
 
-static pq_status parse_decoder(jctx *j, pq__bpe *b, const cJSON *o, decoders *ds, int depth) {
-    if (!o || cJSON_IsNull(o)) return PQ_OK;
-    const char *type = jstr(o, "type");
-    if (!type || depth > 8) return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: decoder without a type", j->name);
-    if (!strcmp(type, "Sequence")) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(o, "decoders"), *it;
-        if (!cJSON_IsArray(list))
-            return pq__fail(j->ctx, PQ_ERR_FORMAT, "%s: decoder Sequence without a list", j->name);
-        cJSON_ArrayForEach(it, list) {
-            pq_status st = parse_decoder(j, b, it, ds, depth + 1);
-            if (st != PQ_OK) return st;
-        }
-        return PQ_OK;
-    }
+typedef struct decoder_user {
+    pq__bpe *b;
+    decoders *ds;
+} decoder_user;
+
+static pq_status decoder_step(jctx *j, void *user, const cJSON *o, const char *type) {
+    pq__bpe *b = ((decoder_user *)user)->b;
+    decoders *ds = ((decoder_user *)user)->ds;
     if (ds->n == 16) return pq__fail(j->ctx, PQ_ERR_UNSUPPORTED, "%s: more than 16 decoders", j->name);
     decoder d = {0};
     if (!strcmp(type, "ByteLevel")) {
@@ -1385,212 +1407,244 @@ typedef struct vent {
     int has;
 } vent;
 
-pq_status pq__tokenizer_parse_hf_json(pq_ctx *ctx, const char *name, const char *json, size_t len,
-                                      const char *config_json, size_t config_len, pq_tokenizer **out) {
-    *out = NULL;
-    jctx j = {ctx, name};
-    cJSON *root = cJSON_ParseWithLength(json, len);
-    if (!root || !cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: not valid JSON (tokenizer.json)", name);
-    }
-    pq_status st = PQ_OK;
-    pq_tokenizer *t = NULL;
-    vent *v = NULL;
-    const char **pieces = NULL;
-    size_t *lens = NULL;
-    int32_t *types = NULL;
-    decoders ds = {0};
-    cJSON *cfg = NULL;
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
-    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
-    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
-    const char *mtype = jstr(model, "type");
-    const cJSON *it;
+/* The parts of tokenizer.json the vocabulary is built from. */
+typedef struct hf_model {
+    const cJSON *model, *vocab, *merges, *added;
+} hf_model;
+
+static pq_status check_model(pq_ctx *ctx, const char *name, const hf_model *m) {
+    const char *mtype = jstr(m->model, "type");
+    if (!cJSON_IsObject(m->model)) return pq__fail(ctx, PQ_ERR_FORMAT, "%s: no \"model\" object", name);
+    if (mtype && strcmp(mtype, "BPE"))
+        return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: model type \"%.30s\" is not supported (only BPE)", name, mtype);
+    if (!cJSON_IsObject(m->vocab) || !cJSON_IsArray(m->merges))
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: model.vocab must be an object and model.merges an array", name);
+    if (m->added && !cJSON_IsArray(m->added))
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: added_tokens must be an array", name);
+    const char *cs = jstr(m->model, "continuing_subword_prefix"), *es = jstr(m->model, "end_of_word_suffix");
+    if ((cs && *cs) || (es && *es))
+        return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: continuing_subword_prefix / end_of_word_suffix not supported",
+                        name);
+    return PQ_OK;
+}
+
+/* ids: vocabulary and added tokens; the vocabulary size *n is the largest id + 1 */
+static pq_status count_ids(pq_ctx *ctx, const char *name, const hf_model *m, int64_t *n_out) {
     int64_t n = 0;
-    if (!cJSON_IsObject(model)) {
-        st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: no \"model\" object", name);
-    } else if (mtype && strcmp(mtype, "BPE")) {
-        st = pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: model type \"%.30s\" is not supported (only BPE)", name, mtype);
-    } else if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges)) {
-        st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: model.vocab must be an object and model.merges an array", name);
-    } else if (added && !cJSON_IsArray(added)) {
-        st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: added_tokens must be an array", name);
-    } else {
-        const char *cs = jstr(model, "continuing_subword_prefix"), *es = jstr(model, "end_of_word_suffix");
-        if ((cs && *cs) || (es && *es))
-            st = pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: continuing_subword_prefix / end_of_word_suffix not supported",
-                          name);
-    }
-    /* ids: vocabulary and added tokens; the vocabulary size is the largest id + 1 */
-    for (int pass = 0; pass < 2 && st == PQ_OK; pass++) {
-        const cJSON *list = pass == 0 ? vocab : added;
+    const cJSON *it;
+    for (int pass = 0; pass < 2; pass++) {
+        const cJSON *list = pass == 0 ? m->vocab : m->added;
         cJSON_ArrayForEach(it, list) {
             const cJSON *idv = pass == 0 ? it : cJSON_GetObjectItemCaseSensitive(it, "id");
             if (!cJSON_IsNumber(idv) || idv->valuedouble < 0 || idv->valuedouble >= MAX_VOCAB ||
-                idv->valuedouble != (double)(int64_t)idv->valuedouble) {
-                st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: %s: bad token id", name,
-                              pass == 0 ? "model.vocab" : "added_tokens");
-                break;
-            }
+                idv->valuedouble != (double)(int64_t)idv->valuedouble)
+                return pq__fail(ctx, PQ_ERR_FORMAT, "%s: %s: bad token id", name,
+                                pass == 0 ? "model.vocab" : "added_tokens");
             if ((int64_t)idv->valuedouble + 1 > n) n = (int64_t)idv->valuedouble + 1;
-            if (pass == 1 && !jstr(it, "content")) {
-                st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: added_tokens entry without \"content\"", name);
-                break;
-            }
+            if (pass == 1 && !jstr(it, "content"))
+                return pq__fail(ctx, PQ_ERR_FORMAT, "%s: added_tokens entry without \"content\"", name);
         }
     }
-    if (st == PQ_OK && n == 0) st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: empty vocabulary", name);
+    if (n == 0) return pq__fail(ctx, PQ_ERR_FORMAT, "%s: empty vocabulary", name);
     /* ids are dense in real files; a few bytes of JSON must not make us allocate gigabytes */
-    const int64_t n_entries = (int64_t)cJSON_GetArraySize(vocab) + (added ? cJSON_GetArraySize(added) : 0);
-    if (st == PQ_OK && n > n_entries + MAX_ID_GAP)
-        st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: token id %lld is far beyond the %lld tokens listed", name,
-                      (long long)(n - 1), (long long)n_entries);
-    if (st == PQ_OK) {
-        v = pq__calloc(ctx, (size_t)n, sizeof *v, "vocabulary");
-        pieces = v ? pq__calloc(ctx, (size_t)n, sizeof *pieces, "vocabulary") : NULL;
-        lens = pieces ? pq__calloc(ctx, (size_t)n, sizeof *lens, "vocabulary") : NULL;
-        types = lens ? pq__calloc(ctx, (size_t)n, sizeof *types, "vocabulary") : NULL;
-        if (!types) st = PQ_ERR_NOMEM;
+    const int64_t n_entries = (int64_t)cJSON_GetArraySize(m->vocab) + (m->added ? cJSON_GetArraySize(m->added) : 0);
+    if (n > n_entries + MAX_ID_GAP)
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: token id %lld is far beyond the %lld tokens listed", name,
+                        (long long)(n - 1), (long long)n_entries);
+    *n_out = n;
+    return PQ_OK;
+}
+
+/* Fills v[0..n) from model.vocab, then the added tokens (which set the piece types). */
+static pq_status fill_entries(pq_ctx *ctx, const char *name, const hf_model *m, vent *v) {
+    const int byte_fallback = jbool(m->model, "byte_fallback", 0);
+    const char *unk_text = jstr(m->model, "unk_token");
+    const cJSON *it;
+    cJSON_ArrayForEach(it, m->vocab) {
+        const int64_t id = (int64_t)it->valuedouble;
+        if (v[id].has)
+            return pq__fail(ctx, PQ_ERR_FORMAT, "%s: model.vocab: id %lld used twice", name, (long long)id);
+        v[id] = (vent){it->string ? it->string : "", it->string ? strlen(it->string) : 0, PQ_PIECE_NORMAL, 1};
+        if (unk_text && it->string && !strcmp(it->string, unk_text)) v[id].type = PQ_PIECE_UNKNOWN;
+        if (byte_fallback && v[id].len == 6 && !memcmp(v[id].s, "<0x", 3) && v[id].s[5] == '>' &&
+            hexv(v[id].s[3]) >= 0 && hexv(v[id].s[4]) >= 0)
+            v[id].type = PQ_PIECE_BYTE;
     }
-    const int byte_fallback = jbool(model, "byte_fallback", 0);
-    const char *unk_text = jstr(model, "unk_token");
-    if (st == PQ_OK) {
-        cJSON_ArrayForEach(it, vocab) {
-            const int64_t id = (int64_t)it->valuedouble;
-            if (v[id].has) {
-                st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: model.vocab: id %lld used twice", name, (long long)id);
-                break;
-            }
-            v[id] = (vent){it->string ? it->string : "", it->string ? strlen(it->string) : 0, PQ_PIECE_NORMAL, 1};
-            if (unk_text && it->string && !strcmp(it->string, unk_text)) v[id].type = PQ_PIECE_UNKNOWN;
-            if (byte_fallback && v[id].len == 6 && !memcmp(v[id].s, "<0x", 3) && v[id].s[5] == '>' &&
-                hexv(v[id].s[3]) >= 0 && hexv(v[id].s[4]) >= 0)
-                v[id].type = PQ_PIECE_BYTE;
-        }
+    cJSON_ArrayForEach(it, m->added) {
+        const int64_t id = (int64_t)cJSON_GetObjectItemCaseSensitive(it, "id")->valuedouble;
+        const char *c = jstr(it, "content");
+        if (!v[id].has) v[id] = (vent){c, strlen(c), 0, 1};
+        if (v[id].type != PQ_PIECE_UNKNOWN && !(unk_text && !strcmp(c, unk_text)))
+            v[id].type = jbool(it, "special", 0) ? PQ_PIECE_CONTROL : PQ_PIECE_USER;
+        else
+            v[id].type = PQ_PIECE_UNKNOWN;
     }
+    return PQ_OK;
+}
+
+/* The vocabulary of n ids as a tokenizer (no BPE tables yet). */
+static pq_status build_vocab(pq_ctx *ctx, const char *name, const hf_model *m, int64_t n, pq_tokenizer **t) {
+    vent *v = pq__calloc(ctx, (size_t)n, sizeof *v, "vocabulary");
+    const char **pieces = v ? pq__calloc(ctx, (size_t)n, sizeof *pieces, "vocabulary") : NULL;
+    size_t *lens = pieces ? pq__calloc(ctx, (size_t)n, sizeof *lens, "vocabulary") : NULL;
+    int32_t *types = lens ? pq__calloc(ctx, (size_t)n, sizeof *types, "vocabulary") : NULL;
+    pq_status st = types ? fill_entries(ctx, name, m, v) : PQ_ERR_NOMEM;
     if (st == PQ_OK) {
-        cJSON_ArrayForEach(it, added) {
-            const int64_t id = (int64_t)cJSON_GetObjectItemCaseSensitive(it, "id")->valuedouble;
-            const char *c = jstr(it, "content");
-            if (!v[id].has) v[id] = (vent){c, strlen(c), 0, 1};
-            if (v[id].type != PQ_PIECE_UNKNOWN && !(unk_text && !strcmp(c, unk_text)))
-                v[id].type = jbool(it, "special", 0) ? PQ_PIECE_CONTROL : PQ_PIECE_USER;
-            else
-                v[id].type = PQ_PIECE_UNKNOWN;
-        }
         for (int64_t i = 0; i < n; i++) {
             pieces[i] = v[i].has ? v[i].s : "";
             lens[i] = v[i].has ? v[i].len : 0;
             types[i] = v[i].has ? v[i].type : PQ_PIECE_UNUSED;
         }
-        st = pq__tokenizer_new_vocab(ctx, PQ_TOK_BPE, n, pieces, lens, NULL, types, -1, -1, -1, 0, &t);
+        st = pq__tokenizer_new_vocab(ctx, PQ_TOK_BPE, n, pieces, lens, NULL, types, -1, -1, -1, 0, t);
     }
-    pq__bpe *b = NULL;
-    if (st == PQ_OK) {
-        b = calloc(1, sizeof *b);
-        if (!b)
-            st = pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", name);
-        else
-            pq__tokenizer_attach_bpe(t, b);
+    free(v);
+    free(pieces);
+    free(lens);
+    free(types);
+    return st;
+}
+
+/* Attaches the BPE tables to t with the model's flags and unknown token. */
+static pq_status attach_bpe(pq_ctx *ctx, const char *name, const cJSON *model, pq_tokenizer *t, pq__bpe **out) {
+    pq__bpe *b = pq__calloc(ctx, 1, sizeof *b, "the BPE tables");
+    if (!b) return pq__fail_prefix(ctx, PQ_ERR_NOMEM, "%s", name);
+    pq__tokenizer_attach_bpe(t, b);
+    *out = b;
+    b->byte_fallback = jbool(model, "byte_fallback", 0);
+    b->fuse_unk = jbool(model, "fuse_unk", 0);
+    b->ignore_merges = jbool(model, "ignore_merges", 0);
+    const char *unk = jstr(model, "unk_token");
+    b->unk = lookup_str(t, unk);
+    if (unk && b->unk < 0)
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: model.unk_token \"%.40s\" not in the vocabulary", name, unk);
+    return PQ_OK;
+}
+
+/* model.merges: "left right" strings or [left, right] pairs, in rank order. */
+static pq_status parse_merges(pq_ctx *ctx, const char *name, pq_tokenizer *t, pq__bpe *b, const cJSON *merges) {
+    pq_status st = alloc_merges(ctx, name, b, cJSON_GetArraySize(merges));
+    int64_t rank = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, merges) {
+        if (st != PQ_OK) break;
+        if (cJSON_IsString(it)) {
+            const char *m = it->valuestring, *sp = strchr(m, ' ');
+            if (!sp || strchr(sp + 1, ' '))
+                return pq__fail(ctx, PQ_ERR_FORMAT, "%s: merges[%lld] \"%.40s\" is not \"left right\"", name,
+                                (long long)rank, m);
+            st = add_merge(ctx, name, t, b, rank, m, (size_t)(sp - m), sp + 1, strlen(sp + 1));
+        } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 && cJSON_IsString(cJSON_GetArrayItem(it, 0)) &&
+                   cJSON_IsString(cJSON_GetArrayItem(it, 1))) {
+            const char *l = cJSON_GetArrayItem(it, 0)->valuestring, *r = cJSON_GetArrayItem(it, 1)->valuestring;
+            st = add_merge(ctx, name, t, b, rank, l, strlen(l), r, strlen(r));
+        } else {
+            st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: merges[%lld]: expected \"left right\" or [left, right]", name,
+                          (long long)rank);
+        }
+        rank++;
     }
-    if (st == PQ_OK) {
-        b->byte_fallback = byte_fallback;
-        b->fuse_unk = jbool(model, "fuse_unk", 0);
-        b->ignore_merges = jbool(model, "ignore_merges", 0);
-        const char *unk = jstr(model, "unk_token");
-        b->unk = lookup_str(t, unk);
-        if (unk && b->unk < 0)
-            st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: model.unk_token \"%.40s\" not in the vocabulary", name, unk);
+    return st;
+}
+
+static pq_status parse_added(pq_ctx *ctx, const char *name, pq__bpe *b, const cJSON *added) {
+    const cJSON *it;
+    cJSON_ArrayForEach(it, added) {
+        const char *c = jstr(it, "content");
+        if (!*c) continue;
+        pq_status st =
+            push_added(ctx, name, b, c, strlen(c), (int32_t)cJSON_GetObjectItemCaseSensitive(it, "id")->valuedouble,
+                       jbool(it, "lstrip", 0), jbool(it, "rstrip", 0), jbool(it, "special", 0));
+        if (st != PQ_OK) return st;
     }
-    if (st == PQ_OK) st = alloc_merges(ctx, name, b, cJSON_GetArraySize(merges));
-    if (st == PQ_OK) {
-        int64_t rank = 0;
-        cJSON_ArrayForEach(it, merges) {
-            if (cJSON_IsString(it)) {
-                const char *m = it->valuestring, *sp = strchr(m, ' ');
-                if (!sp || strchr(sp + 1, ' ')) {
-                    st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: merges[%lld] \"%.40s\" is not \"left right\"", name,
-                                  (long long)rank, m);
-                    break;
-                }
-                st = add_merge(ctx, name, t, b, rank, m, (size_t)(sp - m), sp + 1, strlen(sp + 1));
-            } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 &&
-                       cJSON_IsString(cJSON_GetArrayItem(it, 0)) && cJSON_IsString(cJSON_GetArrayItem(it, 1))) {
-                const char *l = cJSON_GetArrayItem(it, 0)->valuestring, *r = cJSON_GetArrayItem(it, 1)->valuestring;
-                st = add_merge(ctx, name, t, b, rank, l, strlen(l), r, strlen(r));
-            } else {
-                st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: merges[%lld]: expected \"left right\" or [left, right]", name,
-                              (long long)rank);
-            }
-            if (st != PQ_OK) break;
-            rank++;
+    index_added(b);
+    return PQ_OK;
+}
+
+/* special tokens: tokenizer_config.json wins, then the post-processor template */
+static pq_status set_special(pq_ctx *ctx, const char *name, pq_tokenizer *t, const pq__bpe *b, const cJSON *root,
+                             const char *config_json, size_t config_len) {
+    cJSON *cfg = NULL;
+    if (config_json) {
+        cfg = cJSON_ParseWithLength(config_json, config_len);
+        if (!cfg || !cJSON_IsObject(cfg)) {
+            cJSON_Delete(cfg);
+            return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer_config.json is not valid JSON", name);
         }
     }
-    if (st == PQ_OK) st = parse_normalizer(&j, b, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), 0);
-    if (st == PQ_OK) st = parse_pretok(&j, b, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), 0);
-    if (st == PQ_OK) st = parse_decoder(&j, b, cJSON_GetObjectItemCaseSensitive(root, "decoder"), &ds, 0);
-    if (st == PQ_OK) {
-        cJSON_ArrayForEach(it, added) {
-            const char *c = jstr(it, "content");
-            if (!*c) continue;
-            added_tok *na = realloc(b->added, ((size_t)b->n_added + 1) * sizeof *na);
-            char *s = na ? dupn(c, strlen(c)) : NULL;
-            if (na) b->added = na;
-            if (!s) {
-                st = pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", name);
-                break;
-            }
-            b->added[b->n_added++] = (added_tok){s,
-                                                 strlen(c),
-                                                 (int32_t)cJSON_GetObjectItemCaseSensitive(it, "id")->valuedouble,
-                                                 jbool(it, "lstrip", 0),
-                                                 jbool(it, "rstrip", 0),
-                                                 jbool(it, "special", 0)};
-        }
-        index_added(b);
+    const cJSON *cb = cJSON_GetObjectItemCaseSensitive(cfg, "bos_token");
+    const cJSON *ce = cJSON_GetObjectItemCaseSensitive(cfg, "eos_token");
+    const cJSON *cab = cJSON_GetObjectItemCaseSensitive(cfg, "add_bos_token");
+    const char *tb = template_bos(cJSON_GetObjectItemCaseSensitive(root, "post_processor"), 0);
+    int32_t bos = cb ? lookup_str(t, token_text(cb)) : lookup_str(t, tb);
+    int32_t eos = -1;
+    if (ce) {
+        eos = lookup_str(t, token_text(ce));
+    } else {
+        static const char *const eos_names[] = {"</s>",       "<|endoftext|>", "<|end_of_text|>",
+                                                "<|eot_id|>", "<|im_end|>",    "<eos>"};
+        for (size_t k = 0; k < sizeof eos_names / sizeof *eos_names && eos < 0; k++)
+            eos = lookup_str(t, eos_names[k]);
     }
+    const int add_bos = cJSON_IsBool(cab) ? cJSON_IsTrue(cab) : (tb != NULL && bos >= 0);
+    pq__tokenizer_set_special(t, bos, eos, b->unk, add_bos);
+    cJSON_Delete(cfg);
+    return PQ_OK;
+}
+
+/* The BPE pipeline of tokenizer.json: merges, normalizers, pre-tokenizers, decoders, added
+ * tokens, the decoded pieces, and a copy of the text. */
+static pq_status build_bpe(pq_ctx *ctx, const char *name, const char *json, size_t len, const cJSON *root,
+                           const hf_model *m, pq_tokenizer *t, pq__bpe *b) {
+    jctx j = {ctx, name};
+    decoders ds = {0};
+    pq_status st = parse_merges(ctx, name, t, b, m->merges);
+    decoder_user du = {b, &ds};
+    if (st == PQ_OK)
+        st = walk_steps(&j, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), "normalizer", "normalizers", 0,
+                        normalizer_step, b);
+    if (st == PQ_OK)
+        st = walk_steps(&j, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), "pre_tokenizer", "pretokenizers",
+                        0, pretok_step, b);
+    if (st == PQ_OK)
+        st = walk_steps(&j, cJSON_GetObjectItemCaseSensitive(root, "decoder"), "decoder", "decoders", 0, decoder_step,
+                        &du);
+    if (st == PQ_OK) st = parse_added(ctx, name, b, m->added);
     if (st == PQ_OK) {
         b->dec_bytelevel = ds.n == 1 && ds.d[0].type == DEC_BYTELEVEL;
         st = build_decoded(ctx, name, t, b, ds.d, ds.n);
     }
     if (st == PQ_OK) {
         b->gguf_pre = native_pre(t, b);
-        b->json = dupn(json, len); /* kept so that convert can write it back verbatim */
+        /* kept so that convert can write it back verbatim */
+        b->json = dup_named(ctx, name, json, len, "a copy of tokenizer.json");
         b->json_len = len;
-        if (!b->json) st = pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", name);
+        if (!b->json) st = PQ_ERR_NOMEM;
     }
-    /* special tokens: tokenizer_config.json wins, then the post-processor template */
-    if (st == PQ_OK && config_json) {
-        cfg = cJSON_ParseWithLength(config_json, config_len);
-        if (!cfg || !cJSON_IsObject(cfg))
-            st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer_config.json is not valid JSON", name);
+    return st;
+}
+
+pq_status pq__tokenizer_parse_hf_json(pq_ctx *ctx, const char *name, const char *json, size_t len,
+                                      const char *config_json, size_t config_len, pq_tokenizer **out) {
+    *out = NULL;
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: not valid JSON (tokenizer.json)", name);
     }
-    if (st == PQ_OK) {
-        const cJSON *cb = cJSON_GetObjectItemCaseSensitive(cfg, "bos_token");
-        const cJSON *ce = cJSON_GetObjectItemCaseSensitive(cfg, "eos_token");
-        const cJSON *cab = cJSON_GetObjectItemCaseSensitive(cfg, "add_bos_token");
-        const char *tb = template_bos(cJSON_GetObjectItemCaseSensitive(root, "post_processor"), 0);
-        int32_t bos = cb ? lookup_str(t, token_text(cb)) : lookup_str(t, tb);
-        int32_t eos = -1;
-        if (ce) {
-            eos = lookup_str(t, token_text(ce));
-        } else {
-            static const char *const eos_names[] = {"</s>",       "<|endoftext|>", "<|end_of_text|>",
-                                                    "<|eot_id|>", "<|im_end|>",    "<eos>"};
-            for (size_t k = 0; k < sizeof eos_names / sizeof *eos_names && eos < 0; k++)
-                eos = lookup_str(t, eos_names[k]);
-        }
-        const int add_bos = cJSON_IsBool(cab) ? cJSON_IsTrue(cab) : (tb != NULL && bos >= 0);
-        pq__tokenizer_set_special(t, bos, eos, b->unk, add_bos);
-    }
-    cJSON_Delete(cfg);
+    hf_model m = {.model = cJSON_GetObjectItemCaseSensitive(root, "model")};
+    m.vocab = cJSON_GetObjectItemCaseSensitive(m.model, "vocab");
+    m.merges = cJSON_GetObjectItemCaseSensitive(m.model, "merges");
+    m.added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+    pq_tokenizer *t = NULL;
+    pq__bpe *b = NULL;
+    int64_t n = 0;
+    pq_status st = check_model(ctx, name, &m);
+    if (st == PQ_OK) st = count_ids(ctx, name, &m, &n);
+    if (st == PQ_OK) st = build_vocab(ctx, name, &m, n, &t);
+    if (st == PQ_OK) st = attach_bpe(ctx, name, m.model, t, &b);
+    if (st == PQ_OK) st = build_bpe(ctx, name, json, len, root, &m, t, b);
+    if (st == PQ_OK) st = set_special(ctx, name, t, b, root, config_json, config_len);
     cJSON_Delete(root);
-    free(v);
-    free(pieces);
-    free(lens);
-    free(types);
     if (st != PQ_OK) {
         pq_tokenizer_free(t);
         return st;
@@ -1607,12 +1661,13 @@ pq_status pq__tokenizer_load_hf_json(pq_ctx *ctx, const char *path, pq_tokenizer
     if (st != PQ_OK) return st;
     /* tokenizer_config.json next to the file carries bos/eos/add_bos_token */
     const char *slash = strrchr(path, '/');
-    char *dir = !slash ? dupn(".", 1) : slash == path ? dupn("/", 1) : dupn(path, (size_t)(slash - path));
-    char *cpath = dir ? pq__path_join(dir, "tokenizer_config.json") : NULL;
+    const char *d = !slash ? "." : slash == path ? "/" : path;
+    char *dir = dup_named(ctx, path, d, !slash || slash == path ? 1 : (size_t)(slash - path), "the folder name");
+    char *cpath = dir ? pq__path_join_ctx(ctx, dir, "tokenizer_config.json") : NULL;
     if (!cpath) {
         free(dir);
         free(json);
-        return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", path);
+        return PQ_ERR_NOMEM;
     }
     if (pq__file_exists(cpath)) st = pq__read_text(ctx, cpath, (size_t)1 << 26, &cfg, &cfg_len);
     if (st == PQ_OK) st = pq__tokenizer_parse_hf_json(ctx, path, json, len, cfg, cfg_len, out);

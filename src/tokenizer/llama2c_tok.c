@@ -73,21 +73,11 @@ pq_status pq__tokenizer_parse_llama2c(pq_ctx *ctx, const char *name, const uint8
     free(pieces);
     free(lens);
     free(scores);
-    if (st != PQ_OK && st != PQ_ERR_NOMEM) {
-        /* new_spm messages do not name the file */
-        char msg[sizeof ctx->error];
-        snprintf(msg, sizeof msg, "%s", ctx ? ctx->error : "");
-        return pq__fail(ctx, st, "%s: llama2.c tokenizer: %s", name, msg);
-    }
+    /* new_spm messages do not name the file */
+    if (st != PQ_OK && st != PQ_ERR_NOMEM) return pq__fail_prefix(ctx, st, "%s: llama2.c tokenizer", name);
     return st;
 }
 
 pq_status pq__tokenizer_load_llama2c(pq_ctx *ctx, const char *path, pq_tokenizer **out) {
-    *out = NULL;
-    pq__file f;
-    pq_status st = pq__file_open(ctx, path, 1, &f);
-    if (st != PQ_OK) return st;
-    st = pq__tokenizer_parse_llama2c(ctx, path, f.data, f.size, out);
-    pq__file_close(&f);
-    return st;
+    return pq__tokenizer_load_with(ctx, path, pq__tokenizer_parse_llama2c, out);
 }

@@ -115,7 +115,10 @@ static pq_status add_piece(spm_parse *s) {
         float *ns = nl ? realloc(s->scores, (size_t)nc * sizeof *ns) : NULL;
         if (ns) s->scores = ns;
         int32_t *nt = ns ? realloc(s->types, (size_t)nc * sizeof *nt) : NULL;
-        if (!nt) return pq__fail(s->ctx, PQ_ERR_NOMEM, "%s: out of memory reading pieces", s->name);
+        if (!nt)
+            return pq__fail(s->ctx, PQ_ERR_NOMEM, "%s: out of memory allocating %zu bytes for %lld pieces", s->name,
+                            (size_t)nc * (sizeof(char *) + sizeof(size_t) + sizeof(float) + sizeof(int32_t)),
+                            (long long)nc);
         s->types = nt;
         s->cap = nc;
     }
@@ -285,11 +288,7 @@ pq_status pq__tokenizer_parse_spm_model(pq_ctx *ctx, const char *name, const uin
     if (st == PQ_OK) {
         st = pq__tokenizer_new_spm(ctx, s.n, s.pieces, s.lens, s.scores, s.types, bos, eos, unk, s.add_dummy_prefix,
                                    out);
-        if (st != PQ_OK && st != PQ_ERR_NOMEM) {
-            char msg[sizeof ctx->error];
-            snprintf(msg, sizeof msg, "%s", ctx ? ctx->error : "");
-            st = pq__fail(ctx, st, "%s: SentencePiece model: %s", name, msg);
-        }
+        if (st != PQ_OK && st != PQ_ERR_NOMEM) st = pq__fail_prefix(ctx, st, "%s: SentencePiece model", name);
     }
     free(s.pieces);
     free(s.lens);
@@ -299,13 +298,7 @@ pq_status pq__tokenizer_parse_spm_model(pq_ctx *ctx, const char *name, const uin
 }
 
 pq_status pq__tokenizer_load_spm_model(pq_ctx *ctx, const char *path, pq_tokenizer **out) {
-    *out = NULL;
-    pq__file f;
-    pq_status st = pq__file_open(ctx, path, 1, &f);
-    if (st != PQ_OK) return st;
-    st = pq__tokenizer_parse_spm_model(ctx, path, f.data, f.size, out);
-    pq__file_close(&f);
-    return st;
+    return pq__tokenizer_load_with(ctx, path, pq__tokenizer_parse_spm_model, out);
 }
 
 /* ---------------------------------------------------------------- writer */

@@ -2,6 +2,8 @@
  * encoder/decoder (llama2.c run.c encode()/decode() semantics, in O(n log n)). */
 #include "tokenizer/tokenizer.h"
 
+#include "io/source.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -120,12 +122,13 @@ pq_status pq__tokenizer_new_spm(pq_ctx *ctx, int64_t n, const char *const *piece
                                    out);
 }
 
-pq_status pq__tokenizer_new_vocab(pq_ctx *ctx, pq__tok_kind kind, int64_t n, const char *const *pieces,
-                                  const size_t *lens, const float *scores, const int32_t *types, int32_t bos,
-                                  int32_t eos, int32_t unk, int add_dummy_prefix, pq_tokenizer **out) {
-    *out = NULL;
-    /* SPM pieces spell spaces as U+2581; BPE vocabularies are kept exactly as written */
-    const int unescape = kind == PQ_TOK_SPM;
+/* Length of piece i as given (lens, else strlen; NULL pieces are empty). */
+static size_t given_len(const char *const *pieces, const size_t *lens, int64_t i) {
+    return lens ? lens[i] : (pieces[i] ? strlen(pieces[i]) : 0);
+}
+
+static pq_status check_vocab_args(pq_ctx *ctx, int64_t n, const char *const *pieces, int32_t bos, int32_t eos,
+                                  int32_t unk) {
     if (n <= 0 || n > INT32_MAX / 4)
         return pq__fail(ctx, PQ_ERR_FORMAT, "tokenizer: vocabulary size %lld out of range", (long long)n);
     if (!pieces) return pq__fail(ctx, PQ_ERR_INVALID, "tokenizer: no pieces given");
@@ -135,49 +138,35 @@ pq_status pq__tokenizer_new_vocab(pq_ctx *ctx, pq__tok_kind kind, int64_t n, con
         if (special[k] < -1 || special[k] >= n)
             return pq__fail(ctx, PQ_ERR_FORMAT, "tokenizer: %s id %d outside the %lld-piece vocabulary",
                             special_name[k], special[k], (long long)n);
-    pq_tokenizer *t = calloc(1, sizeof *t);
-    if (!t) return pq__fail(ctx, PQ_ERR_NOMEM, "tokenizer: out of memory");
-    t->kind = kind;
-    t->add_bos_default = 1;
-    t->n = (int32_t)n;
-    t->bos = bos;
-    t->eos = eos;
-    t->unk = unk;
-    t->add_dummy_prefix = add_dummy_prefix != 0;
-    t->off = pq__calloc(ctx, (size_t)n, sizeof *t->off, "tokenizer offsets");
-    t->len = t->off ? pq__calloc(ctx, (size_t)n, sizeof *t->len, "tokenizer lengths") : NULL;
-    t->score = t->len ? pq__calloc(ctx, (size_t)n, sizeof *t->score, "tokenizer scores") : NULL;
-    t->type = t->score ? pq__calloc(ctx, (size_t)n, sizeof *t->type, "tokenizer types") : NULL;
-    if (!t->type) {
-        pq_tokenizer_free(t);
-        return PQ_ERR_NOMEM;
-    }
+    return PQ_OK;
+}
+
+/* Sets off, len and max_len from the stored (unescaped) piece lengths; *total: blob bytes. */
+static pq_status layout_pieces(pq_ctx *ctx, pq_tokenizer *t, const char *const *pieces, const size_t *lens,
+                               int unescape, size_t *total_out) {
     size_t total = 0;
-    for (int64_t i = 0; i < n; i++) {
-        size_t l = lens ? lens[i] : (pieces[i] ? strlen(pieces[i]) : 0);
-        if (l && !pieces[i]) {
-            pq_tokenizer_free(t);
-            return pq__fail(ctx, PQ_ERR_INVALID, "tokenizer: piece %lld is NULL", (long long)i);
-        }
+    for (int64_t i = 0; i < t->n; i++) {
+        size_t l = given_len(pieces, lens, i);
+        if (l && !pieces[i]) return pq__fail(ctx, PQ_ERR_INVALID, "tokenizer: piece %lld is NULL", (long long)i);
         size_t u = l ? (unescape ? unescaped_len(pieces[i], l) : l) : 0;
-        if (u > UINT32_MAX / 4 || total > SIZE_MAX - u - 1) {
-            pq_tokenizer_free(t);
+        if (u > UINT32_MAX / 4 || total > SIZE_MAX - u - 1)
             return pq__fail(ctx, PQ_ERR_FORMAT, "tokenizer: piece %lld too long (%zu bytes)", (long long)i, l);
-        }
         t->off[i] = total;
         t->len[i] = (uint32_t)u;
         total += u + 1;
         if (u > t->max_len) t->max_len = (uint32_t)u;
     }
-    t->blob = pq__malloc(ctx, total, "tokenizer pieces");
-    if (!t->blob) {
-        pq_tokenizer_free(t);
-        return PQ_ERR_NOMEM;
-    }
+    *total_out = total;
+    return PQ_OK;
+}
+
+/* Copies the pieces into the blob and sets scores, types, byte pieces and bigrams. */
+static void fill_pieces(pq_tokenizer *t, const char *const *pieces, const size_t *lens, const float *scores,
+                        const int32_t *types, int unescape) {
     for (int i = 0; i < 256; i++)
         t->byte_id[i] = -1;
     for (int32_t i = 0; i < t->n; i++) {
-        size_t l = lens ? lens[i] : (pieces[i] ? strlen(pieces[i]) : 0);
+        size_t l = given_len(pieces, lens, i);
         if (l && unescape) {
             unescape_into(t->blob + t->off[i], pieces[i], l);
         } else {
@@ -188,9 +177,9 @@ pq_status pq__tokenizer_new_vocab(pq_ctx *ctx, pq__tok_kind kind, int64_t n, con
         const int bv = byte_piece_value(t->blob + t->off[i], t->len[i]);
         if (types) {
             t->type[i] = types[i];
-        } else if (i == unk) {
+        } else if (i == t->unk) {
             t->type[i] = PQ_PIECE_UNKNOWN;
-        } else if (i == bos || i == eos) {
+        } else if (i == t->bos || i == t->eos) {
             t->type[i] = PQ_PIECE_CONTROL;
         } else {
             t->type[i] = bv >= 0 ? PQ_PIECE_BYTE : PQ_PIECE_NORMAL;
@@ -202,19 +191,57 @@ pq_status pq__tokenizer_new_vocab(pq_ctx *ctx, pq__tok_kind kind, int64_t n, con
             t->bigram[bg >> 6] |= 1ull << (bg & 63);
         }
     }
+}
+
+static pq_status build_hash(pq_ctx *ctx, pq_tokenizer *t) {
     uint32_t cap = 16;
-    while (cap < (uint32_t)n * 2u)
+    while (cap < (uint32_t)t->n * 2u)
         cap *= 2;
     t->slots = pq__malloc(ctx, (size_t)cap * sizeof *t->slots, "tokenizer hash table");
-    if (!t->slots) {
-        pq_tokenizer_free(t);
-        return PQ_ERR_NOMEM;
-    }
+    if (!t->slots) return PQ_ERR_NOMEM;
     for (uint32_t i = 0; i < cap; i++)
         t->slots[i].id = -1;
     t->mask = cap - 1;
     for (int32_t i = 0; i < t->n; i++)
         hash_insert(t, i);
+    return PQ_OK;
+}
+
+pq_status pq__tokenizer_new_vocab(pq_ctx *ctx, pq__tok_kind kind, int64_t n, const char *const *pieces,
+                                  const size_t *lens, const float *scores, const int32_t *types, int32_t bos,
+                                  int32_t eos, int32_t unk, int add_dummy_prefix, pq_tokenizer **out) {
+    *out = NULL;
+    /* SPM pieces spell spaces as U+2581; BPE vocabularies are kept exactly as written */
+    const int unescape = kind == PQ_TOK_SPM;
+    pq_status st = check_vocab_args(ctx, n, pieces, bos, eos, unk);
+    if (st != PQ_OK) return st;
+    pq_tokenizer *t = pq__calloc(ctx, 1, sizeof *t, "the tokenizer");
+    if (!t) return PQ_ERR_NOMEM;
+    t->kind = kind;
+    t->add_bos_default = 1;
+    t->n = (int32_t)n;
+    t->bos = bos;
+    t->eos = eos;
+    t->unk = unk;
+    t->add_dummy_prefix = add_dummy_prefix != 0;
+    t->off = pq__calloc(ctx, (size_t)n, sizeof *t->off, "tokenizer offsets");
+    t->len = t->off ? pq__calloc(ctx, (size_t)n, sizeof *t->len, "tokenizer lengths") : NULL;
+    t->score = t->len ? pq__calloc(ctx, (size_t)n, sizeof *t->score, "tokenizer scores") : NULL;
+    t->type = t->score ? pq__calloc(ctx, (size_t)n, sizeof *t->type, "tokenizer types") : NULL;
+    size_t total = 0;
+    if (!t->type)
+        st = PQ_ERR_NOMEM;
+    else
+        st = layout_pieces(ctx, t, pieces, lens, unescape, &total);
+    if (st == PQ_OK && !(t->blob = pq__malloc(ctx, total, "tokenizer pieces"))) st = PQ_ERR_NOMEM;
+    if (st == PQ_OK) {
+        fill_pieces(t, pieces, lens, scores, types, unescape);
+        st = build_hash(ctx, t);
+    }
+    if (st != PQ_OK) {
+        pq_tokenizer_free(t);
+        return st;
+    }
     *out = t;
     return PQ_OK;
 }
@@ -524,6 +551,16 @@ pq_status pq_tokenize(pq_ctx *ctx, const pq_tokenizer *tok, const char *text, si
 
 /* ---------------------------------------------------------------- loading */
 
+pq_status pq__tokenizer_load_with(pq_ctx *ctx, const char *path, pq__tok_parse_fn parse, pq_tokenizer **out) {
+    *out = NULL;
+    pq__file f;
+    pq_status st = pq__file_open(ctx, path, 1, &f);
+    if (st != PQ_OK) return st;
+    st = parse(ctx, path, f.data, f.size, out);
+    pq__file_close(&f);
+    return st;
+}
+
 static int looks_like_json(const uint8_t *d, size_t n) {
     size_t i = 0;
     if (n >= 3 && d[0] == 0xEF && d[1] == 0xBB && d[2] == 0xBF) i = 3; /* UTF-8 BOM */
@@ -544,8 +581,8 @@ pq_status pq_tokenizer_load(pq_ctx *ctx, const char *path, pq_tokenizer **out) {
         /* a Hugging Face folder: tokenizer.json first (it carries added tokens), else tokenizer.model */
         static const char *const names[2] = {"tokenizer.json", "tokenizer.model"};
         for (int k = 0; k < 2; k++) {
-            char *p = pq__path_join(path, names[k]);
-            if (!p) return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", path);
+            char *p = pq__path_join_ctx(ctx, path, names[k]);
+            if (!p) return PQ_ERR_NOMEM;
             if (pq__file_exists(p)) {
                 pq_status st = pq_tokenizer_load(ctx, p, out);
                 free(p);

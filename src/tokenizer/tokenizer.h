@@ -37,6 +37,11 @@ pq__tok_kind pq__tokenizer_kind(const pq_tokenizer *t);
 int pq__tokenizer_add_dummy_prefix(const pq_tokenizer *t);
 
 /* Readers for tokenizer files. */
+/* A parser of a tokenizer file image (name is for messages). */
+typedef pq_status (*pq__tok_parse_fn)(pq_ctx *ctx, const char *name, const uint8_t *data, size_t size,
+                                      pq_tokenizer **out);
+/* Maps path and parses it with parse. */
+pq_status pq__tokenizer_load_with(pq_ctx *ctx, const char *path, pq__tok_parse_fn parse, pq_tokenizer **out);
 pq_status pq__tokenizer_load_llama2c(pq_ctx *ctx, const char *path, pq_tokenizer **out);
 pq_status pq__tokenizer_load_spm_model(pq_ctx *ctx, const char *path, pq_tokenizer **out);
 /* Parses SentencePiece ModelProto bytes (name is for messages). */

@@ -4,6 +4,8 @@
  * (bos/eos token strings, add_bos_token). */
 #include "tokenizer/tokenizer.h"
 
+#include "io/source.h"
+
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,22 +63,12 @@ static cJSON *bos_template(const char *bos, int32_t id) {
     return o;
 }
 
-/* tokenizer.json of a byte-level BPE vocabulary (one pq__tokenizer_gguf_pre names). Pieces that
- * repeat an earlier piece, and empty unused ids, are left out of the vocabulary (ids may have
- * gaps, as in real files). */
-static pq_status generate_json(pq_ctx *ctx, const pq_tokenizer *t, const char *dir, char **out) {
-    const char *pre = pq__tokenizer_gguf_pre(t);
-    const char *regex = pre ? pq__bpe_pre_regex(pre, strlen(pre)) : NULL;
-    if (!regex)
-        return pq__fail(ctx, PQ_ERR_UNSUPPORTED,
-                        "%s: tokenizer.json: this BPE tokenizer has no byte-level pipeline to describe", dir);
+/* The added tokens (control / user-defined pieces) and the vocabulary; *unk_text: a copy of
+ * the unknown token's text. Returns 0 on allocation failure. */
+static int add_vocab(const pq_tokenizer *t, cJSON *added, cJSON *vocab, char **unk_text) {
     const int64_t n = pq_tokenizer_n_vocab(t);
     const int32_t unk = pq__tokenizer_unk(t);
     int oom = 0;
-    cJSON *root = cJSON_CreateObject();
-    cJSON *added = cJSON_CreateArray(), *vocab = cJSON_CreateObject(), *merges = cJSON_CreateArray();
-    cJSON *model = cJSON_CreateObject();
-    char *unk_text = NULL;
     for (int32_t id = 0; id < n && !oom; id++) {
         const int32_t ty = pq__tokenizer_type(t, id);
         size_t len;
@@ -101,13 +93,19 @@ static pq_status generate_json(pq_ctx *ctx, const pq_tokenizer *t, const char *d
         } else if (pq__tokenizer_lookup(t, s, len) == id) {
             if (!cJSON_AddNumberToObject(vocab, s, id)) oom = 1;
         }
-        if (id == unk && !unk_text) {
-            unk_text = s;
+        if (id == unk && !*unk_text) {
+            *unk_text = s;
             s = NULL;
         }
         free(s);
     }
+    return !oom;
+}
+
+/* The merges, as "left right" strings (or [left, right] pairs). Returns 0 on allocation failure. */
+static int add_merges(const pq_tokenizer *t, cJSON *merges) {
     const int64_t nm = pq__tokenizer_n_merges(t);
+    int oom = 0;
     for (int64_t r = 0; r < nm && !oom; r++) {
         int32_t l, rr;
         if (!pq__tokenizer_merge(t, r, &l, &rr)) break;
@@ -136,41 +134,47 @@ static pq_status generate_json(pq_ctx *ctx, const pq_tokenizer *t, const char *d
         free(ls);
         free(rs);
     }
-    cJSON_AddStringToObject(root, "version", "1.0");
-    cJSON_AddNullToObject(root, "truncation");
-    cJSON_AddNullToObject(root, "padding");
-    cJSON_AddItemToObject(root, "added_tokens", added);
-    cJSON_AddNullToObject(root, "normalizer");
-    if (!strcmp(regex, PQ_REGEX_GPT2)) {
-        cJSON_AddItemToObject(root, "pre_tokenizer", byte_level(0, 1, 1));
-    } else {
-        cJSON *seq = cJSON_CreateObject(), *list = cJSON_CreateArray(), *split = cJSON_CreateObject(),
-              *pat = cJSON_CreateObject();
-        cJSON_AddStringToObject(seq, "type", "Sequence");
-        cJSON_AddStringToObject(split, "type", "Split");
-        cJSON_AddStringToObject(pat, "Regex", regex);
-        cJSON_AddItemToObject(split, "pattern", pat);
-        cJSON_AddStringToObject(split, "behavior", "Isolated");
-        cJSON_AddBoolToObject(split, "invert", 0);
-        cJSON_AddItemToArray(list, split);
-        cJSON_AddItemToArray(list, byte_level(0, 1, 0));
-        cJSON_AddItemToObject(seq, "pretokenizers", list);
-        cJSON_AddItemToObject(root, "pre_tokenizer", seq);
-    }
+    return !oom;
+}
+
+/* ByteLevel alone for the GPT-2 regex, else Split(regex) + ByteLevel without its own regex. */
+static cJSON *pre_tokenizer(const char *regex) {
+    if (!strcmp(regex, PQ_REGEX_GPT2)) return byte_level(0, 1, 1);
+    cJSON *seq = cJSON_CreateObject(), *list = cJSON_CreateArray(), *split = cJSON_CreateObject(),
+          *pat = cJSON_CreateObject();
+    cJSON_AddStringToObject(seq, "type", "Sequence");
+    cJSON_AddStringToObject(split, "type", "Split");
+    cJSON_AddStringToObject(pat, "Regex", regex);
+    cJSON_AddItemToObject(split, "pattern", pat);
+    cJSON_AddStringToObject(split, "behavior", "Isolated");
+    cJSON_AddBoolToObject(split, "invert", 0);
+    cJSON_AddItemToArray(list, split);
+    cJSON_AddItemToArray(list, byte_level(0, 1, 0));
+    cJSON_AddItemToObject(seq, "pretokenizers", list);
+    return seq;
+}
+
+/* ByteLevel, plus a template adding bos when the tokenizer adds it by default. */
+static cJSON *post_processor(const pq_tokenizer *t) {
     const int32_t bos = pq_tokenizer_bos(t);
     char *bos_text = bos >= 0 ? piece_str(t, bos) : NULL;
+    cJSON *o;
     if (pq__tokenizer_add_bos_default(t) && bos_text) {
-        cJSON *seq = cJSON_CreateObject(), *list = cJSON_CreateArray();
-        cJSON_AddStringToObject(seq, "type", "Sequence");
+        cJSON *list = cJSON_CreateArray();
+        o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "type", "Sequence");
         cJSON_AddItemToArray(list, byte_level(1, 0, 1));
         cJSON_AddItemToArray(list, bos_template(bos_text, bos));
-        cJSON_AddItemToObject(seq, "processors", list);
-        cJSON_AddItemToObject(root, "post_processor", seq);
+        cJSON_AddItemToObject(o, "processors", list);
     } else {
-        cJSON_AddItemToObject(root, "post_processor", byte_level(1, 0, 1));
+        o = byte_level(1, 0, 1);
     }
     free(bos_text);
-    cJSON_AddItemToObject(root, "decoder", byte_level(1, 1, 1));
+    return o;
+}
+
+static cJSON *bpe_model(const pq_tokenizer *t, const char *unk_text, cJSON *vocab, cJSON *merges) {
+    cJSON *model = cJSON_CreateObject();
     cJSON_AddStringToObject(model, "type", "BPE");
     cJSON_AddNullToObject(model, "dropout");
     if (unk_text)
@@ -184,17 +188,41 @@ static pq_status generate_json(pq_ctx *ctx, const pq_tokenizer *t, const char *d
     cJSON_AddBoolToObject(model, "ignore_merges", pq__tokenizer_ignore_merges(t));
     cJSON_AddItemToObject(model, "vocab", vocab);
     cJSON_AddItemToObject(model, "merges", merges);
-    cJSON_AddItemToObject(root, "model", model);
+    return model;
+}
+
+/* tokenizer.json of a byte-level BPE vocabulary (one pq__tokenizer_gguf_pre names). Pieces that
+ * repeat an earlier piece, and empty unused ids, are left out of the vocabulary (ids may have
+ * gaps, as in real files). */
+static pq_status generate_json(pq_ctx *ctx, const pq_tokenizer *t, const char *dir, char **out) {
+    const char *pre = pq__tokenizer_gguf_pre(t);
+    const char *regex = pre ? pq__bpe_pre_regex(pre, strlen(pre)) : NULL;
+    if (!regex)
+        return pq__fail(ctx, PQ_ERR_UNSUPPORTED,
+                        "%s: tokenizer.json: this BPE tokenizer has no byte-level pipeline to describe", dir);
+    cJSON *root = cJSON_CreateObject();
+    cJSON *added = cJSON_CreateArray(), *vocab = cJSON_CreateObject(), *merges = cJSON_CreateArray();
+    char *unk_text = NULL;
+    const int ok = add_vocab(t, added, vocab, &unk_text) && add_merges(t, merges);
+    cJSON_AddStringToObject(root, "version", "1.0");
+    cJSON_AddNullToObject(root, "truncation");
+    cJSON_AddNullToObject(root, "padding");
+    cJSON_AddItemToObject(root, "added_tokens", added);
+    cJSON_AddNullToObject(root, "normalizer");
+    cJSON_AddItemToObject(root, "pre_tokenizer", pre_tokenizer(regex));
+    cJSON_AddItemToObject(root, "post_processor", post_processor(t));
+    cJSON_AddItemToObject(root, "decoder", byte_level(1, 1, 1));
+    cJSON_AddItemToObject(root, "model", bpe_model(t, unk_text, vocab, merges));
     free(unk_text);
-    *out = oom ? NULL : cJSON_PrintUnformatted(root);
+    *out = ok ? cJSON_PrintUnformatted(root) : NULL;
     cJSON_Delete(root);
     if (!*out) return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory writing tokenizer.json", dir);
     return PQ_OK;
 }
 
 static pq_status write_file(pq_ctx *ctx, const char *dir, const char *name, const char *text, size_t len) {
-    char *path = pq__path_join(dir, name);
-    if (!path) return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", dir);
+    char *path = pq__path_join_ctx(ctx, dir, name);
+    if (!path) return PQ_ERR_NOMEM;
     pq__atomic a;
     pq_status st = pq__atomic_open(ctx, path, &a);
     if (st == PQ_OK) st = pq__atomic_write(ctx, &a, text, len);
@@ -252,8 +280,8 @@ pq_status pq__tokenizer_save_hf(pq_ctx *ctx, const pq_tokenizer *t, const char *
 
 pq_status pq__tokenizer_save_dir(pq_ctx *ctx, const pq_tokenizer *t, const char *dir) {
     if (pq__tokenizer_kind(t) == PQ_TOK_BPE) return pq__tokenizer_save_hf(ctx, t, dir);
-    char *p = pq__path_join(dir, "tokenizer.model");
-    pq_status st = p ? pq__tokenizer_save_spm_model(ctx, t, p) : pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+    char *p = pq__path_join_ctx(ctx, dir, "tokenizer.model");
+    pq_status st = p ? pq__tokenizer_save_spm_model(ctx, t, p) : PQ_ERR_NOMEM;
     free(p);
     return st;
 }

@@ -1216,6 +1216,82 @@ static size_t put_utf8(char *o, uint32_t cp) {
     return 4;
 }
 
+/* Full canonical decomposition of UTF-8 s[0..n) into cp (room for 4n code points); returns
+ * the count. */
+static size_t decompose(const uint8_t *u, size_t n, uint32_t *cp) {
+    size_t m = 0;
+    for (size_t i = 0; i < n;) {
+        size_t l;
+        const uint32_t c = next_cp(u + i, n - i, &l);
+        i += l;
+        const uint32_t *seq;
+        int k;
+        if (c >= SBASE && c < SBASE + SCOUNT) {
+            const uint32_t si = c - SBASE;
+            cp[m++] = LBASE + si / NCOUNT;
+            cp[m++] = VBASE + (si % NCOUNT) / TCOUNT;
+            if (si % TCOUNT) cp[m++] = TBASE + si % TCOUNT;
+        } else if ((k = decomp_of(c, &seq)) > 0) {
+            for (int j = 0; j < k; j++)
+                cp[m++] = seq[j];
+        } else {
+            cp[m++] = c;
+        }
+    }
+    return m;
+}
+
+/* canonical ordering: stable insertion sort of each run of non-starters by class */
+static void canonical_order(uint32_t *cp, size_t m) {
+    for (size_t a = 0; a < m;) {
+        if (!ccc_of(cp[a])) {
+            a++;
+            continue;
+        }
+        size_t b = a;
+        while (b < m && ccc_of(cp[b]))
+            b++;
+        for (size_t x = a + 1; x < b; x++) {
+            const uint32_t v = cp[x];
+            const int cv = ccc_of(v);
+            size_t y = x;
+            while (y > a && ccc_of(cp[y - 1]) > cv) {
+                cp[y] = cp[y - 1];
+                y--;
+            }
+            cp[y] = v;
+        }
+        a = b;
+    }
+}
+
+/* composition: each character combines with the last starter unless blocked; returns the
+ * new count (in place) */
+static size_t canonical_compose(uint32_t *cp, size_t m) {
+    size_t w = 0;
+    long starter = -1;
+    int last_cc = 0;
+    for (size_t r = 0; r < m; r++) {
+        const uint32_t c = cp[r];
+        const int cc = ccc_of(c);
+        if (starter >= 0 && (last_cc < cc || (last_cc == 0 && (size_t)starter == w - 1))) {
+            const uint32_t comp = compose(cp[starter], c);
+            if (comp) {
+                cp[starter] = comp;
+                continue;
+            }
+        }
+        if (cc == 0) {
+            starter = (long)w;
+            last_cc = 0;
+        } else {
+            last_cc = cc;
+        }
+        cp[w++] = c;
+    }
+    return w;
+}
+
 char *pq__utf8_nfc(const char *s, size_t n, size_t *out_len) {
     const uint8_t *u = (const uint8_t *)s;
     size_t i = 0;
@@ -1238,68 +1314,9 @@ char *pq__utf8_nfc(const char *s, size_t n, size_t *out_len) {
         free(o);
         return NULL;
     }
-    size_t m = 0;
-    for (i = 0; i < n;) {
-        size_t l;
-        const uint32_t c = next_cp(u + i, n - i, &l);
-        i += l;
-        const uint32_t *seq;
-        int k;
-        if (c >= SBASE && c < SBASE + SCOUNT) {
-            const uint32_t si = c - SBASE;
-            cp[m++] = LBASE + si / NCOUNT;
-            cp[m++] = VBASE + (si % NCOUNT) / TCOUNT;
-            if (si % TCOUNT) cp[m++] = TBASE + si % TCOUNT;
-        } else if ((k = decomp_of(c, &seq)) > 0) {
-            for (int j = 0; j < k; j++)
-                cp[m++] = seq[j];
-        } else {
-            cp[m++] = c;
-        }
-    }
-    /* canonical ordering: stable insertion sort of each run of non-starters by class */
-    for (size_t a = 0; a < m;) {
-        if (!ccc_of(cp[a])) {
-            a++;
-            continue;
-        }
-        size_t b = a;
-        while (b < m && ccc_of(cp[b]))
-            b++;
-        for (size_t x = a + 1; x < b; x++) {
-            const uint32_t v = cp[x];
-            const int cv = ccc_of(v);
-            size_t y = x;
-            while (y > a && ccc_of(cp[y - 1]) > cv) {
-                cp[y] = cp[y - 1];
-                y--;
-            }
-            cp[y] = v;
-        }
-        a = b;
-    }
-    /* composition: each character combines with the last starter unless blocked */
-    size_t w = 0;
-    long starter = -1;
-    int last_cc = 0;
-    for (size_t r = 0; r < m; r++) {
-        const uint32_t c = cp[r];
-        const int cc = ccc_of(c);
-        if (starter >= 0 && (last_cc < cc || (last_cc == 0 && (size_t)starter == w - 1))) {
-            const uint32_t comp = compose(cp[starter], c);
-            if (comp) {
-                cp[starter] = comp;
-                continue;
-            }
-        }
-        if (cc == 0) {
-            starter = (long)w;
-            last_cc = 0;
-        } else {
-            last_cc = cc;
-        }
-        cp[w++] = c;
-    }
+    size_t m = decompose(u, n, cp);
+    canonical_order(cp, m);
+    const size_t w = canonical_compose(cp, m);
     size_t len = 0;
     for (size_t r = 0; r < w; r++)
         len += put_utf8(o + len, cp[r]);
