@@ -79,6 +79,9 @@ pq_status pq__tmpdir_commit(pq_ctx *ctx, const char *tmp, const char *path);
 void pq__rmtree(const char *path);
 /* Joins dir and name into a malloc'ed string (NULL on OOM). */
 char *pq__path_join(const char *dir, const char *name);
+/* pq__path_join that records a failure on ctx ("<dir>: out of memory allocating N bytes for
+ * the path of <name>"). */
+char *pq__path_join_ctx(pq_ctx *ctx, const char *dir, const char *name);
 int pq__is_dir(const char *path);
 int pq__file_exists(const char *path);
 

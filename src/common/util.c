@@ -86,3 +86,11 @@ pq_status pq__fail_prefix(pq_ctx *ctx, pq_status st, const char *fmt, ...) {
     snprintf(msg, sizeof msg, "%s", ctx->error);
     return pq__fail(ctx, st, "%s: %s", prefix, msg);
 }
+
+char *pq__path_join_ctx(pq_ctx *ctx, const char *dir, const char *name) {
+    char *p = pq__path_join(dir, name);
+    if (!p)
+        pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory allocating %zu bytes for the path of %s", dir,
+                 strlen(dir) + strlen(name) + 2, name);
+    return p;
+}

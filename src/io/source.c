@@ -93,14 +93,6 @@ int pq__source_has_packed(const pq__source *s, const char *base) {
     return pq__source_find(s, n) != NULL;
 }
 
-char *pq__path_join_ctx(pq_ctx *ctx, const char *dir, const char *name) {
-    char *p = pq__path_join(dir, name);
-    if (!p)
-        pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory allocating %zu bytes for the path of %s", dir,
-                 strlen(dir) + strlen(name) + 2, name);
-    return p;
-}
-
 pq_status pq__source_add_file(pq_ctx *ctx, pq__source *s, const char *path, int use_mmap, pq__file **out) {
     if (s->n_files >= PQ_SOURCE_MAX_FILES)
         return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: more than %d weight files", path, PQ_SOURCE_MAX_FILES);

@@ -85,10 +85,6 @@ size_t pq__source_file_bytes(const pq__source *s);
  * that was read into memory. Keeps the resident size of a streamed pass at what it uses. */
 void pq__source_release(const pq__source *s, const void *p, size_t n);
 
-/* pq__path_join that records a failure on ctx ("<dir>: out of memory allocating N bytes for
- * the path of <name>"). */
-char *pq__path_join_ctx(pq_ctx *ctx, const char *dir, const char *name);
-
 /* Format readers. Each fills an initialised source; on failure the message names the file
  * and the field. The tokenizer is loaded when the file embeds one (GGUF) or when a known
  * tokenizer file sits beside the model (HF folder: tokenizer.model / tokenizer.json). */

@@ -95,7 +95,7 @@ static pq_status get_linear(pq_ctx *ctx, pq_model *m, const char *base, int64_t 
     lin->cols = cols;
     snprintf(name, sizeof name, "%s.weight", base);
     pq_status st;
-    if (pq__packed_present(&m->src, base)) { /* packed-v1 (docs/PACKED.md): decoded to float32 at load */
+    if (pq__source_has_packed(&m->src, base)) { /* packed-v1 (docs/PACKED.md): decoded to float32 at load */
         float *w = NULL;
         if (!m->deferred && ((st = pq__packed_decode(ctx, &m->src, base, rows, cols, &w)) || (st = keep(ctx, m, w))))
             return st;
@@ -171,7 +171,7 @@ static void dtype_summary(pq_model *m) {
             char base[128];
             pq__linear_name(base, sizeof base, l, j);
             m->n_params += lin->rows * lin->cols + (lin->b ? lin->rows : 0);
-            packed += pq__packed_present(&m->src, base);
+            packed += pq__source_has_packed(&m->src, base);
         }
     }
     size_t k = 0;
@@ -187,7 +187,7 @@ static void dtype_summary(pq_model *m) {
 pq_status pq__model_linear_f32(pq_ctx *ctx, const pq_model *m, const char *base, int64_t rows, int64_t cols,
                                float **out) {
     *out = NULL;
-    if (pq__packed_present(&m->src, base)) return pq__packed_decode(ctx, &m->src, base, rows, cols, out);
+    if (pq__source_has_packed(&m->src, base)) return pq__packed_decode(ctx, &m->src, base, rows, cols, out);
     char name[160];
     snprintf(name, sizeof name, "%s.weight", base);
     const pq__tensor *t;

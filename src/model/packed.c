@@ -159,10 +159,6 @@ static const pq__tensor *find(const pq__source *src, const char *base, const cha
     return pq__source_find(src, n);
 }
 
-int pq__packed_present(const pq__source *src, const char *base) {
-    return !find(src, base, "weight") && (find(src, base, "qcodes") || find(src, base, "values"));
-}
-
 size_t pq__packed_bytes(const pq__source *src, const char *base) {
     static const char *const sfx[] = {"qcodes", "scales", "zeros", "g_idx", "mask", "values"};
     size_t n = 0;
@@ -174,7 +170,7 @@ size_t pq__packed_bytes(const pq__source *src, const char *base) {
 }
 
 size_t pq__linear_stored_bytes(const pq__source *src, const char *base, int64_t numel) {
-    if (pq__packed_present(src, base)) return pq__packed_bytes(src, base);
+    if (pq__source_has_packed(src, base)) return pq__packed_bytes(src, base);
     const pq__tensor *t = find(src, base, "weight");
     return t ? t->nbytes : (size_t)numel * sizeof(float);
 }

@@ -18,6 +18,7 @@
 #ifndef PQ_MODEL_PACKED_H
 #define PQ_MODEL_PACKED_H
 
+#include "io/packed_names.h"
 #include "io/safetensors.h"
 #include "prunequant-compress.h"
 
@@ -42,9 +43,6 @@ void pq__packed_snap(float *W, int64_t rows, int64_t cols, const uint8_t *mask, 
 pq_status pq__packed_encode(pq_ctx *ctx, const char *base, const float *W, int64_t rows, int64_t cols,
                             const uint8_t *mask, const pq_qcodes *codes, pq__packed_linear *out);
 void pq__packed_linear_free(pq__packed_linear *p);
-
-/* 1 when "<base>.weight" is absent and the packed tensors of base are present. */
-int pq__packed_present(const pq__source *src, const char *base);
 
 /* Bytes of the packed tensors of base (0 if none). */
 size_t pq__packed_bytes(const pq__source *src, const char *base);

@@ -64,7 +64,7 @@ pq_status pq_model_sparsity(pq_ctx *ctx, const pq_model *m, pq_sparsity_report *
             }
             free(own);
             e->bytes = (int64_t)pq__linear_stored_bytes(&m->src, e->name, n);
-            out->packed |= pq__packed_present(&m->src, e->name);
+            out->packed |= pq__source_has_packed(&m->src, e->name);
             stored += (double)e->bytes;
             fp16 += 2.0 * (double)n;
             params += (double)n;
