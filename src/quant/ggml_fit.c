@@ -95,8 +95,9 @@ static double real_err(const float *x, const float *w, int n, int kmin, int kmax
 
 /* Best real (scale, offset) for one sub-block: value = s*k + b, k integer in [kmin, kmax];
  * sym: b = 0; nonpos_b: b <= 0 (K-quant mins). */
+typedef void (*visit_fn)(void *u, double s, double b);
 static void fit_real(const float *x, const float *w, int n, int kmin, int kmax, int sym, int nonpos_b, double *s_out,
-                     double *b_out) {
+                     double *b_out, visit_fn visit, void *u) {
     float lo = x[0], hi = x[0], amax = 0, mx = 0;
     for (int i = 0; i < n; i++) {
         lo = x[i] < lo ? x[i] : lo, hi = x[i] > hi ? x[i] : hi;
@@ -106,8 +107,10 @@ static void fit_real(const float *x, const float *w, int n, int kmin, int kmax, 
     *s_out = 0, *b_out = sym ? 0 : lo;
     if (sym ? amax == 0 : hi == lo) return;
     double best = real_err(x, w, n, kmin, kmax, 0, *b_out, sym, NULL, NULL);
-    for (int end = 0; end < (sym ? 2 : 1); end++)
-        for (int t = -24; t <= 24; t++) {
+    /* affine: the range may also be cut by up to 2 steps at either end (clipping outliers
+     * of low importance), end = 3 * cut_lo + cut_hi */
+    for (int end = 0; end < (sym ? 2 : 9); end++)
+        for (int t = -30; t <= 30; t++) {
             double s0, b0 = sym ? 0 : lo, s1, b1;
             if (sym) {
                 double k = (end ? kmax : kmin) + 0.05 * t;
@@ -115,10 +118,16 @@ static void fit_real(const float *x, const float *w, int n, int kmin, int kmax, 
                 s0 = mx / k;
             } else {
                 s0 = (hi - lo) / ((kmax - kmin) + 0.05 * t);
+                double cl = end / 3, ch = end % 3;
+                if (cl + ch >= kmax - kmin) continue;
+                s0 = (hi - lo) / ((kmax - kmin) + 0.05 * t + cl + ch);
+                b0 = lo + cl * s0;
+                if (nonpos_b && b0 > 0) b0 = 0;
             }
             for (int it = 0; it < 3; it++) { /* rounding and least squares alternate */
                 double e = real_err(x, w, n, kmin, kmax, s0, b0, sym, &s1, &b1);
                 if (e < best) best = e, *s_out = s0, *b_out = b0;
+                if (visit && e <= 1.05 * best) visit(u, s0, b0); /* near-best ones only */
                 if (nonpos_b && b1 > 0) b1 = 0;
                 if (s1 == s0 && b1 == b0) break;
                 s0 = s1, b0 = b1;
@@ -134,23 +143,63 @@ static uint16_t f16_step(uint16_t h, int k) { /* k ulps away from h, towards lar
     return (uint16_t)((h & 0x8000) | v);
 }
 
-static void fit_legacy(const pq__ggml_info *ti, const float *x, const float *w, pq__ggml_params *p) {
-    const int n = ti->block, sym = ti->z != 0;
-    double s, b;
-    fit_real(x, w, n, -ti->z, ti->maxq - ti->z, sym, 0, &s, &b);
-    memset(p, 0, sizeof *p);
+/* Best f16 (d, m) within r ulps of the real (s, b); keeps *p when nothing is better. */
+static void legacy_near(const pq__ggml_info *ti, const float *x, const float *w, double s, double b, int r,
+                        pq__ggml_params *p, double *best) {
+    const int sym = ti->z != 0;
     uint16_t d0 = pq__f32_to_f16((float)s), m0 = pq__f32_to_f16((float)b);
-    double best = INFINITY;
     pq__ggml_params c = *p;
-    for (int i = -3; i <= 3; i++)
-        for (int j = sym ? 0 : -3; j <= (sym ? 0 : 3); j++) {
+    for (int i = -r; i <= r; i++)
+        for (int j = sym ? 0 : -r; j <= (sym ? 0 : r); j++) {
             c.d = f16_step(d0, i);
             c.dmin = sym ? 0 : f16_step(m0, j);
             pq__ggml_grid g;
             pq__ggml_grid_of(ti, &c, 0, &g);
-            double e = grid_err(&g, x, w, n);
-            if (e < best) best = e, *p = c;
+            double e = grid_err(&g, x, w, ti->block);
+            if (e < *best) *best = e, *p = c;
         }
+}
+
+typedef struct legacy_ctx {
+    const pq__ggml_info *ti;
+    const float *x, *w;
+    pq__ggml_params *p;
+    double *best;
+} legacy_ctx;
+/* Every real candidate of the scan is tried on f16: the best real one need not be the best
+ * after the f16 rounding of its scale and min. */
+static void legacy_visit(void *u, double s, double b) {
+    legacy_ctx *c = u;
+    legacy_near(c->ti, c->x, c->w, s, b, 1, c->p, c->best);
+}
+
+static void fit_legacy(const pq__ggml_info *ti, const float *x, const float *w, pq__ggml_params *p) {
+    const int n = ti->block, sym = ti->z != 0;
+    double s, b, best = INFINITY;
+    memset(p, 0, sizeof *p);
+    legacy_ctx lc = {.ti = ti, .x = x, .w = w, .p = p, .best = &best};
+    fit_real(x, w, n, -ti->z, ti->maxq - ti->z, sym, 0, &s, &b, legacy_visit, &lc);
+    legacy_near(ti, x, w, s, b, 3, p, &best);
+    /* refinement: least squares on the codes of the best f16 grid, then its neighbourhood */
+    for (int it = 0; it < 4; it++) {
+        pq__ggml_grid g;
+        pq__ggml_grid_of(ti, p, 0, &g);
+        double sw = 0, sk = 0, skk = 0, sx = 0, skx = 0;
+        for (int i = 0; i < n; i++) {
+            double wi = w ? w[i] : 1.0, k = pq__ggml_grid_round(&g, x[i], NULL) - ti->z;
+            sw += wi, sk += wi * k, skk += wi * k * k, sx += wi * x[i], skx += wi * k * x[i];
+        }
+        double det = sw * skk - sk * sk, s1 = s, b1 = 0;
+        if (sym && skk > 0)
+            s1 = skx / skk;
+        else if (!sym && det > 1e-12 * sw * skk)
+            s1 = (sw * skx - sk * sx) / det, b1 = (skk * sx - sk * skx) / det;
+        else
+            break;
+        double before = best;
+        legacy_near(ti, x, w, s1, b1, 2, p, &best);
+        if (!(best < before)) break;
+    }
 }
 
 /* ---------------------------------------------------------------- K-quant super-blocks */
@@ -207,7 +256,8 @@ static void fit_kquant(const pq__ggml_info *ti, const float *x, const float *w, 
     double smax = 0, mmax = 0;
     for (int j = 0; j < f.nsub; j++) {
         double s, b;
-        fit_real(x + j * ti->sub, w ? w + j * ti->sub : NULL, ti->sub, -ti->z, ti->maxq - ti->z, sym, 1, &s, &b);
+        fit_real(x + j * ti->sub, w ? w + j * ti->sub : NULL, ti->sub, -ti->z, ti->maxq - ti->z, sym, 1, &s, &b, NULL,
+                 NULL);
         f.s[j] = s, f.m[j] = -b;
         if (fabs(s) > fabs(smax)) smax = s;
         if (-b > mmax) mmax = -b;
