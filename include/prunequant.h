@@ -70,6 +70,15 @@ typedef enum pq_dtype {
     PQ_DTYPE_I64 = 9,
     PQ_DTYPE_F64 = 10,
     PQ_DTYPE_BOOL = 11,
+    /* more ggml block types (layouts in src/quant/ggml_types.h) */
+    PQ_DTYPE_Q4_1 = 12,
+    PQ_DTYPE_Q5_0 = 13,
+    PQ_DTYPE_Q5_1 = 14,
+    PQ_DTYPE_Q2_K = 15,
+    PQ_DTYPE_Q3_K = 16,
+    PQ_DTYPE_Q4_K = 17,
+    PQ_DTYPE_Q5_K = 18,
+    PQ_DTYPE_Q6_K = 19,
     PQ_DTYPE_COUNT
 } pq_dtype;
 

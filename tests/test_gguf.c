@@ -215,8 +215,8 @@ static void test_mini(void) {
     m.dims[1] = 1ull << 59;
     mini_expect(&m, PQ_ERR_FORMAT, "byte size", "byte size overflow");
     m = mini_default();
-    m.ttype = 12;
-    mini_expect(&m, PQ_ERR_UNSUPPORTED, "tensor 't': type: ggml type 12 (Q4_K)", "Q4_K tensor");
+    m.ttype = 16;
+    mini_expect(&m, PQ_ERR_UNSUPPORTED, "tensor 't': type: ggml type 16 (IQ2_XXS)", "IQ2_XXS tensor");
     m = mini_default();
     m.ttype = 9999;
     mini_expect(&m, PQ_ERR_UNSUPPORTED, "9999", "unknown ggml type");

@@ -1,4 +1,5 @@
 #include "common/common.h"
+#include "quant/ggml_types.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -590,8 +591,9 @@ uint16_t pq__f32_to_bf16(float f) {
 
 /* ---------------------------------------------------------------- dtypes */
 
-static const char *const dtype_names[PQ_DTYPE_COUNT] = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "I8",
-                                                        "U8",  "I16", "I32",  "I64",  "F64",  "BOOL"};
+static const char *const dtype_names[PQ_DTYPE_COUNT] = {"F32",  "F16",  "BF16", "Q8_0", "Q4_0", "I8",   "U8",
+                                                        "I16",  "I32",  "I64",  "F64",  "BOOL", "Q4_1", "Q5_0",
+                                                        "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"};
 
 const char *pq_dtype_name(pq_dtype t) {
     return (unsigned)t < PQ_DTYPE_COUNT ? dtype_names[t] : "?";
@@ -628,7 +630,10 @@ size_t pq__dtype_block_bytes(pq_dtype t, int64_t *block_elems) {
     case PQ_DTYPE_I32: b = 4; break;
     case PQ_DTYPE_I64:
     case PQ_DTYPE_F64: b = 8; break;
-    default: b = 0;
+    default: {
+        const pq__ggml_info *gi = pq__ggml_info_of(t);
+        if (gi) b = (size_t)gi->bytes, be = gi->block;
+    }
     }
     if (block_elems) *block_elems = be;
     return b;
@@ -692,7 +697,12 @@ int pq__to_f32(pq_dtype t, const void *src, float *dst, int64_t n) {
             }
         }
         return 1;
-    default: return 0;
+    default: {
+        const pq__ggml_info *gi = pq__ggml_info_of(t);
+        if (!gi || n % gi->block) return 0;
+        pq__ggml_decode_row(gi, src, dst, n);
+        return 1;
+    }
     }
 }
 

@@ -1,5 +1,6 @@
 /* GGUF reader: parsing, validation, lookups, typed getters. See io/gguf.h. */
 #include "io/gguf.h"
+#include "quant/ggml_types.h"
 
 #include <float.h>
 #include <limits.h>
@@ -36,10 +37,11 @@ int pq__gguf_dtype_from_ggml(uint32_t ggml_type, pq_dtype *out) {
     case PQ_GGML_F32: *out = PQ_DTYPE_F32; return 1;
     case PQ_GGML_F16: *out = PQ_DTYPE_F16; return 1;
     case PQ_GGML_BF16: *out = PQ_DTYPE_BF16; return 1;
-    case PQ_GGML_Q8_0: *out = PQ_DTYPE_Q8_0; return 1;
-    case PQ_GGML_Q4_0: *out = PQ_DTYPE_Q4_0; return 1;
     }
-    return 0;
+    const pq__ggml_info *gi = pq__ggml_info_by_id(ggml_type);
+    if (!gi) return 0;
+    *out = gi->dtype;
+    return 1;
 }
 
 int pq__gguf_ggml_from_dtype(pq_dtype dtype, uint32_t *out) {
@@ -47,10 +49,12 @@ int pq__gguf_ggml_from_dtype(pq_dtype dtype, uint32_t *out) {
     case PQ_DTYPE_F32: *out = PQ_GGML_F32; return 1;
     case PQ_DTYPE_F16: *out = PQ_GGML_F16; return 1;
     case PQ_DTYPE_BF16: *out = PQ_GGML_BF16; return 1;
-    case PQ_DTYPE_Q8_0: *out = PQ_GGML_Q8_0; return 1;
-    case PQ_DTYPE_Q4_0: *out = PQ_GGML_Q4_0; return 1;
-    default: return 0;
+    default: break;
     }
+    const pq__ggml_info *gi = pq__ggml_info_of(dtype);
+    if (!gi) return 0;
+    *out = gi->ggml_id;
+    return 1;
 }
 
 /* ---------------------------------------------------------------- parser */
@@ -220,8 +224,10 @@ static pq_status parse_tensor(parser *p, int64_t i, pq__gguf_tensor *t) {
     if (st == PQ_OK) st = rd_u64(p, what, "offset", &t->offset);
     if (st != PQ_OK) return st;
     if (!pq__gguf_dtype_from_ggml(t->ggml_type, &t->dtype))
-        return bad(p, PQ_ERR_UNSUPPORTED, "%s: type: ggml type %u (%s) is not supported (F32, F16, BF16, Q8_0, Q4_0)",
-                   what, t->ggml_type, pq__ggml_type_name(t->ggml_type));
+        return bad(
+            p, PQ_ERR_UNSUPPORTED,
+            "%s: type: ggml type %u (%s) is not supported (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K)",
+            what, t->ggml_type, pq__ggml_type_name(t->ggml_type));
     int64_t block;
     pq__dtype_block_bytes(t->dtype, &block);
     if (t->ne[0] % block)

@@ -114,7 +114,8 @@ int pq__gguf_array_i32(const pq__gguf_kv *kv, int32_t *dst);
 pq_status pq__gguf_array_strings(pq_ctx *ctx, const pq__gguf *g, const pq__gguf_kv *kv, const char ***ptrs,
                                  size_t **lens);
 
-/* ggml type <-> pq_dtype (F32/F16/BF16/Q8_0/Q4_0); return 0 when there is no match. */
+/* ggml type <-> pq_dtype (F32/F16/BF16 and the ggml block types of quant/ggml_types.h); return 0 when there is no
+ * match. */
 int pq__gguf_dtype_from_ggml(uint32_t ggml_type, pq_dtype *out);
 int pq__gguf_ggml_from_dtype(pq_dtype dtype, uint32_t *out);
 
@@ -153,7 +154,7 @@ void pq__gguf_writer_add_arr_i32(pq__gguf_writer *w, const char *key, const int3
 /* Copies a KV of any type from a parsed file. */
 void pq__gguf_writer_add_kv(pq__gguf_writer *w, const pq__gguf_kv *kv);
 /* Tensor with shape outermost first (as in pq__tensor); data is borrowed until save and
- * nbytes must equal the size of the shape in dtype (F32/F16/BF16/Q8_0/Q4_0). */
+ * nbytes must equal the size of the shape in dtype (F32/F16/BF16 or a ggml block type: pre-encoded blocks). */
 void pq__gguf_writer_add_tensor(pq__gguf_writer *w, const char *name, pq_dtype dtype, int n_dims,
                                 const int64_t *shape, const void *data, size_t nbytes);
 /* Writes a GGUF v3 file atomically (temp file + rename; nothing left behind on failure). */

@@ -451,7 +451,15 @@ static pq_status expect(shape_checker *c, const char *name, int64_t d0, int64_t 
     case PQ_DTYPE_BF16:
     case PQ_DTYPE_F64:
     case PQ_DTYPE_Q8_0:
-    case PQ_DTYPE_Q4_0: return PQ_OK;
+    case PQ_DTYPE_Q4_0:
+    case PQ_DTYPE_Q4_1:
+    case PQ_DTYPE_Q5_0:
+    case PQ_DTYPE_Q5_1:
+    case PQ_DTYPE_Q2_K:
+    case PQ_DTYPE_Q3_K:
+    case PQ_DTYPE_Q4_K:
+    case PQ_DTYPE_Q5_K:
+    case PQ_DTYPE_Q6_K: return PQ_OK;
     default:
         return pq__fail(c->ctx, PQ_ERR_UNSUPPORTED, "%s: tensor '%s': dtype %s is not a floating-point type",
                         c->where, name, pq_dtype_name(t->dtype));

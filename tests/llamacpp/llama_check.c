@@ -18,7 +18,17 @@
  * The context has an F32 KV cache and flash attention off, so an exact decoder agrees with it.
  * The work runs in a child process: llama.cpp aborts (or throws through C) on some bad files,
  * and a crash or a hang must read as a failure. Exit status: 0 ok, 1 llama.cpp refused the
- * model or failed, 2 usage, 3 llama.cpp crashed, 4 timed out. */
+ * model or failed, 2 usage, 3 llama.cpp crashed, 4 timed out.
+ *
+ * ggml's own quantization code, for tests/cli_gguf_types.sh (run in-process, exit 0 ok, 1 fail):
+ *   llama_check --dequant-raw TYPE IN.bin OUT.f32     ggml_get_type_traits(TYPE)->to_float on
+ *                                                     raw blocks (TYPE as ggml names it: q4_K)
+ *   llama_check --dequant FILE.gguf OUT.f32           every tensor of a GGUF through to_float
+ *                                                     (F32 copied), concatenated in file order;
+ *                                                     stdout: "tensor NAME TYPE N" per tensor
+ *   llama_check --quantize-row TYPE NCOLS IN.f32 IMATRIX.f32|- OUT.bin
+ *                                                     ggml_quantize_chunk on rows of NCOLS with
+ *                                                     the per-column importance (or none) */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <math.h>
@@ -26,11 +36,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "ggml-backend.h"
+#include "gguf.h"
 #include "llama.h"
 
 typedef struct {
@@ -324,6 +336,108 @@ static int work(const opts *o) {
     return rc;
 }
 
+/* ---------------------------------------------------------------- ggml quantization modes */
+
+static int ggml_type_arg(const char *s, enum ggml_type *t) {
+    for (int i = 0; i < GGML_TYPE_COUNT; i++) {
+        const char *n = ggml_type_name((enum ggml_type)i);
+        if (n && !strcasecmp(n, s)) {
+            *t = (enum ggml_type)i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *p = malloc(sz > 0 ? (size_t)sz : 1);
+    *n = p && sz > 0 ? fread(p, 1, (size_t)sz, f) : 0;
+    fclose(f);
+    return p;
+}
+
+static int spit(FILE *f, const void *p, size_t n) {
+    return fwrite(p, 1, n, f) == n;
+}
+
+static int to_f32(enum ggml_type t, const void *src, int64_t n, FILE *out) {
+    float *y = malloc((size_t)n * sizeof *y + 1);
+    if (!y) return 0;
+    if (t == GGML_TYPE_F32)
+        memcpy(y, src, (size_t)n * 4);
+    else
+        ggml_get_type_traits(t)->to_float(src, y, n);
+    int ok = spit(out, y, (size_t)n * 4);
+    free(y);
+    return ok;
+}
+
+static int mode_dequant_raw(const char *type, const char *in, const char *outp) {
+    enum ggml_type t;
+    if (!ggml_type_arg(type, &t) || !ggml_get_type_traits(t)->to_float) return usage("--dequant-raw: unknown type");
+    size_t n = 0;
+    void *b = slurp(in, &n);
+    FILE *f = fopen(outp, "wb");
+    if (!b || !f || n % ggml_type_size(t)) return fprintf(stderr, "llama_check: %s: cannot read\n", in), 1;
+    int ok = to_f32(t, b, (int64_t)(n / ggml_type_size(t)) * ggml_blck_size(t), f);
+    ok &= fclose(f) == 0;
+    free(b);
+    return !ok;
+}
+
+static int mode_dequant_gguf(const char *path, const char *outp) {
+    struct gguf_init_params gp = {.no_alloc = true, .ctx = NULL};
+    struct gguf_context *g = gguf_init_from_file(path, gp);
+    size_t n = 0;
+    uint8_t *buf = slurp(path, &n);
+    FILE *f = fopen(outp, "wb");
+    if (!g || !buf || !f) return fprintf(stderr, "llama_check: %s: ggml cannot read the file\n", path), 1;
+    int ok = 1;
+    for (int64_t i = 0; i < gguf_get_n_tensors(g) && ok; i++) {
+        enum ggml_type t = gguf_get_tensor_type(g, i);
+        size_t off = gguf_get_data_offset(g) + gguf_get_tensor_offset(g, i), sz = gguf_get_tensor_size(g, i);
+        if (off > n || sz > n - off || (t != GGML_TYPE_F32 && !ggml_get_type_traits(t)->to_float)) {
+            fprintf(stderr, "llama_check: %s: tensor %s out of range or not convertible\n", path,
+                    gguf_get_tensor_name(g, i));
+            ok = 0;
+            break;
+        }
+        int64_t ne = (int64_t)(sz / ggml_type_size(t)) * ggml_blck_size(t);
+        printf("tensor %s %s %lld\n", gguf_get_tensor_name(g, i), ggml_type_name(t), (long long)ne);
+        ok = to_f32(t, buf + off, ne, f);
+    }
+    ok &= fclose(f) == 0;
+    gguf_free(g);
+    free(buf);
+    return !ok;
+}
+
+static int mode_quantize_row(const char *type, const char *ncols_s, const char *in, const char *imat,
+                             const char *outp) {
+    enum ggml_type t;
+    if (!ggml_type_arg(type, &t)) return usage("--quantize-row: unknown type");
+    int64_t ncols = atoll(ncols_s);
+    size_t nx = 0, nw = 0;
+    float *x = slurp(in, &nx), *w = strcmp(imat, "-") ? slurp(imat, &nw) : NULL;
+    if (!x || ncols <= 0 || ncols % ggml_blck_size(t) || nx % ((size_t)ncols * 4) || (w && nw != (size_t)ncols * 4))
+        return fprintf(stderr, "llama_check: --quantize-row: bad input sizes\n"), 1;
+    int64_t rows = (int64_t)(nx / 4) / ncols;
+    size_t sz = ggml_row_size(t, ncols) * (size_t)rows;
+    void *dst = malloc(sz + 1);
+    /* the importance matrix is per column: ggml_quantize_chunk applies it to every row */
+    size_t got = dst ? ggml_quantize_chunk(t, x, dst, 0, rows, ncols, w) : 0;
+    FILE *f = fopen(outp, "wb");
+    int ok = got == sz && f && spit(f, dst, sz);
+    if (f) ok &= fclose(f) == 0;
+    free(x), free(w), free(dst);
+    return !ok;
+}
+
 static volatile sig_atomic_t timed_out;
 static void on_alarm(int sig) {
     (void)sig;
@@ -331,6 +445,10 @@ static void on_alarm(int sig) {
 }
 
 int main(int argc, char **argv) {
+    if (argc == 5 && !strcmp(argv[1], "--dequant-raw")) return mode_dequant_raw(argv[2], argv[3], argv[4]);
+    if (argc == 4 && !strcmp(argv[1], "--dequant")) return mode_dequant_gguf(argv[2], argv[3]);
+    if (argc == 7 && !strcmp(argv[1], "--quantize-row"))
+        return mode_quantize_row(argv[2], argv[3], argv[4], argv[5], argv[6]);
     opts o = {0};
     o.threads = 2;
     o.timeout = 600;
