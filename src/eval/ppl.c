@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "eval/eval.h"
 #include "model/model.h"
 
 pq_ppl_params pq_ppl_params_default(void) {
@@ -27,12 +28,8 @@ void pq_ppl_protocol_describe(const pq_ppl_params *p, char *buf, size_t n) {
 
 /* -log softmax(logits)[target] in double. */
 static double token_nll(const float *logits, int64_t V, int32_t target) {
-    float mx = logits[0];
-    for (int64_t i = 1; i < V; i++)
-        if (logits[i] > mx) mx = logits[i];
-    double s = 0;
-    for (int64_t i = 0; i < V; i++)
-        s += exp((double)logits[i] - mx);
+    float mx;
+    const double s = pq__sum_exp(logits, V, &mx, NULL);
     return log(s) + mx - (double)logits[target];
 }
 
@@ -98,4 +95,14 @@ pq_status pq_perplexity(pq_ctx *ctx, const pq_model *m, const int32_t *tokens, i
     out->ctx = p.ctx;
     out->protocol = p.protocol;
     return PQ_OK;
+}
+
+pq_status pq__read_tokens(pq_ctx *ctx, const pq_tokenizer *tok, const char *path, int32_t **ids, int64_t *n) {
+    char *text = NULL;
+    size_t len = 0;
+    pq_status st = pq__read_text(ctx, path, (size_t)1 << 31, &text, &len);
+    if (st) return st;
+    st = pq_tokenize(ctx, tok, text, len, 1, ids, n);
+    free(text);
+    return st;
 }

@@ -8,17 +8,26 @@
 
 #include "eval/eval.h"
 
-double pq__log_prob(const float *logits, int64_t V, int32_t target, int *is_max) {
-    float mx = logits[0];
+double pq__sum_exp(const float *x, int64_t V, float *max, int64_t *argmax) {
+    float mx = x[0];
     int64_t am = 0;
     for (int64_t i = 1; i < V; i++)
-        if (logits[i] > mx) {
-            mx = logits[i];
+        if (x[i] > mx) {
+            mx = x[i];
             am = i;
         }
     double s = 0;
     for (int64_t i = 0; i < V; i++)
-        s += exp((double)logits[i] - (double)mx);
+        s += exp((double)x[i] - (double)mx);
+    *max = mx;
+    if (argmax) *argmax = am;
+    return s;
+}
+
+double pq__log_prob(const float *logits, int64_t V, int32_t target, int *is_max) {
+    float mx;
+    int64_t am;
+    const double s = pq__sum_exp(logits, V, &mx, &am);
     if (is_max) *is_max = (am == target) || (logits[target] == mx);
     return (double)logits[target] - (double)mx - log(s);
 }

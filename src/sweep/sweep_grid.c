@@ -192,11 +192,10 @@ static pq_status add_config(pq_ctx *ctx, pq_sweep_grid *g, int64_t *cap, const p
         g->n_invalid++;
         return PQ_OK;
     }
-    pq_ctx *scratch = pq_ctx_new();
-    if (!scratch) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
-    int bad = pq_layer_params_validate(scratch, &p, 0) != PQ_OK;
-    if (bad) pq__log(ctx, PQ_LOG_DEBUG, "grid: dropped an invalid combination: %s", pq_ctx_error(scratch));
-    pq_ctx_free(scratch);
+    pq_ctx quiet; /* an invalid combination is dropped, not an error */
+    pq__quiet_begin(ctx, &quiet);
+    int bad = pq_layer_params_validate(&quiet, &p, 0) != PQ_OK;
+    if (bad) pq__log(ctx, PQ_LOG_DEBUG, "grid: dropped an invalid combination: %s", quiet.error);
     if (bad) {
         g->n_invalid++;
         return PQ_OK;

@@ -306,12 +306,9 @@ static const pq_sweep_run *best_in(const pq_sweep_results *r, double at, int by_
 static comparison *comparisons(const pq_sweep_results *r, int64_t *n) {
     *n = 0;
     comparison *v = malloc((size_t)(2 * r->n + 1) * sizeof *v);
-    pq_ctx *quiet = pq_ctx_new();
-    if (!v || !quiet) {
-        free(v);
-        pq_ctx_free(quiet);
-        return NULL;
-    }
+    if (!v) return NULL;
+    pq_ctx quiet; /* a comparison without an interval is still shown */
+    pq__quiet_begin(NULL, &quiet);
     for (int by = 0; by < 2; by++) {
         double at[512];
         int na = 0;
@@ -335,11 +332,10 @@ static comparison *comparisons(const pq_sweep_results *r, int64_t *n) {
             if (!j || !q) continue;
             comparison *c = &v[(*n)++];
             c->by_bpw = by, c->at = at[g], c->joint = j, c->quant = q;
-            if (pq_sweep_compare(quiet, r, j - r->runs, q - r->runs, NULL, &c->diff, c->ci) != PQ_OK)
+            if (pq_sweep_compare(&quiet, r, j - r->runs, q - r->runs, NULL, &c->diff, c->ci) != PQ_OK)
                 c->diff = j->sr - q->sr, c->ci[0] = c->ci[1] = NAN;
         }
     }
-    pq_ctx_free(quiet);
     return v;
 }
 
