@@ -201,11 +201,12 @@ pq_status pq__score_mc_text(pq_ctx *ctx, const pq_model *m, const char *context,
                             double *ll, int64_t *chars, int *greedy) {
     const pq_tokenizer *t = need_tok(ctx, m);
     if (!t) return ctx->status;
-    int32_t *cids = NULL, **conts = calloc((size_t)n, sizeof *conts);
-    int64_t nc = 0, *lens = calloc((size_t)n, sizeof *lens), maxlen = 0;
+    int32_t *cids = NULL, **conts = pq__calloc(ctx, (size_t)n, sizeof *conts, "the tokens of the choices");
+    int64_t nc = 0, *lens = conts ? pq__calloc(ctx, (size_t)n, sizeof *lens, "the lengths of the choices") : NULL;
+    int64_t maxlen = 0;
     pq_status st = PQ_OK;
-    if (!conts || !lens) {
-        st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory scoring choices");
+    if (!lens) {
+        st = ctx->status;
         goto done;
     }
     if ((st = pq_tokenize(ctx, t, context, strlen(context), 1, &cids, &nc))) goto done;
@@ -232,11 +233,11 @@ pq_status pq__score_partial_text(pq_ctx *ctx, const pq_model *m, const char *con
                                  double *ll) {
     const pq_tokenizer *t = need_tok(ctx, m);
     if (!t) return ctx->status;
-    int32_t **cids = calloc((size_t)n, sizeof *cids), *ct = NULL;
-    int64_t *cl = calloc((size_t)n, sizeof *cl), n_ct = 0;
+    int32_t **cids = pq__calloc(ctx, (size_t)n, sizeof *cids, "the tokens of the contexts"), *ct = NULL;
+    int64_t *cl = cids ? pq__calloc(ctx, (size_t)n, sizeof *cl, "the lengths of the contexts") : NULL, n_ct = 0;
     pq_status st = PQ_OK;
-    if (!cids || !cl) {
-        st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory scoring choices");
+    if (!cl) {
+        st = ctx->status;
         goto done;
     }
     /* the continuation split is taken against the first context (the harness tokenizes
@@ -309,7 +310,8 @@ pq_status pq__generate_text(pq_ctx *ctx, const pq_model *m, const char *prompt, 
     pq__str_add(&g.text, "", 0);
     st = pq_generate(ctx, m, ids, n, &gp, on_gen_token, &g);
     free(ids);
-    if (!st && (g.oom || !g.text.p)) st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory in generation");
+    if (!st && (g.oom || !g.text.p))
+        st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory growing the generated text beyond %zu bytes", g.text.cap);
     if (st) {
         free(g.text.p);
         return st;

@@ -325,13 +325,15 @@ static pq_status prepare(sweep_state *s) {
          * siblings of dead processes) */
         char *root = pq__path_join(td && *td ? td : "/tmp", "pq-sweep");
         if (!root)
-            st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory joining the path of the sweep's scratch folder");
+            st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory allocating %zu bytes for the sweep's scratch folder path",
+                          strlen(td && *td ? td : "/tmp") + 10);
         else
             st = pq__tmpdir_create(ctx, root, &s->tmp);
         free(root);
     }
     if (st == PQ_OK && !(s->cache = pq__path_join(s->tmp, "cache")))
-        st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory joining the path of the sweep's eval cache");
+        st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory allocating %zu bytes for the sweep's eval cache path",
+                      strlen(s->tmp) + 7);
     if (st == PQ_OK && mkdir(s->cache, 0755) != 0) st = pq__fail(ctx, PQ_ERR_IO, "%s: cannot create", s->cache);
     if (st == PQ_OK && p->keep_models && !pq__is_dir(p->keep_models) && mkdir(p->keep_models, 0755) != 0 &&
         !pq__is_dir(p->keep_models))
@@ -464,7 +466,9 @@ static pq_status run_config(sweep_state *s, int64_t i) {
     pq__log(ctx, PQ_LOG_INFO, "sweep: config %lld/%lld %s %s (TCr %.4f)%s", (long long)(i + 1), (long long)s->grid->n,
             c->hash, c->recipe, c->tcr, s->size > 1 ? " on this rank" : "");
     char *dir = pq__path_join(p->keep_models ? p->keep_models : s->tmp, c->hash);
-    if (!dir) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory joining the folder path of config %s", c->hash);
+    if (!dir)
+        return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory allocating %zu bytes for the folder path of config %s",
+                        strlen(p->keep_models ? p->keep_models : s->tmp) + strlen(c->hash) + 2, c->hash);
     double t1 = pq__now();
     pq_status rs = run_one(ctx, p, s->base, s->ids, s->n_ids, &s->ep, c, dir, &run);
     run.seconds = pq__now() - t1;

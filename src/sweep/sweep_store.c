@@ -61,14 +61,14 @@ pq_status pq_sweep_db_open(pq_ctx *ctx, const char *path, pq_sweep_db **out) {
     *out = NULL;
     pq_sweep_db *db = pq__calloc(ctx, 1, sizeof *db, "database");
     if (!db) return ctx->status;
-    db->path = strdup(path);
+    db->path = pq__strdup(ctx, path, "the database path");
     if (!db->path) {
         free(db);
-        return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+        return ctx->status;
     }
     if (sqlite3_open_v2(path, &db->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
         pq_status st = pq__fail(ctx, PQ_ERR_IO, "%s: cannot open database: %s", path,
-                                db->db ? sqlite3_errmsg(db->db) : "out of memory");
+                                db->db ? sqlite3_errmsg(db->db) : "out of memory allocating the SQLite handle");
         pq_sweep_db_close(db);
         return st;
     }
@@ -114,7 +114,7 @@ pq_status pq_sweep_db_meta_get(pq_ctx *ctx, pq_sweep_db *db, const char *key, ch
     pq_status st = PQ_OK;
     if (rc == SQLITE_ROW) {
         const char *v = (const char *)sqlite3_column_text(s, 0);
-        if (!(*value = strdup(v ? v : ""))) st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+        if (!(*value = pq__strdup(ctx, v ? v : "", "a meta value"))) st = ctx->status;
     } else if (rc != SQLITE_DONE) {
         st = db_fail(ctx, db, "meta");
     }
@@ -326,7 +326,8 @@ static pq_status load_scores(pq_ctx *ctx, pq_sweep_db *db, pq_sweep_run *r) {
             pq_sweep_score *n = realloc(r->scores, (size_t)cap * sizeof *n);
             if (!n) {
                 sqlite3_finalize(s);
-                return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+                return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory allocating %zu bytes for the scores of run %s",
+                                (size_t)cap * sizeof *n, r->hash);
             }
             r->scores = n;
         }
@@ -404,7 +405,8 @@ pq_status pq_sweep_db_load(pq_ctx *ctx, pq_sweep_db *db, pq_sweep_results *out) 
             pq_sweep_run *n = realloc(out->runs, (size_t)cap * sizeof *n);
             if (!n) {
                 run_clear(&r);
-                st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+                st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory allocating %zu bytes for the runs",
+                              (size_t)cap * sizeof *n);
                 break;
             }
             out->runs = n;
