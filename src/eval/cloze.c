@@ -77,7 +77,7 @@ static int split_sentences(passage *p, const char *b, const char *e) {
 }
 
 static void free_passages(passage *ps, int64_t np) {
-    for (int64_t i = 0; i < np; i++) {
+    for (int64_t i = 0; ps && i < np; i++) {
         for (int64_t k = 0; k < ps[i].n; k++)
             free(ps[i].v[k].s);
         free(ps[i].v);

@@ -64,6 +64,7 @@ static pq_status kld_alloc(pq_ctx *ctx, int64_t W, int64_t V, int64_t total, kld
 }
 
 static void kld_free(kld_bufs *b) {
+    if (!b) return;
     free(b->lb);
     free(b->lm);
     free(b->pb);

@@ -197,6 +197,13 @@ static pq_status split_cont(pq_ctx *ctx, const pq_tokenizer *t, const char *cont
     return pq_tokenize(ctx, t, cont, lx, 0, out, n_out);
 }
 
+/* Frees v[n] token lists and v (NULL is a no-op). */
+static void free_token_lists(int32_t **v, int n) {
+    for (int c = 0; v && c < n; c++)
+        free(v[c]);
+    free(v);
+}
+
 pq_status pq__score_mc_text(pq_ctx *ctx, const pq_model *m, const char *context, const char *const *choices, int n,
                             double *ll, int64_t *chars, int *greedy) {
     const pq_tokenizer *t = need_tok(ctx, m);
@@ -220,10 +227,7 @@ pq_status pq__score_mc_text(pq_ctx *ctx, const pq_model *m, const char *context,
     truncate_left(cids, &nc, maxlen, m->cfg.max_seq_len);
     st = pq__score_shared(ctx, m, cids, nc, (const int32_t *const *)conts, lens, n, ll, greedy);
 done:
-    if (conts)
-        for (int c = 0; c < n; c++)
-            free(conts[c]);
-    free(conts);
+    free_token_lists(conts, n);
     free(lens);
     free(cids);
     return st;
@@ -250,10 +254,7 @@ pq_status pq__score_partial_text(pq_ctx *ctx, const pq_model *m, const char *con
         truncate_left(cids[c], &cl[c], n_ct, m->cfg.max_seq_len);
     st = pq__score_partial(ctx, m, (const int32_t *const *)cids, cl, ct, n_ct, n, ll, NULL);
 done:
-    if (cids)
-        for (int c = 0; c < n; c++)
-            free(cids[c]);
-    free(cids);
+    free_token_lists(cids, n);
     free(cl);
     free(ct);
     return st;

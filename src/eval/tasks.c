@@ -60,16 +60,20 @@ static char *xcat(pq_ctx *ctx, const char *a, const char *b, const char *c, cons
     return pq__buf_take(&s);
 }
 
+/* Frees v[n] strings and v (NULL is a no-op). */
+static void free_strs(char **v, int n) {
+    for (int i = 0; v && i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
 static void item_free(pq__item *it) {
+    if (!it) return;
     free(it->context);
-    for (int c = 0; c < it->n_choices; c++)
-        free(it->choices[c]);
-    free(it->choices);
+    free_strs(it->choices, it->n_choices);
     free(it->target);
     free(it->shot_target);
-    for (int c = 0; c < it->n_stops; c++)
-        free(it->stops[c]);
-    free(it->stops);
+    free_strs(it->stops, it->n_stops);
 }
 
 void pq__task_free(pq__task *t) {
@@ -78,15 +82,9 @@ void pq__task_free(pq__task *t) {
         item_free(&t->items[i]);
     for (int64_t i = 0; i < t->n_dev; i++)
         item_free(&t->dev[i]);
-    for (int g = 0; g < t->n_groups; g++) {
-        free(t->group_names[g]);
-        if (t->group_descr) free(t->group_descr[g]);
-    }
-    free(t->group_names);
-    free(t->group_descr);
-    for (int i = 0; i < t->n_stops; i++)
-        free(t->stops[i]);
-    free(t->stops);
+    free_strs(t->group_names, t->n_groups);
+    free_strs(t->group_descr, t->n_groups);
+    free_strs(t->stops, t->n_stops);
     free(t->items);
     free(t->dev);
     free(t->eval_idx);
@@ -227,6 +225,17 @@ static int get_gold(const cJSON *o, const char *key, int n, int *gold) {
     return *gold >= 0 && *gold < n;
 }
 
+/* A generative item: the prompt pre + q + post, the text after it in a few-shot example
+ * (shot) and the answer compared with the output (target). */
+static pq_status gen_item(pq_ctx *ctx, pq__item *it, const char *pre, const char *q, const char *post,
+                          const char *shot, const char *target) {
+    if (!(it->context = xcat(ctx, pre, q, post, "an item's prompt")) ||
+        !(it->shot_target = pq__strdup(ctx, shot, "an item's few-shot answer")) ||
+        !(it->target = pq__strdup(ctx, target, "an item's answer")))
+        return ctx->status;
+    return PQ_OK;
+}
+
 /* ---------------------------------------------------------------- JSONL formats */
 
 /* MosaicML MC {query, choices, gold} (arc, boolq) and mc:FILE {context, choices, gold}. */
@@ -294,11 +303,7 @@ static pq_status on_gsm8k(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s:%lld: answer has no \"#### number\"", file, (long long)line);
     pq__item *it = add_item(ctx, t, 0);
     if (!it) return ctx->status;
-    if (!(it->context = xcat(ctx, "Question: ", q, "\nAnswer:", "an item's context")) ||
-        !(it->shot_target = pq__strdup(ctx, a, "an item's answer")) ||
-        !(it->target = pq__strdup(ctx, num, "an item's answer")))
-        return ctx->status;
-    return PQ_OK;
+    return gen_item(ctx, it, "Question: ", q, "\nAnswer:", a, num);
 }
 
 static pq_status on_math(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *file, int64_t line, void *u) {
@@ -306,11 +311,7 @@ static pq_status on_math(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *f
     if (!q || !s || !a) return missing(ctx, file, line, "\"problem\"/\"solution\"/\"answer\" (strings)");
     pq__item *it = add_item(ctx, t, 0);
     if (!it) return ctx->status;
-    if (!(it->context = xcat(ctx, "Problem:\n", q, "\n\nSolution:", "an item's context")) ||
-        !(it->shot_target = pq__strdup(ctx, s, "an item's solution")) ||
-        !(it->target = pq__strdup(ctx, a, "an item's answer")))
-        return ctx->status;
-    return PQ_OK;
+    return gen_item(ctx, it, "Problem:\n", q, "\n\nSolution:", s, a);
 }
 
 static pq_status on_mmlu_pro(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *file, int64_t line, void *u) {
@@ -363,10 +364,7 @@ static pq_status on_gen(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *fi
         return missing(ctx, file, line, "\"stop\" (array of strings)");
     pq__item *it = add_item(ctx, t, 0);
     if (!it) return ctx->status;
-    if (!(it->context = pq__strdup(ctx, p, "an item's prompt")) ||
-        !(it->target = pq__strdup(ctx, a, "an item's answer")) ||
-        !(it->shot_target = pq__strdup(ctx, a, "an item's answer")))
-        return ctx->status;
+    if (gen_item(ctx, it, "", p, "", a, a)) return ctx->status;
     if (cJSON_IsString(stop)) {
         it->stops = pq__calloc(ctx, 1, sizeof *it->stops, "an item's stop strings");
         if (!it->stops || !(it->stops[0] = pq__strdup(ctx, stop->valuestring, "a stop string"))) return ctx->status;
@@ -554,7 +552,8 @@ static pq_status read_mmlu_csv(pq_ctx *ctx, pq__task *t, const char *path, int g
     return st;
 }
 
-/* Sorted names in dir ending with suffix (malloc'ed array of malloc'ed names). */
+/* Sorted names in dir ending with suffix (malloc'ed array of malloc'ed names); none is an
+ * error. */
 static pq_status list_dir(pq_ctx *ctx, const char *dir, const char *suffix, char ***names, int *n) {
     *names = NULL;
     *n = 0;
@@ -572,13 +571,7 @@ static pq_status list_dir(pq_ctx *ctx, const char *dir, const char *suffix, char
     }
     closedir(d);
     if (*n) qsort(*names, (size_t)*n, sizeof **names, cmp_str);
-    return PQ_OK;
-}
-
-static void free_names(char **names, int n) {
-    for (int i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
+    return *n ? PQ_OK : pq__fail(ctx, PQ_ERR_IO, "no *%s files in %s", suffix, dir);
 }
 
 static pq_status load_mmlu(pq_ctx *ctx, pq__task *t, const char *data_dir) {
@@ -590,7 +583,6 @@ static pq_status load_mmlu(pq_ctx *ctx, pq__task *t, const char *data_dir) {
     int n;
     pq_status st = list_dir(ctx, test, "_test.csv", &names, &n);
     if (st) return st;
-    if (n == 0) st = pq__fail(ctx, PQ_ERR_IO, "no *_test.csv files in %s", test);
     for (int i = 0; i < n && !st; i++) {
         char subject[256];
         snprintf(subject, sizeof subject, "%.*s", (int)(strlen(names[i]) - 9), names[i]);
@@ -610,7 +602,7 @@ static pq_status load_mmlu(pq_ctx *ctx, pq__task *t, const char *data_dir) {
         snprintf(path, sizeof path, "%s/%s_dev.csv", dev, subject);
         if (pq__file_exists(path)) st = read_mmlu_csv(ctx, t, path, g, 1);
     }
-    free_names(names, n);
+    free_strs(names, n);
     t->dev_first_n = 1;
     return st;
 }
@@ -647,10 +639,7 @@ static pq_status load_bbh_file(pq_ctx *ctx, pq__task *t, const char *path, const
             break;
         }
         it->group = g;
-        if (!(it->context = xcat(ctx, "Q: ", in, "\nA:", "an item's context")) ||
-            !(it->target = pq__strdup(ctx, tg, "an item's target")) ||
-            !(it->shot_target = pq__strdup(ctx, tg, "an item's target")))
-            st = ctx->status;
+        st = gen_item(ctx, it, "Q: ", in, "\nA:", tg, tg);
     }
     cJSON_Delete(o);
     return st;
@@ -671,13 +660,12 @@ static pq_status load_bbh(pq_ctx *ctx, pq__task *t, const char *data_dir, const 
     int n;
     pq_status st = list_dir(ctx, dir, ".json", &names, &n);
     if (st) return st;
-    if (n == 0) st = pq__fail(ctx, PQ_ERR_IO, "no *.json files in %s", dir);
     for (int i = 0; i < n && !st; i++) {
         names[i][strlen(names[i]) - 5] = 0;
         snprintf(path, sizeof path, "%s/%s.json", dir, names[i]);
         st = load_bbh_file(ctx, t, path, names[i]);
     }
-    free_names(names, n);
+    free_strs(names, n);
     return st;
 }
 

@@ -8,8 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cjson/cJSON.h>
-
 #include "common/json.h"
 #include "eval/units.h"
 #include "sweep/sweep_mpi.h"
@@ -21,34 +19,42 @@
 
 enum { TAG_RESULT = 7301 };
 
-void pq__sweep_transport_world(int *rank, int *size) {
+/* MPI is up (the caller initialised it and has not finalised it): else one process. */
+static int mpi_running(void) {
     int init = 0, fin = 0;
-    *rank = 0;
-    *size = 1;
     MPI_Initialized(&init);
     MPI_Finalized(&fin);
-    if (!init || fin) return;
+    return init && !fin;
+}
+
+void pq__sweep_transport_world(int *rank, int *size) {
+    *rank = 0;
+    *size = 1;
+    if (!mpi_running()) return;
     MPI_Comm_rank(MPI_COMM_WORLD, rank);
     MPI_Comm_size(MPI_COMM_WORLD, size);
 }
 
 int pq__sweep_transport_all_ok(int ok) {
+    if (!mpi_running()) return ok != 0;
     int mine = ok != 0, all = 0;
     MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
     return all;
 }
 
 void pq__sweep_transport_bcast(uint8_t *buf, int64_t n) {
-    MPI_Bcast(buf, (int)n, MPI_UINT8_T, 0, MPI_COMM_WORLD);
+    if (mpi_running()) MPI_Bcast(buf, (int)n, MPI_UINT8_T, 0, MPI_COMM_WORLD);
 }
 
 void pq__sweep_transport_send(const char *msg) {
-    MPI_Send(msg, (int)strlen(msg) + 1, MPI_CHAR, 0, TAG_RESULT, MPI_COMM_WORLD);
+    if (mpi_running()) MPI_Send(msg, (int)strlen(msg) + 1, MPI_CHAR, 0, TAG_RESULT, MPI_COMM_WORLD);
 }
 
 pq_status pq__sweep_transport_recv(pq_ctx *ctx, int wait, char **msg, int *from) {
     *msg = NULL;
     *from = -1;
+    if (!mpi_running())
+        return wait ? pq__fail(ctx, PQ_ERR_INTERNAL, "sweep: waiting for a result with no other rank") : PQ_OK;
     MPI_Status ms;
     if (!wait) {
         int flag = 0;
@@ -118,17 +124,21 @@ static const char *get_str(const cJSON *o, const char *k) {
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+void pq__sweep_score_json(cJSON *e, const pq_sweep_score *sc) {
+    cJSON_AddStringToObject(e, "metric", sc->metric);
+    pq__json_add_num(e, "score", sc->score);
+    pq__json_add_num(e, "base_score", sc->base_score);
+    pq__json_add_num(e, "retention", sc->retention);
+}
+
 /* exact numbers (common/json.h): rank 0 stores what the other ranks computed */
 static void scores_to_json(cJSON *a, const pq_sweep_run *run) {
     for (int64_t k = 0; run && a && k < run->n_scores; k++) {
         const pq_sweep_score *c = &run->scores[k];
         cJSON *e = cJSON_CreateObject();
         cJSON_AddStringToObject(e, "task", c->task);
-        cJSON_AddStringToObject(e, "metric", c->metric);
-        pq__json_add_num(e, "score", c->score);
+        pq__sweep_score_json(e, c);
         pq__json_add_num(e, "se", c->se);
-        pq__json_add_num(e, "base", c->base_score);
-        pq__json_add_num(e, "retention", c->retention);
         cJSON_AddNumberToObject(e, "higher", c->higher_is_better);
         pq__units_to_json(e, &c->units);
         cJSON_AddItemToArray(a, e);
@@ -174,7 +184,7 @@ static pq_status scores_from_json(pq_ctx *ctx, const cJSON *a, pq_sweep_run *run
         snprintf(sc->metric, sizeof sc->metric, "%s", mt ? mt : "?");
         sc->score = get_num(e, "score");
         sc->se = get_num(e, "se");
-        sc->base_score = get_num(e, "base");
+        sc->base_score = get_num(e, "base_score");
         sc->retention = get_num(e, "retention");
         const cJSON *hb = cJSON_GetObjectItemCaseSensitive(e, "higher");
         sc->higher_is_better = cJSON_IsNumber(hb) ? hb->valueint : 1;

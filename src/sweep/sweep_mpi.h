@@ -6,13 +6,15 @@
 
 #include <stdint.h>
 
+#include <cjson/cJSON.h>
+
 #include "common/common.h"
 #include "prunequant-sweep.h"
 
 /* ---- transport. The caller of the library (the CLI) initialises and finalises MPI; without
  * a running MPI (or without MPI built in) this is rank 0 of 1. */
 void pq__sweep_transport_world(int *rank, int *size);
-/* A collective: 1 when ok is 1 on every rank. One process: ok. */
+/* A collective: 1 when ok is 1 on every rank. One process (or MPI not running): ok. */
 int pq__sweep_transport_all_ok(int ok);
 /* A collective: rank 0's n bytes into buf on every rank. One process: nothing to do. */
 void pq__sweep_transport_bcast(uint8_t *buf, int64_t n);
@@ -30,6 +32,9 @@ void pq__sweep_run_init(pq_sweep_run *run, const pq_sweep_config *c);
  * "cancelled" (run may be NULL then); every number exact, so that rank 0 stores what the
  * other ranks computed. NULL on allocation failure. */
 char *pq__sweep_msg_encode(int64_t i, const pq_sweep_run *run, const char *status);
+/* The fields of a score that the messages and the report's JSON share: "metric", "score",
+ * "base_score", "retention" (exact numbers). */
+void pq__sweep_score_json(cJSON *e, const pq_sweep_score *sc);
 /* Sends the outcome of config i to rank 0; even out of memory one message (a bare
  * "cancelled") goes, since rank 0 counts them. */
 void pq__sweep_send_run(int64_t i, const pq_sweep_run *run, const char *status);

@@ -10,6 +10,7 @@
 #include "common/common.h"
 #include "common/json.h"
 #include "prunequant-sweep.h"
+#include "sweep/sweep_mpi.h"
 
 typedef struct sbuf {
     char *p;
@@ -913,10 +914,7 @@ static cJSON *run_json(const pq_sweep_run *c) {
     for (int64_t i = 0; t && i < c->n_scores; i++) {
         const pq_sweep_score *sc = &c->scores[i];
         cJSON *e = cJSON_CreateObject();
-        cJSON_AddStringToObject(e, "metric", sc->metric);
-        pq__json_add_num(e, "score", sc->score);
-        pq__json_add_num(e, "base_score", sc->base_score);
-        pq__json_add_num(e, "retention", sc->retention);
+        pq__sweep_score_json(e, sc);
         pq__json_add_interval(e, "retention_ci", sc->retention_ci);
         cJSON_AddNumberToObject(e, "units", (double)sc->units.n);
         cJSON_AddItemToObject(t, sc->task, e);
