@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "eval/eval.h"
@@ -429,6 +430,45 @@ out:
     pq_ctx_free(ctx);
 }
 
+/* 1 when fn returns normally in a child process (a crash there does not end this test). */
+static int survives(void (*fn)(void)) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        fn();
+        _exit(0);
+    }
+    int status = 0;
+    return pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+static void free_null_report(void) {
+    pq_eval_report_free(NULL);
+}
+static void free_null_units(void) {
+    pq_units_clear(NULL);
+}
+static void free_null_task(void) {
+    pq__task_free(NULL);
+}
+static void free_zeroed(void) { /* a zeroed object is empty: freeing it twice is fine */
+    pq_units u = {0};
+    pq__task t;
+    memset(&t, 0, sizeof t);
+    pq_units_clear(&u);
+    pq_units_clear(&u);
+    pq__task_free(&t);
+    pq__task_free(&t);
+}
+
+/* Every public free function of prunequant-eval.h (and the task's) takes NULL as a no-op. */
+static void test_free_null(void) {
+    CHECK(survives(free_null_report));
+    CHECK(survives(free_null_units));
+    CHECK(survives(free_null_task));
+    CHECK(survives(free_zeroed));
+}
+
 int main(void) {
     char tmp[] = "/tmp/pq_test_eval_XXXXXX";
     if (!mkdtemp(tmp)) {
@@ -436,6 +476,7 @@ int main(void) {
         return 1;
     }
     test_metrics();
+    test_free_null();
     test_scoring_synth();
     test_extraction();
     test_task_files(tmp);

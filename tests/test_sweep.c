@@ -5,10 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/common.h"
 #include "prunequant-sweep.h"
+#include "sweep/sweep_mpi.h"
 #include "test.h"
 
 static pq_status expand(pq_ctx *ctx, const char *json, pq_sweep_grid *g) {
@@ -345,6 +347,111 @@ static void test_recommend_report(pq_ctx *ctx, const char *dir) {
     free(path);
 }
 
+/* 1 when fn returns normally in a child process (a crash there does not end this test). */
+static int survives(void (*fn)(void)) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        fn();
+        _exit(0);
+    }
+    int status = 0;
+    return pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+static void free_null_grid(void) {
+    pq_sweep_grid_free(NULL);
+}
+static void free_null_scores(void) {
+    pq_sweep_scores_free(NULL, 3);
+}
+static void free_null_db(void) {
+    pq_sweep_db_close(NULL);
+}
+static void free_null_results(void) {
+    pq_sweep_results_free(NULL);
+}
+static void free_zeroed(void) { /* a zeroed object is empty: freeing it twice is fine */
+    pq_sweep_grid g = {0};
+    pq_sweep_results r = {0};
+    pq_sweep_grid_free(&g);
+    pq_sweep_grid_free(&g);
+    pq_sweep_results_free(&r);
+    pq_sweep_results_free(&r);
+}
+
+/* Every public free function of prunequant-sweep.h takes NULL as a no-op. */
+static void test_free_null(void) {
+    CHECK(survives(free_null_grid));
+    CHECK(survives(free_null_scores));
+    CHECK(survives(free_null_db));
+    CHECK(survives(free_null_results));
+    CHECK(survives(free_zeroed));
+}
+
+/* The result messages between ranks (sweep_mpi.c) carry every number exactly: a run encoded
+ * on one rank and stored by rank 0 reads back bit-identical; "cancelled" removes the row; a
+ * malformed message is an error. The codec is the same with and without MPI. */
+static void test_messages(pq_ctx *ctx, const char *dir) {
+    int rank = -1, size = -1;
+    pq__sweep_transport_world(&rank, &size); /* no MPI running here: one process */
+    CHECK(rank == 0 && size == 1);
+    CHECK(pq__sweep_transport_all_ok(1) == 1);
+    pq_sweep_grid g;
+    CHECK(expand(ctx, "{\"quant\": \"rtn\", \"bits\": [3, 4]}", &g) == PQ_OK && g.n == 2);
+    char *path = pq__path_join(dir, "msg.sqlite");
+    pq_sweep_db *db = NULL;
+    CHECK(pq_sweep_db_open(ctx, path, &db) == PQ_OK);
+    if (!db || g.n != 2) {
+        pq_sweep_grid_free(&g);
+        free(path);
+        return;
+    }
+    double value[3] = {1.0 / 3, 0.1 + 0.2, 1e-300}, weight[3] = {3, 5, 7};
+    pq_sweep_score sc = {.task = "ppl:x.txt",
+                         .metric = "ppl",
+                         .score = 12.345678901234567,
+                         .se = NAN,
+                         .base_score = 10.0 / 3,
+                         .retention = 2.0 / 7,
+                         .higher_is_better = 0,
+                         .units = {.kind = PQ_UNITS_PPL, .n = 3, .value = value, .weight = weight}};
+    pq_sweep_run run;
+    pq__sweep_run_init(&run, &g.configs[1]);
+    snprintf(run.status, sizeof run.status, "done");
+    run.acr = 0.1 + 0.7, run.bpw = 3.0 / 7, run.bytes = 123456789, run.sr = 0.9 + 1e-16, run.srcr = 1.0 / 9;
+    run.seconds = 2.5, run.layers = (char *)"{\"name\": \"q\"}\n", run.scores = &sc, run.n_scores = 1;
+    char *msg = pq__sweep_msg_encode(1, &run, run.status);
+    int64_t nd = 0, nf = 0;
+    CHECK(msg && pq__sweep_msg_store(ctx, &g, db, msg, 1, &nd, &nf) == PQ_OK && nd == 1 && nf == 0);
+    free(msg);
+    pq_sweep_results res;
+    CHECK(pq_sweep_db_load(ctx, db, &res) == PQ_OK && res.n == 1);
+    if (res.n == 1) {
+        const pq_sweep_run *b = &res.runs[0];
+        CHECK(!strcmp(b->hash, g.configs[1].hash) && !strcmp(b->status, "done") && !strcmp(b->recipe, run.recipe));
+        CHECK(b->acr == run.acr && b->bpw == run.bpw && b->bytes == run.bytes && b->sr == run.sr &&
+              b->srcr == run.srcr && b->tcr == run.tcr && b->layers && !strcmp(b->layers, run.layers));
+        CHECK(b->n_scores == 1 && b->scores[0].score == sc.score && isnan(b->scores[0].se) &&
+              b->scores[0].base_score == sc.base_score && b->scores[0].retention == sc.retention &&
+              b->scores[0].higher_is_better == 0 && !strcmp(b->scores[0].task, "ppl:x.txt"));
+        const pq_units *u = b->n_scores == 1 ? &b->scores[0].units : NULL;
+        CHECK(u && u->n == 3 && u->value && u->weight && !memcmp(u->value, value, sizeof value) &&
+              !memcmp(u->weight, weight, sizeof weight));
+    }
+    pq_sweep_results_free(&res);
+    msg = pq__sweep_msg_encode(1, NULL, "cancelled");
+    CHECK(msg && pq__sweep_msg_store(ctx, &g, db, msg, 1, &nd, &nf) == PQ_OK);
+    free(msg);
+    char st[12];
+    CHECK(pq_sweep_db_status(ctx, db, g.configs[1].hash, st) == PQ_OK && st[0] == 0);
+    CHECK(pq__sweep_msg_store(ctx, &g, db, "{\"i\": 7, \"status\": \"done\"}", 1, &nd, &nf) == PQ_ERR_INTERNAL);
+    CHECK(pq__sweep_msg_store(ctx, &g, db, "not json", 1, &nd, &nf) == PQ_ERR_INTERNAL && nd == 1 && nf == 0);
+    pq_sweep_db_close(db);
+    pq_sweep_grid_free(&g);
+    free(path);
+}
+
 int main(void) {
     pq_ctx *ctx = pq_ctx_new();
     char dir[] = "/tmp/pq_test_sweep_XXXXXX";
@@ -355,6 +462,8 @@ int main(void) {
     test_grid(ctx);
     test_store(ctx, dir);
     test_recommend_report(ctx, dir);
+    test_messages(ctx, dir);
+    test_free_null();
     pq__rmtree(dir);
     pq_ctx_free(ctx);
     return test_end("test_sweep");

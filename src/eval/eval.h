@@ -59,8 +59,6 @@ int pq__extract_boxed(const char *text, char *out, size_t n);
 void pq__math_normalize(const char *in, char *out, size_t n);
 /* Numeric strings compare as numbers ("18" == "18.0"), others byte-wise. */
 int pq__answers_equal(const char *a, const char *b);
-/* BBH exact match: trimmed, case-insensitive. */
-int pq__exact_match(const char *output, const char *target);
 
 /* ---------------------------------------------------------------- tasks (tasks.c) */
 
@@ -74,6 +72,15 @@ typedef enum pq__task_kind {
 } pq__task_kind;
 
 typedef enum pq__extract_kind { PQ__EXTRACT_EXACT = 0, PQ__EXTRACT_GSM8K = 1, PQ__EXTRACT_MATH = 2 } pq__extract_kind;
+
+/* BBH exact match: trimmed, case-insensitive. */
+int pq__exact_match(const char *output, const char *target);
+/* MATH: the last \boxed{} of the output, else what follows "final answer is". */
+void pq__extract_math_answer(const char *output, char *out, size_t n);
+/* 1 when a generated output answers target under the task's extraction, else 0. */
+int pq__answer_score(pq__extract_kind kind, const char *output, const char *target);
+/* One line on how answers are extracted and compared, for the protocol. */
+const char *pq__answer_method(pq__extract_kind kind);
 
 typedef struct pq__item {
     char *context;  /* MC/lambada/gen: prompt text; PARTIAL: unused */
@@ -124,6 +131,9 @@ void pq__task_free(pq__task *t);
 char *pq__task_fewshot(const pq__task *t, int64_t i, int k, uint64_t seed);
 
 /* ---------------------------------------------------------------- misc */
+
+/* Reads the text file path and tokenizes it (BOS first) into *ids[*n] (malloc'ed). */
+pq_status pq__read_tokens(pq_ctx *ctx, const pq_tokenizer *tok, const char *path, int32_t **ids, int64_t *n);
 
 /* Content hash of a model's weights (names, shapes, dtypes, bytes) and tokenizer. */
 uint64_t pq__model_hash(const pq_model *m);

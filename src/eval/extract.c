@@ -64,24 +64,41 @@ int pq__extract_gsm8k_target(const char *answer, char *out, size_t n) {
     return out[0] != 0;
 }
 
-int pq__extract_boxed(const char *text, char *out, size_t n) {
-    const char *last = NULL;
-    size_t kwlen = 0;
+/* +1 for an opening brace, -1 for a closing one, 0 otherwise. */
+static int brace_step(char c) {
+    return (c == '{') - (c == '}');
+}
+
+/* The brace that closes the one at open (NULL when unbalanced). */
+static const char *closing_brace(const char *open) {
+    int depth = 0;
+    for (const char *q = open; *q; q++)
+        if ((depth += brace_step(*q)) == 0) return q;
+    return NULL;
+}
+
+/* The last "\boxed" or "\fbox" in text and the length of its keyword; NULL if none. */
+static const char *last_box(const char *text, size_t *kwlen) {
     static const char *const kws[] = {"\\boxed", "\\fbox"};
+    const char *last = NULL;
     for (int k = 0; k < 2; k++)
         for (const char *p = strstr(text, kws[k]); p; p = strstr(p + 1, kws[k]))
             if (!last || p > last) {
                 last = p;
-                kwlen = strlen(kws[k]);
+                *kwlen = strlen(kws[k]);
             }
-    if (!last) {
-        if (n) out[0] = 0;
-        return 0;
-    }
+    return last;
+}
+
+int pq__extract_boxed(const char *text, char *out, size_t n) {
+    size_t kwlen = 0;
+    const char *last = last_box(text, &kwlen);
+    if (n) out[0] = 0;
+    if (!last) return 0;
     const char *p = last + kwlen;
     while (*p == ' ')
         p++;
-    if (*p != '{') {
+    if (brace_step(*p) != 1) {
         /* "\boxed 5" form: up to the next '$' or space */
         const char *e = p;
         while (*e && *e != '$' && !isspace((unsigned char)*e))
@@ -89,18 +106,41 @@ int pq__extract_boxed(const char *text, char *out, size_t n) {
         copy_trim(p, e, out, n);
         return out[0] != 0;
     }
-    int depth = 0;
-    const char *b = p + 1;
-    for (const char *q = p; *q; q++) {
-        if (*q == '{')
-            depth++;
-        else if (*q == '}' && --depth == 0) {
-            copy_trim(b, q, out, n);
-            return 1;
-        }
+    const char *q = closing_brace(p);
+    if (!q) return 0; /* unbalanced */
+    copy_trim(p + 1, q, out, n);
+    return 1;
+}
+
+void pq__extract_math_answer(const char *output, char *out, size_t n) {
+    if (pq__extract_boxed(output, out, n)) return;
+    /* no box: what follows "final answer is", up to ". I hope" (the few-shot examples' phrasing) */
+    const char *fa = strstr(output, "final answer is");
+    snprintf(out, n, "%s", fa ? fa + 15 : "");
+    char *dot = strstr(out, ". I hope");
+    if (dot) *dot = 0;
+}
+
+int pq__answer_score(pq__extract_kind kind, const char *output, const char *target) {
+    char a[512], b[512], na[512];
+    switch (kind) {
+    case PQ__EXTRACT_GSM8K: return pq__extract_last_number(output, a, sizeof a) && pq__answers_equal(a, target);
+    case PQ__EXTRACT_MATH:
+        pq__extract_math_answer(output, a, sizeof a);
+        pq__math_normalize(a, na, sizeof na);
+        pq__math_normalize(target, b, sizeof b);
+        return na[0] && pq__answers_equal(na, b);
+    default: return pq__exact_match(output, target);
     }
-    if (n) out[0] = 0;
-    return 0; /* unbalanced */
+}
+
+const char *pq__answer_method(pq__extract_kind kind) {
+    switch (kind) {
+    case PQ__EXTRACT_GSM8K:
+        return "generative greedy: last number of the output vs the \"####\" number (flexible-extract)";
+    case PQ__EXTRACT_MATH: return "generative greedy: last \\boxed{} normalised vs answer";
+    default: return "generative greedy: exact match (trimmed, case-insensitive)";
+    }
 }
 
 /* Replaces every occurrence of a by b in s (b not longer than a). */
@@ -118,18 +158,11 @@ static void replace_all(char *s, const char *a, const char *b) {
 static void unwrap(char *s, const char *cmd) {
     size_t lc = strlen(cmd);
     char *p;
-    while ((p = strstr(s, cmd)) && p[lc] == '{') {
-        int depth = 0;
-        char *q = p + lc;
-        for (; *q; q++) {
-            if (*q == '{')
-                depth++;
-            else if (*q == '}' && --depth == 0)
-                break;
-        }
-        if (!*q) return;
+    while ((p = strstr(s, cmd)) && brace_step(p[lc]) == 1) {
+        char *q = (char *)closing_brace(p + lc);
+        if (!q) return;
         memmove(q, q + 1, strlen(q + 1) + 1);           /* drop the closing brace */
-        memmove(p, p + lc + 1, strlen(p + lc + 1) + 1); /* drop "\cmd{" */
+        memmove(p, p + lc + 1, strlen(p + lc + 1) + 1); /* drop "\cmd" and the opening brace */
     }
 }
 
@@ -162,18 +195,18 @@ void pq__math_normalize(const char *in, char *out, size_t n) {
     /* \frac12 -> \frac{1}{2}, \sqrt2 -> \sqrt{2} */
     pq__str t = {0};
     for (char *r = s; *r;) {
-        if (!strncmp(r, "\\frac", 5) && r[5] && r[5] != '{') {
+        if (!strncmp(r, "\\frac", 5) && r[5] && brace_step(r[5]) != 1) {
             pq__str_adds(&t, "\\frac{");
             pq__str_add(&t, r + 5, 1);
             pq__str_adds(&t, "}");
             r += 6;
-            if (*r && *r != '{') {
+            if (*r && brace_step(*r) != 1) {
                 pq__str_adds(&t, "{");
                 pq__str_add(&t, r, 1);
                 pq__str_adds(&t, "}");
                 r++;
             }
-        } else if (!strncmp(r, "\\sqrt", 5) && r[5] && r[5] != '{' && r[5] != '[') {
+        } else if (!strncmp(r, "\\sqrt", 5) && r[5] && brace_step(r[5]) != 1 && r[5] != '[') {
             pq__str_adds(&t, "\\sqrt{");
             pq__str_add(&t, r + 5, 1);
             pq__str_adds(&t, "}");

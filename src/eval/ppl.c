@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "eval/eval.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
 
@@ -93,4 +94,14 @@ pq_status pq_perplexity(pq_ctx *ctx, const pq_model *m, const int32_t *tokens, i
     out->ctx = p.ctx;
     out->protocol = p.protocol;
     return PQ_OK;
+}
+
+pq_status pq__read_tokens(pq_ctx *ctx, const pq_tokenizer *tok, const char *path, int32_t **ids, int64_t *n) {
+    char *text = NULL;
+    size_t len = 0;
+    pq_status st = pq__read_text(ctx, path, (size_t)1 << 31, &text, &len);
+    if (st) return st;
+    st = pq_tokenize(ctx, tok, text, len, 1, ids, n);
+    free(text);
+    return st;
 }

@@ -129,7 +129,7 @@ char *pq_eval_report_json(const pq_eval_report *r) {
 
 pq_status pq_eval_report_write_json(pq_ctx *ctx, const pq_eval_report *r, const char *path) {
     char *s = pq_eval_report_json(r);
-    if (!s) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory writing %s", path);
+    if (!s) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory building the JSON report for %s", path);
     pq__atomic a;
     pq_status st = pq__atomic_open(ctx, path, &a);
     if (!st) st = pq__atomic_write(ctx, &a, s, strlen(s));

@@ -5,12 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "common/json.h"
 #include "eval/eval.h"
 #include "eval/units.h"
-#include "pipeline/pipeline.h"
 #include "model/packed.h"
 #include "tokenizer/tokenizer.h"
 
@@ -45,14 +43,9 @@ static pq_status eval_ppl(pq_ctx *ctx, const pq_model *m, const pq__task *t, con
                           pq_task_result *out) {
     const pq_tokenizer *tok = pq_model_tokenizer(m);
     if (!tok) return pq__fail(ctx, PQ_ERR_INVALID, "%s: the model has no tokenizer (give --tokenizer)", t->name);
-    char *text = NULL;
-    size_t len = 0;
     int32_t *ids = NULL;
     int64_t n = 0;
-    pq_status st = pq__read_text(ctx, t->file, (size_t)1 << 31, &text, &len);
-    if (st) return st;
-    st = pq_tokenize(ctx, tok, text, len, 1, &ids, &n);
-    free(text);
+    pq_status st = pq__read_tokens(ctx, tok, t->file, &ids, &n);
     if (st) return st;
     pq_ppl_params pp = pq_ppl_params_default();
     pp.ctx = p->ctx > 0 ? p->ctx : 512;
@@ -101,7 +94,9 @@ static pq_status eval_ppl(pq_ctx *ctx, const pq_model *m, const pq__task *t, con
 static pq_status emit_sample(pq_ctx *ctx, const pq_eval_params *p, const pq__task *t, int64_t e, const pq__item *it,
                              const char *prompt, const double *ll, int n_choices, double score, const char *output) {
     cJSON *o = cJSON_CreateObject();
-    if (!o) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory (log samples)");
+    if (!o)
+        return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory building the --log-samples JSON of %s item %lld", t->name,
+                        (long long)t->eval_idx[e]);
     cJSON_AddStringToObject(o, "task", t->name);
     cJSON_AddNumberToObject(o, "doc_id", (double)t->eval_idx[e]);
     cJSON_AddStringToObject(o, "prompt", prompt ? prompt : "");
@@ -125,10 +120,195 @@ static pq_status emit_sample(pq_ctx *ctx, const pq_eval_params *p, const pq__tas
     cJSON_AddNumberToObject(o, "acc", score);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
-    if (!s) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory (log samples)");
+    if (!s)
+        return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory printing the --log-samples JSON of %s item %lld", t->name,
+                        (long long)t->eval_idx[e]);
     const int stop = p->on_sample(p->sample_user, s);
     free(s);
     return stop ? pq__fail(ctx, PQ_ERR_CANCELLED, "%s: stopped while logging samples", t->name) : PQ_OK;
+}
+
+/* What the scorers of one task share while its items run. */
+typedef struct task_run {
+    pq_ctx *ctx;
+    const pq_model *m;
+    const pq__task *t;
+    const pq_eval_params *p;
+    int k;              /* shots */
+    int64_t gen_tokens; /* GEN: the most new tokens */
+    double *ll;         /* [max choices] summed log P of each choice */
+    int64_t *chars;     /* [max choices] code points of " " + choice */
+    int *greedy;        /* [max choices] 1 when every token of the choice is the argmax */
+    pq__str full;       /* the item's prompt: shots + context */
+    char *output;       /* GEN: the item's generated text */
+    double s_ll, s_ll2, chance;
+    int64_t n_words;
+} task_run;
+
+/* s = shots + text (s reset first). */
+static pq_status build_prompt(task_run *r, pq__str *s, const char *shots, const char *text) {
+    s->len = 0;
+    if (pq__str_add(s, "", 0) && pq__str_adds(s, shots) && pq__str_adds(s, text)) return PQ_OK;
+    return pq__fail(r->ctx, PQ_ERR_NOMEM, "out of memory building a prompt of %zu bytes for %s",
+                    strlen(shots) + strlen(text) + 1, r->t->name);
+}
+
+static pq_status score_mc(task_run *r, const pq__item *it, const char *shots, double *score) {
+    pq_status st = build_prompt(r, &r->full, shots, it->context);
+    if (st == PQ_OK)
+        st = pq__score_mc_text(r->ctx, r->m, r->full.p, (const char *const *)it->choices, it->n_choices, r->ll,
+                               r->chars, NULL);
+    if (st != PQ_OK) return st;
+    *score = pq__mc_pick(r->ll, NULL, it->n_choices) == it->gold;
+    r->s_ll += pq__mc_pick(r->ll, r->chars, it->n_choices) == it->gold;
+    r->chance += 1.0 / it->n_choices;
+    return PQ_OK;
+}
+
+static pq_status score_partial(task_run *r, const pq__item *it, const char *shots, double *score) {
+    char **ctxs = pq__calloc(r->ctx, (size_t)it->n_choices, sizeof *ctxs, "the contexts of a partial-scoring item");
+    pq_status st = ctxs ? PQ_OK : r->ctx->status;
+    for (int c = 0; st == PQ_OK && c < it->n_choices; c++) {
+        pq__str s = {0};
+        st = build_prompt(r, &s, shots, it->choices[c]);
+        ctxs[c] = s.p;
+    }
+    if (st == PQ_OK)
+        st = pq__score_partial_text(r->ctx, r->m, (const char *const *)ctxs, it->n_choices, it->target, r->ll);
+    if (st == PQ_OK) {
+        *score = pq__mc_pick(r->ll, NULL, it->n_choices) == it->gold;
+        r->chance += 1.0 / it->n_choices;
+    }
+    for (int c = 0; ctxs && c < it->n_choices; c++)
+        free(ctxs[c]);
+    free(ctxs);
+    return st;
+}
+
+static pq_status score_lambada(task_run *r, const pq__item *it, const char *shots, double *score) {
+    const char *ch[1] = {it->target};
+    pq_status st = build_prompt(r, &r->full, shots, it->context);
+    if (st == PQ_OK) st = pq__score_mc_text(r->ctx, r->m, r->full.p, ch, 1, r->ll, NULL, r->greedy);
+    if (st != PQ_OK) return st;
+    *score = r->greedy[0];
+    r->s_ll += r->ll[0];
+    r->s_ll2 += r->ll[0] * r->ll[0];
+    r->n_words++;
+    return PQ_OK;
+}
+
+static pq_status score_generative(task_run *r, const pq__item *it, const char *shots, double *score) {
+    pq_status st = build_prompt(r, &r->full, shots, it->context);
+    if (st != PQ_OK) return st;
+    /* an item's own stop strings (gen:FILE) replace the task's */
+    const int own = it->n_stops > 0;
+    st = pq__generate_text(r->ctx, r->m, r->full.p, (const char *const *)(own ? it->stops : r->t->stops),
+                           own ? it->n_stops : r->t->n_stops, r->gen_tokens, &r->output);
+    if (st == PQ_OK) *score = pq__answer_score(r->t->extract, r->output, it->target);
+    return st;
+}
+
+/* One scorer per task kind (ppl and kld are whole-text measures, not items). */
+typedef pq_status (*item_scorer)(task_run *r, const pq__item *it, const char *shots, double *score);
+static const item_scorer item_scorers[] = {
+    [PQ__KIND_MC] = score_mc,
+    [PQ__KIND_PARTIAL] = score_partial,
+    [PQ__KIND_LAMBADA] = score_lambada,
+    [PQ__KIND_GEN] = score_generative,
+};
+
+/* Scores the e-th evaluated item into out->units (and the sums of r). */
+static pq_status score_item(task_run *r, int64_t e, pq_task_result *out) {
+    const pq__task *t = r->t;
+    const int64_t i = t->eval_idx[e];
+    const pq__item *it = &t->items[i];
+    char *shots = pq__task_fewshot(t, i, r->k, r->p->seed);
+    if (!shots)
+        return pq__fail(r->ctx, PQ_ERR_NOMEM, "out of memory building the %d-shot prefix of %s item %lld", r->k,
+                        t->name, (long long)i);
+    double score = 0;
+    pq_status st = item_scorers[t->kind](r, it, shots, &score);
+    if (st == PQ_OK && r->p->on_sample)
+        st = emit_sample(r->ctx, r->p, t, e, it, t->kind == PQ__KIND_PARTIAL ? it->target : r->full.p, r->ll,
+                         t->kind == PQ__KIND_LAMBADA ? 1 : it->n_choices, score, r->output);
+    free(r->output);
+    r->output = NULL;
+    free(shots);
+    if (st == PQ_OK) out->units.value[out->units.n++] = score;
+    return st;
+}
+
+/* How a task of t's kind is scored, for the protocol line. */
+static const char *task_method(const pq__task *t) {
+    switch (t->kind) {
+    case PQ__KIND_MC:
+        return "multiple choice: sum log P(\" \"+choice | context); acc = argmax, acc_norm = argmax per character";
+    case PQ__KIND_PARTIAL: return "partial scoring: sum log P(\" \"+continuation | option); acc = argmax";
+    case PQ__KIND_LAMBADA: return "lambada: acc = greedy tokens equal \" \"+last word; ppl = exp(-mean log P(word))";
+    default: return pq__answer_method(t->extract);
+    }
+}
+
+/* The task's numbers from the scores of its items (done of them). */
+static void task_summary(const task_run *r, int64_t done, pq_task_result *out) {
+    const pq__task *t = r->t;
+    const double N = (double)done;
+    double sum = 0;
+    for (int64_t e = 0; e < done; e++)
+        sum += out->units.value[e];
+    out->n = done;
+    out->score = sum / N;
+    out->se = pq_metrics_binom_stderr(out->score, done);
+    if (t->kind == PQ__KIND_MC) {
+        snprintf(out->metric2, sizeof out->metric2, "acc_norm");
+        out->score2 = r->s_ll / N;
+        out->se2 = pq_metrics_binom_stderr(out->score2, done);
+    } else if (t->kind == PQ__KIND_LAMBADA) {
+        const double nw = (double)r->n_words, mean = r->s_ll / nw;
+        double var = r->n_words > 1 ? (r->s_ll2 / nw - mean * mean) * nw / (nw - 1.0) : 0;
+        snprintf(out->metric2, sizeof out->metric2, "ppl");
+        out->score2 = exp(-mean);
+        out->se2 = out->score2 * (var > 0 ? sqrt(var / nw) : 0);
+    }
+    if ((t->kind == PQ__KIND_MC || t->kind == PQ__KIND_PARTIAL) && !out->n_choices)
+        out->n_choices = (int)lround(1.0 / (r->chance / N));
+    char extra[64] = "";
+    if (t->kind == PQ__KIND_GEN) snprintf(extra, sizeof extra, ", max %lld new tokens", (long long)r->gen_tokens);
+    snprintf(out->protocol, sizeof out->protocol, "%s; %d-shot (seed %llu)%s; stderr sqrt(p(1-p)/(n-1))",
+             task_method(t), r->k, (unsigned long long)r->p->seed, extra);
+}
+
+/* The items of an item task (MC, partial, lambada, generative) one by one. */
+static pq_status eval_items(pq_ctx *ctx, const pq_model *m, const pq__task *t, const pq_eval_params *p,
+                            pq_task_result *out) {
+    task_run r = {.ctx = ctx, .m = m, .t = t, .p = p};
+    r.k = p->shots >= 0 ? p->shots : t->default_shots;
+    r.gen_tokens = p->gen_max_tokens > 0 ? p->gen_max_tokens : t->gen_tokens;
+    out->shots = r.k;
+    out->n_choices = t->n_choices;
+    int maxc = 1;
+    for (int64_t i = 0; i < t->n_items; i++)
+        if (t->items[i].n_choices > maxc) maxc = t->items[i].n_choices;
+    r.ll = pq__malloc(ctx, (size_t)maxc * sizeof *r.ll, "choice log-likelihoods");
+    r.chars = r.ll ? pq__malloc(ctx, (size_t)maxc * sizeof *r.chars, "choice lengths") : NULL;
+    r.greedy = r.chars ? pq__malloc(ctx, (size_t)maxc * sizeof *r.greedy, "choice greedy flags") : NULL;
+    pq_status st = r.greedy ? PQ_OK : ctx->status;
+    out->units.kind = PQ_UNITS_MEAN; /* one unit per item: its 0/1 score */
+    if (!st && t->n_eval > 0 &&
+        !(out->units.value = pq__malloc(ctx, (size_t)t->n_eval * sizeof *out->units.value, "per-item scores")))
+        st = ctx->status;
+    for (int64_t e = 0; e < t->n_eval && !st; e++) {
+        st = score_item(&r, e, out);
+        if (!st) st = pq__progress(ctx, t->name, out->units.n, t->n_eval);
+    }
+    free(r.full.p);
+    free(r.ll);
+    free(r.chars);
+    free(r.greedy);
+    if (!st && out->units.n == 0)
+        st = pq__fail(ctx, PQ_ERR_INVALID, "%s: no items to evaluate in %s", t->name, t->file);
+    if (!st) task_summary(&r, out->units.n, out);
+    return st;
 }
 
 pq_status pq_eval_task(pq_ctx *ctx, const pq_model *m, const char *spec, const pq_eval_params *params,
@@ -144,167 +324,12 @@ pq_status pq_eval_task(pq_ctx *ctx, const pq_model *m, const char *spec, const p
     if (st) return st;
     snprintf(out->file, sizeof out->file, "%s", t.file);
     snprintf(out->metric, sizeof out->metric, "%s", t.metric);
-    if (t.kind == PQ__KIND_PPL) {
+    if (t.kind == PQ__KIND_PPL)
         st = eval_ppl(ctx, m, &t, &p, out);
-        pq__task_free(&t);
-        return st;
-    }
-    if (t.kind == PQ__KIND_KLD) {
-        pq__task_free(&t);
-        return pq__fail(ctx, PQ_ERR_INVALID, "%s: kld needs a base model (--base)", spec);
-    }
-    const int k = p.shots >= 0 ? p.shots : t.default_shots;
-    const int64_t gen_tokens = p.gen_max_tokens > 0 ? p.gen_max_tokens : t.gen_tokens;
-    out->shots = k;
-    out->n_choices = t.n_choices;
-    double sum = 0, sum2 = 0, s_ll = 0, s_ll2 = 0, chance = 0;
-    int64_t done = 0, n_words = 0;
-    double *ll = NULL;
-    int64_t *chars = NULL;
-    int *greedy = NULL;
-    int maxc = 1;
-    for (int64_t i = 0; i < t.n_items; i++)
-        if (t.items[i].n_choices > maxc) maxc = t.items[i].n_choices;
-    ll = malloc((size_t)maxc * sizeof *ll);
-    chars = malloc((size_t)maxc * sizeof *chars);
-    greedy = malloc((size_t)maxc * sizeof *greedy);
-    if (!ll || !chars || !greedy) st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
-    out->units.kind = PQ_UNITS_MEAN; /* one unit per item: its 0/1 score */
-    if (!st && t.n_eval > 0 &&
-        !(out->units.value = pq__malloc(ctx, (size_t)t.n_eval * sizeof *out->units.value, "per-item scores")))
-        st = ctx->status;
-    pq__str full = {0};
-    char *lastout = NULL; /* the generated text of the item, for on_sample */
-    for (int64_t e = 0; e < t.n_eval && !st; e++) {
-        const int64_t i = t.eval_idx[e];
-        const pq__item *it = &t.items[i];
-        char *shots = pq__task_fewshot(&t, i, k, p.seed);
-        if (!shots) {
-            st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
-            break;
-        }
-        full.len = 0;
-        double score = 0;
-        if (t.kind == PQ__KIND_MC) {
-            if (!pq__str_add(&full, "", 0) || !pq__str_adds(&full, shots) || !pq__str_adds(&full, it->context)) {
-                st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
-            } else if (!(st = pq__score_mc_text(ctx, m, full.p, (const char *const *)it->choices, it->n_choices, ll,
-                                                chars, NULL))) {
-                score = pq__mc_pick(ll, NULL, it->n_choices) == it->gold;
-                s_ll += pq__mc_pick(ll, chars, it->n_choices) == it->gold;
-                chance += 1.0 / it->n_choices;
-            }
-        } else if (t.kind == PQ__KIND_PARTIAL) {
-            char **ctxs = calloc((size_t)it->n_choices, sizeof *ctxs);
-            if (!ctxs) st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
-            for (int c = 0; !st && c < it->n_choices; c++) {
-                pq__str s = {0};
-                if (!pq__str_add(&s, "", 0) || !pq__str_adds(&s, shots) || !pq__str_adds(&s, it->choices[c]))
-                    st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
-                ctxs[c] = s.p;
-            }
-            if (!st) st = pq__score_partial_text(ctx, m, (const char *const *)ctxs, it->n_choices, it->target, ll);
-            if (!st) {
-                score = pq__mc_pick(ll, NULL, it->n_choices) == it->gold;
-                chance += 1.0 / it->n_choices;
-            }
-            for (int c = 0; ctxs && c < it->n_choices; c++)
-                free(ctxs[c]);
-            free(ctxs);
-        } else if (t.kind == PQ__KIND_LAMBADA) {
-            const char *ch[1] = {it->target};
-            if (!pq__str_add(&full, "", 0) || !pq__str_adds(&full, shots) || !pq__str_adds(&full, it->context))
-                st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
-            else if (!(st = pq__score_mc_text(ctx, m, full.p, ch, 1, ll, NULL, greedy))) {
-                score = greedy[0];
-                s_ll += ll[0];
-                s_ll2 += ll[0] * ll[0];
-                n_words++;
-            }
-        } else { /* GEN */
-            char *outp = NULL;
-            if (!pq__str_add(&full, "", 0) || !pq__str_adds(&full, shots) || !pq__str_adds(&full, it->context))
-                st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
-            else if (it->n_stops)
-                st =
-                    pq__generate_text(ctx, m, full.p, (const char *const *)it->stops, it->n_stops, gen_tokens, &outp);
-            else
-                st = pq__generate_text(ctx, m, full.p, (const char *const *)t.stops, t.n_stops, gen_tokens, &outp);
-            if (!st) {
-                char a[512], b[512];
-                if (t.extract == PQ__EXTRACT_GSM8K) {
-                    score = pq__extract_last_number(outp, a, sizeof a) && pq__answers_equal(a, it->target);
-                } else if (t.extract == PQ__EXTRACT_MATH) {
-                    if (!pq__extract_boxed(outp, a, sizeof a)) {
-                        const char *fa = strstr(outp, "final answer is");
-                        snprintf(a, sizeof a, "%s", fa ? fa + 15 : "");
-                        char *dot = strstr(a, ". I hope");
-                        if (dot) *dot = 0;
-                    }
-                    char na[512];
-                    pq__math_normalize(a, na, sizeof na);
-                    pq__math_normalize(it->target, b, sizeof b);
-                    score = na[0] && pq__answers_equal(na, b);
-                } else {
-                    score = pq__exact_match(outp, it->target);
-                }
-            }
-            lastout = outp;
-        }
-        if (!st && p.on_sample)
-            st = emit_sample(ctx, &p, &t, e, it, t.kind == PQ__KIND_PARTIAL ? it->target : full.p, ll,
-                             t.kind == PQ__KIND_LAMBADA ? 1 : it->n_choices, score, lastout);
-        free(lastout);
-        lastout = NULL;
-        free(shots);
-        if (st) break;
-        sum += score;
-        sum2 += score * score;
-        out->units.value[done] = score;
-        out->units.n = ++done;
-        st = pq__progress(ctx, t.name, done, t.n_eval);
-    }
-    free(full.p);
-    free(ll);
-    free(chars);
-    free(greedy);
-    if (!st && done == 0) st = pq__fail(ctx, PQ_ERR_INVALID, "%s: no items to evaluate in %s", spec, t.file);
-    if (!st) {
-        const double N = (double)done;
-        out->n = done;
-        out->score = sum / N;
-        out->se = pq_metrics_binom_stderr(out->score, done);
-        if (t.kind == PQ__KIND_MC) {
-            snprintf(out->metric2, sizeof out->metric2, "acc_norm");
-            out->score2 = s_ll / N;
-            out->se2 = pq_metrics_binom_stderr(out->score2, done);
-        } else if (t.kind == PQ__KIND_LAMBADA) {
-            snprintf(out->metric2, sizeof out->metric2, "ppl");
-            const double mean = s_ll / (double)n_words;
-            double var = n_words > 1 ? (s_ll2 / (double)n_words - mean * mean) * n_words / (n_words - 1.0) : 0;
-            out->score2 = exp(-mean);
-            out->se2 = out->score2 * (var > 0 ? sqrt(var / (double)n_words) : 0);
-        }
-        if (t.kind == PQ__KIND_MC || t.kind == PQ__KIND_PARTIAL) {
-            chance /= N;
-            if (!out->n_choices) out->n_choices = (int)lround(1.0 / chance);
-        }
-        const char *what = t.kind == PQ__KIND_MC        ? "multiple choice: sum log P(\" \"+choice | context); acc = "
-                                                          "argmax, acc_norm = argmax per character"
-                           : t.kind == PQ__KIND_PARTIAL ? "partial scoring: sum log P(\" \"+continuation | option); "
-                                                          "acc = argmax"
-                           : t.kind == PQ__KIND_LAMBADA ? "lambada: acc = greedy tokens equal \" \"+last word; ppl = "
-                                                          "exp(-mean log P(word))"
-                           : t.extract == PQ__EXTRACT_GSM8K ? "generative greedy: last number of the output vs the "
-                                                              "\"####\" number (flexible-extract)"
-                           : t.extract == PQ__EXTRACT_MATH  ? "generative greedy: last \\boxed{} normalised vs answer"
-                                                            : "generative greedy: exact match (trimmed, case-"
-                                                              "insensitive)";
-        char extra[64] = "";
-        if (t.kind == PQ__KIND_GEN) snprintf(extra, sizeof extra, ", max %lld new tokens", (long long)gen_tokens);
-        snprintf(out->protocol, sizeof out->protocol, "%s; %d-shot (seed %llu)%s; stderr sqrt(p(1-p)/(n-1))", what, k,
-                 (unsigned long long)p.seed, extra);
-    }
+    else if (t.kind == PQ__KIND_KLD)
+        st = pq__fail(ctx, PQ_ERR_INVALID, "%s: kld needs a base model (--base)", spec);
+    else
+        st = eval_items(ctx, m, &t, &p, out);
     pq__task_free(&t);
     if (st) pq_units_clear(&out->units);
     return st;
@@ -374,9 +399,10 @@ static char *cache_path(const char *dir, const char *key) {
 static int cache_get(const char *dir, const char *key, pq_task_result *r) {
     char *path = cache_path(dir, key), *buf = NULL;
     size_t len = 0;
-    pq_ctx *tmp = pq_ctx_new();
+    pq_ctx quiet; /* a cache entry that cannot be read is a miss */
+    pq__quiet_begin(NULL, &quiet);
     int ok = 0;
-    if (path && tmp && pq__file_exists(path) && pq__read_text(tmp, path, 1 << 20, &buf, &len) == PQ_OK) {
+    if (path && pq__file_exists(path) && pq__read_text(&quiet, path, 1 << 20, &buf, &len) == PQ_OK) {
         cJSON *o = cJSON_Parse(buf);
         const cJSON *k = cJSON_GetObjectItemCaseSensitive(o, "key");
         const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "score"), *e = cJSON_GetObjectItemCaseSensitive(o, "se");
@@ -392,7 +418,6 @@ static int cache_get(const char *dir, const char *key, pq_task_result *r) {
     }
     free(buf);
     free(path);
-    pq_ctx_free(tmp);
     return ok;
 }
 
@@ -412,24 +437,20 @@ static void cache_put(pq_ctx *ctx, const char *dir, const char *key, const pq_ta
     pq__units_to_json(o, &b->units);
     char *s = cJSON_Print(o);
     cJSON_Delete(o);
-    pq_ctx *tmp = pq_ctx_new();
+    pq_ctx quiet; /* a base result that cannot be cached is only a warning */
+    pq__quiet_begin(ctx, &quiet);
     pq__atomic a;
-    if (path && s && tmp && pq__atomic_open(tmp, path, &a) == PQ_OK) {
-        if (pq__atomic_write(tmp, &a, s, strlen(s)) == PQ_OK)
-            pq__atomic_commit(tmp, &a);
+    if (!path || !s)
+        pq__fail(&quiet, PQ_ERR_NOMEM, "out of memory building the cache entry (JSON) of %s", b->name);
+    else if (pq__atomic_open(&quiet, path, &a) == PQ_OK) {
+        if (pq__atomic_write(&quiet, &a, s, strlen(s)) == PQ_OK)
+            pq__atomic_commit(&quiet, &a);
         else
             pq__atomic_abort(&a);
     }
-    if (tmp && pq_ctx_error(tmp)[0]) pq__log(ctx, PQ_LOG_WARN, "cache: %s", pq_ctx_error(tmp));
-    pq_ctx_free(tmp);
+    if (quiet.error[0]) pq__log(ctx, PQ_LOG_WARN, "cache: %s", quiet.error);
     free(s);
     free(path);
-}
-
-static double wall_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 /* ---------------------------------------------------------------- metrics of a model */
@@ -489,12 +510,9 @@ static void task_ci(pq_ctx *ctx, pq_task_result *res) {
     const pq_units *a = &res->units, *b = &res->base_units;
     const int higher = res->higher_is_better;
     double point;
-    pq_ctx *quiet = pq_ctx_new(); /* an unpaired result only loses its interval */
-    if (quiet)
-        pq_bootstrap_sr(quiet, 1, &a, &b, &higher, NULL, &point, res->retention_ci);
-    else
-        pq__log(ctx, PQ_LOG_WARN, "%s: no memory for the bootstrap interval", res->name);
-    pq_ctx_free(quiet);
+    pq_ctx quiet; /* an unpaired result only loses its interval */
+    pq__quiet_begin(ctx, &quiet);
+    pq_bootstrap_sr(&quiet, 1, &a, &b, &higher, NULL, &point, res->retention_ci);
 }
 
 /* The paired interval of Sr over the tasks that have paired units and a retention. */
@@ -516,9 +534,9 @@ static void sr_ci(pq_ctx *ctx, pq_eval_report *r) {
     /* an interval only when every task in Sr has paired units */
     if (k && k == with_ret) {
         double point;
-        pq_ctx *quiet = pq_ctx_new();
-        if (quiet) pq_bootstrap_sr(quiet, k, a, b, higher, NULL, &point, mt->sr_ci);
-        pq_ctx_free(quiet);
+        pq_ctx quiet; /* Sr without an interval is still Sr */
+        pq__quiet_begin(ctx, &quiet);
+        pq_bootstrap_sr(&quiet, k, a, b, higher, NULL, &point, mt->sr_ci);
     } else if (with_ret && (!a || !b || !higher)) {
         pq__log(ctx, PQ_LOG_WARN, "no memory for the bootstrap interval of Sr");
     }
@@ -531,7 +549,9 @@ static pq_status add_task(pq_ctx *ctx, pq_eval_report *r, int64_t *cap, pq_task_
     if (r->n_tasks == *cap) {
         int64_t nc = *cap ? *cap * 2 : 8;
         pq_task_result *p = realloc(r->tasks, (size_t)nc * sizeof *p);
-        if (!p) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+        if (!p)
+            return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory allocating %zu bytes for the task results",
+                            (size_t)nc * sizeof *p);
         r->tasks = p;
         *cap = nc;
     }
@@ -541,9 +561,9 @@ static pq_status add_task(pq_ctx *ctx, pq_eval_report *r, int64_t *cap, pq_task_
 
 pq_status pq_eval_tasks_check(pq_ctx *ctx, const char *tasks, const pq_eval_params *params, int have_base) {
     pq_eval_params p = params ? *params : pq_eval_params_default();
-    char *list = tasks ? strdup(tasks) : NULL;
-    if (!list)
-        return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory (task list of %zu bytes)", tasks ? strlen(tasks) : 0);
+    if (!tasks) return pq__fail(ctx, PQ_ERR_INVALID, "eval: no task list");
+    char *list = pq__strdup(ctx, tasks, "the task list");
+    if (!list) return ctx->status;
     pq_status st = PQ_OK;
     int n = 0;
     char *save = NULL;
@@ -570,105 +590,87 @@ pq_status pq_eval_tasks_check(pq_ctx *ctx, const char *tasks, const pq_eval_para
     return st;
 }
 
-pq_status pq_eval_run(pq_ctx *ctx, const pq_model *model, const char *model_path, const pq_model *base,
-                      const char *base_path, const char *tasks, const pq_eval_params *params,
-                      const pq_compress_info *cinfo, pq_eval_report **out) {
-    *out = NULL;
-    pq_eval_params p = params ? *params : pq_eval_params_default();
-    pq_compress_info ci = cinfo ? *cinfo : pq_compress_info_default();
-    pq_eval_report *r = calloc(1, sizeof *r);
-    char *list = tasks ? strdup(tasks) : NULL;
-    if (!r || !list) {
-        free(r);
-        free(list);
-        return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+/* One kld:FILE task: the distance of model to base on FILE. */
+static pq_status run_kld(pq_ctx *ctx, pq_eval_report *r, const char *spec, const pq_model *base,
+                         const pq_model *model, const pq_eval_params *p) {
+    if (!base) return pq__fail(ctx, PQ_ERR_INVALID, "%s: kld needs a base model (--base)", spec);
+    char file[1024];
+    if (!pq__resolve_file(spec + 4, p->data_dir, file, sizeof file))
+        return pq__fail(ctx, PQ_ERR_IO, "%s: file %s not found", spec, spec + 4);
+    if (r->has_kld) pq__log(ctx, PQ_LOG_WARN, "%s: only the last kld task is reported", spec);
+    const double t0 = pq__now();
+    pq_status st = pq_eval_kld(ctx, base, model, file, p, &r->kld);
+    if (st) return st;
+    r->kld.seconds = pq__now() - t0;
+    r->has_kld = 1;
+    return PQ_OK;
+}
+
+/* The base model's result of task spec (from the cache, else evaluated and cached) and the
+ * retention of res against it. */
+static pq_status add_base(pq_ctx *ctx, const pq_model *base, uint64_t base_hash, const char *spec,
+                          const pq_eval_params *p, pq_task_result *res) {
+    char key[2048];
+    cache_key(key, sizeof key, base_hash, spec, res, p);
+    if (p->cache_dir && cache_get(p->cache_dir, key, res)) {
+        res->base_cached = 1;
+    } else {
+        pq_task_result b;
+        pq__log(ctx, PQ_LOG_INFO, "task %s (base model)", spec);
+        pq_eval_params pb = *p;
+        pb.on_sample = NULL; /* the samples are the evaluated model's */
+        pq_status st = pq_eval_task(ctx, base, spec, &pb, &b);
+        if (st) return st;
+        res->base_score = b.score;
+        res->base_se = b.se;
+        res->base_score2 = b.metric2[0] ? b.score2 : NAN;
+        if (p->cache_dir) cache_put(ctx, p->cache_dir, key, &b);
+        res->base_units = b.units; /* moved */
     }
-    snprintf(r->model, sizeof r->model, "%s", model_path ? model_path : "");
-    snprintf(r->base, sizeof r->base, "%s", base_path ? base_path : "");
-    /* every task is checked before any is run: a typo in the last one must not cost the others */
-    pq_status st = pq_eval_tasks_check(ctx, tasks, &p, base != NULL);
-    int64_t cap = 0;
-    uint64_t base_hash = 0;
-    if (base && p.cache_dir) base_hash = pq__model_hash(base);
-    char *save = NULL;
-    for (char *spec = strtok_r(list, ",", &save); spec && !st; spec = strtok_r(NULL, ",", &save)) {
-        while (*spec == ' ')
-            spec++;
-        if (!*spec) continue;
-        if (!strncmp(spec, "kld:", 4)) {
-            if (!base) {
-                st = pq__fail(ctx, PQ_ERR_INVALID, "%s: kld needs a base model (--base)", spec);
-                break;
-            }
-            char file[1024];
-            if (!pq__resolve_file(spec + 4, p.data_dir, file, sizeof file)) {
-                st = pq__fail(ctx, PQ_ERR_IO, "%s: file %s not found", spec, spec + 4);
-                break;
-            }
-            if (r->has_kld) pq__log(ctx, PQ_LOG_WARN, "%s: only the last kld task is reported", spec);
-            const double t0 = wall_s();
-            if ((st = pq_eval_kld(ctx, base, model, file, &p, &r->kld))) break;
-            r->kld.seconds = wall_s() - t0;
-            r->has_kld = 1;
-            continue;
-        }
-        pq_task_result res;
-        pq__log(ctx, PQ_LOG_INFO, "task %s", spec);
-        const double t0 = wall_s();
-        if ((st = pq_eval_task(ctx, model, spec, &p, &res))) break;
-        res.seconds = wall_s() - t0;
-        if (base) {
-            char key[2048];
-            cache_key(key, sizeof key, base_hash, spec, &res, &p);
-            if (p.cache_dir && cache_get(p.cache_dir, key, &res)) {
-                res.base_cached = 1;
-            } else {
-                pq_task_result b;
-                pq__log(ctx, PQ_LOG_INFO, "task %s (base model)", spec);
-                pq_eval_params pb = p;
-                pb.on_sample = NULL; /* the samples are the evaluated model's */
-                if ((st = pq_eval_task(ctx, base, spec, &pb, &b))) {
-                    pq_units_clear(&res.units);
-                    break;
-                }
-                res.base_score = b.score;
-                res.base_se = b.se;
-                res.base_score2 = b.metric2[0] ? b.score2 : NAN;
-                if (p.cache_dir) cache_put(ctx, p.cache_dir, key, &b);
-                res.base_units = b.units; /* moved */
-            }
-            res.has_base = 1;
-            /* --normalize chance: the interval is of the chance-normalised retention */
-            if (p.normalize_chance && res.n_choices > 1) res.units.chance_k = res.base_units.chance_k = res.n_choices;
-            task_ci(ctx, &res);
-            res.retention = pq_metrics_retention(res.score, res.base_score, res.higher_is_better);
-            if (!isfinite(res.retention))
-                pq__log(ctx, PQ_LOG_WARN, "task %s: retention undefined (score %g, base score %g%s); left out of Sr",
-                        spec, res.score, res.base_score,
-                        res.base_score == 0 || res.score == 0 ? ": a score of 0 gives no ratio" : "");
-            if (res.n_choices > 1)
-                res.retention_norm = pq_metrics_retention(pq_metrics_chance_norm(res.score, res.n_choices),
-                                                          pq_metrics_chance_norm(res.base_score, res.n_choices), 1);
-        }
-        if ((st = add_task(ctx, r, &cap, &res))) {
-            pq_units_clear(&res.units);
-            pq_units_clear(&res.base_units);
-            break;
-        }
-    }
-    free(list);
-    if (st) {
-        pq_eval_report_free(r);
+    res->has_base = 1;
+    /* --normalize chance: the interval is of the chance-normalised retention */
+    if (p->normalize_chance && res->n_choices > 1) res->units.chance_k = res->base_units.chance_k = res->n_choices;
+    task_ci(ctx, res);
+    res->retention = pq_metrics_retention(res->score, res->base_score, res->higher_is_better);
+    if (!isfinite(res->retention))
+        pq__log(ctx, PQ_LOG_WARN, "task %s: retention undefined (score %g, base score %g%s); left out of Sr", spec,
+                res->score, res->base_score,
+                res->base_score == 0 || res->score == 0 ? ": a score of 0 gives no ratio" : "");
+    if (res->n_choices > 1)
+        res->retention_norm = pq_metrics_retention(pq_metrics_chance_norm(res->score, res->n_choices),
+                                                   pq_metrics_chance_norm(res->base_score, res->n_choices), 1);
+    return PQ_OK;
+}
+
+/* One task of the list on model (and its base) into the report. */
+static pq_status run_one_task(pq_ctx *ctx, pq_eval_report *r, int64_t *cap, const char *spec, const pq_model *model,
+                              const pq_model *base, uint64_t base_hash, const pq_eval_params *p) {
+    if (!strncmp(spec, "kld:", 4)) return run_kld(ctx, r, spec, base, model, p);
+    pq_task_result res;
+    pq__log(ctx, PQ_LOG_INFO, "task %s", spec);
+    const double t0 = pq__now();
+    pq_status st = pq_eval_task(ctx, model, spec, p, &res);
+    if (st) return st;
+    res.seconds = pq__now() - t0;
+    if (base && (st = add_base(ctx, base, base_hash, spec, p, &res))) {
+        pq_units_clear(&res.units);
         return st;
     }
-    model_metrics(model, &ci, &r->metrics);
-    double *ret = malloc((size_t)(r->n_tasks ? r->n_tasks : 1) * sizeof *ret);
-    double *retn = malloc((size_t)(r->n_tasks ? r->n_tasks : 1) * sizeof *retn);
-    if (!ret || !retn) {
+    if ((st = add_task(ctx, r, cap, &res))) {
+        pq_units_clear(&res.units);
+        pq_units_clear(&res.base_units);
+    }
+    return st;
+}
+
+/* Sr (plain and chance-normalised, with its interval) and SrCr from the tasks' retentions. */
+static pq_status summarise(pq_ctx *ctx, pq_eval_report *r, const pq_eval_params *p) {
+    const size_t nt = (size_t)(r->n_tasks ? r->n_tasks : 1);
+    double *ret = pq__malloc(ctx, nt * sizeof *ret, "task retentions");
+    double *retn = ret ? pq__malloc(ctx, nt * sizeof *retn, "chance-normalised task retentions") : NULL;
+    if (!retn) {
         free(ret);
-        free(retn);
-        pq_eval_report_free(r);
-        return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+        return ctx->status;
     }
     int nr = 0;
     for (int64_t i = 0; i < r->n_tasks; i++) {
@@ -680,7 +682,7 @@ pq_status pq_eval_run(pq_ctx *ctx, const pq_model *model, const char *model_path
     mt->n_retention = nr;
     mt->sr = pq_metrics_sr(ret, r->n_tasks);
     mt->sr_norm = pq_metrics_sr(retn, r->n_tasks);
-    if (p.normalize_chance) { /* the headline Sr is the chance-normalised one */
+    if (p->normalize_chance) { /* the headline Sr is the chance-normalised one */
         mt->sr = mt->sr_norm;
         for (int64_t i = 0; i < r->n_tasks; i++) {
             pq_task_result *t = &r->tasks[i];
@@ -695,6 +697,43 @@ pq_status pq_eval_run(pq_ctx *ctx, const pq_model *model, const char *model_path
     mt->sr_tcr = pq_metrics_sr_tcr(mt->sr, mt->sparsity, mt->bits);
     free(ret);
     free(retn);
+    return PQ_OK;
+}
+
+pq_status pq_eval_run(pq_ctx *ctx, const pq_model *model, const char *model_path, const pq_model *base,
+                      const char *base_path, const char *tasks, const pq_eval_params *params,
+                      const pq_compress_info *cinfo, pq_eval_report **out) {
+    *out = NULL;
+    pq_eval_params p = params ? *params : pq_eval_params_default();
+    pq_compress_info ci = cinfo ? *cinfo : pq_compress_info_default();
+    if (!tasks) return pq__fail(ctx, PQ_ERR_INVALID, "eval: no task list");
+    pq_eval_report *r = pq__calloc(ctx, 1, sizeof *r, "the evaluation report");
+    char *list = r ? pq__strdup(ctx, tasks, "the task list") : NULL;
+    if (!list) {
+        free(r);
+        return ctx->status;
+    }
+    snprintf(r->model, sizeof r->model, "%s", model_path ? model_path : "");
+    snprintf(r->base, sizeof r->base, "%s", base_path ? base_path : "");
+    /* every task is checked before any is run: a typo in the last one must not cost the others */
+    pq_status st = pq_eval_tasks_check(ctx, tasks, &p, base != NULL);
+    int64_t cap = 0;
+    const uint64_t base_hash = base && p.cache_dir ? pq__model_hash(base) : 0;
+    char *save = NULL;
+    for (char *spec = strtok_r(list, ",", &save); spec && !st; spec = strtok_r(NULL, ",", &save)) {
+        while (*spec == ' ')
+            spec++;
+        if (*spec) st = run_one_task(ctx, r, &cap, spec, model, base, base_hash, &p);
+    }
+    free(list);
+    if (!st) {
+        model_metrics(model, &ci, &r->metrics);
+        st = summarise(ctx, r, &p);
+    }
+    if (st) {
+        pq_eval_report_free(r);
+        return st;
+    }
     *out = r;
     return PQ_OK;
 }

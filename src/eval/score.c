@@ -7,20 +7,12 @@
 #include <string.h>
 
 #include "eval/eval.h"
+#include "kernels/kernels.h"
 
 double pq__log_prob(const float *logits, int64_t V, int32_t target, int *is_max) {
-    float mx = logits[0];
-    int64_t am = 0;
-    for (int64_t i = 1; i < V; i++)
-        if (logits[i] > mx) {
-            mx = logits[i];
-            am = i;
-        }
-    double s = 0;
-    for (int64_t i = 0; i < V; i++)
-        s += exp((double)logits[i] - (double)mx);
-    if (is_max) *is_max = (am == target) || (logits[target] == mx);
-    return (double)logits[target] - (double)mx - log(s);
+    const pq__lse r = pq__logsumexp(logits, V);
+    if (is_max) *is_max = (r.argmax == target) || (logits[target] == r.max);
+    return (double)logits[target] - (double)r.max - log(r.sum);
 }
 
 pq_status pq__score_shared(pq_ctx *ctx, const pq_model *m, const int32_t *ctx_ids, int64_t n_ctx,
@@ -188,15 +180,23 @@ static pq_status split_cont(pq_ctx *ctx, const pq_tokenizer *t, const char *cont
     return pq_tokenize(ctx, t, cont, lx, 0, out, n_out);
 }
 
+/* Frees v[n] token lists and v (NULL is a no-op). */
+static void free_token_lists(int32_t **v, int n) {
+    for (int c = 0; v && c < n; c++)
+        free(v[c]);
+    free(v);
+}
+
 pq_status pq__score_mc_text(pq_ctx *ctx, const pq_model *m, const char *context, const char *const *choices, int n,
                             double *ll, int64_t *chars, int *greedy) {
     const pq_tokenizer *t = need_tok(ctx, m);
     if (!t) return ctx->status;
-    int32_t *cids = NULL, **conts = calloc((size_t)n, sizeof *conts);
-    int64_t nc = 0, *lens = calloc((size_t)n, sizeof *lens), maxlen = 0;
+    int32_t *cids = NULL, **conts = pq__calloc(ctx, (size_t)n, sizeof *conts, "the tokens of the choices");
+    int64_t nc = 0, *lens = conts ? pq__calloc(ctx, (size_t)n, sizeof *lens, "the lengths of the choices") : NULL;
+    int64_t maxlen = 0;
     pq_status st = PQ_OK;
-    if (!conts || !lens) {
-        st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory scoring choices");
+    if (!lens) {
+        st = ctx->status;
         goto done;
     }
     if ((st = pq_tokenize(ctx, t, context, strlen(context), 1, &cids, &nc))) goto done;
@@ -210,10 +210,7 @@ pq_status pq__score_mc_text(pq_ctx *ctx, const pq_model *m, const char *context,
     truncate_left(cids, &nc, maxlen, m->cfg.max_seq_len);
     st = pq__score_shared(ctx, m, cids, nc, (const int32_t *const *)conts, lens, n, ll, greedy);
 done:
-    if (conts)
-        for (int c = 0; c < n; c++)
-            free(conts[c]);
-    free(conts);
+    free_token_lists(conts, n);
     free(lens);
     free(cids);
     return st;
@@ -223,11 +220,11 @@ pq_status pq__score_partial_text(pq_ctx *ctx, const pq_model *m, const char *con
                                  double *ll) {
     const pq_tokenizer *t = need_tok(ctx, m);
     if (!t) return ctx->status;
-    int32_t **cids = calloc((size_t)n, sizeof *cids), *ct = NULL;
-    int64_t *cl = calloc((size_t)n, sizeof *cl), n_ct = 0;
+    int32_t **cids = pq__calloc(ctx, (size_t)n, sizeof *cids, "the tokens of the contexts"), *ct = NULL;
+    int64_t *cl = cids ? pq__calloc(ctx, (size_t)n, sizeof *cl, "the lengths of the contexts") : NULL, n_ct = 0;
     pq_status st = PQ_OK;
-    if (!cids || !cl) {
-        st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory scoring choices");
+    if (!cl) {
+        st = ctx->status;
         goto done;
     }
     /* the continuation split is taken against the first context (the harness tokenizes
@@ -240,10 +237,7 @@ pq_status pq__score_partial_text(pq_ctx *ctx, const pq_model *m, const char *con
         truncate_left(cids[c], &cl[c], n_ct, m->cfg.max_seq_len);
     st = pq__score_partial(ctx, m, (const int32_t *const *)cids, cl, ct, n_ct, n, ll, NULL);
 done:
-    if (cids)
-        for (int c = 0; c < n; c++)
-            free(cids[c]);
-    free(cids);
+    free_token_lists(cids, n);
     free(cl);
     free(ct);
     return st;
@@ -300,7 +294,8 @@ pq_status pq__generate_text(pq_ctx *ctx, const pq_model *m, const char *prompt, 
     pq__str_add(&g.text, "", 0);
     st = pq_generate(ctx, m, ids, n, &gp, on_gen_token, &g);
     free(ids);
-    if (!st && (g.oom || !g.text.p)) st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory in generation");
+    if (!st && (g.oom || !g.text.p))
+        st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory growing the generated text beyond %zu bytes", g.text.cap);
     if (st) {
         free(g.text.p);
         return st;

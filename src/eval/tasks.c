@@ -53,25 +53,27 @@ static char *xstrdup(const char *s) {
     return p;
 }
 
-static char *xcat(const char *a, const char *b, const char *c) {
-    pq__str s = {0};
-    if (!pq__str_adds(&s, a) || !pq__str_adds(&s, b) || !pq__str_adds(&s, c)) {
-        free(s.p);
-        return NULL;
-    }
-    return s.p;
+/* a + b + c, malloc'ed; on failure the bytes and what are said on ctx. */
+static char *xcat(pq_ctx *ctx, const char *a, const char *b, const char *c, const char *what) {
+    pq__buf s = {0};
+    if (pq__buf_printf(ctx, &s, what, "%s%s%s", a, b, c) != PQ_OK) return NULL;
+    return pq__buf_take(&s);
+}
+
+/* Frees v[n] strings and v (NULL is a no-op). */
+static void free_strs(char **v, int n) {
+    for (int i = 0; v && i < n; i++)
+        free(v[i]);
+    free(v);
 }
 
 static void item_free(pq__item *it) {
+    if (!it) return;
     free(it->context);
-    for (int c = 0; c < it->n_choices; c++)
-        free(it->choices[c]);
-    free(it->choices);
+    free_strs(it->choices, it->n_choices);
     free(it->target);
     free(it->shot_target);
-    for (int c = 0; c < it->n_stops; c++)
-        free(it->stops[c]);
-    free(it->stops);
+    free_strs(it->stops, it->n_stops);
 }
 
 void pq__task_free(pq__task *t) {
@@ -80,15 +82,9 @@ void pq__task_free(pq__task *t) {
         item_free(&t->items[i]);
     for (int64_t i = 0; i < t->n_dev; i++)
         item_free(&t->dev[i]);
-    for (int g = 0; g < t->n_groups; g++) {
-        free(t->group_names[g]);
-        if (t->group_descr) free(t->group_descr[g]);
-    }
-    free(t->group_names);
-    free(t->group_descr);
-    for (int i = 0; i < t->n_stops; i++)
-        free(t->stops[i]);
-    free(t->stops);
+    free_strs(t->group_names, t->n_groups);
+    free_strs(t->group_descr, t->n_groups);
+    free_strs(t->stops, t->n_stops);
     free(t->items);
     free(t->dev);
     free(t->eval_idx);
@@ -103,7 +99,8 @@ static pq__item *add_item(pq_ctx *ctx, pq__task *t, int dev) {
         int64_t nc = *cap ? *cap * 2 : 256;
         pq__item *p = realloc(*arr, (size_t)nc * sizeof *p);
         if (!p) {
-            pq__fail(ctx, PQ_ERR_NOMEM, "out of memory loading %s", t->file);
+            pq__fail(ctx, PQ_ERR_NOMEM, "out of memory allocating %zu bytes for the items of %s",
+                     (size_t)nc * sizeof *p, t->file);
             return NULL;
         }
         *arr = p;
@@ -114,25 +111,29 @@ static pq__item *add_item(pq_ctx *ctx, pq__task *t, int dev) {
     return it;
 }
 
-static int add_group(pq__task *t, const char *name, const char *descr) {
-    char **g = realloc(t->group_names, (size_t)(t->n_groups + 1) * sizeof *g);
-    if (!g) return -1;
-    t->group_names = g;
-    char **d = realloc(t->group_descr, (size_t)(t->n_groups + 1) * sizeof *d);
-    if (!d) return -1;
-    t->group_descr = d;
+/* Adds a group (subject); its index, or -1 with the failure on ctx. */
+static int add_group(pq_ctx *ctx, pq__task *t, const char *name, const char *descr) {
+    const size_t bytes = (size_t)(t->n_groups + 1) * sizeof(char *);
+    char **g = realloc(t->group_names, bytes);
+    char **d = g ? realloc(t->group_descr, bytes) : NULL;
+    if (g) t->group_names = g;
+    if (d) t->group_descr = d;
+    if (!g || !d) {
+        pq__fail(ctx, PQ_ERR_NOMEM, "out of memory allocating %zu bytes for the groups of %s", bytes, t->file);
+        return -1;
+    }
     t->group_names[t->n_groups] = xstrdup(name);
     t->group_descr[t->n_groups] = descr ? xstrdup(descr) : NULL;
     return t->n_groups++;
 }
 
-static int set_stops(pq__task *t, const char *const *stops, int n) {
-    t->stops = calloc((size_t)n, sizeof *t->stops);
-    if (!t->stops) return 0;
+static pq_status set_stops(pq_ctx *ctx, pq__task *t, const char *const *stops, int n) {
+    t->stops = pq__calloc(ctx, (size_t)n, sizeof *t->stops, "the stop strings");
+    if (!t->stops) return ctx->status;
     for (int i = 0; i < n; i++)
-        if (!(t->stops[i] = xstrdup(stops[i]))) return 0;
+        if (!(t->stops[i] = pq__strdup(ctx, stops[i], "a stop string"))) return ctx->status;
     t->n_stops = n;
-    return 1;
+    return PQ_OK;
 }
 
 int pq__resolve_file(const char *arg, const char *data_dir, char *out, size_t n) {
@@ -224,6 +225,17 @@ static int get_gold(const cJSON *o, const char *key, int n, int *gold) {
     return *gold >= 0 && *gold < n;
 }
 
+/* A generative item: the prompt pre + q + post, the text after it in a few-shot example
+ * (shot) and the answer compared with the output (target). */
+static pq_status gen_item(pq_ctx *ctx, pq__item *it, const char *pre, const char *q, const char *post,
+                          const char *shot, const char *target) {
+    if (!(it->context = xcat(ctx, pre, q, post, "an item's prompt")) ||
+        !(it->shot_target = pq__strdup(ctx, shot, "an item's few-shot answer")) ||
+        !(it->target = pq__strdup(ctx, target, "an item's answer")))
+        return ctx->status;
+    return PQ_OK;
+}
+
 /* ---------------------------------------------------------------- JSONL formats */
 
 /* MosaicML MC {query, choices, gold} (arc, boolq) and mc:FILE {context, choices, gold}. */
@@ -238,7 +250,7 @@ static pq_status on_mc(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *fil
         return missing(ctx, file, line, "\"choices\" (array of strings)");
     if (!get_gold(o, "gold", it->n_choices, &it->gold))
         return missing(ctx, file, line, "\"gold\" (index of a choice)");
-    if (!(it->context = xcat(q, suffix ? suffix : "", ""))) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+    if (!(it->context = xcat(ctx, q, suffix ? suffix : "", "", "an item's context"))) return ctx->status;
     return PQ_OK;
 }
 
@@ -250,7 +262,7 @@ static pq_status on_winogrande(pq_ctx *ctx, pq__task *t, const cJSON *o, const c
     const char *c = json_str(o, "continuation");
     if (!c) return missing(ctx, file, line, "\"continuation\" (string)");
     if (!get_gold(o, "gold", it->n_choices, &it->gold)) return missing(ctx, file, line, "\"gold\"");
-    if (!(it->target = xstrdup(c))) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+    if (!(it->target = pq__strdup(ctx, c, "an item's continuation"))) return ctx->status;
     return PQ_OK;
 }
 
@@ -259,13 +271,13 @@ static pq_status on_piqa(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *f
     if (!g || !s1 || !s2) return missing(ctx, file, line, "\"goal\"/\"sol1\"/\"sol2\" (strings)");
     pq__item *it = add_item(ctx, t, 0);
     if (!it) return ctx->status;
-    it->choices = calloc(2, sizeof *it->choices);
-    if (!it->choices) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+    it->choices = pq__calloc(ctx, 2, sizeof *it->choices, "an item's choices");
+    if (!it->choices) return ctx->status;
     it->n_choices = 2;
-    it->choices[0] = xstrdup(s1);
-    it->choices[1] = xstrdup(s2);
-    it->context = xcat("Question: ", g, "\nAnswer:");
-    if (!it->choices[0] || !it->choices[1] || !it->context) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+    if (!(it->choices[0] = pq__strdup(ctx, s1, "an item's choice")) ||
+        !(it->choices[1] = pq__strdup(ctx, s2, "an item's choice")) ||
+        !(it->context = xcat(ctx, "Question: ", g, "\nAnswer:", "an item's context")))
+        return ctx->status;
     return PQ_OK;
 }
 
@@ -276,8 +288,8 @@ static pq_status on_lambada(pq_ctx *ctx, pq__task *t, const cJSON *o, const char
     if (!sp || !sp[1]) return pq__fail(ctx, PQ_ERR_FORMAT, "%s:%lld: text has no last word", file, (long long)line);
     pq__item *it = add_item(ctx, t, 0);
     if (!it) return ctx->status;
-    it->context = malloc((size_t)(sp - s) + 1);
-    if (!it->context || !(it->target = xstrdup(sp + 1))) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+    it->context = pq__malloc(ctx, (size_t)(sp - s) + 1, "an item's context");
+    if (!it->context || !(it->target = pq__strdup(ctx, sp + 1, "an item's last word"))) return ctx->status;
     memcpy(it->context, s, (size_t)(sp - s));
     it->context[sp - s] = 0;
     return PQ_OK;
@@ -291,11 +303,7 @@ static pq_status on_gsm8k(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s:%lld: answer has no \"#### number\"", file, (long long)line);
     pq__item *it = add_item(ctx, t, 0);
     if (!it) return ctx->status;
-    it->context = xcat("Question: ", q, "\nAnswer:");
-    it->shot_target = xstrdup(a);
-    it->target = xstrdup(num);
-    if (!it->context || !it->shot_target || !it->target) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
-    return PQ_OK;
+    return gen_item(ctx, it, "Question: ", q, "\nAnswer:", a, num);
 }
 
 static pq_status on_math(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *file, int64_t line, void *u) {
@@ -303,11 +311,7 @@ static pq_status on_math(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *f
     if (!q || !s || !a) return missing(ctx, file, line, "\"problem\"/\"solution\"/\"answer\" (strings)");
     pq__item *it = add_item(ctx, t, 0);
     if (!it) return ctx->status;
-    it->context = xcat("Problem:\n", q, "\n\nSolution:");
-    it->shot_target = xstrdup(s);
-    it->target = xstrdup(a);
-    if (!it->context || !it->shot_target || !it->target) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
-    return PQ_OK;
+    return gen_item(ctx, it, "Problem:\n", q, "\n\nSolution:", s, a);
 }
 
 static pq_status on_mmlu_pro(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *file, int64_t line, void *u) {
@@ -324,7 +328,7 @@ static pq_status on_mmlu_pro(pq_ctx *ctx, pq__task *t, const cJSON *o, const cha
     if (g < 0) {
         char d[256];
         snprintf(d, sizeof d, "The following are multiple choice questions (with answers) about %s.\n\n", cat);
-        if ((g = add_group(t, cat, d)) < 0) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+        if ((g = add_group(ctx, t, cat, d)) < 0) return ctx->status;
     }
     pq__item *it = add_item(ctx, t, 0);
     if (!it) return ctx->status;
@@ -345,7 +349,9 @@ static pq_status on_mmlu_pro(pq_ctx *ctx, pq__task *t, const cJSON *o, const cha
     it->context = s.p;
     it->gold = gold;
     it->group = g;
-    if (!ok) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+    if (!ok)
+        return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory building the prompt of %s:%lld (%zu bytes so far)", file,
+                        (long long)line, s.len);
     return PQ_OK;
 }
 
@@ -358,22 +364,19 @@ static pq_status on_gen(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *fi
         return missing(ctx, file, line, "\"stop\" (array of strings)");
     pq__item *it = add_item(ctx, t, 0);
     if (!it) return ctx->status;
-    it->context = xstrdup(p);
-    it->target = xstrdup(a);
-    it->shot_target = xstrdup(a);
-    if (!it->context || !it->target || !it->shot_target) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+    if (gen_item(ctx, it, "", p, "", a, a)) return ctx->status;
     if (cJSON_IsString(stop)) {
-        it->stops = calloc(1, sizeof *it->stops);
-        if (!it->stops || !(it->stops[0] = xstrdup(stop->valuestring))) return pq__fail(ctx, PQ_ERR_NOMEM, "oom");
+        it->stops = pq__calloc(ctx, 1, sizeof *it->stops, "an item's stop strings");
+        if (!it->stops || !(it->stops[0] = pq__strdup(ctx, stop->valuestring, "a stop string"))) return ctx->status;
         it->n_stops = 1;
     } else if (stop) {
         int n = cJSON_GetArraySize(stop);
-        it->stops = calloc((size_t)(n ? n : 1), sizeof *it->stops);
-        if (!it->stops) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+        it->stops = pq__calloc(ctx, (size_t)(n ? n : 1), sizeof *it->stops, "an item's stop strings");
+        if (!it->stops) return ctx->status;
         const cJSON *v;
         cJSON_ArrayForEach(v, stop) {
             if (!cJSON_IsString(v)) return missing(ctx, file, line, "\"stop\" (array of strings)");
-            if (!(it->stops[it->n_stops++] = xstrdup(v->valuestring))) return pq__fail(ctx, PQ_ERR_NOMEM, "oom");
+            if (!(it->stops[it->n_stops++] = pq__strdup(ctx, v->valuestring, "a stop string"))) return ctx->status;
         }
     }
     return PQ_OK;
@@ -436,11 +439,10 @@ static pq_status read_hellaswag(pq_ctx *ctx, pq__task *t, const char *path) {
             st = ctx->status;
             break;
         }
-        it->context = xstrdup(ln[0]);
         it->gold = ln[1][0] - '0';
-        it->choices = calloc(4, sizeof *it->choices);
-        if (!it->choices || !it->context) {
-            st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+        if (!(it->context = pq__strdup(ctx, ln[0], "an item's context")) ||
+            !(it->choices = pq__calloc(ctx, 4, sizeof *it->choices, "an item's choices"))) {
+            st = ctx->status;
             break;
         }
         it->n_choices = 4;
@@ -530,12 +532,12 @@ static pq_status read_mmlu_csv(pq_ctx *ctx, pq__task *t, const char *path, int g
             st = ctx->status;
             break;
         }
-        pq__str s = {0};
-        int ok = pq__str_addf(&s, "%s\nA. %s\nB. %s\nC. %s\nD. %s\nAnswer:", f[0], f[1], f[2], f[3], f[4]);
-        it->context = s.p;
-        it->choices = calloc(4, sizeof *it->choices);
-        if (!ok || !it->choices) {
-            st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+        pq__buf s = {0};
+        st = pq__buf_printf(ctx, &s, "an item's prompt", "%s\nA. %s\nB. %s\nC. %s\nD. %s\nAnswer:", f[0], f[1], f[2],
+                            f[3], f[4]);
+        it->context = pq__buf_take(&s);
+        if (st || !(it->choices = pq__calloc(ctx, 4, sizeof *it->choices, "an item's choices"))) {
+            st = ctx->status;
             break;
         }
         it->n_choices = 4;
@@ -550,7 +552,8 @@ static pq_status read_mmlu_csv(pq_ctx *ctx, pq__task *t, const char *path, int g
     return st;
 }
 
-/* Sorted names in dir ending with suffix (malloc'ed array of malloc'ed names). */
+/* Sorted names in dir ending with suffix (malloc'ed array of malloc'ed names); none is an
+ * error. */
 static pq_status list_dir(pq_ctx *ctx, const char *dir, const char *suffix, char ***names, int *n) {
     *names = NULL;
     *n = 0;
@@ -568,13 +571,7 @@ static pq_status list_dir(pq_ctx *ctx, const char *dir, const char *suffix, char
     }
     closedir(d);
     if (*n) qsort(*names, (size_t)*n, sizeof **names, cmp_str);
-    return PQ_OK;
-}
-
-static void free_names(char **names, int n) {
-    for (int i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
+    return *n ? PQ_OK : pq__fail(ctx, PQ_ERR_IO, "no *%s files in %s", suffix, dir);
 }
 
 static pq_status load_mmlu(pq_ctx *ctx, pq__task *t, const char *data_dir) {
@@ -586,7 +583,6 @@ static pq_status load_mmlu(pq_ctx *ctx, pq__task *t, const char *data_dir) {
     int n;
     pq_status st = list_dir(ctx, test, "_test.csv", &names, &n);
     if (st) return st;
-    if (n == 0) st = pq__fail(ctx, PQ_ERR_IO, "no *_test.csv files in %s", test);
     for (int i = 0; i < n && !st; i++) {
         char subject[256];
         snprintf(subject, sizeof subject, "%.*s", (int)(strlen(names[i]) - 9), names[i]);
@@ -596,9 +592,9 @@ static pq_status load_mmlu(pq_ctx *ctx, pq__task *t, const char *data_dir) {
             if (*c == '_') *c = ' ';
         snprintf(descr, sizeof descr, "The following are multiple choice questions (with answers) about %s.\n\n",
                  pretty);
-        int g = add_group(t, subject, descr);
+        int g = add_group(ctx, t, subject, descr);
         if (g < 0) {
-            st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+            st = ctx->status;
             break;
         }
         snprintf(path, sizeof path, "%s/%s", test, names[i]);
@@ -606,7 +602,7 @@ static pq_status load_mmlu(pq_ctx *ctx, pq__task *t, const char *data_dir) {
         snprintf(path, sizeof path, "%s/%s_dev.csv", dev, subject);
         if (pq__file_exists(path)) st = read_mmlu_csv(ctx, t, path, g, 1);
     }
-    free_names(names, n);
+    free_strs(names, n);
     t->dev_first_n = 1;
     return st;
 }
@@ -624,8 +620,8 @@ static pq_status load_bbh_file(pq_ctx *ctx, pq__task *t, const char *path, const
         cJSON_Delete(o);
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s:1: expected {\"examples\": [...]}", path);
     }
-    int g = add_group(t, name, NULL);
-    if (g < 0) st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+    int g = add_group(ctx, t, name, NULL);
+    if (g < 0) st = ctx->status;
     int64_t k = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, ex) {
@@ -642,11 +638,8 @@ static pq_status load_bbh_file(pq_ctx *ctx, pq__task *t, const char *path, const
             st = ctx->status;
             break;
         }
-        it->context = xcat("Q: ", in, "\nA:");
-        it->target = xstrdup(tg);
-        it->shot_target = xstrdup(tg);
         it->group = g;
-        if (!it->context || !it->target || !it->shot_target) st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+        st = gen_item(ctx, it, "Q: ", in, "\nA:", tg, tg);
     }
     cJSON_Delete(o);
     return st;
@@ -667,13 +660,12 @@ static pq_status load_bbh(pq_ctx *ctx, pq__task *t, const char *data_dir, const 
     int n;
     pq_status st = list_dir(ctx, dir, ".json", &names, &n);
     if (st) return st;
-    if (n == 0) st = pq__fail(ctx, PQ_ERR_IO, "no *.json files in %s", dir);
     for (int i = 0; i < n && !st; i++) {
         names[i][strlen(names[i]) - 5] = 0;
         snprintf(path, sizeof path, "%s/%s.json", dir, names[i]);
         st = load_bbh_file(ctx, t, path, names[i]);
     }
-    free_names(names, n);
+    free_strs(names, n);
     return st;
 }
 
@@ -686,90 +678,103 @@ static pq_status need_data(pq_ctx *ctx, const char *data_dir, const char *task) 
     return PQ_OK;
 }
 
-static pq_status load_items(pq_ctx *ctx, pq__task *t, const char *spec, const char *data_dir, const char *aux_dir) {
+/* "prefix:ARG" specs: ppl:FILE kld:FILE mc:FILE gen:FILE bbh:NAME. */
+static pq_status load_prefixed(pq_ctx *ctx, pq__task *t, const char *spec, const char *colon, const char *data_dir) {
     pq_status st;
-    char path[1024];
-    const char *colon = strchr(spec, ':');
-    t->kind = PQ__KIND_MC;
-    snprintf(t->metric, sizeof t->metric, "acc");
-    if (colon) {
-        const char *arg = colon + 1;
-        size_t pl = (size_t)(colon - spec);
-        if (pl == 3 && !strncmp(spec, "bbh", 3)) {
-            if ((st = need_data(ctx, data_dir, spec))) return st;
-            t->kind = PQ__KIND_GEN;
-            return load_bbh(ctx, t, data_dir, arg);
-        }
-        if (!*arg) return pq__fail(ctx, PQ_ERR_INVALID, "task '%s': missing file after ':'", spec);
-        if (!pq__resolve_file(arg, data_dir, t->file, sizeof t->file))
-            return pq__fail(ctx, PQ_ERR_IO, "task '%s': file %s not found (also looked under %s)", spec, arg,
-                            data_dir ? data_dir : "(no data dir)");
-        if (pl == 3 && !strncmp(spec, "ppl", 3)) {
-            t->kind = PQ__KIND_PPL;
-            return PQ_OK;
-        }
-        if (pl == 3 && !strncmp(spec, "kld", 3)) {
-            t->kind = PQ__KIND_KLD;
-            return PQ_OK;
-        }
-        if (pl == 2 && !strncmp(spec, "mc", 2)) return read_jsonl(ctx, t, t->file, on_mc, NULL);
-        if (pl == 3 && !strncmp(spec, "gen", 3)) {
-            t->kind = PQ__KIND_GEN;
-            return read_jsonl(ctx, t, t->file, on_gen, NULL);
-        }
-        return pq__fail(ctx, PQ_ERR_INVALID, "unknown task '%s' (prefixes: ppl: kld: mc: gen: bbh:)", spec);
+    const char *arg = colon + 1;
+    const size_t pl = (size_t)(colon - spec);
+    if (pl == 3 && !strncmp(spec, "bbh", 3)) {
+        if ((st = need_data(ctx, data_dir, spec))) return st;
+        t->kind = PQ__KIND_GEN;
+        return load_bbh(ctx, t, data_dir, arg);
     }
+    if (!*arg) return pq__fail(ctx, PQ_ERR_INVALID, "task '%s': missing file after ':'", spec);
+    if (!pq__resolve_file(arg, data_dir, t->file, sizeof t->file))
+        return pq__fail(ctx, PQ_ERR_IO, "task '%s': file %s not found (also looked under %s)", spec, arg,
+                        data_dir ? data_dir : "(no data dir)");
+    if (pl == 3 && !strncmp(spec, "ppl", 3)) {
+        t->kind = PQ__KIND_PPL;
+        return PQ_OK;
+    }
+    if (pl == 3 && !strncmp(spec, "kld", 3)) {
+        t->kind = PQ__KIND_KLD;
+        return PQ_OK;
+    }
+    if (pl == 2 && !strncmp(spec, "mc", 2)) return read_jsonl(ctx, t, t->file, on_mc, NULL);
+    if (pl == 3 && !strncmp(spec, "gen", 3)) {
+        t->kind = PQ__KIND_GEN;
+        return read_jsonl(ctx, t, t->file, on_gen, NULL);
+    }
+    return pq__fail(ctx, PQ_ERR_INVALID, "unknown task '%s' (prefixes: ppl: kld: mc: gen: bbh:)", spec);
+}
+
+/* The built-in JSONL tasks: name, file under the data folder, format, kind, extraction. */
+static const struct jsonl_task {
+    const char *name, *rel;
+    jsonl_fn fn;
+    const char *suffix; /* after each query (on_mc) */
+    pq__task_kind kind;
+    pq__extract_kind extract;
+} jsonl_tasks[] = {
+    {"arc_easy", "tasks/arc/arc_easy.jsonl", on_mc, "\nAnswer:", PQ__KIND_MC, PQ__EXTRACT_EXACT},
+    {"arc_challenge", "tasks/arc/arc_challenge.jsonl", on_mc, "\nAnswer:", PQ__KIND_MC, PQ__EXTRACT_EXACT},
+    {"boolq", "tasks/boolq/boolq.jsonl", on_mc, "\nAnswer:", PQ__KIND_MC, PQ__EXTRACT_EXACT},
+    {"winogrande", "tasks/winogrande/winogrande.jsonl", on_winogrande, NULL, PQ__KIND_PARTIAL, PQ__EXTRACT_EXACT},
+    {"lambada", "text/lambada/lambada_test.jsonl", on_lambada, NULL, PQ__KIND_LAMBADA, PQ__EXTRACT_EXACT},
+    {"mmlu_pro", "tasks/mmlu_pro/mmlu_pro_test.jsonl", on_mmlu_pro, NULL, PQ__KIND_MC, PQ__EXTRACT_EXACT},
+    {"gsm8k", "tasks/gsm8k/test.jsonl", on_gsm8k, NULL, PQ__KIND_GEN, PQ__EXTRACT_GSM8K},
+    {"math", "tasks/math/math500_test.jsonl", on_math, NULL, PQ__KIND_GEN, PQ__EXTRACT_MATH},
+};
+
+/* HellaSwag: a decompressed copy (data folder, then aux_dir), else the shipped .bz2. */
+static pq_status load_hellaswag(pq_ctx *ctx, pq__task *t, const char *data_dir, const char *aux_dir) {
+    char path[1024];
+    snprintf(t->file, sizeof t->file, "%s/tasks/hellaswag/hellaswag_val_full.txt", data_dir);
+    if (!pq__file_exists(t->file) && aux_dir) {
+        snprintf(path, sizeof path, "%s/hellaswag_val_full.txt", aux_dir);
+        if (pq__file_exists(path)) snprintf(t->file, sizeof t->file, "%.500s", path);
+    }
+    if (!pq__file_exists(t->file)) /* the shipped file: read through libbz2 */
+        snprintf(t->file, sizeof t->file, "%s/tasks/hellaswag/hellaswag_val_full.txt.bz2", data_dir);
+    return read_hellaswag(ctx, t, t->file);
+}
+
+/* The built-in tasks by name (data under data_dir). */
+static pq_status load_builtin(pq_ctx *ctx, pq__task *t, const char *spec, const char *data_dir, const char *aux_dir) {
+    pq_status st;
     if ((st = need_data(ctx, data_dir, spec))) return st;
-#define DATA(rel) (snprintf(t->file, sizeof t->file, "%s/%s", data_dir, rel), t->file)
-    if (!strcmp(spec, "arc_easy")) return read_jsonl(ctx, t, DATA("tasks/arc/arc_easy.jsonl"), on_mc, "\nAnswer:");
-    if (!strcmp(spec, "arc_challenge"))
-        return read_jsonl(ctx, t, DATA("tasks/arc/arc_challenge.jsonl"), on_mc, "\nAnswer:");
-    if (!strcmp(spec, "boolq")) return read_jsonl(ctx, t, DATA("tasks/boolq/boolq.jsonl"), on_mc, "\nAnswer:");
+    for (size_t i = 0; i < sizeof jsonl_tasks / sizeof jsonl_tasks[0]; i++) {
+        const struct jsonl_task *j = &jsonl_tasks[i];
+        if (strcmp(spec, j->name)) continue;
+        t->kind = j->kind;
+        t->extract = j->extract;
+        snprintf(t->file, sizeof t->file, "%s/%s", data_dir, j->rel);
+        return read_jsonl(ctx, t, t->file, j->fn, (void *)j->suffix);
+    }
     if (!strcmp(spec, "piqa")) {
-        if ((st = read_jsonl(ctx, t, DATA("tasks/piqa/valid.jsonl"), on_piqa, NULL))) return st;
+        char path[1024];
+        snprintf(t->file, sizeof t->file, "%s/%s", data_dir, "tasks/piqa/valid.jsonl");
+        if ((st = read_jsonl(ctx, t, t->file, on_piqa, NULL))) return st;
         snprintf(path, sizeof path, "%s/tasks/piqa/valid-labels.lst", data_dir);
         return read_piqa_labels(ctx, t, path);
     }
-    if (!strcmp(spec, "winogrande")) {
-        t->kind = PQ__KIND_PARTIAL;
-        return read_jsonl(ctx, t, DATA("tasks/winogrande/winogrande.jsonl"), on_winogrande, NULL);
-    }
-    if (!strcmp(spec, "lambada")) {
-        t->kind = PQ__KIND_LAMBADA;
-        return read_jsonl(ctx, t, DATA("text/lambada/lambada_test.jsonl"), on_lambada, NULL);
-    }
-    if (!strcmp(spec, "hellaswag")) {
-        snprintf(t->file, sizeof t->file, "%s/tasks/hellaswag/hellaswag_val_full.txt", data_dir);
-        if (!pq__file_exists(t->file) && aux_dir) {
-            snprintf(path, sizeof path, "%s/hellaswag_val_full.txt", aux_dir);
-            if (pq__file_exists(path)) snprintf(t->file, sizeof t->file, "%.500s", path);
-        }
-        if (!pq__file_exists(t->file)) /* the shipped file: read through libbz2 */
-            snprintf(t->file, sizeof t->file, "%s/tasks/hellaswag/hellaswag_val_full.txt.bz2", data_dir);
-        return read_hellaswag(ctx, t, t->file);
-    }
+    if (!strcmp(spec, "hellaswag")) return load_hellaswag(ctx, t, data_dir, aux_dir);
     if (!strcmp(spec, "mmlu")) return load_mmlu(ctx, t, data_dir);
-    if (!strcmp(spec, "mmlu_pro"))
-        return read_jsonl(ctx, t, DATA("tasks/mmlu_pro/mmlu_pro_test.jsonl"), on_mmlu_pro, NULL);
-    if (!strcmp(spec, "gsm8k")) {
-        t->kind = PQ__KIND_GEN;
-        t->extract = PQ__EXTRACT_GSM8K;
-        return read_jsonl(ctx, t, DATA("tasks/gsm8k/test.jsonl"), on_gsm8k, NULL);
-    }
-    if (!strcmp(spec, "math")) {
-        t->kind = PQ__KIND_GEN;
-        t->extract = PQ__EXTRACT_MATH;
-        return read_jsonl(ctx, t, DATA("tasks/math/math500_test.jsonl"), on_math, NULL);
-    }
     if (!strcmp(spec, "bbh")) {
         t->kind = PQ__KIND_GEN;
         return load_bbh(ctx, t, data_dir, NULL);
     }
-#undef DATA
     return pq__fail(ctx, PQ_ERR_INVALID,
                     "unknown task '%s' (known: lambada arc_easy arc_challenge piqa hellaswag winogrande boolq mmlu "
                     "mmlu_pro gsm8k math bbh bbh:NAME ppl:FILE kld:FILE mc:FILE gen:FILE)",
                     spec);
+}
+
+static pq_status load_items(pq_ctx *ctx, pq__task *t, const char *spec, const char *data_dir, const char *aux_dir) {
+    const char *colon = strchr(spec, ':');
+    t->kind = PQ__KIND_MC;
+    snprintf(t->metric, sizeof t->metric, "acc");
+    return colon ? load_prefixed(ctx, t, spec, colon, data_dir) : load_builtin(ctx, t, spec, data_dir, aux_dir);
 }
 
 pq_status pq__task_load(pq_ctx *ctx, const char *spec, const char *data_dir, const char *aux_dir, int64_t limit,
@@ -788,16 +793,16 @@ pq_status pq__task_load(pq_ctx *ctx, const char *spec, const char *data_dir, con
             static const char *const s[] = {"Question:", "\n\n"};
             t->default_shots = 5;
             t->gen_tokens = 256;
-            if (!set_stops(t, s, 2)) st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+            st = set_stops(ctx, t, s, 2);
         } else if (t->extract == PQ__EXTRACT_MATH) {
             static const char *const s[] = {"Problem:"};
             t->default_shots = 4;
             t->gen_tokens = 512;
-            if (!set_stops(t, s, 1)) st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+            st = set_stops(ctx, t, s, 1);
         } else if (!strncmp(spec, "bbh", 3)) {
             static const char *const s[] = {"Q:", "\n\n"};
             t->gen_tokens = 128;
-            if (!set_stops(t, s, 2)) st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+            st = set_stops(ctx, t, s, 2);
         } else {
             t->gen_tokens = 128;
         }
@@ -808,10 +813,10 @@ pq_status pq__task_load(pq_ctx *ctx, const char *spec, const char *data_dir, con
     }
     /* the evaluated subset: the first limit items of each group */
     if (!st && t->n_items > 0) {
-        t->eval_idx = malloc((size_t)t->n_items * sizeof *t->eval_idx);
+        t->eval_idx = pq__malloc(ctx, (size_t)t->n_items * sizeof *t->eval_idx, "the evaluated items");
         int ng = t->n_groups > 0 ? t->n_groups : 1;
-        int64_t *seen = calloc((size_t)ng, sizeof *seen);
-        if (!t->eval_idx || !seen) st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+        int64_t *seen = t->eval_idx ? pq__calloc(ctx, (size_t)ng, sizeof *seen, "the items per group") : NULL;
+        if (!seen) st = ctx->status;
         for (int64_t i = 0; !st && i < t->n_items; i++) {
             int g = t->items[i].group;
             if (limit <= 0 || seen[g] < limit) {

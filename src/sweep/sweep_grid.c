@@ -192,17 +192,18 @@ static pq_status add_config(pq_ctx *ctx, pq_sweep_grid *g, int64_t *cap, const p
         g->n_invalid++;
         return PQ_OK;
     }
-    pq_ctx *scratch = pq_ctx_new();
-    if (!scratch) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
-    int bad = pq_layer_params_validate(scratch, &p, 0) != PQ_OK;
-    if (bad) pq__log(ctx, PQ_LOG_DEBUG, "grid: dropped an invalid combination: %s", pq_ctx_error(scratch));
-    pq_ctx_free(scratch);
+    pq_ctx quiet; /* an invalid combination is dropped, not an error */
+    pq__quiet_begin(ctx, &quiet);
+    int bad = pq_layer_params_validate(&quiet, &p, 0) != PQ_OK;
+    if (bad) pq__log(ctx, PQ_LOG_DEBUG, "grid: dropped an invalid combination: %s", quiet.error);
     if (bad) {
         g->n_invalid++;
         return PQ_OK;
     }
     char *recipe = pq_sweep_recipe_json(&p, calib);
-    if (!recipe) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+    if (!recipe)
+        return pq__fail(ctx, PQ_ERR_NOMEM,
+                        "out of memory copying the canonical recipe of a combination (under 640 bytes)");
     char hash[17];
     pq_sweep_hash(recipe, hash);
     for (int64_t i = 0; i < g->n; i++)
@@ -216,7 +217,8 @@ static pq_status add_config(pq_ctx *ctx, pq_sweep_grid *g, int64_t *cap, const p
         pq_sweep_config *c = realloc(g->configs, (size_t)nc * sizeof *c);
         if (!c) {
             free(recipe);
-            return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+            return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory allocating %zu bytes for the grid's configs",
+                            (size_t)nc * sizeof *c);
         }
         g->configs = c;
         *cap = nc;
@@ -232,10 +234,108 @@ static pq_status add_config(pq_ctx *ctx, pq_sweep_grid *g, int64_t *cap, const p
     return PQ_OK;
 }
 
+static const char *const grid_keys[AX_N] = {"prune", "sparsity", "quant",     "bits",
+                                            "group", "sym",      "act_order", "joint"};
+
+/* Every key of the grid is one of grid_keys. */
+static pq_status check_keys(pq_ctx *ctx, const cJSON *root) {
+    for (const cJSON *it = root->child; it; it = it->next) {
+        int known = 0;
+        for (int k = 0; k < AX_N; k++)
+            known |= !strcmp(it->string, grid_keys[k]);
+        if (!known)
+            return pq__fail(ctx, PQ_ERR_INVALID,
+                            "grid: unknown key '%s' (expected prune, sparsity, quant, bits, group, sym, act_order, "
+                            "joint)",
+                            it->string);
+    }
+    return PQ_OK;
+}
+
+/* The values of every axis; an absent key takes the default of the recipe. */
+static pq_status get_axes(pq_ctx *ctx, cJSON *root, const pq_layer_params *def, axis ax[AX_N]) {
+    memset(ax, 0, AX_N * sizeof *ax);
+    cJSON *defs[AX_N] = {cJSON_CreateString("none"),
+                         cJSON_CreateNumber(def->sparsity),
+                         cJSON_CreateString("none"),
+                         cJSON_CreateNumber(def->bits),
+                         cJSON_CreateNumber((double)def->group_size),
+                         cJSON_CreateBool(0),
+                         cJSON_CreateBool(0),
+                         cJSON_CreateString(pq_joint_mode_name(def->joint))};
+    pq_status st = PQ_OK;
+    for (int k = 0; k < AX_N; k++) {
+        if (st == PQ_OK)
+            st = axis_get(ctx, root, &ax[k], grid_keys[k], defs[k]);
+        else
+            cJSON_Delete(defs[k]);
+    }
+    return st;
+}
+
+/* Every value of every axis, parsed once. */
+typedef struct grid_values {
+    pq_prune_method prune[64];
+    pq_quant_method quant[64];
+    pq_joint_mode joint[64];
+    double sp[64];
+    int pn[64], pm[64], sym[64], act[64];
+    int64_t bits[64], group[64];
+} grid_values;
+
+/* Parses every value once, up front, so that errors name the value and not a combination. */
+static pq_status parse_values(pq_ctx *ctx, const axis ax[AX_N], grid_values *v) {
+    pq_status st = PQ_OK;
+    for (int i = 0; st == PQ_OK && i < ax[AX_PRUNE].n; i++)
+        st = item_name(ctx, "prune", ax[AX_PRUNE].items[i], parse_prune, &v->prune[i]);
+    for (int i = 0; st == PQ_OK && i < ax[AX_QUANT].n; i++)
+        st = item_name(ctx, "quant", ax[AX_QUANT].items[i], parse_quant, &v->quant[i]);
+    for (int i = 0; st == PQ_OK && i < ax[AX_JOINT].n; i++)
+        st = item_name(ctx, "joint", ax[AX_JOINT].items[i], parse_joint, &v->joint[i]);
+    for (int i = 0; st == PQ_OK && i < ax[AX_SPARSITY].n; i++)
+        st = item_sparsity(ctx, ax[AX_SPARSITY].items[i], &v->sp[i], &v->pn[i], &v->pm[i]);
+    for (int i = 0; st == PQ_OK && i < ax[AX_BITS].n; i++)
+        st = item_int(ctx, "bits", ax[AX_BITS].items[i], 2, 8, &v->bits[i]);
+    for (int i = 0; st == PQ_OK && i < ax[AX_GROUP].n; i++)
+        st = item_int(ctx, "group", ax[AX_GROUP].items[i], -1, 1L << 30, &v->group[i]);
+    for (int i = 0; st == PQ_OK && i < ax[AX_SYM].n; i++)
+        st = item_bool(ctx, "sym", ax[AX_SYM].items[i], &v->sym[i]);
+    for (int i = 0; st == PQ_OK && i < ax[AX_ACT].n; i++)
+        st = item_bool(ctx, "act_order", ax[AX_ACT].items[i], &v->act[i]);
+    return st;
+}
+
+/* The cross product (an odometer over the axes, last key fastest) into out; *acted gets the
+ * given keys that act in at least one combination. */
+static pq_status cross_product(pq_ctx *ctx, const axis ax[AX_N], const grid_values *v, const pq_layer_params *def,
+                               const pq_sweep_calib *cal, unsigned given, unsigned *acted, pq_sweep_grid *out) {
+    int64_t cap = 0;
+    int idx[AX_N] = {0};
+    pq_status st = PQ_OK;
+    while (st == PQ_OK) {
+        pq_layer_params p = *def;
+        p.prune = v->prune[idx[AX_PRUNE]];
+        p.sparsity = v->sp[idx[AX_SPARSITY]];
+        p.prune_n = v->pn[idx[AX_SPARSITY]];
+        p.prune_m = v->pm[idx[AX_SPARSITY]];
+        p.quant = v->quant[idx[AX_QUANT]];
+        p.bits = (int)v->bits[idx[AX_BITS]];
+        p.group_size = v->group[idx[AX_GROUP]];
+        p.sym = v->sym[idx[AX_SYM]];
+        p.act_order = v->act[idx[AX_ACT]];
+        p.joint = v->joint[idx[AX_JOINT]];
+        *acted |= keys_acting(&p, given);
+        st = add_config(ctx, out, &cap, &p, cal);
+        int k = AX_N - 1;
+        while (k >= 0 && ++idx[k] == ax[k].n)
+            idx[k--] = 0;
+        if (k < 0) break;
+    }
+    return st;
+}
+
 pq_status pq_sweep_grid_expand(pq_ctx *ctx, const char *json, size_t len, const pq_sweep_calib *calib,
                                pq_sweep_grid *out) {
-    static const char *const keys[AX_N] = {"prune", "sparsity", "quant",     "bits",
-                                           "group", "sym",      "act_order", "joint"};
     memset(out, 0, sizeof *out);
     pq_sweep_calib cal = calib ? *calib : pq_sweep_calib_default();
     cJSON *root = cJSON_ParseWithLength(json, len);
@@ -243,84 +343,19 @@ pq_status pq_sweep_grid_expand(pq_ctx *ctx, const char *json, size_t len, const 
         cJSON_Delete(root);
         return pq__fail(ctx, PQ_ERR_FORMAT, "grid: not a JSON object");
     }
-    pq_status st = PQ_OK;
-    for (cJSON *it = root->child; it && st == PQ_OK; it = it->next) {
-        int known = 0;
-        for (int k = 0; k < AX_N; k++)
-            known |= !strcmp(it->string, keys[k]);
-        if (!known)
-            st = pq__fail(ctx, PQ_ERR_INVALID,
-                          "grid: unknown key '%s' (expected prune, sparsity, quant, bits, group, sym, act_order, "
-                          "joint)",
-                          it->string);
-    }
-    pq_layer_params def = pq_layer_params_default();
+    const pq_layer_params def = pq_layer_params_default();
     axis ax[AX_N];
+    grid_values v;
     memset(ax, 0, sizeof ax);
-    cJSON *defs[AX_N] = {cJSON_CreateString("none"),
-                         cJSON_CreateNumber(def.sparsity),
-                         cJSON_CreateString("none"),
-                         cJSON_CreateNumber(def.bits),
-                         cJSON_CreateNumber((double)def.group_size),
-                         cJSON_CreateBool(0),
-                         cJSON_CreateBool(0),
-                         cJSON_CreateString(pq_joint_mode_name(def.joint))};
-    for (int k = 0; k < AX_N; k++) {
-        if (st == PQ_OK)
-            st = axis_get(ctx, root, &ax[k], keys[k], defs[k]);
-        else
-            cJSON_Delete(defs[k]);
-    }
-    /* parse every value once, up front, so that errors name the value and not a combination */
-    pq_prune_method prune[64];
-    pq_quant_method quant[64];
-    pq_joint_mode joint[64];
-    double sp[64];
-    int pn[64], pm[64], sym[64], act[64];
-    int64_t bits[64], group[64];
-    for (int i = 0; st == PQ_OK && i < ax[AX_PRUNE].n; i++)
-        st = item_name(ctx, "prune", ax[AX_PRUNE].items[i], parse_prune, &prune[i]);
-    for (int i = 0; st == PQ_OK && i < ax[AX_QUANT].n; i++)
-        st = item_name(ctx, "quant", ax[AX_QUANT].items[i], parse_quant, &quant[i]);
-    for (int i = 0; st == PQ_OK && i < ax[AX_JOINT].n; i++)
-        st = item_name(ctx, "joint", ax[AX_JOINT].items[i], parse_joint, &joint[i]);
-    for (int i = 0; st == PQ_OK && i < ax[AX_SPARSITY].n; i++)
-        st = item_sparsity(ctx, ax[AX_SPARSITY].items[i], &sp[i], &pn[i], &pm[i]);
-    for (int i = 0; st == PQ_OK && i < ax[AX_BITS].n; i++)
-        st = item_int(ctx, "bits", ax[AX_BITS].items[i], 2, 8, &bits[i]);
-    for (int i = 0; st == PQ_OK && i < ax[AX_GROUP].n; i++)
-        st = item_int(ctx, "group", ax[AX_GROUP].items[i], -1, 1L << 30, &group[i]);
-    for (int i = 0; st == PQ_OK && i < ax[AX_SYM].n; i++)
-        st = item_bool(ctx, "sym", ax[AX_SYM].items[i], &sym[i]);
-    for (int i = 0; st == PQ_OK && i < ax[AX_ACT].n; i++)
-        st = item_bool(ctx, "act_order", ax[AX_ACT].items[i], &act[i]);
+    pq_status st = check_keys(ctx, root);
+    if (st == PQ_OK) st = get_axes(ctx, root, &def, ax);
+    if (st == PQ_OK) st = parse_values(ctx, ax, &v);
     /* the keys the grid gives, as recipe keys: one that acts in none of the combinations is an
      * error (the rule of compress and layer), not silently normalised away */
     unsigned given = 0, acted = 0;
     for (int k = 0; k < AX_N; k++)
-        if (!ax[k].def) given |= pq_recipe_key_parse(keys[k]);
-    int64_t cap = 0;
-    int idx[AX_N] = {0};
-    while (st == PQ_OK) {
-        pq_layer_params p = def;
-        p.prune = prune[idx[AX_PRUNE]];
-        p.sparsity = sp[idx[AX_SPARSITY]];
-        p.prune_n = pn[idx[AX_SPARSITY]];
-        p.prune_m = pm[idx[AX_SPARSITY]];
-        p.quant = quant[idx[AX_QUANT]];
-        p.bits = (int)bits[idx[AX_BITS]];
-        p.group_size = group[idx[AX_GROUP]];
-        p.sym = sym[idx[AX_SYM]];
-        p.act_order = act[idx[AX_ACT]];
-        p.joint = joint[idx[AX_JOINT]];
-        acted |= keys_acting(&p, given);
-        st = add_config(ctx, out, &cap, &p, &cal);
-        /* odometer over the axes, last key fastest */
-        int k = AX_N - 1;
-        while (k >= 0 && ++idx[k] == ax[k].n)
-            idx[k--] = 0;
-        if (k < 0) break;
-    }
+        if (!ax[k].def) given |= pq_recipe_key_parse(grid_keys[k]);
+    if (st == PQ_OK) st = cross_product(ctx, ax, &v, &def, &cal, given, &acted, out);
     if (st == PQ_OK && (given & ~acted)) {
         const unsigned k = given & ~acted & (0u - (given & ~acted)); /* the lowest such key */
         st = pq__fail(ctx, PQ_ERR_INVALID, "grid: key '%s' has no effect in any combination (%s)",

@@ -10,6 +10,7 @@
 #include "common/common.h"
 #include "common/json.h"
 #include "prunequant-sweep.h"
+#include "sweep/sweep_mpi.h"
 
 typedef struct sbuf {
     char *p;
@@ -306,12 +307,9 @@ static const pq_sweep_run *best_in(const pq_sweep_results *r, double at, int by_
 static comparison *comparisons(const pq_sweep_results *r, int64_t *n) {
     *n = 0;
     comparison *v = malloc((size_t)(2 * r->n + 1) * sizeof *v);
-    pq_ctx *quiet = pq_ctx_new();
-    if (!v || !quiet) {
-        free(v);
-        pq_ctx_free(quiet);
-        return NULL;
-    }
+    if (!v) return NULL;
+    pq_ctx quiet; /* a comparison without an interval is still shown */
+    pq__quiet_begin(NULL, &quiet);
     for (int by = 0; by < 2; by++) {
         double at[512];
         int na = 0;
@@ -335,11 +333,10 @@ static comparison *comparisons(const pq_sweep_results *r, int64_t *n) {
             if (!j || !q) continue;
             comparison *c = &v[(*n)++];
             c->by_bpw = by, c->at = at[g], c->joint = j, c->quant = q;
-            if (pq_sweep_compare(quiet, r, j - r->runs, q - r->runs, NULL, &c->diff, c->ci) != PQ_OK)
+            if (pq_sweep_compare(&quiet, r, j - r->runs, q - r->runs, NULL, &c->diff, c->ci) != PQ_OK)
                 c->diff = j->sr - q->sr, c->ci[0] = c->ci[1] = NAN;
         }
     }
-    pq_ctx_free(quiet);
     return v;
 }
 
@@ -575,7 +572,13 @@ static void chart_ranking(sbuf *b, const pq_sweep_results *r) {
     free(v);
 }
 
-static void tables(sbuf *b, const pq_sweep_results *r, const int *on) {
+/* "</td><td>" and v in a new cell. */
+static void sb_cell_num(sbuf *b, double v, const char *fmt) {
+    sb_printf(b, "</td><td>");
+    sb_num(b, v, fmt);
+}
+
+static void runs_table(sbuf *b, const pq_sweep_results *r, const int *on) {
     sb_printf(b,
               "<h2>Runs</h2>\n<table id=\"runs\"><tr><th>hash</th><th>recipe</th><th>status</th><th>TCr</th>"
               "<th>ACr</th><th>bpw</th><th>bytes</th><th>Sr [95%% interval]</th><th>SrCr</th><th>Sr&middot;TCr</th>"
@@ -594,83 +597,93 @@ static void tables(sbuf *b, const pq_sweep_results *r, const int *on) {
             sb_printf(b, ": ");
             sb_esc(b, c->error);
         }
-        sb_printf(b, "</td><td>");
-        sb_num(b, c->tcr, "%.4f");
-        sb_printf(b, "</td><td>");
-        sb_num(b, c->acr, "%.4f");
-        sb_printf(b, "</td><td>");
-        sb_num(b, c->bpw, "%.3f");
-        sb_printf(b, "</td><td>%lld</td><td>", (long long)c->bytes);
-        sb_num(b, c->sr, "%.4f");
+        sb_cell_num(b, c->tcr, "%.4f");
+        sb_cell_num(b, c->acr, "%.4f");
+        sb_cell_num(b, c->bpw, "%.3f");
+        sb_printf(b, "</td><td>%lld", (long long)c->bytes);
+        sb_cell_num(b, c->sr, "%.4f");
         if (isfinite(c->sr_ci[0])) sb_printf(b, " [%.4f, %.4f]", c->sr_ci[0], c->sr_ci[1]);
-        sb_printf(b, "</td><td>");
-        sb_num(b, c->srcr, "%.4f");
-        sb_printf(b, "</td><td>");
-        sb_num(b, c->sr * c->tcr, "%.4f");
-        sb_printf(b, "</td><td>");
-        sb_num(b, c->seconds, "%.1f");
+        sb_cell_num(b, c->srcr, "%.4f");
+        sb_cell_num(b, c->sr * c->tcr, "%.4f");
+        sb_cell_num(b, c->seconds, "%.1f");
         sb_printf(b, "</td><td>%s</td></tr>\n", on[i] ? "yes" : "");
     }
     sb_printf(b, "</table>\n");
-    /* per-task tables: one per task, base first */
+}
+
+/* Every task of the runs, base first, in order of appearance (*nt set; malloc'ed). */
+static char (*task_names(const pq_sweep_results *r, int64_t *nt))[96] {
     const pq_sweep_run *ref = r->has_base ? &r->base : NULL;
     char(*tasks)[96] = NULL;
-    int64_t nt = 0, cap = 0;
+    int64_t cap = 0;
+    *nt = 0;
     for (int64_t i = -1; i < r->n; i++) {
         const pq_sweep_run *c = i < 0 ? ref : &r->runs[i];
         for (int64_t s = 0; c && s < c->n_scores; s++) {
             int found = 0;
-            for (int64_t t = 0; t < nt && !found; t++)
+            for (int64_t t = 0; t < *nt && !found; t++)
                 found = !strcmp(tasks[t], c->scores[s].task);
             if (found) continue;
-            if (nt == cap) {
+            if (*nt == cap) {
                 cap = cap ? 2 * cap : 8;
                 char(*q)[96] = realloc(tasks, (size_t)cap * sizeof *tasks);
                 if (!q) {
-                    b->oom = 1;
                     free(tasks);
-                    return;
+                    *nt = -1;
+                    return NULL;
                 }
                 tasks = q;
             }
-            memcpy(tasks[nt++], c->scores[s].task, 96);
+            memcpy(tasks[(*nt)++], c->scores[s].task, 96);
         }
+    }
+    return tasks;
+}
+
+/* One task's table: every run's score of it, base first. */
+static void task_table(sbuf *b, const pq_sweep_results *r, const char *task) {
+    const pq_sweep_run *ref = r->has_base ? &r->base : NULL;
+    sb_printf(b, "<h3>");
+    sb_esc(b, task);
+    sb_printf(b, "</h3>\n<table class=\"task\"><tr><th>config</th><th>metric</th><th>score</th><th>stderr</th>"
+                 "<th>base</th><th>retention [95%% interval]</th></tr>\n");
+    for (int64_t i = -1; i < r->n; i++) {
+        const pq_sweep_run *c = i < 0 ? ref : &r->runs[i];
+        for (int64_t s = 0; c && s < c->n_scores; s++) {
+            const pq_sweep_score *sc = &c->scores[s];
+            if (strcmp(sc->task, task)) continue;
+            sb_printf(b, "<tr><td><code>%s</code></td><td>", c->hash);
+            sb_esc(b, sc->metric);
+            sb_cell_num(b, sc->score, "%.4f");
+            sb_cell_num(b, sc->se, "%.4f");
+            sb_cell_num(b, sc->base_score, "%.4f");
+            sb_cell_num(b, sc->retention, "%.4f");
+            if (isfinite(sc->retention_ci[0]))
+                sb_printf(b, " [%.4f, %.4f]", sc->retention_ci[0], sc->retention_ci[1]);
+            sb_printf(b, "</td></tr>\n");
+        }
+    }
+    sb_printf(b, "</table>\n");
+}
+
+static void tables(sbuf *b, const pq_sweep_results *r, const int *on) {
+    runs_table(b, r, on);
+    int64_t nt = 0;
+    char(*tasks)[96] = task_names(r, &nt);
+    if (nt < 0) {
+        b->oom = 1;
+        return;
     }
     sb_printf(b, "<h2>Per-task results</h2>\n");
-    for (int64_t t = 0; t < nt; t++) {
-        sb_printf(b, "<h3>");
-        sb_esc(b, tasks[t]);
-        sb_printf(b, "</h3>\n<table class=\"task\"><tr><th>config</th><th>metric</th><th>score</th><th>stderr</th>"
-                     "<th>base</th><th>retention [95%% interval]</th></tr>\n");
-        for (int64_t i = -1; i < r->n; i++) {
-            const pq_sweep_run *c = i < 0 ? ref : &r->runs[i];
-            for (int64_t s = 0; c && s < c->n_scores; s++) {
-                const pq_sweep_score *sc = &c->scores[s];
-                if (strcmp(sc->task, tasks[t])) continue;
-                sb_printf(b, "<tr><td><code>%s</code></td><td>", c->hash);
-                sb_esc(b, sc->metric);
-                sb_printf(b, "</td><td>");
-                sb_num(b, sc->score, "%.4f");
-                sb_printf(b, "</td><td>");
-                sb_num(b, sc->se, "%.4f");
-                sb_printf(b, "</td><td>");
-                sb_num(b, sc->base_score, "%.4f");
-                sb_printf(b, "</td><td>");
-                sb_num(b, sc->retention, "%.4f");
-                if (isfinite(sc->retention_ci[0]))
-                    sb_printf(b, " [%.4f, %.4f]", sc->retention_ci[0], sc->retention_ci[1]);
-                sb_printf(b, "</td></tr>\n");
-            }
-        }
-        sb_printf(b, "</table>\n");
-    }
+    for (int64_t t = 0; t < nt; t++)
+        task_table(b, r, tasks[t]);
     free(tasks);
 }
 
 pq_status pq_sweep_report_html(pq_ctx *ctx, const pq_sweep_results *r, const char *path) {
     sbuf b = {0};
-    int *on = calloc((size_t)(r->n ? r->n : 1), sizeof *on);
-    if (!on) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+    int *on = pq__calloc(ctx, (size_t)(r->n ? r->n : 1), sizeof *on, "the Pareto flags of the runs");
+    if (!on) return ctx->status;
     pq_sweep_pareto(r, on);
     int64_t n_done = 0;
     for (int64_t i = 0; i < r->n; i++)
@@ -724,7 +737,8 @@ pq_status pq_sweep_report_html(pq_ctx *ctx, const pq_sweep_results *r, const cha
     free(on);
     if (b.oom) {
         free(b.p);
-        return pq__fail(ctx, PQ_ERR_NOMEM, "report: out of memory");
+        return pq__fail(ctx, PQ_ERR_NOMEM, "report: out of memory growing the HTML of %s beyond %zu bytes", path,
+                        b.cap);
     }
     pq__atomic a;
     /* open and commit clean up after themselves on failure; a failed write needs abort */
@@ -752,30 +766,29 @@ typedef struct {
     const char *task, *metric;
 } column;
 
-char *pq_sweep_report_text(const pq_sweep_results *r) {
-    sbuf b = {0};
-    double tcr[256];
-    const int ng = tcr_groups(r, tcr, 256);
-    pq_sweep_run **v = malloc((size_t)(r->n ? r->n : 1) * sizeof *v);
-    column col[32];
+/* Every (task, metric) of the runs, base first, in order of appearance; at most max. */
+static int text_columns(const pq_sweep_results *r, column *col, int max) {
     int nc = 0;
-    if (!v) return NULL;
     for (int64_t i = -1; i < r->n; i++) {
         const pq_sweep_run *c = i < 0 ? (r->has_base ? &r->base : NULL) : &r->runs[i];
-        for (int64_t s = 0; c && s < c->n_scores && nc < 32; s++) {
+        for (int64_t s = 0; c && s < c->n_scores && nc < max; s++) {
             int found = 0;
             for (int k = 0; k < nc && !found; k++)
                 found = !strcmp(col[k].task, c->scores[s].task) && !strcmp(col[k].metric, c->scores[s].metric);
             if (!found) col[nc++] = (column){c->scores[s].task, c->scores[s].metric};
         }
     }
-    sb_printf(&b,
+    return nc;
+}
+
+static void text_header(sbuf *b, const pq_sweep_results *r, const column *col, int nc) {
+    sb_printf(b,
               "iso-TCr table: Sr = mean retention over the tasks (%s); per task: retention [95%% interval], or the "
               "raw value "
               "where there is none (kld mean, same-top rate)\n",
               r->tasks ? r->tasks : "?");
-    if (r->protocol) sb_printf(&b, "protocol: %s\n", r->protocol);
-    sb_printf(&b, "%-7s %-6s %-44s %7s %-17s %7s %7s %6s", "TCr", "kind", "config", "Sr", "Sr 95% interval", "SrCr",
+    if (r->protocol) sb_printf(b, "protocol: %s\n", r->protocol);
+    sb_printf(b, "%-7s %-6s %-44s %7s %-17s %7s %7s %6s", "TCr", "kind", "config", "Sr", "Sr 95% interval", "SrCr",
               "ACr", "bpw");
     for (int k = 0; k < nc; k++) { /* "ppl:/a/b/heldout.txt" -> "ppl:heldout.txt" */
         const char *t = col[k].task, *colon = strchr(t, ':'), *slash = strrchr(t, '/');
@@ -784,72 +797,92 @@ char *pq_sweep_report_text(const pq_sweep_results *r) {
             snprintf(h, sizeof h, "%.*s:%s", (int)(colon - t), t, slash + 1);
         else
             snprintf(h, sizeof h, "%s", t);
-        sb_printf(&b, "  %-24.24s", h);
+        sb_printf(b, "  %-24.24s", h);
     }
-    sb_printf(&b, "\n");
-    for (int g = 0; g < ng; g++) {
+    sb_printf(b, "\n");
+}
+
+/* One row of the table: run c at TCr tcr, with its cell per column. */
+static void text_row(sbuf *b, double tcr, const pq_sweep_run *c, const column *col, int nc) {
+    char lab[512];
+    label(c, lab, sizeof lab);
+    char ci[48] = "-";
+    if (isfinite(c->sr_ci[0])) snprintf(ci, sizeof ci, "[%.4f, %.4f]", c->sr_ci[0], c->sr_ci[1]);
+    sb_printf(b, "%-7.4f %-6s %-44.44s %7.4f %-17s %7.4f %7.4f %6.3f", tcr, kind(c), lab, c->sr, ci, c->srcr, c->acr,
+              c->bpw);
+    for (int k = 0; k < nc; k++) {
+        char cell[64] = "-";
+        for (int64_t s = 0; s < c->n_scores; s++) {
+            const pq_sweep_score *sc = &c->scores[s];
+            if (strcmp(sc->task, col[k].task) || strcmp(sc->metric, col[k].metric)) continue;
+            if (isfinite(sc->retention) && isfinite(sc->retention_ci[0]))
+                snprintf(cell, sizeof cell, "%.4f [%.3f,%.3f]", sc->retention, sc->retention_ci[0],
+                         sc->retention_ci[1]);
+            else
+                snprintf(cell, sizeof cell, "%.4f", isfinite(sc->retention) ? sc->retention : sc->score);
+        }
+        sb_printf(b, "  %-24s", cell);
+    }
+    sb_printf(b, "\n");
+}
+
+/* The joint vs quantization-only comparisons, at equal TCr (by = 0) and at equal bytes (1). */
+static void text_comparisons(sbuf *b, const pq_sweep_results *r, const double *tcr, int ng, const comparison *cmp,
+                             int64_t nc2, int by) {
+    sb_printf(b,
+              by ? "\njoint vs quantization only at equal real bytes (best Sr of each per %.2f-bpw bucket):\n"
+                 : "\njoint vs quantization only (best Sr of each at every TCr):\n",
+              BPW_BUCKET);
+    for (int g = 0; !by && g < ng; g++) { /* a TCr with one kind only says so */
+        const pq_sweep_run *j = best_of(r, tcr[g], "joint"), *q = best_of(r, tcr[g], "quant");
+        char l1[512];
+        if ((j != NULL) == (q != NULL)) continue;
+        label(j ? j : q, l1, sizeof l1);
+        sb_printf(b, "  TCr %.4f: only %s runs (best Sr %.4f, %s)\n", tcr[g], j ? "joint" : "quantization",
+                  j ? j->sr : q->sr, l1);
+    }
+    int64_t shown = 0;
+    for (int64_t i = 0; cmp && i < nc2; i++)
+        shown += cmp[i].by_bpw == by;
+    if (by && !shown) sb_printf(b, "  no bucket holds both a joint and a quantization-only run\n");
+    for (int64_t i = 0; cmp && i < nc2; i++) {
+        const comparison *c = &cmp[i];
+        if (c->by_bpw != by) continue;
+        char lj[512], lq[512], vd[160];
+        comparison_text(c, lj, lq, vd);
+        if (by)
+            sb_printf(b, "  bpw %.2f-%.2f: joint %.4f (%s, %.3f bpw) vs quantization only %.4f (%s, %.3f bpw): %s\n",
+                      c->at, c->at + BPW_BUCKET, c->joint->sr, lj, c->joint->bpw, c->quant->sr, lq, c->quant->bpw,
+                      vd);
+        else
+            sb_printf(b, "  TCr %.4f: joint %.4f (%s) vs quantization only %.4f (%s): %s\n", c->at, c->joint->sr, lj,
+                      c->quant->sr, lq, vd);
+    }
+}
+
+char *pq_sweep_report_text(const pq_sweep_results *r) {
+    sbuf b = {0};
+    double tcr[256];
+    const int ng = tcr_groups(r, tcr, 256);
+    pq_sweep_run **v = malloc((size_t)(r->n ? r->n : 1) * sizeof *v);
+    if (!v) return NULL;
+    column col[32];
+    const int nc = text_columns(r, col, 32);
+    text_header(&b, r, col, nc);
+    for (int g = 0; g < ng; g++) { /* each TCr, best Sr first */
         int64_t n = 0;
         for (int64_t i = 0; i < r->n; i++)
             if (done(&r->runs[i]) && fabs(r->runs[i].tcr - tcr[g]) <= 1e-9) v[n++] = &r->runs[i];
         qsort(v, (size_t)n, sizeof *v, cmp_run_sr_desc);
-        for (int64_t i = 0; i < n; i++) {
-            char lab[512];
-            label(v[i], lab, sizeof lab);
-            char ci[48] = "-";
-            if (isfinite(v[i]->sr_ci[0])) snprintf(ci, sizeof ci, "[%.4f, %.4f]", v[i]->sr_ci[0], v[i]->sr_ci[1]);
-            sb_printf(&b, "%-7.4f %-6s %-44.44s %7.4f %-17s %7.4f %7.4f %6.3f", tcr[g], kind(v[i]), lab, v[i]->sr, ci,
-                      v[i]->srcr, v[i]->acr, v[i]->bpw);
-            for (int k = 0; k < nc; k++) {
-                char cell[64] = "-";
-                for (int64_t s = 0; s < v[i]->n_scores; s++) {
-                    const pq_sweep_score *sc = &v[i]->scores[s];
-                    if (strcmp(sc->task, col[k].task) || strcmp(sc->metric, col[k].metric)) continue;
-                    if (isfinite(sc->retention) && isfinite(sc->retention_ci[0]))
-                        snprintf(cell, sizeof cell, "%.4f [%.3f,%.3f]", sc->retention, sc->retention_ci[0],
-                                 sc->retention_ci[1]);
-                    else
-                        snprintf(cell, sizeof cell, "%.4f", isfinite(sc->retention) ? sc->retention : sc->score);
-                }
-                sb_printf(&b, "  %-24s", cell);
-            }
-            sb_printf(&b, "\n");
-        }
+        for (int64_t i = 0; i < n; i++)
+            text_row(&b, tcr[g], v[i], col, nc);
     }
     int64_t nc2 = 0;
     comparison *cmp = comparisons(r, &nc2);
     char method[200];
     pq_bootstrap_describe(NULL, method, sizeof method);
-    for (int by = 0; by < 2; by++) {
-        sb_printf(&b,
-                  by ? "\njoint vs quantization only at equal real bytes (best Sr of each per %.2f-bpw bucket):\n"
-                     : "\njoint vs quantization only (best Sr of each at every TCr):\n",
-                  BPW_BUCKET);
-        for (int g = 0; !by && g < ng; g++) { /* a TCr with one kind only says so */
-            const pq_sweep_run *j = best_of(r, tcr[g], "joint"), *q = best_of(r, tcr[g], "quant");
-            char l1[512];
-            if ((j != NULL) == (q != NULL)) continue;
-            label(j ? j : q, l1, sizeof l1);
-            sb_printf(&b, "  TCr %.4f: only %s runs (best Sr %.4f, %s)\n", tcr[g], j ? "joint" : "quantization",
-                      j ? j->sr : q->sr, l1);
-        }
-        int64_t shown = 0;
-        for (int64_t i = 0; cmp && i < nc2; i++)
-            shown += cmp[i].by_bpw == by;
-        if (by && !shown) sb_printf(&b, "  no bucket holds both a joint and a quantization-only run\n");
-        for (int64_t i = 0; cmp && i < nc2; i++) {
-            const comparison *c = &cmp[i];
-            if (c->by_bpw != by) continue;
-            char lj[512], lq[512], vd[160];
-            comparison_text(c, lj, lq, vd);
-            if (by)
-                sb_printf(
-                    &b, "  bpw %.2f-%.2f: joint %.4f (%s, %.3f bpw) vs quantization only %.4f (%s, %.3f bpw): %s\n",
-                    c->at, c->at + BPW_BUCKET, c->joint->sr, lj, c->joint->bpw, c->quant->sr, lq, c->quant->bpw, vd);
-            else
-                sb_printf(&b, "  TCr %.4f: joint %.4f (%s) vs quantization only %.4f (%s): %s\n", c->at, c->joint->sr,
-                          lj, c->quant->sr, lq, vd);
-        }
-    }
+    for (int by = 0; by < 2; by++)
+        text_comparisons(&b, r, tcr, ng, cmp, nc2, by);
     sb_printf(&b, "intervals: %s; a difference whose interval covers 0 is not distinguishable from noise\n", method);
     free(cmp);
     free(v);
@@ -881,10 +914,7 @@ static cJSON *run_json(const pq_sweep_run *c) {
     for (int64_t i = 0; t && i < c->n_scores; i++) {
         const pq_sweep_score *sc = &c->scores[i];
         cJSON *e = cJSON_CreateObject();
-        cJSON_AddStringToObject(e, "metric", sc->metric);
-        pq__json_add_num(e, "score", sc->score);
-        pq__json_add_num(e, "base_score", sc->base_score);
-        pq__json_add_num(e, "retention", sc->retention);
+        pq__sweep_score_json(e, sc);
         pq__json_add_interval(e, "retention_ci", sc->retention_ci);
         cJSON_AddNumberToObject(e, "units", (double)sc->units.n);
         cJSON_AddItemToObject(t, sc->task, e);

@@ -5,25 +5,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common/common.h"
 #include "prunequant-eval.h"
 #include "prunequant-pipeline.h"
 #include "prunequant-sweep.h"
+#include "sweep/sweep_mpi.h"
 
 pq_sweep_params pq_sweep_params_default(void) {
     pq_sweep_params p;
     memset(&p, 0, sizeof p);
     p.calib = pq_sweep_calib_default();
     return p;
-}
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 /* sc holds rep->n_tasks + 2 entries: the tasks, then the KLD (mean and same-top rate, no
@@ -78,51 +72,48 @@ static pq_status check_meta(pq_ctx *ctx, pq_sweep_db *db, const char *key, const
     return st;
 }
 
-static pq_status eval_base(pq_ctx *ctx, const pq_sweep_params *p, const pq_model *base, const pq_eval_params *ep,
-                           pq_sweep_db *db) {
-    char status[12];
-    pq_status st = pq_sweep_db_status(ctx, db, "base", status);
-    if (st != PQ_OK || !strcmp(status, "done")) return st;
-    pq__log(ctx, PQ_LOG_INFO, "sweep: evaluating the base model on %s", p->tasks);
-    double t0 = now();
-    pq_eval_report *rep = NULL;
-    pq_compress_info ci = pq_compress_info_default();
-    ci.sparsity = 0;
-    ci.bits = 16;
-    /* kld tasks compare a model with the base: nothing to measure for the base itself */
-    char *tasks = strdup(p->tasks), *out = tasks ? calloc(1, strlen(p->tasks) + 1) : NULL;
-    if (!out) {
-        free(tasks);
-        return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
-    }
+/* The task list of the base model: kld tasks compare a model with the base, so there is
+ * nothing to measure for the base itself. */
+static pq_status base_tasks(pq_ctx *ctx, const char *tasks, pq__buf *out) {
+    char *list = pq__strdup(ctx, tasks, "the task list");
+    if (!list) return ctx->status;
+    pq_status st = PQ_OK;
     char *save = NULL;
-    for (char *t = strtok_r(tasks, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    for (char *t = strtok_r(list, ",", &save); t && st == PQ_OK; t = strtok_r(NULL, ",", &save)) {
         while (*t == ' ')
             t++;
         if (!*t || !strncmp(t, "kld:", 4)) continue;
-        if (*out) strcat(out, ",");
-        strcat(out, t);
+        st = pq__buf_printf(ctx, out, "the base model's task list", "%s%s", out->len ? "," : "", t);
     }
-    free(tasks);
-    st = *out ? pq_eval_run(ctx, base, p->model_path, NULL, NULL, out, ep, &ci, &rep)
-              : pq__fail(ctx, PQ_ERR_INVALID, "sweep: --tasks has no task besides kld (Sr needs at least one)");
-    free(out);
-    if (st != PQ_OK) return st;
+    free(list);
+    return st;
+}
+
+/* The protocol of every number goes with the numbers. */
+static pq_status base_protocol(pq_ctx *ctx, const pq_sweep_params *p, const pq_model *base, const pq_eval_report *rep,
+                               pq__buf *proto) {
+    const char *what = "the sweep protocol";
+    pq_status st =
+        pq__buf_printf(ctx, proto, what, "limit %lld; calibration %lld windows x %lld tokens, seed %llu",
+                       (long long)p->limit, (long long)p->calib.nsamples,
+                       (long long)(p->calib.seqlen > 0 ? p->calib.seqlen : pq_compress_default_seqlen(base)),
+                       (unsigned long long)p->calib.seed);
+    for (int64_t i = 0; i < rep->n_tasks && st == PQ_OK; i++)
+        st = pq__buf_printf(ctx, proto, what, "; %s: %s", rep->tasks[i].name, rep->tasks[i].protocol);
+    return st;
+}
+
+/* Stores the base model's scores and the protocol (row "base"). */
+static pq_status store_base(pq_ctx *ctx, const pq_sweep_params *p, const pq_model *base, pq_eval_report *rep,
+                            double seconds, pq_sweep_db *db) {
     pq_sweep_score *sc = pq__calloc(ctx, (size_t)(rep->n_tasks + 2), sizeof *sc, "scores");
-    /* the protocol of every number goes with the numbers */
-    size_t cap = 256 + (size_t)rep->n_tasks * 420;
-    char *proto = sc ? pq__malloc(ctx, cap, "protocol") : NULL;
-    if (!sc || !proto) {
+    if (!sc) return ctx->status;
+    pq__buf proto = {0};
+    pq_status st = base_protocol(ctx, p, base, rep, &proto);
+    if (st != PQ_OK) {
         free(sc);
-        pq_eval_report_free(rep);
-        return ctx->status;
+        return st;
     }
-    size_t n = (size_t)snprintf(proto, cap, "limit %lld; calibration %lld windows x %lld tokens, seed %llu",
-                                (long long)p->limit, (long long)p->calib.nsamples,
-                                (long long)(p->calib.seqlen > 0 ? p->calib.seqlen : pq_compress_default_seqlen(base)),
-                                (unsigned long long)p->calib.seed);
-    for (int64_t i = 0; i < rep->n_tasks && n < cap; i++)
-        n += (size_t)snprintf(proto + n, cap - n, "; %s: %s", rep->tasks[i].name, rep->tasks[i].protocol);
     pq_sweep_run run;
     memset(&run, 0, sizeof run);
     snprintf(run.hash, sizeof run.hash, "base");
@@ -133,12 +124,34 @@ static pq_status eval_base(pq_ctx *ctx, const pq_sweep_params *p, const pq_model
     run.srcr = 1;
     run.acr = 0;
     run.bpw = 16;
-    run.seconds = now() - t0;
+    run.seconds = seconds;
     fill_scores(&run, rep, sc, 1);
-    st = pq_sweep_db_meta_set(ctx, db, "protocol", proto);
+    st = pq_sweep_db_meta_set(ctx, db, "protocol", proto.data);
     if (st == PQ_OK) st = pq_sweep_db_put(ctx, db, &run);
-    free(proto);
+    pq__buf_free(&proto);
     pq_sweep_scores_free(sc, run.n_scores);
+    return st;
+}
+
+static pq_status eval_base(pq_ctx *ctx, const pq_sweep_params *p, const pq_model *base, const pq_eval_params *ep,
+                           pq_sweep_db *db) {
+    char status[12];
+    pq_status st = pq_sweep_db_status(ctx, db, "base", status);
+    if (st != PQ_OK || !strcmp(status, "done")) return st;
+    pq__log(ctx, PQ_LOG_INFO, "sweep: evaluating the base model on %s", p->tasks);
+    double t0 = pq__now();
+    pq_eval_report *rep = NULL;
+    pq_compress_info ci = pq_compress_info_default();
+    ci.sparsity = 0;
+    ci.bits = 16;
+    pq__buf tasks = {0};
+    st = base_tasks(ctx, p->tasks, &tasks);
+    if (st == PQ_OK)
+        st = tasks.len
+                 ? pq_eval_run(ctx, base, p->model_path, NULL, NULL, tasks.data, ep, &ci, &rep)
+                 : pq__fail(ctx, PQ_ERR_INVALID, "sweep: --tasks has no task besides kld (Sr needs at least one)");
+    pq__buf_free(&tasks);
+    if (st == PQ_OK) st = store_base(ctx, p, base, rep, pq__now() - t0, db);
     pq_eval_report_free(rep);
     return st;
 }
@@ -154,20 +167,19 @@ static pq_status run_one(pq_ctx *ctx, const pq_sweep_params *p, const pq_model *
     cp.seed = p->calib.seed;
     cp.calib_name = p->calib_path;
     /* the per-linear report goes with the run (the report's heat map) */
-    char *layers_path = malloc(strlen(dir) + 16);
-    if (!layers_path) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
-    sprintf(layers_path, "%s.layers.jsonl", dir);
-    cp.report = layers_path;
-    pq_status st = pq_compress_model(ctx, base, ids, n_ids, &cp, dir);
+    pq__buf lpath = {0};
+    pq_status st = pq__buf_printf(ctx, &lpath, "the path of the per-linear report", "%s.layers.jsonl", dir);
+    if (st != PQ_OK) return st;
+    cp.report = lpath.data;
+    st = pq_compress_model(ctx, base, ids, n_ids, &cp, dir);
     if (st == PQ_OK) {
         size_t n = 0;
-        pq_ctx *quiet = pq_ctx_new(); /* a run without its layer table is still a run */
-        if (quiet && pq__read_text(quiet, layers_path, (size_t)1 << 26, &run->layers, &n) != PQ_OK)
-            run->layers = NULL;
-        pq_ctx_free(quiet);
+        pq_ctx quiet; /* a run without its layer table is still a run */
+        pq__quiet_begin(ctx, &quiet);
+        if (pq__read_text(&quiet, lpath.data, (size_t)1 << 26, &run->layers, &n) != PQ_OK) run->layers = NULL;
     }
-    unlink(layers_path);
-    free(layers_path);
+    unlink(lpath.data);
+    pq__buf_free(&lpath);
     if (st != PQ_OK) return st;
     pq_load_params lp = pq_load_params_default();
     lp.tokenizer_path = p->tokenizer_path;
@@ -222,200 +234,51 @@ static int stopped(const pq_sweep_params *p) {
     return p->stop && p->stop(p->stop_user);
 }
 
-#ifdef PQ_HAVE_MPI
-/* ---------------------------------------------------------------- MPI
- * Configs still to do are dealt round-robin over the ranks; every rank loads the model and
- * evaluates its own configs (its base results come from its own eval cache); rank 0 alone
- * touches the database: it stores its own runs and the ones the other ranks send (one JSON
- * message per config dealt to them: a result, or "cancelled" when they were stopped). */
-#include <cjson/cJSON.h>
-#include <mpi.h>
-
-#include "common/json.h"
-#include "eval/units.h"
-
-enum { TAG_RESULT = 7301 };
-
-static void mpi_world(int *rank, int *size) {
-    int init = 0, fin = 0;
-    *rank = 0;
-    *size = 1;
-    MPI_Initialized(&init);
-    MPI_Finalized(&fin);
-    if (!init || fin) return;
-    MPI_Comm_rank(MPI_COMM_WORLD, rank);
-    MPI_Comm_size(MPI_COMM_WORLD, size);
-}
-
-static void add_num(cJSON *o, const char *k, double v) {
-    pq__json_add_num(o, k, v); /* exact: rank 0 stores what the other ranks computed */
-}
-
-static double get_num(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
-}
-
-/* Sends the outcome of config i to rank 0 (status "done", "failed" or "cancelled"). */
-static void mpi_send_run(int64_t i, const pq_sweep_run *run, const char *status) {
-    cJSON *o = cJSON_CreateObject();
-    char *txt = NULL;
-    if (o) {
-        cJSON_AddNumberToObject(o, "i", (double)i);
-        cJSON_AddStringToObject(o, "status", status);
-        add_num(o, "acr", run ? run->acr : NAN);
-        add_num(o, "bpw", run ? run->bpw : NAN);
-        add_num(o, "bytes", run ? (double)run->bytes : 0);
-        add_num(o, "sr", run ? run->sr : NAN);
-        add_num(o, "srcr", run ? run->srcr : NAN);
-        add_num(o, "seconds", run ? run->seconds : NAN);
-        if (run && run->error) cJSON_AddStringToObject(o, "error", run->error);
-        if (run && run->layers) cJSON_AddStringToObject(o, "layers", run->layers);
-        cJSON *a = cJSON_AddArrayToObject(o, "scores");
-        for (int64_t k = 0; run && a && k < run->n_scores; k++) {
-            const pq_sweep_score *c = &run->scores[k];
-            cJSON *e = cJSON_CreateObject();
-            cJSON_AddStringToObject(e, "task", c->task);
-            cJSON_AddStringToObject(e, "metric", c->metric);
-            add_num(e, "score", c->score);
-            add_num(e, "se", c->se);
-            add_num(e, "base", c->base_score);
-            add_num(e, "retention", c->retention);
-            cJSON_AddNumberToObject(e, "higher", c->higher_is_better);
-            pq__units_to_json(e, &c->units);
-            cJSON_AddItemToArray(a, e);
-        }
-        txt = cJSON_PrintUnformatted(o);
-        cJSON_Delete(o);
-    }
-    /* rank 0 counts messages: even out of memory, one (a bare "cancelled") must go */
-    char fallback[64];
-    if (!txt) snprintf(fallback, sizeof fallback, "{\"i\":%lld,\"status\":\"cancelled\"}", (long long)i);
-    const char *m = txt ? txt : fallback;
-    MPI_Send(m, (int)strlen(m) + 1, MPI_CHAR, 0, TAG_RESULT, MPI_COMM_WORLD);
-    free(txt);
-}
-
-/* Rank 0: receives one message (blocking) and stores it. */
-static pq_status mpi_recv_run(pq_ctx *ctx, const pq_sweep_grid *grid, pq_sweep_db *db, int64_t *n_done,
-                              int64_t *n_failed) {
-    MPI_Status ms;
-    int len = 0;
-    MPI_Probe(MPI_ANY_SOURCE, TAG_RESULT, MPI_COMM_WORLD, &ms);
-    MPI_Get_count(&ms, MPI_CHAR, &len);
-    char *buf = malloc((size_t)len + 1);
-    if (!buf) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
-    MPI_Recv(buf, len, MPI_CHAR, ms.MPI_SOURCE, TAG_RESULT, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-    buf[len] = 0;
-    cJSON *o = cJSON_Parse(buf);
-    free(buf);
-    double di = get_num(o, "i");
-    const cJSON *stj = cJSON_GetObjectItemCaseSensitive(o, "status");
-    if (!o || !(di >= 0 && di < (double)grid->n) || !cJSON_IsString(stj)) {
-        cJSON_Delete(o);
-        return pq__fail(ctx, PQ_ERR_INTERNAL, "sweep: malformed result from rank %d", ms.MPI_SOURCE);
-    }
-    const pq_sweep_config *c = &grid->configs[(int64_t)di];
-    pq_status st;
-    if (!strcmp(stj->valuestring, "cancelled")) {
-        st = pq_sweep_db_delete(ctx, db, c->hash);
-        cJSON_Delete(o);
-        return st;
-    }
-    pq_sweep_run run;
-    memset(&run, 0, sizeof run);
-    snprintf(run.hash, sizeof run.hash, "%s", c->hash);
-    snprintf(run.status, sizeof run.status, "%s", stj->valuestring);
-    run.recipe = c->recipe;
-    run.sparsity = c->sparsity;
-    run.bits = c->bits;
-    run.tcr = c->tcr;
-    run.acr = get_num(o, "acr");
-    run.bpw = get_num(o, "bpw");
-    double b = get_num(o, "bytes");
-    run.bytes = isfinite(b) ? (int64_t)b : 0;
-    run.sr = get_num(o, "sr");
-    run.srcr = get_num(o, "srcr");
-    run.seconds = get_num(o, "seconds");
-    const cJSON *err = cJSON_GetObjectItemCaseSensitive(o, "error");
-    run.error = cJSON_IsString(err) ? err->valuestring : NULL;
-    const cJSON *lay = cJSON_GetObjectItemCaseSensitive(o, "layers");
-    run.layers = cJSON_IsString(lay) ? lay->valuestring : NULL; /* borrowed from the message */
-    const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "scores");
-    int na = cJSON_GetArraySize(a);
-    run.scores = na ? calloc((size_t)na, sizeof *run.scores) : NULL;
-    if (na && !run.scores) {
-        cJSON_Delete(o);
-        return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
-    }
-    for (const cJSON *e = a ? a->child : NULL; e; e = e->next) {
-        pq_sweep_score *sc = &run.scores[run.n_scores++];
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(e, "task"),
-                    *mt = cJSON_GetObjectItemCaseSensitive(e, "metric");
-        snprintf(sc->task, sizeof sc->task, "%s", cJSON_IsString(t) ? t->valuestring : "?");
-        snprintf(sc->metric, sizeof sc->metric, "%s", cJSON_IsString(mt) ? mt->valuestring : "?");
-        sc->score = get_num(e, "score");
-        sc->se = get_num(e, "se");
-        sc->base_score = get_num(e, "base");
-        sc->retention = get_num(e, "retention");
-        const cJSON *hb = cJSON_GetObjectItemCaseSensitive(e, "higher");
-        sc->higher_is_better = cJSON_IsNumber(hb) ? hb->valueint : 1;
-        if (!pq__units_from_json(e, &sc->units)) memset(&sc->units, 0, sizeof sc->units);
-    }
-    st = pq_sweep_db_put(ctx, db, &run);
-    if (!strcmp(run.status, "done") || !strcmp(run.status, "undefined"))
-        (*n_done)++;
-    else
-        (*n_failed)++;
-    pq__log(ctx, PQ_LOG_INFO, "sweep: config %lld/%lld %s from rank %d: %s (Sr %.4f, SrCr %.4f)", (long long)(di + 1),
-            (long long)grid->n, c->hash, ms.MPI_SOURCE, run.status, run.sr, run.srcr);
-    pq_sweep_scores_free(run.scores, run.n_scores);
-    cJSON_Delete(o);
-    return st;
-}
-
-/* Every rank learns whether every rank is fine (1) after a step that may fail anywhere. */
-static int mpi_all_ok(pq_status st) {
-    int mine = st == PQ_OK, all = 0;
-    MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-    return all;
-}
-#endif
-
 /* Marks config c 'running' in the db: a crash leaves exactly such rows, which are not
  * 'done' and so are redone on resume. */
 static pq_status mark_running(pq_ctx *ctx, pq_sweep_db *db, const pq_sweep_config *c) {
     pq_sweep_run run;
-    memset(&run, 0, sizeof run);
-    snprintf(run.hash, sizeof run.hash, "%s", c->hash);
-    run.recipe = c->recipe;
-    run.sparsity = c->sparsity;
-    run.bits = c->bits;
-    run.tcr = c->tcr;
-    run.acr = run.bpw = run.sr = run.srcr = run.seconds = NAN;
+    pq__sweep_run_init(&run, c);
     snprintf(run.status, sizeof run.status, "running");
     return pq_sweep_db_put(ctx, db, &run);
 }
 
-pq_status pq_sweep_execute(pq_ctx *ctx, const pq_sweep_params *p, const pq_sweep_grid *grid, pq_sweep_db *db,
-                           int64_t *n_done, int64_t *n_failed) {
-    int64_t nd = 0, nf = 0;
-    if (n_done) *n_done = 0;
-    if (n_failed) *n_failed = 0;
-    int rank = 0, size = 1;
-#ifdef PQ_HAVE_MPI
-    mpi_world(&rank, &size);
-#endif
+/* What a sweep holds while it runs (the steps of pq_sweep_execute share it). */
+typedef struct sweep_state {
+    pq_ctx *ctx;
+    const pq_sweep_params *p;
+    const pq_sweep_grid *grid;
+    pq_sweep_db *db;
+    int rank, size; /* the transport's (sweep_mpi.h) */
+    pq_model *base;
+    int32_t *ids; /* [n_ids] the calibration text's tokens */
+    int64_t n_ids;
+    char *tmp, *cache; /* the private scratch folder and the eval cache in it */
+    pq_eval_params ep;
+    uint8_t *todo;    /* [grid->n] 1: to do; 2: done on this rank and sent to rank 0 */
+    int64_t nd, nf;   /* configs done, failed (rank 0: of every rank) */
+    int64_t expected; /* rank 0: messages the other ranks still owe */
+    int64_t ran;      /* configs run and stored here, for the ETA */
+    double t0;
+    int cancelled;
+} sweep_state;
+
+/* The request itself, before anything is read. */
+static pq_status check_request(pq_ctx *ctx, const pq_sweep_params *p, const pq_sweep_db *db, int rank) {
     if (!p->model_path || !p->calib_path || !p->tasks || !*p->tasks)
         return pq__fail(ctx, PQ_ERR_INVALID, "sweep: a model, a calibration file and a task list are needed");
     if (rank == 0 && !db) return pq__fail(ctx, PQ_ERR_INVALID, "sweep: no database");
     pq_eval_params chk = pq_eval_params_default();
     chk.data_dir = p->data_dir;
     chk.limit = p->limit;
-    pq_status st = pq_eval_tasks_check(ctx, p->tasks, &chk, 1);
-    if (st != PQ_OK) return st;
+    return pq_eval_tasks_check(ctx, p->tasks, &chk, 1);
+}
+
+/* Rank 0: the database is new, or (--resume) was made for the same experiment. */
+static pq_status check_db(pq_ctx *ctx, const pq_sweep_params *p, pq_sweep_db *db) {
+    pq_status st = PQ_OK;
     /* without --resume, an existing database is not silently extended or overwritten */
-    if (rank == 0 && !p->resume) {
+    if (!p->resume) {
         pq_sweep_results old;
         st = pq_sweep_db_load(ctx, db, &old);
         if (st == PQ_OK) {
@@ -433,28 +296,26 @@ pq_status pq_sweep_execute(pq_ctx *ctx, const pq_sweep_params *p, const pq_sweep
     const char *mk[4] = {"model", "calib", "tasks", "limit"};
     const char *mv[4] = {model_abs ? model_abs : p->model_path, calib_abs ? calib_abs : p->calib_path, p->tasks,
                          limit};
-    for (int k = 0; rank == 0 && k < 4 && st == PQ_OK; k++)
+    for (int k = 0; k < 4 && st == PQ_OK; k++)
         st = check_meta(ctx, db, mk[k], mv[k], p->resume);
     free(model_abs);
     free(calib_abs);
-#ifdef PQ_HAVE_MPI
-    if (size > 1 && !mpi_all_ok(st) && st == PQ_OK) st = pq__fail(ctx, PQ_ERR_INVALID, "sweep: rank 0 failed");
-#endif
-    if (st != PQ_OK) return st;
+    return st;
+}
 
+/* The base model, the calibration tokens, the scratch folder and the eval parameters. */
+static pq_status prepare(sweep_state *s) {
+    pq_ctx *ctx = s->ctx;
+    const pq_sweep_params *p = s->p;
     pq_load_params lp = pq_load_params_default();
     lp.tokenizer_path = p->tokenizer_path;
-    pq_model *base = NULL;
-    char *text = NULL, *tmp = NULL, *cache = NULL;
-    int32_t *ids = NULL;
-    int64_t n_ids = 0;
+    char *text = NULL;
     size_t len = 0;
-    uint8_t *todo = NULL;
-    st = pq_model_load(ctx, p->model_path, &lp, &base);
-    if (st == PQ_OK && !pq_model_tokenizer(base))
+    pq_status st = pq_model_load(ctx, p->model_path, &lp, &s->base);
+    if (st == PQ_OK && !pq_model_tokenizer(s->base))
         st = pq__fail(ctx, PQ_ERR_INVALID, "%s: the model has no tokenizer; pass --tokenizer FILE", p->model_path);
     if (st == PQ_OK) st = pq__read_text(ctx, p->calib_path, (size_t)1 << 31, &text, &len);
-    if (st == PQ_OK) st = pq_tokenize(ctx, pq_model_tokenizer(base), text, len, 1, &ids, &n_ids);
+    if (st == PQ_OK) st = pq_tokenize(ctx, pq_model_tokenizer(s->base), text, len, 1, &s->ids, &s->n_ids);
     free(text);
     /* one private scratch folder: temporary models and the base-result cache of pq_eval_run */
     if (st == PQ_OK) {
@@ -464,177 +325,213 @@ pq_status pq_sweep_execute(pq_ctx *ctx, const pq_sweep_params *p, const pq_sweep
          * siblings of dead processes) */
         char *root = pq__path_join(td && *td ? td : "/tmp", "pq-sweep");
         if (!root)
-            st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+            st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory allocating %zu bytes for the sweep's scratch folder path",
+                          strlen(td && *td ? td : "/tmp") + 10);
         else
-            st = pq__tmpdir_create(ctx, root, &tmp);
+            st = pq__tmpdir_create(ctx, root, &s->tmp);
         free(root);
     }
-    if (st == PQ_OK && !(cache = pq__path_join(tmp, "cache"))) st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
-    if (st == PQ_OK && mkdir(cache, 0755) != 0) st = pq__fail(ctx, PQ_ERR_IO, "%s: cannot create", cache);
+    if (st == PQ_OK && !(s->cache = pq__path_join(s->tmp, "cache")))
+        st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory allocating %zu bytes for the sweep's eval cache path",
+                      strlen(s->tmp) + 7);
+    if (st == PQ_OK && mkdir(s->cache, 0755) != 0) st = pq__fail(ctx, PQ_ERR_IO, "%s: cannot create", s->cache);
     if (st == PQ_OK && p->keep_models && !pq__is_dir(p->keep_models) && mkdir(p->keep_models, 0755) != 0 &&
         !pq__is_dir(p->keep_models))
         st = pq__fail(ctx, PQ_ERR_IO, "%s: cannot create the folder", p->keep_models);
-    pq_eval_params ep = pq_eval_params_default();
-    ep.data_dir = p->data_dir;
-    ep.limit = p->limit;
-    ep.cache_dir = cache;
-    if (st == PQ_OK && rank == 0) st = eval_base(ctx, p, base, &ep, db);
-    /* what is left to do (rank 0 reads it from the db; under MPI every rank gets it) */
-    if (st == PQ_OK && !(todo = pq__calloc(ctx, (size_t)(grid->n ? grid->n : 1), 1, "sweep"))) st = ctx->status;
-    for (int64_t i = 0; st == PQ_OK && rank == 0 && i < grid->n; i++) {
-        char status[12];
-        st = pq_sweep_db_status(ctx, db, grid->configs[i].hash, status);
-        todo[i] = strcmp(status, "done") != 0 && strcmp(status, "undefined") != 0;
-        if (!todo[i]) nd++;
-    }
-#ifdef PQ_HAVE_MPI
-    if (size > 1) {
-        if (!mpi_all_ok(st) && st == PQ_OK) st = pq__fail(ctx, PQ_ERR_INVALID, "sweep: another rank failed");
-        if (st == PQ_OK) MPI_Bcast(todo, (int)grid->n, MPI_UINT8_T, 0, MPI_COMM_WORLD);
-    }
-#endif
-    if (st == PQ_OK && nd) st = pq__progress(ctx, "sweep", nd, grid->n);
-    /* configs to do are dealt round-robin: the k-th one goes to rank k % size */
-    int64_t expected = 0, k = 0;
-    for (int64_t i = 0; i < grid->n; i++)
-        if (todo && todo[i]) expected += (k++ % size) != 0;
-    for (int64_t i = 0, kk = 0; st == PQ_OK && rank == 0 && size > 1 && i < grid->n; i++)
-        if (todo[i] && (kk++ % size) != 0) st = mark_running(ctx, db, &grid->configs[i]);
+    s->ep = pq_eval_params_default();
+    s->ep.data_dir = p->data_dir;
+    s->ep.limit = p->limit;
+    s->ep.cache_dir = s->cache;
+    return st;
+}
 
-    double t0 = now();
-    int64_t ran = 0, mine = -1;
-    int cancelled = 0;
-    for (int64_t i = 0; st == PQ_OK && i < grid->n; i++) {
-        const pq_sweep_config *c = &grid->configs[i];
-        if (!todo[i] || (++mine % size) != rank) continue;
-        if (cancelled || stopped(p)) {
-            cancelled = 1;
-#ifdef PQ_HAVE_MPI
-            if (rank != 0) {
-                mpi_send_run(i, NULL, "cancelled");
-                todo[i] = 2;
-                continue;
-            }
-#endif
-            st = pq__fail(ctx, PQ_ERR_CANCELLED, "sweep: interrupted");
-            break;
-        }
-        pq_sweep_run run;
-        char why[512];
-        memset(&run, 0, sizeof run);
-        snprintf(run.hash, sizeof run.hash, "%s", c->hash);
-        run.recipe = c->recipe;
-        run.sparsity = c->sparsity;
-        run.bits = c->bits;
-        run.tcr = c->tcr;
-        run.acr = run.bpw = run.sr = run.srcr = NAN;
-        if (rank == 0 && (st = mark_running(ctx, db, c)) != PQ_OK) break;
-        pq__log(ctx, PQ_LOG_INFO, "sweep: config %lld/%lld %s %s (TCr %.4f)%s", (long long)(i + 1),
-                (long long)grid->n, c->hash, c->recipe, c->tcr, size > 1 ? " on this rank" : "");
-        char *dir = pq__path_join(p->keep_models ? p->keep_models : tmp, c->hash);
-        if (!dir) {
-            st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
-            break;
-        }
-        double t1 = now();
-        pq_status rs = run_one(ctx, p, base, ids, n_ids, &ep, c, dir, &run);
-        run.seconds = now() - t1;
-        if (!p->keep_models) pq__rmtree(dir);
-        free(dir);
-        if (rs == PQ_ERR_CANCELLED || stopped(p)) {
-            pq_sweep_scores_free(run.scores, run.n_scores);
-            free(run.layers);
-            cancelled = 1;
-#ifdef PQ_HAVE_MPI
-            if (rank != 0) {
-                mpi_send_run(i, NULL, "cancelled");
-                todo[i] = 2;
-                continue;
-            }
-#endif
-            /* nothing half-done stays: the row goes, the config is redone on resume */
-            pq_sweep_db_delete(ctx, db, c->hash);
-            st = pq__fail(ctx, PQ_ERR_CANCELLED, "sweep: interrupted; config %s not stored", c->hash);
-            break;
-        }
-        if (rs != PQ_OK) {
-            pq_sweep_scores_free(run.scores, run.n_scores);
-            free(run.layers);
-            run.layers = NULL;
-            run.scores = NULL;
-            run.n_scores = 0;
-            snprintf(run.status, sizeof run.status, "failed");
-            run.error = (char *)pq_ctx_error(ctx);
-            pq__log(ctx, PQ_LOG_WARN, "sweep: config %s failed: %s", c->hash, run.error);
-            nf++;
-        } else if (!isfinite(run.sr)) {
-            /* finished, but no task gave a retention (e.g. a base score of 0): stored as
-             * "undefined" with the reason, never as a done run with a NaN Sr */
-            snprintf(run.status, sizeof run.status, "undefined");
-            undefined_reason(&run, why, sizeof why);
-            run.error = why;
-            pq__log(ctx, PQ_LOG_WARN, "sweep: config %s: Sr undefined: %s", c->hash, why);
-            nd++;
-        } else {
-            snprintf(run.status, sizeof run.status, "done");
-            nd++;
-        }
-#ifdef PQ_HAVE_MPI
-        if (rank != 0) {
-            mpi_send_run(i, &run, run.status);
-            todo[i] = 2;
-            pq_sweep_scores_free(run.scores, run.n_scores);
-            free(run.layers);
-            continue;
-        }
-#endif
-        st = pq_sweep_db_put(ctx, db, &run);
+/* What is left to do (rank 0 reads it from the db; every rank gets it) and who owes rank 0
+ * what: configs to do are dealt round-robin, the k-th one to rank k % size. Every rank
+ * comes here, even after a failure (st) of its own: the other ranks wait in the collective. */
+static pq_status plan(sweep_state *s, pq_status st) {
+    pq_ctx *ctx = s->ctx;
+    const pq_sweep_grid *grid = s->grid;
+    if (st == PQ_OK && s->rank == 0) st = eval_base(ctx, s->p, s->base, &s->ep, s->db);
+    if (st == PQ_OK && !(s->todo = pq__calloc(ctx, (size_t)(grid->n ? grid->n : 1), 1, "sweep"))) st = ctx->status;
+    for (int64_t i = 0; st == PQ_OK && s->rank == 0 && i < grid->n; i++) {
+        char status[12];
+        st = pq_sweep_db_status(ctx, s->db, grid->configs[i].hash, status);
+        s->todo[i] = strcmp(status, "done") != 0 && strcmp(status, "undefined") != 0;
+        if (!s->todo[i]) s->nd++;
+    }
+    if (s->size > 1) {
+        if (!pq__sweep_transport_all_ok(st == PQ_OK) && st == PQ_OK)
+            st = pq__fail(ctx, PQ_ERR_INVALID, "sweep: another rank failed");
+        if (st == PQ_OK) pq__sweep_transport_bcast(s->todo, grid->n);
+    }
+    if (st == PQ_OK && s->nd) st = pq__progress(ctx, "sweep", s->nd, grid->n);
+    int64_t k = 0;
+    for (int64_t i = 0; i < grid->n; i++)
+        if (s->todo && s->todo[i]) s->expected += (k++ % s->size) != 0;
+    for (int64_t i = 0, kk = 0; st == PQ_OK && s->rank == 0 && s->size > 1 && i < grid->n; i++)
+        if (s->todo[i] && (kk++ % s->size) != 0) st = mark_running(ctx, s->db, &grid->configs[i]);
+    return st;
+}
+
+/* Config i was stopped (after = 1: while it ran). Another rank tells rank 0; rank 0 keeps
+ * nothing half-done: the row goes, the config is redone on resume. */
+static pq_status cancel_config(sweep_state *s, int64_t i, int after) {
+    s->cancelled = 1;
+    if (s->rank != 0) {
+        pq__sweep_send_run(i, NULL, "cancelled");
+        s->todo[i] = 2;
+        return PQ_OK;
+    }
+    if (!after) return pq__fail(s->ctx, PQ_ERR_CANCELLED, "sweep: interrupted");
+    const char *hash = s->grid->configs[i].hash;
+    pq_sweep_db_delete(s->ctx, s->db, hash);
+    return pq__fail(s->ctx, PQ_ERR_CANCELLED, "sweep: interrupted; config %s not stored", hash);
+}
+
+/* The status of a finished run from its outcome rs; why holds the reason of "undefined". */
+static void classify(sweep_state *s, const pq_sweep_config *c, pq_status rs, pq_sweep_run *run, char *why, size_t n) {
+    if (rs != PQ_OK) {
+        pq_sweep_scores_free(run->scores, run->n_scores);
+        free(run->layers);
+        run->layers = NULL;
+        run->scores = NULL;
+        run->n_scores = 0;
+        snprintf(run->status, sizeof run->status, "failed");
+        run->error = (char *)pq_ctx_error(s->ctx);
+        pq__log(s->ctx, PQ_LOG_WARN, "sweep: config %s failed: %s", c->hash, run->error);
+        s->nf++;
+    } else if (!isfinite(run->sr)) {
+        /* finished, but no task gave a retention (e.g. a base score of 0): stored as
+         * "undefined" with the reason, never as a done run with a NaN Sr */
+        snprintf(run->status, sizeof run->status, "undefined");
+        undefined_reason(run, why, n);
+        run->error = why;
+        pq__log(s->ctx, PQ_LOG_WARN, "sweep: config %s: Sr undefined: %s", c->hash, why);
+        s->nd++;
+    } else {
+        snprintf(run->status, sizeof run->status, "done");
+        s->nd++;
+    }
+}
+
+/* Rank 0 stores the finished run of config i (with the ETA); another rank sends it. */
+static pq_status store_or_send(sweep_state *s, int64_t i, pq_sweep_run *run) {
+    if (s->rank != 0) {
+        pq__sweep_send_run(i, run, run->status);
+        s->todo[i] = 2;
+        pq_sweep_scores_free(run->scores, run->n_scores);
+        free(run->layers);
+        return PQ_OK;
+    }
+    pq_status st = pq_sweep_db_put(s->ctx, s->db, run);
+    pq_sweep_scores_free(run->scores, run->n_scores);
+    free(run->layers);
+    s->ran++;
+    if (st != PQ_OK) return st;
+    const pq_sweep_grid *grid = s->grid;
+    double el = pq__now() - s->t0;
+    int64_t left = 0;
+    for (int64_t j = i + 1; j < grid->n; j++)
+        left += s->todo[j];
+    /* under MPI the ranks share the remaining configs */
+    pq__log(s->ctx, PQ_LOG_INFO, "sweep: %lld/%lld configs, %s in %.1f s (Sr %.4f, SrCr %.4f); ETA %.0f s",
+            (long long)(s->nd + s->nf), (long long)grid->n, run->status, run->seconds, run->sr, run->srcr,
+            el / (double)s->ran * (double)left / (double)s->size);
+    return pq__progress(s->ctx, "sweep", s->nd + s->nf, grid->n);
+}
+
+/* Rank 0: stores what the other ranks have finished meanwhile (without waiting). */
+static pq_status collect_finished(sweep_state *s) {
+    pq_status st = PQ_OK;
+    while (st == PQ_OK && s->rank == 0 && s->size > 1 && s->expected > 0) {
+        int got = 0;
+        st = pq__sweep_recv_run(s->ctx, s->grid, s->db, 0, &got, &s->nd, &s->nf);
+        if (st == PQ_OK && !got) break;
+        s->expected--;
+    }
+    return st;
+}
+
+/* One config on this rank: compress, evaluate, store (or send). */
+static pq_status run_config(sweep_state *s, int64_t i) {
+    pq_ctx *ctx = s->ctx;
+    const pq_sweep_params *p = s->p;
+    const pq_sweep_config *c = &s->grid->configs[i];
+    if (s->cancelled || stopped(p)) return cancel_config(s, i, 0);
+    pq_sweep_run run;
+    char why[512];
+    pq__sweep_run_init(&run, c);
+    pq_status st = s->rank == 0 ? mark_running(ctx, s->db, c) : PQ_OK;
+    if (st != PQ_OK) return st;
+    pq__log(ctx, PQ_LOG_INFO, "sweep: config %lld/%lld %s %s (TCr %.4f)%s", (long long)(i + 1), (long long)s->grid->n,
+            c->hash, c->recipe, c->tcr, s->size > 1 ? " on this rank" : "");
+    char *dir = pq__path_join(p->keep_models ? p->keep_models : s->tmp, c->hash);
+    if (!dir)
+        return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory allocating %zu bytes for the folder path of config %s",
+                        strlen(p->keep_models ? p->keep_models : s->tmp) + strlen(c->hash) + 2, c->hash);
+    double t1 = pq__now();
+    pq_status rs = run_one(ctx, p, s->base, s->ids, s->n_ids, &s->ep, c, dir, &run);
+    run.seconds = pq__now() - t1;
+    if (!p->keep_models) pq__rmtree(dir);
+    free(dir);
+    if (rs == PQ_ERR_CANCELLED || stopped(p)) {
         pq_sweep_scores_free(run.scores, run.n_scores);
         free(run.layers);
-        ran++;
-        if (st == PQ_OK) {
-            double el = now() - t0;
-            int64_t left = 0;
-            for (int64_t j = i + 1; j < grid->n; j++)
-                left += todo[j];
-            /* under MPI the ranks share the remaining configs */
-            pq__log(ctx, PQ_LOG_INFO, "sweep: %lld/%lld configs, %s in %.1f s (Sr %.4f, SrCr %.4f); ETA %.0f s",
-                    (long long)(nd + nf), (long long)grid->n, run.status, run.seconds, run.sr, run.srcr,
-                    el / (double)ran * (double)left / (double)size);
-            st = pq__progress(ctx, "sweep", nd + nf, grid->n);
-        }
-#ifdef PQ_HAVE_MPI
-        /* store what the other ranks have finished meanwhile */
-        for (int flag = 1; st == PQ_OK && size > 1 && expected > 0;) {
-            MPI_Iprobe(MPI_ANY_SOURCE, TAG_RESULT, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
-            if (!flag) break;
-            st = mpi_recv_run(ctx, grid, db, &nd, &nf);
-            expected--;
-        }
-#endif
+        return cancel_config(s, i, 1);
     }
-#ifdef PQ_HAVE_MPI
-    /* a rank that stopped early still owes rank 0 one message per config dealt to it */
-    for (int64_t i = 0, kk = 0; rank != 0 && todo && i < grid->n; i++)
-        if (todo[i] && (kk++ % size) == rank && todo[i] != 2) mpi_send_run(i, NULL, "cancelled");
-    /* rank 0 collects every message it is owed, even after a failure of its own, so that no
-     * rank blocks in MPI_Send; a store failure is kept but the draining goes on */
-    if (rank == 0 && size > 1 && todo) {
-        if (st != PQ_OK && st != PQ_ERR_CANCELLED)
-            pq__log(ctx, PQ_LOG_WARN, "sweep: waiting for the other ranks after: %s", pq_ctx_error(ctx));
-        for (; expected > 0; expected--) {
-            pq_status rs = mpi_recv_run(ctx, grid, db, &nd, &nf);
-            if (rs != PQ_OK && st == PQ_OK) st = rs;
-        }
+    classify(s, c, rs, &run, why, sizeof why);
+    st = store_or_send(s, i, &run);
+    return st == PQ_OK ? collect_finished(s) : st;
+}
+
+/* After the loop: a rank that stopped early still owes rank 0 one message per config dealt
+ * to it; rank 0 collects every message it is owed, even after a failure of its own, so that
+ * no rank blocks in its send; a store failure is kept but the draining goes on. */
+static pq_status finish_ranks(sweep_state *s, pq_status st) {
+    const pq_sweep_grid *grid = s->grid;
+    for (int64_t i = 0, kk = 0; s->rank != 0 && s->todo && i < grid->n; i++)
+        if (s->todo[i] && (kk++ % s->size) == s->rank && s->todo[i] != 2) pq__sweep_send_run(i, NULL, "cancelled");
+    if (s->rank != 0 || s->size <= 1 || !s->todo) return st;
+    if (st != PQ_OK && st != PQ_ERR_CANCELLED)
+        pq__log(s->ctx, PQ_LOG_WARN, "sweep: waiting for the other ranks after: %s", pq_ctx_error(s->ctx));
+    for (; s->expected > 0; s->expected--) {
+        int got = 0;
+        pq_status rs = pq__sweep_recv_run(s->ctx, grid, s->db, 1, &got, &s->nd, &s->nf);
+        if (rs != PQ_OK && st == PQ_OK) st = rs;
     }
-#endif
-    if (n_done) *n_done = nd;
-    if (n_failed) *n_failed = nf;
-    if (tmp) pq__rmtree(tmp);
-    free(tmp);
-    free(cache);
-    free(ids);
-    free(todo);
-    pq_model_free(base);
+    return st;
+}
+
+pq_status pq_sweep_execute(pq_ctx *ctx, const pq_sweep_params *p, const pq_sweep_grid *grid, pq_sweep_db *db,
+                           int64_t *n_done, int64_t *n_failed) {
+    if (n_done) *n_done = 0;
+    if (n_failed) *n_failed = 0;
+    sweep_state s;
+    memset(&s, 0, sizeof s);
+    s.ctx = ctx;
+    s.p = p;
+    s.grid = grid;
+    s.db = db;
+    pq__sweep_transport_world(&s.rank, &s.size);
+    pq_status st = check_request(ctx, p, db, s.rank);
+    if (st != PQ_OK) return st;
+    if (s.rank == 0) st = check_db(ctx, p, db);
+    if (s.size > 1 && !pq__sweep_transport_all_ok(st == PQ_OK) && st == PQ_OK)
+        st = pq__fail(ctx, PQ_ERR_INVALID, "sweep: rank 0 failed");
+    if (st != PQ_OK) return st;
+    st = plan(&s, prepare(&s));
+    s.t0 = pq__now();
+    int64_t mine = -1;
+    for (int64_t i = 0; st == PQ_OK && i < grid->n; i++)
+        if (s.todo[i] && (++mine % s.size) == s.rank) st = run_config(&s, i);
+    st = finish_ranks(&s, st);
+    if (n_done) *n_done = s.nd;
+    if (n_failed) *n_failed = s.nf;
+    if (s.tmp) pq__rmtree(s.tmp);
+    free(s.tmp);
+    free(s.cache);
+    free(s.ids);
+    free(s.todo);
+    pq_model_free(s.base);
     return st;
 }

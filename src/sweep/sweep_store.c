@@ -61,14 +61,14 @@ pq_status pq_sweep_db_open(pq_ctx *ctx, const char *path, pq_sweep_db **out) {
     *out = NULL;
     pq_sweep_db *db = pq__calloc(ctx, 1, sizeof *db, "database");
     if (!db) return ctx->status;
-    db->path = strdup(path);
+    db->path = pq__strdup(ctx, path, "the database path");
     if (!db->path) {
         free(db);
-        return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+        return ctx->status;
     }
     if (sqlite3_open_v2(path, &db->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
         pq_status st = pq__fail(ctx, PQ_ERR_IO, "%s: cannot open database: %s", path,
-                                db->db ? sqlite3_errmsg(db->db) : "out of memory");
+                                db->db ? sqlite3_errmsg(db->db) : "out of memory allocating the SQLite handle");
         pq_sweep_db_close(db);
         return st;
     }
@@ -114,7 +114,7 @@ pq_status pq_sweep_db_meta_get(pq_ctx *ctx, pq_sweep_db *db, const char *key, ch
     pq_status st = PQ_OK;
     if (rc == SQLITE_ROW) {
         const char *v = (const char *)sqlite3_column_text(s, 0);
-        if (!(*value = strdup(v ? v : ""))) st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+        if (!(*value = pq__strdup(ctx, v ? v : "", "a meta value"))) st = ctx->status;
     } else if (rc != SQLITE_DONE) {
         st = db_fail(ctx, db, "meta");
     }
@@ -155,6 +155,36 @@ static pq_status exec(pq_ctx *ctx, pq_sweep_db *db, const char *sql) {
     return st;
 }
 
+/* Ends the transaction begun by BEGIN IMMEDIATE: COMMIT when ok, else ROLLBACK and the
+ * failure of what. */
+static pq_status end_transaction(pq_ctx *ctx, pq_sweep_db *db, int ok, const char *what) {
+    if (!ok) {
+        pq_status st = db_fail(ctx, db, what);
+        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
+        return st;
+    }
+    return exec(ctx, db, "COMMIT");
+}
+
+/* Runs sql with the one parameter hash; 1 when done. */
+static int exec_hash(pq_sweep_db *db, const char *sql, const char *hash) {
+    sqlite3_stmt *s = NULL;
+    int ok = sqlite3_prepare_v2(db->db, sql, -1, &s, NULL) == SQLITE_OK;
+    if (ok) {
+        sqlite3_bind_text(s, 1, hash, -1, SQLITE_TRANSIENT);
+        ok = sqlite3_step(s) == SQLITE_DONE;
+    }
+    sqlite3_finalize(s);
+    return ok;
+}
+
+static void bind_text_or_null(sqlite3_stmt *s, int i, const char *v) {
+    if (v)
+        sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(s, i);
+}
+
 pq_status pq_sweep_db_put(pq_ctx *ctx, pq_sweep_db *db, const pq_sweep_run *r) {
     if (exec(ctx, db, "BEGIN IMMEDIATE") != PQ_OK) return ctx->status;
     sqlite3_stmt *s = NULL;
@@ -176,27 +206,13 @@ pq_status pq_sweep_db_put(pq_ctx *ctx, pq_sweep_db *db, const pq_sweep_run *r) {
         bind_real(s, 10, r->sr);
         bind_real(s, 11, r->srcr);
         bind_real(s, 12, r->seconds);
-        if (r->error)
-            sqlite3_bind_text(s, 13, r->error, -1, SQLITE_TRANSIENT);
-        else
-            sqlite3_bind_null(s, 13);
-        if (r->layers)
-            sqlite3_bind_text(s, 14, r->layers, -1, SQLITE_TRANSIENT);
-        else
-            sqlite3_bind_null(s, 14);
+        bind_text_or_null(s, 13, r->error);
+        bind_text_or_null(s, 14, r->layers);
         ok = sqlite3_step(s) == SQLITE_DONE;
     }
     sqlite3_finalize(s);
     s = NULL;
-    if (ok) {
-        ok = sqlite3_prepare_v2(db->db, "DELETE FROM scores WHERE config_hash = ?", -1, &s, NULL) == SQLITE_OK;
-        if (ok) {
-            sqlite3_bind_text(s, 1, r->hash, -1, SQLITE_TRANSIENT);
-            ok = sqlite3_step(s) == SQLITE_DONE;
-        }
-        sqlite3_finalize(s);
-        s = NULL;
-    }
+    if (ok) ok = exec_hash(db, "DELETE FROM scores WHERE config_hash = ?", r->hash);
     if (ok && r->n_scores) {
         ok = sqlite3_prepare_v2(db->db,
                                 "INSERT INTO scores(config_hash, task, metric, score, stderr, base_score, retention, "
@@ -227,33 +243,16 @@ pq_status pq_sweep_db_put(pq_ctx *ctx, pq_sweep_db *db, const pq_sweep_run *r) {
         }
         sqlite3_finalize(s);
     }
-    if (!ok) {
-        pq_status st = db_fail(ctx, db, "writing a run");
-        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
-        return st;
-    }
-    return exec(ctx, db, "COMMIT");
+    return end_transaction(ctx, db, ok, "writing a run");
 }
 
 pq_status pq_sweep_db_delete(pq_ctx *ctx, pq_sweep_db *db, const char *hash) {
     if (exec(ctx, db, "BEGIN IMMEDIATE") != PQ_OK) return ctx->status;
     int ok = 1;
     const char *sql[2] = {"DELETE FROM scores WHERE config_hash = ?", "DELETE FROM runs WHERE config_hash = ?"};
-    for (int k = 0; k < 2 && ok; k++) {
-        sqlite3_stmt *s = NULL;
-        ok = sqlite3_prepare_v2(db->db, sql[k], -1, &s, NULL) == SQLITE_OK;
-        if (ok) {
-            sqlite3_bind_text(s, 1, hash, -1, SQLITE_TRANSIENT);
-            ok = sqlite3_step(s) == SQLITE_DONE;
-        }
-        sqlite3_finalize(s);
-    }
-    if (!ok) {
-        pq_status st = db_fail(ctx, db, "deleting a run");
-        sqlite3_exec(db->db, "ROLLBACK", NULL, NULL, NULL);
-        return st;
-    }
-    return exec(ctx, db, "COMMIT");
+    for (int k = 0; k < 2 && ok; k++)
+        ok = exec_hash(db, sql[k], hash);
+    return end_transaction(ctx, db, ok, "deleting a run");
 }
 
 void pq_sweep_scores_free(pq_sweep_score *scores, int64_t n) {
@@ -263,6 +262,7 @@ void pq_sweep_scores_free(pq_sweep_score *scores, int64_t n) {
 }
 
 static void run_clear(pq_sweep_run *r) {
+    if (!r) return;
     free(r->recipe);
     free(r->error);
     free(r->layers);
@@ -326,7 +326,8 @@ static pq_status load_scores(pq_ctx *ctx, pq_sweep_db *db, pq_sweep_run *r) {
             pq_sweep_score *n = realloc(r->scores, (size_t)cap * sizeof *n);
             if (!n) {
                 sqlite3_finalize(s);
-                return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+                return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory allocating %zu bytes for the scores of run %s",
+                                (size_t)cap * sizeof *n, r->hash);
             }
             r->scores = n;
         }
@@ -404,7 +405,8 @@ pq_status pq_sweep_db_load(pq_ctx *ctx, pq_sweep_db *db, pq_sweep_results *out) 
             pq_sweep_run *n = realloc(out->runs, (size_t)cap * sizeof *n);
             if (!n) {
                 run_clear(&r);
-                st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory");
+                st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory allocating %zu bytes for the runs",
+                              (size_t)cap * sizeof *n);
                 break;
             }
             out->runs = n;

@@ -5,7 +5,6 @@
  * Regexes use PCRE2 (UTF + UCP). */
 #include "tokenizer/tokenizer.h"
 
-
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>

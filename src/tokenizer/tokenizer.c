@@ -2,7 +2,6 @@
  * encoder/decoder (llama2.c run.c encode()/decode() semantics, in O(n log n)). */
 #include "tokenizer/tokenizer.h"
 
-
 #include <stdlib.h>
 #include <string.h>
 

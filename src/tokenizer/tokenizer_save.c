@@ -4,7 +4,6 @@
  * (bos/eos token strings, add_bos_token). */
 #include "tokenizer/tokenizer.h"
 
-
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
