@@ -97,6 +97,11 @@ typedef struct pq_layer_params {
     int reference;  /* 1: reproduce the reference implementations' quirks (see above) */
     int factor_f32; /* 1: factor H in float32 (faster, less exact); default 0 = float64 */
     pq_error_mode error_mode;
+    pq_dtype gguf_type; /* a ggml block type (PQ_DTYPE_Q4_0 ... Q6_K): quantize onto its block grids
+                           instead of the recipe's (bits, group, sym unused): the block parameters
+                           are fitted per row first (importance diag(H)), then the sweep rounds
+                           each weight onto its fixed grid; codes_out receives the encoded blocks.
+                           PQ_DTYPE_F32 (default): the recipe's own grids */
 } pq_layer_params;
 
 pq_layer_params pq_layer_params_default(void);
@@ -180,11 +185,14 @@ typedef struct pq_qcodes {
     int bits;
     int64_t group_size; /* columns per group (cols when one grid per row) */
     int64_t n_groups;
-    uint8_t *codes; /* [rows, cols], original column order */
-    float *scales;  /* [rows, n_groups] */
-    uint8_t *zeros; /* [rows, n_groups] */
-    int32_t *g_idx; /* [cols] group of each original column: c / group_size, except with
-                       act-order and dynamic groups (groups of consecutive sweep columns) */
+    uint8_t *codes;       /* [rows, cols], original column order */
+    float *scales;        /* [rows, n_groups] */
+    uint8_t *zeros;       /* [rows, n_groups] */
+    int32_t *g_idx;       /* [cols] group of each original column: c / group_size, except with
+                             act-order and dynamic groups (groups of consecutive sweep columns) */
+    pq_dtype gguf_type;   /* with pq_layer_params.gguf_type: the ggml type of gguf_blocks */
+    uint8_t *gguf_blocks; /* [rows, row bytes of the type] the rows as ggml stores them */
+    size_t gguf_bytes;
 } pq_qcodes;
 
 /* Frees the arrays (not the struct) and zeroes it; NULL is a no-op. */

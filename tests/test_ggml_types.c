@@ -9,7 +9,8 @@
  *   test_ggml_types --quantize TYPE NCOLS IN.f32 IMATRIX|- OUT.bin   our quantizer, llama.cpp weights
  *   test_ggml_types --err TYPE NCOLS IN.f32 IMATRIX|- A.bin         prints the weighted error of A
  *   test_ggml_types --encode-check TYPE IN.bin                  unpack -> encode gives IN again */
-#include "quant/ggml_types.h"
+#include "kernels/dtype.h"
+#include "kernels/ggml_types.h"
 #include "randgen.h"
 #include "test.h"
 

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "kernels/dtype.h"
 #include "io/hf.h"
 #include "io/safetensors.h"
 #include "test.h"

@@ -16,7 +16,7 @@
 
 #include "kernels/kernels.h"
 #include "model/packed.h"
-#include "quant/quant.h"
+#include "kernels/grid.h"
 #include "test.h"
 #define RANDGEN_SEED 0x2545f4914f6cdd1dULL
 #include "randgen.h"

@@ -3,7 +3,7 @@
 #include <lapacke.h>
 #include <stdint.h>
 
-#include "prune/mask.h"
+#include "kernels/mask.h"
 #include "prunequant-compress.h"
 #include "test.h"
 #define RANDGEN_SEED 0x243f6a8885a308d3ULL

@@ -4,7 +4,7 @@
 #include <stdint.h>
 
 #include "prunequant-compress.h"
-#include "quant/quant.h"
+#include "kernels/grid.h"
 #include "test.h"
 #define RANDGEN_SEED 0x6a09e667f3bcc908ULL
 #include "randgen.h"

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kernels/dtype.h"
 #include "io/safetensors.h"
 #include "test.h"
 

@@ -1,6 +1,7 @@
 /* GGUF reader: parsing, validation, lookups, typed getters. See io/gguf.h. */
+#include "kernels/dtype.h"
 #include "io/gguf.h"
-#include "quant/ggml_types.h"
+#include "kernels/ggml_types.h"
 
 #include <float.h>
 #include <limits.h>

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/dtype.h"
 #include "io/gguf.h"
 
 #define WRITER_ALIGNMENT 32

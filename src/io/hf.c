@@ -1,6 +1,7 @@
 /* Hugging Face model folders: config.json, model.safetensors (or shards listed in
  * model.safetensors.index.json), tokenizer.json or tokenizer.model. Tensor names in these folders are the
  * canonical names of io/source.h already, and q/k rows use the rotate_half RoPE layout. */
+#include "kernels/dtype.h"
 #include "io/hf.h"
 
 #include <cjson/cJSON.h>

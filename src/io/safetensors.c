@@ -1,3 +1,4 @@
+#include "kernels/dtype.h"
 #include "io/safetensors.h"
 
 #include <cjson/cJSON.h>

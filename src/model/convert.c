@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/dtype.h"
 #include "io/gguf.h"
 #include "io/hf.h"
 #include "io/safetensors.h"

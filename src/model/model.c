@@ -1,5 +1,6 @@
 /* Model loading: format dispatch, checks of every tensor against the config, float32 views
  * of the weights (zero-copy for aligned F32, converted otherwise), RoPE tables. */
+#include "kernels/dtype.h"
 #include "model/model.h"
 
 #include <math.h>

@@ -1,4 +1,5 @@
 /* Packed-v1 encoding and decoding of compressed linear layers (format in packed.h). */
+#include "kernels/dtype.h"
 #include "model/packed.h"
 
 #include <stdlib.h>

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "linalg/linalg.h"
-#include "prune/mask.h"
+#include "kernels/mask.h"
 
 /* Per-thread scratch. */
 typedef struct tbuf {
@@ -179,6 +179,33 @@ static void fit_static_groups(sweep_ctx *c, tbuf *tb, const tile *t) {
     }
 }
 
+/* Column j on fixed grids value = a * code + b (ggml types with a min): a pruned weight takes
+ * the code nearest to 0, which need not be exactly 0. */
+static float round_column_offset(sweep_ctx *c, tbuf *tb, const tile *t, int64_t j, float *w, const float *w0,
+                                 const uint8_t *kp, float *d) {
+    const pq__obs *s = c->s;
+    const int64_t rows = s->rows, ra = t->ra, T = t->T, gi = j / s->group;
+    const float *sc = s->scales + gi * rows + ra, *of = s->offs + gi * rows + ra;
+    uint8_t *code = s->ct ? s->ct + j * rows + ra : tb->codes;
+    const float maxq = t->maxq;
+    float e2 = 0.0f;
+#pragma omp simd reduction(+ : e2)
+    for (int64_t r = 0; r < T; r++) {
+        const float x = w[r], a = sc[r], b = of[r];
+        const float target = kp[r] ? x : 0.0f;
+        float cf = a != 0.0f ? rintf((target - b) / a) : 0.0f;
+        cf = cf < 0.0f ? 0.0f : cf;
+        cf = cf > maxq ? maxq : cf;
+        const float q = a * cf + b;
+        const float e = x - q;
+        e2 += e * e;
+        d[r] = w0[r] - q;
+        w[r] = q;
+        code[r] = (uint8_t)cf;
+    }
+    return e2;
+}
+
 /* Column j: choose q (on its grid, 0 where pruned), record d = w0 - q, keep q; returns the
  * column's sum of (w - q)^2. */
 static float round_column(sweep_ctx *c, tbuf *tb, const tile *t, int64_t j) {
@@ -189,6 +216,7 @@ static float round_column(sweep_ctx *c, tbuf *tb, const tile *t, int64_t j) {
     const uint8_t *kp = (s->mask != PQ_OBS_MASK_NONE) ? s->mt + j * rows + ra : tb->ones;
     float *d = t->fb ? c->D + (j - t->bs) * rows + ra : tb->dummy;
     float e2 = 0.0f;
+    if (t->quant && s->offs) return round_column_offset(c, tb, t, j, w, w0, kp, d);
     if (t->quant) {
         const int64_t gi = (s->grid_mode == PQ_OBS_GRID_STATIC && s->perm) ? s->perm[j] / g : j / g;
         const float *sc = s->scales + gi * rows + ra;
@@ -446,7 +474,9 @@ pq_status pq__obs_run(pq_ctx *ctx, pq__obs *s) {
     memset(&c, 0, sizeof c);
     c.s = s;
     s->loss = 0.0;
-    if (s->bits <= 0 || s->mask == PQ_OBS_MASK_NONE) s->grid_survivors = 0;
+    if (s->bits <= 0 || s->mask == PQ_OBS_MASK_NONE || s->grid_mode == PQ_OBS_GRID_FIXED) s->grid_survivors = 0;
+    if (s->grid_mode == PQ_OBS_GRID_FIXED && (s->perm || s->bits <= 0 || s->n % s->group))
+        return pq__fail(ctx, PQ_ERR_INTERNAL, "sweep: fixed grids need natural column order and whole groups");
     if (sweep_alloc(ctx, &c, s, nt) != PQ_OK) {
         sweep_free(&c, nt);
         return PQ_ERR_NOMEM;

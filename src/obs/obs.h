@@ -19,7 +19,7 @@
 #define PQ_OBS_H
 
 #include "common/common.h"
-#include "quant/quant.h"
+#include "kernels/grid.h"
 
 typedef enum pq__obs_mask {
     PQ_OBS_MASK_NONE = 0,     /* nothing pruned */
@@ -30,7 +30,9 @@ typedef enum pq__obs_mask {
 
 typedef enum pq__obs_grid {
     PQ_OBS_GRID_DYNAMIC = 0, /* group of `group` consecutive sweep columns, fitted at its start */
-    PQ_OBS_GRID_STATIC = 1   /* groups of original columns, all fitted before column 0 */
+    PQ_OBS_GRID_STATIC = 1,  /* groups of original columns, all fitted before column 0 */
+    PQ_OBS_GRID_FIXED = 2    /* groups of consecutive original columns whose grids the caller gives
+                                (scales, and zeros or offs): GPTQ onto ggml block grids */
 } pq__obs_grid;
 
 typedef struct pq__obs {
@@ -57,7 +59,8 @@ typedef struct pq__obs {
     int grid_stale;      /* reference: a group starting inside a block sees block-start weights */
     const float *grid0t; /* optional [n, rows]: one-per-row grids are fitted on this instead */
     float *scales;       /* [n / group, rows] out */
-    uint8_t *zeros;      /* [n / group, rows] out */
+    uint8_t *zeros;      /* [n / group, rows] out (FIXED: in) */
+    const float *offs;   /* FIXED, optional [n / group, rows]: value = scale * code + off (zeros unused) */
     uint8_t *ct;         /* optional [n, rows] codes out */
     int64_t blocksize;
     int align; /* cut blocks so no dynamic group starts inside one and ends after it */

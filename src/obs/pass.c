@@ -73,6 +73,15 @@ static void obs_config(const pq__obs_layer *L, const pq__obs_pass *st, const pq_
     s->blocksize = p->blocksize;
     s->align = !p->reference;
     s->n_threads = L->nt;
+    if (st->fixed) {
+        s->bits = L->fix.bits;
+        s->group = L->fix.group;
+        s->grid_mode = PQ_OBS_GRID_FIXED;
+        s->scales = (float *)L->fix.scales; /* read only in FIXED mode */
+        s->zeros = (uint8_t *)L->fix.zeros;
+        s->offs = L->fix.offs;
+        s->grid_stale = 0;
+    }
 }
 
 /* Codes, grids and group indices of a finished pass into codes (original column order). */
@@ -99,17 +108,18 @@ pq_status pq__obs_pass_run(pq__obs_layer *L, const pq__obs_pass *st, const float
     const pq__hfactor *f = NULL;
     pq_status rc = st->feedback ? pq__obs_layer_factor(L, st->permuted, &f) : PQ_OK;
     if (rc != PQ_OK) return rc;
-    const int64_t g = (st->quant && p->group_size > 0) ? p->group_size : n, ng = n / g;
+    const int64_t g = st->fixed ? L->fix.group : (st->quant && p->group_size > 0) ? p->group_size : n, ng = n / g;
     const int per_row_ref = st->quant && p->reference && g == n && f && f->n_dead > 0;
     rc = PQ_ERR_NOMEM;
     float *wt = pq__obs_layer_ws(L), *w0t = wt ? wt + nel : NULL;
     float *grid0t = per_row_ref ? pq__big_malloc(ctx, sizeof(float) * (size_t)nel, "reference grid weights") : NULL;
     uint8_t *mt = st->mask != PQ_OBS_MASK_NONE ? pq__big_malloc(ctx, (size_t)nel, "sweep mask") : NULL;
-    float *scales = st->quant ? pq__malloc(ctx, sizeof(float) * (size_t)(ng * rows), "grid scales") : NULL;
-    uint8_t *zeros = st->quant ? pq__malloc(ctx, (size_t)(ng * rows), "grid zeros") : NULL;
+    const int own_grids = st->quant && !st->fixed;
+    float *scales = own_grids ? pq__malloc(ctx, sizeof(float) * (size_t)(ng * rows), "grid scales") : NULL;
+    uint8_t *zeros = own_grids ? pq__malloc(ctx, (size_t)(ng * rows), "grid zeros") : NULL;
     uint8_t *ct = (st->quant && codes) ? pq__big_malloc(ctx, (size_t)nel, "codes") : NULL;
     if (!wt || (per_row_ref && !grid0t) || (st->mask != PQ_OBS_MASK_NONE && !mt) ||
-        (st->quant && (!scales || !zeros)) || (st->quant && codes && !ct))
+        (own_grids && (!scales || !zeros)) || (st->quant && codes && !ct))
         goto done;
 
     pq__transpose_gather(Wstart, rows, n, perm, wt, L->nt);
@@ -137,7 +147,10 @@ pq_status pq__obs_pass_run(pq__obs_layer *L, const pq__obs_pass *st, const float
     pq__transpose_scatter(wt, rows, n, perm, Wout, L->nt);
     if (st->mask == PQ_OBS_MASK_UNSTRUCT || st->mask == PQ_OBS_MASK_NM)
         pq__transpose_scatter_u8(mt, rows, n, perm, keep, L->nt);
-    if (codes) store_codes(L, &s, perm, ct, scales, zeros, g, codes);
+    if (codes && st->fixed)
+        pq__transpose_scatter_u8(ct, rows, n, perm, codes->codes, L->nt);
+    else if (codes)
+        store_codes(L, &s, perm, ct, scales, zeros, g, codes);
     rc = PQ_OK;
 done:
     free(grid0t);

@@ -17,7 +17,18 @@ typedef struct pq__obs_pass {
     pq__obs_mask mask; /* FIXED: keep is input; UNSTRUCT/NM: keep is output */
     int quant;         /* round onto the recipe's grids */
     int survivors;     /* grids fitted on kept weights only */
+    int fixed;         /* the layer's fixed grids (pq__obs_layer.fix) instead of the recipe's */
 } pq__obs_pass;
+
+/* Grids given by the caller (ggml block grids): per group of `group` consecutive columns and
+ * row, value = scale * (code - zero), or scale * code + off when offs is set. */
+typedef struct pq__obs_fixed {
+    int64_t group;
+    int bits;
+    const float *scales;  /* [cols / group, rows] */
+    const uint8_t *zeros; /* [cols / group, rows] (symmetric grids) */
+    const float *offs;    /* [cols / group, rows] or NULL */
+} pq__obs_fixed;
 
 typedef struct pq__obs_layer {
     pq_ctx *ctx;
@@ -32,6 +43,7 @@ typedef struct pq__obs_layer {
     float *ws; /* sweep weights wt and w0t, also the factorisation's scratch */
     size_t ws_bytes;
     pq_layer_result *res;
+    pq__obs_fixed fix; /* for passes with fixed = 1 */
 } pq__obs_layer;
 
 /* The shared work array (see pass.c); NULL with a message on ctx when out of memory. */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/dtype.h"
 #include "io/hf.h"
 #include "model/packed.h"
 #include "pipeline/shard.h"

@@ -1,5 +1,5 @@
 /* Magnitude pruning: the weights of least |W| in each row (or N:M cell) go. */
-#include "prune/mask.h"
+#include "kernels/mask.h"
 #include "prune/prune.h"
 
 pq_status pq__magnitude_mask(pq_ctx *ctx, const pq_layer_params *p, const float *W, int64_t rows, int64_t cols,

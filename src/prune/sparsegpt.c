@@ -8,6 +8,6 @@ pq__obs_mask pq__sparsegpt_mask(const pq_layer_params *p) {
 }
 
 pq__obs_pass pq__sparsegpt_pass(const pq_layer_params *p) {
-    const pq__obs_pass pass = {"sparsegpt", 1, 0, pq__sparsegpt_mask(p), 0, 0};
+    const pq__obs_pass pass = {"sparsegpt", 1, 0, pq__sparsegpt_mask(p), 0, 0, 0};
     return pass;
 }

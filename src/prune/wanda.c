@@ -4,7 +4,7 @@
 #include <stdlib.h>
 
 #include "common/common.h"
-#include "prune/mask.h"
+#include "kernels/mask.h"
 #include "prune/prune.h"
 
 pq_status pq__wanda_mask(pq_ctx *ctx, const pq_layer_params *p, const float *W, int64_t rows, int64_t cols,

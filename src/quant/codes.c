@@ -32,5 +32,6 @@ void pq_qcodes_free(pq_qcodes *c) {
     free(c->scales);
     free(c->zeros);
     free(c->g_idx);
+    free(c->gguf_blocks);
     memset(c, 0, sizeof *c);
 }

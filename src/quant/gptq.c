@@ -6,7 +6,7 @@
 #include "quant/gptq.h"
 
 pq__obs_pass pq__gptq_pass(const pq_layer_params *p) {
-    const pq__obs_pass pass = {"gptq", 1, p->act_order, PQ_OBS_MASK_NONE, 1, 0};
+    const pq__obs_pass pass = {"gptq", 1, p->act_order, PQ_OBS_MASK_NONE, 1, 0, 0};
     return pass;
 }
 

@@ -3,6 +3,6 @@
 #include "quant/gptq.h"
 
 pq__obs_pass pq__rtn_pass(void) {
-    const pq__obs_pass pass = {NULL, 0, 0, PQ_OBS_MASK_NONE, 1, 0};
+    const pq__obs_pass pass = {NULL, 0, 0, PQ_OBS_MASK_NONE, 1, 0, 0};
     return pass;
 }

@@ -1,4 +1,4 @@
-#include "quant/quant.h"
+#include "kernels/grid.h"
 
 #include <string.h>
 

@@ -2,8 +2,8 @@
  * quantizing one value. Tiles are transposed: a group's columns are given as pointers to T
  * consecutive rows each, so every loop runs over rows and vectorises.
  * Q = scale * (code - zero), code in [0, 2^bits - 1]. */
-#ifndef PQ_QUANT_H
-#define PQ_QUANT_H
+#ifndef PQ_KERNELS_GRID_H
+#define PQ_KERNELS_GRID_H
 
 #include <math.h>
 #include <stdint.h>

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "quant/ggml_types.h"
+#include "kernels/ggml_types.h"
 
 void pq__ggml_weights(const pq__ggml_info *ti, const float *x, const float *qw, int64_t n, float *w) {
     const pq_dtype t = ti->dtype;

@@ -1,4 +1,4 @@
-#include "prune/mask.h"
+#include "kernels/mask.h"
 
 #include <math.h>
 #include <omp.h>

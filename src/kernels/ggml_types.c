@@ -2,7 +2,7 @@
  * Layout facts from ggml-common.h / ggml-quants.c of llama.cpp v0.4.0; code our own.
  * Products and sums are separate statements, so that no compiler contracts them into an
  * FMA that ggml's (plain x86-64) build does not use. */
-#include "quant/ggml_types.h"
+#include "kernels/ggml_types.h"
 
 #include <math.h>
 #include <stdlib.h>
