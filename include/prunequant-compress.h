@@ -175,6 +175,7 @@ typedef struct pq_layer_result {
     int chol_retries;       /* times the damping was raised x10 */
     int64_t dead_cols;      /* columns with diag(H) == 0 (their weights are set to 0 by sweeps) */
     int64_t moved_off_zero; /* mode a: pruned weights that GPTQ moved off zero */
+    int64_t pruned_nonzero; /* ggml types with a min (no exact 0 on the grid): pruned weights stored non-zero */
     int64_t blocksize;      /* lazy-batch block used (cut to groups/cells where needed) */
 } pq_layer_result;
 

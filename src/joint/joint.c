@@ -14,6 +14,7 @@
 #include "obs/pass.h"
 #include "prune/prune.h"
 #include "quant/codes.h"
+#include "quant/gguf_grid.h"
 #include "quant/gptq.h"
 
 /* One layer's compression: the recipe read once, the work arrays, the result. */
@@ -31,6 +32,21 @@ typedef struct job {
     double loss, sqdiff;
 } job;
 
+/* GPTQ / RTN onto ggml grids: natural column order, whole blocks per row. */
+static pq_status check_ggml(pq_ctx *ctx, const pq_layer_params *p, int64_t cols) {
+    const pq__ggml_info *ti = pq__ggml_info_of(p->gguf_type);
+    if (!ti) return pq__fail(ctx, PQ_ERR_INVALID, "%s is not a ggml block type", pq_dtype_name(p->gguf_type));
+    if (p->quant == PQ_QUANT_NONE)
+        return pq__fail(ctx, PQ_ERR_INVALID, "a ggml type (%s) needs a quantizer (gptq or rtn)", ti->name);
+    if (p->act_order)
+        return pq__fail(ctx, PQ_ERR_INVALID,
+                        "%s: act-order is not supported on ggml grids (blocks are consecutive inputs)", ti->name);
+    if (cols % ti->block)
+        return pq__fail(ctx, PQ_ERR_INVALID, "%s: rows of %lld weights are not whole blocks of %d", ti->name,
+                        (long long)cols, ti->block);
+    return PQ_OK;
+}
+
 static pq_status check_inputs(pq_ctx *ctx, const pq_layer_params *p, const float *W, int64_t rows, int64_t cols,
                               const float *H) {
     if (!p || !W) return pq__fail(ctx, PQ_ERR_INVALID, "layer: missing parameters or weights");
@@ -39,6 +55,7 @@ static pq_status check_inputs(pq_ctx *ctx, const pq_layer_params *p, const float
                         (long long)cols);
     pq_status rc = pq_layer_params_validate(ctx, p, cols);
     if (rc != PQ_OK) return rc;
+    if (p->gguf_type != PQ_DTYPE_F32 && (rc = check_ggml(ctx, p, cols)) != PQ_OK) return rc;
     const int needs_h = p->prune == PQ_PRUNE_WANDA || p->prune == PQ_PRUNE_SPARSEGPT || p->quant == PQ_QUANT_GPTQ ||
                         p->error_mode != PQ_ERROR_NONE;
     if (needs_h && !H) return pq__fail(ctx, PQ_ERR_INVALID, "layer: this recipe needs the Hessian H");
@@ -163,8 +180,49 @@ static void remask_mode_a(job *j, pq_qcodes *codes) {
     }
 }
 
+/* Mode a on ggml grids: a pruned weight moved off zero takes its grid's code nearest to 0
+ * (exactly 0 on the symmetric types). */
+static void remask_ggml(job *j, const pq__ggml_layer *g, uint8_t *codes) {
+    for (int64_t i = 0; i < j->nel; i++) {
+        if (j->keep[i] || j->Q[i] == 0.0f) continue;
+        j->res.moved_off_zero++;
+        if (j->p->keep_mask) pq__ggml_layer_zero(g, i / j->cols, i % j->cols, &codes[i], &j->Q[i]);
+    }
+}
+
+/* 2'. quantization onto ggml block grids: the block parameters fitted per row first (on the
+ * kept weights where the mask is known), then the quantizer's pass rounds onto them; the rows
+ * are encoded and Q becomes what the file decodes to. */
+static pq_status quant_step_ggml(job *j, pq_qcodes *codes) {
+    const pq_layer_params *p = j->p;
+    const float *src = (j->do_prune && !j->fused) ? j->Q : j->W;
+    const int mask_known = j->do_prune && !(j->fused && j->sgpt);
+    pq__ggml_layer g;
+    pq_status rc = pq__ggml_layer_fit(j->ctx, p->gguf_type, src, j->rows, j->cols, j->H, mask_known ? j->keep : NULL,
+                                      j->L.nt, &g);
+    if (rc != PQ_OK) return rc;
+    pq_qcodes local;
+    memset(&local, 0, sizeof local);
+    pq_qcodes *c = codes ? codes : &local;
+    if (!c->codes) rc = pq__qcodes_alloc(j->ctx, j->rows, j->cols, 8, -1, c);
+    pq__ggml_layer_fixed(&g, &j->L.fix);
+    pq__obs_pass pass = quant_pass(j);
+    pass.fixed = 1;
+    if (rc == PQ_OK) rc = pq__obs_pass_run(&j->L, &pass, src, j->Q, j->keep, c, &j->loss, &j->sqdiff);
+    if (rc == PQ_OK && j->do_prune && !j->fused && p->joint == PQ_JOINT_A) remask_ggml(j, &g, c->codes);
+    if (rc == PQ_OK) rc = pq__ggml_layer_encode(j->ctx, &g, c->codes, j->Q, c);
+    if (rc == PQ_OK && j->keep) /* types with a min have no exact 0: pruned weights that are not */
+        for (int64_t i = 0; i < j->nel; i++)
+            j->res.pruned_nonzero += !j->keep[i] && j->Q[i] != 0.0f;
+    pq_qcodes_free(&local);
+    pq__ggml_layer_free(&g);
+    memset(&j->L.fix, 0, sizeof j->L.fix);
+    return rc;
+}
+
 /* 2. quantization, from the pruned weights (in Q) or from W. */
 static pq_status quant_step(job *j, pq_qcodes *codes) {
+    if (j->do_quant && j->p->gguf_type != PQ_DTYPE_F32) return quant_step_ggml(j, codes);
     if (!j->do_quant) {
         if (!j->do_prune) memcpy(j->Q, j->W, sizeof(float) * (size_t)j->nel); /* nothing asked: Q = W */
         return PQ_OK;
