@@ -28,6 +28,10 @@ typedef struct pq_compress_params {
     pq_dtype dtype;         /* F32 (default), F16 or BF16: tensors that are not packed */
     const char *calib_name; /* recorded in config.json ("calibration.file") */
     int64_t chunk;          /* sequences per forward chunk (0 = 4) */
+    const char *gguf_type;  /* GGUF output: a ggml type (Q4_0 ... Q6_K) or llama-quantize preset (Q4_K_M ...);
+                               the out path is then a .gguf file, each linear is rounded onto its type's block
+                               grids (the preset's per-tensor mixture) by the recipe's quantizer. NULL: HF folder */
+    const char *imatrix_out; /* with or without GGUF: llama.cpp imatrix file of the calibration (NULL: none) */
 } pq_compress_params;
 
 pq_compress_params pq_compress_params_default(void);

@@ -321,22 +321,24 @@ done:
     return st;
 }
 
-static pq_status save_gguf(pq_ctx *ctx, const pq_model *m, const char *path, pq_dtype dtype, out_list *l) {
+pq_status pq__gguf_model_writer(pq_ctx *ctx, const pq_model *m, const char *path, uint32_t file_type,
+                                pq__gguf_writer **out, int *halfsplit) {
     const pq__config *c = &m->cfg;
+    *out = NULL;
     if (c->rope_scaling == 1)
         return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: GGUF export of llama3 rope scaling is not supported", path);
     const int qwen = c->arch == PQ_ARCH_QWEN2;
     const char *arch = qwen ? "qwen2" : "llama";
     /* llama.cpp's llama architecture uses interleaved RoPE, qwen2 uses NEOX (half-split) */
-    pq_status st = materialise(ctx, m, l, dtype, qwen, 1);
-    if (st) return st;
+    *halfsplit = qwen;
     pq__gguf_writer *w;
-    if ((st = pq__gguf_writer_new(ctx, &w))) return st;
+    pq_status st = pq__gguf_writer_new(ctx, &w);
+    if (st) return st;
     char key[96];
 #define KEY(s) (snprintf(key, sizeof key, "%s.%s", arch, s), key)
     pq__gguf_writer_add_str(w, "general.architecture", arch);
     pq__gguf_writer_add_str(w, "general.name", "prunequant export");
-    pq__gguf_writer_add_u32(w, "general.file_type", dtype == PQ_DTYPE_F16 ? 1 : dtype == PQ_DTYPE_BF16 ? 32 : 0);
+    pq__gguf_writer_add_u32(w, "general.file_type", file_type);
     pq__gguf_writer_add_u32(w, KEY("context_length"), (uint32_t)c->max_seq_len);
     pq__gguf_writer_add_u32(w, KEY("embedding_length"), (uint32_t)c->dim);
     pq__gguf_writer_add_u32(w, KEY("block_count"), (uint32_t)c->n_layers);
@@ -363,6 +365,24 @@ static pq_status save_gguf(pq_ctx *ctx, const pq_model *m, const char *path, pq_
             st = gguf_tokenizer(ctx, m->tok, w);
     } else {
         pq__log(ctx, PQ_LOG_WARN, "%s: the model has no tokenizer; none written", path);
+    }
+    if (st) {
+        pq__gguf_writer_free(w);
+        return st;
+    }
+    *out = w;
+    return PQ_OK;
+}
+
+static pq_status save_gguf(pq_ctx *ctx, const pq_model *m, const char *path, pq_dtype dtype, out_list *l) {
+    pq__gguf_writer *w;
+    int halfsplit;
+    pq_status st = pq__gguf_model_writer(ctx, m, path, dtype == PQ_DTYPE_F16 ? 1 : dtype == PQ_DTYPE_BF16 ? 32 : 0, &w,
+                                         &halfsplit);
+    if (st) return st;
+    if ((st = materialise(ctx, m, l, dtype, halfsplit, 1))) {
+        pq__gguf_writer_free(w);
+        return st;
     }
     for (int64_t i = 0; i < l->n && st == PQ_OK; i++) {
         char gname[128];

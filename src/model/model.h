@@ -78,6 +78,12 @@ const pq__linear *pq__block_linear_get(const pq__block *b, int i);
 /* "model.layers.<layer>.<name of linear i>" into buf. */
 void pq__linear_name(char *buf, size_t n, int64_t layer, int i);
 
+/* A GGUF writer holding the model's metadata (llama or qwen2 keys, general.file_type) and its
+ * tokenizer; *halfsplit: the RoPE row layout the file's architecture expects (1 half-split). */
+struct pq__gguf_writer;
+pq_status pq__gguf_model_writer(pq_ctx *ctx, const pq_model *m, const char *path, uint32_t file_type,
+                                struct pq__gguf_writer **out, int *halfsplit);
+
 /* Builds a model from a loaded source (takes ownership of src's contents). */
 pq_status pq__model_from_source(pq_ctx *ctx, pq__source *src, pq_model **out);
 

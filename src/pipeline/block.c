@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "joint/joint.h"
+#include "kernels/ggml_types.h"
 #include "model/packed.h"
 #include "pipeline/pipeline.h"
 
@@ -63,12 +64,22 @@ static pq_status compress_linear(pq__pipe *P, int64_t l, int i, const pq__linear
         return ctx->status;
     const int is_down = pq__block_linear[i].cols == PQ_DIM_FFN;
     const pq_layer_params *lp = is_down ? &P->down : &P->p.layer;
+    pq_layer_params lg;
+    if (P->gguf) { /* onto the preset's type for this tensor; its float fallbacks keep float weights */
+        lg = P->p.layer;
+        const pq_dtype t = pq__gguf_out_type(P, l, i);
+        if (pq__ggml_info_of(t))
+            lg.gguf_type = t;
+        else
+            lg.quant = PQ_QUANT_NONE;
+        lp = &lg;
+    }
     pq_layer_result res;
     st = last_user ? pq__layer_compress_scratch_h(ctx, lp, w->w[i], rows, cols, H, w->mask[i], &w->codes[i], &res)
                    : pq_layer_compress(ctx, lp, w->w[i], rows, cols, H, w->mask[i], &w->codes[i], &res);
     if (st) return pq__fail_prefix(ctx, st, "%s", name);
     /* the next layers must see exactly the weights the output will hold */
-    pq__packed_snap(w->w[i], rows, cols, w->mask[i], &w->codes[i]);
+    if (!w->codes[i].gguf_blocks) pq__packed_snap(w->w[i], rows, cols, w->mask[i], &w->codes[i]);
     pq__log(ctx, PQ_LOG_INFO, "%s: error %.6g, sparsity %.4f, damping %.3g (%.3g of mean diag)%s", name, res.error,
             res.sparsity, res.damp, res.percdamp, res.chol_retries ? ", raised" : "");
     if (res.moved_off_zero) /* joint mode a: GPTQ's feedback refilled pruned weights */
@@ -172,6 +183,7 @@ static pq_status add_linear(pq__pipe *P, int64_t l, int i, const pq__linear *lin
 }
 
 pq_status pq__write_block_shard(pq__pipe *P, int64_t l, const pq__block *b) {
+    if (P->gguf) return pq__gguf_out_block(P, l, b);
     pq_ctx *ctx = P->ctx;
     const pq__config *c = &P->m->cfg;
     char n[160];

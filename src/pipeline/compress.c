@@ -94,6 +94,7 @@ static pq_status compile_skip(pq__pipe *P) {
 
 /* Shard 1: embeddings, final norm, lm_head. */
 static pq_status write_head_shard(pq__pipe *P) {
+    if (P->gguf) return pq__gguf_out_head(P);
     pq_ctx *ctx = P->ctx;
     const pq__config *c = &P->m->cfg;
     const pq_dtype dt = P->p.dtype;
@@ -128,6 +129,7 @@ static pq_status run_blocks(pq__pipe *P) {
 
 /* The index, config.json and the tokenizer into the temp folder. */
 static pq_status write_metadata(pq__pipe *P, cJSON *index, const int64_t *starts, const char *out_dir) {
+    if (P->gguf) return pq__gguf_out_finish(P, out_dir);
     pq_ctx *ctx = P->ctx;
     cJSON_AddNumberToObject(cJSON_GetObjectItem(index, "metadata"), "total_size", P->total);
     char *itext = cJSON_Print(index);
@@ -163,7 +165,7 @@ static pq_status run(pq__pipe *P, const int32_t *tokens, int64_t n_tokens, const
         P->rep = rep_a.f;
     }
     if ((st = pq__runner_init(ctx, &P->r, P->m, win, p->nsamples, p->seqlen, p->chunk))) goto done;
-    if ((st = pq__tmpdir_create(ctx, out_dir, &P->tmp))) goto done;
+    if (!P->gguf && (st = pq__tmpdir_create(ctx, out_dir, &P->tmp))) goto done;
     P->n_shards = P->m->cfg.n_layers + 1;
     if ((st = write_head_shard(P)) || (st = run_blocks(P)) || (st = write_metadata(P, index, starts, out_dir)))
         goto done;
@@ -173,7 +175,7 @@ static pq_status run(pq__pipe *P, const int32_t *tokens, int64_t n_tokens, const
         P->rep = NULL;
         if ((st = pq__atomic_commit(ctx, &rep_a))) goto done;
     }
-    if ((st = pq__tmpdir_commit(ctx, P->tmp, out_dir)) && p->report) unlink(p->report);
+    if (!P->gguf && (st = pq__tmpdir_commit(ctx, P->tmp, out_dir)) && p->report) unlink(p->report);
 done:
     if (st && P->tmp) pq__rmtree(P->tmp);
     if (P->rep) pq__atomic_abort(&rep_a);
@@ -193,12 +195,15 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
     pq_status st = check_params(ctx, m, n_tokens, &P.p, &P.down);
     if (st) return st;
     /* bad output paths fail before the calibration, naming the path given */
-    st = pq__check_output_path(ctx, out_dir, 1);
+    st = pq__check_output_path(ctx, out_dir, !P.p.gguf_type);
     if (st == PQ_OK && P.p.report) st = pq__check_output_path(ctx, P.p.report, 0);
     if (st == PQ_OK) st = pq__progress(ctx, "compress", 0, m->cfg.n_layers);
     if (st) return st;
     P.compressing = P.p.layer.prune != PQ_PRUNE_NONE || P.p.layer.quant != PQ_QUANT_NONE;
-    if ((st = compile_skip(&P)) == PQ_OK) {
+    if (P.p.gguf_type && P.p.layer.quant == PQ_QUANT_NONE)
+        st = pq__fail(ctx, PQ_ERR_INVALID, "compress: --gguf-type needs a quantizer (--quant gptq or rtn)");
+    if (st == PQ_OK && P.p.gguf_type) st = pq__gguf_out_begin(&P, out_dir);
+    if (st == PQ_OK && (st = compile_skip(&P)) == PQ_OK) {
         pq__recipe_text(&P.p.layer, P.recipe, sizeof P.recipe);
         pq__recipe_text(&P.down, P.recipe_down, sizeof P.recipe_down);
         st = run(&P, tokens, n_tokens, out_dir);
@@ -208,5 +213,6 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
     pq__tl_free(&P.tl);
     pq__runner_free(&P.r);
     if (P.have_skip) regfree(&P.skip);
+    pq__gguf_out_free(&P);
     return st;
 }

@@ -59,7 +59,18 @@ typedef struct pq__pipe {
     char *tmp;  /* the output folder being written */
     int64_t n_shards, moved_total;
     double total; /* bytes of all tensors */
+    struct pq__gguf_out *gguf; /* GGUF output (gguf_out.c), NULL for an HF folder */
 } pq__pipe;
+
+/* GGUF output (gguf_out.c): the preset's type of every tensor, tensor bytes spooled to a
+ * temporary file block by block, one GGUF written from it at the end. */
+pq_status pq__gguf_out_begin(pq__pipe *P, const char *path);
+/* Linear i of block l: the ggml type it is rounded onto (PQ_DTYPE_F32 / F16: kept float). */
+pq_dtype pq__gguf_out_type(const pq__pipe *P, int64_t l, int i);
+pq_status pq__gguf_out_head(pq__pipe *P);
+pq_status pq__gguf_out_block(pq__pipe *P, int64_t l, const pq__block *b);
+pq_status pq__gguf_out_finish(pq__pipe *P, const char *path);
+void pq__gguf_out_free(pq__pipe *P);
 
 /* Compresses the linears of block l (b: its weights, pointed at the working copies). */
 pq_status pq__compress_block(pq__pipe *P, int64_t l, pq__block *b);
