@@ -11,6 +11,7 @@
 #include "linalg/linalg.h"
 #include "prunequant-compress.h"
 #include "test.h"
+#include "failalloc.h"
 #define RANDGEN_SEED 0x9e3779b97f4a7c15ULL
 #include "randgen.h"
 
@@ -891,36 +892,32 @@ static void test_npy(void) {
 
 /* ---------------------------------------------------------------- allocation failures */
 
-#if !defined(__SANITIZE_ADDRESS__)
-/* Every allocation the library makes fails in turn: the call must report PQ_ERR_NOMEM and
- * leave W as it was. Only allocations made from this executable (the library is linked in
- * statically) are failed, so OpenBLAS and the OpenMP runtime keep working. */
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_memalign(size_t, size_t);
-extern char __executable_start, etext;
-static long alloc_count, alloc_fail_at = -1;
+/* Every allocation the layer engine makes fails in turn (tests/failalloc.h): the call must
+ * report PQ_ERR_NOMEM and leave W as it was, with no codes. */
+typedef struct {
+    const pq_layer_params *p;
+    const float *W, *H;
+    float *Q;      /* [rows, n] */
+    uint8_t *mask; /* [rows, n] */
+    int64_t rows, n;
+} alloc_case;
 
-static int alloc_should_fail(const void *caller) {
-    if (alloc_fail_at < 0 || (const char *)caller < &__executable_start || (const char *)caller >= &etext) return 0;
-    return ++alloc_count == alloc_fail_at;
-}
-void *malloc(size_t n) {
-    return alloc_should_fail(__builtin_return_address(0)) ? NULL : __libc_malloc(n);
-}
-void *calloc(size_t a, size_t b) {
-    return alloc_should_fail(__builtin_return_address(0)) ? NULL : __libc_calloc(a, b);
-}
-int posix_memalign(void **out, size_t align, size_t n) {
-    if (alloc_should_fail(__builtin_return_address(0))) return 12; /* ENOMEM */
-    *out = __libc_memalign(align, n);
-    return *out ? 0 : 12;
+static pq_status alloc_body(pq_ctx *ctx, void *user) {
+    alloc_case *c = user;
+    const size_t bytes = sizeof(float) * (size_t)(c->rows * c->n);
+    memcpy(c->Q, c->W, bytes);
+    pq_qcodes codes;
+    const pq_status st = pq_layer_compress(ctx, c->p, c->Q, c->rows, c->n, c->H, c->mask, &codes, NULL);
+    if (failalloc_injected())
+        CHECK_MSG(st == PQ_ERR_NOMEM && memcmp(c->Q, c->W, bytes) == 0 && codes.codes == NULL,
+                  "status %d (%s), W changed or codes left", st, pq_ctx_error(ctx));
+    pq_qcodes_free(&codes);
+    return st;
 }
 
 static void test_alloc_failures(void) {
     const int64_t rows = 16, n = 64, nel = rows * n;
     float *H = make_h(n, 100, 6), *W = make_w(rows, n);
-    pq_ctx *ctx = new_ctx(2);
     float *Q = malloc(sizeof(float) * (size_t)nel);
     uint8_t *mask = malloc((size_t)nel);
     for (int recipe = 0; recipe < 5; recipe++) {
@@ -950,31 +947,16 @@ static void test_alloc_failures(void) {
             p.reference = 1;
             p.error_mode = PQ_ERROR_DIRECT;
         }
-        int failures = 0, bad = 0;
-        for (long k = 1; k < 200; k++) {
-            memcpy(Q, W, sizeof(float) * (size_t)nel);
-            pq_qcodes codes;
-            alloc_count = 0;
-            alloc_fail_at = k;
-            const pq_status st = pq_layer_compress(ctx, &p, Q, rows, n, H, mask, &codes, NULL);
-            alloc_fail_at = -1;
-            if (st == PQ_OK && alloc_count < k) {
-                pq_qcodes_free(&codes);
-                break; /* every allocation has been failed once */
-            }
-            failures++;
-            bad += st != PQ_ERR_NOMEM || memcmp(Q, W, sizeof(float) * (size_t)nel) != 0 || codes.codes != NULL;
-            pq_qcodes_free(&codes);
-        }
-        CHECK_MSG(failures > 3 && bad == 0, "recipe %d: %d failed allocations, %d mishandled", recipe, failures, bad);
+        alloc_case c = {.p = &p, .W = W, .H = H, .Q = Q, .mask = mask, .rows = rows, .n = n};
+        char name[64];
+        snprintf(name, sizeof name, "layer recipe %d", recipe);
+        CHECK_MSG(failalloc_run(name, alloc_body, &c, 2, 200) > 3, "%s: too few allocations", name);
     }
     free(Q);
     free(mask);
     free(H);
     free(W);
-    pq_ctx_free(ctx);
 }
-#endif
 
 /* The pipeline's entry that may factor H in its own memory: for a wide layer (more inputs
  * than PQ_INPLACE_MIN_COLS) GPTQ factored in float32 in place gives the error of the
@@ -1044,8 +1026,6 @@ int main(void) {
     test_threads_and_cancel();
     test_float_factor();
     test_scratch_h();
-#if !defined(__SANITIZE_ADDRESS__)
     test_alloc_failures();
-#endif
     return test_end("test_layer");
 }
