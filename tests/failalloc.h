@@ -19,6 +19,7 @@
 #define PQ_TEST_FAILALLOC_H
 
 #include <errno.h>
+#include <execinfo.h>
 #include <link.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -62,6 +63,8 @@ static uintptr_t fa_slot[FA_SLOTS];
 static long fa_used, fa_live, fa_count, fa_fail_at = -1;
 static int fa_track, fa_overflow, fa_failed;
 static const void *fa_fail_caller; /* return address of the failed call */
+static void *fa_bt[24];            /* its stack, to find the executable's code behind a cJSON call */
+static int fa_bt_n;
 static char fa_lock_flag;
 static uintptr_t fa_lib_lo[4], fa_lib_hi[4];
 static int fa_n_libs = -1;
@@ -128,16 +131,23 @@ FA_HOOK static int fa_tracked_caller(const void *caller) {
     return 0;
 }
 
+/* 1: cJSON's allocations are tracked (leaks) but not failed, for an entry whose handling of
+ * cJSON failures is a known open bug (say which in the test). */
+static int failalloc_exe_only;
+
 /* 1: this allocation fails. 0: it goes ahead; *track says whether to record the block. */
 FA_HOOK static int fa_should_fail(const void *caller, int *track) {
     *track = 0;
     if (!__atomic_load_n(&fa_track, __ATOMIC_RELAXED) || !fa_tracked_caller(caller)) return 0;
     *track = 1;
+    if (failalloc_exe_only && !((const char *)caller >= &__executable_start && (const char *)caller < &etext))
+        return 0;
     const long at = __atomic_load_n(&fa_fail_at, __ATOMIC_RELAXED);
     if (at < 0) return 0;
     if (__atomic_add_fetch(&fa_count, 1, __ATOMIC_RELAXED) != at) return 0;
     __atomic_store_n(&fa_failed, 1, __ATOMIC_RELAXED);
     fa_fail_caller = caller;
+    fa_bt_n = backtrace(fa_bt, 24);
     return 1;
 }
 
@@ -210,10 +220,17 @@ static inline int failalloc_injected(void) {
  * or "libcjson". */
 static const char *fa_lib_of(const void *caller) {
     const char *c = (const char *)caller;
-    return c >= &__executable_start && c < &etext ? "exe" : "libcjson";
+    return c >= &__executable_start && c < &etext ? "exe" : "exe, through libcjson";
 }
 static unsigned long fa_offset_of(const void *caller) {
     const char *c = (const char *)caller;
+    /* a cJSON call: report the executable's frame that called cJSON */
+    int seen = 0;
+    for (int i = 0; i < fa_bt_n && !(c >= &__executable_start && c < &etext); i++) {
+        const char *f = (const char *)fa_bt[i];
+        if (f == c) seen = 1;
+        if (seen && f >= &__executable_start && f < &etext) return (unsigned long)(f - &__executable_start);
+    }
     if (c >= &__executable_start && c < &etext) return (unsigned long)(c - &__executable_start);
     for (int i = 0; i < fa_n_libs; i++)
         if ((uintptr_t)c >= fa_lib_lo[i] && (uintptr_t)c < fa_lib_hi[i])
@@ -264,6 +281,7 @@ static pq_status fa_run_once(failalloc_fn fn, void *user, int threads, long fail
 static long failalloc_run(const char *name, failalloc_fn fn, void *user, int threads, long max_k) {
     if (fa_n_libs < 0) {
         fa_n_libs = 0;
+        fa_bt_n = backtrace(fa_bt, 24); /* loads libgcc_s now, not in a hook */
         dl_iterate_phdr(fa_find_lib, NULL);
     }
     const int verbose = getenv("FAILALLOC_VERBOSE") && *getenv("FAILALLOC_VERBOSE") == '1';

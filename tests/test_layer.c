@@ -890,6 +890,37 @@ static void test_npy(void) {
     pq_ctx_free(ctx);
 }
 
+/* Every allocation of the .npy reader and writer fails in turn (tests/failalloc.h). */
+typedef struct npy_case {
+    const char *path;
+    int write;
+} npy_case;
+
+static pq_status npy_body(pq_ctx *ctx, void *user) {
+    const npy_case *c = user;
+    static const float m[6] = {1.5f, -2.0f, 3.25f, 0.0f, -0.0f, 1e-30f};
+    const int64_t shape2[2] = {2, 3};
+    if (c->write) return pq_npy_write(ctx, c->path, m, shape2, 2);
+    float *x = NULL;
+    int64_t shape[2];
+    int nd = 0;
+    const pq_status st = pq_npy_read(ctx, c->path, &x, shape, &nd);
+    if (st == PQ_OK) CHECK(x && nd == 2 && shape[0] == 2 && shape[1] == 3 && !memcmp(x, m, sizeof m));
+    if (st != PQ_OK) CHECK(x == NULL);
+    free(x);
+    return st;
+}
+
+static void test_npy_alloc_failures(void) {
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/pq_test_layer_%d_fa.npy", (int)getpid());
+    npy_case c = {.path = path, .write = 1};
+    failalloc_run("npy write", npy_body, &c, 1, 1000);
+    c.write = 0;
+    failalloc_run("npy read", npy_body, &c, 1, 1000);
+    unlink(path);
+}
+
 /* ---------------------------------------------------------------- allocation failures */
 
 /* Every allocation the layer engine makes fails in turn (tests/failalloc.h): the call must
@@ -1015,6 +1046,7 @@ static void test_scratch_h(void) {
 
 int main(void) {
     test_npy();
+    test_npy_alloc_failures();
     test_reference_gptq();
     test_gptq_beats_rtn();
     test_codes_and_groups();
