@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "prunequant.h"
 #include "test.h"
@@ -294,6 +295,8 @@ static long failalloc_run(const char *name, failalloc_fn fn, void *user, int thr
     const int verbose = getenv("FAILALLOC_VERBOSE") && *getenv("FAILALLOC_VERBOSE") == '1';
     char msg[1024];
     long leaked;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     pq_status st = fa_run_once(fn, user, threads, -1, msg, sizeof msg, &leaked);
     CHECK_MSG(st == PQ_OK && leaked == 0, "%s: the run without failures gave status %d (%s), %ld blocks left", name,
               st, msg, leaked);
@@ -316,9 +319,10 @@ static long failalloc_run(const char *name, failalloc_fn fn, void *user, int thr
                     leaked < 0 ? " (too many to track)" : "");
         bad += !ok;
     }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
     if (verbose)
-        fprintf(stderr, "%s: %ld allocations failed in turn, %ld of them without effect on the status\n", name,
-                failed, absorbed);
+        fprintf(stderr, "%s: %ld allocations failed in turn, %ld of them without effect on the status (%.1f s)\n",
+                name, failed, absorbed, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
     CHECK_MSG(k <= max_k, "%s: still allocating after %ld runs", name, max_k);
     CHECK_MSG(failed > 0 && bad == 0, "%s: %ld failed allocations, %ld mishandled", name, failed, bad);
     return failed;
