@@ -34,7 +34,8 @@ static void mark_given(const char *key) {
 static int check_given(const char *cmd, pq_layer_params *l) {
     pq_ctx *c = pq_ctx_new();
     const int bad = !c || pq_recipe_check(c, l, given, 1) != PQ_OK;
-    if (bad) cli_usage_error(cmd, "%s", c ? pq_ctx_error(c) : "out of memory");
+    if (bad)
+        cli_usage_error(cmd, "%s", c ? pq_ctx_error(c) : "out of memory creating a context for the recipe check");
     pq_ctx_free(c);
     return bad;
 }
@@ -173,88 +174,91 @@ static int apply_recipe(const char *cmd, const char *path, pq_compress_params *p
     return 0;
 }
 
-int pq_cli_compress(int argc, char **argv) {
-    const char *cmd = "compress";
-    const char *model = NULL, *calib = NULL, *out = NULL, *tokenizer = NULL, *recipe = NULL, *format = "packed";
-    const char *skip = NULL;
-    int64_t threads = 0;
-    int quiet = 0;
-    pq_compress_params p = pq_compress_params_default();
-    cJSON *recipe_json = NULL;
-    /* the recipe first, so that flags override it wherever they stand */
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--recipe") && i + 1 < argc) recipe = argv[i + 1];
-    if (recipe && apply_recipe(cmd, recipe, &p, &threads, &format, &skip, &recipe_json)) {
-        cJSON_Delete(recipe_json);
-        return 1; /* a bad recipe file is bad data, not bad usage */
+typedef struct compress_opts {
+    const char *model, *calib, *out, *tokenizer, *format, *skip;
+    int64_t threads;
+    int quiet;
+    pq_compress_params p;
+} compress_opts;
+
+/* A flag without a value: 1 when it is one. */
+static int compress_switch(compress_opts *o, const char *a) {
+    if (!strcmp(a, "--sym") || !strcmp(a, "--asym"))
+        set_bool(&o->p, "sym", a[2] == 's');
+    else if (!strcmp(a, "--act-order"))
+        set_bool(&o->p, "act_order", 1);
+    else if (!strcmp(a, "--static-groups"))
+        set_bool(&o->p, "static_groups", 1);
+    else if (!strcmp(a, "--keep-mask") || !strcmp(a, "--no-keep-mask"))
+        set_bool(&o->p, "keep_mask", a[2] == 'k');
+    else if (!strcmp(a, "--true-sequential"))
+        set_bool(&o->p, "true_sequential", 1);
+    else if (!strcmp(a, "--quiet") || !strcmp(a, "-q"))
+        o->quiet = 1;
+    else
+        return 0;
+    return 1;
+}
+
+/* argv[*i] and its value, if any: 0 to go on, else the exit code. */
+static int compress_flag(const char *cmd, int argc, char **argv, int *i, compress_opts *o) {
+    const char *a = argv[*i], *v;
+    int rc = 0;
+    if (compress_switch(o, a)) return 0;
+    if (!strcmp(a, "--recipe"))
+        rc = !val(cmd, argc, argv, i);
+    else if (!strcmp(a, "--calib"))
+        rc = !(o->calib = val(cmd, argc, argv, i));
+    else if (!strcmp(a, "--out"))
+        rc = !(o->out = val(cmd, argc, argv, i));
+    else if (!strcmp(a, "--tokenizer"))
+        rc = !(o->tokenizer = val(cmd, argc, argv, i));
+    else if (!strcmp(a, "--report"))
+        rc = !(o->p.report = val(cmd, argc, argv, i));
+    else if (a[0] == '-' && a[1] == '-' && a[2]) {
+        char key[32];
+        snprintf(key, sizeof key, "%s", a + 2);
+        for (char *k = key; *k; k++)
+            if (*k == '-') *k = '_';
+        if (!(v = val(cmd, argc, argv, i)))
+            rc = 2;
+        else if ((rc = set_key(cmd, &o->p, key, v, &o->threads, &o->format, &o->skip)) < 0)
+            rc = cli_unknown_option(cmd, a);
+        else
+            rc = rc ? 2 : 0;
+    } else if (a[0] == '-' && a[1]) {
+        rc = cli_unknown_option(cmd, a);
+    } else if (o->model) {
+        rc = cli_usage_error(cmd, "more than one model given");
+    } else {
+        o->model = a;
     }
+    return rc;
+}
+
+/* The flags after the recipe: -1 to go on, else the exit code (0 after --help). */
+static int compress_parse(const char *cmd, int argc, char **argv, compress_opts *o) {
     int rc = 0;
     for (int i = 1; i < argc && !rc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help")) {
+        if (!strcmp(argv[i], "--help")) {
             printf("%s", compress_usage);
-            cJSON_Delete(recipe_json);
             return 0;
         }
-        if (!strcmp(a, "--sym") || !strcmp(a, "--asym"))
-            set_bool(&p, "sym", a[2] == 's');
-        else if (!strcmp(a, "--act-order"))
-            set_bool(&p, "act_order", 1);
-        else if (!strcmp(a, "--static-groups"))
-            set_bool(&p, "static_groups", 1);
-        else if (!strcmp(a, "--keep-mask") || !strcmp(a, "--no-keep-mask"))
-            set_bool(&p, "keep_mask", a[2] == 'k');
-        else if (!strcmp(a, "--true-sequential"))
-            set_bool(&p, "true_sequential", 1);
-        else if (!strcmp(a, "--quiet") || !strcmp(a, "-q"))
-            quiet = 1;
-        else if (!strcmp(a, "--recipe"))
-            rc = !val(cmd, argc, argv, &i);
-        else if (!strcmp(a, "--calib"))
-            rc = !(calib = val(cmd, argc, argv, &i));
-        else if (!strcmp(a, "--out"))
-            rc = !(out = val(cmd, argc, argv, &i));
-        else if (!strcmp(a, "--tokenizer"))
-            rc = !(tokenizer = val(cmd, argc, argv, &i));
-        else if (!strcmp(a, "--report"))
-            rc = !(p.report = val(cmd, argc, argv, &i));
-        else if (a[0] == '-' && a[1] == '-' && a[2]) {
-            char key[32];
-            snprintf(key, sizeof key, "%s", a + 2);
-            for (char *k = key; *k; k++)
-                if (*k == '-') *k = '_';
-            if (!(v = val(cmd, argc, argv, &i)))
-                rc = 2;
-            else if ((rc = set_key(cmd, &p, key, v, &threads, &format, &skip)) < 0)
-                rc = cli_unknown_option(cmd, a);
-            else
-                rc = rc ? 2 : 0;
-        } else if (a[0] == '-' && a[1]) {
-            rc = cli_unknown_option(cmd, a);
-        } else if (model) {
-            rc = cli_usage_error(cmd, "more than one model given");
-        } else {
-            model = a;
-        }
+        rc = compress_flag(cmd, argc, argv, &i, o);
     }
-    if (!rc && (!model || !calib || !out))
+    if (!rc && (!o->model || !o->calib || !o->out))
         rc = cli_usage_error(cmd, "MODEL, --calib FILE and --out DIR are required");
-    if (rc) {
-        cJSON_Delete(recipe_json);
-        return 2;
-    }
-    if (check_given(cmd, &p.layer)) {
-        cJSON_Delete(recipe_json);
-        return 2;
-    }
-    p.packed = !strcmp(format, "packed");
-    p.skip = skip;
-    p.calib_name = calib;
-    pq_ctx *ctx = cli_ctx_new((int)threads, quiet);
+    if (rc || check_given(cmd, &o->p.layer)) return 2;
+    return -1;
+}
+
+/* Loads the model, tokenizes the calibration text, compresses: the exit code. */
+static int compress_run(const char *cmd, const compress_opts *o) {
+    pq_ctx *ctx = cli_ctx_new((int)o->threads, o->quiet);
     cli_catch_signals();
     const double t0 = cli_now();
     pq_load_params lp = pq_load_params_default();
-    lp.tokenizer_path = tokenizer;
+    lp.tokenizer_path = o->tokenizer;
     lp.defer_weights = 1; /* the pipeline converts one block at a time */
     pq_model *m = NULL;
     int32_t *ids = NULL;
@@ -262,31 +266,99 @@ int pq_cli_compress(int argc, char **argv) {
     size_t len = 0;
     char *text = NULL;
     int ret = 1;
-    if (pq_model_load(ctx, model, &lp, &m) != PQ_OK) {
+    if (pq_model_load(ctx, o->model, &lp, &m) != PQ_OK) {
         cli_fail(cmd, ctx);
         goto done;
     }
     if (!pq_model_tokenizer(m)) {
-        fprintf(stderr, "prunequant %s: %s: the model has no tokenizer; pass --tokenizer FILE\n", cmd, model);
+        fprintf(stderr, "prunequant %s: %s: the model has no tokenizer; pass --tokenizer FILE\n", cmd, o->model);
         goto done;
     }
-    if (!(text = cli_read_text(cmd, "--calib", calib, &len, quiet))) goto done;
+    if (!(text = cli_read_text(cmd, "--calib", o->calib, &len, o->quiet))) goto done;
     if (pq_tokenize(ctx, pq_model_tokenizer(m), text, len, 1, &ids, &n_ids) != PQ_OK ||
-        pq_compress_model(ctx, m, ids, n_ids, &p, out) != PQ_OK) {
+        pq_compress_model(ctx, m, ids, n_ids, &o->p, o->out) != PQ_OK) {
         cli_progress_done();
         cli_fail(cmd, ctx);
         goto done;
     }
     cli_progress_done();
-    if (!quiet) cli_compress_summary(cmd, m, out, cli_now() - t0);
+    if (!o->quiet) cli_compress_summary(cmd, m, o->out, cli_now() - t0);
     ret = 0;
 done:
     free(ids);
     free(text);
     pq_model_free(m);
     pq_ctx_free(ctx);
-    cJSON_Delete(recipe_json);
     return ret;
+}
+
+int pq_cli_compress(int argc, char **argv) {
+    const char *cmd = "compress";
+    compress_opts o = {.format = "packed", .p = pq_compress_params_default()};
+    const char *recipe = NULL;
+    cJSON *recipe_json = NULL; /* strings of o point into it */
+    /* the recipe first, so that flags override it wherever they stand */
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--recipe") && i + 1 < argc) recipe = argv[i + 1];
+    if (recipe && apply_recipe(cmd, recipe, &o.p, &o.threads, &o.format, &o.skip, &recipe_json)) {
+        cJSON_Delete(recipe_json);
+        return 1; /* a bad recipe file is bad data, not bad usage */
+    }
+    int rc = compress_parse(cmd, argc, argv, &o);
+    if (rc < 0) {
+        o.p.packed = !strcmp(o.format, "packed");
+        o.p.skip = o.skip;
+        o.p.calib_name = o.calib;
+        rc = compress_run(cmd, &o);
+    }
+    cJSON_Delete(recipe_json);
+    return rc;
+}
+
+static void sparsity_print_json(const char *model, const pq_sparsity_report *r) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "path", model);
+    cJSON *arr = cJSON_AddArrayToObject(j, "layers");
+    for (int64_t i = 0; i < r->n_layers; i++) {
+        const pq_sparsity_entry *e = &r->layers[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", e->name);
+        cJSON_AddNumberToObject(o, "rows", (double)e->rows);
+        cJSON_AddNumberToObject(o, "cols", (double)e->cols);
+        cJSON_AddNumberToObject(o, "sparsity", e->sparsity);
+        char pat[32];
+        snprintf(pat, sizeof pat, "%d:%d", e->pattern_n, e->pattern_m);
+        if (e->pattern_m)
+            cJSON_AddStringToObject(o, "pattern", pat);
+        else
+            cJSON_AddNullToObject(o, "pattern");
+        cJSON_AddBoolToObject(o, "pattern_ok", e->pattern_ok);
+        cJSON_AddNumberToObject(o, "bytes", (double)e->bytes);
+        cJSON_AddItemToArray(arr, o);
+    }
+    cJSON_AddBoolToObject(j, "packed", r->packed);
+    cJSON_AddNumberToObject(j, "acr", r->acr);
+    cJSON_AddNumberToObject(j, "bpw", r->bpw);
+    char *s = cJSON_Print(j);
+    if (s) printf("%s\n", s);
+    free(s);
+    cJSON_Delete(j);
+}
+
+static void sparsity_print_text(const pq_sparsity_report *r) {
+    printf("%-40s %10s %8s %10s\n", "layer", "sparsity", "pattern", "pattern_ok");
+    for (int64_t i = 0; i < r->n_layers; i++) {
+        const pq_sparsity_entry *e = &r->layers[i];
+        char pat[32];
+        if (e->pattern_m)
+            snprintf(pat, sizeof pat, "%d:%d", e->pattern_n, e->pattern_m);
+        else
+            snprintf(pat, sizeof pat, "-");
+        printf("%-40s %10.4f %8s %10s\n", e->name, e->sparsity, pat, e->pattern_ok ? "yes" : "no");
+    }
+    char acr[32] = "-"; /* ACr < 0: stored wider than f16 (dense f32) */
+    if (r->acr >= 0) snprintf(acr, sizeof acr, "%.4f", r->acr);
+    printf("ACr %s  bpw %.3f%s\n", acr, r->bpw, r->packed ? "" : "  (not packed)");
 }
 
 int pq_cli_info_sparsity(int argc, char **argv) {
@@ -324,49 +396,10 @@ int pq_cli_info_sparsity(int argc, char **argv) {
         pq_ctx_free(ctx);
         return e;
     }
-    if (json) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "path", model);
-        cJSON *arr = cJSON_AddArrayToObject(j, "layers");
-        for (int64_t i = 0; i < r.n_layers; i++) {
-            const pq_sparsity_entry *e = &r.layers[i];
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "name", e->name);
-            cJSON_AddNumberToObject(o, "rows", (double)e->rows);
-            cJSON_AddNumberToObject(o, "cols", (double)e->cols);
-            cJSON_AddNumberToObject(o, "sparsity", e->sparsity);
-            char pat[32];
-            snprintf(pat, sizeof pat, "%d:%d", e->pattern_n, e->pattern_m);
-            if (e->pattern_m)
-                cJSON_AddStringToObject(o, "pattern", pat);
-            else
-                cJSON_AddNullToObject(o, "pattern");
-            cJSON_AddBoolToObject(o, "pattern_ok", e->pattern_ok);
-            cJSON_AddNumberToObject(o, "bytes", (double)e->bytes);
-            cJSON_AddItemToArray(arr, o);
-        }
-        cJSON_AddBoolToObject(j, "packed", r.packed);
-        cJSON_AddNumberToObject(j, "acr", r.acr);
-        cJSON_AddNumberToObject(j, "bpw", r.bpw);
-        char *s = cJSON_Print(j);
-        if (s) printf("%s\n", s);
-        free(s);
-        cJSON_Delete(j);
-    } else {
-        printf("%-40s %10s %8s %10s\n", "layer", "sparsity", "pattern", "pattern_ok");
-        for (int64_t i = 0; i < r.n_layers; i++) {
-            const pq_sparsity_entry *e = &r.layers[i];
-            char pat[32];
-            if (e->pattern_m)
-                snprintf(pat, sizeof pat, "%d:%d", e->pattern_n, e->pattern_m);
-            else
-                snprintf(pat, sizeof pat, "-");
-            printf("%-40s %10.4f %8s %10s\n", e->name, e->sparsity, pat, e->pattern_ok ? "yes" : "no");
-        }
-        char acr[32] = "-"; /* ACr < 0: stored wider than f16 (dense f32) */
-        if (r.acr >= 0) snprintf(acr, sizeof acr, "%.4f", r.acr);
-        printf("ACr %s  bpw %.3f%s\n", acr, r.bpw, r.packed ? "" : "  (not packed)");
-    }
+    if (json)
+        sparsity_print_json(model, &r);
+    else
+        sparsity_print_text(&r);
     pq_sparsity_report_free(&r);
     pq_model_free(m);
     pq_ctx_free(ctx);

@@ -130,138 +130,159 @@ static pq_model *load(const char *cmd, pq_ctx *ctx, const char *path, const char
     return m;
 }
 
-int pq_cli_eval(int argc, char **argv) {
-    const char *cmd = "eval";
-    const char *model_path = NULL, *tok = NULL, *base_path = NULL, *base_tok = NULL, *tasks = NULL, *json = NULL;
-    const char *samples_path = NULL;
-    const char *data_dir = NULL, *cache_dir = NULL, *v;
-    int no_cache = 0, quiet = 0;
-    int64_t threads = 0, k;
+typedef struct eval_opts {
+    const char *model_path, *tok, *base_path, *base_tok, *tasks, *json, *samples_path, *data_dir, *cache_dir;
+    int no_cache, quiet;
+    int64_t threads;
+    pq_eval_params p;
+    pq_compress_info ci;
+} eval_opts;
+
+enum { FLAG_DONE = -1, FLAG_UNKNOWN = -2 }; /* besides exit codes >= 0 */
+
+/* A flag naming a file, folder or list: FLAG_DONE, FLAG_UNKNOWN or an exit code. */
+static int eval_path_flag(const char *cmd, int argc, char **argv, int *i, eval_opts *o) {
+    const char *a = argv[*i];
+    static const char *const names[] = {"--tokenizer", "--base",      "--base-tokenizer", "--tasks",
+                                        "--data-dir",  "--cache-dir", "--json",           "--log-samples"};
+    const char **dest[] = {&o->tok,      &o->base_path, &o->base_tok, &o->tasks,
+                           &o->data_dir, &o->cache_dir, &o->json,     &o->samples_path};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+        if (!strcmp(a, names[k])) return (*dest[k] = value(cmd, argc, argv, i)) ? FLAG_DONE : 2;
+    return FLAG_UNKNOWN;
+}
+
+/* A flag with a number or a choice: FLAG_DONE, FLAG_UNKNOWN or an exit code. */
+static int eval_number_flag(const char *cmd, int argc, char **argv, int *i, eval_opts *o) {
+    const char *a = argv[*i], *v;
+    pq_eval_params *p = &o->p;
+    int64_t k;
     double x;
-    pq_eval_params p = pq_eval_params_default();
-    pq_compress_info ci = pq_compress_info_default();
+    if (strcmp(a, "--normalize") && strcmp(a, "--limit") && strcmp(a, "--shots") && strcmp(a, "--seed") &&
+        strcmp(a, "--threads") && strcmp(a, "--ctx") && strcmp(a, "--max-gen") && strcmp(a, "--protocol") &&
+        strcmp(a, "--sparsity") && strcmp(a, "--bits"))
+        return FLAG_UNKNOWN;
+    if (!(v = value(cmd, argc, argv, i))) return 2;
+    if (!strcmp(a, "--normalize")) {
+        if (strcmp(v, "chance") && strcmp(v, "none"))
+            return cli_usage_error(cmd, "--normalize: chance or none (got '%s')", v);
+        p->normalize_chance = !strcmp(v, "chance");
+    } else if (!strcmp(a, "--limit")) {
+        if (cli_parse_i64(cmd, a, v, 0, INT64_MAX, &p->limit)) return 2;
+    } else if (!strcmp(a, "--shots")) {
+        if (cli_parse_i64(cmd, a, v, 0, 64, &k)) return 2;
+        p->shots = (int)k;
+    } else if (!strcmp(a, "--seed")) {
+        if (cli_parse_i64(cmd, a, v, 0, INT64_MAX, &k)) return 2;
+        p->seed = (uint64_t)k;
+    } else if (!strcmp(a, "--threads")) {
+        if (cli_parse_i64(cmd, a, v, 0, 1024, &o->threads)) return 2;
+    } else if (!strcmp(a, "--ctx")) {
+        if (cli_parse_i64(cmd, a, v, 2, 1 << 20, &p->ctx)) return 2;
+    } else if (!strcmp(a, "--max-gen")) {
+        if (cli_parse_i64(cmd, a, v, 1, 1 << 20, &p->gen_max_tokens)) return 2;
+    } else if (!strcmp(a, "--protocol")) {
+        if (!strcmp(v, "gptq"))
+            p->ppl_protocol = PQ_PPL_GPTQ;
+        else if (!strcmp(v, "llamacpp"))
+            p->ppl_protocol = PQ_PPL_LLAMACPP;
+        else
+            return cli_usage_error(cmd, "--protocol: expected gptq or llamacpp, got '%s'", v);
+    } else if (!strcmp(a, "--sparsity")) {
+        if (cli_parse_f64(cmd, a, v, 0, 0.999999, &x)) return 2;
+        o->ci.sparsity = x;
+    } else { /* --bits */
+        if (cli_parse_f64(cmd, a, v, 1, 32, &x)) return 2;
+        o->ci.bits = x;
+    }
+    return FLAG_DONE;
+}
+
+/* The command line into o: FLAG_DONE, or the exit code (0 after --help). */
+static int eval_parse(const char *cmd, int argc, char **argv, eval_opts *o) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             eval_usage(stdout);
             return 0;
-        } else if (!strcmp(a, "--tokenizer")) {
-            if (!(tok = value(cmd, argc, argv, &i))) return 2;
-        } else if (!strcmp(a, "--base")) {
-            if (!(base_path = value(cmd, argc, argv, &i))) return 2;
-        } else if (!strcmp(a, "--base-tokenizer")) {
-            if (!(base_tok = value(cmd, argc, argv, &i))) return 2;
-        } else if (!strcmp(a, "--tasks")) {
-            if (!(tasks = value(cmd, argc, argv, &i))) return 2;
-        } else if (!strcmp(a, "--data-dir")) {
-            if (!(data_dir = value(cmd, argc, argv, &i))) return 2;
-        } else if (!strcmp(a, "--cache-dir")) {
-            if (!(cache_dir = value(cmd, argc, argv, &i))) return 2;
-        } else if (!strcmp(a, "--no-cache")) {
-            no_cache = 1;
-        } else if (!strcmp(a, "--normalize")) {
-            if (!(v = value(cmd, argc, argv, &i))) return 2;
-            if (strcmp(v, "chance") && strcmp(v, "none"))
-                return cli_usage_error(cmd, "--normalize: chance or none (got '%s')", v);
-            p.normalize_chance = !strcmp(v, "chance");
-        } else if (!strcmp(a, "--json")) {
-            if (!(json = value(cmd, argc, argv, &i))) return 2;
-        } else if (!strcmp(a, "--log-samples")) {
-            if (!(samples_path = value(cmd, argc, argv, &i))) return 2;
-        } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
-            quiet = 1;
-        } else if (!strcmp(a, "--limit")) {
-            if (!(v = value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, INT64_MAX, &p.limit)) return 2;
-        } else if (!strcmp(a, "--shots")) {
-            if (!(v = value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, 64, &k)) return 2;
-            p.shots = (int)k;
-        } else if (!strcmp(a, "--seed")) {
-            if (!(v = value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, INT64_MAX, &k)) return 2;
-            p.seed = (uint64_t)k;
-        } else if (!strcmp(a, "--threads")) {
-            if (!(v = value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, 1024, &threads)) return 2;
-        } else if (!strcmp(a, "--ctx")) {
-            if (!(v = value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 2, 1 << 20, &p.ctx)) return 2;
-        } else if (!strcmp(a, "--max-gen")) {
-            if (!(v = value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 1, 1 << 20, &p.gen_max_tokens))
-                return 2;
-        } else if (!strcmp(a, "--protocol")) {
-            if (!(v = value(cmd, argc, argv, &i))) return 2;
-            if (!strcmp(v, "gptq"))
-                p.ppl_protocol = PQ_PPL_GPTQ;
-            else if (!strcmp(v, "llamacpp"))
-                p.ppl_protocol = PQ_PPL_LLAMACPP;
-            else
-                return cli_usage_error(cmd, "--protocol: expected gptq or llamacpp, got '%s'", v);
-        } else if (!strcmp(a, "--sparsity")) {
-            if (!(v = value(cmd, argc, argv, &i)) || cli_parse_f64(cmd, a, v, 0, 0.999999, &x)) return 2;
-            ci.sparsity = x;
-        } else if (!strcmp(a, "--bits")) {
-            if (!(v = value(cmd, argc, argv, &i)) || cli_parse_f64(cmd, a, v, 1, 32, &x)) return 2;
-            ci.bits = x;
+        }
+        if (!strcmp(a, "--no-cache")) {
+            o->no_cache = 1;
+            continue;
+        }
+        if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
+            o->quiet = 1;
+            continue;
+        }
+        int rc = eval_path_flag(cmd, argc, argv, &i, o);
+        if (rc == FLAG_UNKNOWN) rc = eval_number_flag(cmd, argc, argv, &i, o);
+        if (rc != FLAG_UNKNOWN) {
+            if (rc != FLAG_DONE) return rc;
         } else if (a[0] == '-' && a[1]) {
             return cli_unknown_option(cmd, a);
-        } else if (model_path) {
+        } else if (o->model_path) {
             return cli_usage_error(cmd, "more than one model given");
         } else {
-            model_path = a;
+            o->model_path = a;
         }
     }
-    if (!model_path) return cli_usage_error(cmd, "no MODEL given");
-    if (!tasks) return cli_usage_error(cmd, "--tasks LIST is required");
-    if (base_tok && !base_path) return cli_usage_error(cmd, "--base-tokenizer needs --base");
-    char dbuf[PATH_MAX + 32], cbuf[PATH_MAX + 32];
-    p.data_dir = data_dir ? data_dir : cli_default_data_dir(dbuf, sizeof dbuf);
-    p.cache_dir = no_cache ? NULL : cache_dir ? cache_dir : cli_default_cache_dir(cbuf, sizeof cbuf);
-    if (cache_dir && !no_cache && !cli_is_dir(cache_dir) && mkdir(cache_dir, 0755) != 0)
-        fprintf(stderr, "prunequant eval: warning: cannot create cache folder %s: %s\n", cache_dir, strerror(errno));
-    pq_ctx *ctx = cli_ctx_new((int)threads, quiet);
-    if ((json && strcmp(json, "-")) || samples_path) cli_catch_signals(); /* writes FILE */
+    if (!o->model_path) return cli_usage_error(cmd, "no MODEL given");
+    if (!o->tasks) return cli_usage_error(cmd, "--tasks LIST is required");
+    if (o->base_tok && !o->base_path) return cli_usage_error(cmd, "--base-tokenizer needs --base");
+    return FLAG_DONE;
+}
+
+/* The report on stdout (and --json FILE): 0, or 1 after a message. */
+static int eval_output(const char *cmd, pq_ctx *ctx, const eval_opts *o, const pq_eval_report *r) {
+    if (o->json && !strcmp(o->json, "-")) {
+        char *s = pq_eval_report_json(r);
+        if (s) printf("%s\n", s);
+        free(s);
+        return 0;
+    }
+    print_report(r, o->p.data_dir);
+    if (o->json && pq_eval_report_write_json(ctx, r, o->json) != PQ_OK) {
+        cli_fail(cmd, ctx);
+        return 1;
+    }
+    return 0;
+}
+
+/* Loads the model(s), runs the tasks, writes --log-samples and the report: the exit code. */
+static int eval_run(const char *cmd, pq_ctx *ctx, eval_opts *o) {
     /* --log-samples FILE.jsonl: written under a temporary name, renamed when the run succeeds */
     char samples_tmp[4200];
     FILE *sf = NULL;
-    if (samples_path) {
-        snprintf(samples_tmp, sizeof samples_tmp, "%s.tmp.%ld", samples_path, (long)getpid());
+    if (o->samples_path) {
+        snprintf(samples_tmp, sizeof samples_tmp, "%s.tmp.%ld", o->samples_path, (long)getpid());
         if (!(sf = fopen(samples_tmp, "w"))) {
-            fprintf(stderr, "prunequant %s: --log-samples %s: cannot create: %s\n", cmd, samples_path,
+            fprintf(stderr, "prunequant %s: --log-samples %s: cannot create: %s\n", cmd, o->samples_path,
                     strerror(errno));
-            pq_ctx_free(ctx);
             return 1;
         }
-        p.on_sample = write_sample;
-        p.sample_user = sf;
+        o->p.on_sample = write_sample;
+        o->p.sample_user = sf;
     }
-    pq_model *m = load(cmd, ctx, model_path, tok), *b = NULL;
+    pq_model *m = load(cmd, ctx, o->model_path, o->tok), *b = NULL;
     int rc = 1;
     pq_eval_report *r = NULL;
     if (!m) goto out;
-    if (base_path && !(b = load(cmd, ctx, base_path, base_tok ? base_tok : tok))) goto out;
-    if (pq_eval_run(ctx, m, model_path, b, base_path, tasks, &p, &ci, &r) != PQ_OK) {
+    if (o->base_path && !(b = load(cmd, ctx, o->base_path, o->base_tok ? o->base_tok : o->tok))) goto out;
+    if (pq_eval_run(ctx, m, o->model_path, b, o->base_path, o->tasks, &o->p, &o->ci, &r) != PQ_OK) {
         cli_fail(cmd, ctx);
         goto out;
     }
     if (sf) {
         const int bad = fclose(sf) != 0;
         sf = NULL;
-        if (bad || rename(samples_tmp, samples_path) != 0) {
-            fprintf(stderr, "prunequant %s: --log-samples %s: cannot write: %s\n", cmd, samples_path,
+        if (bad || rename(samples_tmp, o->samples_path) != 0) {
+            fprintf(stderr, "prunequant %s: --log-samples %s: cannot write: %s\n", cmd, o->samples_path,
                     strerror(errno));
             goto out;
         }
     }
     cli_progress_done();
-    if (json && !strcmp(json, "-")) {
-        char *s = pq_eval_report_json(r);
-        if (s) printf("%s\n", s);
-        free(s);
-    } else {
-        print_report(r, p.data_dir);
-        if (json && pq_eval_report_write_json(ctx, r, json) != PQ_OK) {
-            cli_fail(cmd, ctx);
-            goto out;
-        }
-    }
-    rc = 0;
+    rc = eval_output(cmd, ctx, o, r);
 out:
     if (sf) { /* failed or interrupted: nothing is left */
         fclose(sf);
@@ -270,8 +291,25 @@ out:
     pq_eval_report_free(r);
     pq_model_free(b);
     pq_model_free(m);
-    pq_ctx_free(ctx);
     return rc;
+}
+
+int pq_cli_eval(int argc, char **argv) {
+    const char *cmd = "eval";
+    eval_opts o = {.p = pq_eval_params_default(), .ci = pq_compress_info_default()};
+    const int rc = eval_parse(cmd, argc, argv, &o);
+    if (rc != FLAG_DONE) return rc;
+    char dbuf[PATH_MAX + 32], cbuf[PATH_MAX + 32];
+    o.p.data_dir = o.data_dir ? o.data_dir : cli_default_data_dir(dbuf, sizeof dbuf);
+    o.p.cache_dir = o.no_cache ? NULL : o.cache_dir ? o.cache_dir : cli_default_cache_dir(cbuf, sizeof cbuf);
+    if (o.cache_dir && !o.no_cache && !cli_is_dir(o.cache_dir) && mkdir(o.cache_dir, 0755) != 0)
+        fprintf(stderr, "prunequant eval: warning: cannot create cache folder %s: %s\n", o.cache_dir,
+                strerror(errno));
+    pq_ctx *ctx = cli_ctx_new((int)o.threads, o.quiet);
+    if ((o.json && strcmp(o.json, "-")) || o.samples_path) cli_catch_signals(); /* writes FILE */
+    const int ret = eval_run(cmd, ctx, &o);
+    pq_ctx_free(ctx);
+    return ret;
 }
 
 /* ---------------------------------------------------------------- tasks */

@@ -89,6 +89,64 @@ static void print_json(cJSON *j) {
 
 int pq_cli_info_sparsity(int argc, char **argv); /* cmd_compress.c */
 
+static void info_print_json(const char *model, const pq_model_info *in, const pq_tokenizer *tok) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "path", model);
+    cJSON_AddStringToObject(j, "format", in->format);
+    cJSON_AddStringToObject(j, "architecture", in->arch);
+    cJSON_AddNumberToObject(j, "dim", (double)in->dim);
+    cJSON_AddNumberToObject(j, "hidden_dim", (double)in->hidden_dim);
+    cJSON_AddNumberToObject(j, "n_layers", (double)in->n_layers);
+    cJSON_AddNumberToObject(j, "n_heads", (double)in->n_heads);
+    cJSON_AddNumberToObject(j, "n_kv_heads", (double)in->n_kv_heads);
+    cJSON_AddNumberToObject(j, "head_dim", (double)in->head_dim);
+    cJSON_AddNumberToObject(j, "vocab_size", (double)in->vocab_size);
+    cJSON_AddNumberToObject(j, "max_seq_len", (double)in->max_seq_len);
+    cJSON_AddNumberToObject(j, "rope_theta", in->rope_theta);
+    cJSON_AddStringToObject(j, "rope", in->rope_halfsplit ? "halfsplit" : "interleaved");
+    cJSON_AddNumberToObject(j, "norm_eps", in->norm_eps);
+    cJSON_AddBoolToObject(j, "tied_embeddings", in->tied_embeddings);
+    cJSON_AddBoolToObject(j, "qkv_bias", in->qkv_bias);
+    cJSON_AddNumberToObject(j, "n_params", (double)in->n_params);
+    cJSON_AddNumberToObject(j, "file_bytes", (double)in->file_bytes);
+    cJSON_AddNumberToObject(j, "weight_bytes", (double)in->weight_bytes);
+    cJSON_AddStringToObject(j, "dtypes", in->dtypes);
+    if (tok) {
+        cJSON *t = cJSON_AddObjectToObject(j, "tokenizer");
+        cJSON_AddNumberToObject(t, "n_vocab", (double)pq_tokenizer_n_vocab(tok));
+        cJSON_AddNumberToObject(t, "bos", pq_tokenizer_bos(tok));
+        cJSON_AddNumberToObject(t, "eos", pq_tokenizer_eos(tok));
+    } else {
+        cJSON_AddNullToObject(j, "tokenizer");
+    }
+    print_json(j);
+}
+
+static void info_print_text(const char *model, const pq_model_info *in, const pq_tokenizer *tok) {
+    printf("model         %s\n", model);
+    printf("format        %s\n", in->format);
+    printf("architecture  %s\n", in->arch);
+    printf("dim           %lld\n", (long long)in->dim);
+    printf("hidden_dim    %lld\n", (long long)in->hidden_dim);
+    printf("layers        %lld\n", (long long)in->n_layers);
+    printf("heads         %lld (kv heads %lld, head dim %lld)\n", (long long)in->n_heads, (long long)in->n_kv_heads,
+           (long long)in->head_dim);
+    printf("vocab         %lld\n", (long long)in->vocab_size);
+    printf("context       %lld\n", (long long)in->max_seq_len);
+    printf("rope          theta %g, %s\n", in->rope_theta, in->rope_halfsplit ? "half-split (HF)" : "interleaved");
+    printf("norm eps      %g\n", in->norm_eps);
+    printf("embeddings    %s\n", in->tied_embeddings ? "tied" : "untied");
+    printf("qkv bias      %s\n", in->qkv_bias ? "yes" : "no");
+    printf("parameters    %lld (%.3f M)\n", (long long)in->n_params, (double)in->n_params / 1e6);
+    printf("bytes         %zu on disk, %zu of weights\n", in->file_bytes, in->weight_bytes);
+    printf("dtypes        %s\n", in->dtypes);
+    if (tok)
+        printf("tokenizer     %lld tokens (bos %d, eos %d)\n", (long long)pq_tokenizer_n_vocab(tok),
+               pq_tokenizer_bos(tok), pq_tokenizer_eos(tok));
+    else
+        printf("tokenizer     none (pass --tokenizer FILE)\n");
+}
+
 int cli_info(int argc, char **argv) {
     const char *cmd = "info";
     for (int i = 1; i < argc; i++)
@@ -116,61 +174,10 @@ int cli_info(int argc, char **argv) {
     pq_model_info in;
     pq_model_get_info(m, &in);
     const pq_tokenizer *tok = pq_model_tokenizer(m);
-    if (o.json) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "path", o.model);
-        cJSON_AddStringToObject(j, "format", in.format);
-        cJSON_AddStringToObject(j, "architecture", in.arch);
-        cJSON_AddNumberToObject(j, "dim", (double)in.dim);
-        cJSON_AddNumberToObject(j, "hidden_dim", (double)in.hidden_dim);
-        cJSON_AddNumberToObject(j, "n_layers", (double)in.n_layers);
-        cJSON_AddNumberToObject(j, "n_heads", (double)in.n_heads);
-        cJSON_AddNumberToObject(j, "n_kv_heads", (double)in.n_kv_heads);
-        cJSON_AddNumberToObject(j, "head_dim", (double)in.head_dim);
-        cJSON_AddNumberToObject(j, "vocab_size", (double)in.vocab_size);
-        cJSON_AddNumberToObject(j, "max_seq_len", (double)in.max_seq_len);
-        cJSON_AddNumberToObject(j, "rope_theta", in.rope_theta);
-        cJSON_AddStringToObject(j, "rope", in.rope_halfsplit ? "halfsplit" : "interleaved");
-        cJSON_AddNumberToObject(j, "norm_eps", in.norm_eps);
-        cJSON_AddBoolToObject(j, "tied_embeddings", in.tied_embeddings);
-        cJSON_AddBoolToObject(j, "qkv_bias", in.qkv_bias);
-        cJSON_AddNumberToObject(j, "n_params", (double)in.n_params);
-        cJSON_AddNumberToObject(j, "file_bytes", (double)in.file_bytes);
-        cJSON_AddNumberToObject(j, "weight_bytes", (double)in.weight_bytes);
-        cJSON_AddStringToObject(j, "dtypes", in.dtypes);
-        if (tok) {
-            cJSON *t = cJSON_AddObjectToObject(j, "tokenizer");
-            cJSON_AddNumberToObject(t, "n_vocab", (double)pq_tokenizer_n_vocab(tok));
-            cJSON_AddNumberToObject(t, "bos", pq_tokenizer_bos(tok));
-            cJSON_AddNumberToObject(t, "eos", pq_tokenizer_eos(tok));
-        } else {
-            cJSON_AddNullToObject(j, "tokenizer");
-        }
-        print_json(j);
-    } else {
-        printf("model         %s\n", o.model);
-        printf("format        %s\n", in.format);
-        printf("architecture  %s\n", in.arch);
-        printf("dim           %lld\n", (long long)in.dim);
-        printf("hidden_dim    %lld\n", (long long)in.hidden_dim);
-        printf("layers        %lld\n", (long long)in.n_layers);
-        printf("heads         %lld (kv heads %lld, head dim %lld)\n", (long long)in.n_heads, (long long)in.n_kv_heads,
-               (long long)in.head_dim);
-        printf("vocab         %lld\n", (long long)in.vocab_size);
-        printf("context       %lld\n", (long long)in.max_seq_len);
-        printf("rope          theta %g, %s\n", in.rope_theta, in.rope_halfsplit ? "half-split (HF)" : "interleaved");
-        printf("norm eps      %g\n", in.norm_eps);
-        printf("embeddings    %s\n", in.tied_embeddings ? "tied" : "untied");
-        printf("qkv bias      %s\n", in.qkv_bias ? "yes" : "no");
-        printf("parameters    %lld (%.3f M)\n", (long long)in.n_params, (double)in.n_params / 1e6);
-        printf("bytes         %zu on disk, %zu of weights\n", in.file_bytes, in.weight_bytes);
-        printf("dtypes        %s\n", in.dtypes);
-        if (tok)
-            printf("tokenizer     %lld tokens (bos %d, eos %d)\n", (long long)pq_tokenizer_n_vocab(tok),
-                   pq_tokenizer_bos(tok), pq_tokenizer_eos(tok));
-        else
-            printf("tokenizer     none (pass --tokenizer FILE)\n");
-    }
+    if (o.json)
+        info_print_json(o.model, &in, tok);
+    else
+        info_print_text(o.model, &in, tok);
     pq_model_free(m);
     pq_ctx_free(ctx);
     return 0;
@@ -254,6 +261,66 @@ static int is_integer(const char *s) {
     return 1;
 }
 
+/* The ids of text (whitespace-separated, from file) or of argv[first_id..], each checked
+ * against the vocabulary of nv before anything is printed: a bad id prints nothing. Returns
+ * 0, or 1 after a message. */
+static int read_ids(const char *cmd, char *text, const char *file, int argc, char **argv, int first_id, int64_t nv,
+                    int32_t **ids_out, int64_t *n_out) {
+    int32_t *ids = NULL;
+    int64_t n_ids = 0, cap = 0;
+    char *p = text, *save = NULL;
+    for (int a = first_id;;) {
+        const char *s;
+        if (text) {
+            s = strtok_r(save ? NULL : p, " \t\r\n", &save);
+            if (!save) save = p; /* strtok_r state set on the first call */
+        } else {
+            s = a && a < argc ? argv[a++] : NULL;
+        }
+        if (!s) break;
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (*end || v < 0 || v >= nv) {
+            fprintf(stderr, "prunequant %s: %s: bad token id '%s' (vocabulary of %lld)\n", cmd,
+                    file ? file : "arguments", s, (long long)nv);
+            free(ids);
+            return 1;
+        }
+        if (n_ids == cap) {
+            cap = cap ? 2 * cap : 256;
+            int32_t *grown = realloc(ids, (size_t)cap * sizeof *ids);
+            if (!grown) {
+                fprintf(stderr, "prunequant %s: out of memory (%lld token ids)\n", cmd, (long long)cap);
+                free(ids);
+                return 1;
+            }
+            ids = grown;
+        }
+        ids[n_ids++] = (int32_t)v;
+    }
+    *ids_out = ids;
+    *n_out = n_ids;
+    return 0;
+}
+
+/* The pieces of ids[n] as raw bytes on stdout; BOS/EOS left out with skip_special. */
+static void print_pieces(const pq_tokenizer *tok, const int32_t *ids, int64_t n, int skip_special) {
+    const int32_t bos = pq_tokenizer_bos(tok), eos = pq_tokenizer_eos(tok);
+    int32_t prev = bos; /* start of text: the first piece drops its dummy-prefix space */
+    for (int64_t k = 0; k < n; k++) {
+        const int32_t v = ids[k];
+        if (skip_special && (v == bos || v == eos)) { /* markers, not text */
+            prev = v;
+            continue;
+        }
+        char buf[16];
+        size_t len = 0;
+        const char *piece = pq_token_to_piece(tok, prev, v, buf, &len);
+        fwrite(piece, 1, len, stdout);
+        prev = v;
+    }
+}
+
 /* Token ids (arguments, or whitespace-separated in --file) back to text, raw bytes on stdout.
  * Special tokens print as their text (as Hugging Face decode does) unless --skip-special. */
 int cli_detokenize(int argc, char **argv) {
@@ -293,51 +360,9 @@ int cli_detokenize(int argc, char **argv) {
     int32_t *ids = NULL;
     int rc = 1;
     if (!(tok = open_tokenizer(cmd, ctx, &o, &m, &own))) goto out;
-    const int64_t nv = pq_tokenizer_n_vocab(tok);
-    const int32_t bos = pq_tokenizer_bos(tok), eos = pq_tokenizer_eos(tok);
-    /* every id is read and checked before anything is printed: a bad id prints nothing */
-    int64_t n_ids = 0, cap = 0;
-    char *p = text, *save = NULL;
-    for (int a = first_id;;) {
-        const char *s;
-        if (text) {
-            s = strtok_r(save ? NULL : p, " \t\r\n", &save);
-            if (!save) save = p; /* strtok_r state set on the first call */
-        } else {
-            s = a && a < argc ? argv[a++] : NULL;
-        }
-        if (!s) break;
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (*end || v < 0 || v >= nv) {
-            fprintf(stderr, "prunequant %s: %s: bad token id '%s' (vocabulary of %lld)\n", cmd,
-                    file ? file : "arguments", s, (long long)nv);
-            goto out;
-        }
-        if (n_ids == cap) {
-            cap = cap ? 2 * cap : 256;
-            int32_t *grown = realloc(ids, (size_t)cap * sizeof *ids);
-            if (!grown) {
-                fprintf(stderr, "prunequant %s: out of memory (%lld token ids)\n", cmd, (long long)cap);
-                goto out;
-            }
-            ids = grown;
-        }
-        ids[n_ids++] = (int32_t)v;
-    }
-    int32_t prev = bos; /* start of text: the first piece drops its dummy-prefix space */
-    for (int64_t k = 0; k < n_ids; k++) {
-        const int32_t v = ids[k];
-        if (skip_special && (v == bos || v == eos)) { /* markers, not text */
-            prev = v;
-            continue;
-        }
-        char buf[16];
-        size_t len = 0;
-        const char *piece = pq_token_to_piece(tok, prev, v, buf, &len);
-        fwrite(piece, 1, len, stdout);
-        prev = v;
-    }
+    int64_t n_ids = 0;
+    if (read_ids(cmd, text, file, argc, argv, first_id, pq_tokenizer_n_vocab(tok), &ids, &n_ids)) goto out;
+    print_pieces(tok, ids, n_ids, skip_special);
     rc = 0;
 out:
     free(ids);
@@ -441,14 +466,33 @@ out:
 
 /* ---------------------------------------------------------------- ppl */
 
-int cli_ppl(int argc, char **argv) {
-    const char *cmd = "ppl";
-    common_opts o = {0};
-    const char *text_path = NULL;
-    pq_ppl_params pp = pq_ppl_params_default();
-    int ctx_given = 0;
+static void ppl_print(int json, const char *model, const char *text_path, const pq_ppl_result *res,
+                      const char *proto) {
+    if (json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", model);
+        cJSON_AddStringToObject(j, "text", text_path);
+        cJSON_AddNumberToObject(j, "ppl", res->ppl);
+        cJSON_AddNumberToObject(j, "nll_mean", res->nll_mean);
+        cJSON_AddNumberToObject(j, "nll_stderr", res->nll_stderr);
+        cJSON_AddNumberToObject(j, "tokens_scored", (double)res->tokens_scored);
+        cJSON_AddNumberToObject(j, "windows", (double)res->n_windows);
+        cJSON_AddNumberToObject(j, "text_tokens", (double)res->n_text_tokens);
+        cJSON_AddNumberToObject(j, "ctx", (double)res->ctx);
+        cJSON_AddStringToObject(j, "protocol", pq_ppl_protocol_name(res->protocol));
+        cJSON_AddStringToObject(j, "protocol_description", proto);
+        print_json(j);
+    } else {
+        printf("ppl %.6f  (nll %.6f +/- %.6f, %lld tokens scored in %lld windows)  [protocol %s]\n", res->ppl,
+               res->nll_mean, res->nll_stderr, (long long)res->tokens_scored, (long long)res->n_windows, proto);
+    }
+}
+
+/* The flags of ppl: -1 to go on, else the exit code (0 after --help). */
+static int ppl_parse(const char *cmd, int argc, char **argv, common_opts *o, const char **text_path,
+                     pq_ppl_params *pp, int *ctx_given) {
     for (int i = 1; i < argc; i++) {
-        int r = common_flag(cmd, argc, argv, &i, &o);
+        int r = common_flag(cmd, argc, argv, &i, o);
         if (r < 0) return 2;
         if (r) continue;
         const char *a = argv[i], *v;
@@ -458,32 +502,43 @@ int cli_ppl(int argc, char **argv) {
                    "[--batch B] [--json] [--tokenizer FILE] [--threads N]\n");
             return 0;
         } else if (!strcmp(a, "--text")) {
-            if (!(text_path = flag_value(cmd, argc, argv, &i))) return 2;
+            if (!(*text_path = flag_value(cmd, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--ctx")) {
-            if (!(v = flag_value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 2, 1 << 20, &pp.ctx)) return 2;
-            ctx_given = 1;
+            if (!(v = flag_value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 2, 1 << 20, &pp->ctx)) return 2;
+            *ctx_given = 1;
         } else if (!strcmp(a, "--max-tokens")) {
-            if (!(v = flag_value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, INT64_MAX, &pp.max_tokens))
+            if (!(v = flag_value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, INT64_MAX, &pp->max_tokens))
                 return 2;
         } else if (!strcmp(a, "--batch")) {
             if (!(v = flag_value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 1, 1024, &k)) return 2;
-            pp.batch = k;
+            pp->batch = k;
         } else if (!strcmp(a, "--protocol")) {
             if (!(v = flag_value(cmd, argc, argv, &i))) return 2;
             if (!strcmp(v, "gptq"))
-                pp.protocol = PQ_PPL_GPTQ;
+                pp->protocol = PQ_PPL_GPTQ;
             else if (!strcmp(v, "llamacpp"))
-                pp.protocol = PQ_PPL_LLAMACPP;
+                pp->protocol = PQ_PPL_LLAMACPP;
             else
                 return cli_usage_error(cmd, "--protocol: expected gptq or llamacpp, got '%s'", v);
         } else if (a[0] == '-' && a[1]) {
             return cli_unknown_option(cmd, a);
-        } else if (o.model) {
+        } else if (o->model) {
             return cli_usage_error(cmd, "more than one model given");
         } else {
-            o.model = a;
+            o->model = a;
         }
     }
+    return -1;
+}
+
+int cli_ppl(int argc, char **argv) {
+    const char *cmd = "ppl";
+    common_opts o = {0};
+    const char *text_path = NULL;
+    pq_ppl_params pp = pq_ppl_params_default();
+    int ctx_given = 0;
+    const int pr = ppl_parse(cmd, argc, argv, &o, &text_path, &pp, &ctx_given);
+    if (pr >= 0) return pr;
     if (!o.model) return cli_usage_error(cmd, "no MODEL given");
     if (!text_path) return cli_usage_error(cmd, "--text FILE is required");
     size_t len;
@@ -509,24 +564,7 @@ int cli_ppl(int argc, char **argv) {
     }
     char proto[160];
     pq_ppl_protocol_describe(&pp, proto, sizeof proto);
-    if (o.json) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "model", o.model);
-        cJSON_AddStringToObject(j, "text", text_path);
-        cJSON_AddNumberToObject(j, "ppl", res.ppl);
-        cJSON_AddNumberToObject(j, "nll_mean", res.nll_mean);
-        cJSON_AddNumberToObject(j, "nll_stderr", res.nll_stderr);
-        cJSON_AddNumberToObject(j, "tokens_scored", (double)res.tokens_scored);
-        cJSON_AddNumberToObject(j, "windows", (double)res.n_windows);
-        cJSON_AddNumberToObject(j, "text_tokens", (double)res.n_text_tokens);
-        cJSON_AddNumberToObject(j, "ctx", (double)res.ctx);
-        cJSON_AddStringToObject(j, "protocol", pq_ppl_protocol_name(res.protocol));
-        cJSON_AddStringToObject(j, "protocol_description", proto);
-        print_json(j);
-    } else {
-        printf("ppl %.6f  (nll %.6f +/- %.6f, %lld tokens scored in %lld windows)  [protocol %s]\n", res.ppl,
-               res.nll_mean, res.nll_stderr, (long long)res.tokens_scored, (long long)res.n_windows, proto);
-    }
+    ppl_print(o.json, o.model, text_path, &res, proto);
     rc = 0;
 out:
     free(ids);

@@ -114,146 +114,177 @@ int pq_cli_sweep(int argc, char **argv) {
     return ret;
 }
 
-static int sweep_main(int argc, char **argv, int rank, int size) {
-    const char *cmd = "sweep";
-    const char *grid_path = NULL, *db_path = NULL, *tcr_list = NULL;
-    int64_t threads = 0, i64;
-    int quiet = 0, dry = 0;
-    pq_sweep_params p = pq_sweep_params_default();
+typedef struct sweep_opts {
+    const char *grid_path, *db_path, *tcr_list;
+    int64_t threads;
+    int quiet, dry;
+    pq_sweep_params p;
+} sweep_opts;
+
+enum { FLAG_DONE = -1, FLAG_UNKNOWN = -2 }; /* besides exit codes >= 0 */
+
+/* A flag with a value: FLAG_DONE, FLAG_UNKNOWN or an exit code. */
+static int sweep_value_flag(const char *cmd, int argc, char **argv, int *i, sweep_opts *o) {
+    const char *a = argv[*i], *v = NULL;
+    pq_sweep_params *p = &o->p;
+    static const char *const names[] = {"--grid", "--calib",       "--tasks",     "--data-dir",
+                                        "--db",   "--keep-models", "--tokenizer", "--tcr"};
+    const char **dest[] = {&o->grid_path, &p->calib_path,  &p->tasks,          &p->data_dir,
+                           &o->db_path,   &p->keep_models, &p->tokenizer_path, &o->tcr_list};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+        if (!strcmp(a, names[k])) return (*dest[k] = val(cmd, argc, argv, i)) ? FLAG_DONE : 2;
+    int64_t i64;
+    if (!strcmp(a, "--limit")) {
+        if (!(v = val(cmd, argc, argv, i)) || cli_parse_i64(cmd, a, v, 0, INT64_MAX, &p->limit)) return 2;
+    } else if (!strcmp(a, "--nsamples")) {
+        if (!(v = val(cmd, argc, argv, i)) || cli_parse_i64(cmd, a, v, 1, 1 << 20, &p->calib.nsamples)) return 2;
+    } else if (!strcmp(a, "--seqlen")) {
+        if (!(v = val(cmd, argc, argv, i)) || cli_parse_i64(cmd, a, v, 1, 1 << 24, &p->calib.seqlen)) return 2;
+    } else if (!strcmp(a, "--seed")) {
+        if (!(v = val(cmd, argc, argv, i)) || cli_parse_i64(cmd, a, v, 0, INT64_MAX, &i64)) return 2;
+        p->calib.seed = (uint64_t)i64;
+    } else if (!strcmp(a, "--threads")) {
+        if (!(v = val(cmd, argc, argv, i)) || cli_parse_i64(cmd, a, v, 0, 1024, &o->threads)) return 2;
+    } else {
+        return FLAG_UNKNOWN;
+    }
+    return FLAG_DONE;
+}
+
+/* The command line into o: FLAG_DONE, or the exit code (0 after --help). */
+static int sweep_parse(const char *cmd, int argc, char **argv, sweep_opts *o) {
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = NULL;
+        const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             printf("%s", sweep_usage);
             return 0;
         }
+        int rc = FLAG_DONE;
         if (!strcmp(a, "--resume"))
-            p.resume = 1;
+            o->p.resume = 1;
         else if (!strcmp(a, "--dry-run"))
-            dry = 1;
+            o->dry = 1;
         else if (!strcmp(a, "--quiet") || !strcmp(a, "-q"))
-            quiet = 1;
+            o->quiet = 1;
         else if (!strcmp(a, "--verbose") || !strcmp(a, "-v"))
             log_verbose = 1;
-        else if (!strcmp(a, "--grid")) {
-            if (!(grid_path = val(cmd, argc, argv, &i))) return 2;
-        } else if (!strcmp(a, "--calib")) {
-            if (!(p.calib_path = val(cmd, argc, argv, &i))) return 2;
-        } else if (!strcmp(a, "--tasks")) {
-            if (!(p.tasks = val(cmd, argc, argv, &i))) return 2;
-        } else if (!strcmp(a, "--data-dir")) {
-            if (!(p.data_dir = val(cmd, argc, argv, &i))) return 2;
-        } else if (!strcmp(a, "--db")) {
-            if (!(db_path = val(cmd, argc, argv, &i))) return 2;
-        } else if (!strcmp(a, "--keep-models")) {
-            if (!(p.keep_models = val(cmd, argc, argv, &i))) return 2;
-        } else if (!strcmp(a, "--tokenizer")) {
-            if (!(p.tokenizer_path = val(cmd, argc, argv, &i))) return 2;
-        } else if (!strcmp(a, "--tcr")) {
-            if (!(tcr_list = val(cmd, argc, argv, &i))) return 2;
-        } else if (!strcmp(a, "--limit")) {
-            if (!(v = val(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, INT64_MAX, &p.limit)) return 2;
-        } else if (!strcmp(a, "--nsamples")) {
-            if (!(v = val(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 1, 1 << 20, &p.calib.nsamples)) return 2;
-        } else if (!strcmp(a, "--seqlen")) {
-            if (!(v = val(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 1, 1 << 24, &p.calib.seqlen)) return 2;
-        } else if (!strcmp(a, "--seed")) {
-            if (!(v = val(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, INT64_MAX, &i64)) return 2;
-            p.calib.seed = (uint64_t)i64;
-        } else if (!strcmp(a, "--threads")) {
-            if (!(v = val(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, 1024, &threads)) return 2;
+        else if ((rc = sweep_value_flag(cmd, argc, argv, &i, o)) != FLAG_UNKNOWN) {
+            if (rc != FLAG_DONE) return rc;
         } else if (a[0] == '-' && a[1]) {
             return cli_unknown_option(cmd, a);
-        } else if (p.model_path) {
+        } else if (o->p.model_path) {
             return cli_usage_error(cmd, "more than one model given");
         } else {
-            p.model_path = a;
+            o->p.model_path = a;
         }
     }
-    if (!grid_path) return cli_usage_error(cmd, "--grid GRID.json is required");
-    if (!dry && (!p.model_path || !p.calib_path || !p.tasks || !db_path))
+    if (!o->grid_path) return cli_usage_error(cmd, "--grid GRID.json is required");
+    if (!o->dry && (!o->p.model_path || !o->p.calib_path || !o->p.tasks || !o->db_path))
         return cli_usage_error(cmd, "MODEL, --grid, --calib, --tasks and --db are required");
-    char dbuf[4200];
-    if (!p.data_dir) p.data_dir = cli_default_data_dir(dbuf, sizeof dbuf); /* as eval and tasks find it */
-    if (rank != 0) quiet = 1; /* one voice: rank 0 reports for all (warnings still show) */
-    size_t len;
-    char *text = cli_read_file(cmd, grid_path, &len);
-    if (!text) return 1;
-    pq_ctx *ctx = cli_ctx_new((int)threads, quiet);
-    pq_sweep_grid g;
-    double *tcr = NULL;
+    return FLAG_DONE;
+}
+
+/* The grid of text[len] expanded into g and filtered by --tcr (*tcr, malloc'ed): FLAG_DONE,
+ * or the exit code after a message. */
+static int sweep_grid(const char *cmd, pq_ctx *ctx, sweep_opts *o, const char *text, size_t len, pq_sweep_grid *g,
+                      double **tcr) {
     int64_t n_tcr = 0;
-    pq_sweep_db *db = NULL;
-    int ret = 1;
-    memset(&g, 0, sizeof g);
-    if (pq_sweep_grid_expand(ctx, text, len, &p.calib, &g) != PQ_OK) {
-        fprintf(stderr, "prunequant %s: %s: %s\n", cmd, grid_path, pq_ctx_error(ctx));
-        goto done;
+    if (pq_sweep_grid_expand(ctx, text, len, &o->p.calib, g) != PQ_OK) {
+        fprintf(stderr, "prunequant %s: %s: %s\n", cmd, o->grid_path, pq_ctx_error(ctx));
+        return 1;
     }
-    if (tcr_list) {
-        if (pq_sweep_parse_list(ctx, tcr_list, &tcr, &n_tcr) != PQ_OK) {
+    if (o->tcr_list) {
+        if (pq_sweep_parse_list(ctx, o->tcr_list, tcr, &n_tcr) != PQ_OK) {
             fprintf(stderr, "prunequant %s: --tcr: %s\n", cmd, pq_ctx_error(ctx));
-            ret = 2;
-            goto done;
+            return 2;
         }
-        pq_sweep_grid_filter_tcr(&g, tcr, n_tcr);
+        pq_sweep_grid_filter_tcr(g, *tcr, n_tcr);
     }
-    if (!quiet)
+    if (!o->quiet)
         fprintf(stderr, "prunequant %s: %lld configs (%lld invalid and %lld duplicate combinations dropped)\n", cmd,
-                (long long)g.n, (long long)g.n_invalid, (long long)g.n_duplicate);
-    if (dry) {
-        for (int64_t i = 0; rank == 0 && i < g.n; i++)
-            printf("%s %.6f %s\n", g.configs[i].hash, g.configs[i].tcr, g.configs[i].recipe);
-        ret = 0;
-        goto done;
-    }
-    if (!g.n) {
-        fprintf(stderr, "prunequant %s: the grid has no valid configuration%s\n", cmd, tcr_list ? " at --tcr" : "");
-        goto done;
-    }
-    /* the task list is checked before the database is created: a typo leaves nothing behind */
-    pq_eval_params ep = pq_eval_params_default();
-    ep.data_dir = p.data_dir;
-    ep.limit = p.limit;
-    if (pq_eval_tasks_check(ctx, p.tasks, &ep, 1) != PQ_OK) {
-        fprintf(stderr, "prunequant %s: --tasks: %s\n", cmd, pq_ctx_error(ctx));
-        goto done;
-    }
-    int db_ok = rank != 0 || pq_sweep_db_open(ctx, db_path, &db) == PQ_OK;
+                (long long)g->n, (long long)g->n_invalid, (long long)g->n_duplicate);
+    return FLAG_DONE;
+}
+
+/* Opens the database (rank 0), runs every config of g with the stop flag and the logs of a
+ * sweep, prints the totals: the exit code. */
+static int sweep_run(const char *cmd, pq_ctx *ctx, sweep_opts *o, const pq_sweep_grid *g, int rank, int size,
+                     pq_sweep_db **db) {
+    int db_ok = rank != 0 || pq_sweep_db_open(ctx, o->db_path, db) == PQ_OK;
     if (!db_ok) cli_fail(cmd, ctx);
 #ifdef PQ_HAVE_MPI
     /* every rank must learn that rank 0 cannot write before anyone starts working */
     if (size > 1) MPI_Bcast(&db_ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
 #endif
-    if (!db_ok) goto done;
-    if (size > 1 && !quiet) fprintf(stderr, "prunequant %s: %d MPI ranks; rank 0 writes %s\n", cmd, size, db_path);
+    if (!db_ok) return 1;
+    if (size > 1 && !o->quiet)
+        fprintf(stderr, "prunequant %s: %d MPI ranks; rank 0 writes %s\n", cmd, size, o->db_path);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     pq_ctx_set_progress(ctx, on_progress, NULL);
-    log_quiet = quiet;
+    log_quiet = o->quiet;
     pq_ctx_set_log(ctx, on_log, NULL);
-    p.stop = stop_requested;
+    o->p.stop = stop_requested;
     int64_t n_done = 0, n_failed = 0;
-    pq_status st = pq_sweep_execute(ctx, &p, &g, db, &n_done, &n_failed);
+    pq_status st = pq_sweep_execute(ctx, &o->p, g, *db, &n_done, &n_failed);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     if (st == PQ_ERR_CANCELLED) {
         cli_progress_done();
         fprintf(stderr, "prunequant %s: interrupted after %lld configs; rerun with --resume to go on\n", cmd,
                 (long long)n_done);
-        ret = 130;
-        goto done;
+        return 130;
     }
     if (st != PQ_OK) {
         cli_fail(cmd, ctx);
+        return 1;
+    }
+    if (!o->quiet)
+        fprintf(stderr, "prunequant %s: %lld done, %lld failed; results in %s\n", cmd, (long long)n_done,
+                (long long)n_failed, o->db_path);
+    return n_failed ? 3 : 0;
+}
+
+static int sweep_main(int argc, char **argv, int rank, int size) {
+    const char *cmd = "sweep";
+    sweep_opts o = {.p = pq_sweep_params_default()};
+    int ret = sweep_parse(cmd, argc, argv, &o);
+    if (ret != FLAG_DONE) return ret;
+    char dbuf[4200];
+    if (!o.p.data_dir) o.p.data_dir = cli_default_data_dir(dbuf, sizeof dbuf); /* as eval and tasks find it */
+    if (rank != 0) o.quiet = 1; /* one voice: rank 0 reports for all (warnings still show) */
+    size_t len;
+    char *text = cli_read_file(cmd, o.grid_path, &len);
+    if (!text) return 1;
+    pq_ctx *ctx = cli_ctx_new((int)o.threads, o.quiet);
+    pq_sweep_grid g;
+    double *tcr = NULL;
+    pq_sweep_db *db = NULL;
+    memset(&g, 0, sizeof g);
+    if ((ret = sweep_grid(cmd, ctx, &o, text, len, &g, &tcr)) != FLAG_DONE) goto done;
+    ret = 1;
+    if (o.dry) {
+        for (int64_t i = 0; rank == 0 && i < g.n; i++)
+            printf("%s %.6f %s\n", g.configs[i].hash, g.configs[i].tcr, g.configs[i].recipe);
+        ret = 0;
         goto done;
     }
-    if (!quiet)
-        fprintf(stderr, "prunequant %s: %lld done, %lld failed; results in %s\n", cmd, (long long)n_done,
-                (long long)n_failed, db_path);
-    ret = n_failed ? 3 : 0;
+    if (!g.n) {
+        fprintf(stderr, "prunequant %s: the grid has no valid configuration%s\n", cmd, o.tcr_list ? " at --tcr" : "");
+        goto done;
+    }
+    /* the task list is checked before the database is created: a typo leaves nothing behind */
+    pq_eval_params ep = pq_eval_params_default();
+    ep.data_dir = o.p.data_dir;
+    ep.limit = o.p.limit;
+    if (pq_eval_tasks_check(ctx, o.p.tasks, &ep, 1) != PQ_OK) {
+        fprintf(stderr, "prunequant %s: --tasks: %s\n", cmd, pq_ctx_error(ctx));
+        goto done;
+    }
+    ret = sweep_run(cmd, ctx, &o, &g, rank, size, &db);
 done:
     pq_sweep_db_close(db);
     pq_sweep_grid_free(&g);

@@ -201,7 +201,7 @@ static int quiet_flags[2] = {0, 1};
 pq_ctx *cli_ctx_new(int threads, int quiet) {
     pq_ctx *ctx = pq_ctx_new();
     if (!ctx) {
-        fprintf(stderr, "prunequant: out of memory\n");
+        fprintf(stderr, "prunequant: out of memory creating a context\n");
         exit(1);
     }
     pq_ctx_set_threads(ctx, threads);

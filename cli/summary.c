@@ -42,7 +42,7 @@ void cli_compress_summary(const char *cmd, const pq_model *in, const char *out, 
                 oi.file_bytes ? (double)ii.file_bytes / (double)oi.file_bytes : 0.0, r.bpw, acr);
     } else {
         fprintf(stderr, "prunequant %s: wrote %s in %.1fs (no summary: %s)\n", cmd, out, seconds,
-                ctx ? pq_ctx_error(ctx) : "out of memory");
+                ctx ? pq_ctx_error(ctx) : "out of memory creating a context to read the output back");
     }
     pq_sparsity_report_free(&r);
     pq_model_free(m);

@@ -17,20 +17,20 @@ extern "C" {
 #endif
 
 typedef struct pq_compress_params {
-    pq_layer_params layer;  /* recipe of every compressed linear layer */
-    int64_t nsamples;       /* calibration windows (default 32) */
-    int64_t seqlen;         /* tokens per window (0 = min(512, model max)) */
-    uint64_t seed;          /* window start positions (default 0) */
-    int true_sequential;    /* recollect H after each group of layers: qkv, o, gate/up, down */
-    const char *skip;       /* POSIX ERE on linear names ("model.layers.0.mlp.down_proj"); NULL = none */
-    const char *report;     /* JSON-lines report path, or NULL */
-    int packed;             /* 1 (default): packed-v1 format; 0: dense */
-    pq_dtype dtype;         /* F32 (default), F16 or BF16: tensors that are not packed */
-    const char *calib_name; /* recorded in config.json ("calibration.file") */
-    int64_t chunk;          /* sequences per forward chunk (0 = 4) */
-    const char *gguf_type;  /* GGUF output: a ggml type (Q4_0 ... Q6_K) or llama-quantize preset (Q4_K_M ...);
-                               the out path is then a .gguf file, each linear is rounded onto its type's block
-                               grids (the preset's per-tensor mixture) by the recipe's quantizer. NULL: HF folder */
+    pq_layer_params layer;   /* recipe of every compressed linear layer */
+    int64_t nsamples;        /* calibration windows (default 32) */
+    int64_t seqlen;          /* tokens per window (0 = min(512, model max)) */
+    uint64_t seed;           /* window start positions (default 0) */
+    int true_sequential;     /* recollect H after each group of layers: qkv, o, gate/up, down */
+    const char *skip;        /* POSIX ERE on linear names ("model.layers.0.mlp.down_proj"); NULL = none */
+    const char *report;      /* JSON-lines report path, or NULL */
+    int packed;              /* 1 (default): packed-v1 format; 0: dense */
+    pq_dtype dtype;          /* F32 (default), F16 or BF16: tensors that are not packed */
+    const char *calib_name;  /* recorded in config.json ("calibration.file") */
+    int64_t chunk;           /* sequences per forward chunk (0 = 4) */
+    const char *gguf_type;   /* GGUF output: a ggml type (Q4_0 ... Q6_K) or llama-quantize preset (Q4_K_M ...);
+                                the out path is then a .gguf file, each linear is rounded onto its type's block
+                                grids (the preset's per-tensor mixture) by the recipe's quantizer. NULL: HF folder */
     const char *imatrix_out; /* with or without GGUF: llama.cpp imatrix file of the calibration (NULL: none) */
 } pq_compress_params;
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "io/gguf.h"
+#include "failalloc.h"
 #include "test.h"
 #include "tokenizer/tokenizer.h"
 
@@ -1047,6 +1048,79 @@ static void test_stories(void) {
     pq_ctx_free(ctx);
 }
 
+/* ---------------------------------------------------------------- allocation failures */
+
+/* Every allocation of the GGUF reader, its conversion to a source, pq_model_load on a GGUF
+ * file and the writer fails in turn (tests/failalloc.h). */
+typedef struct gguf_case {
+    const char *path;
+    int what;             /* 0: parse + to_source, 1: pq_model_load, 2: write */
+    const uint8_t *bytes; /* the file at path (what 0), the expected output (what 2) */
+    size_t n;
+    int64_t n_tensors; /* expected of the source */
+} gguf_case;
+
+static pq_status gguf_body(pq_ctx *ctx, void *user) {
+    const gguf_case *c = user;
+    if (c->what == 2) {
+        const pq_status st = write_model(ctx, c->path, &(model_opts){.extra_tensor = 1});
+        failalloc_stop();
+        uint8_t *got = NULL;
+        size_t n = 0;
+        if (st == PQ_OK)
+            CHECK_MSG(read_file(c->path, &got, &n) && n == c->n && !memcmp(got, c->bytes, n),
+                      "writer output differs");
+        free(got);
+        return st;
+    }
+    if (c->what == 1) {
+        pq_model *m = NULL;
+        const pq_load_params lp = pq_load_params_default();
+        const pq_status st = pq_model_load(ctx, c->path, &lp, &m);
+        CHECK((st == PQ_OK) == (m != NULL));
+        pq_model_free(m);
+        return st;
+    }
+    pq__source src;
+    pq__source_init(&src);
+    pq__gguf *g = NULL;
+    pq_status st = pq__gguf_parse(ctx, c->path, c->bytes, c->n, &g);
+    if (st == PQ_OK) st = pq__gguf_to_source(ctx, g, &src);
+    if (st == PQ_OK) CHECK(src.n_tensors == c->n_tensors && src.tok != NULL);
+    pq__gguf_free(g);
+    pq__source_free(&src);
+    return st;
+}
+
+static void test_alloc_failures(void) {
+    char path[512], out[512];
+    tmp_path(path, sizeof path, "fa.gguf");
+    tmp_path(out, sizeof out, "fa_out.gguf");
+    pq_ctx *ctx = pq_ctx_new();
+    CHECK_MSG(write_model(ctx, path, &(model_opts){.extra_tensor = 1}) == PQ_OK, "%s", pq_ctx_error(ctx));
+    pq_ctx_free(ctx);
+    gguf_case c = {.path = path};
+    uint8_t *bytes = NULL;
+    CHECK(read_file(path, &bytes, &c.n));
+    c.bytes = bytes;
+    pq__source src;
+    uint8_t *b2 = NULL;
+    ctx = pq_ctx_new();
+    CHECK(model_to_source(ctx, path, &b2, &src) == PQ_OK);
+    c.n_tensors = src.n_tensors;
+    pq__source_free(&src);
+    free(b2);
+    pq_ctx_free(ctx);
+    failalloc_run("gguf parse + to_source", gguf_body, &c, 1, 20000);
+    c.what = 1;
+    failalloc_run("pq_model_load (gguf)", gguf_body, &c, 1, 20000);
+    c = (gguf_case){.path = out, .what = 2, .bytes = bytes, .n = c.n};
+    failalloc_run("gguf writer", gguf_body, &c, 1, 20000);
+    free(bytes);
+    unlink(path);
+    unlink(out);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/pq_test_gguf.XXXXXX");
     if (!mkdtemp(tmpdir)) {
@@ -1062,6 +1136,7 @@ int main(void) {
     test_model_source();
     test_truncation_and_mutation();
     test_stories();
+    test_alloc_failures();
     rmdir(tmpdir);
     return test_end("test_gguf");
 }

@@ -13,6 +13,7 @@
 #include "kernels/dtype.h"
 #include "io/hf.h"
 #include "io/safetensors.h"
+#include "failalloc.h"
 #include "test.h"
 #include "tokenizer/tokenizer.h"
 
@@ -742,6 +743,56 @@ static void rmtree(const char *p) {
     pq__rmtree(p);
 }
 
+/* ---------------------------------------------------------------- allocation failures */
+
+/* Every allocation of the folder reader (config.json, index, shards, tokenizer) and of
+ * pq_model_load on the folder fails in turn (tests/failalloc.h). */
+typedef struct hf_case {
+    const char *dir;
+    int model;         /* 1: pq_model_load, 0: pq__hf_load */
+    int64_t n_tensors; /* expected of pq__hf_load */
+} hf_case;
+
+static pq_status hf_body(pq_ctx *ctx, void *user) {
+    const hf_case *c = user;
+    if (c->model) {
+        pq_model *m = NULL;
+        const pq_load_params lp = pq_load_params_default();
+        const pq_status st = pq_model_load(ctx, c->dir, &lp, &m);
+        failalloc_stop();
+        pq_model_info info;
+        if (st == PQ_OK) CHECK(m && pq_model_get_info(m, &info) == PQ_OK && info.n_layers == 2);
+        pq_model_free(m);
+        return st;
+    }
+    pq__source src;
+    pq__source_init(&src);
+    const pq_status st = pq__hf_load(ctx, c->dir, 1, &src);
+    if (st == PQ_OK) CHECK(src.n_tensors == c->n_tensors && src.tok != NULL);
+    pq__source_free(&src);
+    return st;
+}
+
+static void test_alloc_failures(void) {
+    /* Mistral with GQA, bf16 weights in 3 shards (an index), a tokenizer.json */
+    spec s = {PQ_ARCH_MISTRAL, 16, 32, 2, 4, 2, 4, 16, 0, 0, PQ_DTYPE_BF16};
+    tlist l;
+    tl_build(&l, &s);
+    char dir[512];
+    write_folder(dir, sizeof dir, &s, "\"bos_token_id\": 1, \"eos_token_id\": 2, \"rms_norm_eps\": 1e-05", &l, 2500);
+    static const char *tok =
+        "{\"added_tokens\":[{\"id\":1,\"content\":\"<s>\",\"special\":true},{\"id\":2,\"content\":\"</s>\","
+        "\"special\":true}],\"normalizer\":null,\"pre_tokenizer\":null,\"decoder\":null,"
+        "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"<s>\":1,\"</s>\":2,\"b\":3,\"ab\":4,\"c\":5,\"d\":6,"
+        "\"e\":7,\"f\":8,\"g\":9,\"h\":10,\"i\":11,\"j\":12,\"k\":13,\"l\":14,\"m\":15},\"merges\":[\"a b\"]}}";
+    write_text(dir, "tokenizer.json", tok);
+    hf_case c = {.dir = dir, .n_tensors = l.n};
+    failalloc_run("hf folder (pq__hf_load)", hf_body, &c, 1, 20000);
+    c.model = 1;
+    failalloc_run("pq_model_load (hf folder)", hf_body, &c, 1, 20000);
+    tl_free(&l);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/pq_test_hf_XXXXXX");
     if (!mkdtemp(tmpdir)) {
@@ -758,6 +809,7 @@ int main(void) {
     test_tensor_errors();
     test_index_errors();
     test_check_llama();
+    test_alloc_failures();
     rmtree(tmpdir);
     return test_end("test_hf");
 }

@@ -1,7 +1,6 @@
-/* The per-layer engine end to end: GPTQ against a plain reference implementation of the
- * published algorithm, act-order and static groups, joint modes, degenerate Hessians,
+/* The per-layer engine end to end: GPTQ against the plain reference implementation of the
+ * published algorithm (tests/obs_ref.h), act-order and static groups, joint modes, degenerate Hessians,
  * recipe validation, error bookkeeping, threads. */
-#include <lapacke.h>
 #include <stdint.h>
 #include <unistd.h>
 
@@ -9,8 +8,10 @@
 
 #include "joint/joint.h"
 #include "linalg/linalg.h"
+#include "obs_ref.h"
 #include "prunequant-compress.h"
 #include "test.h"
+#include "failalloc.h"
 #define RANDGEN_SEED 0x9e3779b97f4a7c15ULL
 #include "randgen.h"
 
@@ -46,162 +47,6 @@ static float *make_h(int64_t n, int64_t T, int rank) {
     free(A);
     free(Z);
     return H;
-}
-
-/* tr((W-Q) H (W-Q)^T), naive, in double */
-static double quad_err(const float *W, const float *Q, int64_t rows, int64_t n, const float *H) {
-    double tot = 0.0;
-    double *d = malloc(sizeof(double) * (size_t)n);
-    for (int64_t r = 0; r < rows; r++) {
-        for (int64_t j = 0; j < n; j++)
-            d[j] = (double)W[r * n + j] - (double)Q[r * n + j];
-        for (int64_t i = 0; i < n; i++) {
-            double s = 0.0;
-            for (int64_t j = 0; j < n; j++)
-                s += (double)H[i * n + j] * d[j];
-            tot += d[i] * s;
-        }
-    }
-    free(d);
-    return tot;
-}
-
-/* ---------------------------------------------------------------- reference GPTQ */
-
-/* Grid of the reference Quantizer.find_params on x[0..m) (stride st). */
-static void ref_fit(const float *x, int64_t m, int64_t st, int bits, int sym, float *scale, float *zero) {
-    const float maxq = (float)((1 << bits) - 1);
-    float xmin = 0.0f, xmax = 0.0f;
-    for (int64_t i = 0; i < m; i++) {
-        xmin = fminf(xmin, x[i * st]);
-        xmax = fmaxf(xmax, x[i * st]);
-    }
-    if (sym) {
-        xmax = fmaxf(fabsf(xmin), xmax);
-        if (xmin < 0) xmin = -xmax;
-    }
-    if (xmin == 0 && xmax == 0) {
-        xmin = -1;
-        xmax = 1;
-    }
-    *scale = (xmax - xmin) / maxq;
-    *zero = sym ? (maxq + 1) / 2 : rintf(-xmin / *scale);
-}
-
-static float ref_q(float x, float scale, float zero, int bits) {
-    const float maxq = (float)((1 << bits) - 1);
-    const float q = fminf(fmaxf(rintf(x / scale) + zero, 0.0f), maxq);
-    return scale * (q - zero);
-}
-
-/* GPTQ as published (Frantar et al., the reference fasterquant), written for reading:
- * H -> dead fix -> act-order -> damping -> Cholesky, inverse, upper Cholesky (float64) ->
- * blocks of B columns with the in-block update and one trailing update per block. */
-static void ref_gptq(const float *W0, int64_t rows, int64_t n, const float *H0, int bits, int64_t g, int sym, int act,
-                     int stat, double percdamp, int64_t B, float *Qout) {
-    float *W = copy_f(W0, rows * n), *Q = malloc(sizeof(float) * (size_t)(rows * n));
-    double *H = malloc(sizeof(double) * (size_t)(n * n));
-    for (int64_t i = 0; i < n * n; i++)
-        H[i] = H0[i];
-    const int64_t ng = g > 0 ? n / g : 1;
-    float *scale = malloc(sizeof(float) * (size_t)(rows * ng)), *zero = malloc(sizeof(float) * (size_t)(rows * ng));
-    if (g < 0)
-        for (int64_t r = 0; r < rows; r++)
-            ref_fit(W + r * n, n, 1, bits, sym, &scale[r], &zero[r]);
-    for (int64_t j = 0; j < n; j++)
-        if (H[j * n + j] == 0) {
-            H[j * n + j] = 1;
-            for (int64_t r = 0; r < rows; r++)
-                W[r * n + j] = 0;
-        }
-    if (g > 0 && stat)
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t k = 0; k < ng; k++)
-                ref_fit(W + r * n + k * g, g, 1, bits, sym, &scale[r * ng + k], &zero[r * ng + k]);
-    int64_t *perm = malloc(sizeof(int64_t) * (size_t)n);
-    for (int64_t j = 0; j < n; j++)
-        perm[j] = j;
-    if (act) /* stable insertion sort by decreasing diag */
-        for (int64_t i = 1; i < n; i++) {
-            const int64_t v = perm[i];
-            int64_t k = i;
-            while (k > 0 && H[perm[k - 1] * n + perm[k - 1]] < H[v * n + v]) {
-                perm[k] = perm[k - 1];
-                k--;
-            }
-            perm[k] = v;
-        }
-    float *Wp = malloc(sizeof(float) * (size_t)(rows * n));
-    double *Hp = malloc(sizeof(double) * (size_t)(n * n));
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t j = 0; j < n; j++)
-            Wp[r * n + j] = W[r * n + perm[j]];
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < n; j++)
-            Hp[i * n + j] = H[perm[i] * n + perm[j]];
-    double mean = 0;
-    for (int64_t j = 0; j < n; j++)
-        mean += Hp[j * n + j];
-    for (int64_t j = 0; j < n; j++)
-        Hp[j * n + j] += percdamp * mean / (double)n;
-    /* Hinv = H^-1 via Cholesky, then its upper Cholesky factor */
-    LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'L', (lapack_int)n, Hp, (lapack_int)n);
-    LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'L', (lapack_int)n, Hp, (lapack_int)n);
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = i + 1; j < n; j++)
-            Hp[i * n + j] = Hp[j * n + i];
-    LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)n, Hp, (lapack_int)n);
-    float *U = malloc(sizeof(float) * (size_t)(n * n));
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < n; j++)
-            U[i * n + j] = j >= i ? (float)Hp[i * n + j] : 0.0f;
-
-    float *W1 = malloc(sizeof(float) * (size_t)(rows * B)), *E1 = malloc(sizeof(float) * (size_t)(rows * B));
-    for (int64_t i1 = 0; i1 < n; i1 += B) {
-        const int64_t i2 = i1 + B < n ? i1 + B : n, cnt = i2 - i1;
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t i = 0; i < cnt; i++)
-                W1[r * B + i] = Wp[r * n + i1 + i];
-        for (int64_t i = 0; i < cnt; i++) {
-            const int64_t j = i1 + i;
-            const float d = U[j * n + j];
-            int64_t gi = 0;
-            if (g > 0) {
-                gi = stat ? perm[j] / g : j / g;
-                if (!stat && j % g == 0) /* fitted on W (not W1): misses in-block updates */
-                    for (int64_t r = 0; r < rows; r++)
-                        ref_fit(Wp + r * n + j, g, 1, bits, sym, &scale[r * ng + gi], &zero[r * ng + gi]);
-            }
-            for (int64_t r = 0; r < rows; r++) {
-                const float w = W1[r * B + i];
-                const float q = ref_q(w, scale[r * ng + gi], zero[r * ng + gi], bits);
-                const float err = (w - q) / d;
-                Q[r * n + perm[j]] = q;
-                for (int64_t k = i; k < cnt; k++)
-                    W1[r * B + k] -= err * U[j * n + i1 + k];
-                E1[r * B + i] = err;
-            }
-        }
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t k = i2; k < n; k++) {
-                float s = 0.0f;
-                for (int64_t i = 0; i < cnt; i++)
-                    s += E1[r * B + i] * U[(i1 + i) * n + k];
-                Wp[r * n + k] -= s;
-            }
-    }
-    memcpy(Qout, Q, sizeof(float) * (size_t)(rows * n));
-    free(W);
-    free(Q);
-    free(H);
-    free(scale);
-    free(zero);
-    free(perm);
-    free(Wp);
-    free(Hp);
-    free(U);
-    free(W1);
-    free(E1);
 }
 
 /* ---------------------------------------------------------------- helpers */
@@ -280,8 +125,8 @@ static void test_reference_gptq(void) {
         pq_layer_result res;
         float *Q = run(ctx, &p, W, rows, n, H, NULL, NULL, &res, NULL);
         float *R = malloc(sizeof(float) * (size_t)(rows * n));
-        ref_gptq(W, rows, n, H, 4, cases[k].g, cases[k].sym, cases[k].act, cases[k].stat, 0.01, cases[k].B, R);
-        const double eq = quad_err(W, Q, rows, n, H), er = quad_err(W, R, rows, n, H);
+        obs_ref_gptq(W, rows, n, H, 4, cases[k].g, cases[k].sym, cases[k].act, cases[k].stat, 0.01, cases[k].B, R);
+        const double eq = obs_ref_quad_err(W, Q, rows, n, H), er = obs_ref_quad_err(W, R, rows, n, H);
         int64_t differ = 0;
         for (int64_t i = 0; i < rows * n; i++)
             differ += fabsf(Q[i] - R[i]) > 1e-5f;
@@ -312,8 +157,8 @@ static void test_gptq_beats_rtn(void) {
         CHECK_MSG(rg.error < rr.error, "%d bits: gptq %g vs rtn %g", bits, rg.error, rr.error);
         CHECK(rr.error_direct == 1 && rg.error_direct == 0);
         /* the identity-based error matches the direct one */
-        CHECK_NEAR(rg.error, quad_err(W, Qg, rows, n, H), 1e-4 * rg.error);
-        CHECK_NEAR(rr.error, quad_err(W, Qr, rows, n, H), 1e-4 * rr.error);
+        CHECK_NEAR(rg.error, obs_ref_quad_err(W, Qg, rows, n, H), 1e-4 * rg.error);
+        CHECK_NEAR(rr.error, obs_ref_quad_err(W, Qr, rows, n, H), 1e-4 * rr.error);
         free(Qg);
         free(Qr);
     }
@@ -413,7 +258,7 @@ static void test_joint_modes(void) {
             CHECK(res.moved_off_zero == pruned - z);
         }
         CHECK(codes_reproduce(&codes, Q));
-        CHECK_NEAR(res.error, quad_err(W, Q, rows, n, H), 1e-4 * res.error);
+        CHECK_NEAR(res.error, obs_ref_quad_err(W, Q, rows, n, H), 1e-4 * res.error);
         err[mode] = res.error;
         pq_qcodes_free(&codes);
         free(Q);
@@ -434,7 +279,7 @@ static void test_joint_modes(void) {
         int64_t pruned, z = count_zero_where_pruned(Q, mask, nel, &pruned);
         CHECK(z == pruned && pruned == nel / 2);
         CHECK(codes_reproduce(&codes, Q));
-        CHECK_NEAR(res.error, quad_err(W, Q, rows, n, H), 1e-4 * res.error);
+        CHECK_NEAR(res.error, obs_ref_quad_err(W, Q, rows, n, H), 1e-4 * res.error);
         pq_qcodes_free(&codes);
         free(Q);
     }
@@ -457,7 +302,7 @@ static void test_joint_modes(void) {
         CHECK(memcmp(Q1, Q2, sizeof(float) * (size_t)(rows * c6)) == 0);
         CHECK_NEAR(r1.sparsity, 2.0 / 6.0, 1e-12);
         CHECK(codes_reproduce(&codes, Q1));
-        CHECK_NEAR(r1.error, quad_err(W6, Q1, rows, c6, H6), 1e-4 * r1.error);
+        CHECK_NEAR(r1.error, obs_ref_quad_err(W6, Q1, rows, c6, H6), 1e-4 * r1.error);
         int cells_ok = 1;
         for (int64_t r = 0; r < rows; r++)
             for (int64_t c = 0; c < c6; c += 6) {
@@ -542,7 +387,7 @@ static void test_fused_grid(void) {
                   rref.error);
         CHECK_MSG(rgrp.error < 0.95 * rref.error, "pattern %d: improved %g vs reference %g", k, rgrp.error,
                   rref.error);
-        CHECK_NEAR(rgrp.error, quad_err(W, Q, rows, n, H), 1e-4 * rgrp.error);
+        CHECK_NEAR(rgrp.error, obs_ref_quad_err(W, Q, rows, n, H), 1e-4 * rgrp.error);
         CHECK_NEAR(rgrp.sparsity, 0.5, 1e-12);
         free(Q);
         free(mask);
@@ -582,7 +427,7 @@ static void test_degenerate_h(void) {
         for (int64_t i = 0; i < nel; i++)
             finite &= isfinite(Q[i]);
         CHECK(finite);
-        CHECK_NEAR(res.error, quad_err(W, Q, rows, n, H), 1e-3 * res.error + 1e-9);
+        CHECK_NEAR(res.error, obs_ref_quad_err(W, Q, rows, n, H), 1e-3 * res.error + 1e-9);
         free(Q);
     }
     CHECK(n_dead_logs == 2);
@@ -774,7 +619,7 @@ static void test_float_factor(void) {
     float *Q64 = run(ctx, &p, W, rows, n, H, NULL, NULL, &r64, NULL);
     p.factor_f32 = 1;
     float *Q32 = run(ctx, &p, W, rows, n, H, NULL, NULL, &r32, NULL);
-    const double e64 = quad_err(W, Q64, rows, n, H), e32 = quad_err(W, Q32, rows, n, H);
+    const double e64 = obs_ref_quad_err(W, Q64, rows, n, H), e32 = obs_ref_quad_err(W, Q32, rows, n, H);
     CHECK_MSG(fabs(e32 - e64) <= 1e-3 * e64, "f32 %g vs f64 %g", e32, e64);
     free(Q64);
     free(Q32);
@@ -889,38 +734,65 @@ static void test_npy(void) {
     pq_ctx_free(ctx);
 }
 
+/* Every allocation of the .npy reader and writer fails in turn (tests/failalloc.h). */
+typedef struct npy_case {
+    const char *path;
+    int write;
+} npy_case;
+
+static pq_status npy_body(pq_ctx *ctx, void *user) {
+    const npy_case *c = user;
+    static const float m[6] = {1.5f, -2.0f, 3.25f, 0.0f, -0.0f, 1e-30f};
+    const int64_t shape2[2] = {2, 3};
+    if (c->write) return pq_npy_write(ctx, c->path, m, shape2, 2);
+    float *x = NULL;
+    int64_t shape[2];
+    int nd = 0;
+    const pq_status st = pq_npy_read(ctx, c->path, &x, shape, &nd);
+    if (st == PQ_OK) CHECK(x && nd == 2 && shape[0] == 2 && shape[1] == 3 && !memcmp(x, m, sizeof m));
+    if (st != PQ_OK) CHECK(x == NULL);
+    free(x);
+    return st;
+}
+
+static void test_npy_alloc_failures(void) {
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/pq_test_layer_%d_fa.npy", (int)getpid());
+    npy_case c = {.path = path, .write = 1};
+    failalloc_run("npy write", npy_body, &c, 1, 1000);
+    c.write = 0;
+    failalloc_run("npy read", npy_body, &c, 1, 1000);
+    unlink(path);
+}
+
 /* ---------------------------------------------------------------- allocation failures */
 
-#if !defined(__SANITIZE_ADDRESS__)
-/* Every allocation the library makes fails in turn: the call must report PQ_ERR_NOMEM and
- * leave W as it was. Only allocations made from this executable (the library is linked in
- * statically) are failed, so OpenBLAS and the OpenMP runtime keep working. */
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_memalign(size_t, size_t);
-extern char __executable_start, etext;
-static long alloc_count, alloc_fail_at = -1;
+/* Every allocation the layer engine makes fails in turn (tests/failalloc.h): the call must
+ * report PQ_ERR_NOMEM and leave W as it was, with no codes. */
+typedef struct {
+    const pq_layer_params *p;
+    const float *W, *H;
+    float *Q;      /* [rows, n] */
+    uint8_t *mask; /* [rows, n] */
+    int64_t rows, n;
+} alloc_case;
 
-static int alloc_should_fail(const void *caller) {
-    if (alloc_fail_at < 0 || (const char *)caller < &__executable_start || (const char *)caller >= &etext) return 0;
-    return ++alloc_count == alloc_fail_at;
-}
-void *malloc(size_t n) {
-    return alloc_should_fail(__builtin_return_address(0)) ? NULL : __libc_malloc(n);
-}
-void *calloc(size_t a, size_t b) {
-    return alloc_should_fail(__builtin_return_address(0)) ? NULL : __libc_calloc(a, b);
-}
-int posix_memalign(void **out, size_t align, size_t n) {
-    if (alloc_should_fail(__builtin_return_address(0))) return 12; /* ENOMEM */
-    *out = __libc_memalign(align, n);
-    return *out ? 0 : 12;
+static pq_status alloc_body(pq_ctx *ctx, void *user) {
+    alloc_case *c = user;
+    const size_t bytes = sizeof(float) * (size_t)(c->rows * c->n);
+    memcpy(c->Q, c->W, bytes);
+    pq_qcodes codes;
+    const pq_status st = pq_layer_compress(ctx, c->p, c->Q, c->rows, c->n, c->H, c->mask, &codes, NULL);
+    if (failalloc_injected())
+        CHECK_MSG(st == PQ_ERR_NOMEM && memcmp(c->Q, c->W, bytes) == 0 && codes.codes == NULL,
+                  "status %d (%s), W changed or codes left", st, pq_ctx_error(ctx));
+    pq_qcodes_free(&codes);
+    return st;
 }
 
 static void test_alloc_failures(void) {
     const int64_t rows = 16, n = 64, nel = rows * n;
     float *H = make_h(n, 100, 6), *W = make_w(rows, n);
-    pq_ctx *ctx = new_ctx(2);
     float *Q = malloc(sizeof(float) * (size_t)nel);
     uint8_t *mask = malloc((size_t)nel);
     for (int recipe = 0; recipe < 5; recipe++) {
@@ -950,31 +822,16 @@ static void test_alloc_failures(void) {
             p.reference = 1;
             p.error_mode = PQ_ERROR_DIRECT;
         }
-        int failures = 0, bad = 0;
-        for (long k = 1; k < 200; k++) {
-            memcpy(Q, W, sizeof(float) * (size_t)nel);
-            pq_qcodes codes;
-            alloc_count = 0;
-            alloc_fail_at = k;
-            const pq_status st = pq_layer_compress(ctx, &p, Q, rows, n, H, mask, &codes, NULL);
-            alloc_fail_at = -1;
-            if (st == PQ_OK && alloc_count < k) {
-                pq_qcodes_free(&codes);
-                break; /* every allocation has been failed once */
-            }
-            failures++;
-            bad += st != PQ_ERR_NOMEM || memcmp(Q, W, sizeof(float) * (size_t)nel) != 0 || codes.codes != NULL;
-            pq_qcodes_free(&codes);
-        }
-        CHECK_MSG(failures > 3 && bad == 0, "recipe %d: %d failed allocations, %d mishandled", recipe, failures, bad);
+        alloc_case c = {.p = &p, .W = W, .H = H, .Q = Q, .mask = mask, .rows = rows, .n = n};
+        char name[64];
+        snprintf(name, sizeof name, "layer recipe %d", recipe);
+        CHECK_MSG(failalloc_run(name, alloc_body, &c, 2, 200) > 3, "%s: too few allocations", name);
     }
     free(Q);
     free(mask);
     free(H);
     free(W);
-    pq_ctx_free(ctx);
 }
-#endif
 
 /* The pipeline's entry that may factor H in its own memory: for a wide layer (more inputs
  * than PQ_INPLACE_MIN_COLS) GPTQ factored in float32 in place gives the error of the
@@ -1033,6 +890,7 @@ static void test_scratch_h(void) {
 
 int main(void) {
     test_npy();
+    test_npy_alloc_failures();
     test_reference_gptq();
     test_gptq_beats_rtn();
     test_codes_and_groups();
@@ -1044,8 +902,6 @@ int main(void) {
     test_threads_and_cancel();
     test_float_factor();
     test_scratch_h();
-#if !defined(__SANITIZE_ADDRESS__)
     test_alloc_failures();
-#endif
     return test_end("test_layer");
 }

@@ -1,9 +1,9 @@
-/* Pruning: exact selection, N:M cells, magnitude/Wanda masks, SparseGPT against a plain
- * implementation of the published algorithm, and the expected ordering of the methods. */
-#include <lapacke.h>
+/* Pruning: exact selection, N:M cells, magnitude/Wanda masks, SparseGPT against the plain
+ * implementation of the published algorithm (tests/obs_ref.h), and the expected ordering of the methods. */
 #include <stdint.h>
 
 #include "kernels/mask.h"
+#include "obs_ref.h"
 #include "prunequant-compress.h"
 #include "test.h"
 #define RANDGEN_SEED 0x243f6a8885a308d3ULL
@@ -38,25 +38,6 @@ static float *make_h(int64_t n, int64_t T, int rank) {
     return H;
 }
 
-static double quad_err(const float *W, const float *Q, int64_t rows, int64_t n, const float *H) {
-    double tot = 0.0;
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t i = 0; i < n; i++) {
-            const double di = (double)W[r * n + i] - Q[r * n + i];
-            if (di == 0.0) continue;
-            double s = 0.0;
-            for (int64_t j = 0; j < n; j++)
-                s += (double)H[i * n + j] * ((double)W[r * n + j] - Q[r * n + j]);
-            tot += di * s;
-        }
-    return tot;
-}
-
-static int cmp_float(const void *a, const void *b) {
-    const float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
-}
-
 /* ---------------------------------------------------------------- selection */
 
 static void test_select(void) {
@@ -74,7 +55,7 @@ static void test_select(void) {
                                   : -fabsf(nrand());
             if (rep == 1 && n > 3) x[1] = -0.0f;
             memcpy(s, x, sizeof(float) * (size_t)n);
-            qsort(s, (size_t)n, sizeof(float), cmp_float);
+            qsort(s, (size_t)n, sizeof(float), obs_ref_cmp_float);
             for (int t = 0; t < 5; t++) {
                 const int64_t k = (int64_t)(urand() * (double)n);
                 int64_t less;
@@ -108,7 +89,7 @@ static void test_select(void) {
         for (int64_t i = 0; i < n; i++)
             x[i] = (float)(int)(urand() * 4);
         memcpy(s, x, sizeof(float) * (size_t)n);
-        qsort(s, (size_t)n, sizeof(float), cmp_float);
+        qsort(s, (size_t)n, sizeof(float), obs_ref_cmp_float);
         const int64_t k = n / 2;
         pq__mask_le_kth(x, n, k, keep, scratch);
         int ok = 1;
@@ -148,108 +129,6 @@ static void test_nm_cell(void) {
     }
 }
 
-/* ---------------------------------------------------------------- reference SparseGPT */
-
-/* SparseGPT as published (Frantar & Alistarh, the reference fasterprune), no quantization:
- * H -> dead fix -> damping -> Cholesky, inverse, upper Cholesky (float64) -> blocks of B:
- * unstructured mask per block (scores <= value at sorted position floor(numel * s)) or N:M
- * at every M-th column on the updated weights; OBS update. */
-static void ref_sparsegpt(const float *W0, int64_t rows, int64_t n, const float *H0, double sp, int pn, int pm,
-                          int64_t B, float *Wout) {
-    float *W = malloc(sizeof(float) * (size_t)(rows * n));
-    memcpy(W, W0, sizeof(float) * (size_t)(rows * n));
-    double *H = malloc(sizeof(double) * (size_t)(n * n));
-    for (int64_t i = 0; i < n * n; i++)
-        H[i] = H0[i];
-    for (int64_t j = 0; j < n; j++)
-        if (H[j * n + j] == 0) {
-            H[j * n + j] = 1;
-            for (int64_t r = 0; r < rows; r++)
-                W[r * n + j] = 0;
-        }
-    double mean = 0;
-    for (int64_t j = 0; j < n; j++)
-        mean += H[j * n + j];
-    for (int64_t j = 0; j < n; j++)
-        H[j * n + j] += 0.01 * mean / (double)n;
-    LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'L', (lapack_int)n, H, (lapack_int)n);
-    LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'L', (lapack_int)n, H, (lapack_int)n);
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = i + 1; j < n; j++)
-            H[i * n + j] = H[j * n + i];
-    LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)n, H, (lapack_int)n);
-    float *U = malloc(sizeof(float) * (size_t)(n * n));
-    for (int64_t i = 0; i < n * n; i++)
-        U[i] = (i % n) >= (i / n) ? (float)H[i] : 0.0f;
-    float *W1 = malloc(sizeof(float) * (size_t)(rows * B)), *E1 = malloc(sizeof(float) * (size_t)(rows * B));
-    float *tmp = malloc(sizeof(float) * (size_t)(rows * B)), *srt = malloc(sizeof(float) * (size_t)(rows * B));
-    uint8_t *mask = malloc((size_t)(rows * B)); /* 1 = pruned */
-    for (int64_t i1 = 0; i1 < n; i1 += B) {
-        const int64_t i2 = i1 + B < n ? i1 + B : n, cnt = i2 - i1;
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t i = 0; i < cnt; i++)
-                W1[r * cnt + i] = W[r * n + i1 + i];
-        memset(mask, 0, (size_t)(rows * cnt));
-        if (pm == 0) {
-            for (int64_t r = 0; r < rows; r++)
-                for (int64_t i = 0; i < cnt; i++) {
-                    const float d = U[(i1 + i) * n + i1 + i];
-                    tmp[r * cnt + i] = W1[r * cnt + i] * W1[r * cnt + i] / (d * d);
-                }
-            memcpy(srt, tmp, sizeof(float) * (size_t)(rows * cnt));
-            qsort(srt, (size_t)(rows * cnt), sizeof(float), cmp_float);
-            const float thresh = srt[(int64_t)((double)(rows * cnt) * sp)];
-            for (int64_t i = 0; i < rows * cnt; i++)
-                mask[i] = tmp[i] <= thresh;
-        }
-        for (int64_t i = 0; i < cnt; i++) {
-            const int64_t j = i1 + i;
-            if (pm > 0 && i % pm == 0)
-                for (int64_t r = 0; r < rows; r++) {
-                    float sc[16];
-                    for (int k = 0; k < pm; k++) {
-                        const float d = U[(j + k) * n + j + k];
-                        sc[k] = W1[r * cnt + i + k] * W1[r * cnt + i + k] / (d * d);
-                    }
-                    for (int c = 0; c < pn; c++) { /* the pn smallest, lower index first */
-                        int best = -1;
-                        for (int k = 0; k < pm; k++)
-                            if (!mask[r * cnt + i + k] && (best < 0 || sc[k] < sc[best])) best = k;
-                        mask[r * cnt + i + best] = 1;
-                    }
-                }
-            const float d = U[j * n + j];
-            for (int64_t r = 0; r < rows; r++) {
-                const float w = W1[r * cnt + i], q = mask[r * cnt + i] ? 0.0f : w;
-                const float err = (w - q) / d;
-                for (int64_t k = i; k < cnt; k++)
-                    W1[r * cnt + k] -= err * U[j * n + i1 + k];
-                W1[r * cnt + i] = q;
-                E1[r * cnt + i] = err;
-            }
-        }
-        for (int64_t r = 0; r < rows; r++) {
-            for (int64_t i = 0; i < cnt; i++)
-                W[r * n + i1 + i] = W1[r * cnt + i];
-            for (int64_t k = i2; k < n; k++) {
-                float s = 0.0f;
-                for (int64_t i = 0; i < cnt; i++)
-                    s += E1[r * cnt + i] * U[(i1 + i) * n + k];
-                W[r * n + k] -= s;
-            }
-        }
-    }
-    memcpy(Wout, W, sizeof(float) * (size_t)(rows * n));
-    free(W);
-    free(H);
-    free(U);
-    free(W1);
-    free(E1);
-    free(tmp);
-    free(srt);
-    free(mask);
-}
-
 static float *compress(pq_ctx *ctx, const pq_layer_params *p, const float *W, int64_t rows, int64_t cols,
                        const float *H, uint8_t *mask, pq_layer_result *res) {
     float *Q = malloc(sizeof(float) * (size_t)(rows * cols));
@@ -279,14 +158,14 @@ static void test_sparsegpt_reference(void) {
         pq_layer_result res;
         float *Q = compress(ctx, &p, W, rows, n, H, NULL, &res);
         float *R = malloc(sizeof(float) * (size_t)(rows * n));
-        ref_sparsegpt(W, rows, n, H, 0.5, cases[k].pn, cases[k].pm, cases[k].B, R);
+        obs_ref_sparsegpt(W, rows, n, H, 0.5, cases[k].pn, cases[k].pm, cases[k].B, R);
         int64_t zq = 0, zr = 0, same_zero = 0;
         for (int64_t i = 0; i < rows * n; i++) {
             zq += Q[i] == 0.0f;
             zr += R[i] == 0.0f;
             same_zero += (Q[i] == 0.0f) == (R[i] == 0.0f);
         }
-        const double eq = quad_err(W, Q, rows, n, H), er = quad_err(W, R, rows, n, H);
+        const double eq = obs_ref_quad_err(W, Q, rows, n, H), er = obs_ref_quad_err(W, R, rows, n, H);
         CHECK_MSG(fabs(eq - er) <= 1e-4 * er, "case %zu: error %.8g vs reference %.8g", k, eq, er);
         CHECK_MSG(same_zero >= rows * n - 2, "case %zu: masks differ in %lld places", k,
                   (long long)(rows * n - same_zero));
@@ -405,7 +284,7 @@ static void test_ordering(void) {
             pq_layer_result res;
             float *Q = compress(ctx, &p, W, rows, n, H, NULL, &res);
             e[mi] = res.error;
-            CHECK_NEAR(res.error, quad_err(W, Q, rows, n, H), 1e-4 * res.error);
+            CHECK_NEAR(res.error, obs_ref_quad_err(W, Q, rows, n, H), 1e-4 * res.error);
             free(Q);
         }
         CHECK_MSG(e[0] < e[1] && e[1] < e[2], "pattern %d: sparsegpt %g, wanda %g, magnitude %g", k, e[0], e[1],

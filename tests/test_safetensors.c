@@ -7,10 +7,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kernels/dtype.h"
 #include "io/safetensors.h"
+#include "failalloc.h"
 #include "test.h"
 
 static char tmpdir[256];
@@ -633,6 +635,76 @@ static void test_free_null_and_builder(void) {
     CHECK(b.b.data == NULL && b.b.len == 0);
 }
 
+/* ---------------------------------------------------------------- allocation failures */
+
+/* Every allocation of the header parser (from memory and from a file, with and without
+ * mmap), the serializer and the sharded writer fails in turn (tests/failalloc.h). */
+typedef struct st_case {
+    int what; /* 0: parse, 1: load_file (mmap), 2: load_file (read), 3: serialize, 4: write_sharded */
+    const entries *s;
+    const uint8_t *img; /* the serialized image of s */
+    size_t len;
+    const char *path; /* a file holding img (1, 2), an output folder (4) */
+} st_case;
+
+static pq_status st_body(pq_ctx *ctx, void *user) {
+    const st_case *c = user;
+    const char *meta[] = {"k1", "v1", NULL};
+    pq_status st;
+    if (c->what == 3) {
+        uint8_t *img = NULL;
+        size_t len = 0;
+        st = pq__safetensors_serialize(ctx, c->s->e, c->s->n, meta, &img, &len);
+        failalloc_stop();
+        if (st == PQ_OK) CHECK(len == c->len && !memcmp(img, c->img, len));
+        free(img);
+        return st;
+    }
+    if (c->what == 4) {
+        st = pq__safetensors_write_sharded(ctx, c->path, c->s->e, c->s->n, 200, meta);
+        failalloc_stop();
+        if (st == PQ_OK) CHECK(count_files(c->path) >= 3);
+        clear_dir(c->path);
+        return st;
+    }
+    pq__source src;
+    pq__source_init(&src);
+    st = c->what == 0 ? pq__safetensors_parse(ctx, "mem.safetensors", c->img, c->len, &src)
+                      : pq__safetensors_load_file(ctx, c->path, c->what == 1, &src);
+    failalloc_stop();
+    if (st == PQ_OK) check_same(&src, c->s, 0);
+    pq__source_free(&src);
+    return st;
+}
+
+static void test_alloc_failures(void) {
+    entries s;
+    make_all(&s);
+    const char *meta[] = {"k1", "v1", NULL};
+    pq_ctx *ctx = pq_ctx_new();
+    uint8_t *img = NULL;
+    size_t len = 0;
+    CHECK(pq__safetensors_serialize(ctx, s.e, s.n, meta, &img, &len) == PQ_OK);
+    pq_ctx_free(ctx);
+    char path[512], dir[512];
+    tmp_path(path, sizeof path, "fa.safetensors");
+    tmp_path(dir, sizeof dir, "fa_shards");
+    FILE *f = fopen(path, "wb");
+    CHECK(f && fwrite(img, 1, len, f) == len);
+    if (f) fclose(f);
+    static const char *const names[] = {"safetensors parse", "safetensors load (mmap)", "safetensors load (read)",
+                                        "safetensors serialize", "safetensors write_sharded"};
+    for (int w = 0; w < 5; w++) {
+        st_case c = {.what = w, .s = &s, .img = img, .len = len, .path = w == 4 ? dir : path};
+        if (w == 4) mkdir(dir, 0755);
+        failalloc_run(names[w], st_body, &c, 1, 20000);
+    }
+    rmdir(dir);
+    unlink(path);
+    free(img);
+    entries_free(&s);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/pq_test_st_XXXXXX");
     if (!mkdtemp(tmpdir)) {
@@ -647,6 +719,7 @@ int main(void) {
     test_malformed();
     test_many();
     test_free_null_and_builder();
+    test_alloc_failures();
     clear_dir(tmpdir);
     rmdir(tmpdir);
     return test_end("test_safetensors");

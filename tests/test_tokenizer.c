@@ -8,6 +8,7 @@
 #include "io/gguf.h"
 #include "synth.h"
 #include "test.h"
+#include "failalloc.h"
 #include "tokenizer/tokenizer.h"
 
 #include <cjson/cJSON.h>
@@ -1880,6 +1881,82 @@ static void test_free_null(void) {
     CHECK(pq__tokenizer_lookup(NULL, "a", 1) == -1);
 }
 
+/* ---------------------------------------------------------------- allocation failures */
+
+/* Every allocation of each tokenizer parser fails in turn (tests/failalloc.h): a clean error
+ * with a message, nothing left allocated. */
+typedef struct tok_case {
+    const char *path;          /* pq_tokenizer_load */
+    const char *json, *config; /* pq__tokenizer_parse_hf_json when path is NULL */
+    const pq_tokenizer *tok;   /* pq_tokenize when path and json are NULL */
+    const char *text;
+} tok_case;
+
+static pq_status tok_body(pq_ctx *c, void *user) {
+    const tok_case *tc = user;
+    pq_tokenizer *t = NULL;
+    pq_status st;
+    if (tc->path) {
+        st = pq_tokenizer_load(c, tc->path, &t);
+    } else if (tc->json) {
+        st = pq__tokenizer_parse_hf_json(c, "mem.json", tc->json, strlen(tc->json), tc->config,
+                                         tc->config ? strlen(tc->config) : 0, &t);
+    } else {
+        int32_t *ids = NULL;
+        int64_t n = 0;
+        st = pq_tokenize(c, tc->tok, tc->text, strlen(tc->text), 1, &ids, &n);
+        CHECK((st == PQ_OK) == (ids != NULL) || n == 0);
+        free(ids);
+    }
+    CHECK((st == PQ_OK) == (t != NULL) || (!tc->path && !tc->json));
+    pq_tokenizer_free(t);
+    return st;
+}
+
+static void test_alloc_failures(void) {
+    /* a llama2.c .bin of 6 tokens, the same as a SentencePiece .model, a tokenizer.json with
+     * added tokens, NFC, a Split pre-tokenizer and a tokenizer_config.json */
+    bytes w = {{0}, 0};
+    b_i32(&w, 5);
+    static const char *const pieces[] = {"<unk>", "<s>", "</s>", "a", "b", "ab"};
+    for (int i = 0; i < 6; i++) {
+        b_f32(&w, (float)-i);
+        b_i32(&w, (int32_t)strlen(pieces[i]));
+        b_put(&w, pieces[i], strlen(pieces[i]));
+    }
+    const char *bin = tmp_path("fa.bin"), *model = tmp_path("fa.model");
+    write_file(bin, w.b, w.n);
+    tok_case tc = {.path = bin};
+    failalloc_run("llama2.c tokenizer", tok_body, &tc, 1, 10000);
+    pq_tokenizer *t = load(bin);
+    CHECK(t && pq__tokenizer_save_spm_model(ctx, t, model) == PQ_OK);
+    pq_tokenizer_free(t);
+    tc.path = model;
+    failalloc_run("SentencePiece .model", tok_body, &tc, 1, 10000);
+    char json[2048];
+    snprintf(json, sizeof json, tiny_json_fmt, "true", "false", "{\"type\":\"NFC\"}",
+             "{\"type\":\"Split\",\"pattern\":{\"String\":\"-\"},\"behavior\":\"Isolated\",\"invert\":false}");
+    const char *config = "{\"bos_token\":\"<m>\",\"eos_token\":{\"content\":\"<m>\"},\"add_bos_token\":true}";
+    tc = (tok_case){.json = json, .config = config};
+    failalloc_run("tokenizer.json", tok_body, &tc, 1, 10000);
+    /* the file route: a folder with tokenizer.json */
+    char *dir = tmp_path("fa_hf");
+    mkdir(dir, 0755);
+    char jp[600];
+    snprintf(jp, sizeof jp, "%s/tokenizer.json", dir);
+    write_file(jp, json, strlen(json));
+    tc = (tok_case){.path = dir};
+    failalloc_run("tokenizer.json folder", tok_body, &tc, 1, 10000);
+    /* encoding: SentencePiece-kind and byte-level BPE */
+    pq_tokenizer *spm = load(model), *bl = tiny_byte_level(NULL, 0);
+    tc = (tok_case){.tok = spm, .text = "ab a b abab\xc3\xa9 x"};
+    if (spm) failalloc_run("encode (SentencePiece)", tok_body, &tc, 1, 10000);
+    tc = (tok_case){.tok = bl, .text = "<|bos|>the thing  in ing\n<tool> caf\xc3\xa9"};
+    if (bl) failalloc_run("encode (byte-level)", tok_body, &tc, 1, 10000);
+    pq_tokenizer_free(spm);
+    pq_tokenizer_free(bl);
+}
+
 int main(void) {
     ctx = pq_ctx_new();
     snprintf(tmpdir, sizeof tmpdir, "/tmp/pq_test_tokenizer.XXXXXX");
@@ -1893,6 +1970,7 @@ int main(void) {
     test_corpus();
     test_hf_json();
     test_save();
+    test_alloc_failures();
     if (test_data_dir()) {
         test_oracle_llama2();
         test_oracle_tok512();

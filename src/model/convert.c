@@ -377,8 +377,11 @@ pq_status pq__gguf_model_writer(pq_ctx *ctx, const pq_model *m, const char *path
 static pq_status save_gguf(pq_ctx *ctx, const pq_model *m, const char *path, pq_dtype dtype, out_list *l) {
     pq__gguf_writer *w;
     int halfsplit;
-    pq_status st = pq__gguf_model_writer(ctx, m, path, dtype == PQ_DTYPE_F16 ? 1 : dtype == PQ_DTYPE_BF16 ? 32 : 0, &w,
-                                         &halfsplit);
+    pq_status st = pq__gguf_model_writer(ctx, m, path,
+                                         dtype == PQ_DTYPE_F16    ? 1
+                                         : dtype == PQ_DTYPE_BF16 ? 32
+                                                                  : 0,
+                                         &w, &halfsplit);
     if (st) return st;
     if ((st = materialise(ctx, m, l, dtype, halfsplit, 1))) {
         pq__gguf_writer_free(w);

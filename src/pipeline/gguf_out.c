@@ -75,7 +75,8 @@ static pq_status make_plan(pq__pipe *P, const char *preset, int pure) {
                 char hf[160];
                 pq__linear_name(hf, sizeof hf, l, i);
                 strcat(hf, ".weight");
-                plan_add(&pl, hf, pq__linear_dim(c, pq__block_linear[i].rows), pq__linear_dim(c, pq__block_linear[i].cols));
+                plan_add(&pl, hf, pq__linear_dim(c, pq__block_linear[i].rows),
+                         pq__linear_dim(c, pq__block_linear[i].cols));
             }
         pq__gguf_mix_params mp = pq__gguf_mix_params_default();
         mp.pure = pure;
@@ -102,10 +103,11 @@ pq_status pq__gguf_out_begin(pq__pipe *P, const char *path) {
     if (!(P->gguf = pq__calloc(P->ctx, 1, sizeof *P->gguf, "GGUF output"))) return PQ_ERR_NOMEM;
     int pure = 0, def = 0;
     if (!pq__gguf_mix_parse(P->p.gguf_type, &P->gguf->ftype, &def, &pure))
-        return pq__fail(P->ctx, PQ_ERR_INVALID,
-                        "compress: --gguf-type '%s': not a type or preset (Q8_0, Q6_K, Q5_K_M, Q5_K_S, Q4_K_M, Q4_K_S, "
-                        "Q3_K_L, Q3_K_M, Q3_K_S, Q2_K, Q5_0, Q5_1, Q4_0, Q4_1, Q5_K, Q4_K, Q3_K)",
-                        P->p.gguf_type);
+        return pq__fail(
+            P->ctx, PQ_ERR_INVALID,
+            "compress: --gguf-type '%s': not a type or preset (Q8_0, Q6_K, Q5_K_M, Q5_K_S, Q4_K_M, Q4_K_S, "
+            "Q3_K_L, Q3_K_M, Q3_K_S, Q2_K, Q5_0, Q5_1, Q4_0, Q4_1, Q5_K, Q4_K, Q3_K)",
+            P->p.gguf_type);
     P->gguf->lin = pq__calloc(P->ctx, (size_t)(c->n_layers * PQ_BLOCK_LINEARS), sizeof(pq_dtype), "GGUF types");
     if (!P->gguf->lin) return PQ_ERR_NOMEM;
     P->gguf->halfsplit = c->arch == PQ_ARCH_QWEN2;
@@ -174,8 +176,8 @@ static void encode_rows(pq_dtype dt, const float *x, int64_t n, int64_t cols, ui
 }
 
 /* A float tensor of the model, rows permuted for RoPE when rope_heads > 0, in dt. */
-static pq_status put_f32(pq__pipe *P, const char *hf, const float *x, int64_t rows, int64_t cols,
-                         int64_t rope_heads, pq_dtype dt) {
+static pq_status put_f32(pq__pipe *P, const char *hf, const float *x, int64_t rows, int64_t cols, int64_t rope_heads,
+                         pq_dtype dt) {
     const pq__config *c = &P->m->cfg;
     const int64_t cc = cols ? cols : 1;
     if (!pq__ggml_info_of(dt) && dt != PQ_DTYPE_F16 && dt != PQ_DTYPE_BF16) dt = PQ_DTYPE_F32;
@@ -199,7 +201,8 @@ static pq_status put_f32(pq__pipe *P, const char *hf, const float *x, int64_t ro
 static pq_status put_stream(pq__pipe *P, const char *hf, int64_t rows, int64_t cols, pq_dtype dt) {
     const int64_t per = 256;
     const size_t rb = pq__dtype_nbytes(dt, cols);
-    float *x = pq__malloc(P->ctx, sizeof(float) * (size_t)(per * cols), hf), *w = pq__malloc(P->ctx, sizeof(float) * (size_t)cols, hf);
+    float *x = pq__malloc(P->ctx, sizeof(float) * (size_t)(per * cols), hf),
+          *w = pq__malloc(P->ctx, sizeof(float) * (size_t)cols, hf);
     uint8_t *out = pq__malloc(P->ctx, rb * (size_t)per, hf);
     pq_status st = x && w && out ? PQ_OK : PQ_ERR_NOMEM;
     const size_t off = P->gguf->off;

@@ -58,7 +58,7 @@ typedef struct pq__pipe {
     cJSON *map; /* the index's weight map */
     char *tmp;  /* the output folder being written */
     int64_t n_shards, moved_total;
-    double total; /* bytes of all tensors */
+    double total;              /* bytes of all tensors */
     struct pq__gguf_out *gguf; /* GGUF output (gguf_out.c), NULL for an HF folder */
 } pq__pipe;
 
