@@ -16,14 +16,15 @@ static const char *compress_usage =
     "  [--sparsity F | --pattern N:M] [--quant none|rtn|gptq] [--bits B] [--group G] [--sym|--asym]\n"
     "  [--act-order] [--static-groups] [--percdamp P] [--blocksize B] [--joint a|b|fused] [--no-keep-mask]\n"
     "  [--true-sequential] [--skip REGEX] [--recipe FILE.json] [--report FILE.jsonl]\n"
-    "  [--format packed|dense] [--dtype f32|f16|bf16] [--threads N] [--quiet]\n";
+    "  [--format packed|dense|gguf] [--gguf-type TYPE|PRESET (with gguf: Q4_K_M, Q4_0 ...)] [--imatrix-out FILE]\n"
+    "  [--dtype f32|f16|bf16] [--threads N] [--quiet]\n";
 
 /* Recipe keys given (flags or the JSON recipe): pq_recipe_check refuses the ones without effect. */
 static unsigned given;
 /* The recipe keys, for "did you mean" in a JSON recipe. */
 static const char *const recipe_keys =
     "prune sparsity pattern quant bits group sym act_order static_groups percdamp blocksize joint keep_mask "
-    "true_sequential nsamples seqlen seed threads format dtype skip";
+    "true_sequential nsamples seqlen seed threads format gguf_type imatrix_out dtype skip";
 
 static void mark_given(const char *key) {
     given |= pq_recipe_key_parse(key);
@@ -53,34 +54,13 @@ static int set_key(const char *cmd, pq_compress_params *p, const char *key, cons
                    const char **format, const char **skip_store) {
     pq_layer_params *l = &p->layer;
     int64_t i64;
-    double f;
     mark_given(key);
-    if (!strcmp(key, "prune")) {
-        if (pq_prune_method_parse(v, &l->prune)) return cli_usage_error(cmd, "unknown prune method '%s'", v);
-    } else if (!strcmp(key, "quant")) {
-        if (pq_quant_method_parse(v, &l->quant)) return cli_usage_error(cmd, "unknown quant method '%s'", v);
-    } else if (!strcmp(key, "joint")) {
-        if (pq_joint_mode_parse(v, &l->joint)) return cli_usage_error(cmd, "unknown joint mode '%s'", v);
-    } else if (!strcmp(key, "sparsity")) {
-        if (cli_parse_f64(cmd, "--sparsity", v, 0, 1, &f)) return 1;
-        l->sparsity = f;
-        l->prune_n = l->prune_m = 0;
-    } else if (!strcmp(key, "pattern")) {
+    if (pq_recipe_key_parse(key)) { /* a layer-recipe key: the library's parser and ranges */
         pq_ctx *c = pq_ctx_new();
-        int bad = pq_pattern_parse(c, v, &l->prune_n, &l->prune_m) != PQ_OK;
-        if (bad) cli_usage_error(cmd, "--pattern: %s", pq_ctx_error(c));
+        const int bad = !c || pq_recipe_set(c, l, key, v, 1) != PQ_OK;
+        if (bad) cli_usage_error(cmd, "%s", c ? pq_ctx_error(c) : "out of memory creating a context");
         pq_ctx_free(c);
-        if (bad) return 1;
-    } else if (!strcmp(key, "bits")) {
-        if (cli_parse_i64(cmd, "--bits", v, 2, 8, &i64)) return 1;
-        l->bits = (int)i64;
-    } else if (!strcmp(key, "group")) {
-        if (cli_parse_i64(cmd, "--group", v, -1, INT32_MAX, &i64)) return 1;
-        l->group_size = i64;
-    } else if (!strcmp(key, "percdamp")) {
-        if (cli_parse_f64(cmd, "--percdamp", v, 0, 1e6, &l->percdamp)) return 1;
-    } else if (!strcmp(key, "blocksize")) {
-        if (cli_parse_i64(cmd, "--blocksize", v, 1, INT32_MAX, &l->blocksize)) return 1;
+        return bad;
     } else if (!strcmp(key, "nsamples")) {
         if (cli_parse_i64(cmd, "--nsamples", v, 1, 1 << 20, &p->nsamples)) return 1;
     } else if (!strcmp(key, "seqlen")) {
@@ -91,8 +71,13 @@ static int set_key(const char *cmd, pq_compress_params *p, const char *key, cons
     } else if (!strcmp(key, "threads")) {
         if (cli_parse_i64(cmd, "--threads", v, 0, 1024, threads)) return 1;
     } else if (!strcmp(key, "format")) {
-        if (strcmp(v, "packed") && strcmp(v, "dense")) return cli_usage_error(cmd, "--format: packed or dense");
+        if (strcmp(v, "packed") && strcmp(v, "dense") && strcmp(v, "gguf"))
+            return cli_usage_error(cmd, "--format: packed, dense or gguf");
         *format = v;
+    } else if (!strcmp(key, "gguf_type")) {
+        p->gguf_type = v;
+    } else if (!strcmp(key, "imatrix_out")) {
+        p->imatrix_out = v;
     } else if (!strcmp(key, "dtype")) {
         if (pq_dtype_parse(v, &p->dtype) ||
             (p->dtype != PQ_DTYPE_F32 && p->dtype != PQ_DTYPE_F16 && p->dtype != PQ_DTYPE_BF16))
@@ -249,6 +234,13 @@ static int compress_parse(const char *cmd, int argc, char **argv, compress_opts 
     if (!rc && (!o->model || !o->calib || !o->out))
         rc = cli_usage_error(cmd, "MODEL, --calib FILE and --out DIR are required");
     if (rc || check_given(cmd, &o->p.layer)) return 2;
+    const int gguf = !strcmp(o->format, "gguf");
+    if (gguf != (o->p.gguf_type != NULL))
+        return cli_usage_error(cmd, gguf ? "--format gguf needs --gguf-type TYPE (e.g. Q4_K_M, Q4_0)"
+                                         : "--gguf-type needs --format gguf");
+    if (gguf && (given & (PQ_KEY_BITS | PQ_KEY_GROUP | PQ_KEY_SYM | PQ_KEY_STATIC_GROUPS)))
+        return cli_usage_error(cmd, "--bits, --group, --sym and --static-groups have no effect with --format gguf "
+                                    "(the GGUF type fixes the grids)");
     return -1;
 }
 
@@ -307,6 +299,7 @@ int pq_cli_compress(int argc, char **argv) {
     int rc = compress_parse(cmd, argc, argv, &o);
     if (rc < 0) {
         o.p.packed = !strcmp(o.format, "packed");
+        if (o.p.gguf_type && o.p.layer.quant == PQ_QUANT_NONE) o.p.layer.quant = PQ_QUANT_GPTQ;
         o.p.skip = o.skip;
         o.p.calib_name = o.calib;
         rc = compress_run(cmd, &o);

@@ -15,7 +15,8 @@ static const struct {
     {"generate", "--prompt --seed --temp --top-p --tokenizer --threads --quiet --help"},
     {"ppl", "--batch --ctx --json --max-tokens --protocol --text --tokenizer --threads --quiet --help"},
     {"convert", "--dtype --out --to --tokenizer --threads --quiet --help"},
-    {"compress", "--act-order --asym --bits --blocksize --calib --dtype --format --group --joint --keep-mask "
+    {"compress", "--act-order --asym --bits --blocksize --calib --dtype --format --gguf-type --group --imatrix-out "
+                 "--joint --keep-mask "
                  "--no-keep-mask --nsamples --out --pattern --percdamp --prune --quant --recipe --report --seed "
                  "--seqlen --skip --sparsity --static-groups --sym --tokenizer --true-sequential --threads --quiet "
                  "--help"},

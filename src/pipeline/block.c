@@ -74,6 +74,7 @@ static pq_status compress_linear(pq__pipe *P, int64_t l, int i, const pq__linear
             lg.quant = PQ_QUANT_NONE;
         lp = &lg;
     }
+    if (P->imat && (st = pq__imatrix_record(P, l, i, H, cols))) return st;
     pq_layer_result res;
     st = last_user ? pq__layer_compress_scratch_h(ctx, lp, w->w[i], rows, cols, H, w->mask[i], &w->codes[i], &res)
                    : pq_layer_compress(ctx, lp, w->w[i], rows, cols, H, w->mask[i], &w->codes[i], &res);

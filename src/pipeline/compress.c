@@ -167,7 +167,8 @@ static pq_status run(pq__pipe *P, const int32_t *tokens, int64_t n_tokens, const
     if ((st = pq__runner_init(ctx, &P->r, P->m, win, p->nsamples, p->seqlen, p->chunk))) goto done;
     if (!P->gguf && (st = pq__tmpdir_create(ctx, out_dir, &P->tmp))) goto done;
     P->n_shards = P->m->cfg.n_layers + 1;
-    if ((st = write_head_shard(P)) || (st = run_blocks(P)) || (st = write_metadata(P, index, starts, out_dir)))
+    if ((st = write_head_shard(P)) || (st = run_blocks(P)) || (P->imat && (st = pq__imatrix_save(P))) ||
+        (st = write_metadata(P, index, starts, out_dir)))
         goto done;
     /* the report goes first (its commit may be cancelled too); a model that then fails to
      * go into place takes it away again */
@@ -203,6 +204,9 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
     if (P.p.gguf_type && P.p.layer.quant == PQ_QUANT_NONE)
         st = pq__fail(ctx, PQ_ERR_INVALID, "compress: --gguf-type needs a quantizer (--quant gptq or rtn)");
     if (st == PQ_OK && P.p.gguf_type) st = pq__gguf_out_begin(&P, out_dir);
+    if (st == PQ_OK && P.p.imatrix_out && (st = pq__check_output_path(ctx, P.p.imatrix_out, 0)) == PQ_OK &&
+        !(P.imat = pq__calloc(ctx, (size_t)(m->cfg.n_layers * PQ_BLOCK_LINEARS), sizeof *P.imat, "imatrix")))
+        st = PQ_ERR_NOMEM;
     if (st == PQ_OK && (st = compile_skip(&P)) == PQ_OK) {
         pq__recipe_text(&P.p.layer, P.recipe, sizeof P.recipe);
         pq__recipe_text(&P.down, P.recipe_down, sizeof P.recipe_down);
@@ -214,5 +218,8 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
     pq__runner_free(&P.r);
     if (P.have_skip) regfree(&P.skip);
     pq__gguf_out_free(&P);
+    for (int64_t j = 0; P.imat && j < m->cfg.n_layers * PQ_BLOCK_LINEARS; j++)
+        free(P.imat[j]);
+    free(P.imat);
     return st;
 }

@@ -60,7 +60,13 @@ typedef struct pq__pipe {
     int64_t n_shards, moved_total;
     double total;              /* bytes of all tensors */
     struct pq__gguf_out *gguf; /* GGUF output (gguf_out.c), NULL for an HF folder */
+    float **imat;              /* --imatrix-out: [n_layers * PQ_BLOCK_LINEARS] sum of x^2 per input, or NULL */
 } pq__pipe;
+
+/* --imatrix-out: records linear i's input statistics from its Hessian (before compression
+ * may consume it); writes the file at the end. */
+pq_status pq__imatrix_record(pq__pipe *P, int64_t l, int i, const float *H, int64_t cols);
+pq_status pq__imatrix_save(pq__pipe *P);
 
 /* GGUF output (gguf_out.c): the preset's type of every tensor, tensor bytes spooled to a
  * temporary file block by block, one GGUF written from it at the end. */

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Quantized GGUF export (compress --format gguf --gguf-type), checked in real llama.cpp:
+# 1. every file loads in llama.cpp; our decode is exact: the file re-quantized to F32 by
+#    llama-quantize gives, in llama.cpp (raw logits on our token ids, F32 KV cache), our ppl of
+#    the quantized file within 1e-6 relative, and llama.cpp's ppl of the quantized file itself
+#    is within 1e-3 of ours (it rounds activations inside its dot products);
+# 2. quality on BabyLlama (calibration: the first 400 kB of TinyStories as in the demo, held-out
+#    text: its last 100 kB): at Q4_0, Q4_1, Q5_0 our GPTQ-rounded file has a lower llama.cpp ppl
+#    than llama-quantize's file of the same type from the same f32 model, with our imatrix
+#    (--imatrix-out) and without; the table (bytes, ppl, KLD to f32 from llama-perplexity)
+#    is printed;
+# 3. the tensor types (hence the tensor bytes) equal llama-quantize's for every type and preset:
+#    legacy types on BabyLlama and stories260K (rows of 64..352), every K type and preset on a
+#    synthetic Llama whose dims are multiples of 256.
+set -u
+BIN=${PQ_BIN:?PQ_BIN not set}
+DATA=${PQ_DATA:?PQ_DATA not set}
+SRC=${PQ_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
+B=$DATA/models/babyllama-tok105
+S=$DATA/models/stories260K
+TEXT=$DATA/text/tinystories/tinystories_val.txt
+[ -f "$B/model5000.bin" ] && [ -f "$S/stories260K.bin" ] && [ -f "$TEXT" ] || {
+    echo "FAIL: models or tinystories missing under $DATA" >&2
+    exit 1
+}
+. "$(dirname "$0")/lib.sh"
+LB=$(PQ_LLAMACPP_QUIET=1 bash "$SRC/scripts/llamacpp.sh") || { echo "FAIL: llama.cpp harness not set up" >&2; exit 1; }
+PQ_LLAMACPP_BIN=$LB
+TB=$(dirname "$BIN")/test_gguf_mix # synthesizes a 256-dim model (tests/test_gguf_mix.c)
+
+head -c 400000 "$TEXT" > "$T/calib.txt"
+tail -c 100000 "$TEXT" > "$T/test.txt"
+head -c 20000 "$T/test.txt" > "$T/short.txt"
+rel() { python3 -c "import sys; a,b,t=map(float,sys.argv[1:]); sys.exit(0 if abs(a-b) <= t*abs(b) else 1)" "$@"; }
+lt() { python3 -c "import sys; a,b=map(float,sys.argv[1:]); sys.exit(0 if a < b else 1)" "$@"; }
+json_ppl() { python3 -c "import json,sys; print(repr(json.load(open(sys.argv[1]))['ppl']))" "$1"; }
+# type histogram of a GGUF as our reader sees it ("F32:11 Q4_0:34 ...")
+types() { "$BIN" info "$1" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["dtypes"])'; }
+# llama.cpp's ppl (llamacpp protocol, raw logits) of FILE on the token ids IDS
+lppl() { "$LB/llama_check" "$1" --ids-file "$2" --ppl llamacpp --ctx 256 --threads 2 2>/dev/null | awk '$1 == "ppl" {print $2}'; }
+kld() { "$LB/llama-perplexity" -m "$1" -f "$T/test.txt" -c 256 -b 256 -fa off -ctk f32 -ctv f32 -t 2 \
+    --kl-divergence-base "$2" --kl-divergence 2>&1 | sed -n 's/^Mean *KLD: *\([0-9.e-]*\).*/\1/p'; }
+
+# one model: NAME, ids text, model args...; TYPES; QUALITY types
+check_model() {
+    local name=$1 text=$2 types_list=$3 quality=$4
+    shift 4
+    local f32=$T/$name.f32.gguf
+    "$BIN" convert "$@" --to gguf --out "$f32" --quiet 2>"$T/err" || { bad "$name: convert: $(cat "$T/err")"; return; }
+    "$BIN" tokenize "$f32" --bos --file "$text" > "$T/$name.ids" 2>"$T/err" || { bad "$name: tokenize: $(cat "$T/err")"; return; }
+    [ -n "$quality" ] && "$LB/llama-perplexity" -m "$f32" -f "$T/test.txt" -c 256 -b 256 -fa off -ctk f32 -ctv f32 -t 2 \
+        --kl-divergence-base "$T/$name.kld" > /dev/null 2>&1
+    local base_ppl
+    base_ppl=$(lppl "$f32" "$T/$name.ids")
+    for ty in $types_list; do
+        local ours=$T/$name.$ty.gguf theirs=$T/$name.$ty.theirs.gguf
+        "$BIN" compress "$@" --calib "$T/calib.txt" --nsamples 32 --seqlen 128 --format gguf --gguf-type "$ty" \
+            --imatrix-out "$T/$name.$ty.imatrix.gguf" --out "$ours" --quiet 2>"$T/err" ||
+            { bad "$name $ty: compress: $(tail -2 "$T/err")"; continue; }
+        llamacpp_load_check "$ours" || continue
+        # a plain K type is every tensor in that type: llama-quantize --pure (its "Q4_K" alone means Q4_K_M)
+        local pure=()
+        case $ty in Q5_K | Q4_K | Q3_K) pure=(--pure) ;; esac
+        "$LB/llama-quantize" "${pure[@]}" "$f32" "$theirs" "$ty" > "$T/q.log" 2>&1 ||
+            { bad "$name $ty: llama-quantize: $(tail -2 "$T/q.log")"; continue; }
+        [ "$(types "$ours")" = "$(types "$theirs")" ] && ok || bad "$name $ty: types $(types "$ours") vs llama-quantize's $(types "$theirs")"
+        # exactness: F32 re-quantization in llama.cpp vs our decode of the file
+        "$LB/llama-quantize" --allow-requantize "$ours" "$T/requant.gguf" F32 > "$T/q.log" 2>&1 ||
+            { bad "$name $ty: requantize to F32: $(tail -2 "$T/q.log")"; continue; }
+        "$BIN" ppl "$ours" --text "$text" --ctx 256 --protocol llamacpp --json > "$T/p.json" 2>"$T/err" ||
+            { bad "$name $ty: ppl: $(cat "$T/err")"; continue; }
+        local mine req lq
+        mine=$(json_ppl "$T/p.json")
+        req=$(lppl "$T/requant.gguf" "$T/$name.ids")
+        lq=$(lppl "$ours" "$T/$name.ids")
+        rel "$mine" "$req" 1e-6 && ok || bad "$name $ty: our ppl $mine vs llama.cpp on the F32 re-quantization $req"
+        rel "$mine" "$lq" 1e-3 && ok || bad "$name $ty: our ppl $mine vs llama.cpp on the file $lq"
+        printf '%-9s %-7s ppl ours %-10.6g llama.cpp %-10.6g F32-requant %-10.6g (f32 model %.6g)\n' "$name" "$ty" "$mine" "$lq" "$req" "$base_ppl"
+        case " $quality " in *" $ty "*) ;; *) continue ;; esac
+        local theirs_im=$T/$name.$ty.theirs_im.gguf
+        "$LB/llama-quantize" --imatrix "$T/$name.$ty.imatrix.gguf" "$f32" "$theirs_im" "$ty" > "$T/q.log" 2>&1 ||
+            { bad "$name $ty: llama-quantize --imatrix: $(tail -2 "$T/q.log")"; continue; }
+        local pt pti ko kt kti
+        pt=$(lppl "$theirs" "$T/$name.ids")
+        pti=$(lppl "$theirs_im" "$T/$name.ids")
+        ko=$(kld "$ours" "$T/$name.kld")
+        kt=$(kld "$theirs" "$T/$name.kld")
+        kti=$(kld "$theirs_im" "$T/$name.kld")
+        printf 'QUALITY %-5s bytes %8d | llama.cpp ppl ours %.5f  theirs %.5f  theirs+imatrix %.5f | KLD ours %s theirs %s theirs+imatrix %s\n' \
+            "$ty" "$(stat -c %s "$ours")" "$lq" "$pt" "$pti" "$ko" "$kt" "$kti"
+        lt "$lq" "$pti" && ok || bad "$name $ty: ours $lq not below llama-quantize + our imatrix $pti"
+        lt "$lq" "$pt" && ok || bad "$name $ty: ours $lq not below llama-quantize $pt"
+    done
+}
+
+check_model baby "$T/test.txt" "Q8_0 Q5_1 Q5_0 Q4_1 Q4_0" "Q4_0 Q4_1 Q5_0" "$B/model5000.bin" --tokenizer "$B/tok105.model"
+check_model s260 "$T/short.txt" "Q8_0 Q5_0 Q4_0" "" "$S/stories260K.bin" --tokenizer "$S/tok512.bin"
+"$TB" synth "$T/syn.gguf" 256 512 2 4 2 512 0 "$S/tok512.bin" 2>"$T/err" || bad "synth: $(cat "$T/err")"
+check_model syn "$T/short.txt" "Q6_K Q5_K Q4_K Q3_K Q2_K Q5_K_M Q5_K_S Q4_K_M Q4_K_S Q3_K_L Q3_K_M Q3_K_S" "" "$T/syn.gguf"
+
+# bad requests: one-line errors, nothing written
+"$BIN" compress "$B/model5000.bin" --tokenizer "$B/tok105.model" --calib "$T/calib.txt" --format gguf \
+    --gguf-type Q4_X --out "$T/bad.gguf" 2>"$T/err"
+[ $? -eq 1 ] && [ "$(wc -l < "$T/err")" -eq 1 ] && grep -q "Q4_X" "$T/err" && [ ! -e "$T/bad.gguf" ] && ok || bad "unknown type: $(cat "$T/err")"
+"$BIN" compress "$B/model5000.bin" --tokenizer "$B/tok105.model" --calib "$T/calib.txt" --format gguf --out "$T/bad.gguf" 2>"$T/err"
+[ $? -eq 2 ] && grep -q "gguf-type" "$T/err" && ok || bad "--format gguf without a type: $(cat "$T/err")"
+"$BIN" compress "$B/model5000.bin" --tokenizer "$B/tok105.model" --calib "$T/calib.txt" --format gguf --gguf-type Q4_0 \
+    --bits 3 --out "$T/bad.gguf" 2>"$T/err"
+[ $? -eq 2 ] && grep -q "no effect with --format gguf" "$T/err" && ok || bad "--bits with gguf: $(cat "$T/err")"
+ls "$T" | grep -q "spool" && bad "a spool file was left behind" || ok
+echo "cli_gguf_export: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
