@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "prunequant-pipeline.h"
 
 /* Common flag scanning: returns the value of flag at argv[*i] (advancing *i), or NULL with
  * a usage error printed. */
@@ -579,7 +580,7 @@ out:
 int cli_convert(int argc, char **argv) {
     const char *cmd = "convert";
     common_opts o = {0};
-    const char *to = NULL, *out = NULL;
+    const char *to = NULL, *out = NULL, *gtype = NULL, *imatrix = NULL;
     pq_dtype dt = PQ_DTYPE_F32;
     for (int i = 1; i < argc; i++) {
         int r = common_flag(cmd, argc, argv, &i, &o);
@@ -588,8 +589,14 @@ int cli_convert(int argc, char **argv) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help")) {
             printf("usage: prunequant convert MODEL --to hf|gguf --out PATH [--dtype f32|f16|bf16] "
-                   "[--tokenizer FILE]\n");
+                   "[--gguf-type TYPE|PRESET [--imatrix FILE]] [--tokenizer FILE]\n"
+                   "  --gguf-type rounds every weight to nearest on a ggml type's grid (llama-quantize's\n"
+                   "  mixture for presets); compress --format gguf rounds with GPTQ instead\n");
             return 0;
+        } else if (!strcmp(a, "--gguf-type")) {
+            if (!(gtype = flag_value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--imatrix")) {
+            if (!(imatrix = flag_value(cmd, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--to")) {
             if (!(to = flag_value(cmd, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--out") || !strcmp(a, "-o")) {
@@ -610,6 +617,8 @@ int cli_convert(int argc, char **argv) {
     if (!to || (strcmp(to, "hf") && strcmp(to, "gguf")))
         return cli_usage_error(cmd, "--to hf or --to gguf is required");
     if (!out) return cli_usage_error(cmd, "--out PATH is required");
+    if (gtype && strcmp(to, "gguf")) return cli_usage_error(cmd, "--gguf-type needs --to gguf");
+    if (imatrix && !gtype) return cli_usage_error(cmd, "--imatrix needs --gguf-type");
     pq_ctx *ctx = cli_ctx_new((int)o.threads, o.quiet);
     cli_catch_signals();
     pq_model *m = load_model(cmd, ctx, &o);
@@ -619,11 +628,12 @@ int cli_convert(int argc, char **argv) {
      * not what the input was */
     pq_model_info mi;
     const char *pk = pq_model_get_info(m, &mi) == PQ_OK ? strstr(mi.dtypes, " linears packed") : NULL;
-    if (pq_model_save(ctx, m, strcmp(to, "hf") ? PQ_FORMAT_GGUF : PQ_FORMAT_HF, out, dt) != PQ_OK) {
+    if (gtype ? pq_model_save_gguf(ctx, m, out, gtype, imatrix) != PQ_OK
+              : pq_model_save(ctx, m, strcmp(to, "hf") ? PQ_FORMAT_GGUF : PQ_FORMAT_HF, out, dt) != PQ_OK) {
         cli_fail(cmd, ctx);
         goto done;
     }
-    if (pk) {
+    if (pk && !gtype) {
         const char *num = pk;
         while (num > mi.dtypes && num[-1] >= '0' && num[-1] <= '9')
             num--;
@@ -631,10 +641,11 @@ int cli_convert(int argc, char **argv) {
                 "prunequant convert: %s: the %.*s packed linears were written dequantized as %s, a dense model of "
                 "their values (%s)\n",
                 out, (int)(pk - num), num, pq_dtype_name(dt),
-                strcmp(to, "hf") ? "quantized GGUF export is not available yet"
+                strcmp(to, "hf") ? "convert --gguf-type or compress --format gguf write quantized GGUF"
                                  : "convert writes dense folders; compress writes packed ones");
     }
-    if (!o.quiet) fprintf(stderr, "prunequant convert: wrote %s (%s, %s)\n", out, to, pq_dtype_name(dt));
+    if (!o.quiet)
+        fprintf(stderr, "prunequant convert: wrote %s (%s, %s)\n", out, to, gtype ? gtype : pq_dtype_name(dt));
     rc = 0;
 done:
     pq_model_free(m);

@@ -14,7 +14,7 @@ static const struct {
     {"detokenize", "--file --skip-special --tokenizer --threads --quiet --help"},
     {"generate", "--prompt --seed --temp --top-p --tokenizer --threads --quiet --help"},
     {"ppl", "--batch --ctx --json --max-tokens --protocol --text --tokenizer --threads --quiet --help"},
-    {"convert", "--dtype --out --to --tokenizer --threads --quiet --help"},
+    {"convert", "--dtype --gguf-type --imatrix --out --to --tokenizer --threads --quiet --help"},
     {"compress", "--act-order --asym --bits --blocksize --calib --dtype --format --gguf-type --group --imatrix-out "
                  "--joint --keep-mask "
                  "--no-keep-mask --nsamples --out --pattern --percdamp --prune --quant --recipe --report --seed "

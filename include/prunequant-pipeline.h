@@ -35,6 +35,13 @@ typedef struct pq_compress_params {
 } pq_compress_params;
 
 pq_compress_params pq_compress_params_default(void);
+
+/* Writes the model as one GGUF file of a ggml type or llama-quantize preset (the same names
+ * and per-tensor mixture as compress's GGUF output), every weight rounded to nearest on its
+ * type's grid; with imatrix_path (llama.cpp's imatrix file, GGUF or .dat) weighted as
+ * llama-quantize weighs it. Atomic, like every output. */
+pq_status pq_model_save_gguf(pq_ctx *ctx, const pq_model *model, const char *path, const char *gguf_type,
+                             const char *imatrix_path);
 /* Calibration window length used when seqlen is 0: min(512, the model's context). */
 int64_t pq_compress_default_seqlen(const pq_model *model);
 

@@ -9,9 +9,11 @@
 #    than llama-quantize's file of the same type from the same f32 model, with our imatrix
 #    (--imatrix-out) and without; the table (bytes, ppl, KLD to f32 from llama-perplexity)
 #    is printed;
-# 3. the tensor types (hence the tensor bytes) equal llama-quantize's for every type and preset:
+# 3. the tensor types and the file size equal llama-quantize's for every type and preset:
 #    legacy types on BabyLlama and stories260K (rows of 64..352), every K type and preset on a
-#    synthetic Llama whose dims are multiples of 256.
+#    synthetic Llama whose dims are multiples of 256;
+# 4. convert --gguf-type --imatrix (round to nearest) writes the same types and bytes, loads in
+#    llama.cpp, and llama.cpp's ppl on it is within 1e-3 of ours.
 set -u
 BIN=${PQ_BIN:?PQ_BIN not set}
 DATA=${PQ_DATA:?PQ_DATA not set}
@@ -64,6 +66,8 @@ check_model() {
         "$LB/llama-quantize" "${pure[@]}" "$f32" "$theirs" "$ty" > "$T/q.log" 2>&1 ||
             { bad "$name $ty: llama-quantize: $(tail -2 "$T/q.log")"; continue; }
         [ "$(types "$ours")" = "$(types "$theirs")" ] && ok || bad "$name $ty: types $(types "$ours") vs llama-quantize's $(types "$theirs")"
+        [ "$(stat -c %s "$ours")" = "$(stat -c %s "$theirs")" ] && ok ||
+            bad "$name $ty: $(stat -c %s "$ours") bytes vs llama-quantize's $(stat -c %s "$theirs")"
         # exactness: F32 re-quantization in llama.cpp vs our decode of the file
         "$LB/llama-quantize" --allow-requantize "$ours" "$T/requant.gguf" F32 > "$T/q.log" 2>&1 ||
             { bad "$name $ty: requantize to F32: $(tail -2 "$T/q.log")"; continue; }
@@ -91,6 +95,21 @@ check_model() {
         lt "$lq" "$pti" && ok || bad "$name $ty: ours $lq not below llama-quantize + our imatrix $pti"
         lt "$lq" "$pt" && ok || bad "$name $ty: ours $lq not below llama-quantize $pt"
     done
+    # convert --gguf-type (round to nearest, with the first type's imatrix): loads in llama.cpp,
+    # llama-quantize's types and bytes, llama.cpp's ppl on it within 1e-3 of ours
+    local ty=${types_list%% *} rtn=$T/$name.rtn.gguf
+    "$BIN" convert "$@" --to gguf --gguf-type "$ty" --imatrix "$T/$name.$ty.imatrix.gguf" --out "$rtn" --quiet 2>"$T/err" ||
+        { bad "$name convert $ty: $(cat "$T/err")"; return; }
+    llamacpp_load_check "$rtn" || return
+    [ "$(types "$rtn")" = "$(types "$T/$name.$ty.theirs.gguf")" ] && ok || bad "$name convert $ty: types $(types "$rtn")"
+    [ "$(stat -c %s "$rtn")" = "$(stat -c %s "$T/$name.$ty.theirs.gguf")" ] && ok || bad "$name convert $ty: size"
+    "$BIN" ppl "$rtn" --text "$text" --ctx 256 --protocol llamacpp --json > "$T/p.json" 2>"$T/err" ||
+        { bad "$name convert $ty: ppl: $(cat "$T/err")"; return; }
+    local mine lq
+    mine=$(json_ppl "$T/p.json")
+    lq=$(lppl "$rtn" "$T/$name.ids")
+    rel "$mine" "$lq" 1e-3 && ok || bad "$name convert $ty: our ppl $mine vs llama.cpp on the file $lq"
+    printf '%-9s convert %-7s (round to nearest + imatrix) ppl ours %-10.6g llama.cpp %-10.6g\n' "$name" "$ty" "$mine" "$lq"
 }
 
 check_model baby "$T/test.txt" "Q8_0 Q5_1 Q5_0 Q4_1 Q4_0" "Q4_0 Q4_1 Q5_0" "$B/model5000.bin" --tokenizer "$B/tok105.model"

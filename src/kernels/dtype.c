@@ -45,24 +45,21 @@ size_t pq__dtype_nbytes(pq_dtype t, int64_t n) {
     return out;
 }
 
+/* n 16-bit floats (unaligned, little-endian) through conv. */
+static void halves_to_f32(const uint8_t *s, float *dst, int64_t n, float (*conv)(uint16_t)) {
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, s + 2 * i, 2);
+        dst[i] = conv(h);
+    }
+}
+
 int pq__to_f32(pq_dtype t, const void *src, float *dst, int64_t n) {
     const uint8_t *s = src;
     switch (t) {
     case PQ_DTYPE_F32: memcpy(dst, src, (size_t)n * 4); return 1;
-    case PQ_DTYPE_F16:
-        for (int64_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, s + 2 * i, 2);
-            dst[i] = pq__f16_to_f32(h);
-        }
-        return 1;
-    case PQ_DTYPE_BF16:
-        for (int64_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, s + 2 * i, 2);
-            dst[i] = pq__bf16_to_f32(h);
-        }
-        return 1;
+    case PQ_DTYPE_F16: halves_to_f32(s, dst, n, pq__f16_to_f32); return 1;
+    case PQ_DTYPE_BF16: halves_to_f32(s, dst, n, pq__bf16_to_f32); return 1;
     case PQ_DTYPE_F64:
         for (int64_t i = 0; i < n; i++) {
             double d;

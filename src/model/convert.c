@@ -338,7 +338,8 @@ pq_status pq__gguf_model_writer(pq_ctx *ctx, const pq_model *m, const char *path
 #define KEY(s) (snprintf(key, sizeof key, "%s.%s", arch, s), key)
     pq__gguf_writer_add_str(w, "general.architecture", arch);
     pq__gguf_writer_add_str(w, "general.name", "prunequant export");
-    pq__gguf_writer_add_u32(w, "general.file_type", file_type);
+    const int quantized = file_type != 0 && file_type != 1 && file_type != 32;
+    if (!quantized) pq__gguf_writer_add_u32(w, "general.file_type", file_type);
     pq__gguf_writer_add_u32(w, KEY("context_length"), (uint32_t)c->max_seq_len);
     pq__gguf_writer_add_u32(w, KEY("embedding_length"), (uint32_t)c->dim);
     pq__gguf_writer_add_u32(w, KEY("block_count"), (uint32_t)c->n_layers);
@@ -365,6 +366,12 @@ pq_status pq__gguf_model_writer(pq_ctx *ctx, const pq_model *m, const char *path
             st = gguf_tokenizer(ctx, m->tok, w);
     } else {
         pq__log(ctx, PQ_LOG_WARN, "%s: the model has no tokenizer; none written", path);
+    }
+    /* a quantized file ends its metadata as llama-quantize's does (same keys, same order, so
+     * the same header size as llama-quantize's file of the same preset) */
+    if (quantized) {
+        pq__gguf_writer_add_u32(w, "general.quantization_version", 2);
+        pq__gguf_writer_add_u32(w, "general.file_type", file_type);
     }
     if (st) {
         pq__gguf_writer_free(w);

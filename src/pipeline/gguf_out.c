@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "io/gguf.h"
+#include "io/imatrix.h"
 #include "kernels/dtype.h"
 #include "kernels/ggml_types.h"
 #include "model/packed.h"
@@ -24,6 +25,7 @@ typedef struct rec {
 
 struct pq__gguf_out {
     int ftype;
+    const pq__imatrix *im; /* convert --imatrix: per-column importance of the linears, or NULL */
     pq_dtype *lin; /* [n_layers * PQ_BLOCK_LINEARS] */
     pq_dtype embd, output;
     int halfsplit; /* the file's RoPE row layout */
@@ -162,7 +164,8 @@ static pq_status put(pq__pipe *P, const char *hf, pq_dtype dt, int n_dims, int64
 
 /* Rows x [n, cols] in dt: float types converted, block types rounded to nearest with
  * llama.cpp's weighting; into out (bytes of n rows). */
-static void encode_rows(pq_dtype dt, const float *x, int64_t n, int64_t cols, uint8_t *out, float *w) {
+static void encode_rows(pq_dtype dt, const float *x, int64_t n, int64_t cols, uint8_t *out, float *w,
+                        const float *imat) {
     const pq__ggml_info *ti = pq__ggml_info_of(dt);
     if (!ti) {
         pq__from_f32(dt, x, out, n * cols);
@@ -170,7 +173,7 @@ static void encode_rows(pq_dtype dt, const float *x, int64_t n, int64_t cols, ui
     }
     const size_t rb = pq__dtype_nbytes(dt, cols);
     for (int64_t r = 0; r < n; r++) {
-        pq__ggml_weights(ti, x + r * cols, NULL, cols, w);
+        pq__ggml_weights(ti, x + r * cols, imat, cols, w);
         pq__ggml_quantize_row(ti, x + r * cols, w, cols, out + (size_t)r * rb);
     }
 }
@@ -185,7 +188,14 @@ static pq_status put_f32(pq__pipe *P, const char *hf, const float *x, int64_t ro
     uint8_t *buf = pq__malloc(P->ctx, nb, hf), *perm = NULL;
     float *w = pq__malloc(P->ctx, sizeof(float) * (size_t)cc, "importance weights");
     pq_status st = buf && w ? PQ_OK : PQ_ERR_NOMEM;
-    if (st == PQ_OK) encode_rows(dt, x, rows, cc, buf, w);
+    /* convert --imatrix: llama-quantize's importance for this weight (matched by GGUF name) */
+    const float *imat = NULL;
+    char gname[96];
+    if (P->gguf->im && cols && pq__gguf_name_from_hf(hf, gname, sizeof gname)) {
+        const pq__imatrix_item *it = pq__imatrix_find(P->gguf->im, gname);
+        if (it && it->ncols == cols) imat = it->importance;
+    }
+    if (st == PQ_OK) encode_rows(dt, x, rows, cc, buf, w, imat);
     if (st == PQ_OK && rope_heads && P->gguf->halfsplit != c->rope_halfsplit) {
         if (!(perm = pq__malloc(P->ctx, nb, hf))) st = PQ_ERR_NOMEM;
         if (perm) pq__permute_rope_rows(buf, perm, rope_heads, c->head_dim, nb / (size_t)rows, P->gguf->halfsplit);
@@ -210,7 +220,7 @@ static pq_status put_stream(pq__pipe *P, const char *hf, int64_t rows, int64_t c
         const int64_t n = rows - r0 < per ? rows - r0 : per;
         if ((st = pq__progress(P->ctx, "compress", 0, P->m->cfg.n_layers))) break;
         if ((st = pq__model_rows_f32(P->ctx, P->m, hf, r0, n, x))) break;
-        encode_rows(dt, x, n, cols, out, w);
+        encode_rows(dt, x, n, cols, out, w, NULL);
         st = pq__atomic_write(P->ctx, &P->gguf->blob, out, rb * (size_t)n);
         P->gguf->off += rb * (size_t)n;
     }
@@ -311,4 +321,38 @@ void pq__gguf_out_free(pq__pipe *P) {
     free(P->gguf->r);
     free(P->gguf);
     P->gguf = NULL;
+}
+
+/* convert --to gguf --gguf-type: the same file layout and mixture, every weight rounded to
+ * nearest (with llama.cpp's imatrix rule when an imatrix is given), one block at a time. */
+pq_status pq_model_save_gguf(pq_ctx *ctx, const pq_model *m, const char *path, const char *gguf_type,
+                             const char *imatrix_path) {
+    pq__pipe P;
+    memset(&P, 0, sizeof P);
+    P.ctx = ctx;
+    P.m = m;
+    P.p = pq_compress_params_default();
+    P.p.gguf_type = gguf_type;
+    pq__imatrix *im = NULL;
+    pq_status st = pq__check_output_path(ctx, path, 0);
+    if (st == PQ_OK && imatrix_path) st = pq__imatrix_read(ctx, imatrix_path, &im);
+    if (st == PQ_OK) st = pq__gguf_out_begin(&P, path);
+    if (st == PQ_OK) P.gguf->im = im;
+    if (st == PQ_OK) st = pq__gguf_out_head(&P);
+    for (int64_t l = 0; l < m->cfg.n_layers && st == PQ_OK; l++) {
+        pq__block b = m->blocks[l];
+        for (int i = 0; i < PQ_BLOCK_LINEARS && st == PQ_OK; i++) {
+            pq__linear *lin = pq__block_linear_at(&b, i);
+            char name[128];
+            pq__linear_name(name, sizeof name, l, i);
+            st = pq__model_linear_f32(ctx, m, name, lin->rows, lin->cols, &P.w.w[i]);
+            lin->w = P.w.w[i];
+        }
+        if (st == PQ_OK) st = pq__gguf_out_block(&P, l, &b);
+    }
+    if (st == PQ_OK) st = pq__gguf_out_finish(&P, path);
+    pq__block_work_free(&P.w);
+    pq__gguf_out_free(&P);
+    pq__imatrix_free(im);
+    return st;
 }
