@@ -54,85 +54,148 @@ void pq__ggml_weights(const pq__ggml_info *ti, const float *x, const float *qw, 
     }
 }
 
-/* Weighted error of x[n] rounded to nearest on g. */
-static double grid_err(const pq__ggml_grid *g, const float *x, const float *w, int n) {
+/* Weighted error of x[n] rounded to nearest on g (w: [n], never NULL here). The same
+ * codes as pq__ggml_grid_round: its nearest of q0-1..q0+1 does not depend on whether q0
+ * came from x/a or x*(1/a) (they differ by at most one code), so the reciprocal is exact
+ * and the loop has no division and no branches (it vectorizes). */
+static double grid_err(const pq__ggml_grid *g, const float *restrict x, const float *restrict w, int n) {
+    const float a = g->a, b = g->b, zf = (float)g->z, mq = (float)g->maxq;
+    if (!(a != 0.0f) || !isfinite(a)) { /* every element on code z */
+        double s = 0;
+        for (int i = 0; i < n; i++) {
+            double e = (double)x[i] - pq__ggml_grid_value(g, g->z);
+            s += (double)w[i] * e * e;
+        }
+        return s;
+    }
+    const float inv = 1.0f / a;
     double s = 0;
     for (int i = 0; i < n; i++) {
-        float v;
-        pq__ggml_grid_round(g, x[i], &v);
+        float t = g->z ? x[i] * inv + zf : (x[i] - b) * inv;
+        t = t > 0.0f ? t : 0.0f;
+        float q0 = rintf(t < mq ? t : mq), qm = q0 > 0 ? q0 - 1 : 0, qp = q0 < mq ? q0 + 1 : mq;
+        /* values as pq__ggml_grid_value computes them (no contraction in ISO C) */
+        float vm = g->z ? a * (qm - zf) : a * qm + b, v0 = g->z ? a * (q0 - zf) : a * q0 + b;
+        float vp = g->z ? a * (qp - zf) : a * qp + b, v = vm, be = fabsf(x[i] - vm);
+        float e0 = fabsf(x[i] - v0), ep = fabsf(x[i] - vp);
+        v = e0 < be ? v0 : v, be = e0 < be ? e0 : be; /* ties: the lower code */
+        v = ep < be ? vp : v;
         double e = (double)x[i] - v;
-        s += (w ? (double)w[i] : 1.0) * e * e;
+        s += (double)w[i] * e * e;
     }
     return s;
 }
 
 /* ---------------------------------------------------------------- continuous fit */
 
+#define REAL_COARSE 5 /* step of the coarse scan of the stretch t */
+
 /* Error of the real grid value = s*k + b (k in [kmin, kmax]) with rounding to nearest;
- * optionally the least-squares (s, b) for those k (b fixed at 0 when sym). */
-static double real_err(const float *x, const float *w, int n, int kmin, int kmax, double s, double b, int sym,
-                       double *s_ls, double *b_ls) {
-    double err = 0, sw = 0, sk = 0, skk = 0, sx = 0, skx = 0;
+ * optionally the least-squares (s, b) for those k (b fixed at 0 when sym). Float sums over
+ * one sub-block (<= 32 elements) are ample for ranking candidates and let the loop
+ * vectorize; the f16 search below scores exactly. */
+static double real_err(const float *restrict x, const float *restrict w, int n, int kmin, int kmax, double s,
+                       double b, int sym, double *s_ls, double *b_ls) {
+    const float sf = (float)s, bf = (float)b, inv = s != 0 ? (float)(1.0 / s) : 0.0f;
+    const float lo = (float)kmin, hi = (float)kmax;
+    float err = 0, sw = 0, sk = 0, skk = 0, sx = 0, skx = 0;
     for (int i = 0; i < n; i++) {
-        double wi = w ? w[i] : 1.0, k = s != 0 ? nearbyint((x[i] - b) / s) : 0;
-        k = k < kmin ? kmin : k > kmax ? kmax : k;
-        double e = x[i] - (s * k + b);
+        float k = rintf((x[i] - bf) * inv);
+        k = k < lo ? lo : k > hi ? hi : k;
+        float e = x[i] - (sf * k + bf), wi = w[i];
         err += wi * e * e;
         sw += wi, sk += wi * k, skk += wi * k * k, sx += wi * x[i], skx += wi * k * x[i];
     }
     if (s_ls) {
         *s_ls = s, *b_ls = b;
-        double det = sw * skk - sk * sk;
+        double det = (double)sw * skk - (double)sk * sk;
         if (sym && skk > 0)
-            *s_ls = skx / skk;
-        else if (!sym && det > 1e-12 * sw * skk) {
-            *s_ls = (sw * skx - sk * sx) / det;
-            *b_ls = (skk * sx - sk * skx) / det;
+            *s_ls = (double)skx / skk;
+        else if (!sym && det > 1e-6 * (double)sw * skk) {
+            *s_ls = ((double)sw * skx - (double)sk * sx) / det;
+            *b_ls = ((double)skk * sx - (double)sk * skx) / det;
         }
     }
     return err;
 }
 
-/* Best real (scale, offset) for one sub-block: value = s*k + b, k integer in [kmin, kmax];
- * sym: b = 0; nonpos_b: b <= 0 (K-quant mins). */
+/* One sub-block's continuous search: value = s*k + b, k integer in [kmin, kmax]. */
 typedef void (*visit_fn)(void *u, double s, double b);
+typedef struct real_fit {
+    const float *x, *w;
+    int n, kmin, kmax, sym, nonpos_b;
+    float lo, hi, mx;  /* range (lo <= 0 when nonpos_b), element of largest magnitude */
+    double best, s, b; /* best error so far and its (s, b) */
+    visit_fn visit;
+    void *u;
+} real_fit;
+
+/* Candidate (end, t): the range stretched by 0.05*t codes; affine: cut by cl = end/3 steps
+ * at the low end and ch = end%3 at the high end (clipping outliers of low importance);
+ * sym: the largest element on code kmax (end 1) or kmin (end 0). Rounding and least
+ * squares then alternate. Returns the candidate's best error. */
+static double real_try(real_fit *f, int end, int t) {
+    double s0, b0 = f->sym ? 0 : f->lo, s1, b1, own = INFINITY;
+    if (f->sym) {
+        double k = (end ? f->kmax : f->kmin) + 0.05 * t;
+        if (fabs(k) < 0.5) return INFINITY;
+        s0 = f->mx / k;
+    } else {
+        double cl = end / 3, ch = end % 3;
+        if (cl + ch >= f->kmax - f->kmin) return INFINITY;
+        s0 = (f->hi - f->lo) / ((f->kmax - f->kmin) + 0.05 * t + cl + ch);
+        b0 = f->lo + cl * s0;
+        if (f->nonpos_b && b0 > 0) b0 = 0;
+    }
+    for (int it = 0; it < 3; it++) {
+        double e = real_err(f->x, f->w, f->n, f->kmin, f->kmax, s0, b0, f->sym, &s1, &b1);
+        own = e < own ? e : own;
+        if (e < f->best) f->best = e, f->s = s0, f->b = b0;
+        if (f->visit && e <= 1.05 * f->best) f->visit(f->u, s0, b0); /* near-best ones only */
+        if (f->nonpos_b && b1 > 0) b1 = 0;
+        if (s1 == s0 && b1 == b0) break;
+        s0 = s1, b0 = b1;
+    }
+    return own;
+}
+
+/* Best real (scale, offset) for one sub-block; sym: b = 0; nonpos_b: b <= 0 (K-quant mins).
+ * The error is smooth enough in the stretch t that a coarse scan (every 5th t) and a fine
+ * one around each end's best coarse t find what the exhaustive scan of 61 t found. */
 static void fit_real(const float *x, const float *w, int n, int kmin, int kmax, int sym, int nonpos_b, double *s_out,
                      double *b_out, visit_fn visit, void *u) {
-    float lo = x[0], hi = x[0], amax = 0, mx = 0;
+    real_fit f = {.x = x,
+                  .w = w,
+                  .n = n,
+                  .kmin = kmin,
+                  .kmax = kmax,
+                  .sym = sym,
+                  .nonpos_b = nonpos_b,
+                  .lo = x[0],
+                  .hi = x[0],
+                  .visit = visit,
+                  .u = u};
+    float amax = 0;
     for (int i = 0; i < n; i++) {
-        lo = x[i] < lo ? x[i] : lo, hi = x[i] > hi ? x[i] : hi;
-        if (fabsf(x[i]) > amax) amax = fabsf(x[i]), mx = x[i];
+        f.lo = x[i] < f.lo ? x[i] : f.lo, f.hi = x[i] > f.hi ? x[i] : f.hi;
+        if (fabsf(x[i]) > amax) amax = fabsf(x[i]), f.mx = x[i];
     }
-    if (nonpos_b && lo > 0) lo = 0;
-    *s_out = 0, *b_out = sym ? 0 : lo;
-    if (sym ? amax == 0 : hi == lo) return;
-    double best = real_err(x, w, n, kmin, kmax, 0, *b_out, sym, NULL, NULL);
-    /* affine: the range may also be cut by up to 2 steps at either end (clipping outliers
-     * of low importance), end = 3 * cut_lo + cut_hi */
-    for (int end = 0; end < (sym ? 2 : 9); end++)
-        for (int t = -30; t <= 30; t++) {
-            double s0, b0 = sym ? 0 : lo, s1, b1;
-            if (sym) {
-                double k = (end ? kmax : kmin) + 0.05 * t;
-                if (fabs(k) < 0.5) continue;
-                s0 = mx / k;
-            } else {
-                s0 = (hi - lo) / ((kmax - kmin) + 0.05 * t);
-                double cl = end / 3, ch = end % 3;
-                if (cl + ch >= kmax - kmin) continue;
-                s0 = (hi - lo) / ((kmax - kmin) + 0.05 * t + cl + ch);
-                b0 = lo + cl * s0;
-                if (nonpos_b && b0 > 0) b0 = 0;
-            }
-            for (int it = 0; it < 3; it++) { /* rounding and least squares alternate */
-                double e = real_err(x, w, n, kmin, kmax, s0, b0, sym, &s1, &b1);
-                if (e < best) best = e, *s_out = s0, *b_out = b0;
-                if (visit && e <= 1.05 * best) visit(u, s0, b0); /* near-best ones only */
-                if (nonpos_b && b1 > 0) b1 = 0;
-                if (s1 == s0 && b1 == b0) break;
-                s0 = s1, b0 = b1;
-            }
+    if (nonpos_b && f.lo > 0) f.lo = 0;
+    *s_out = 0, *b_out = sym ? 0 : f.lo;
+    if (sym ? amax == 0 : f.hi == f.lo) return;
+    f.best = real_err(x, w, n, kmin, kmax, 0, *b_out, sym, NULL, NULL), f.s = 0, f.b = *b_out;
+    for (int end = 0; end < (sym ? 2 : 9); end++) {
+        double eb = INFINITY;
+        int tb = 0;
+        for (int t = -30; t <= 30; t += REAL_COARSE) {
+            double e = real_try(&f, end, t);
+            if (e < eb) eb = e, tb = t;
         }
+        if (eb == INFINITY) continue;
+        for (int t = tb - REAL_COARSE + 1; t < tb + REAL_COARSE; t++)
+            if (t != tb && t >= -30 && t <= 30) real_try(&f, end, t);
+    }
+    *s_out = f.s, *b_out = f.b;
 }
 
 /* ---------------------------------------------------------------- legacy blocks */
@@ -186,7 +249,7 @@ static void fit_legacy(const pq__ggml_info *ti, const float *x, const float *w, 
         pq__ggml_grid_of(ti, p, 0, &g);
         double sw = 0, sk = 0, skk = 0, sx = 0, skx = 0;
         for (int i = 0; i < n; i++) {
-            double wi = w ? w[i] : 1.0, k = pq__ggml_grid_round(&g, x[i], NULL) - ti->z;
+            double wi = w[i], k = pq__ggml_grid_round(&g, x[i], NULL) - ti->z;
             sw += wi, sk += wi * k, skk += wi * k * k, sx += wi * x[i], skx += wi * k * x[i];
         }
         double det = sw * skk - sk * sk, s1 = s, b1 = 0;
@@ -230,7 +293,7 @@ static double kfit_codes(const kfit *f, pq__ggml_params *p) {
                 p->sc[j] = (int16_t)c, p->mn[j] = (int16_t)m;
                 pq__ggml_grid g;
                 pq__ggml_grid_of(ti, p, j, &g);
-                double e = grid_err(&g, f->x + j * sub, f->w ? f->w + j * sub : NULL, sub);
+                double e = grid_err(&g, f->x + j * sub, f->w + j * sub, sub);
                 if (e < best) best = e, bc = c, bm = m;
             }
         p->sc[j] = (int16_t)bc, p->mn[j] = (int16_t)bm;
@@ -256,8 +319,7 @@ static void fit_kquant(const pq__ggml_info *ti, const float *x, const float *w, 
     double smax = 0, mmax = 0;
     for (int j = 0; j < f.nsub; j++) {
         double s, b;
-        fit_real(x + j * ti->sub, w ? w + j * ti->sub : NULL, ti->sub, -ti->z, ti->maxq - ti->z, sym, 1, &s, &b, NULL,
-                 NULL);
+        fit_real(x + j * ti->sub, w + j * ti->sub, ti->sub, -ti->z, ti->maxq - ti->z, sym, 1, &s, &b, NULL, NULL);
         f.s[j] = s, f.m[j] = -b;
         if (fabs(s) > fabs(smax)) smax = s;
         if (-b > mmax) mmax = -b;
@@ -286,8 +348,11 @@ static void fit_kquant(const pq__ggml_info *ti, const float *x, const float *w, 
 }
 
 void pq__ggml_fit_row(const pq__ggml_info *ti, const float *x, const float *w, int64_t n, pq__ggml_params *p) {
+    float ones[PQ_GGML_QK_K]; /* w NULL: the inner loops always weigh (no branch per element) */
+    for (int i = 0; i < PQ_GGML_QK_K; i++)
+        ones[i] = 1.0f;
     for (int64_t k = 0; k < n / ti->block; k++) {
-        const float *xb = x + k * ti->block, *wb = w ? w + k * ti->block : NULL;
+        const float *xb = x + k * ti->block, *wb = w ? w + k * ti->block : ones;
         if (ti->kquant)
             fit_kquant(ti, xb, wb, &p[k]);
         else
