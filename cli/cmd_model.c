@@ -90,7 +90,62 @@ static void print_json(cJSON *j) {
 
 int pq_cli_info_sparsity(int argc, char **argv); /* cmd_compress.c */
 
-static void info_print_json(const char *model, const pq_model_info *in, const pq_tokenizer *tok) {
+/* What the file stores and how the runtime runs it, in one line. */
+static void info_stores(const pq_model_info *in, char *buf, size_t n) {
+    int k = in->file_type[0] ? snprintf(buf, n, "llama.cpp %s file (general.file_type); ", in->file_type) : 0;
+    if (k < 0 || (size_t)k >= n) return;
+    if (in->n_ggml_blocks || in->n_packed)
+        snprintf(buf + k, n - (size_t)k,
+                 "%lld tensors in ggml block types, %lld linears packed; prunequant decodes them to float32 at load",
+                 (long long)in->n_ggml_blocks, (long long)in->n_packed);
+    else
+        snprintf(buf + k, n - (size_t)k, "float tensors");
+}
+
+/* The shape as "[a, b]". */
+static void shape_str(const pq_tensor_info *t, char *buf, size_t n) {
+    size_t k = (size_t)snprintf(buf, n, "[");
+    for (int d = 0; d < t->n_dims && k < n; d++)
+        k += (size_t)snprintf(buf + k, n - k, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+    if (k < n) snprintf(buf + k, n - k, "]");
+}
+
+static double tensor_bpw(const pq_tensor_info *t) {
+    double numel = 1;
+    for (int d = 0; d < t->n_dims; d++)
+        numel *= (double)t->shape[d];
+    return numel > 0 ? 8.0 * (double)t->nbytes / numel : 0;
+}
+
+static void info_tensors_json(cJSON *j, const pq_model *m, const pq_model_info *in) {
+    cJSON *arr = cJSON_AddArrayToObject(j, "tensors");
+    for (int64_t i = 0; i < in->n_tensors; i++) {
+        pq_tensor_info t;
+        if (pq_model_tensor(m, i, &t) != PQ_OK) continue;
+        cJSON *o = cJSON_CreateObject(), *sh = cJSON_AddArrayToObject(o, "shape");
+        cJSON_AddStringToObject(o, "name", t.name);
+        cJSON_AddStringToObject(o, "dtype", pq_dtype_name(t.dtype));
+        for (int d = 0; d < t.n_dims; d++)
+            cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t.shape[d]));
+        cJSON_AddNumberToObject(o, "bytes", (double)t.nbytes);
+        cJSON_AddNumberToObject(o, "bits_per_weight", tensor_bpw(&t));
+        cJSON_AddItemToArray(arr, o);
+    }
+}
+
+static void info_tensors_text(const pq_model *m, const pq_model_info *in) {
+    printf("\n%-48s %-6s %-16s %12s %7s\n", "tensor", "dtype", "shape", "bytes", "bits/w");
+    for (int64_t i = 0; i < in->n_tensors; i++) {
+        pq_tensor_info t;
+        if (pq_model_tensor(m, i, &t) != PQ_OK) continue;
+        char sh[64];
+        shape_str(&t, sh, sizeof sh);
+        printf("%-48s %-6s %-16s %12zu %7.3f\n", t.name, pq_dtype_name(t.dtype), sh, t.nbytes, tensor_bpw(&t));
+    }
+}
+
+static void info_print_json(const char *model, const pq_model *m, const pq_model_info *in, const pq_tokenizer *tok,
+                            int tensors) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "path", model);
     cJSON_AddStringToObject(j, "format", in->format);
@@ -112,6 +167,16 @@ static void info_print_json(const char *model, const pq_model_info *in, const pq
     cJSON_AddNumberToObject(j, "file_bytes", (double)in->file_bytes);
     cJSON_AddNumberToObject(j, "weight_bytes", (double)in->weight_bytes);
     cJSON_AddStringToObject(j, "dtypes", in->dtypes);
+    char stores[256];
+    info_stores(in, stores, sizeof stores);
+    cJSON_AddStringToObject(j, "stores", stores);
+    if (in->file_type[0])
+        cJSON_AddStringToObject(j, "file_type", in->file_type);
+    else
+        cJSON_AddNullToObject(j, "file_type");
+    cJSON_AddNumberToObject(j, "n_ggml_blocks", (double)in->n_ggml_blocks);
+    cJSON_AddNumberToObject(j, "n_packed", (double)in->n_packed);
+    if (tensors) info_tensors_json(j, m, in);
     if (tok) {
         cJSON *t = cJSON_AddObjectToObject(j, "tokenizer");
         cJSON_AddNumberToObject(t, "n_vocab", (double)pq_tokenizer_n_vocab(tok));
@@ -123,7 +188,8 @@ static void info_print_json(const char *model, const pq_model_info *in, const pq
     print_json(j);
 }
 
-static void info_print_text(const char *model, const pq_model_info *in, const pq_tokenizer *tok) {
+static void info_print_text(const char *model, const pq_model *m, const pq_model_info *in, const pq_tokenizer *tok,
+                            int tensors) {
     printf("model         %s\n", model);
     printf("format        %s\n", in->format);
     printf("architecture  %s\n", in->arch);
@@ -141,11 +207,15 @@ static void info_print_text(const char *model, const pq_model_info *in, const pq
     printf("parameters    %lld (%.3f M)\n", (long long)in->n_params, (double)in->n_params / 1e6);
     printf("bytes         %zu on disk, %zu of weights\n", in->file_bytes, in->weight_bytes);
     printf("dtypes        %s\n", in->dtypes);
+    char stores[256];
+    info_stores(in, stores, sizeof stores);
+    printf("stores        %s\n", stores);
     if (tok)
         printf("tokenizer     %lld tokens (bos %d, eos %d)\n", (long long)pq_tokenizer_n_vocab(tok),
                pq_tokenizer_bos(tok), pq_tokenizer_eos(tok));
     else
         printf("tokenizer     none (pass --tokenizer FILE)\n");
+    if (tensors) info_tensors_text(m, in);
 }
 
 int cli_info(int argc, char **argv) {
@@ -153,13 +223,19 @@ int cli_info(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--sparsity")) return pq_cli_info_sparsity(argc, argv);
     common_opts o = {0};
+    int tensors = 0;
     for (int i = 1; i < argc; i++) {
         int r = common_flag(cmd, argc, argv, &i, &o);
         if (r < 0) return 2;
         if (r) continue;
         if (!strcmp(argv[i], "--help")) {
-            printf("usage: prunequant info MODEL [--json] [--tokenizer FILE] [--sparsity]\n");
+            printf("usage: prunequant info MODEL [--json] [--tokenizer FILE] [--tensors] [--sparsity]\n"
+                   "  --tensors lists every stored tensor: name, dtype, shape, bytes, bits per weight\n");
             return 0;
+        }
+        if (!strcmp(argv[i], "--tensors")) {
+            tensors = 1;
+            continue;
         }
         if (argv[i][0] == '-' && argv[i][1]) return cli_unknown_option(cmd, argv[i]);
         if (o.model) return cli_usage_error(cmd, "more than one model given");
@@ -176,9 +252,9 @@ int cli_info(int argc, char **argv) {
     pq_model_get_info(m, &in);
     const pq_tokenizer *tok = pq_model_tokenizer(m);
     if (o.json)
-        info_print_json(o.model, &in, tok);
+        info_print_json(o.model, m, &in, tok, tensors);
     else
-        info_print_text(o.model, &in, tok);
+        info_print_text(o.model, m, &in, tok, tensors);
     pq_model_free(m);
     pq_ctx_free(ctx);
     return 0;

@@ -9,7 +9,7 @@
 static const struct {
     const char *cmd, *options;
 } known[] = {
-    {"info", "--json --sparsity --tokenizer --threads --quiet --help"},
+    {"info", "--json --tensors --sparsity --tokenizer --threads --quiet --help"},
     {"tokenize", "--bos --file --tokenizer --threads --quiet --help"},
     {"detokenize", "--file --skip-special --tokenizer --threads --quiet --help"},
     {"generate", "--prompt --seed --temp --top-p --tokenizer --threads --quiet --help"},

@@ -70,7 +70,7 @@ typedef enum pq_dtype {
     PQ_DTYPE_I64 = 9,
     PQ_DTYPE_F64 = 10,
     PQ_DTYPE_BOOL = 11,
-    /* more ggml block types (layouts in src/quant/ggml_types.h) */
+    /* more ggml block types (layouts in src/kernels/ggml_types.h) */
     PQ_DTYPE_Q4_1 = 12,
     PQ_DTYPE_Q5_0 = 13,
     PQ_DTYPE_Q5_1 = 14,
@@ -145,9 +145,26 @@ typedef struct pq_model_info {
     size_t weight_bytes; /* bytes of the weights as stored */
     char dtypes[128];    /* e.g. "F32:48" or "F16:291 F32:65" */
     int has_tokenizer;
+    char file_type[24];    /* GGUF: general.file_type by llama.cpp's name ("Q4_K_M"); else "" */
+    int64_t n_ggml_blocks; /* tensors stored in ggml block types (Q8_0 ... Q6_K) */
+    int64_t n_packed;      /* linears stored packed (prunequant codes + scales [+ mask]);
+                              the runtime decodes both kinds to float32 at load */
+    int64_t n_tensors;     /* tensors in the file(s); see pq_model_tensor */
 } pq_model_info;
 
 pq_status pq_model_get_info(const pq_model *model, pq_model_info *info);
+
+/* One stored tensor as the file has it. */
+typedef struct pq_tensor_info {
+    const char *name; /* borrowed; the model's (Hugging Face) name: "model.layers.0.mlp.up_proj.weight" */
+    pq_dtype dtype;
+    int n_dims;
+    int64_t shape[4]; /* outermost first: a linear is [out, in] */
+    size_t nbytes;    /* bytes as stored */
+} pq_tensor_info;
+
+/* Tensor i (0 <= i < info.n_tensors) of the model's file(s), in file order. */
+pq_status pq_model_tensor(const pq_model *model, int64_t i, pq_tensor_info *out);
 /* Borrowed tokenizer of the model, or NULL. */
 const pq_tokenizer *pq_model_tokenizer(const pq_model *model);
 

@@ -9,7 +9,8 @@
 #    than llama-quantize's file of the same type from the same f32 model, with our imatrix
 #    (--imatrix-out) and without; the table (bytes, ppl, KLD to f32 from llama-perplexity)
 #    is printed;
-# 3. the tensor types and the file size equal llama-quantize's for every type and preset:
+# 3. each tensor's type (as `info --tensors` names it), the file type (general.file_type, as
+#    `info` names it) and the file size equal llama-quantize's for every type and preset:
 #    legacy types on BabyLlama and stories260K (rows of 64..352), every K type and preset on a
 #    synthetic Llama whose dims are multiples of 256;
 # 4. convert --gguf-type --imatrix (round to nearest) writes the same types and bytes, loads in
@@ -37,7 +38,11 @@ rel() { python3 -c "import sys; a,b,t=map(float,sys.argv[1:]); sys.exit(0 if abs
 lt() { python3 -c "import sys; a,b=map(float,sys.argv[1:]); sys.exit(0 if a < b else 1)" "$@"; }
 json_ppl() { python3 -c "import json,sys; print(repr(json.load(open(sys.argv[1]))['ppl']))" "$1"; }
 # type histogram of a GGUF as our reader sees it ("F32:11 Q4_0:34 ...")
-types() { "$BIN" info "$1" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["dtypes"])'; }
+# types FILE: every tensor's "name:dtype" and the llama.cpp file type, from `info --json --tensors`
+types() {
+    "$BIN" info "$1" --json --tensors 2>/dev/null | python3 -c 'import json,sys; j=json.load(sys.stdin)
+print(j["file_type"], " ".join(sorted(t["name"] + ":" + t["dtype"] for t in j["tensors"])))'
+}
 # llama.cpp's ppl (llamacpp protocol, raw logits) of FILE on the token ids IDS
 lppl() { "$LB/llama_check" "$1" --ids-file "$2" --ppl llamacpp --ctx 256 --threads 2 2>/dev/null | awk '$1 == "ppl" {print $2}'; }
 kld() { "$LB/llama-perplexity" -m "$1" -f "$T/test.txt" -c 256 -b 256 -fa off -ctk f32 -ctv f32 -t 2 \
@@ -65,7 +70,7 @@ check_model() {
         case $ty in Q5_K | Q4_K | Q3_K) pure=(--pure) ;; esac
         "$LB/llama-quantize" "${pure[@]}" "$f32" "$theirs" "$ty" > "$T/q.log" 2>&1 ||
             { bad "$name $ty: llama-quantize: $(tail -2 "$T/q.log")"; continue; }
-        [ "$(types "$ours")" = "$(types "$theirs")" ] && ok || bad "$name $ty: types $(types "$ours") vs llama-quantize's $(types "$theirs")"
+        [ "$(types "$ours")" = "$(types "$theirs")" ] && ok || bad "$name $ty: types/file type differ from llama-quantize's: $(diff <(types "$ours" | tr ' ' '\n') <(types "$theirs" | tr ' ' '\n') | head -4 | tr '\n' ' ')"
         [ "$(stat -c %s "$ours")" = "$(stat -c %s "$theirs")" ] && ok ||
             bad "$name $ty: $(stat -c %s "$ours") bytes vs llama-quantize's $(stat -c %s "$theirs")"
         # exactness: F32 re-quantization in llama.cpp vs our decode of the file

@@ -33,6 +33,18 @@ const char *pq__ggml_type_name(uint32_t t) {
     return t < sizeof names / sizeof names[0] ? names[t] : "unknown";
 }
 
+const char *pq__gguf_ftype_name(int64_t ftype) {
+    /* LLAMA_FTYPE_* of llama.h (v0.4.0); the holes are file types llama.cpp removed */
+    static const char *const names[] = {
+        [0] = "F32",     [1] = "F16",     [2] = "Q4_0",      [3] = "Q4_1",    [7] = "Q8_0",     [8] = "Q5_0",
+        [9] = "Q5_1",    [10] = "Q2_K",   [11] = "Q3_K_S",   [12] = "Q3_K_M", [13] = "Q3_K_L",  [14] = "Q4_K_S",
+        [15] = "Q4_K_M", [16] = "Q5_K_S", [17] = "Q5_K_M",   [18] = "Q6_K",   [19] = "IQ2_XXS", [20] = "IQ2_XS",
+        [21] = "Q2_K_S", [22] = "IQ3_XS", [23] = "IQ3_XXS",  [24] = "IQ1_S",  [25] = "IQ4_NL",  [26] = "IQ3_S",
+        [27] = "IQ3_M",  [28] = "IQ2_S",  [29] = "IQ2_M",    [30] = "IQ4_XS", [31] = "IQ1_M",   [32] = "BF16",
+        [36] = "TQ1_0",  [37] = "TQ2_0",  [38] = "MXFP4_MOE"};
+    return ftype >= 0 && ftype < (int64_t)(sizeof names / sizeof names[0]) ? names[ftype] : NULL;
+}
+
 int pq__gguf_dtype_from_ggml(uint32_t ggml_type, pq_dtype *out) {
     switch (ggml_type) {
     case PQ_GGML_F32: *out = PQ_DTYPE_F32; return 1;

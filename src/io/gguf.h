@@ -88,6 +88,9 @@ int64_t pq__gguf_find_tensor(const pq__gguf *g, const char *name);
 const char *pq__gguf_type_name(pq__gguf_type t);
 /* Name of a ggml tensor type ("Q4_K", ...) or "unknown". */
 const char *pq__ggml_type_name(uint32_t t);
+/* Name of a llama.cpp file type (general.file_type, LLAMA_FTYPE_*: 15 -> "Q4_K_M"), or NULL
+ * for a number this reader does not know. */
+const char *pq__gguf_ftype_name(int64_t ftype);
 
 /* Typed getters: return 1 when found with a usable type, 0 when absent, -1 when present but
  * of another type (or out of range for the result). */

@@ -340,6 +340,14 @@ pq_status pq__gguf_to_source(pq_ctx *ctx, const pq__gguf *g, pq__source *src) {
                         g->name, (int)(arch_len < 64 ? arch_len : 64), arch_s);
     }
     snprintf(src->format, sizeof src->format, "gguf");
+    int64_t ftype;
+    if (pq__gguf_get_int(g, "general.file_type", &ftype) == PQ_GGUF_FOUND) {
+        const char *fn = pq__gguf_ftype_name(ftype);
+        if (fn)
+            snprintf(src->file_type, sizeof src->file_type, "%s", fn);
+        else
+            snprintf(src->file_type, sizeof src->file_type, "file type %lld", (long long)ftype);
+    }
     pq_status st = load_config(ctx, g, arch, &src->cfg);
     if (st != PQ_OK) return st;
 

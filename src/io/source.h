@@ -68,7 +68,8 @@ typedef struct pq__source {
     int64_t n_tensors, cap_tensors;
     pq__file files[PQ_SOURCE_MAX_FILES];
     int n_files;
-    pq_tokenizer *tok; /* owned, may be NULL: tokenizer embedded in / beside the model */
+    pq_tokenizer *tok;  /* owned, may be NULL: tokenizer embedded in / beside the model */
+    char file_type[24]; /* GGUF general.file_type by name ("Q4_K_M"), "" when absent */
 } pq__source;
 
 void pq__source_init(pq__source *s);

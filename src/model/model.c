@@ -1,6 +1,7 @@
 /* Model loading: format dispatch, checks of every tensor against the config, float32 views
  * of the weights (zero-copy for aligned F32, converted otherwise), RoPE tables. */
 #include "kernels/dtype.h"
+#include "kernels/ggml_types.h"
 #include "model/model.h"
 
 #include <math.h>
@@ -157,10 +158,12 @@ static void dtype_summary(pq_model *m) {
     int64_t count[PQ_DTYPE_COUNT] = {0};
     const pq__config *c = &m->cfg;
     m->weight_bytes = 0;
+    m->n_ggml_blocks = 0;
     for (int64_t i = 0; i < m->src.n_tensors; i++) {
         const pq__tensor *t = &m->src.tensors[i];
         if ((unsigned)t->dtype < PQ_DTYPE_COUNT) count[t->dtype]++;
         m->weight_bytes += t->nbytes;
+        m->n_ggml_blocks += pq__ggml_info_of(t->dtype) != NULL;
     }
     int64_t packed = 0;
     m->n_params = c->vocab_size * c->dim * (c->tied ? 1 : 2) + c->dim;
@@ -181,6 +184,7 @@ static void dtype_summary(pq_model *m) {
         if (count[i] && k < sizeof m->dtypes)
             k += (size_t)snprintf(m->dtypes + k, sizeof m->dtypes - k, "%s%s:%lld", k ? " " : "", pq_dtype_name(i),
                                   (long long)count[i]);
+    m->n_packed = packed;
     if (packed && k < sizeof m->dtypes)
         snprintf(m->dtypes + k, sizeof m->dtypes - k, " (%lld linears packed)", (long long)packed);
 }
@@ -423,6 +427,18 @@ pq_status pq_model_get_info(const pq_model *m, pq_model_info *info) {
     info->weight_bytes = m->weight_bytes;
     snprintf(info->dtypes, sizeof info->dtypes, "%s", m->dtypes);
     info->has_tokenizer = m->tok != NULL;
+    snprintf(info->file_type, sizeof info->file_type, "%s", m->src.file_type);
+    info->n_tensors = m->src.n_tensors;
+    info->n_ggml_blocks = m->n_ggml_blocks;
+    info->n_packed = m->n_packed;
+    return PQ_OK;
+}
+
+pq_status pq_model_tensor(const pq_model *m, int64_t i, pq_tensor_info *out) {
+    if (!m || !out || i < 0 || i >= m->src.n_tensors) return PQ_ERR_INVALID;
+    const pq__tensor *t = &m->src.tensors[i];
+    *out = (pq_tensor_info){.name = t->name, .dtype = t->dtype, .n_dims = t->n_dims, .nbytes = t->nbytes};
+    memcpy(out->shape, t->shape, sizeof out->shape);
     return PQ_OK;
 }
 

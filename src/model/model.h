@@ -35,9 +35,10 @@ struct pq_model {
     int64_t n_params;
     size_t weight_bytes;
     char dtypes[128];
-    int deferred; /* loaded with defer_weights: embed, lm_head.w and the linears' w are
-                     NULL; only the compression pipeline, which materialises one block
-                     at a time (pq__model_linear_f32), accepts such a model */
+    int64_t n_ggml_blocks, n_packed; /* tensors stored in ggml block types, linears packed */
+    int deferred;                    /* loaded with defer_weights: embed, lm_head.w and the linears' w are
+                                        NULL; only the compression pipeline, which materialises one block
+                                        at a time (pq__model_linear_f32), accepts such a model */
 };
 
 /* Float32 copy (malloc'ed) of linear `base` (e.g. "model.layers.3.mlp.up_proj") whatever its

@@ -26,7 +26,7 @@ typedef struct rec {
 struct pq__gguf_out {
     int ftype;
     const pq__imatrix *im; /* convert --imatrix: per-column importance of the linears, or NULL */
-    pq_dtype *lin; /* [n_layers * PQ_BLOCK_LINEARS] */
+    pq_dtype *lin;         /* [n_layers * PQ_BLOCK_LINEARS] */
     pq_dtype embd, output;
     int halfsplit; /* the file's RoPE row layout */
     pq__atomic blob;
