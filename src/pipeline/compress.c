@@ -150,6 +150,7 @@ static pq_status run(pq__pipe *P, const int32_t *tokens, int64_t n_tokens, const
     int32_t *win = NULL;
     int64_t *starts = NULL;
     pq__atomic rep_a; /* the report is written atomically too: nothing of it is left on failure */
+    int imat_written = 0;
     memset(&rep_a, 0, sizeof rep_a);
     cJSON *index = cJSON_CreateObject();
     pq_status st = index ? PQ_OK : pq__fail(ctx, PQ_ERR_NOMEM, "out of memory creating the shard index");
@@ -167,9 +168,10 @@ static pq_status run(pq__pipe *P, const int32_t *tokens, int64_t n_tokens, const
     if ((st = pq__runner_init(ctx, &P->r, P->m, win, p->nsamples, p->seqlen, p->chunk))) goto done;
     if (!P->gguf && (st = pq__tmpdir_create(ctx, out_dir, &P->tmp))) goto done;
     P->n_shards = P->m->cfg.n_layers + 1;
-    if ((st = write_head_shard(P)) || (st = run_blocks(P)) || (P->imat && (st = pq__imatrix_save(P))) ||
-        (st = write_metadata(P, index, starts, out_dir)))
+    if ((st = write_head_shard(P)) || (st = run_blocks(P)) || (P->imat && (st = pq__imatrix_save(P))))
         goto done;
+    imat_written = P->imat != NULL; /* taken away again if the model does not go into place */
+    if ((st = write_metadata(P, index, starts, out_dir))) goto done;
     /* the report goes first (its commit may be cancelled too); a model that then fails to
      * go into place takes it away again */
     if (P->rep) {
@@ -179,6 +181,7 @@ static pq_status run(pq__pipe *P, const int32_t *tokens, int64_t n_tokens, const
     if (!P->gguf && (st = pq__tmpdir_commit(ctx, P->tmp, out_dir)) && p->report) unlink(p->report);
 done:
     if (st && P->tmp) pq__rmtree(P->tmp);
+    if (st && imat_written) unlink(p->imatrix_out);
     if (P->rep) pq__atomic_abort(&rep_a);
     free(win);
     free(starts);
