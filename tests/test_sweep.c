@@ -88,9 +88,10 @@ static void test_grid(pq_ctx *ctx) {
     pq_sweep_grid_free(NULL); /* no-op */
     CHECK(pq_sweep_parse_list(ctx, "0.75,x", &tl, &nt) != PQ_OK && !tl);
 
-    /* bits outside 2..8 name the key; act_order acts only with gptq (normalised away for rtn) */
+    /* bits outside 2..8 name the key (the recipe's parser and ranges); act_order acts only with gptq (normalised away
+     * for rtn) */
     CHECK(expand(ctx, "{\"quant\": \"rtn\", \"bits\": [4, 9]}", &g) == PQ_ERR_INVALID &&
-          strstr(pq_ctx_error(ctx), "'bits'"));
+          strstr(pq_ctx_error(ctx), "grid: bits: must be an integer 2..8 (got '9')"));
     CHECK(expand(ctx, "{\"quant\": [\"rtn\", \"gptq\"], \"act_order\": [false, true]}", &g) == PQ_OK);
     CHECK(g.n == 3 && g.n_duplicate == 1 && !strstr(g.configs[0].recipe, "act_order"));
     pq_sweep_grid_free(&g);

@@ -168,8 +168,7 @@ static pq_status run(pq__pipe *P, const int32_t *tokens, int64_t n_tokens, const
     if ((st = pq__runner_init(ctx, &P->r, P->m, win, p->nsamples, p->seqlen, p->chunk))) goto done;
     if (!P->gguf && (st = pq__tmpdir_create(ctx, out_dir, &P->tmp))) goto done;
     P->n_shards = P->m->cfg.n_layers + 1;
-    if ((st = write_head_shard(P)) || (st = run_blocks(P)) || (P->imat && (st = pq__imatrix_save(P))))
-        goto done;
+    if ((st = write_head_shard(P)) || (st = run_blocks(P)) || (P->imat && (st = pq__imatrix_save(P)))) goto done;
     imat_written = P->imat != NULL; /* taken away again if the model does not go into place */
     if ((st = write_metadata(P, index, starts, out_dir))) goto done;
     /* the report goes first (its commit may be cancelled too); a model that then fails to

@@ -92,59 +92,27 @@ static pq_status axis_get(pq_ctx *ctx, cJSON *root, axis *a, const char *key, cJ
     return PQ_OK;
 }
 
-static pq_status item_int(pq_ctx *ctx, const char *key, const cJSON *it, long lo, long hi, int64_t *out) {
-    if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || it->valuedouble < (double)lo ||
-        it->valuedouble > (double)hi)
-        return pq__fail(ctx, PQ_ERR_INVALID, "grid: key '%s': values must be integers in [%ld, %ld]", key, lo, hi);
-    *out = (int64_t)it->valuedouble;
+/* One grid value through the recipe's parser (pq_recipe_set: the one set of names and ranges)
+ * into t. Sparsity also takes "N:M" strings (the recipe's "pattern"); a sparsity of 1 prunes
+ * everything, which no grid means. */
+static pq_status item_set(pq_ctx *ctx, const char *key, const cJSON *it, pq_layer_params *t) {
+    char num[32];
+    const char *text = NULL;
+    if (cJSON_IsString(it))
+        text = it->valuestring;
+    else if (cJSON_IsBool(it))
+        text = cJSON_IsTrue(it) ? "true" : "false";
+    else if (cJSON_IsNumber(it) && snprintf(num, sizeof num, "%.17g", it->valuedouble) > 0)
+        text = num;
+    if (!text)
+        return pq__fail(ctx, PQ_ERR_INVALID, "grid: key '%s': values must be strings, numbers or booleans", key);
+    const int pattern = !strcmp(key, "sparsity") && strchr(text, ':');
+    if (pq_recipe_set(ctx, t, pattern ? "pattern" : key, text, 0) != PQ_OK)
+        return pq__fail_prefix(ctx, ctx->status, "grid");
+    if (pattern) t->sparsity = t->prune_m > 0 ? (double)t->prune_n / (double)t->prune_m : 0;
+    if (!strcmp(key, "sparsity") && !(t->sparsity < 1))
+        return pq__fail(ctx, PQ_ERR_INVALID, "grid: sparsity %g is not in [0, 1)", t->sparsity);
     return PQ_OK;
-}
-
-static pq_status item_bool(pq_ctx *ctx, const char *key, const cJSON *it, int *out) {
-    if (!cJSON_IsBool(it)) return pq__fail(ctx, PQ_ERR_INVALID, "grid: key '%s': values must be true or false", key);
-    *out = cJSON_IsTrue(it);
-    return PQ_OK;
-}
-
-/* Sparsity: a fraction, or an "N:M" string (a numeric string is taken as a fraction). */
-static pq_status item_sparsity(pq_ctx *ctx, const cJSON *it, double *s, int *n, int *m) {
-    *n = *m = 0;
-    if (cJSON_IsNumber(it)) {
-        *s = it->valuedouble;
-    } else if (cJSON_IsString(it) && strchr(it->valuestring, ':')) {
-        if (pq_pattern_parse(ctx, it->valuestring, n, m) != PQ_OK) return ctx->status;
-        *s = *m > 0 ? (double)*n / (double)*m : 0;
-    } else if (cJSON_IsString(it)) {
-        char *end;
-        errno = 0;
-        *s = strtod(it->valuestring, &end);
-        if (errno || end == it->valuestring || *end)
-            return pq__fail(ctx, PQ_ERR_INVALID, "grid: sparsity '%s' is neither a fraction nor N:M",
-                            it->valuestring);
-    } else {
-        return pq__fail(ctx, PQ_ERR_INVALID, "grid: sparsity values must be numbers or \"N:M\" strings");
-    }
-    if (!(*s >= 0 && *s < 1)) return pq__fail(ctx, PQ_ERR_INVALID, "grid: sparsity %g is not in [0, 1)", *s);
-    return PQ_OK;
-}
-
-static pq_status item_name(pq_ctx *ctx, const char *key, const cJSON *it, int (*parse)(const char *, void *),
-                           void *out) {
-    if (!cJSON_IsString(it) || parse(it->valuestring, out))
-        return pq__fail(ctx, PQ_ERR_INVALID, "grid: key '%s': unknown value %s%s%s", key,
-                        cJSON_IsString(it) ? "'" : "", cJSON_IsString(it) ? it->valuestring : "(not a string)",
-                        cJSON_IsString(it) ? "'" : "");
-    return PQ_OK;
-}
-
-static int parse_prune(const char *s, void *o) {
-    return pq_prune_method_parse(s, (pq_prune_method *)o);
-}
-static int parse_quant(const char *s, void *o) {
-    return pq_quant_method_parse(s, (pq_quant_method *)o);
-}
-static int parse_joint(const char *s, void *o) {
-    return pq_joint_mode_parse(s, (pq_joint_mode *)o);
 }
 
 /* The given keys that act in the combination p (the grid's "sparsity" also holds N:M patterns). */
@@ -285,24 +253,27 @@ typedef struct grid_values {
 
 /* Parses every value once, up front, so that errors name the value and not a combination. */
 static pq_status parse_values(pq_ctx *ctx, const axis ax[AX_N], grid_values *v) {
-    pq_status st = PQ_OK;
-    for (int i = 0; st == PQ_OK && i < ax[AX_PRUNE].n; i++)
-        st = item_name(ctx, "prune", ax[AX_PRUNE].items[i], parse_prune, &v->prune[i]);
-    for (int i = 0; st == PQ_OK && i < ax[AX_QUANT].n; i++)
-        st = item_name(ctx, "quant", ax[AX_QUANT].items[i], parse_quant, &v->quant[i]);
-    for (int i = 0; st == PQ_OK && i < ax[AX_JOINT].n; i++)
-        st = item_name(ctx, "joint", ax[AX_JOINT].items[i], parse_joint, &v->joint[i]);
-    for (int i = 0; st == PQ_OK && i < ax[AX_SPARSITY].n; i++)
-        st = item_sparsity(ctx, ax[AX_SPARSITY].items[i], &v->sp[i], &v->pn[i], &v->pm[i]);
-    for (int i = 0; st == PQ_OK && i < ax[AX_BITS].n; i++)
-        st = item_int(ctx, "bits", ax[AX_BITS].items[i], 2, 8, &v->bits[i]);
-    for (int i = 0; st == PQ_OK && i < ax[AX_GROUP].n; i++)
-        st = item_int(ctx, "group", ax[AX_GROUP].items[i], -1, 1L << 30, &v->group[i]);
-    for (int i = 0; st == PQ_OK && i < ax[AX_SYM].n; i++)
-        st = item_bool(ctx, "sym", ax[AX_SYM].items[i], &v->sym[i]);
-    for (int i = 0; st == PQ_OK && i < ax[AX_ACT].n; i++)
-        st = item_bool(ctx, "act_order", ax[AX_ACT].items[i], &v->act[i]);
-    return st;
+    for (int k = 0; k < AX_N; k++)
+        for (int i = 0; i < ax[k].n; i++) {
+            pq_layer_params t = pq_layer_params_default();
+            pq_status st = item_set(ctx, grid_keys[k], ax[k].items[i], &t);
+            if (st) return st;
+            switch (k) {
+            case AX_PRUNE: v->prune[i] = t.prune; break;
+            case AX_SPARSITY:
+                v->sp[i] = t.sparsity;
+                v->pn[i] = t.prune_n;
+                v->pm[i] = t.prune_m;
+                break;
+            case AX_QUANT: v->quant[i] = t.quant; break;
+            case AX_BITS: v->bits[i] = t.bits; break;
+            case AX_GROUP: v->group[i] = t.group_size; break;
+            case AX_SYM: v->sym[i] = t.sym; break;
+            case AX_ACT: v->act[i] = t.act_order; break;
+            case AX_JOINT: v->joint[i] = t.joint; break;
+            }
+        }
+    return PQ_OK;
 }
 
 /* The cross product (an odometer over the axes, last key fastest) into out; *acted gets the
