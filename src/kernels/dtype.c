@@ -67,31 +67,7 @@ int pq__to_f32(pq_dtype t, const void *src, float *dst, int64_t n) {
             dst[i] = (float)d;
         }
         return 1;
-    case PQ_DTYPE_Q8_0:
-        if (n % 32) return 0;
-        for (int64_t b = 0; b < n / 32; b++) {
-            const uint8_t *blk = s + 34 * b;
-            uint16_t h;
-            memcpy(&h, blk, 2);
-            float d = pq__f16_to_f32(h);
-            for (int j = 0; j < 32; j++)
-                dst[32 * b + j] = d * (float)(int8_t)blk[2 + j];
-        }
-        return 1;
-    case PQ_DTYPE_Q4_0:
-        if (n % 32) return 0;
-        for (int64_t b = 0; b < n / 32; b++) {
-            const uint8_t *blk = s + 18 * b;
-            uint16_t h;
-            memcpy(&h, blk, 2);
-            float d = pq__f16_to_f32(h);
-            for (int j = 0; j < 16; j++) {
-                dst[32 * b + j] = d * (float)((blk[2 + j] & 0x0f) - 8);
-                dst[32 * b + j + 16] = d * (float)((blk[2 + j] >> 4) - 8);
-            }
-        }
-        return 1;
-    default: {
+    default: { /* the ggml block types (Q8_0, Q4_0, ..., Q6_K) */
         const pq__ggml_info *gi = pq__ggml_info_of(t);
         if (!gi || n % gi->block) return 0;
         pq__ggml_decode_row(gi, src, dst, n);
