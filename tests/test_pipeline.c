@@ -108,6 +108,8 @@ static void check_dense_packed(pq_ctx *ctx, const pq__config *cfg, pq_compress_p
 }
 
 static int cancel_after_one(void *user, const char *stage, int64_t done, int64_t total) {
+    (void)user;
+    (void)total;
     return !strcmp(stage, "compress") && done >= 1;
 }
 

@@ -254,6 +254,7 @@ typedef struct gen_state {
 } gen_state;
 
 static int on_gen_token(void *user, int32_t id, const char *piece, size_t len) {
+    (void)id; /* a pq_token_fn: the text is what is scored */
     gen_state *g = user;
     size_t old = g->text.len;
     if (!pq__str_add(&g->text, piece, len)) {

@@ -255,6 +255,7 @@ static pq_status on_mc(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *fil
 }
 
 static pq_status on_winogrande(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *file, int64_t line, void *u) {
+    (void)u; /* a jsonl_fn: only on_mc takes a suffix */
     pq__item *it = add_item(ctx, t, 0);
     if (!it) return ctx->status;
     if (!set_choices(it, cJSON_GetObjectItemCaseSensitive(o, "context_options")))
@@ -267,6 +268,7 @@ static pq_status on_winogrande(pq_ctx *ctx, pq__task *t, const cJSON *o, const c
 }
 
 static pq_status on_piqa(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *file, int64_t line, void *u) {
+    (void)u; /* a jsonl_fn: only on_mc takes a suffix */
     const char *g = json_str(o, "goal"), *s1 = json_str(o, "sol1"), *s2 = json_str(o, "sol2");
     if (!g || !s1 || !s2) return missing(ctx, file, line, "\"goal\"/\"sol1\"/\"sol2\" (strings)");
     pq__item *it = add_item(ctx, t, 0);
@@ -282,6 +284,7 @@ static pq_status on_piqa(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *f
 }
 
 static pq_status on_lambada(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *file, int64_t line, void *u) {
+    (void)u; /* a jsonl_fn: only on_mc takes a suffix */
     const char *s = json_str(o, "text");
     if (!s) return missing(ctx, file, line, "\"text\" (string)");
     const char *sp = strrchr(s, ' ');
@@ -296,6 +299,7 @@ static pq_status on_lambada(pq_ctx *ctx, pq__task *t, const cJSON *o, const char
 }
 
 static pq_status on_gsm8k(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *file, int64_t line, void *u) {
+    (void)u; /* a jsonl_fn: only on_mc takes a suffix */
     const char *q = json_str(o, "question"), *a = json_str(o, "answer");
     if (!q || !a) return missing(ctx, file, line, "\"question\"/\"answer\" (strings)");
     char num[128];
@@ -307,6 +311,7 @@ static pq_status on_gsm8k(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *
 }
 
 static pq_status on_math(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *file, int64_t line, void *u) {
+    (void)u; /* a jsonl_fn: only on_mc takes a suffix */
     const char *q = json_str(o, "problem"), *s = json_str(o, "solution"), *a = json_str(o, "answer");
     if (!q || !s || !a) return missing(ctx, file, line, "\"problem\"/\"solution\"/\"answer\" (strings)");
     pq__item *it = add_item(ctx, t, 0);
@@ -315,6 +320,7 @@ static pq_status on_math(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *f
 }
 
 static pq_status on_mmlu_pro(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *file, int64_t line, void *u) {
+    (void)u; /* a jsonl_fn: only on_mc takes a suffix */
     const char *q = json_str(o, "question"), *cat = json_str(o, "category");
     const cJSON *opts = cJSON_GetObjectItemCaseSensitive(o, "options");
     if (!q || !cat) return missing(ctx, file, line, "\"question\"/\"category\" (strings)");
@@ -357,6 +363,7 @@ static pq_status on_mmlu_pro(pq_ctx *ctx, pq__task *t, const cJSON *o, const cha
 
 /* gen:FILE {prompt, answer, stop: [...]} */
 static pq_status on_gen(pq_ctx *ctx, pq__task *t, const cJSON *o, const char *file, int64_t line, void *u) {
+    (void)u; /* a jsonl_fn: only on_mc takes a suffix */
     const char *p = json_str(o, "prompt"), *a = json_str(o, "answer");
     if (!p || !a) return missing(ctx, file, line, "\"prompt\"/\"answer\" (strings)");
     const cJSON *stop = cJSON_GetObjectItemCaseSensitive(o, "stop");

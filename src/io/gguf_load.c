@@ -206,9 +206,19 @@ static pq_status load_hf_json(pq_ctx *ctx, const pq__gguf *g, const char *json, 
     return PQ_OK;
 }
 
-static pq_status load_tokenizer(pq_ctx *ctx, const pq__gguf *g, pq__source *src) {
+/* What tokenizer.ggml.* says of the embedded tokenizer, checked. */
+typedef struct tok_meta {
+    const pq__gguf_kv *tokens, *scores, *types; /* scores and types may be NULL */
+    int64_t n;
+    int32_t bos, eos, unk;
+    int prefix, is_bpe;
+} tok_meta;
+
+/* tokenizer.ggml.model: *supported 0 (logged) when absent or of a kind not read yet. */
+static pq_status tok_model(pq_ctx *ctx, const pq__gguf *g, tok_meta *m, int *supported) {
     const char *model;
     size_t model_len;
+    *supported = 0;
     int r = pq__gguf_get_str(g, "tokenizer.ggml.model", &model, &model_len);
     if (r == PQ_GGUF_MISSING) {
         pq__log(ctx, PQ_LOG_DEBUG, "%s: no tokenizer.ggml.model: no embedded tokenizer", g->name);
@@ -216,81 +226,97 @@ static pq_status load_tokenizer(pq_ctx *ctx, const pq__gguf *g, pq__source *src)
     }
     if (r != PQ_GGUF_FOUND)
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.ggml.model: expected a string", g->name);
-    const int is_bpe = model_len == 4 && !memcmp(model, "gpt2", 4);
+    m->is_bpe = model_len == 4 && !memcmp(model, "gpt2", 4);
     /* "t5" (llama.cpp's unigram vocabulary): convert writes SentencePiece vocabularies without
      * byte pieces so, as llama.cpp's "llama" tokenizer aborts on characters they lack. The arrays
      * are the same; they are encoded with score-ordered merges like "llama" (for a
      * character-level vocabulary the unigram segmentation is the same) */
     const int is_ugm = model_len == 2 && !memcmp(model, "t5", 2);
-    if (!is_bpe && !is_ugm && !(model_len == 5 && !memcmp(model, "llama", 5))) {
+    if (!m->is_bpe && !is_ugm && !(model_len == 5 && !memcmp(model, "llama", 5))) {
         pq__log(ctx, PQ_LOG_WARN,
                 "%s: tokenizer.ggml.model: '%.*s' tokenizers are not supported yet; "
                 "no tokenizer loaded",
                 g->name, (int)(model_len < 32 ? model_len : 32), model);
         return PQ_OK;
     }
-    const pq__gguf_kv *tokens, *scores_kv = NULL, *types_kv = NULL;
-    r = pq__gguf_get_array(g, "tokenizer.ggml.tokens", &tokens);
-    if (r != PQ_GGUF_FOUND || tokens->arr_type != PQ_GGUF_STRING)
+    *supported = 1;
+    return PQ_OK;
+}
+
+/* The arrays (present, of the vocabulary's length), the special ids and the space prefix. */
+static pq_status tok_meta_read(pq_ctx *ctx, const pq__gguf *g, tok_meta *m) {
+    int r = pq__gguf_get_array(g, "tokenizer.ggml.tokens", &m->tokens);
+    if (r != PQ_GGUF_FOUND || m->tokens->arr_type != PQ_GGUF_STRING)
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.ggml.tokens: %s", g->name,
                         r == PQ_GGUF_MISSING ? "missing" : "expected an array of strings");
-    int64_t n = (int64_t)tokens->arr_n; /* arr_n is bounded by the file size */
+    const int64_t n = m->n = (int64_t)m->tokens->arr_n; /* arr_n is bounded by the file size */
     if (n < 1 || n > INT32_MAX)
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.ggml.tokens: %lld tokens", g->name, (long long)n);
-    r = pq__gguf_get_array(g, "tokenizer.ggml.scores", &scores_kv);
-    if (r == PQ_GGUF_BADTYPE || (r == PQ_GGUF_FOUND && scores_kv->arr_n != (uint64_t)n))
+    r = pq__gguf_get_array(g, "tokenizer.ggml.scores", &m->scores);
+    if (r == PQ_GGUF_BADTYPE || (r == PQ_GGUF_FOUND && m->scores->arr_n != (uint64_t)n))
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.ggml.scores: expected an array of %lld numbers", g->name,
                         (long long)n);
-    r = pq__gguf_get_array(g, "tokenizer.ggml.token_type", &types_kv);
-    if (r == PQ_GGUF_BADTYPE || (r == PQ_GGUF_FOUND && types_kv->arr_n != (uint64_t)n))
+    r = pq__gguf_get_array(g, "tokenizer.ggml.token_type", &m->types);
+    if (r == PQ_GGUF_BADTYPE || (r == PQ_GGUF_FOUND && m->types->arr_n != (uint64_t)n))
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.ggml.token_type: expected an array of %lld integers",
                         g->name, (long long)n);
-    int32_t bos, eos, unk;
-    pq_status st = token_id(ctx, g, "tokenizer.ggml.bos_token_id", n, &bos);
-    if (st == PQ_OK) st = token_id(ctx, g, "tokenizer.ggml.eos_token_id", n, &eos);
-    if (st == PQ_OK) st = token_id(ctx, g, "tokenizer.ggml.unknown_token_id", n, &unk);
+    pq_status st = token_id(ctx, g, "tokenizer.ggml.bos_token_id", n, &m->bos);
+    if (st == PQ_OK) st = token_id(ctx, g, "tokenizer.ggml.eos_token_id", n, &m->eos);
+    if (st == PQ_OK) st = token_id(ctx, g, "tokenizer.ggml.unknown_token_id", n, &m->unk);
     if (st != PQ_OK) return st;
-    int prefix = 1;
-    r = pq__gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &prefix);
-    if (r == PQ_GGUF_BADTYPE)
+    m->prefix = 1;
+    if (pq__gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &m->prefix) == PQ_GGUF_BADTYPE)
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.ggml.add_space_prefix: expected a bool", g->name);
+    return PQ_OK;
+}
 
+/* The tokenizer from tokenizer.huggingface.json when present and readable, else from the
+ * arrays (pieces [n], lens [n], scores [n], types [n] or NULL). */
+static pq_status tok_build(pq_ctx *ctx, const pq__gguf *g, const tok_meta *m, const char **pieces, const size_t *lens,
+                           const float *scores, const int32_t *types, pq__source *src) {
+    const char *hf_json;
+    size_t hf_len;
+    int r = pq__gguf_get_str(g, "tokenizer.huggingface.json", &hf_json, &hf_len);
+    if (r == PQ_GGUF_BADTYPE)
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.huggingface.json: expected a string", g->name);
+    if (r == PQ_GGUF_FOUND) {
+        pq_status st = load_hf_json(ctx, g, hf_json, hf_len, m->n, m->bos, m->eos, &src->tok);
+        if (st == PQ_OK || st == PQ_ERR_NOMEM) return st;
+        /* other writers' files: the arrays still describe a tokenizer */
+        pq__log(ctx, PQ_LOG_WARN, "%s; using tokenizer.ggml.tokens instead", pq_ctx_error(ctx));
+    }
+    return m->is_bpe ? load_bpe(ctx, g, m->n, pieces, lens, types, m->bos, m->eos, m->unk, &src->tok)
+                     : pq__tokenizer_new_spm(ctx, m->n, pieces, lens, scores, types, m->bos, m->eos, m->unk,
+                                             m->prefix, &src->tok);
+}
+
+static pq_status load_tokenizer(pq_ctx *ctx, const pq__gguf *g, pq__source *src) {
+    tok_meta m = {0};
+    int supported;
+    pq_status st = tok_model(ctx, g, &m, &supported);
+    if (st != PQ_OK || !supported || (st = tok_meta_read(ctx, g, &m)) != PQ_OK) return st;
+    const int64_t n = m.n;
     const char **pieces = NULL;
     size_t *lens = NULL;
     float *scores = NULL;
     int32_t *types = NULL;
-    st = pq__gguf_array_strings(ctx, g, tokens, &pieces, &lens);
+    st = pq__gguf_array_strings(ctx, g, m.tokens, &pieces, &lens);
     if (st == PQ_OK) {
         scores = pq__calloc(ctx, (size_t)n, sizeof *scores, "tokenizer scores");
         if (!scores) st = PQ_ERR_NOMEM;
     }
-    if (st == PQ_OK && scores_kv && !pq__gguf_array_f32(scores_kv, scores))
+    if (st == PQ_OK && m.scores && !pq__gguf_array_f32(m.scores, scores))
         st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.ggml.scores: expected numbers, got %s", g->name,
-                      pq__gguf_type_name(scores_kv->arr_type));
-    if (st == PQ_OK && types_kv) {
+                      pq__gguf_type_name(m.scores->arr_type));
+    if (st == PQ_OK && m.types) {
         types = pq__calloc(ctx, (size_t)n, sizeof *types, "tokenizer token types");
         if (!types)
             st = PQ_ERR_NOMEM;
-        else if (!pq__gguf_array_i32(types_kv, types))
+        else if (!pq__gguf_array_i32(m.types, types))
             st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.ggml.token_type: expected int32 values (%s array)",
-                          g->name, pq__gguf_type_name(types_kv->arr_type));
+                          g->name, pq__gguf_type_name(m.types->arr_type));
     }
-    const char *hf_json;
-    size_t hf_len;
-    r = pq__gguf_get_str(g, "tokenizer.huggingface.json", &hf_json, &hf_len);
-    if (r == PQ_GGUF_BADTYPE && st == PQ_OK)
-        st = pq__fail(ctx, PQ_ERR_FORMAT, "%s: tokenizer.huggingface.json: expected a string", g->name);
-    if (st == PQ_OK && r == PQ_GGUF_FOUND) {
-        st = load_hf_json(ctx, g, hf_json, hf_len, n, bos, eos, &src->tok);
-        if (st != PQ_OK && st != PQ_ERR_NOMEM) { /* other writers' files: the arrays still describe a tokenizer */
-            pq__log(ctx, PQ_LOG_WARN, "%s; using tokenizer.ggml.tokens instead", pq_ctx_error(ctx));
-            st = PQ_OK;
-            r = PQ_GGUF_MISSING;
-        }
-    }
-    if (st == PQ_OK && r != PQ_GGUF_FOUND) /* else loaded from tokenizer.huggingface.json */
-        st = is_bpe ? load_bpe(ctx, g, n, pieces, lens, types, bos, eos, unk, &src->tok)
-                    : pq__tokenizer_new_spm(ctx, n, pieces, lens, scores, types, bos, eos, unk, prefix, &src->tok);
+    if (st == PQ_OK) st = tok_build(ctx, g, &m, pieces, lens, scores, types, src);
     free(pieces);
     free(lens);
     free(scores);
