@@ -11,9 +11,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "layer_data.h"
 #include "prunequant-compress.h"
-#define RANDGEN_SEED 42
-#include "randgen.h"
 
 static double now_s(void) {
     struct timespec t;
@@ -61,32 +60,9 @@ int main(int argc, char **argv) {
     openblas_set_num_threads(threads);
 
     sgemm_rate(threads, "start");
-    /* X [cols, tokens]: low rank (correlated channels) + noise, a few outlier channels */
-    float *X = malloc(sizeof(float) * (size_t)(cols * tokens)), *A = malloc(sizeof(float) * (size_t)(cols * rank)),
-          *Z = malloc(sizeof(float) * (size_t)(rank * tokens));
-    for (int64_t i = 0; i < cols * rank; i++)
-        A[i] = nrand();
-    for (int64_t i = 0; i < rank * tokens; i++)
-        Z[i] = nrand() / sqrtf((float)rank);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)cols, (int)tokens, (int)rank, 1.0f, A, (int)rank, Z,
-                (int)tokens, 0.0f, X, (int)tokens);
-    for (int64_t i = 0; i < cols; i++) {
-        const float boost = (i % 97 == 13) ? 20.0f : 1.0f;
-        for (int64_t t = 0; t < tokens; t++)
-            X[i * tokens + t] = boost * (X[i * tokens + t] + 0.5f * nrand());
-    }
-    float *H = malloc(sizeof(float) * (size_t)(cols * cols));
-    cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, (int)cols, (int)tokens, 2.0f / (float)tokens, X, (int)tokens,
-                0.0f, H, (int)cols);
-    for (int64_t i = 0; i < cols; i++)
-        for (int64_t j = i + 1; j < cols; j++)
-            H[i * cols + j] = H[j * cols + i];
-    free(X);
-    free(A);
-    free(Z);
-    float *W0 = malloc(sizeof(float) * (size_t)(rows * cols)), *W = malloc(sizeof(float) * (size_t)(rows * cols));
-    for (int64_t i = 0; i < rows * cols; i++)
-        W0[i] = 0.02f * nrand();
+    float *H, *W0; /* [cols, cols], [rows, cols] */
+    if (!layer_data(rows, cols, tokens, rank, &H, &W0)) return fprintf(stderr, "bench_layer: out of memory\n"), 1;
+    float *W = malloc(sizeof(float) * (size_t)(rows * cols));
 
     struct {
         const char *name;
