@@ -23,7 +23,7 @@ void pq__block_work_free(pq__block_work *w) {
 }
 
 static void report_line(FILE *f, const char *name, int64_t rows, int64_t cols, const char *recipe,
-                        const pq_layer_result *res) {
+                        const pq_layer_params *lp, const pq_layer_result *res) {
     if (!f) return;
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "name", name);
@@ -39,6 +39,10 @@ static void report_line(FILE *f, const char *name, int64_t rows, int64_t cols, c
     cJSON_AddNumberToObject(j, "percdamp", res->percdamp);
     cJSON_AddNumberToObject(j, "seconds", res->seconds);
     cJSON_AddNumberToObject(j, "moved_off_zero", (double)res->moved_off_zero);
+    if (lp->gguf_type) { /* GGUF output: the linear's ggml type; pruned weights a grid without 0 stores non-zero */
+        cJSON_AddStringToObject(j, "gguf_type", pq_dtype_name(lp->gguf_type));
+        cJSON_AddNumberToObject(j, "pruned_nonzero", (double)res->pruned_nonzero);
+    }
     char *s = cJSON_PrintUnformatted(j);
     if (s) fprintf(f, "%s\n", s);
     free(s);
@@ -88,7 +92,10 @@ static pq_status compress_linear(pq__pipe *P, int64_t l, int i, const pq__linear
                 (long long)res.moved_off_zero,
                 lp->keep_mask ? "re-masked (the pattern holds)" : "kept (--no-keep-mask)");
     P->moved_total += res.moved_off_zero;
-    report_line(P->rep, name, rows, cols, is_down ? P->recipe_down : P->recipe, &res);
+    if (res.pruned_nonzero) /* a GGUF type with a min has no exact 0: the nearest code stands in */
+        pq__log(ctx, PQ_LOG_INFO, "%s: %lld pruned weights stored non-zero (%s has no exact zero)", name,
+                (long long)res.pruned_nonzero, pq_dtype_name(lp->gguf_type));
+    report_line(P->rep, name, rows, cols, is_down ? P->recipe_down : P->recipe, lp, &res);
     return PQ_OK;
 }
 
