@@ -47,6 +47,15 @@ static int common_flag(const char *cmd, int argc, char **argv, int *i, common_op
     return 0;
 }
 
+/* A positional argument: the one MODEL, else a usage error (an unknown option, a second
+ * model); returns 0 or the exit code. */
+static int model_arg(const char *cmd, const char *a, common_opts *o) {
+    if (a[0] == '-' && a[1]) return cli_unknown_option(cmd, a);
+    if (o->model) return cli_usage_error(cmd, "more than one model given");
+    o->model = a;
+    return 0;
+}
+
 static pq_model *load_model(const char *cmd, pq_ctx *ctx, const common_opts *o) {
     pq_load_params lp = pq_load_params_default();
     lp.tokenizer_path = o->tokenizer;
@@ -237,9 +246,8 @@ int cli_info(int argc, char **argv) {
             tensors = 1;
             continue;
         }
-        if (argv[i][0] == '-' && argv[i][1]) return cli_unknown_option(cmd, argv[i]);
-        if (o.model) return cli_usage_error(cmd, "more than one model given");
-        o.model = argv[i];
+        const int rc = model_arg(cmd, argv[i], &o);
+        if (rc) return rc;
     }
     if (!o.model) return cli_usage_error(cmd, "no MODEL given");
     pq_ctx *ctx = cli_ctx_new((int)o.threads, o.quiet);
@@ -502,12 +510,8 @@ int cli_generate(int argc, char **argv) {
         } else if (!strcmp(a, "--seed") || !strcmp(a, "-s")) {
             if (!(v = flag_value(cmd, argc, argv, &i)) || cli_parse_i64(cmd, a, v, 0, INT64_MAX, &k)) return 2;
             gp.seed = (uint64_t)k;
-        } else if (a[0] == '-' && a[1]) {
-            return cli_unknown_option(cmd, a);
-        } else if (o.model) {
-            return cli_usage_error(cmd, "more than one model given");
-        } else {
-            o.model = a;
+        } else if ((r = model_arg(cmd, a, &o))) {
+            return r;
         }
     }
     if (!o.model) return cli_usage_error(cmd, "no MODEL given");
@@ -681,12 +685,8 @@ int cli_convert(int argc, char **argv) {
             if (!(v = flag_value(cmd, argc, argv, &i))) return 2;
             if (pq_dtype_parse(v, &dt) || (dt != PQ_DTYPE_F32 && dt != PQ_DTYPE_F16 && dt != PQ_DTYPE_BF16))
                 return cli_usage_error(cmd, "--dtype: expected f32, f16 or bf16, got '%s'", v);
-        } else if (a[0] == '-' && a[1]) {
-            return cli_unknown_option(cmd, a);
-        } else if (o.model) {
-            return cli_usage_error(cmd, "more than one model given");
-        } else {
-            o.model = a;
+        } else if ((r = model_arg(cmd, a, &o))) {
+            return r;
         }
     }
     if (!o.model) return cli_usage_error(cmd, "no MODEL given");

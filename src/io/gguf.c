@@ -174,16 +174,23 @@ static pq_status skip_value(parser *p, const char *what, uint32_t type, int dept
     return PQ_OK;
 }
 
-static pq_status parse_kv(parser *p, int64_t i, pq__gguf_kv *kv) {
-    char what[96];
-    snprintf(what, sizeof what, "kv[%lld]", (long long)i);
+/* The name of entry i of a list ("kv" key or "tensor" name, at most max bytes) into *out;
+ * what becomes "kv 'name'" for the messages that follow. */
+static pq_status read_entry_name(parser *p, const char *list, int64_t i, const char *field, size_t max, char **out,
+                                 char what[96]) {
+    snprintf(what, 96, "%s[%lld]", list, (long long)i);
     const uint8_t *s;
     size_t len;
-    pq_status st = rd_str(p, what, "key", MAX_KEY_LEN, &s, &len);
-    if (st == PQ_OK) st = dup_name(p, what, "key", s, len, &kv->key);
+    pq_status st = rd_str(p, what, field, max, &s, &len);
+    if (st == PQ_OK) st = dup_name(p, what, field, s, len, out);
+    if (st == PQ_OK) snprintf(what, 96, "%s '%.80s'", list, *out);
+    return st;
+}
+
+static pq_status parse_kv(parser *p, int64_t i, pq__gguf_kv *kv) {
+    char what[96];
+    pq_status st = read_entry_name(p, "kv", i, "key", MAX_KEY_LEN, &kv->key, what);
     if (st != PQ_OK) return st;
-    /* from here on, messages name the key */
-    snprintf(what, sizeof what, "kv '%.80s'", kv->key);
     uint32_t type;
     st = rd_u32(p, what, "type", &type);
     if (st != PQ_OK) return st;
@@ -207,13 +214,8 @@ static pq_status parse_kv(parser *p, int64_t i, pq__gguf_kv *kv) {
 
 static pq_status parse_tensor(parser *p, int64_t i, pq__gguf_tensor *t) {
     char what[96];
-    snprintf(what, sizeof what, "tensor[%lld]", (long long)i);
-    const uint8_t *s;
-    size_t len;
-    pq_status st = rd_str(p, what, "name", MAX_NAME_LEN, &s, &len);
-    if (st == PQ_OK) st = dup_name(p, what, "name", s, len, &t->name);
+    pq_status st = read_entry_name(p, "tensor", i, "name", MAX_NAME_LEN, &t->name, what);
     if (st != PQ_OK) return st;
-    snprintf(what, sizeof what, "tensor '%.80s'", t->name);
     uint32_t nd;
     st = rd_u32(p, what, "n_dims", &nd);
     if (st != PQ_OK) return st;
