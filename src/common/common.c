@@ -524,6 +524,17 @@ void pq__rmtree(const char *path) {
 
 /* ---------------------------------------------------------------- half precision */
 
+static float from_bits(uint32_t bits) {
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+static uint32_t to_bits(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    return x;
+}
+
 float pq__f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
@@ -544,14 +555,11 @@ float pq__f16_to_f32(uint16_t h) {
     } else {
         bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
     }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
+    return from_bits(bits);
 }
 
 uint16_t pq__f32_to_f16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
+    const uint32_t x = to_bits(f);
     uint32_t sign = (x >> 16) & 0x8000;
     int32_t exp = (int32_t)((x >> 23) & 0xff);
     uint32_t man = x & 0x7fffff;
@@ -574,15 +582,11 @@ uint16_t pq__f32_to_f16(float f) {
 }
 
 float pq__bf16_to_f32(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
+    return from_bits((uint32_t)h << 16);
 }
 
 uint16_t pq__f32_to_bf16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
+    uint32_t x = to_bits(f);
     if ((x & 0x7fffffff) > 0x7f800000) return (uint16_t)((x >> 16) | 0x40); /* quiet NaN */
     x += 0x7fff + ((x >> 16) & 1);
     return (uint16_t)(x >> 16);

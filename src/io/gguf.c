@@ -174,25 +174,25 @@ static pq_status skip_value(parser *p, const char *what, uint32_t type, int dept
     return PQ_OK;
 }
 
-/* The name of entry i of a list ("kv" key or "tensor" name, at most max bytes) into *out;
- * what becomes "kv 'name'" for the messages that follow. */
-static pq_status read_entry_name(parser *p, const char *list, int64_t i, const char *field, size_t max, char **out,
-                                 char what[96]) {
+/* The head of entry i of a list ("kv" key or "tensor" name, at most max bytes, then a u32:
+ * the value type or n_dims) into *out and *u; what becomes "kv 'name'" for the messages that
+ * follow. */
+static pq_status read_entry_head(parser *p, const char *list, int64_t i, const char *field, size_t max, char **out,
+                                 const char *u32_field, uint32_t *u, char what[96]) {
     snprintf(what, 96, "%s[%lld]", list, (long long)i);
     const uint8_t *s;
     size_t len;
     pq_status st = rd_str(p, what, field, max, &s, &len);
     if (st == PQ_OK) st = dup_name(p, what, field, s, len, out);
     if (st == PQ_OK) snprintf(what, 96, "%s '%.80s'", list, *out);
+    if (st == PQ_OK) st = rd_u32(p, what, u32_field, u);
     return st;
 }
 
 static pq_status parse_kv(parser *p, int64_t i, pq__gguf_kv *kv) {
     char what[96];
-    pq_status st = read_entry_name(p, "kv", i, "key", MAX_KEY_LEN, &kv->key, what);
-    if (st != PQ_OK) return st;
     uint32_t type;
-    st = rd_u32(p, what, "type", &type);
+    pq_status st = read_entry_head(p, "kv", i, "key", MAX_KEY_LEN, &kv->key, "type", &type, what);
     if (st != PQ_OK) return st;
     if (type >= PQ_GGUF_TYPE_COUNT) return bad(p, PQ_ERR_FORMAT, "%s: type: %u is unknown", what, type);
     kv->type = (pq__gguf_type)type;
@@ -214,10 +214,8 @@ static pq_status parse_kv(parser *p, int64_t i, pq__gguf_kv *kv) {
 
 static pq_status parse_tensor(parser *p, int64_t i, pq__gguf_tensor *t) {
     char what[96];
-    pq_status st = read_entry_name(p, "tensor", i, "name", MAX_NAME_LEN, &t->name, what);
-    if (st != PQ_OK) return st;
     uint32_t nd;
-    st = rd_u32(p, what, "n_dims", &nd);
+    pq_status st = read_entry_head(p, "tensor", i, "name", MAX_NAME_LEN, &t->name, "n_dims", &nd, what);
     if (st != PQ_OK) return st;
     if (nd < 1 || nd > 4) return bad(p, PQ_ERR_FORMAT, "%s: n_dims: %u (must be 1..4)", what, nd);
     t->n_dims = (int)nd;

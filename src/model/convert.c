@@ -175,6 +175,16 @@ done:
  * BPE with byte fallback, normalizers) get llama.cpp's "llama" (scores, types, <0xXX> bytes) or
  * "gpt2" arrays for other readers, plus their tokenizer.json under tokenizer.huggingface.json,
  * which our reader prefers, so that the round trip tokenizes identically. */
+/* tokenizer.ggml.{bos,eos,unknown}_token_id, each where the tokenizer has one */
+static void gguf_special_ids(const pq_tokenizer *t, pq__gguf_writer *w) {
+    if (pq_tokenizer_bos(t) >= 0)
+        pq__gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)pq_tokenizer_bos(t));
+    if (pq_tokenizer_eos(t) >= 0)
+        pq__gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)pq_tokenizer_eos(t));
+    if (pq__tokenizer_unk(t) >= 0)
+        pq__gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)pq__tokenizer_unk(t));
+}
+
 static pq_status gguf_tokenizer_bpe(pq_ctx *ctx, const pq_tokenizer *t, pq__gguf_writer *w, const char *path) {
     const int64_t n = pq_tokenizer_n_vocab(t), nm = pq__tokenizer_n_merges(t);
     const char *pre = pq__tokenizer_gguf_pre(t);
@@ -218,12 +228,7 @@ static pq_status gguf_tokenizer_bpe(pq_ctx *ctx, const pq_tokenizer *t, pq__gguf
     if (spm_like) pq__gguf_writer_add_arr_f32(w, "tokenizer.ggml.scores", scores, n);
     pq__gguf_writer_add_arr_i32(w, "tokenizer.ggml.token_type", types, n);
     if (!spm_like) pq__gguf_writer_add_arr_str(w, "tokenizer.ggml.merges", (const char *const *)merges, NULL, nm);
-    if (pq_tokenizer_bos(t) >= 0)
-        pq__gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)pq_tokenizer_bos(t));
-    if (pq_tokenizer_eos(t) >= 0)
-        pq__gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)pq_tokenizer_eos(t));
-    if (pq__tokenizer_unk(t) >= 0)
-        pq__gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)pq__tokenizer_unk(t));
+    gguf_special_ids(t, w);
     if (spm_like) pq__gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", 1);
     pq__gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", pq__tokenizer_add_bos_default(t));
     if (!pre) pq__gguf_writer_add_str(w, "tokenizer.huggingface.json", json);
@@ -301,12 +306,7 @@ static pq_status gguf_tokenizer(pq_ctx *ctx, const pq_tokenizer *t, pq__gguf_wri
     pq__gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)pieces, lens, n);
     pq__gguf_writer_add_arr_f32(w, "tokenizer.ggml.scores", scores, n);
     pq__gguf_writer_add_arr_i32(w, "tokenizer.ggml.token_type", types, n);
-    if (pq_tokenizer_bos(t) >= 0)
-        pq__gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)pq_tokenizer_bos(t));
-    if (pq_tokenizer_eos(t) >= 0)
-        pq__gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)pq_tokenizer_eos(t));
-    if (pq__tokenizer_unk(t) >= 0)
-        pq__gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)pq__tokenizer_unk(t));
+    gguf_special_ids(t, w);
     pq__gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", pq__tokenizer_add_dummy_prefix(t));
     pq__gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", 1);
     if (ugm) pq__gguf_writer_add_bool(w, "tokenizer.ggml.add_eos_token", 0); /* llama.cpp's "t5" default is 1 */
