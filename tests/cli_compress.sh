@@ -21,6 +21,21 @@ check grep -q '"packed-v1"' "$T/gptq/config.json"
 check grep -q '"model.layers.0.self_attn.q_proj.qcodes"' "$T/gptq/model.safetensors.index.json"
 [ "$(wc -l < "$T/rep.jsonl")" -eq 35 ] && ok || bad "report lines"
 check grep -q '"damping"' "$T/rep.jsonl"
+# GGUF output: each report line names the linear's ggml type in its recipe and gguf_type
+check "$BIN" compress "$M" "${C[@]}" --out "$T/q4.gguf" --format gguf --gguf-type Q4_1 --prune sparsegpt \
+    --pattern 2:4 --report "$T/rep_gguf.jsonl"
+python3 - "$T/rep_gguf.jsonl" <<'PY' && ok || bad "GGUF report lines: $(head -1 "$T/rep_gguf.jsonl")"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert len(rows) == 35, len(rows)
+for r in rows:
+    if "gguf_type" not in r:  # a row that does not split into blocks of 32 stays float: pruned only
+        assert r["recipe"] == "sparsegpt 2:4" and r["cols"] % 32, r
+        continue
+    assert r["gguf_type"] == "Q4_1" and r["recipe"] == "sparsegpt 2:4 + gptq onto Q4_1 joint a", r
+    # Q4_1 has no exact zero: the pruned weights are stored as the nearest code
+    assert r["pruned_nonzero"] > 0 and r["sparsity"] < 0.5, r
+PY
 
 ppl() { "$BIN" ppl "$1" --tokenizer "$TOK" --text "$T/eval.txt" --ctx 256 --json 2>/dev/null |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["ppl"])'; }

@@ -133,8 +133,8 @@ FA_HOOK static int fa_tracked_caller(const void *caller) {
     return 0;
 }
 
-/* 1: cJSON's allocations are tracked (leaks) but not failed, for an entry whose handling of
- * cJSON failures is a known open bug (say which in the test). */
+/* 1: cJSON's allocations are tracked (leaks) but not failed: for an entry whose cJSON paths
+ * another entry covers, to keep the test's time down (say which in the test). */
 static int failalloc_exe_only;
 
 /* 1: this allocation fails. 0: it goes ahead; *track says whether to record the block. */

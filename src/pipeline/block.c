@@ -11,6 +11,7 @@
 #include "kernels/ggml_types.h"
 #include "model/packed.h"
 #include "pipeline/pipeline.h"
+#include "recipe/recipe.h"
 
 void pq__block_work_free(pq__block_work *w) {
     if (!w) return;
@@ -22,31 +23,32 @@ void pq__block_work_free(pq__block_work *w) {
     memset(w, 0, sizeof *w);
 }
 
-static void report_line(FILE *f, const char *name, int64_t rows, int64_t cols, const char *recipe,
-                        const pq_layer_params *lp, const pq_layer_result *res) {
-    if (!f) return;
+/* One line of --report (JSON), or PQ_ERR_NOMEM with a message. */
+static pq_status report_line(pq_ctx *ctx, FILE *f, const char *name, int64_t rows, int64_t cols, const char *recipe,
+                             const pq_layer_params *lp, const pq_layer_result *res) {
+    if (!f) return PQ_OK;
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "name", name);
-    cJSON_AddNumberToObject(j, "rows", (double)rows);
-    cJSON_AddNumberToObject(j, "cols", (double)cols);
-    cJSON_AddStringToObject(j, "recipe", recipe);
-    if (isfinite(res->error))
-        cJSON_AddNumberToObject(j, "error", res->error);
-    else
-        cJSON_AddNullToObject(j, "error");
-    cJSON_AddNumberToObject(j, "sparsity", res->sparsity);
-    cJSON_AddNumberToObject(j, "damping", res->damp);
-    cJSON_AddNumberToObject(j, "percdamp", res->percdamp);
-    cJSON_AddNumberToObject(j, "seconds", res->seconds);
-    cJSON_AddNumberToObject(j, "moved_off_zero", (double)res->moved_off_zero);
+    int ok = j && cJSON_AddStringToObject(j, "name", name);
+    ok = ok && cJSON_AddNumberToObject(j, "rows", (double)rows);
+    ok = ok && cJSON_AddNumberToObject(j, "cols", (double)cols);
+    ok = ok && cJSON_AddStringToObject(j, "recipe", recipe);
+    ok = ok && (isfinite(res->error) ? cJSON_AddNumberToObject(j, "error", res->error) != NULL
+                                     : cJSON_AddNullToObject(j, "error") != NULL);
+    ok = ok && cJSON_AddNumberToObject(j, "sparsity", res->sparsity);
+    ok = ok && cJSON_AddNumberToObject(j, "damping", res->damp);
+    ok = ok && cJSON_AddNumberToObject(j, "percdamp", res->percdamp);
+    ok = ok && cJSON_AddNumberToObject(j, "seconds", res->seconds);
+    ok = ok && cJSON_AddNumberToObject(j, "moved_off_zero", (double)res->moved_off_zero);
     if (lp->gguf_type) { /* GGUF output: the linear's ggml type; pruned weights a grid without 0 stores non-zero */
-        cJSON_AddStringToObject(j, "gguf_type", pq_dtype_name(lp->gguf_type));
-        cJSON_AddNumberToObject(j, "pruned_nonzero", (double)res->pruned_nonzero);
+        ok = ok && cJSON_AddStringToObject(j, "gguf_type", pq_dtype_name(lp->gguf_type));
+        ok = ok && cJSON_AddNumberToObject(j, "pruned_nonzero", (double)res->pruned_nonzero);
     }
-    char *s = cJSON_PrintUnformatted(j);
-    if (s) fprintf(f, "%s\n", s);
-    free(s);
+    char *s = ok ? cJSON_PrintUnformatted(j) : NULL;
     cJSON_Delete(j);
+    if (!s) return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory writing its report line", name);
+    const int w = fprintf(f, "%s\n", s);
+    free(s);
+    return w < 0 ? pq__fail(ctx, PQ_ERR_IO, "%s: cannot write its report line", name) : PQ_OK;
 }
 
 /* Linear i belongs to stage s (one stage when not true-sequential). */
@@ -95,8 +97,13 @@ static pq_status compress_linear(pq__pipe *P, int64_t l, int i, const pq__linear
     if (res.pruned_nonzero) /* a GGUF type with a min has no exact 0: the nearest code stands in */
         pq__log(ctx, PQ_LOG_INFO, "%s: %lld pruned weights stored non-zero (%s has no exact zero)", name,
                 (long long)res.pruned_nonzero, pq_dtype_name(lp->gguf_type));
-    report_line(P->rep, name, rows, cols, is_down ? P->recipe_down : P->recipe, lp, &res);
-    return PQ_OK;
+    char gguf_recipe[160];
+    if (P->gguf) pq__recipe_text(lp, gguf_recipe, sizeof gguf_recipe); /* this linear's type */
+    return report_line(ctx, P->rep, name, rows, cols,
+                       P->gguf   ? gguf_recipe
+                       : is_down ? P->recipe_down
+                                 : P->recipe,
+                       lp, &res);
 }
 
 /* Stage s: the Hessians of its inputs from the block as compressed so far, then its linears;

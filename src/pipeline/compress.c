@@ -131,8 +131,9 @@ static pq_status run_blocks(pq__pipe *P) {
 static pq_status write_metadata(pq__pipe *P, cJSON *index, const int64_t *starts, const char *out_dir) {
     if (P->gguf) return pq__gguf_out_finish(P, out_dir);
     pq_ctx *ctx = P->ctx;
-    cJSON_AddNumberToObject(cJSON_GetObjectItem(index, "metadata"), "total_size", P->total);
-    char *itext = cJSON_Print(index);
+    char *itext = cJSON_AddNumberToObject(cJSON_GetObjectItem(index, "metadata"), "total_size", P->total)
+                      ? cJSON_Print(index)
+                      : NULL;
     pq_status st = itext ? pq__write_text(ctx, P->tmp, "model.safetensors.index.json", itext)
                          : pq__fail(ctx, PQ_ERR_NOMEM, "out of memory printing the shard index of %s", out_dir);
     free(itext);
@@ -155,8 +156,10 @@ static pq_status run(pq__pipe *P, const int32_t *tokens, int64_t n_tokens, const
     cJSON *index = cJSON_CreateObject();
     pq_status st = index ? PQ_OK : pq__fail(ctx, PQ_ERR_NOMEM, "out of memory creating the shard index");
     if (st) goto done;
-    cJSON_AddObjectToObject(index, "metadata");
-    P->map = cJSON_AddObjectToObject(index, "weight_map");
+    if (!cJSON_AddObjectToObject(index, "metadata") || !(P->map = cJSON_AddObjectToObject(index, "weight_map"))) {
+        st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory creating the shard index");
+        goto done;
+    }
     if ((st = pq__calib_windows(ctx, tokens, n_tokens, p->nsamples, p->seqlen, p->seed, &win, &starts))) goto done;
     pq__log(ctx, PQ_LOG_INFO, "calibration: %lld windows of %lld tokens (of %lld), seed %llu, first start %lld",
             (long long)p->nsamples, (long long)p->seqlen, (long long)n_tokens, (unsigned long long)p->seed,

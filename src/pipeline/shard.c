@@ -144,7 +144,8 @@ pq_status pq__write_shard(pq_ctx *ctx, const char *dir, const pq__tlist *t, int6
     pq_status st = pq__safetensors_write(ctx, p, t->e, t->n, NULL);
     free(p);
     for (int64_t i = 0; i < t->n && st == PQ_OK; i++) {
-        cJSON_AddStringToObject(map, t->e[i].name, fn);
+        if (!cJSON_AddStringToObject(map, t->e[i].name, fn))
+            st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory adding %s to the weight map", t->e[i].name);
         *total += (double)t->e[i].nbytes;
     }
     return st;
@@ -179,9 +180,10 @@ pq_status pq__write_config(pq_ctx *ctx, const pq_model *m, const char *dir, cons
     size_t len = 0;
     if (!st) st = pq__read_text(ctx, path, (size_t)1 << 26, &text, &len);
     cJSON *root = text ? cJSON_Parse(text) : NULL;
-    if (!st && !root) st = pq__fail(ctx, PQ_ERR_IO, "%s: cannot read back", path);
+    if (!st && !root) st = pq__fail(ctx, PQ_ERR_IO, "%s: cannot read back (or out of memory parsing it)", path);
+    if (!st && !pq__recipe_quant_config(root, p, starts))
+        st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory adding quantization_config to %s", path);
     if (!st) {
-        pq__recipe_quant_config(root, p, starts);
         char *out = cJSON_Print(root);
         st = out ? pq__write_text(ctx, dir, "config.json", out)
                  : pq__fail(ctx, PQ_ERR_NOMEM, "out of memory printing %s", path);

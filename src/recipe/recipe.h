@@ -13,7 +13,8 @@
 void pq__recipe_text(const pq_layer_params *p, char *buf, size_t n);
 
 /* Adds "quantization_config" to an HF config object: the recipe, the output format and the
- * calibration (file, windows, seed and the window starts [p->nsamples]). */
-void pq__recipe_quant_config(cJSON *config, const pq_compress_params *p, const int64_t *starts);
+ * calibration (file, windows, seed and the window starts [p->nsamples]). Returns 0 where an
+ * allocation failed (the object is then incomplete), else 1. */
+int pq__recipe_quant_config(cJSON *config, const pq_compress_params *p, const int64_t *starts);
 
 #endif

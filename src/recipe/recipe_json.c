@@ -13,7 +13,10 @@ void pq__recipe_text(const pq_layer_params *p, char *buf, size_t n) {
         else
             k += (size_t)snprintf(buf + k, n - k, "%s %.4g", pq_prune_method_name(p->prune), p->sparsity);
     }
-    if (p->quant != PQ_QUANT_NONE && k < n)
+    if (p->quant != PQ_QUANT_NONE && p->gguf_type && k < n) /* onto a ggml type's block grids */
+        k += (size_t)snprintf(buf + k, n - k, "%s%s onto %s", k ? " + " : "", pq_quant_method_name(p->quant),
+                              pq_dtype_name(p->gguf_type));
+    else if (p->quant != PQ_QUANT_NONE && k < n)
         k += (size_t)snprintf(buf + k, n - k, "%s%s %db g%lld %s%s", k ? " + " : "", pq_quant_method_name(p->quant),
                               p->bits, (long long)p->group_size, p->sym ? "sym" : "asym",
                               p->act_order ? " act-order" : "");
@@ -22,38 +25,46 @@ void pq__recipe_text(const pq_layer_params *p, char *buf, size_t n) {
     if (!buf[0]) snprintf(buf, n, "none");
 }
 
-void pq__recipe_quant_config(cJSON *config, const pq_compress_params *p, const int64_t *starts) {
+int pq__recipe_quant_config(cJSON *config, const pq_compress_params *p, const int64_t *starts) {
     const pq_layer_params *l = &p->layer;
     cJSON *q = cJSON_AddObjectToObject(config, "quantization_config");
-    cJSON_AddStringToObject(q, "quant_method", "prunequant");
-    cJSON_AddStringToObject(q, "format", p->packed ? "packed-v1" : "dense");
-    cJSON_AddStringToObject(q, "prune", pq_prune_method_name(l->prune));
-    cJSON_AddNumberToObject(q, "sparsity",
-                            l->prune == PQ_PRUNE_NONE ? 0.0
-                            : l->prune_m              ? (double)l->prune_n / l->prune_m
-                                                      : l->sparsity);
+    if (!q) return 0;
+    int ok = cJSON_AddStringToObject(q, "quant_method", "prunequant") != NULL;
+    ok &= cJSON_AddStringToObject(q, "format", p->packed ? "packed-v1" : "dense") != NULL;
+    ok &= cJSON_AddStringToObject(q, "prune", pq_prune_method_name(l->prune)) != NULL;
+    ok &= cJSON_AddNumberToObject(q, "sparsity",
+                                  l->prune == PQ_PRUNE_NONE ? 0.0
+                                  : l->prune_m              ? (double)l->prune_n / l->prune_m
+                                                            : l->sparsity) != NULL;
     if (l->prune_m) {
         char pat[32];
         snprintf(pat, sizeof pat, "%d:%d", l->prune_n, l->prune_m);
-        cJSON_AddStringToObject(q, "pattern", pat);
+        ok &= cJSON_AddStringToObject(q, "pattern", pat) != NULL;
     } else {
-        cJSON_AddNullToObject(q, "pattern");
+        ok &= cJSON_AddNullToObject(q, "pattern") != NULL;
     }
-    cJSON_AddStringToObject(q, "quant", pq_quant_method_name(l->quant));
-    cJSON_AddNumberToObject(q, "bits", l->bits);
-    cJSON_AddNumberToObject(q, "group_size", (double)l->group_size);
-    cJSON_AddBoolToObject(q, "sym", l->sym);
-    cJSON_AddBoolToObject(q, "act_order", l->act_order);
-    cJSON_AddStringToObject(q, "joint", pq_joint_mode_name(l->joint));
+    ok &= cJSON_AddStringToObject(q, "quant", pq_quant_method_name(l->quant)) != NULL;
+    ok &= cJSON_AddNumberToObject(q, "bits", l->bits) != NULL;
+    ok &= cJSON_AddNumberToObject(q, "group_size", (double)l->group_size) != NULL;
+    ok &= cJSON_AddBoolToObject(q, "sym", l->sym) != NULL;
+    ok &= cJSON_AddBoolToObject(q, "act_order", l->act_order) != NULL;
+    ok &= cJSON_AddStringToObject(q, "joint", pq_joint_mode_name(l->joint)) != NULL;
     if (l->joint == PQ_JOINT_A && l->prune != PQ_PRUNE_NONE && l->quant != PQ_QUANT_NONE)
-        cJSON_AddBoolToObject(q, "keep_mask", l->keep_mask);
-    if (p->skip) cJSON_AddStringToObject(q, "skip", p->skip);
+        ok &= cJSON_AddBoolToObject(q, "keep_mask", l->keep_mask) != NULL;
+    if (p->skip) ok &= cJSON_AddStringToObject(q, "skip", p->skip) != NULL;
     cJSON *c = cJSON_AddObjectToObject(q, "calibration");
-    cJSON_AddStringToObject(c, "file", p->calib_name ? p->calib_name : "");
-    cJSON_AddNumberToObject(c, "nsamples", (double)p->nsamples);
-    cJSON_AddNumberToObject(c, "seqlen", (double)p->seqlen);
-    cJSON_AddNumberToObject(c, "seed", (double)p->seed);
+    if (!c) return 0;
+    ok &= cJSON_AddStringToObject(c, "file", p->calib_name ? p->calib_name : "") != NULL;
+    ok &= cJSON_AddNumberToObject(c, "nsamples", (double)p->nsamples) != NULL;
+    ok &= cJSON_AddNumberToObject(c, "seqlen", (double)p->seqlen) != NULL;
+    ok &= cJSON_AddNumberToObject(c, "seed", (double)p->seed) != NULL;
     cJSON *s = cJSON_AddArrayToObject(c, "starts");
-    for (int64_t i = 0; i < p->nsamples; i++)
-        cJSON_AddItemToArray(s, cJSON_CreateNumber((double)starts[i]));
+    for (int64_t i = 0; s && i < p->nsamples; i++) {
+        cJSON *n = cJSON_CreateNumber((double)starts[i]);
+        if (!n || !cJSON_AddItemToArray(s, n)) {
+            cJSON_Delete(n);
+            return 0;
+        }
+    }
+    return ok && s;
 }
