@@ -307,12 +307,15 @@ void pq_model_free(pq_model *m) {
 
 /* llama2.c checkpoints carry no tokenizer: look beside the model for tok<vocab>.bin/.model,
  * tokenizer.bin or tokenizer.model whose vocabulary size matches. */
-static void find_sibling_tokenizer(pq_ctx *ctx, pq_model *m) {
+/* A llama2.c checkpoint's tokenizer beside it (tok<vocab>.bin/.model, tokenizer.bin/.model),
+ * best effort: a candidate that does not load or does not fit is passed over; only running
+ * out of memory is an error. */
+static pq_status find_sibling_tokenizer(pq_ctx *ctx, pq_model *m) {
     const char *path = m->src.path;
     const char *slash = strrchr(path, '/');
     size_t dl = slash ? (size_t)(slash - path) : 0;
     char dir[4096];
-    if (dl >= sizeof dir) return;
+    if (dl >= sizeof dir) return PQ_OK;
     memcpy(dir, path, dl);
     dir[dl] = 0;
     if (!dl) snprintf(dir, sizeof dir, ".");
@@ -323,20 +326,27 @@ static void find_sibling_tokenizer(pq_ctx *ctx, pq_model *m) {
     snprintf(cand[3], sizeof cand[3], "tokenizer.model");
     for (int i = 0; i < 4; i++) {
         char *p = pq__path_join(dir, cand[i]);
-        if (!p) return;
+        if (!p) return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory joining %s and %s", path, dir, cand[i]);
         if (pq__file_exists(p)) {
             pq_ctx quiet = *ctx; /* a non-matching candidate is not an error of this load */
             pq_tokenizer *t = NULL;
-            if (pq_tokenizer_load(&quiet, p, &t) == PQ_OK && pq_tokenizer_n_vocab(t) == m->cfg.vocab_size) {
+            const pq_status st = pq_tokenizer_load(&quiet, p, &t);
+            if (st == PQ_OK && pq_tokenizer_n_vocab(t) == m->cfg.vocab_size) {
                 pq__log(ctx, PQ_LOG_INFO, "%s: using tokenizer %s", path, p);
                 m->tok = t;
                 free(p);
-                return;
+                return PQ_OK;
             }
             pq_tokenizer_free(t);
+            if (st == PQ_ERR_NOMEM) {
+                const pq_status e = pq__fail(ctx, st, "%s: tokenizer %s: %s", path, p, pq_ctx_error(&quiet));
+                free(p);
+                return e;
+            }
         }
         free(p);
     }
+    return PQ_OK;
 }
 
 pq_status pq_model_load(pq_ctx *ctx, const char *path, const pq_load_params *params, pq_model **out) {
@@ -378,8 +388,9 @@ pq_status pq_model_load(pq_ctx *ctx, const char *path, const pq_load_params *par
     if (tok) {
         pq_tokenizer_free(m->tok);
         m->tok = tok;
-    } else if (!m->tok && !strcmp(fmt, "llama2c")) {
-        find_sibling_tokenizer(ctx, m);
+    } else if (!m->tok && !strcmp(fmt, "llama2c") && (st = find_sibling_tokenizer(ctx, m)) != PQ_OK) {
+        pq_model_free(m);
+        return st;
     }
     if (m->tok && pq_tokenizer_n_vocab(m->tok) != m->cfg.vocab_size) {
         const long long nt = (long long)pq_tokenizer_n_vocab(m->tok), nv = (long long)m->cfg.vocab_size;
