@@ -327,19 +327,36 @@ static void sparsity_print_json(const char *model, const pq_sparsity_report *r) 
             cJSON_AddNullToObject(o, "pattern");
         cJSON_AddBoolToObject(o, "pattern_ok", e->pattern_ok);
         cJSON_AddNumberToObject(o, "bytes", (double)e->bytes);
+        cJSON *parts = cJSON_AddObjectToObject(o, "parts");
+        const struct {
+            const char *k;
+            int64_t v;
+        } pt[] = {{"codes", e->codes_bytes},  {"scales", e->scales_bytes}, {"zeros", e->zeros_bytes},
+                  {"g_idx", e->g_idx_bytes},  {"mask", e->mask_bytes},     {"values", e->values_bytes},
+                  {"weight", e->weight_bytes}};
+        for (size_t k = 0; k < sizeof pt / sizeof pt[0]; k++)
+            cJSON_AddNumberToObject(parts, pt[k].k, (double)pt[k].v);
+        cJSON_AddNumberToObject(o, "bits", e->bits);
+        cJSON_AddNumberToObject(o, "kept", (double)e->kept);
+        cJSON_AddNumberToObject(o, "mask_bound", e->mask_bound);
+        cJSON_AddNumberToObject(o, "bound_bytes", e->bound_bytes);
         cJSON_AddItemToArray(arr, o);
     }
     cJSON_AddBoolToObject(j, "packed", r->packed);
     cJSON_AddNumberToObject(j, "acr", r->acr);
     cJSON_AddNumberToObject(j, "bpw", r->bpw);
+    cJSON_AddNumberToObject(j, "bound_bpw", r->bound_bpw);
     char *s = cJSON_Print(j);
     if (s) printf("%s\n", s);
     free(s);
     cJSON_Delete(j);
 }
 
+/* Per linear: sparsity, the N:M pattern, bytes stored part by part (codes, scales + zeros +
+ * g_idx, mask, f16 values or an unpacked weight) and the information bound. */
 static void sparsity_print_text(const pq_sparsity_report *r) {
-    printf("%-40s %10s %8s %10s\n", "layer", "sparsity", "pattern", "pattern_ok");
+    printf("%-40s %8s %7s %3s %4s %10s %10s %9s %9s %10s %10s\n", "layer", "sparsity", "pattern", "ok", "bits",
+           "bytes", "codes", "scale+0", "mask", "other", "bound");
     for (int64_t i = 0; i < r->n_layers; i++) {
         const pq_sparsity_entry *e = &r->layers[i];
         char pat[32];
@@ -347,11 +364,15 @@ static void sparsity_print_text(const pq_sparsity_report *r) {
             snprintf(pat, sizeof pat, "%d:%d", e->pattern_n, e->pattern_m);
         else
             snprintf(pat, sizeof pat, "-");
-        printf("%-40s %10.4f %8s %10s\n", e->name, e->sparsity, pat, e->pattern_ok ? "yes" : "no");
+        printf("%-40s %8.4f %7s %3s %4d %10lld %10lld %9lld %9lld %10lld %10.0f\n", e->name, e->sparsity, pat,
+               e->pattern_ok ? "yes" : "no", e->bits, (long long)e->bytes, (long long)e->codes_bytes,
+               (long long)(e->scales_bytes + e->zeros_bytes + e->g_idx_bytes), (long long)e->mask_bytes,
+               (long long)(e->values_bytes + e->weight_bytes), e->bound_bytes);
     }
     char acr[32] = "-"; /* ACr < 0: stored wider than f16 (dense f32) */
     if (r->acr >= 0) snprintf(acr, sizeof acr, "%.4f", r->acr);
-    printf("ACr %s  bpw %.3f%s\n", acr, r->bpw, r->packed ? "" : "  (not packed)");
+    printf("ACr %s  bpw %.3f  information bound %.3f bpw%s\n", acr, r->bpw, r->bound_bpw,
+           r->packed ? "" : "  (not packed)");
 }
 
 int pq_cli_info_sparsity(int argc, char **argv) {

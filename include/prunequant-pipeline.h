@@ -60,14 +60,25 @@ typedef struct pq_sparsity_entry {
     int pattern_n, pattern_m; /* N:M found (0:0 = none): every M-cell of consecutive inputs has >= N zeros */
     int pattern_ok;           /* the pattern holds in every cell (always 1 when one was found) */
     int64_t bytes;            /* bytes stored for this layer (packed tensors incl. scales/zeros/masks) */
+    /* the stored bytes part by part (0 where absent; they sum to bytes): b-bit codes, f16 scales,
+     * zero points, g_idx, the keep-bitmask, f16 values (pruned, not quantized), an unpacked weight */
+    int64_t codes_bytes, scales_bytes, zeros_bytes, g_idx_bytes, mask_bytes, values_bytes, weight_bytes;
+    int bits;           /* code width (0: no codes) */
+    int64_t kept;       /* weights with a code or a value */
+    double mask_bound;  /* bytes: the fewest that can name which weights are kept (log2 C(M, kept) bits per
+                           M-cell when every cell keeps the same count, else per row log2 C(cols, kept) +
+                           the count); 0 without a mask */
+    double bound_bytes; /* information bound: kept codes at their width, the mask at mask_bound, scales,
+                           zeros, g_idx and values as stored (bytes when not packed) */
 } pq_sparsity_entry;
 
 typedef struct pq_sparsity_report {
     pq_sparsity_entry *layers; /* malloc'ed */
     int64_t n_layers;
-    int packed; /* the model holds packed linears */
-    double acr; /* 1 - stored linear bytes / fp16 linear bytes */
-    double bpw; /* stored linear bits per weight */
+    int packed;       /* the model holds packed linears */
+    double acr;       /* 1 - stored linear bytes / fp16 linear bytes */
+    double bpw;       /* stored linear bits per weight */
+    double bound_bpw; /* the information bound (pq_sparsity_entry.bound_bytes) in bits per weight */
 } pq_sparsity_report;
 
 pq_status pq_model_sparsity(pq_ctx *ctx, const pq_model *model, pq_sparsity_report *out);

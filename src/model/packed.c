@@ -2,6 +2,7 @@
 #include "kernels/dtype.h"
 #include "model/packed.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -191,6 +192,59 @@ static int64_t count_stored(const uint8_t *bm, int64_t rows, int64_t cols) {
         for (int64_t c = 0; c < cols; c++)
             n += bit(bm + r * mrow, c);
     return n;
+}
+
+static double log2_binom(int64_t n, int64_t k) {
+    return (lgamma((double)n + 1) - lgamma((double)k + 1) - lgamma((double)(n - k) + 1)) / log(2.0);
+}
+
+/* 1 if every cell of m inputs of the mask [rows, cols] keeps the same count (into *kept). */
+static int uniform_cells(const uint8_t *bm, int64_t rows, int64_t cols, int m, int *kept) {
+    if (cols % m) return 0;
+    const int64_t mrow = (cols + 7) / 8;
+    int k0 = -1;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c0 = 0; c0 < cols; c0 += m) {
+            int k = 0;
+            for (int i = 0; i < m; i++)
+                k += bit(bm + r * mrow, c0 + i);
+            if (k0 < 0) k0 = k;
+            if (k != k0) return 0;
+        }
+    *kept = k0;
+    return k0 > 0 && k0 < m;
+}
+
+void pq__packed_parts_of(const pq__source *src, const char *base, int64_t rows, int64_t cols, pq__packed_parts *out) {
+    memset(out, 0, sizeof *out);
+    const pq__tensor *q = find(src, base, "qcodes"), *s = find(src, base, "scales"), *z = find(src, base, "zeros");
+    const pq__tensor *g = find(src, base, "g_idx"), *mk = find(src, base, "mask"), *v = find(src, base, "values");
+    const pq__tensor *w = find(src, base, "weight");
+    out->codes = q ? (int64_t)q->nbytes : 0;
+    out->scales = s ? (int64_t)s->nbytes : 0;
+    out->zeros = z ? (int64_t)z->nbytes : 0;
+    out->g_idx = g ? (int64_t)g->nbytes : 0;
+    out->mask = mk ? (int64_t)mk->nbytes : 0;
+    out->values = v ? (int64_t)v->nbytes : 0;
+    out->weight = w && !q && !v ? (int64_t)w->nbytes : 0;
+    const int64_t mrow = (cols + 7) / 8;
+    const int mask_ok = mk && mk->data && mk->nbytes >= (size_t)(rows * mrow);
+    const uint8_t *bm = mask_ok ? mk->data : NULL;
+    out->kept = count_stored(bm, rows, cols);
+    if (q) {
+        const int64_t n = out->kept > 8 ? out->kept : 8;
+        out->bits = (int)(8 * (int64_t)q->nbytes / n);
+    }
+    if (!bm) return;
+    static const int Ms[2] = {4, 8};
+    for (int i = 0; i < 2 && !out->cell_m; i++)
+        if (uniform_cells(bm, rows, cols, Ms[i], &out->cell_kept)) out->cell_m = Ms[i];
+    if (out->cell_m) {
+        out->mask_bound_bits = (double)(rows * (cols / out->cell_m)) * log2_binom(out->cell_m, out->cell_kept);
+        return;
+    }
+    for (int64_t r = 0; r < rows; r++)
+        out->mask_bound_bits += log2_binom(cols, count_stored(bm + r * mrow, 1, cols)) + log2((double)cols + 1);
 }
 
 /* One packed linear being decoded into W [rows, cols] (zeroed). */

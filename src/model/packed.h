@@ -50,6 +50,17 @@ size_t pq__packed_bytes(const pq__source *src, const char *base);
  * as stored, else numel float32 (a linear built in memory). */
 size_t pq__linear_stored_bytes(const pq__source *src, const char *base, int64_t numel);
 
+/* What linear base [rows, cols] stores, part by part, and the information bound of its mask. */
+typedef struct pq__packed_parts {
+    int64_t codes, scales, zeros, g_idx, mask, values, weight; /* bytes of each tensor (0: absent) */
+    int64_t kept;                                              /* weights with a code or a value */
+    int bits;                                                  /* code width (0: no codes) */
+    int cell_m, cell_kept;  /* the mask keeps exactly cell_kept of every cell of cell_m inputs (0: no such cells) */
+    double mask_bound_bits; /* the fewest bits that can name the mask: log2 C(M, kept) per cell for such
+                               cells, else per row log2 C(cols, kept in the row) + log2(cols + 1) for the count */
+} pq__packed_parts;
+void pq__packed_parts_of(const pq__source *src, const char *base, int64_t rows, int64_t cols, pq__packed_parts *out);
+
 /* Decodes a packed linear into a malloc'ed float [rows, cols]. */
 pq_status pq__packed_decode(pq_ctx *ctx, const pq__source *src, const char *base, int64_t rows, int64_t cols,
                             float **out);

@@ -1,5 +1,6 @@
 /* pq_model_sparsity (prunequant-pipeline.h): per linear, the stored sparsity, the N:M
- * pattern it satisfies and its stored bytes; ACr and bits per weight over all linears. */
+ * pattern it satisfies, its stored bytes part by part and their information bound; ACr and
+ * bits per weight over all linears. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +31,7 @@ pq_status pq_model_sparsity(pq_ctx *ctx, const pq_model *m, pq_sparsity_report *
     const pq__config *c = &m->cfg;
     out->layers = pq__calloc(ctx, (size_t)(PQ_BLOCK_LINEARS * c->n_layers), sizeof *out->layers, "sparsity report");
     if (!out->layers) return ctx->status;
-    double stored = 0, fp16 = 0, params = 0;
+    double stored = 0, fp16 = 0, params = 0, bound = 0;
     for (int64_t l = 0; l < c->n_layers; l++) {
         for (int i = 0; i < PQ_BLOCK_LINEARS; i++) {
             const pq__linear *lin = pq__block_linear_get(&m->blocks[l], i);
@@ -66,12 +67,29 @@ pq_status pq_model_sparsity(pq_ctx *ctx, const pq_model *m, pq_sparsity_report *
             e->bytes = (int64_t)pq__linear_stored_bytes(&m->src, e->name, n);
             out->packed |= pq__source_has_packed(&m->src, e->name);
             stored += (double)e->bytes;
+            if (pq__source_has_packed(&m->src, e->name)) {
+                pq__packed_parts pp;
+                pq__packed_parts_of(&m->src, e->name, rows, cols, &pp);
+                e->codes_bytes = pp.codes, e->scales_bytes = pp.scales, e->zeros_bytes = pp.zeros;
+                e->g_idx_bytes = pp.g_idx, e->mask_bytes = pp.mask, e->values_bytes = pp.values;
+                e->bits = pp.bits;
+                e->kept = pp.kept;
+                e->mask_bound = pp.mask_bound_bits / 8;
+                e->bound_bytes = (double)pp.kept * pp.bits / 8 + e->mask_bound +
+                                 (double)(pp.scales + pp.zeros + pp.g_idx + pp.values);
+            } else {
+                e->weight_bytes = e->bytes;
+                e->kept = n;
+                e->bound_bytes = (double)e->bytes;
+            }
+            bound += e->bound_bytes;
             fp16 += 2.0 * (double)n;
             params += (double)n;
         }
     }
     out->acr = fp16 > 0 ? 1 - stored / fp16 : 0;
     out->bpw = params > 0 ? 8 * stored / params : 0;
+    out->bound_bpw = params > 0 ? 8 * bound / params : 0;
     return PQ_OK;
 }
 
