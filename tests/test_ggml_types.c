@@ -308,43 +308,59 @@ static int helper(int argc, char **argv) {
         int64_t nb = atoll(argv[3]);
         rng = strtoull(argv[4], NULL, 10) * 0x9e3779b97f4a7c15ULL + 1;
         uint8_t *b = malloc((size_t)(nb * ti->bytes));
+        if (!b) return 1;
         random_blocks(ti, b, nb);
-        return !spit(argv[5], b, (size_t)(nb * ti->bytes));
+        const int rc = !spit(argv[5], b, (size_t)(nb * ti->bytes));
+        free(b);
+        return rc;
     }
     if (!strcmp(argv[1], "--decode") && argc == 5) {
         uint8_t *b = slurp(argv[3], &n1);
         int64_t n = (int64_t)(n1 / (size_t)ti->bytes) * ti->block;
         float *y = malloc((size_t)n * 4 + 4);
+        if (!b || !y) return free(b), free(y), 1;
         pq__ggml_decode_row(ti, b, y, n);
-        return !spit(argv[4], y, (size_t)n * 4);
+        const int rc = !spit(argv[4], y, (size_t)n * 4);
+        free(b), free(y);
+        return rc;
     }
     if (!strcmp(argv[1], "--encode-check") && argc == 4) {
         uint8_t *b = slurp(argv[3], &n1), *b2 = malloc(n1 + 1);
         int64_t n = (int64_t)(n1 / (size_t)ti->bytes) * ti->block;
         pq__ggml_params *p = malloc((size_t)(n / ti->block + 1) * sizeof *p);
         uint8_t *c = malloc((size_t)n + 1);
-        pq__ggml_unpack_row(ti, b, n, p, c);
-        pq__ggml_encode_row(ti, p, c, n, b2);
-        return memcmp(b, b2, n1) != 0;
+        int rc = 1;
+        if (b && b2 && p && c) {
+            pq__ggml_unpack_row(ti, b, n, p, c);
+            pq__ggml_encode_row(ti, p, c, n, b2);
+            rc = memcmp(b, b2, n1) != 0;
+        }
+        free(b), free(b2), free(p), free(c);
+        return rc;
     }
     if ((!strcmp(argv[1], "--quantize") && argc == 7) || (!strcmp(argv[1], "--err") && argc == 7)) {
         int64_t ncols = atoll(argv[3]);
         float *x = slurp(argv[4], &n1), *qw = strcmp(argv[5], "-") ? slurp(argv[5], &n2) : NULL;
         if (!x || ncols <= 0 || ncols % ti->block || n1 % (size_t)(ncols * 4) || (qw && n2 != (size_t)ncols * 4))
-            return fprintf(stderr, "bad input sizes\n"), 2;
+            return free(x), free(qw), fprintf(stderr, "bad input sizes\n"), 2;
         if (!strcmp(argv[1], "--err")) {
             uint8_t *q = slurp(argv[6], &n3);
-            return mode_err(ti, ncols, x, n1 / 4, qw, q, n3);
+            const int rc = mode_err(ti, ncols, x, n1 / 4, qw, q, n3);
+            free(x), free(qw), free(q);
+            return rc;
         }
         int64_t rows = (int64_t)(n1 / 4) / ncols;
         size_t rb = (size_t)(ncols / ti->block * ti->bytes);
         uint8_t *out = malloc(rb * (size_t)rows);
         float *w = malloc((size_t)ncols * 4);
-        for (int64_t r = 0; r < rows; r++) {
+        int rc = !out || !w;
+        for (int64_t r = 0; r < rows && !rc; r++) {
             pq__ggml_weights(ti, x + r * ncols, qw, ncols, w);
-            if (!pq__ggml_quantize_row(ti, x + r * ncols, w, ncols, out + r * rb)) return 1;
+            rc = !pq__ggml_quantize_row(ti, x + r * ncols, w, ncols, out + r * rb);
         }
-        return !spit(argv[6], out, rb * (size_t)rows);
+        if (!rc) rc = !spit(argv[6], out, rb * (size_t)rows);
+        free(x), free(qw), free(out), free(w);
+        return rc;
     }
     return fprintf(stderr, "usage: see tests/test_ggml_types.c\n"), 2;
 }
