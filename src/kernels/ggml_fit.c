@@ -54,10 +54,44 @@ void pq__ggml_weights(const pq__ggml_info *ti, const float *x, const float *qw, 
     }
 }
 
-/* Weighted error of x[n] rounded to nearest on g (w: [n], never NULL here). The same
- * codes as pq__ggml_grid_round: its nearest of q0-1..q0+1 does not depend on whether q0
- * came from x/a or x*(1/a) (they differ by at most one code), so the reciprocal is exact
- * and the loop has no division and no branches (it vectorizes). */
+/* w * (x - v)^2 for the grid value v nearest to x: the same codes as pq__ggml_grid_round (its
+ * nearest of q0-1..q0+1 does not depend on whether q0 came from x/a or x*(1/a): they differ by
+ * at most one code, so the reciprocal is exact), values as pq__ggml_grid_value computes them
+ * (no contraction in ISO C); zp: a zero-point grid a*(q - z), else an offset grid a*q + b. */
+static inline double grid_term(float x, float w, float a, float inv, float b, float zf, float mq, int zp) {
+    float t = zp ? x * inv + zf : (x - b) * inv;
+    t = t > 0.0f ? t : 0.0f;
+    float q0 = rintf(t < mq ? t : mq), qm = q0 > 0 ? q0 - 1 : 0, qp = q0 < mq ? q0 + 1 : mq;
+    float vm = zp ? a * (qm - zf) : a * qm + b, v0 = zp ? a * (q0 - zf) : a * q0 + b;
+    float vp = zp ? a * (qp - zf) : a * qp + b, v = vm, be = fabsf(x - vm);
+    float e0 = fabsf(x - v0), ep = fabsf(x - vp);
+    v = e0 < be ? v0 : v, be = e0 < be ? e0 : be; /* ties: the lower code */
+    v = ep < be ? vp : v;
+    double e = (double)x - v;
+    return (double)w * e * e;
+}
+
+#define GRID_LANES 8
+/* The sum in GRID_LANES partial sums (lane j: the elements i = j mod GRID_LANES, then the lanes
+ * in order and the tail): a fixed order that the compiler vectorizes without reassociating, so
+ * the result does not depend on the vector width. */
+static inline double grid_sum(const float *restrict x, const float *restrict w, int n, float a, float b, float zf,
+                              float mq, int zp) {
+    const float inv = 1.0f / a;
+    double acc[GRID_LANES] = {0};
+    int i = 0;
+    for (; i + GRID_LANES <= n; i += GRID_LANES)
+        for (int j = 0; j < GRID_LANES; j++)
+            acc[j] += grid_term(x[i + j], w[i + j], a, inv, b, zf, mq, zp);
+    double s = 0;
+    for (int j = 0; j < GRID_LANES; j++)
+        s += acc[j];
+    for (; i < n; i++)
+        s += grid_term(x[i], w[i], a, inv, b, zf, mq, zp);
+    return s;
+}
+
+/* Weighted error of x[n] rounded to nearest on g (w: [n], never NULL here). */
 static double grid_err(const pq__ggml_grid *g, const float *restrict x, const float *restrict w, int n) {
     const float a = g->a, b = g->b, zf = (float)g->z, mq = (float)g->maxq;
     if (!(a != 0.0f) || !isfinite(a)) { /* every element on code z */
@@ -68,22 +102,7 @@ static double grid_err(const pq__ggml_grid *g, const float *restrict x, const fl
         }
         return s;
     }
-    const float inv = 1.0f / a;
-    double s = 0;
-    for (int i = 0; i < n; i++) {
-        float t = g->z ? x[i] * inv + zf : (x[i] - b) * inv;
-        t = t > 0.0f ? t : 0.0f;
-        float q0 = rintf(t < mq ? t : mq), qm = q0 > 0 ? q0 - 1 : 0, qp = q0 < mq ? q0 + 1 : mq;
-        /* values as pq__ggml_grid_value computes them (no contraction in ISO C) */
-        float vm = g->z ? a * (qm - zf) : a * qm + b, v0 = g->z ? a * (q0 - zf) : a * q0 + b;
-        float vp = g->z ? a * (qp - zf) : a * qp + b, v = vm, be = fabsf(x[i] - vm);
-        float e0 = fabsf(x[i] - v0), ep = fabsf(x[i] - vp);
-        v = e0 < be ? v0 : v, be = e0 < be ? e0 : be; /* ties: the lower code */
-        v = ep < be ? vp : v;
-        double e = (double)x[i] - v;
-        s += (double)w[i] * e * e;
-    }
-    return s;
+    return g->z ? grid_sum(x, w, n, a, b, zf, mq, 1) : grid_sum(x, w, n, a, b, zf, mq, 0);
 }
 
 /* ---------------------------------------------------------------- continuous fit */
@@ -98,8 +117,23 @@ static double real_err(const float *restrict x, const float *restrict w, int n, 
                        double b, int sym, double *s_ls, double *b_ls) {
     const float sf = (float)s, bf = (float)b, inv = s != 0 ? (float)(1.0 / s) : 0.0f;
     const float lo = (float)kmin, hi = (float)kmax;
+    /* GRID_LANES partial sums of each, in a fixed order (see grid_sum): the loop vectorizes */
+    float le[GRID_LANES] = {0}, lw[GRID_LANES] = {0}, lk[GRID_LANES] = {0}, lkk[GRID_LANES] = {0};
+    float lx[GRID_LANES] = {0}, lkx[GRID_LANES] = {0};
+    int i = 0;
+    for (; i + GRID_LANES <= n; i += GRID_LANES)
+        for (int j = 0; j < GRID_LANES; j++) {
+            const float xi = x[i + j], wi = w[i + j];
+            float k = rintf((xi - bf) * inv);
+            k = k < lo ? lo : k > hi ? hi : k;
+            const float e = xi - (sf * k + bf);
+            le[j] += wi * e * e, lw[j] += wi, lk[j] += wi * k, lkk[j] += wi * k * k, lx[j] += wi * xi;
+            lkx[j] += wi * k * xi;
+        }
     float err = 0, sw = 0, sk = 0, skk = 0, sx = 0, skx = 0;
-    for (int i = 0; i < n; i++) {
+    for (int j = 0; j < GRID_LANES; j++)
+        err += le[j], sw += lw[j], sk += lk[j], skk += lkk[j], sx += lx[j], skx += lkx[j];
+    for (; i < n; i++) {
         float k = rintf((x[i] - bf) * inv);
         k = k < lo ? lo : k > hi ? hi : k;
         float e = x[i] - (sf * k + bf), wi = w[i];
