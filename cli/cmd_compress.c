@@ -16,7 +16,8 @@ static const char *compress_usage =
     "  [--sparsity F | --pattern N:M] [--quant none|rtn|gptq] [--bits B] [--group G] [--sym|--asym]\n"
     "  [--act-order] [--static-groups] [--percdamp P] [--blocksize B] [--joint a|b|fused] [--no-keep-mask]\n"
     "  [--true-sequential] [--skip REGEX] [--recipe FILE.json] [--report FILE.jsonl]\n"
-    "  [--format packed|dense|gguf] [--gguf-type TYPE|PRESET (with gguf: Q4_K_M, Q4_0 ...)] [--imatrix-out FILE]\n"
+    "  [--format packed|packed-v1|dense|gguf] [--gguf-type TYPE|PRESET (with gguf: Q4_K_M, Q4_0 ...)] [--imatrix-out "
+    "FILE]\n"
     "  [--dtype f32|f16|bf16] [--threads N] [--quiet]\n";
 
 /* Recipe keys given (flags or the JSON recipe): pq_recipe_check refuses the ones without effect. */
@@ -71,8 +72,8 @@ static int set_key(const char *cmd, pq_compress_params *p, const char *key, cons
     } else if (!strcmp(key, "threads")) {
         if (cli_parse_i64(cmd, "--threads", v, 0, 1024, threads)) return 1;
     } else if (!strcmp(key, "format")) {
-        if (strcmp(v, "packed") && strcmp(v, "dense") && strcmp(v, "gguf"))
-            return cli_usage_error(cmd, "--format: packed, dense or gguf");
+        if (strcmp(v, "packed") && strcmp(v, "packed-v1") && strcmp(v, "dense") && strcmp(v, "gguf"))
+            return cli_usage_error(cmd, "--format: packed, packed-v1, dense or gguf");
         *format = v;
     } else if (!strcmp(key, "gguf_type")) {
         p->gguf_type = v;
@@ -298,7 +299,7 @@ int pq_cli_compress(int argc, char **argv) {
     }
     int rc = compress_parse(cmd, argc, argv, &o);
     if (rc < 0) {
-        o.p.packed = !strcmp(o.format, "packed");
+        o.p.packed = !strcmp(o.format, "packed") ? 2 : !strcmp(o.format, "packed-v1") ? 1 : 0;
         if (o.p.gguf_type && o.p.layer.quant == PQ_QUANT_NONE) o.p.layer.quant = PQ_QUANT_GPTQ;
         o.p.skip = o.skip;
         o.p.calib_name = o.calib;

@@ -24,7 +24,8 @@ typedef struct pq_compress_params {
     int true_sequential;     /* recollect H after each group of layers: qkv, o, gate/up, down */
     const char *skip;        /* POSIX ERE on linear names ("model.layers.0.mlp.down_proj"); NULL = none */
     const char *report;      /* JSON-lines report path, or NULL */
-    int packed;              /* 1 (default): packed-v1 format; 0: dense */
+    int packed;              /* 2 (default): packed-v2 (an N:M keep pattern stored as an index); 1: packed-v1
+                                (always a bitmask); 0: dense */
     pq_dtype dtype;          /* F32 (default), F16 or BF16: tensors that are not packed */
     const char *calib_name;  /* recorded in config.json ("calibration.file") */
     int64_t chunk;           /* sequences per forward chunk (0 = 4) */

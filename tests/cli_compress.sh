@@ -17,7 +17,7 @@ C=(--calib "$T/calib.txt" --tokenizer "$TOK" --nsamples 8 --seqlen 128 --quiet)
 
 check "$BIN" compress "$M" "${C[@]}" --out "$T/gptq" --quant gptq --bits 4 --group 32 --asym --report "$T/rep.jsonl"
 check test -f "$T/gptq/config.json" -a -f "$T/gptq/tokenizer.model" -a -f "$T/gptq/model.safetensors.index.json"
-check grep -q '"packed-v1"' "$T/gptq/config.json"
+check grep -q '"packed-v2"' "$T/gptq/config.json"
 check grep -q '"model.layers.0.self_attn.q_proj.qcodes"' "$T/gptq/model.safetensors.index.json"
 [ "$(wc -l < "$T/rep.jsonl")" -eq 35 ] && ok || bad "report lines"
 check grep -q '"damping"' "$T/rep.jsonl"

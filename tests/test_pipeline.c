@@ -93,15 +93,17 @@ static void check_dense_packed(pq_ctx *ctx, const pq__config *cfg, pq_compress_p
     snprintf(np, sizeof np, "%s_packed", tag);
     p.packed = 0;
     float *ld = compress_logits(ctx, m, calib, 3000, &p, nd, eval);
-    p.packed = 1;
-    float *lp = compress_logits(ctx, m, calib, 3000, &p, np, eval);
-    if (ld && lp) {
-        const int64_t n = 48 * cfg->vocab_size;
-        CHECK_MSG(memcmp(ld, lp, (size_t)n * sizeof(float)) == 0, "%s: dense/packed logits differ (mse %g)", tag,
-                  mse(ld, lp, n));
+    for (int v = 1; v <= 2; v++) { /* packed-v1 (bitmask) and packed-v2 (N:M patterns as indices) */
+        p.packed = v;
+        float *lp = compress_logits(ctx, m, calib, 3000, &p, np, eval);
+        if (ld && lp) {
+            const int64_t n = 48 * cfg->vocab_size;
+            CHECK_MSG(memcmp(ld, lp, (size_t)n * sizeof(float)) == 0, "%s: dense/packed-v%d logits differ (mse %g)",
+                      tag, v, mse(ld, lp, n));
+        }
+        free(lp);
     }
     free(ld);
-    free(lp);
     free(calib);
     free(eval);
     pq_model_free(m);
@@ -418,6 +420,16 @@ int main(void) {
     check_dense_packed(ctx, &ci, p, "interleaved");
     pq__config cq = synth_config(PQ_ARCH_QWEN2, 64, 128, 1, 4, 2, 97);
     check_dense_packed(ctx, &cq, pj, "qwen2");
+    pq_compress_params pv = pp; /* 2:4 pruned only: f16 values behind an N:M index */
+    pv.layer.prune_n = 2;
+    pv.layer.prune_m = 4;
+    check_dense_packed(ctx, &c, pv, "prune24");
+    pq_compress_params p8 = p; /* 2:8 + 4-bit fused: cells of 8 */
+    p8.layer.prune = PQ_PRUNE_SPARSEGPT;
+    p8.layer.prune_n = 2;
+    p8.layer.prune_m = 8;
+    p8.layer.joint = PQ_JOINT_FUSED;
+    check_dense_packed(ctx, &c, p8, "fused28");
 
     /* 2. an uncompressed pass of an interleaved model reproduces its logits (q/k permutation) */
     {

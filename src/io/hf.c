@@ -191,7 +191,7 @@ static pq_status parse_quant_config(const cfg_reader *r, const cJSON *root, pq__
     /* checkpoints quantized by other tools keep packed tensors under other names */
     const cJSON *qc = cJSON_GetObjectItemCaseSensitive(root, "quantization_config");
     const cJSON *qm = cJSON_GetObjectItemCaseSensitive(qc, "quant_method");
-    /* ... except prunequant's own (packed-v1, io/packed_names.h), which the model loader decodes */
+    /* ... except prunequant's own (packed-v1/v2, io/packed_names.h), which the model loader decodes */
     if (qc && !(cJSON_IsString(qm) && !strcmp(qm->valuestring, "prunequant")))
         return pq__fail(r->ctx, PQ_ERR_UNSUPPORTED,
                         "%s: field 'quantization_config': pre-quantized checkpoints are not supported", r->path);

@@ -10,6 +10,99 @@ static int bit(const uint8_t *row, int64_t c) {
     return (row[c >> 3] >> (c & 7)) & 1;
 }
 
+/* ---------------------------------------------------------------- N:M keep index (packed-v2) */
+
+/* 1 if every cell of m inputs of the mask [rows, cols] keeps the same count (into *kept). */
+static int uniform_cells(const uint8_t *bm, int64_t rows, int64_t cols, int m, int *kept) {
+    if (cols % m) return 0;
+    const int64_t mrow = (cols + 7) / 8;
+    int k0 = -1;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c0 = 0; c0 < cols; c0 += m) {
+            int k = 0;
+            for (int i = 0; i < m; i++)
+                k += bit(bm + r * mrow, c0 + i);
+            if (k0 < 0) k0 = k;
+            if (k != k0) return 0;
+        }
+    *kept = k0;
+    return k0 > 0 && k0 < m;
+}
+
+#define NM_MAX_M 16
+static uint32_t binom(int n, int k) { /* n <= NM_MAX_M */
+    if (k < 0 || k > n) return 0;
+    uint32_t c = 1;
+    for (int i = 1; i <= k; i++)
+        c = c * (uint32_t)(n - k + i) / (uint32_t)i;
+    return c;
+}
+
+/* Bits of one cell's index: the fewest B with 2^B >= C(m, k). */
+static int nm_cell_bits(int m, int k) {
+    const uint32_t c = binom(m, k);
+    int b = 0;
+    while ((1u << b) < c)
+        b++;
+    return b;
+}
+
+static int64_t nm_row_bytes(int64_t cols, int m, int k) {
+    return (cols / m * nm_cell_bits(m, k) + 7) / 8;
+}
+
+/* The rank of a cell's kept set {c_1 < ... < c_k} among the k-subsets of 0..m-1 (the
+ * combinatorial number system: sum C(c_i, i)), from mask row bm at column c0. */
+static uint32_t nm_rank(const uint8_t *bm, int64_t c0, int m) {
+    uint32_t r = 0;
+    int i = 0;
+    for (int c = 0; c < m; c++)
+        if (bit(bm, c0 + c)) r += binom(c, ++i);
+    return r;
+}
+
+/* Sets the kept bits of the cell of rank r (< C(m, k)) in mask row bm at column c0. */
+static void nm_unrank(uint32_t r, int m, int k, uint8_t *bm, int64_t c0) {
+    int c = m - 1;
+    for (int i = k; i >= 1; i--) {
+        while (binom(c, i) > r)
+            c--;
+        r -= binom(c, i);
+        bm[(c0 + c) >> 3] |= (uint8_t)(1u << ((c0 + c) & 7));
+        c--;
+    }
+}
+
+/* The cell size m (2..NM_MAX_M dividing cols) whose index is smallest among those where every
+ * cell of the mask [rows, cols] keeps the same count k (0 < k < m); 0 if there is none. */
+static int nm_choose(const uint8_t *bm, int64_t rows, int64_t cols, int *k_out) {
+    int best = 0;
+    double best_bpw = 1.0; /* the bitmask's */
+    for (int m = 2; m <= NM_MAX_M; m *= 2) {
+        int k0;
+        if (!uniform_cells(bm, rows, cols, m, &k0)) continue;
+        const double bpw = (double)nm_cell_bits(m, k0) / m;
+        if (bpw < best_bpw) best = m, best_bpw = bpw, *k_out = k0;
+    }
+    return best;
+}
+
+/* Writes the index of mask bm [rows, cols] in cells of m keeping k: row r's cells are a bit
+ * stream (cell j at bits j*B .. j*B+B-1, bit i = bit i%8 of byte i/8) from byte r*row_bytes. */
+static void nm_encode(const uint8_t *bm, int64_t rows, int64_t cols, int m, int k, uint8_t *out) {
+    const int64_t mrow = (cols + 7) / 8, rb = nm_row_bytes(cols, m, k);
+    const int B = nm_cell_bits(m, k);
+    for (int64_t r = 0; r < rows; r++) {
+        uint8_t *o = out + r * rb;
+        uint64_t pos = 0;
+        for (int64_t c0 = 0; c0 < cols; c0 += m, pos += (uint64_t)B) {
+            const uint32_t v = nm_rank(bm + r * mrow, c0, m);
+            for (int i = 0; i < B; i++)
+                if ((v >> i) & 1) o[(pos + (uint64_t)i) >> 3] |= (uint8_t)(1u << ((pos + (uint64_t)i) & 7));
+        }
+    }
+}
+
 /* A b-bit code spans at most two bytes of the stream (b <= 8): OR it in with two shifts. */
 void pq__bits_pack(uint8_t *q, uint64_t *pos, const uint8_t *codes, const uint8_t *bm_row, int64_t n, int b) {
     const uint32_t mask = (1u << b) - 1;
@@ -90,12 +183,13 @@ static void *add(pq_ctx *ctx, pq__packed_linear *p, const char *base, const char
 }
 
 pq_status pq__packed_encode(pq_ctx *ctx, const char *base, const float *W, int64_t rows, int64_t cols,
-                            const uint8_t *mask, const pq_qcodes *codes, pq__packed_linear *out) {
+                            const uint8_t *mask, const pq_qcodes *codes, int version, pq__packed_linear *out) {
     memset(out, 0, sizeof *out);
     const int quant = codes && codes->bits > 0;
     const int64_t mrow = (cols + 7) / 8;
     uint8_t *bm = NULL;
     int64_t n_stored = rows * cols;
+    int drop_mask = 0;
     if (mask) {
         if (!(bm = add(ctx, out, base, "mask", PQ_DTYPE_U8, 2, rows, mrow, (size_t)(rows * mrow)))) goto fail;
         n_stored = 0;
@@ -110,6 +204,16 @@ pq_status pq__packed_encode(pq_ctx *ctx, const char *base, const float *W, int64
                     n_stored++;
                 }
             }
+        int m, k;
+        if (version >= 2 && (m = nm_choose(bm, rows, cols, &k))) { /* the kept set as an N:M index */
+            const int64_t rb = nm_row_bytes(cols, m, k);
+            uint8_t *nm = add(ctx, out, base, "nm", PQ_DTYPE_U8, 2, rows, rb, (size_t)(rows * rb));
+            uint8_t *km = nm ? add(ctx, out, base, "nm_km", PQ_DTYPE_U8, 1, 2, 0, 2) : NULL;
+            if (!km) goto fail;
+            nm_encode(bm, rows, cols, m, k, nm);
+            km[0] = (uint8_t)k, km[1] = (uint8_t)m;
+            drop_mask = 1; /* the bitmask stays for the codes below but is not written */
+        }
     }
     if (quant) {
         const int b = codes->bits;
@@ -143,6 +247,16 @@ pq_status pq__packed_encode(pq_ctx *ctx, const char *base, const float *W, int64
             for (int64_t c = 0; c < cols; c++)
                 if (!bm || bit(bm + r * mrow, c)) v[k++] = pq__f32_to_f16(W[r * cols + c]);
     }
+    if (drop_mask) { /* entry 0: the bitmask */
+        free(out->bufs[0]);
+        for (int k = 1; k < out->n; k++) {
+            out->e[k - 1] = out->e[k];
+            out->bufs[k - 1] = out->bufs[k];
+            memcpy(out->names[k - 1], out->names[k], sizeof out->names[k]);
+            out->e[k - 1].name = out->names[k - 1];
+        }
+        out->n--;
+    }
     return PQ_OK;
 fail:
     pq__packed_linear_free(out);
@@ -162,7 +276,7 @@ static const pq__tensor *find(const pq__source *src, const char *base, const cha
 }
 
 size_t pq__packed_bytes(const pq__source *src, const char *base) {
-    static const char *const sfx[] = {"qcodes", "scales", "zeros", "g_idx", "mask", "values"};
+    static const char *const sfx[] = {"qcodes", "scales", "zeros", "g_idx", "mask", "nm", "nm_km", "values"};
     size_t n = 0;
     for (size_t i = 0; i < sizeof sfx / sizeof sfx[0]; i++) {
         const pq__tensor *t = find(src, base, sfx[i]);
@@ -198,23 +312,6 @@ static double log2_binom(int64_t n, int64_t k) {
     return (lgamma((double)n + 1) - lgamma((double)k + 1) - lgamma((double)(n - k) + 1)) / log(2.0);
 }
 
-/* 1 if every cell of m inputs of the mask [rows, cols] keeps the same count (into *kept). */
-static int uniform_cells(const uint8_t *bm, int64_t rows, int64_t cols, int m, int *kept) {
-    if (cols % m) return 0;
-    const int64_t mrow = (cols + 7) / 8;
-    int k0 = -1;
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t c0 = 0; c0 < cols; c0 += m) {
-            int k = 0;
-            for (int i = 0; i < m; i++)
-                k += bit(bm + r * mrow, c0 + i);
-            if (k0 < 0) k0 = k;
-            if (k != k0) return 0;
-        }
-    *kept = k0;
-    return k0 > 0 && k0 < m;
-}
-
 void pq__packed_parts_of(const pq__source *src, const char *base, int64_t rows, int64_t cols, pq__packed_parts *out) {
     memset(out, 0, sizeof *out);
     const pq__tensor *q = find(src, base, "qcodes"), *s = find(src, base, "scales"), *z = find(src, base, "zeros");
@@ -224,18 +321,27 @@ void pq__packed_parts_of(const pq__source *src, const char *base, int64_t rows, 
     out->scales = s ? (int64_t)s->nbytes : 0;
     out->zeros = z ? (int64_t)z->nbytes : 0;
     out->g_idx = g ? (int64_t)g->nbytes : 0;
-    out->mask = mk ? (int64_t)mk->nbytes : 0;
+    const pq__tensor *tn = find(src, base, "nm"), *tk = find(src, base, "nm_km");
+    out->mask = (mk ? (int64_t)mk->nbytes : 0) + (tn ? (int64_t)tn->nbytes : 0) + (tk ? (int64_t)tk->nbytes : 0);
     out->values = v ? (int64_t)v->nbytes : 0;
     out->weight = w && !q && !v ? (int64_t)w->nbytes : 0;
     const int64_t mrow = (cols + 7) / 8;
     const int mask_ok = mk && mk->data && mk->nbytes >= (size_t)(rows * mrow);
     const uint8_t *bm = mask_ok ? mk->data : NULL;
     out->kept = count_stored(bm, rows, cols);
+    const int nm_ok = tn && tk && tk->data && tk->nbytes == 2 && !mk;
+    if (nm_ok) { /* v2 index: cell_kept of every cell of cell_m */
+        out->cell_kept = ((const uint8_t *)tk->data)[0], out->cell_m = ((const uint8_t *)tk->data)[1];
+        if (out->cell_m >= 2 && out->cell_kept >= 1 && out->cell_kept < out->cell_m && cols % out->cell_m == 0) {
+            out->kept = rows * cols / out->cell_m * out->cell_kept;
+            out->mask_bound_bits = (double)(rows * (cols / out->cell_m)) * log2_binom(out->cell_m, out->cell_kept);
+        }
+    }
     if (q) {
         const int64_t n = out->kept > 8 ? out->kept : 8;
         out->bits = (int)(8 * (int64_t)q->nbytes / n);
     }
-    if (!bm) return;
+    if (!bm || nm_ok) return;
     static const int Ms[2] = {4, 8};
     for (int i = 0; i < 2 && !out->cell_m; i++)
         if (uniform_cells(bm, rows, cols, Ms[i], &out->cell_kept)) out->cell_m = Ms[i];
@@ -327,6 +433,44 @@ static pq_status decode_values(pq_ctx *ctx, const decode_job *j, const pq__tenso
     return PQ_OK;
 }
 
+/* The keep mask [rows, mrow] of an N:M index (v2) into a malloc'ed *out. */
+static pq_status nm_decode(pq_ctx *ctx, const decode_job *j, const pq__tensor *tn, uint8_t **out) {
+    const pq__tensor *tk = find(j->src, j->base, "nm_km");
+    if (!shape_is(tk, PQ_DTYPE_U8, 1, 2, 0))
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s.nm_km': missing or not U8 [2]", j->path, j->base);
+    const int k = ((const uint8_t *)tk->data)[0], m = ((const uint8_t *)tk->data)[1];
+    if (m < 2 || m > NM_MAX_M || k < 1 || k >= m || j->cols % m)
+        return pq__fail(ctx, PQ_ERR_FORMAT,
+                        "%s: tensor '%s.nm_km': %d of %d kept per cell (cells of 2..%d that divide %lld)", j->path,
+                        j->base, k, m, NM_MAX_M, (long long)j->cols);
+    const int64_t rb = nm_row_bytes(j->cols, m, k);
+    if (!shape_is(tn, PQ_DTYPE_U8, 2, j->rows, rb))
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s.nm': expected U8 [%lld, %lld] for %d of %d", j->path,
+                        j->base, (long long)j->rows, (long long)rb, k, m);
+    uint8_t *bm = pq__calloc(ctx, (size_t)(j->rows * j->mrow), 1, "N:M keep mask");
+    if (!bm) return ctx->status;
+    const int B = nm_cell_bits(m, k);
+    const uint32_t n_sets = binom(m, k);
+    for (int64_t r = 0; r < j->rows; r++) {
+        const uint8_t *in = (const uint8_t *)tn->data + r * rb;
+        uint64_t pos = 0;
+        for (int64_t c0 = 0; c0 < j->cols; c0 += m, pos += (uint64_t)B) {
+            uint32_t v = 0;
+            for (int i = 0; i < B; i++)
+                v |= (uint32_t)((in[(pos + (uint64_t)i) >> 3] >> ((pos + (uint64_t)i) & 7)) & 1) << i;
+            if (v >= n_sets) {
+                free(bm);
+                return pq__fail(ctx, PQ_ERR_FORMAT,
+                                "%s: tensor '%s.nm': row %lld cell %lld: index %u out of range (%u sets)", j->path,
+                                j->base, (long long)r, (long long)(c0 / m), v, n_sets);
+            }
+            nm_unrank(v, m, k, bm + r * j->mrow, c0);
+        }
+    }
+    *out = bm;
+    return PQ_OK;
+}
+
 pq_status pq__packed_decode(pq_ctx *ctx, const pq__source *src, const char *base, int64_t rows, int64_t cols,
                             float **out) {
     *out = NULL;
@@ -337,14 +481,23 @@ pq_status pq__packed_decode(pq_ctx *ctx, const pq__source *src, const char *base
                     .cols = cols,
                     .mrow = (cols + 7) / 8};
     const pq__tensor *tm = find(src, base, "mask"), *tq = find(src, base, "qcodes"), *tv = find(src, base, "values");
+    const pq__tensor *tn = find(src, base, "nm");
     if (tm && !shape_is(tm, PQ_DTYPE_U8, 2, rows, j.mrow))
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s.mask': expected U8 [%lld, %lld]", j.path, base,
                         (long long)rows, (long long)j.mrow);
-    j.bm = tm ? tm->data : NULL;
-    j.n_stored = count_stored(j.bm, rows, cols);
+    if (tm && tn) return pq__fail(ctx, PQ_ERR_FORMAT, "%s: '%s' has both a .mask and an .nm index", j.path, base);
     if (!tq && !tv) return pq__fail(ctx, PQ_ERR_FORMAT, "%s: missing tensor '%s.weight'", j.path, base);
-    if (!(j.W = pq__calloc(ctx, (size_t)(rows * cols), sizeof(float), base))) return ctx->status;
-    const pq_status st = tq ? decode_quant(ctx, &j, tq) : decode_values(ctx, &j, tv);
+    uint8_t *nm_mask = NULL;
+    pq_status st = tn ? nm_decode(ctx, &j, tn, &nm_mask) : PQ_OK;
+    if (st != PQ_OK) return st;
+    j.bm = tm ? tm->data : nm_mask;
+    j.n_stored = count_stored(j.bm, rows, cols);
+    if (!(j.W = pq__calloc(ctx, (size_t)(rows * cols), sizeof(float), base))) {
+        free(nm_mask);
+        return ctx->status;
+    }
+    st = tq ? decode_quant(ctx, &j, tq) : decode_values(ctx, &j, tv);
+    free(nm_mask);
     if (st != PQ_OK) {
         free(j.W);
         return st;

@@ -1,4 +1,4 @@
-/* Packed storage of compressed linear layers (format "packed-v1", docs/PACKED.md).
+/* Packed storage of compressed linear layers (formats "packed-v1" and "packed-v2", docs/PACKED.md).
  *
  * A compressed linear "<base>" (W [rows, cols]) is stored without "<base>.weight" as:
  *   quantized:  "<base>.qcodes" U8 [nbytes]  b-bit codes of the stored weights, row-major,
@@ -12,6 +12,9 @@
  *               "<base>.g_idx"  I32 [cols]   only when some column's group is not c / (cols/n_groups)
  *               W[r, c] = ((float)code - (float)zero) * scale of group g_idx[c] (in float).
  *   pruned:     "<base>.mask"   U8  [rows, ceil(cols/8)]  bit c%8 of byte c/8 of row r = stored;
+ *               or (v2, every cell of m inputs keeps k) "<base>.nm_km" U8 [2] = {k, m} and
+ *               "<base>.nm" U8 [rows, ceil(cols/m * B / 8)], B = ceil(log2 C(m, k)): per row a bit
+ *               stream of each cell's kept set as its rank among the k-subsets (sum C(c_i, i));
  *               only stored weights have a code (or a value); the others are 0.
  *               Not quantized: "<base>.values" F16 [n_stored] (the kept weights, row-major).
  * The tensors' bytes are the real compressed size (ACr). */
@@ -28,9 +31,9 @@ static inline float pq__packed_dq(uint8_t code, uint8_t zero, float scale) {
 }
 
 typedef struct pq__packed_linear {
-    pq__st_entry e[5];
-    char names[5][160];
-    void *bufs[5];
+    pq__st_entry e[8];
+    char names[8][160];
+    void *bufs[8];
     int n;
 } pq__packed_linear;
 
@@ -39,9 +42,11 @@ typedef struct pq__packed_linear {
  * mask may be NULL (not pruned), codes NULL or codes->bits == 0 (not quantized). */
 void pq__packed_snap(float *W, int64_t rows, int64_t cols, const uint8_t *mask, pq_qcodes *codes);
 
-/* Builds the packed tensors of a snapped layer (see pq__packed_snap). */
+/* Builds the packed tensors of a snapped layer (see pq__packed_snap). version 2: a keep mask
+ * whose every cell of m inputs keeps the same count is stored as an index ("nm", "nm_km")
+ * instead of a bitmask; 1: always the bitmask (packed-v1). */
 pq_status pq__packed_encode(pq_ctx *ctx, const char *base, const float *W, int64_t rows, int64_t cols,
-                            const uint8_t *mask, const pq_qcodes *codes, pq__packed_linear *out);
+                            const uint8_t *mask, const pq_qcodes *codes, int version, pq__packed_linear *out);
 void pq__packed_linear_free(pq__packed_linear *p);
 
 /* Bytes of the packed tensors of base (0 if none). */

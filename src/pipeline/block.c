@@ -190,7 +190,8 @@ static pq_status add_linear(pq__pipe *P, int64_t l, int i, const pq__linear *lin
         return pq__tl_add_f32(ctx, &P->tl, c, n, P->w.w[i], rows, cols, heads, P->p.dtype);
     }
     if (heads && !c->rope_halfsplit && (st = permute_work(ctx, &P->w, i, heads, c->head_dim, cols))) return st;
-    if ((st = pq__packed_encode(ctx, base, P->w.w[i], rows, cols, P->w.mask[i], &P->w.codes[i], pk))) return st;
+    if ((st = pq__packed_encode(ctx, base, P->w.w[i], rows, cols, P->w.mask[i], &P->w.codes[i], P->p.packed, pk)))
+        return st;
     for (int k = 0; k < pk->n && st == PQ_OK; k++)
         st = pq__tl_add(ctx, &P->tl, pk->e[k].name, pk->e[k].dtype, pk->e[k].n_dims, pk->e[k].shape[0],
                         pk->e[k].shape[1], pk->e[k].data, pk->e[k].nbytes);

@@ -19,7 +19,7 @@ pq_compress_params pq_compress_params_default(void) {
     memset(&p, 0, sizeof p);
     p.layer = pq_layer_params_default();
     p.nsamples = 32;
-    p.packed = 1;
+    p.packed = 2;
     p.dtype = PQ_DTYPE_F32;
     return p;
 }

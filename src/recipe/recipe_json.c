@@ -30,7 +30,10 @@ int pq__recipe_quant_config(cJSON *config, const pq_compress_params *p, const in
     cJSON *q = cJSON_AddObjectToObject(config, "quantization_config");
     if (!q) return 0;
     int ok = cJSON_AddStringToObject(q, "quant_method", "prunequant") != NULL;
-    ok &= cJSON_AddStringToObject(q, "format", p->packed ? "packed-v1" : "dense") != NULL;
+    ok &= cJSON_AddStringToObject(q, "format",
+                                  p->packed >= 2 ? "packed-v2"
+                                  : p->packed    ? "packed-v1"
+                                                 : "dense") != NULL;
     ok &= cJSON_AddStringToObject(q, "prune", pq_prune_method_name(l->prune)) != NULL;
     ok &= cJSON_AddNumberToObject(q, "sparsity",
                                   l->prune == PQ_PRUNE_NONE ? 0.0
