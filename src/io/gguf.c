@@ -537,37 +537,42 @@ int pq__gguf_get_array(const pq__gguf *g, const char *key, const pq__gguf_kv **o
     return PQ_GGUF_FOUND;
 }
 
-int pq__gguf_array_f32(const pq__gguf_kv *kv, float *dst) {
+/* Calls put for each element of kv, an array of numbers (not of bools); 0 if kv is not one,
+ * or as soon as put returns 0 (the value does not fit). */
+static int each_num(const pq__gguf_kv *kv, void *dst,
+                    int (*put)(void *dst, uint64_t i, int64_t iv, double dv, int is_int)) {
     if (kv->type != PQ_GGUF_ARRAY || kv->arr_type >= PQ_GGUF_TYPE_COUNT || !scalar_size[kv->arr_type] ||
         kv->arr_type == PQ_GGUF_BOOL)
         return 0;
-    size_t es = scalar_size[kv->arr_type];
+    const size_t es = scalar_size[kv->arr_type];
     for (uint64_t i = 0; i < kv->arr_n; i++) {
         int64_t iv;
         double dv;
         int is_int;
-        if (!read_num(kv->arr_type, kv->arr + i * es, &iv, &dv, &is_int)) return 0;
-        if (!is_int && isfinite(dv) && fabs(dv) > FLT_MAX) return 0; /* the cast would be undefined */
-        dst[i] = is_int ? (float)iv : (float)dv;
+        if (!read_num(kv->arr_type, kv->arr + i * es, &iv, &dv, &is_int) || !put(dst, i, iv, dv, is_int)) return 0;
     }
     return 1;
 }
 
-int pq__gguf_array_i32(const pq__gguf_kv *kv, int32_t *dst) {
-    if (kv->type != PQ_GGUF_ARRAY || kv->arr_type >= PQ_GGUF_TYPE_COUNT || !scalar_size[kv->arr_type] ||
-        kv->arr_type == PQ_GGUF_BOOL)
-        return 0;
-    size_t es = scalar_size[kv->arr_type];
-    for (uint64_t i = 0; i < kv->arr_n; i++) {
-        int64_t iv;
-        double dv;
-        int is_int;
-        if (!read_num(kv->arr_type, kv->arr + i * es, &iv, &dv, &is_int) || !is_int || iv < INT32_MIN ||
-            iv > INT32_MAX)
-            return 0;
-        dst[i] = (int32_t)iv;
-    }
+static int put_f32(void *dst, uint64_t i, int64_t iv, double dv, int is_int) {
+    if (!is_int && isfinite(dv) && fabs(dv) > FLT_MAX) return 0; /* the cast would be undefined */
+    ((float *)dst)[i] = is_int ? (float)iv : (float)dv;
     return 1;
+}
+
+static int put_i32(void *dst, uint64_t i, int64_t iv, double dv, int is_int) {
+    (void)dv;
+    if (!is_int || iv < INT32_MIN || iv > INT32_MAX) return 0;
+    ((int32_t *)dst)[i] = (int32_t)iv;
+    return 1;
+}
+
+int pq__gguf_array_f32(const pq__gguf_kv *kv, float *dst) {
+    return each_num(kv, dst, put_f32);
+}
+
+int pq__gguf_array_i32(const pq__gguf_kv *kv, int32_t *dst) {
+    return each_num(kv, dst, put_i32);
 }
 
 pq_status pq__gguf_array_strings(pq_ctx *ctx, const pq__gguf *g, const pq__gguf_kv *kv, const char ***ptrs,
