@@ -23,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         const pq_status st = pq__packed_decode(ctx, &src, "x", rows, cols, &W);
         if (st != PQ_OK && (!pq_ctx_error(ctx)[0] || strchr(pq_ctx_error(ctx), '\n') || W)) abort();
         const pq__tensor *km = pq__source_find(&src, "x.nm_km");
-        if (st == PQ_OK && km && km->nbytes == 2) { /* at most k non-zeros in every cell of m */
+        if (st == PQ_OK && km && km->nbytes == 3) { /* at most k non-zeros in every cell of m */
             const int k = ((const uint8_t *)km->data)[0], m = ((const uint8_t *)km->data)[1];
             for (int64_t r = 0; r < rows; r++)
                 for (int64_t c0 = 0; c0 + m <= cols; c0 += m) {

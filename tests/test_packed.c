@@ -2,6 +2,7 @@
  * index round-trips every kept set of cells of 2..16 (all C(m, k) subsets appear), quantized
  * and prune-only, and is smaller than the bitmask; a mask that is not N:M stays a bitmask;
  * packed-v1 never writes an index; bad indices, counts and sizes give one-line errors. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,7 +95,7 @@ static int encode(pq_ctx *ctx, const layer *L, int v, uint8_t **img, size_t *len
 }
 
 /* The layer decodes to exactly W; returns the stored bytes (0 on failure). */
-static size_t round_trip(pq_ctx *ctx, const layer *L, int v, int want_nm, const char *tag) {
+static size_t round_trip(pq_ctx *ctx, const layer *L, int v, int want_nm, const char *tag, size_t *nm_bytes) {
     uint8_t *img = NULL;
     size_t len = 0, bytes = 0;
     pq__source src;
@@ -108,6 +109,8 @@ static size_t round_trip(pq_ctx *ctx, const layer *L, int v, int want_nm, const 
                       (pq__source_find(&src, "x.mask") != NULL) != want_nm,
                   "%s: index %s expected", tag, want_nm ? "" : "not");
         CHECK(pq__packed_bytes(&src, "x") == bytes);
+        const pq__tensor *nm = pq__source_find(&src, "x.nm");
+        if (nm_bytes) *nm_bytes = nm ? nm->nbytes : 0;
     }
     free(D);
     pq__source_free(&src);
@@ -150,34 +153,37 @@ int main(void) {
                 make_layer(&L, 64, bits, m, k, (uint64_t)(m * 100 + k * 10 + bits));
                 char tag[64];
                 snprintf(tag, sizeof tag, "%d of %d, %d bits", k, m, bits);
-                int B = 0;
-                long cm = 1;
+                long cm = 1; /* C(m, k) */
                 for (int i = 1; i <= k; i++)
                     cm = cm * (m - k + i) / i;
-                while ((1L << B) < cm)
-                    B++;
-                /* cells of a larger m may also be uniform (k of m is 2k of 2m): the index
-                 * chosen is the smallest, so it is at most this m's */
-                const size_t v2 = round_trip(ctx, &L, 2, B < m, tag), v1 = round_trip(ctx, &L, 1, 0, tag);
-                const size_t idx = (size_t)ROWS * (size_t)((64 / m * B + 7) / 8) + 2;
-                if (B < m)
-                    CHECK_MSG(v2 && v2 <= v1 - (size_t)(ROWS * 8) + idx, "%s: %zu bytes vs v1 %zu", tag, v2, v1);
+                const double bound = (double)(64 / m) * log2((double)cm); /* bits per row */
+                /* the index is written when it beats the bitmask's bit per weight; cells of a
+                 * larger m may also be uniform (k of m is 2k of 2m): the smallest index wins */
+                const int want = (int)ceil(bound / 8) < 64 / 8;
+                size_t nmb = 0;
+                const size_t v2 = round_trip(ctx, &L, 2, want, tag, &nmb), v1 = round_trip(ctx, &L, 1, 0, tag, NULL);
+                if (want) /* within a byte per row of the information bound, and smaller than v1 */
+                    CHECK_MSG(v2 && v2 < v1 && nmb <= (size_t)ROWS * ((size_t)ceil(bound / 8) + 1),
+                              "%s: %zu bytes (index %zu, bound %.1f bits per row) vs v1 %zu", tag, v2, nmb, bound,
+                              v1);
                 free_layer(&L);
             }
     /* unstructured: a bitmask in both versions */
     layer U;
     make_layer(&U, 64, 4, 0, 0, 7);
-    round_trip(ctx, &U, 2, 0, "unstructured");
+    round_trip(ctx, &U, 2, 0, "unstructured", NULL);
     free_layer(&U);
 
     /* bad files: one-line errors */
     layer L;
-    make_layer(&L, 64, 4, 4, 2, 9); /* 2 of 4: 3-bit cells, C(4,2) = 6 sets */
-    corrupt(ctx, &L, "x.nm", 0, 0xff, "out of range");
+    make_layer(&L, 64, 4, 4, 2, 9); /* 2 of 4: C(4,2) = 6 sets, 5 cells (6^5 = 7776) per 13-bit index */
+    corrupt(ctx, &L, "x.nm", 1, 0xff, "out of range"); /* bits 8..12 set: >= 7936 */
     corrupt(ctx, &L, "x.nm_km", 0, 4, "nm_km");
     corrupt(ctx, &L, "x.nm_km", 1, 17, "nm_km");
     corrupt(ctx, &L, "x.nm_km", 1, 3, "nm_km");              /* 3 does not divide 64 */
-    corrupt(ctx, &L, "x.nm_km", 0, 1, "x.nm': expected U8"); /* 1 of 4: 2-bit cells, another size */
+    corrupt(ctx, &L, "x.nm_km", 2, 0, "nm_km");              /* no cells per index */
+    corrupt(ctx, &L, "x.nm_km", 2, 13, "nm_km");             /* 6^13 > 2^32 */
+    corrupt(ctx, &L, "x.nm_km", 0, 1, "x.nm': expected U8"); /* 1 of 4: another size */
     free_layer(&L);
     pq_ctx_free(ctx);
     return test_end("test_packed");

@@ -38,17 +38,53 @@ static uint32_t binom(int n, int k) { /* n <= NM_MAX_M */
     return c;
 }
 
-/* Bits of one cell's index: the fewest B with 2^B >= C(m, k). */
-static int nm_cell_bits(int m, int k) {
-    const uint32_t c = binom(m, k);
+/* The fewest bits B with 2^B >= n. */
+static int bits_for(uint64_t n) {
     int b = 0;
-    while ((1u << b) < c)
+    while (b < 64 && ((uint64_t)1 << b) < n)
         b++;
     return b;
 }
 
-static int64_t nm_row_bytes(int64_t cols, int m, int k) {
-    return (cols / m * nm_cell_bits(m, k) + 7) / 8;
+/* The layout of an N:M index: cells of m inputs keeping k, g cells per index (C(m, k)^g
+ * values, at most 2^32); per row `full` groups of B bits and a last one of `last` cells
+ * (B_last bits), byte-aligned rows. */
+typedef struct nm_shape {
+    int m, k, g, B, B_last;
+    uint64_t C;
+    int64_t full, last, row_bytes;
+} nm_shape;
+
+static uint64_t upow(uint64_t c, int g) { /* callers keep c^g <= 2^32 */
+    uint64_t v = 1;
+    for (int i = 0; i < g; i++)
+        v *= c;
+    return v;
+}
+
+/* 0 unless 2 <= m <= NM_MAX_M divides cols, 0 < k < m and 1 <= g with C(m, k)^g <= 2^32. */
+static int nm_shape_of(int64_t cols, int m, int k, int g, nm_shape *s) {
+    if (m < 2 || m > NM_MAX_M || k < 1 || k >= m || cols % m || g < 1) return 0;
+    s->m = m, s->k = k, s->g = g, s->C = binom(m, k);
+    uint64_t v = 1;
+    for (int i = 0; i < g; i++)
+        if ((v *= s->C) > ((uint64_t)1 << 32)) return 0;
+    const int64_t cells = cols / m;
+    s->full = cells / g, s->last = cells % g;
+    s->B = bits_for(v), s->B_last = bits_for(upow(s->C, (int)s->last));
+    s->row_bytes = (s->full * s->B + s->B_last + 7) / 8;
+    return 1;
+}
+
+/* The group size with the fewest bits per cell (the smallest such g). */
+static int nm_best_group(int m, int k) {
+    const uint64_t C = binom(m, k);
+    int best = 1;
+    double best_bpc = bits_for(C);
+    uint64_t v = C;
+    for (int g = 2; (v *= C) <= ((uint64_t)1 << 32); g++)
+        if ((double)bits_for(v) / g < best_bpc - 1e-12) best = g, best_bpc = (double)bits_for(v) / g;
+    return best;
 }
 
 /* The rank of a cell's kept set {c_1 < ... < c_k} among the k-subsets of 0..m-1 (the
@@ -73,32 +109,34 @@ static void nm_unrank(uint32_t r, int m, int k, uint8_t *bm, int64_t c0) {
     }
 }
 
-/* The cell size m (2..NM_MAX_M dividing cols) whose index is smallest among those where every
- * cell of the mask [rows, cols] keeps the same count k (0 < k < m); 0 if there is none. */
-static int nm_choose(const uint8_t *bm, int64_t rows, int64_t cols, int *k_out) {
-    int best = 0;
-    double best_bpw = 1.0; /* the bitmask's */
+/* The index layout with the fewest bits among the cell sizes m (2..NM_MAX_M dividing cols)
+ * where every cell of the mask [rows, cols] keeps the same count; 0 if none beats the
+ * bitmask's bit per weight. */
+static int nm_choose(const uint8_t *bm, int64_t rows, int64_t cols, nm_shape *out) {
+    int found = 0;
     for (int m = 2; m <= NM_MAX_M; m *= 2) {
-        int k0;
-        if (!uniform_cells(bm, rows, cols, m, &k0)) continue;
-        const double bpw = (double)nm_cell_bits(m, k0) / m;
-        if (bpw < best_bpw) best = m, best_bpw = bpw, *k_out = k0;
+        int k;
+        nm_shape s;
+        if (!uniform_cells(bm, rows, cols, m, &k) || !nm_shape_of(cols, m, k, nm_best_group(m, k), &s)) continue;
+        if (s.row_bytes < (found ? out->row_bytes : (cols + 7) / 8)) *out = s, found = 1;
     }
-    return best;
+    return found;
 }
 
-/* Writes the index of mask bm [rows, cols] in cells of m keeping k: row r's cells are a bit
- * stream (cell j at bits j*B .. j*B+B-1, bit i = bit i%8 of byte i/8) from byte r*row_bytes. */
-static void nm_encode(const uint8_t *bm, int64_t rows, int64_t cols, int m, int k, uint8_t *out) {
-    const int64_t mrow = (cols + 7) / 8, rb = nm_row_bytes(cols, m, k);
-    const int B = nm_cell_bits(m, k);
+/* Writes the index of mask bm [rows, cols]: per row (from byte r * row_bytes) a bit stream of
+ * the groups (bit i = bit i%8 of byte i/8), each the number sum_j rank_j C^j over its cells. */
+static void nm_encode(const uint8_t *bm, int64_t rows, int64_t cols, const nm_shape *s, uint8_t *out) {
+    const int64_t mrow = (cols + 7) / 8, cells = cols / s->m;
     for (int64_t r = 0; r < rows; r++) {
-        uint8_t *o = out + r * rb;
+        uint8_t *o = out + r * s->row_bytes;
         uint64_t pos = 0;
-        for (int64_t c0 = 0; c0 < cols; c0 += m, pos += (uint64_t)B) {
-            const uint32_t v = nm_rank(bm + r * mrow, c0, m);
-            for (int i = 0; i < B; i++)
-                if ((v >> i) & 1) o[(pos + (uint64_t)i) >> 3] |= (uint8_t)(1u << ((pos + (uint64_t)i) & 7));
+        for (int64_t c = 0; c < cells; c += s->g) {
+            const int n = c + s->g <= cells ? s->g : (int)s->last, B = n == s->g ? s->B : s->B_last;
+            uint64_t v = 0, w = 1;
+            for (int j = 0; j < n; j++, w *= s->C)
+                v += w * nm_rank(bm + r * mrow, (c + j) * s->m, s->m);
+            for (int i = 0; i < B; i++, pos++)
+                if ((v >> i) & 1) o[pos >> 3] |= (uint8_t)(1u << (pos & 7));
         }
     }
 }
@@ -204,14 +242,14 @@ pq_status pq__packed_encode(pq_ctx *ctx, const char *base, const float *W, int64
                     n_stored++;
                 }
             }
-        int m, k;
-        if (version >= 2 && (m = nm_choose(bm, rows, cols, &k))) { /* the kept set as an N:M index */
-            const int64_t rb = nm_row_bytes(cols, m, k);
+        nm_shape ns = {0};
+        if (version >= 2 && nm_choose(bm, rows, cols, &ns)) { /* the kept set as an N:M index */
+            const int64_t rb = ns.row_bytes;
             uint8_t *nm = add(ctx, out, base, "nm", PQ_DTYPE_U8, 2, rows, rb, (size_t)(rows * rb));
-            uint8_t *km = nm ? add(ctx, out, base, "nm_km", PQ_DTYPE_U8, 1, 2, 0, 2) : NULL;
+            uint8_t *km = nm ? add(ctx, out, base, "nm_km", PQ_DTYPE_U8, 1, 3, 0, 3) : NULL;
             if (!km) goto fail;
-            nm_encode(bm, rows, cols, m, k, nm);
-            km[0] = (uint8_t)k, km[1] = (uint8_t)m;
+            nm_encode(bm, rows, cols, &ns, nm);
+            km[0] = (uint8_t)ns.k, km[1] = (uint8_t)ns.m, km[2] = (uint8_t)ns.g;
             drop_mask = 1; /* the bitmask stays for the codes below but is not written */
         }
     }
@@ -329,7 +367,7 @@ void pq__packed_parts_of(const pq__source *src, const char *base, int64_t rows, 
     const int mask_ok = mk && mk->data && mk->nbytes >= (size_t)(rows * mrow);
     const uint8_t *bm = mask_ok ? mk->data : NULL;
     out->kept = count_stored(bm, rows, cols);
-    const int nm_ok = tn && tk && tk->data && tk->nbytes == 2 && !mk;
+    const int nm_ok = tn && tk && tk->data && tk->nbytes == 3 && !mk;
     if (nm_ok) { /* v2 index: cell_kept of every cell of cell_m */
         out->cell_kept = ((const uint8_t *)tk->data)[0], out->cell_m = ((const uint8_t *)tk->data)[1];
         if (out->cell_m >= 2 && out->cell_kept >= 1 && out->cell_kept < out->cell_m && cols % out->cell_m == 0) {
@@ -436,35 +474,38 @@ static pq_status decode_values(pq_ctx *ctx, const decode_job *j, const pq__tenso
 /* The keep mask [rows, mrow] of an N:M index (v2) into a malloc'ed *out. */
 static pq_status nm_decode(pq_ctx *ctx, const decode_job *j, const pq__tensor *tn, uint8_t **out) {
     const pq__tensor *tk = find(j->src, j->base, "nm_km");
-    if (!shape_is(tk, PQ_DTYPE_U8, 1, 2, 0))
-        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s.nm_km': missing or not U8 [2]", j->path, j->base);
-    const int k = ((const uint8_t *)tk->data)[0], m = ((const uint8_t *)tk->data)[1];
-    if (m < 2 || m > NM_MAX_M || k < 1 || k >= m || j->cols % m)
+    if (!shape_is(tk, PQ_DTYPE_U8, 1, 3, 0))
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s.nm_km': missing or not U8 [3]", j->path, j->base);
+    const uint8_t *km = tk->data;
+    nm_shape s;
+    if (!nm_shape_of(j->cols, km[1], km[0], km[2], &s))
         return pq__fail(ctx, PQ_ERR_FORMAT,
-                        "%s: tensor '%s.nm_km': %d of %d kept per cell (cells of 2..%d that divide %lld)", j->path,
-                        j->base, k, m, NM_MAX_M, (long long)j->cols);
-    const int64_t rb = nm_row_bytes(j->cols, m, k);
-    if (!shape_is(tn, PQ_DTYPE_U8, 2, j->rows, rb))
+                        "%s: tensor '%s.nm_km': %d of %d kept per cell, %d cells per index (cells of 2..%d that "
+                        "divide %lld, at most 2^32 values per index)",
+                        j->path, j->base, km[0], km[1], km[2], NM_MAX_M, (long long)j->cols);
+    if (!shape_is(tn, PQ_DTYPE_U8, 2, j->rows, s.row_bytes))
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s.nm': expected U8 [%lld, %lld] for %d of %d", j->path,
-                        j->base, (long long)j->rows, (long long)rb, k, m);
+                        j->base, (long long)j->rows, (long long)s.row_bytes, s.k, s.m);
     uint8_t *bm = pq__calloc(ctx, (size_t)(j->rows * j->mrow), 1, "N:M keep mask");
     if (!bm) return ctx->status;
-    const int B = nm_cell_bits(m, k);
-    const uint32_t n_sets = binom(m, k);
+    const int64_t cells = j->cols / s.m;
     for (int64_t r = 0; r < j->rows; r++) {
-        const uint8_t *in = (const uint8_t *)tn->data + r * rb;
+        const uint8_t *in = (const uint8_t *)tn->data + r * s.row_bytes;
         uint64_t pos = 0;
-        for (int64_t c0 = 0; c0 < j->cols; c0 += m, pos += (uint64_t)B) {
-            uint32_t v = 0;
-            for (int i = 0; i < B; i++)
-                v |= (uint32_t)((in[(pos + (uint64_t)i) >> 3] >> ((pos + (uint64_t)i) & 7)) & 1) << i;
-            if (v >= n_sets) {
+        for (int64_t c = 0; c < cells; c += s.g) {
+            const int n = c + s.g <= cells ? s.g : (int)s.last, B = n == s.g ? s.B : s.B_last;
+            uint64_t v = 0;
+            for (int i = 0; i < B; i++, pos++)
+                v |= (uint64_t)((in[pos >> 3] >> (pos & 7)) & 1) << i;
+            if (v >= upow(s.C, n)) {
                 free(bm);
                 return pq__fail(ctx, PQ_ERR_FORMAT,
-                                "%s: tensor '%s.nm': row %lld cell %lld: index %u out of range (%u sets)", j->path,
-                                j->base, (long long)r, (long long)(c0 / m), v, n_sets);
+                                "%s: tensor '%s.nm': row %lld cells %lld..%lld: index %llu out of range (%llu sets)",
+                                j->path, j->base, (long long)r, (long long)c, (long long)(c + n - 1),
+                                (unsigned long long)v, (unsigned long long)upow(s.C, n));
             }
-            nm_unrank(v, m, k, bm + r * j->mrow, c0);
+            for (int i = 0; i < n; i++, v /= s.C)
+                nm_unrank((uint32_t)(v % s.C), s.m, s.k, bm + r * j->mrow, (c + i) * s.m);
         }
     }
     *out = bm;

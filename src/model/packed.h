@@ -12,9 +12,10 @@
  *               "<base>.g_idx"  I32 [cols]   only when some column's group is not c / (cols/n_groups)
  *               W[r, c] = ((float)code - (float)zero) * scale of group g_idx[c] (in float).
  *   pruned:     "<base>.mask"   U8  [rows, ceil(cols/8)]  bit c%8 of byte c/8 of row r = stored;
- *               or (v2, every cell of m inputs keeps k) "<base>.nm_km" U8 [2] = {k, m} and
- *               "<base>.nm" U8 [rows, ceil(cols/m * B / 8)], B = ceil(log2 C(m, k)): per row a bit
- *               stream of each cell's kept set as its rank among the k-subsets (sum C(c_i, i));
+ *               or (v2, every cell of m inputs keeps k) "<base>.nm_km" U8 [3] = {k, m, g} and
+ *               "<base>.nm" U8 [rows, row_bytes]: per row a bit stream of indices, each of g cells
+ *               (the last of a row may have fewer) as sum_j rank_j C(m, k)^j in ceil(log2 C^g) bits,
+ *               rank = the cell's kept set among the k-subsets (sum C(c_i, i));
  *               only stored weights have a code (or a value); the others are 0.
  *               Not quantized: "<base>.values" F16 [n_stored] (the kept weights, row-major).
  * The tensors' bytes are the real compressed size (ACr). */
