@@ -123,6 +123,18 @@ static int nm_choose(const uint8_t *bm, int64_t rows, int64_t cols, nm_shape *ou
     return found;
 }
 
+/* n (<= 64) bits of v at bit pos of stream o (zeroed), bit i = bit i%8 of byte i/8; and back. */
+static void put_bits(uint8_t *o, uint64_t pos, uint64_t v, int n) {
+    for (int i = 0; i < n; i++, pos++)
+        if ((v >> i) & 1) o[pos >> 3] |= (uint8_t)(1u << (pos & 7));
+}
+static uint64_t get_bits(const uint8_t *in, uint64_t pos, int n) {
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++, pos++)
+        v |= (uint64_t)((in[pos >> 3] >> (pos & 7)) & 1) << i;
+    return v;
+}
+
 /* Writes the index of mask bm [rows, cols]: per row (from byte r * row_bytes) a bit stream of
  * the groups (bit i = bit i%8 of byte i/8), each the number sum_j rank_j C^j over its cells. */
 static void nm_encode(const uint8_t *bm, int64_t rows, int64_t cols, const nm_shape *s, uint8_t *out) {
@@ -135,8 +147,8 @@ static void nm_encode(const uint8_t *bm, int64_t rows, int64_t cols, const nm_sh
             uint64_t v = 0, w = 1;
             for (int j = 0; j < n; j++, w *= s->C)
                 v += w * nm_rank(bm + r * mrow, (c + j) * s->m, s->m);
-            for (int i = 0; i < B; i++, pos++)
-                if ((v >> i) & 1) o[pos >> 3] |= (uint8_t)(1u << (pos & 7));
+            put_bits(o, pos, v, B);
+            pos += (uint64_t)B;
         }
     }
 }
@@ -225,11 +237,10 @@ pq_status pq__packed_encode(pq_ctx *ctx, const char *base, const float *W, int64
     memset(out, 0, sizeof *out);
     const int quant = codes && codes->bits > 0;
     const int64_t mrow = (cols + 7) / 8;
-    uint8_t *bm = NULL;
+    uint8_t *bm = NULL; /* the kept set, written as .mask or (v2) as an N:M index */
     int64_t n_stored = rows * cols;
-    int drop_mask = 0;
     if (mask) {
-        if (!(bm = add(ctx, out, base, "mask", PQ_DTYPE_U8, 2, rows, mrow, (size_t)(rows * mrow)))) goto fail;
+        if (!(bm = pq__calloc(ctx, (size_t)(rows * mrow), 1, "keep mask"))) goto fail;
         n_stored = 0;
         for (int64_t r = 0; r < rows; r++)
             for (int64_t c = 0; c < cols; c++) {
@@ -243,14 +254,17 @@ pq_status pq__packed_encode(pq_ctx *ctx, const char *base, const float *W, int64
                 }
             }
         nm_shape ns = {0};
-        if (version >= 2 && nm_choose(bm, rows, cols, &ns)) { /* the kept set as an N:M index */
+        if (version >= 2 && nm_choose(bm, rows, cols, &ns)) {
             const int64_t rb = ns.row_bytes;
             uint8_t *nm = add(ctx, out, base, "nm", PQ_DTYPE_U8, 2, rows, rb, (size_t)(rows * rb));
             uint8_t *km = nm ? add(ctx, out, base, "nm_km", PQ_DTYPE_U8, 1, 3, 0, 3) : NULL;
             if (!km) goto fail;
             nm_encode(bm, rows, cols, &ns, nm);
             km[0] = (uint8_t)ns.k, km[1] = (uint8_t)ns.m, km[2] = (uint8_t)ns.g;
-            drop_mask = 1; /* the bitmask stays for the codes below but is not written */
+        } else {
+            uint8_t *mt = add(ctx, out, base, "mask", PQ_DTYPE_U8, 2, rows, mrow, (size_t)(rows * mrow));
+            if (!mt) goto fail;
+            memcpy(mt, bm, (size_t)(rows * mrow));
         }
     }
     if (quant) {
@@ -285,18 +299,10 @@ pq_status pq__packed_encode(pq_ctx *ctx, const char *base, const float *W, int64
             for (int64_t c = 0; c < cols; c++)
                 if (!bm || bit(bm + r * mrow, c)) v[k++] = pq__f32_to_f16(W[r * cols + c]);
     }
-    if (drop_mask) { /* entry 0: the bitmask */
-        free(out->bufs[0]);
-        for (int k = 1; k < out->n; k++) {
-            out->e[k - 1] = out->e[k];
-            out->bufs[k - 1] = out->bufs[k];
-            memcpy(out->names[k - 1], out->names[k], sizeof out->names[k]);
-            out->e[k - 1].name = out->names[k - 1];
-        }
-        out->n--;
-    }
+    free(bm);
     return PQ_OK;
 fail:
+    free(bm);
     pq__packed_linear_free(out);
     return ctx->status;
 }
@@ -368,25 +374,25 @@ void pq__packed_parts_of(const pq__source *src, const char *base, int64_t rows, 
     const uint8_t *bm = mask_ok ? mk->data : NULL;
     out->kept = count_stored(bm, rows, cols);
     const int nm_ok = tn && tk && tk->data && tk->nbytes == 3 && !mk;
-    if (nm_ok) { /* v2 index: cell_kept of every cell of cell_m */
-        out->cell_kept = ((const uint8_t *)tk->data)[0], out->cell_m = ((const uint8_t *)tk->data)[1];
-        if (out->cell_m >= 2 && out->cell_kept >= 1 && out->cell_kept < out->cell_m && cols % out->cell_m == 0) {
-            out->kept = rows * cols / out->cell_m * out->cell_kept;
-            out->mask_bound_bits = (double)(rows * (cols / out->cell_m)) * log2_binom(out->cell_m, out->cell_kept);
-        }
+    nm_shape ns;
+    const uint8_t *km = nm_ok ? tk->data : NULL;
+    if (km && nm_shape_of(cols, km[1], km[0], km[2], &ns)) { /* v2 index: k of every cell of m */
+        out->cell_kept = ns.k, out->cell_m = ns.m;
+        out->kept = rows * cols / ns.m * ns.k;
+        out->mask_bound_bits = (double)(rows * (cols / ns.m)) * log2_binom(ns.m, ns.k);
     }
     if (q) {
         const int64_t n = out->kept > 8 ? out->kept : 8;
         out->bits = (int)(8 * (int64_t)q->nbytes / n);
     }
     if (!bm || nm_ok) return;
-    static const int Ms[2] = {4, 8};
-    for (int i = 0; i < 2 && !out->cell_m; i++)
-        if (uniform_cells(bm, rows, cols, Ms[i], &out->cell_kept)) out->cell_m = Ms[i];
-    if (out->cell_m) {
-        out->mask_bound_bits = (double)(rows * (cols / out->cell_m)) * log2_binom(out->cell_m, out->cell_kept);
-        return;
+    for (int m = 2; m <= NM_MAX_M; m *= 2) { /* the cell size of the index's range with the fewest bits */
+        int k;
+        const double b = uniform_cells(bm, rows, cols, m, &k) ? (double)(rows * (cols / m)) * log2_binom(m, k) : 0;
+        if (b > 0 && (!out->cell_m || b < out->mask_bound_bits))
+            out->cell_m = m, out->cell_kept = k, out->mask_bound_bits = b;
     }
+    if (out->cell_m) return;
     for (int64_t r = 0; r < rows; r++)
         out->mask_bound_bits += log2_binom(cols, count_stored(bm + r * mrow, 1, cols)) + log2((double)cols + 1);
 }
@@ -494,9 +500,8 @@ static pq_status nm_decode(pq_ctx *ctx, const decode_job *j, const pq__tensor *t
         uint64_t pos = 0;
         for (int64_t c = 0; c < cells; c += s.g) {
             const int n = c + s.g <= cells ? s.g : (int)s.last, B = n == s.g ? s.B : s.B_last;
-            uint64_t v = 0;
-            for (int i = 0; i < B; i++, pos++)
-                v |= (uint64_t)((in[pos >> 3] >> (pos & 7)) & 1) << i;
+            uint64_t v = get_bits(in, pos, B);
+            pos += (uint64_t)B;
             if (v >= upow(s.C, n)) {
                 free(bm);
                 return pq__fail(ctx, PQ_ERR_FORMAT,

@@ -32,9 +32,9 @@ static inline float pq__packed_dq(uint8_t code, uint8_t zero, float scale) {
 }
 
 typedef struct pq__packed_linear {
-    pq__st_entry e[8];
-    char names[8][160];
-    void *bufs[8];
+    pq__st_entry e[6];
+    char names[6][160];
+    void *bufs[6];
     int n;
 } pq__packed_linear;
 

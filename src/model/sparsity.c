@@ -65,9 +65,10 @@ pq_status pq_model_sparsity(pq_ctx *ctx, const pq_model *m, pq_sparsity_report *
             }
             free(own);
             e->bytes = (int64_t)pq__linear_stored_bytes(&m->src, e->name, n);
-            out->packed |= pq__source_has_packed(&m->src, e->name);
+            const int packed = pq__source_has_packed(&m->src, e->name);
+            out->packed |= packed;
             stored += (double)e->bytes;
-            if (pq__source_has_packed(&m->src, e->name)) {
+            if (packed) {
                 pq__packed_parts pp;
                 pq__packed_parts_of(&m->src, e->name, rows, cols, &pp);
                 e->codes_bytes = pp.codes, e->scales_bytes = pp.scales, e->zeros_bytes = pp.zeros;
