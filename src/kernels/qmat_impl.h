@@ -1,0 +1,116 @@
+/* Internals of the qmat kernels (qmat.h): the pieces the instruction-set files share. */
+#ifndef PQ_KERNELS_QMAT_IMPL_H
+#define PQ_KERNELS_QMAT_IMPL_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels/qmat.h"
+
+static inline float pq__h2f(uint16_t h) { /* IEEE half to float, exact */
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    uint32_t u;
+    if (exp == 0x1f) {
+        u = sign | 0x7f800000u | (man << 13);
+    } else if (exp) {
+        u = sign | ((exp + 112u) << 23) | (man << 13);
+    } else if (!man) {
+        u = sign;
+    } else { /* subnormal: normalise */
+        int e = -1;
+        uint32_t m = man;
+        do {
+            e++;
+            m <<= 1;
+        } while (!(m & 0x400u));
+        u = sign | ((uint32_t)(112 - e) << 23) | ((m & 0x3ffu) << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline float pq__bf2f(uint16_t h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline uint16_t pq__ld16(const void *p, int64_t i) {
+    uint16_t v;
+    memcpy(&v, (const uint8_t *)p + 2 * i, 2);
+    return v;
+}
+
+static inline int pq__bit(const uint8_t *row, int64_t c) {
+    return (row[c >> 3] >> (c & 7)) & 1;
+}
+
+/* Bytes of a keep-mask row. */
+static inline int64_t pq__qmat_mask_stride(const pq__qmat *w) {
+    return (w->cols + 7) / 8;
+}
+
+/* First stream bit of row r's codes. */
+static inline uint64_t pq__qmat_row_bit(const pq__qmat *w, int64_t r) {
+    return w->row_bit ? w->row_bit[r] : (uint64_t)r * (uint64_t)w->cols * (uint64_t)w->bits;
+}
+
+/* Kept weights of mask row m in columns [0, c). */
+int64_t pq__qmat_kept_before(const uint8_t *m, int64_t c);
+
+/* Row r, columns [c0, c0 + n) of W as float32 into dst (portable). */
+void pq__qmat_decode_seg(const pq__qmat *w, int64_t r, int64_t c0, int64_t n, float *dst);
+
+/* ---- GEMV: the rows [r0, r1) of Y (stride ldy) for nv <= PQ_QMAT_GEMV_MAX vectors ---- */
+
+/* The activations of the AVX-512 integer GEMV, one input vector (qmat.h): per column three
+ * signed digits of X = round(x / xs_g) = 65536 d0 + 256 d1 + d2, columns padded with zeros to
+ * a multiple of 64; per group xs and sxs = xs * sum(X) (float). */
+typedef struct pq__qmat_xq {
+    int8_t *d[3]; /* [cols64] */
+    float *xs;    /* [groups16] (0 past the last group) */
+    float *sxs;   /* [groups16] */
+} pq__qmat_xq;
+
+void pq__qmat_xq_prepare_avx512(const pq__qmat *w, const float *x, pq__qmat_xq *xq);
+/* 1 when the AVX-512 integer GEMV handles w (group size 32 or a multiple of 64). */
+int pq__qmat_avx512_gemv_ok(const pq__qmat *w);
+/* Groups rounded up to a multiple of 16, with at least one to spare (the per-vector arrays). */
+static inline int64_t pq__qmat_groups16(const pq__qmat *w) {
+    return (w->n_groups + 1 + 15) / 16 * 16;
+}
+/* scratch: pq__qmat_groups16(w) * PQ_QMAT_GEMV_MAX floats of the calling thread. */
+void pq__qmat_gemv_avx512(const pq__qmat *w, const pq__qmat_xq *xq, int nv, int64_t r0, int64_t r1, float *y,
+                          int64_t ldy, float *scratch);
+/* Float kernels: x [nv, cols] (stride cols). */
+void pq__qmat_gemv_avx512_float(const pq__qmat *w, const float *x, int nv, int64_t r0, int64_t r1, float *y,
+                                int64_t ldy);
+void pq__qmat_gemv_avx2(const pq__qmat *w, const float *x, int nv, int64_t r0, int64_t r1, float *y, int64_t ldy);
+void pq__qmat_gemv_portable(const pq__qmat *w, const float *x, int nv, int64_t r0, int64_t r1, float *y, int64_t ldy);
+
+/* ---- GEMM: C [m, ldc] += A B for packed panels (qmat_gemm.c) ---- */
+
+/* A panel: MR rows of X, k-major ([kc][MR]); B panel: NR weight rows decoded, k-major
+ * ([kc][NR]). The microkernel adds the m x nr corner of the MR x NR product into C. */
+typedef void (*pq__ukernel_fn)(int64_t kc, const float *A, const float *B, float *C, int64_t ldc, int m, int nr);
+/* Decodes W rows [r0, r0 + nr) x columns [c0, c0 + kc) into a B panel [kc][NR] (zero-padded). */
+typedef void (*pq__bpack_fn)(const pq__qmat *w, int64_t r0, int nr, int64_t c0, int64_t kc, float *B, int NR);
+
+void pq__qmat_ukernel_avx512(int64_t kc, const float *A, const float *B, float *C, int64_t ldc, int m, int nr);
+void pq__qmat_ukernel_avx2(int64_t kc, const float *A, const float *B, float *C, int64_t ldc, int m, int nr);
+void pq__qmat_bpack_avx512(const pq__qmat *w, int64_t r0, int nr, int64_t c0, int64_t kc, float *B, int NR);
+void pq__qmat_bpack_avx2(const pq__qmat *w, int64_t r0, int nr, int64_t c0, int64_t kc, float *B, int NR);
+void pq__qmat_bpack_portable(const pq__qmat *w, int64_t r0, int nr, int64_t c0, int64_t kc, float *B, int NR);
+
+#define PQ_GEMM_MR_AVX512 12
+#define PQ_GEMM_NR_AVX512 32
+#define PQ_GEMM_MR_AVX2 6
+#define PQ_GEMM_NR_AVX2 16
+#define PQ_GEMM_KC 256
+
+/* Y [n, rows] = X W^T (+ b) through packed panels; -1 when a buffer could not be allocated. */
+int pq__qmat_gemm(const pq__qmat *w, const float *x, const float *b, float *y, int64_t n, int n_threads, pq__isa isa);
+
+#endif

@@ -1,0 +1,241 @@
+/* The stored-weight products of kernels/qmat.h against their reference, on every path this CPU
+ * runs (AVX-512, AVX2, portable), for f16 / bf16 rows and b-bit codes (b = 1..8) with group
+ * sizes 32, 64, 128, 8 and one per row, with and without keep masks (random and N:M), odd
+ * shapes, 1..4 vectors (GEMV) and more (GEMM).
+ *
+ * Decoding is exact: pq__qmat_rows_f32 and the GEMM's panels give each weight as
+ * ((float)code - (float)zero) * scale, which is checked bit for bit against an independent
+ * decode of the generating codes.
+ *
+ * Error bound of a product y = sum_c w_c x_c (Higham ch. 3): the reference and the float paths
+ * each sum the same exact-or-once-rounded products in some order, so each is within
+ * gamma_{K+2} sum |w_c x_c| of the exact value and they differ by at most twice that. The
+ * AVX-512 integer path represents each activation as xs * X (|x - xs X| <= 1.5 xs, xs = the
+ * group's max |x| / 8355000) and sums code * X exactly, then forms per flush of at most 256
+ * columns t * 256 + lo in float and adds scale * xs * that, minus sum_g scale zero sum(x): its
+ * rounding acts on the magnitudes before the zero is subtracted, sum_c |code_c x_c| |scale| +
+ * sum_g |scale_g zero_g| sum |x_g|, so its bound is
+ *     2 gamma_{K+8} (sum |w x| + sum |code x scale| + sum |scale zero x|) + 1.5 sum_c |w'_c| xs_g
+ * with w'_c = code_c * scale (the representation error meets the code, the zero part cancels
+ * exactly in integers). The worst observed error as a fraction of the bound is printed. */
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels/qmat.h"
+#include "kernels/qmat_impl.h"
+#include "model/packed.h"
+#include "test.h"
+#define RANDGEN_SEED 0x51ed270b2f3e4d5bULL
+#include "randgen.h"
+
+#define U_F32 (1.0 / 16777216.0)
+
+static double gam(double k) {
+    return k * U_F32 / (1.0 - k * U_F32);
+}
+
+static uint16_t f2h(float f) { /* round to nearest half through the project's own conversion */
+    return pq__f32_to_f16(f);
+}
+
+/* A generated matrix and what it holds, independently of the qmat decoder. */
+typedef struct gen {
+    pq__qmat w;
+    float *dense;     /* [rows, cols] expected weights */
+    float *wabs_code; /* [rows, cols] |code * scale| (0 masked) */
+    float *wzero;     /* [rows, n_groups] |scale * zero| */
+    void *bufs[6];
+} gen;
+
+static void gen_free(gen *g) {
+    for (int i = 0; i < 6; i++)
+        free(g->bufs[i]);
+    free(g->dense);
+    free(g->wabs_code);
+    free(g->wzero);
+    memset(g, 0, sizeof *g);
+}
+
+/* mask_kind 0: none, 1: random (keep prob 0.6), 2: N:M 2:4. */
+static void gen_codes(gen *g, int64_t rows, int64_t cols, int bits, int64_t gs, int mask_kind) {
+    memset(g, 0, sizeof *g);
+    pq__qmat *w = &g->w;
+    w->kind = PQ_QMAT_CODES;
+    w->rows = rows, w->cols = cols, w->bits = bits;
+    w->group_size = gs, w->n_groups = cols / gs;
+    const int64_t ng = w->n_groups, ms = (cols + 7) / 8;
+    uint8_t *codes = malloc((size_t)(rows * cols)), *mask = mask_kind ? calloc((size_t)(rows * ms), 1) : NULL;
+    uint16_t *scales = malloc((size_t)(rows * ng) * 2);
+    uint8_t *zeros = malloc((size_t)(rows * ng));
+    for (int64_t i = 0; i < rows * ng; i++) {
+        scales[i] = f2h((float)(0.002 + 0.05 * urand()) * (urand() < 0.5 ? -1.0f : 1.0f));
+        zeros[i] = (uint8_t)(urand() * (double)(1 << bits));
+    }
+    for (int64_t i = 0; i < rows * cols; i++)
+        codes[i] = (uint8_t)(urand() * (double)(1 << bits));
+    if (mask)
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) {
+                const int keep = mask_kind == 1 ? urand() < 0.6 : ((c % 4) == (r % 3) || (c % 4) == 3);
+                if (keep) mask[r * ms + c / 8] |= (uint8_t)(1u << (c % 8));
+            }
+    uint64_t *row_bit = mask ? malloc((size_t)rows * 8) : NULL;
+    int64_t kept = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        if (row_bit) row_bit[r] = (uint64_t)kept * (uint64_t)bits;
+        for (int64_t c = 0; c < cols; c++)
+            kept += !mask || pq__bit(mask + r * ms, c);
+    }
+    const size_t nbytes = (size_t)((kept * bits + 7) / 8);
+    uint8_t *stream = calloc(nbytes + 1, 1);
+    uint64_t pos = 0;
+    for (int64_t r = 0; r < rows; r++)
+        pq__bits_pack(stream, &pos, codes + r * cols, mask ? mask + r * ms : NULL, cols, bits);
+    w->codes = stream, w->codes_bytes = nbytes, w->row_bit = row_bit, w->scales = scales, w->zeros = zeros;
+    w->mask = mask;
+    g->dense = malloc(sizeof(float) * (size_t)(rows * cols));
+    g->wabs_code = malloc(sizeof(float) * (size_t)(rows * cols));
+    g->wzero = malloc(sizeof(float) * (size_t)(rows * ng));
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t gg = 0; gg < ng; gg++)
+            g->wzero[r * ng + gg] = fabsf(pq__f16_to_f32(scales[r * ng + gg]) * (float)zeros[r * ng + gg]);
+        for (int64_t c = 0; c < cols; c++) {
+            const int64_t gi = r * ng + c / gs;
+            const int keep = !mask || pq__bit(mask + r * ms, c);
+            const float s = pq__f16_to_f32(scales[gi]);
+            g->dense[r * cols + c] = keep ? ((float)codes[r * cols + c] - (float)zeros[gi]) * s : 0.0f;
+            g->wabs_code[r * cols + c] = keep ? fabsf((float)codes[r * cols + c] * s) : 0.0f;
+        }
+    }
+    free(codes);
+    g->bufs[0] = stream, g->bufs[1] = row_bit, g->bufs[2] = scales, g->bufs[3] = zeros, g->bufs[4] = mask;
+}
+
+static void gen_half(gen *g, int64_t rows, int64_t cols, pq__qmat_kind kind) {
+    memset(g, 0, sizeof *g);
+    g->w.kind = kind, g->w.rows = rows, g->w.cols = cols;
+    uint16_t *h = malloc((size_t)(rows * cols) * 2 + 1);
+    g->dense = malloc(sizeof(float) * (size_t)(rows * cols));
+    for (int64_t i = 0; i < rows * cols; i++) {
+        const float v = 0.05f * nrand();
+        if (kind == PQ_QMAT_F16) {
+            h[i] = f2h(v);
+            g->dense[i] = pq__f16_to_f32(h[i]);
+        } else {
+            uint32_t u;
+            memcpy(&u, &v, 4);
+            h[i] = (uint16_t)(u >> 16);
+            g->dense[i] = pq__bf2f(h[i]);
+        }
+    }
+    /* misaligned on purpose: stored half rows may sit at any byte offset of a mapped file */
+    uint8_t *mis = malloc((size_t)(rows * cols) * 2 + 1);
+    memcpy(mis + 1, h, (size_t)(rows * cols) * 2);
+    free(h);
+    g->w.data = mis + 1;
+    g->bufs[0] = mis;
+}
+
+static double worst_int = 0, worst_float = 0;
+
+/* Every path on n vectors x; y compared with the reference within the bound above. */
+static void check_products(const gen *g, int64_t n, const char *what) {
+    const pq__qmat *w = &g->w;
+    const int64_t R = w->rows, K = w->cols;
+    float *x = malloc(sizeof(float) * (size_t)(n * K)), *b = malloc(sizeof(float) * (size_t)R);
+    float *yr = malloc(sizeof(float) * (size_t)(n * R)), *y = malloc(sizeof(float) * (size_t)(n * R));
+    for (int64_t i = 0; i < n * K; i++)
+        x[i] = nrand() * (urand() < 0.05 ? 20.0f : 1.0f); /* a few outliers, as activations have */
+    for (int64_t r = 0; r < R; r++)
+        b[r] = 0.1f * nrand();
+    pq__qmat_matmul_ref(w, x, b, yr, n);
+    const pq__isa cpu = pq__qmat_isa();
+    for (int isa = PQ_ISA_PORTABLE; isa <= (int)cpu; isa++) {
+        for (int nt = 1; nt <= 2; nt++) {
+            memset(y, 0xff, sizeof(float) * (size_t)(n * R));
+            CHECK(pq__qmat_matmul(w, x, b, y, n, nt, (pq__isa)isa) == 0);
+            const int int_path = isa == PQ_ISA_AVX512 && n <= PQ_QMAT_GEMV_MAX && w->kind == PQ_QMAT_CODES &&
+                                 pq__qmat_avx512_gemv_ok(w);
+            double worst = 0;
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t r = 0; r < R; r++) {
+                    double s_wx = fabs(b[r]), s_code = 0, s_zero = 0, s_rep = 0;
+                    for (int64_t c = 0; c < K; c++) {
+                        const double xv = fabs(x[i * K + c]);
+                        s_wx += fabs(g->dense[r * K + c]) * xv;
+                        if (int_path) {
+                            s_code += g->wabs_code[r * K + c] * xv;
+                            s_zero += g->wzero[r * w->n_groups + c / w->group_size] * xv;
+                        }
+                    }
+                    if (int_path)
+                        for (int64_t gg = 0; gg < w->n_groups; gg++) {
+                            double mx = 0, sw = 0;
+                            for (int64_t c = gg * w->group_size; c < (gg + 1) * w->group_size; c++) {
+                                mx = fmax(mx, fabs(x[i * K + c]));
+                                sw += g->wabs_code[r * K + c];
+                            }
+                            s_rep += sw * (mx / 8355000.0) * 1.5 * (1 + 4 * U_F32);
+                        }
+                    const double bound = 2 * gam((double)K + 8) * (s_wx + s_code + s_zero) + s_rep + 1e-30;
+                    const double e = fabs((double)y[i * R + r] - (double)yr[i * R + r]);
+                    if (!(e <= bound))
+                        CHECK_MSG(0, "%s isa %s nt %d n %lld row %lld: %g vs %g, bound %g", what,
+                                  pq__isa_name((pq__isa)isa), nt, (long long)n, (long long)r, y[i * R + r],
+                                  yr[i * R + r], bound);
+                    worst = fmax(worst, e / bound);
+                }
+            test_checks++;
+            if (int_path)
+                worst_int = fmax(worst_int, worst);
+            else
+                worst_float = fmax(worst_float, worst);
+        }
+    }
+    free(x), free(b), free(yr), free(y);
+}
+
+static void check_decode(const gen *g, const char *what) {
+    const pq__qmat *w = &g->w;
+    float *d = malloc(sizeof(float) * (size_t)(w->rows * w->cols));
+    pq__qmat_rows_f32(w, 0, w->rows, d);
+    CHECK_MSG(!memcmp(d, g->dense, sizeof(float) * (size_t)(w->rows * w->cols)), "%s: decode", what);
+    free(d);
+}
+
+int main(void) {
+    static const int64_t shapes[][2] = {{33, 64}, {48, 352}, {17, 128}, {40, 2048}, {5, 96}, {64, 512}};
+    static const int64_t gsizes[] = {32, 64, 128, 8, -1};
+    char what[160];
+    printf("test_qmat: paths up to %s\n", pq__isa_name(pq__qmat_isa()));
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int bits = 1; bits <= 8; bits++)
+            for (size_t gi = 0; gi < sizeof gsizes / sizeof gsizes[0]; gi++)
+                for (int mk = 0; mk <= 2; mk++) {
+                    const int64_t rows = shapes[s][0], cols = shapes[s][1], gs = gsizes[gi] > 0 ? gsizes[gi] : cols;
+                    if (cols % gs || (bits != 4 && bits != 3 && (s % 2) && gi != 0)) continue; /* keep it quick */
+                    gen g;
+                    gen_codes(&g, rows, cols, bits, gs, mk);
+                    snprintf(what, sizeof what, "codes %lldx%lld b%d g%lld mask%d", (long long)rows, (long long)cols,
+                             bits, (long long)gs, mk);
+                    check_decode(&g, what);
+                    for (int64_t n = 1; n <= 4; n++)
+                        check_products(&g, n, what);
+                    check_products(&g, 13, what);
+                    if (cols <= 512) check_products(&g, 40, what);
+                    gen_free(&g);
+                }
+    for (int k = 0; k < 2; k++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            gen g;
+            gen_half(&g, shapes[s][0] + 3, shapes[s][1] + (s % 2), k ? PQ_QMAT_BF16 : PQ_QMAT_F16);
+            snprintf(what, sizeof what, "%s %lldx%lld", k ? "bf16" : "f16", (long long)g.w.rows, (long long)g.w.cols);
+            check_decode(&g, what);
+            for (int64_t n = 1; n <= 4; n++)
+                check_products(&g, n, what);
+            check_products(&g, 29, what);
+            gen_free(&g);
+        }
+    printf("test_qmat: worst error / bound: float paths %.3g, integer GEMV %.3g\n", worst_float, worst_int);
+    return test_end("test_qmat");
+}
