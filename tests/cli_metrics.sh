@@ -5,7 +5,9 @@
 # tensors (the same numbers info --sparsity prints), beside the scores. BabyLlama (its
 # hidden size 352 is a multiple of 8, so 2:8 applies to every linear). info --sparsity's parts
 # sum to the bytes, and its information bound is the kept codes + the mask's bound (log2 C(M, N)
-# bits per N:M cell; per row log2 C(cols, kept) + the count) + scales and zeros.
+# bits per N:M cell; per row log2 C(cols, kept) + the count) + scales and zeros. 25% unstructured
+# + 4-bit stores its mask coded (packed-v2 .kmask): at most 4.60 bpw, every layer within 2% of
+# its bound.
 set -u
 BIN=${PQ_BIN:?PQ_BIN not set}
 DATA=${PQ_DATA:?PQ_DATA not set}
@@ -56,7 +58,14 @@ for L in sp["layers"]:
     bound += L["bound_bytes"]
 params = sum(L["rows"] * L["cols"] for L in sp["layers"])
 assert abs(sp["bound_bpw"] - 8 * bound / params) < 1e-9, sp["bound_bpw"]
-print("%-6s stored %.3f bpw, information bound %.3f bpw" % (sys.argv[4], sp["bpw"], sp["bound_bpw"]))
+worst = max(L["bytes"] / L["bound_bytes"] for L in sp["layers"])
+if sys.argv[4] == "s25q4":  # unstructured: packed-v2 codes the mask (.kmask) near its bound
+    assert sp["bpw"] <= 4.60, sp["bpw"]
+    for L in sp["layers"]:
+        assert L["bytes"] <= 1.02 * L["bound_bytes"], L
+        assert 0 < L["parts"]["mask"] < L["rows"] * ((L["cols"] + 7) // 8), L  # smaller than a bitmask
+print("%-6s stored %.3f bpw, information bound %.3f bpw (worst layer %.2f%% over its bound)"
+      % (sys.argv[4], sp["bpw"], sp["bound_bpw"], 100 * (worst - 1)))
 PY
     grep -q "TCr $tcr" "$T/$name.txt" && ok || bad "human table of $name lacks TCr $tcr: $(grep TCr "$T/$name.txt")"
 done <<'CFG'

@@ -1,7 +1,8 @@
-/* Tensor names of a linear stored packed (format packed-v1, docs/PACKED.md; the codec is
- * model/packed.c): no "<base>.weight", and "<base>.qcodes" (quantized) or "<base>.values"
- * (prune-only) beside the other "<base>.*" parts. Kept in io/ so that the loaders' shape
- * check (io/hf.c) knows a packed linear without including model/. */
+/* Tensor names of a linear stored packed (formats packed-v1 and packed-v2, docs/PACKED.md; the
+ * codec is model/packed.c, the coded keep mask model/maskcode.c): no "<base>.weight", and
+ * "<base>.qcodes" (quantized) or "<base>.values" (prune-only) beside the other "<base>.*" parts
+ * (scales, zeros, g_idx; the keep mask as mask, nm + nm_km, or kmask + kmask_idx). Kept in io/
+ * so that the loaders' shape check (io/hf.c) knows a packed linear without including model/. */
 #ifndef PQ_IO_PACKED_NAMES_H
 #define PQ_IO_PACKED_NAMES_H
 

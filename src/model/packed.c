@@ -1,5 +1,7 @@
-/* Packed-v1 encoding and decoding of compressed linear layers (format in packed.h). */
+/* Packed-v1/v2 encoding and decoding of compressed linear layers (format in packed.h; the coded
+ * keep mask of v2 in maskcode.c). */
 #include "kernels/dtype.h"
+#include "model/maskcode.h"
 #include "model/packed.h"
 
 #include <math.h>
@@ -232,12 +234,61 @@ static void *add(pq_ctx *ctx, pq__packed_linear *p, const char *base, const char
     return buf;
 }
 
+/* v2: the coded mask (maskcode.h) with its index, when the two are smaller than the bitmask.
+ * Returns 1 written, 0 not (the bitmask is smaller), -1 on failure. */
+static int put_kmask(pq_ctx *ctx, pq__packed_linear *out, const char *base, const uint8_t *bm, int64_t rows,
+                     int64_t cols) {
+    const int64_t nb = pq__kmask_blocks(rows, PQ__KMASK_BLOCK_ROWS);
+    const size_t bitmask = (size_t)(rows * ((cols + 7) / 8)), ib = (size_t)(nb > 0 ? nb : 1) * 4;
+    if (ib >= bitmask) return 0;
+    const size_t cap = bitmask - ib - 1; /* strictly smaller than the bitmask */
+    uint8_t *buf = pq__malloc(ctx, cap + 1, "coded keep mask");
+    int32_t *idx = buf ? pq__malloc(ctx, ib, "coded keep mask index") : NULL;
+    int rc = -1;
+    if (idx) {
+        const int64_t n = pq__kmask_encode(bm, rows, cols, PQ__KMASK_BLOCK_ROWS, buf, cap, idx);
+        uint8_t *k = n < 0 ? NULL : add(ctx, out, base, "kmask", PQ_DTYPE_U8, 1, n, 0, (size_t)n);
+        int32_t *i = k ? add(ctx, out, base, "kmask_idx", PQ_DTYPE_I32, 1, (int64_t)ib / 4, 0, ib) : NULL;
+        if (i) {
+            memcpy(k, buf, (size_t)n);
+            memcpy(i, idx, ib);
+        }
+        rc = n < 0 ? 0 : i ? 1 : -1;
+    }
+    free(buf);
+    free(idx);
+    return rc;
+}
+
+/* Writes the kept set bm [rows, ceil(cols/8)]: v2 as an N:M index when every cell keeps the
+ * same count, else as a coded mask when that is smaller; otherwise (and in v1) as a bitmask. */
+static pq_status put_keep_mask(pq_ctx *ctx, pq__packed_linear *out, const char *base, const uint8_t *bm, int64_t rows,
+                               int64_t cols, int version) {
+    const int64_t mrow = (cols + 7) / 8;
+    nm_shape ns = {0};
+    if (version >= 2 && nm_choose(bm, rows, cols, &ns)) {
+        const int64_t rb = ns.row_bytes;
+        uint8_t *nm = add(ctx, out, base, "nm", PQ_DTYPE_U8, 2, rows, rb, (size_t)(rows * rb));
+        uint8_t *km = nm ? add(ctx, out, base, "nm_km", PQ_DTYPE_U8, 1, 3, 0, 3) : NULL;
+        if (!km) return ctx->status;
+        nm_encode(bm, rows, cols, &ns, nm);
+        km[0] = (uint8_t)ns.k, km[1] = (uint8_t)ns.m, km[2] = (uint8_t)ns.g;
+        return PQ_OK;
+    }
+    const int coded = version >= 2 ? put_kmask(ctx, out, base, bm, rows, cols) : 0;
+    if (coded) return coded > 0 ? PQ_OK : ctx->status;
+    uint8_t *mt = add(ctx, out, base, "mask", PQ_DTYPE_U8, 2, rows, mrow, (size_t)(rows * mrow));
+    if (!mt) return ctx->status;
+    memcpy(mt, bm, (size_t)(rows * mrow));
+    return PQ_OK;
+}
+
 pq_status pq__packed_encode(pq_ctx *ctx, const char *base, const float *W, int64_t rows, int64_t cols,
                             const uint8_t *mask, const pq_qcodes *codes, int version, pq__packed_linear *out) {
     memset(out, 0, sizeof *out);
     const int quant = codes && codes->bits > 0;
     const int64_t mrow = (cols + 7) / 8;
-    uint8_t *bm = NULL; /* the kept set, written as .mask or (v2) as an N:M index */
+    uint8_t *bm = NULL; /* the kept set, written as .mask or (v2) as an N:M index or a coded mask */
     int64_t n_stored = rows * cols;
     if (mask) {
         if (!(bm = pq__calloc(ctx, (size_t)(rows * mrow), 1, "keep mask"))) goto fail;
@@ -253,19 +304,7 @@ pq_status pq__packed_encode(pq_ctx *ctx, const char *base, const float *W, int64
                     n_stored++;
                 }
             }
-        nm_shape ns = {0};
-        if (version >= 2 && nm_choose(bm, rows, cols, &ns)) {
-            const int64_t rb = ns.row_bytes;
-            uint8_t *nm = add(ctx, out, base, "nm", PQ_DTYPE_U8, 2, rows, rb, (size_t)(rows * rb));
-            uint8_t *km = nm ? add(ctx, out, base, "nm_km", PQ_DTYPE_U8, 1, 3, 0, 3) : NULL;
-            if (!km) goto fail;
-            nm_encode(bm, rows, cols, &ns, nm);
-            km[0] = (uint8_t)ns.k, km[1] = (uint8_t)ns.m, km[2] = (uint8_t)ns.g;
-        } else {
-            uint8_t *mt = add(ctx, out, base, "mask", PQ_DTYPE_U8, 2, rows, mrow, (size_t)(rows * mrow));
-            if (!mt) goto fail;
-            memcpy(mt, bm, (size_t)(rows * mrow));
-        }
+        if (put_keep_mask(ctx, out, base, bm, rows, cols, version) != PQ_OK) goto fail;
     }
     if (quant) {
         const int b = codes->bits;
@@ -320,7 +359,8 @@ static const pq__tensor *find(const pq__source *src, const char *base, const cha
 }
 
 size_t pq__packed_bytes(const pq__source *src, const char *base) {
-    static const char *const sfx[] = {"qcodes", "scales", "zeros", "g_idx", "mask", "nm", "nm_km", "values"};
+    static const char *const sfx[] = {"qcodes", "scales", "zeros", "g_idx",     "mask",
+                                      "nm",     "nm_km",  "kmask", "kmask_idx", "values"};
     size_t n = 0;
     for (size_t i = 0; i < sizeof sfx / sizeof sfx[0]; i++) {
         const pq__tensor *t = find(src, base, sfx[i]);
@@ -356,22 +396,54 @@ static double log2_binom(int64_t n, int64_t k) {
     return (lgamma((double)n + 1) - lgamma((double)k + 1) - lgamma((double)(n - k) + 1)) / log(2.0);
 }
 
+/* The keep mask [rows, ceil(cols/8)] decoded from base's .kmask into a malloc'ed buffer; NULL
+ * when there is none or it does not decode (the accounting then sees no mask, as for a
+ * mis-shaped .mask; the decoder reports the error). */
+static uint8_t *kmask_bitmask(const pq__source *src, const char *base, int64_t rows, int64_t cols) {
+    const pq__tensor *tk = find(src, base, "kmask");
+    pq_ctx *c = tk ? pq_ctx_new() : NULL;
+    uint8_t *bm = c ? pq__calloc(c, (size_t)rows, (size_t)((cols + 7) / 8), "keep mask") : NULL;
+    if (bm && pq__kmask_decode(c, "", base, tk, find(src, base, "kmask_idx"), rows, cols, bm) != PQ_OK) {
+        free(bm);
+        bm = NULL;
+    }
+    pq_ctx_free(c);
+    return bm;
+}
+
+/* The bound of a mask given as a bitmask: per cell when every cell of some M keeps the same
+ * count (the M with the fewest bits), else per row with the count. */
+static void bitmask_bound(const uint8_t *bm, int64_t rows, int64_t cols, pq__packed_parts *out) {
+    const int64_t mrow = (cols + 7) / 8;
+    for (int m = 2; m <= NM_MAX_M; m *= 2) { /* the cell size of the index's range with the fewest bits */
+        int k;
+        const double b = uniform_cells(bm, rows, cols, m, &k) ? (double)(rows * (cols / m)) * log2_binom(m, k) : 0;
+        if (b > 0 && (!out->cell_m || b < out->mask_bound_bits))
+            out->cell_m = m, out->cell_kept = k, out->mask_bound_bits = b;
+    }
+    if (out->cell_m) return;
+    for (int64_t r = 0; r < rows; r++)
+        out->mask_bound_bits += log2_binom(cols, count_stored(bm + r * mrow, 1, cols)) + log2((double)cols + 1);
+}
+
+static int64_t nbytes_of(const pq__tensor *t) {
+    return t ? (int64_t)t->nbytes : 0;
+}
+
 void pq__packed_parts_of(const pq__source *src, const char *base, int64_t rows, int64_t cols, pq__packed_parts *out) {
     memset(out, 0, sizeof *out);
     const pq__tensor *q = find(src, base, "qcodes"), *s = find(src, base, "scales"), *z = find(src, base, "zeros");
     const pq__tensor *g = find(src, base, "g_idx"), *mk = find(src, base, "mask"), *v = find(src, base, "values");
-    const pq__tensor *w = find(src, base, "weight");
-    out->codes = q ? (int64_t)q->nbytes : 0;
-    out->scales = s ? (int64_t)s->nbytes : 0;
-    out->zeros = z ? (int64_t)z->nbytes : 0;
-    out->g_idx = g ? (int64_t)g->nbytes : 0;
-    const pq__tensor *tn = find(src, base, "nm"), *tk = find(src, base, "nm_km");
-    out->mask = (mk ? (int64_t)mk->nbytes : 0) + (tn ? (int64_t)tn->nbytes : 0) + (tk ? (int64_t)tk->nbytes : 0);
-    out->values = v ? (int64_t)v->nbytes : 0;
+    const pq__tensor *w = find(src, base, "weight"), *tn = find(src, base, "nm"), *tk = find(src, base, "nm_km");
+    out->codes = nbytes_of(q), out->scales = nbytes_of(s), out->zeros = nbytes_of(z), out->g_idx = nbytes_of(g);
+    out->mask = nbytes_of(mk) + nbytes_of(tn) + nbytes_of(tk) + nbytes_of(find(src, base, "kmask")) +
+                nbytes_of(find(src, base, "kmask_idx"));
+    out->values = nbytes_of(v);
     out->weight = w && !q && !v ? (int64_t)w->nbytes : 0;
     const int64_t mrow = (cols + 7) / 8;
     const int mask_ok = mk && mk->data && mk->nbytes >= (size_t)(rows * mrow);
-    const uint8_t *bm = mask_ok ? mk->data : NULL;
+    uint8_t *coded = !mk && !tn ? kmask_bitmask(src, base, rows, cols) : NULL; /* v2 coded mask */
+    const uint8_t *bm = mask_ok ? mk->data : coded;
     out->kept = count_stored(bm, rows, cols);
     const int nm_ok = tn && tk && tk->data && tk->nbytes == 3 && !mk;
     nm_shape ns;
@@ -385,16 +457,8 @@ void pq__packed_parts_of(const pq__source *src, const char *base, int64_t rows, 
         const int64_t n = out->kept > 8 ? out->kept : 8;
         out->bits = (int)(8 * (int64_t)q->nbytes / n);
     }
-    if (!bm || nm_ok) return;
-    for (int m = 2; m <= NM_MAX_M; m *= 2) { /* the cell size of the index's range with the fewest bits */
-        int k;
-        const double b = uniform_cells(bm, rows, cols, m, &k) ? (double)(rows * (cols / m)) * log2_binom(m, k) : 0;
-        if (b > 0 && (!out->cell_m || b < out->mask_bound_bits))
-            out->cell_m = m, out->cell_kept = k, out->mask_bound_bits = b;
-    }
-    if (out->cell_m) return;
-    for (int64_t r = 0; r < rows; r++)
-        out->mask_bound_bits += log2_binom(cols, count_stored(bm + r * mrow, 1, cols)) + log2((double)cols + 1);
+    if (bm && !nm_ok) bitmask_bound(bm, rows, cols, out);
+    free(coded);
 }
 
 /* One packed linear being decoded into W [rows, cols] (zeroed). */
@@ -517,6 +581,30 @@ static pq_status nm_decode(pq_ctx *ctx, const decode_job *j, const pq__tensor *t
     return PQ_OK;
 }
 
+/* The keep mask of j: .mask as stored, or decoded (v2) from an N:M index or a coded mask into
+ * *own (malloc'ed); NULL when not pruned. At most one of the three may be present. */
+static pq_status keep_mask(pq_ctx *ctx, decode_job *j, uint8_t **own) {
+    const pq__tensor *tm = find(j->src, j->base, "mask"), *tn = find(j->src, j->base, "nm");
+    const pq__tensor *tk = find(j->src, j->base, "kmask"), *ti = find(j->src, j->base, "kmask_idx");
+    *own = NULL;
+    if (tm && !shape_is(tm, PQ_DTYPE_U8, 2, j->rows, j->mrow))
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s.mask': expected U8 [%lld, %lld]", j->path, j->base,
+                        (long long)j->rows, (long long)j->mrow);
+    if (tm && tn) return pq__fail(ctx, PQ_ERR_FORMAT, "%s: '%s' has both a .mask and an .nm index", j->path, j->base);
+    if ((tm || tn) && (tk || ti))
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: '%s' has both a .%s and a coded .kmask", j->path, j->base,
+                        tm ? "mask" : "nm");
+    if (ti && !tk)
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s.kmask_idx' without '%s.kmask'", j->path, j->base,
+                        j->base);
+    pq_status st = PQ_OK;
+    if (tn) st = nm_decode(ctx, j, tn, own);
+    if (tk && (*own = pq__calloc(ctx, (size_t)j->rows, (size_t)j->mrow, "coded keep mask")) == NULL) st = ctx->status;
+    if (tk && *own) st = pq__kmask_decode(ctx, j->path, j->base, tk, ti, j->rows, j->cols, *own);
+    j->bm = tm ? tm->data : *own;
+    return st;
+}
+
 pq_status pq__packed_decode(pq_ctx *ctx, const pq__source *src, const char *base, int64_t rows, int64_t cols,
                             float **out) {
     *out = NULL;
@@ -526,24 +614,21 @@ pq_status pq__packed_decode(pq_ctx *ctx, const pq__source *src, const char *base
                     .rows = rows,
                     .cols = cols,
                     .mrow = (cols + 7) / 8};
-    const pq__tensor *tm = find(src, base, "mask"), *tq = find(src, base, "qcodes"), *tv = find(src, base, "values");
-    const pq__tensor *tn = find(src, base, "nm");
-    if (tm && !shape_is(tm, PQ_DTYPE_U8, 2, rows, j.mrow))
-        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s.mask': expected U8 [%lld, %lld]", j.path, base,
-                        (long long)rows, (long long)j.mrow);
-    if (tm && tn) return pq__fail(ctx, PQ_ERR_FORMAT, "%s: '%s' has both a .mask and an .nm index", j.path, base);
+    const pq__tensor *tq = find(src, base, "qcodes"), *tv = find(src, base, "values");
     if (!tq && !tv) return pq__fail(ctx, PQ_ERR_FORMAT, "%s: missing tensor '%s.weight'", j.path, base);
-    uint8_t *nm_mask = NULL;
-    pq_status st = tn ? nm_decode(ctx, &j, tn, &nm_mask) : PQ_OK;
-    if (st != PQ_OK) return st;
-    j.bm = tm ? tm->data : nm_mask;
+    uint8_t *own = NULL;
+    pq_status st = keep_mask(ctx, &j, &own);
+    if (st != PQ_OK) {
+        free(own);
+        return st;
+    }
     j.n_stored = count_stored(j.bm, rows, cols);
     if (!(j.W = pq__calloc(ctx, (size_t)(rows * cols), sizeof(float), base))) {
-        free(nm_mask);
+        free(own);
         return ctx->status;
     }
     st = tq ? decode_quant(ctx, &j, tq) : decode_values(ctx, &j, tv);
-    free(nm_mask);
+    free(own);
     if (st != PQ_OK) {
         free(j.W);
         return st;
