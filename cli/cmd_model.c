@@ -103,12 +103,20 @@ int pq_cli_info_sparsity(int argc, char **argv); /* cmd_compress.c */
 static void info_stores(const pq_model_info *in, char *buf, size_t n) {
     int k = in->file_type[0] ? snprintf(buf, n, "llama.cpp %s file (general.file_type); ", in->file_type) : 0;
     if (k < 0 || (size_t)k >= n) return;
-    if (in->n_ggml_blocks || in->n_packed)
+    const int w = in->n_ggml_blocks || in->n_packed
+                      ? snprintf(buf + k, n - (size_t)k, "%lld tensors in ggml block types, %lld linears packed; ",
+                                 (long long)in->n_ggml_blocks, (long long)in->n_packed)
+                      : snprintf(buf + k, n - (size_t)k, "float tensors; ");
+    if (w < 0 || (size_t)(k + w) >= n) return;
+    k += w;
+    if (in->n_native == in->n_linears)
+        snprintf(buf + k, n - (size_t)k, "every linear runs as stored (%s kernels)", in->kernels);
+    else if (in->n_native)
         snprintf(buf + k, n - (size_t)k,
-                 "%lld tensors in ggml block types, %lld linears packed; prunequant decodes them to float32 at load",
-                 (long long)in->n_ggml_blocks, (long long)in->n_packed);
+                 "%lld of %lld linears run as stored (%s kernels), the others converted at load",
+                 (long long)in->n_native, (long long)in->n_linears, in->kernels);
     else
-        snprintf(buf + k, n - (size_t)k, "float tensors");
+        snprintf(buf + k, n - (size_t)k, "the linears are converted at load (%s kernels)", in->kernels);
 }
 
 /* The shape as "[a, b]". */
@@ -185,6 +193,9 @@ static void info_print_json(const char *model, const pq_model *m, const pq_model
         cJSON_AddNullToObject(j, "file_type");
     cJSON_AddNumberToObject(j, "n_ggml_blocks", (double)in->n_ggml_blocks);
     cJSON_AddNumberToObject(j, "n_packed", (double)in->n_packed);
+    cJSON_AddNumberToObject(j, "n_linears", (double)in->n_linears);
+    cJSON_AddNumberToObject(j, "n_native", (double)in->n_native);
+    cJSON_AddStringToObject(j, "kernels", in->kernels);
     if (tensors) info_tensors_json(j, m, in);
     if (tok) {
         cJSON *t = cJSON_AddObjectToObject(j, "tokenizer");

@@ -120,7 +120,7 @@ typedef struct pq_load_params {
     const char *tokenizer_path; /* overrides or supplies the tokenizer; NULL = from the model */
     int use_mmap;               /* default 1 */
     int defer_weights;          /* default 0. 1: the large weights (embeddings, lm_head, block
-                                   linears) are checked but not converted to float32 at load;
+                                   linears) are checked but not made ready to run at load;
                                    only pq_compress_model and pq_model_sparsity (one linear
                                    decoded at a time) accept such a model; compress converts
                                    one block at a time, so a bf16 model is compressed in the
@@ -147,8 +147,13 @@ typedef struct pq_model_info {
     int has_tokenizer;
     char file_type[24];    /* GGUF: general.file_type by llama.cpp's name ("Q4_K_M"); else "" */
     int64_t n_ggml_blocks; /* tensors stored in ggml block types (Q8_0 ... Q6_K) */
-    int64_t n_packed;      /* linears stored packed (prunequant codes + scales [+ mask]);
-                              the runtime decodes both kinds to float32 at load */
+    int64_t n_packed;      /* linears stored packed (prunequant codes + scales [+ mask]) */
+    int64_t n_linears;     /* linear layers of the blocks */
+    int64_t n_native;      /* of them, multiplied as stored, from the memory-mapped file (packed
+                              codes, float32 / float16 / bfloat16 rows); the others (ggml block
+                              types, act-order or prune-only packed linears, unaligned float32)
+                              are converted once at load */
+    char kernels[16];      /* the kernel path this CPU runs: "avx512", "avx2", "portable" */
     int64_t n_tensors;     /* tensors in the file(s); see pq_model_tensor */
 } pq_model_info;
 

@@ -480,8 +480,7 @@ static void model_metrics(const pq_model *m, const pq_compress_info *ci, pq_metr
             else
                 other++;
             n_lin += n;
-            for (int64_t e = 0; e < n; e++) /* zeros of the float32 weights the forward uses */
-                zeros += lin->w[e] == 0.0f;
+            zeros += pq__qmat_count_zeros(&lin->w); /* zeros of the weights the forward uses */
         }
     }
     const pq__config *c = &m->cfg;

@@ -18,7 +18,9 @@ typedef struct {
     char name[128]; /* canonical HF name */
     int n_dims;
     int64_t shape[2];
-    const float *f32; /* borrowed model weights */
+    const float *f32;  /* borrowed model weights (vectors), or */
+    const pq__qmat *q; /* a borrowed matrix as stored, decoded into dec when not float32 */
+    float *dec;
     int rope_heads;   /* > 0: q/k weight or bias to permute (number of heads) */
     pq_dtype dtype;   /* output dtype */
     const void *data; /* output bytes (f32 or buffers below) */
@@ -31,9 +33,10 @@ typedef struct {
     int64_t n, cap;
 } out_list;
 
-static pq_status add(pq_ctx *ctx, out_list *l, const char *name, const float *w, int64_t rows, int64_t cols,
-                     int rope_heads) {
-    if (!w) return PQ_OK;
+/* Vector or matrix w, or a matrix as stored q (kernels/qmat.h); absent ones are skipped. */
+static pq_status add(pq_ctx *ctx, out_list *l, const char *name, const float *w, const pq__qmat *q, int64_t rows,
+                     int64_t cols, int rope_heads) {
+    if (!w && !(q && (q->data || q->codes))) return PQ_OK;
     if (l->n == l->cap) {
         int64_t cap = l->cap ? l->cap * 2 : 64;
         out_tensor *n = realloc(l->t, (size_t)cap * sizeof *n);
@@ -48,31 +51,32 @@ static pq_status add(pq_ctx *ctx, out_list *l, const char *name, const float *w,
     t->shape[0] = rows;
     t->shape[1] = cols;
     t->f32 = w;
+    t->q = q;
     t->rope_heads = rope_heads;
     return PQ_OK;
 }
 
 static pq_status collect(pq_ctx *ctx, const pq_model *m, out_list *l) {
     const pq__config *c = &m->cfg;
-    pq_status st = add(ctx, l, "model.embed_tokens.weight", m->embed, c->vocab_size, c->dim, 0);
+    pq_status st = add(ctx, l, "model.embed_tokens.weight", NULL, &m->embed, c->vocab_size, c->dim, 0);
     for (int64_t i = 0; i < c->n_layers && st == PQ_OK; i++) {
         const pq__block *b = &m->blocks[i];
         char n[128];
         snprintf(n, sizeof n, "model.layers.%lld.input_layernorm.weight", (long long)i);
-        if ((st = add(ctx, l, n, b->attn_norm, c->dim, 0, 0))) break;
+        if ((st = add(ctx, l, n, b->attn_norm, NULL, c->dim, 0, 0))) break;
         for (int k = 0; k < PQ_BLOCK_LINEARS && st == PQ_OK; k++) {
             const pq__linear *lin = pq__block_linear_get(b, k);
             const int heads = (int)pq__linear_rope_heads(c, k);
             snprintf(n, sizeof n, "model.layers.%lld.%s.weight", (long long)i, pq__block_linear[k].name);
-            st = add(ctx, l, n, lin->w, lin->rows, lin->cols, heads);
+            st = add(ctx, l, n, NULL, &lin->w, lin->rows, lin->cols, heads);
             snprintf(n, sizeof n, "model.layers.%lld.%s.bias", (long long)i, pq__block_linear[k].name);
-            if (st == PQ_OK) st = add(ctx, l, n, lin->b, lin->rows, 0, heads);
+            if (st == PQ_OK) st = add(ctx, l, n, lin->b, NULL, lin->rows, 0, heads);
         }
         snprintf(n, sizeof n, "model.layers.%lld.post_attention_layernorm.weight", (long long)i);
-        if (st == PQ_OK) st = add(ctx, l, n, b->ffn_norm, c->dim, 0, 0);
+        if (st == PQ_OK) st = add(ctx, l, n, b->ffn_norm, NULL, c->dim, 0, 0);
     }
-    if (st == PQ_OK) st = add(ctx, l, "model.norm.weight", m->out_norm, c->dim, 0, 0);
-    if (st == PQ_OK && !c->tied) st = add(ctx, l, "lm_head.weight", m->lm_head.w, c->vocab_size, c->dim, 0);
+    if (st == PQ_OK) st = add(ctx, l, "model.norm.weight", m->out_norm, NULL, c->dim, 0, 0);
+    if (st == PQ_OK && !c->tied) st = add(ctx, l, "lm_head.weight", NULL, &m->lm_head.w, c->vocab_size, c->dim, 0);
     return st;
 }
 
@@ -88,6 +92,13 @@ static pq_status materialise(pq_ctx *ctx, const pq_model *m, out_list *l, pq_dty
         out_tensor *t = &l->t[i];
         const int64_t cols = t->n_dims == 2 ? t->shape[1] : 1, numel = t->shape[0] * cols;
         t->dtype = (t->n_dims == 1 && vectors_f32) ? PQ_DTYPE_F32 : dtype;
+        if (t->q && t->q->kind == PQ_QMAT_F32) {
+            t->f32 = t->q->data;
+        } else if (t->q) { /* float16 / bfloat16 rows, packed codes: their float32 values */
+            if (!(t->dec = pq__malloc(ctx, (size_t)numel * sizeof(float), t->name))) return ctx->status;
+            pq__qmat_rows_f32(t->q, 0, t->shape[0], t->dec);
+            t->f32 = t->dec;
+        }
         const float *src = t->f32;
         float *perm = NULL;
         if (permute && t->rope_heads) {
@@ -116,8 +127,10 @@ static pq_status materialise(pq_ctx *ctx, const pq_model *m, out_list *l, pq_dty
 }
 
 static void out_free(out_list *l) {
-    for (int64_t i = 0; i < l->n; i++)
+    for (int64_t i = 0; i < l->n; i++) {
         free(l->t[i].owned);
+        free(l->t[i].dec);
+    }
     free(l->t);
 }
 

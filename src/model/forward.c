@@ -1,6 +1,8 @@
-/* The decoder forward pass: a batched fast path (BLAS sgemm for every linear layer, threads
- * over sequences x heads x tokens for attention) and a readable reference path that follows
- * llama2.c's run.c one token at a time. Tests hold the first to the second. */
+/* The decoder forward pass: a batched fast path (every linear layer multiplied as stored by the
+ * kernels of kernels/qmat.h: BLAS for float32, GEMV / packed-panel GEMM for float16, bfloat16
+ * and packed codes; threads over sequences x heads x tokens for attention) and a readable
+ * reference path that follows llama2.c's run.c one token at a time. Tests hold the first to
+ * the second. */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -8,6 +10,19 @@
 
 #include "kernels/kernels.h"
 #include "model/model.h"
+
+pq_status pq__linear_apply(pq_ctx *ctx, const pq__linear *lin, const float *x, float *y, int64_t n) {
+    if (pq__qmat_matmul(&lin->w, x, lin->b, y, n, pq__threads(ctx), PQ_ISA_AUTO))
+        return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory for the work buffers of a %lld x %lld product",
+                        (long long)lin->rows, (long long)lin->cols);
+    return PQ_OK;
+}
+
+/* Token rows of the embedding as float32 into x [n, dim]. */
+static void embed_rows(const pq_model *m, const int32_t *tokens, int64_t n, float *x) {
+    for (int64_t i = 0; i < n; i++)
+        pq__qmat_rows_f32(&m->embed, tokens[i], 1, x + i * m->cfg.dim);
+}
 
 pq_status pq__kv_init(pq_ctx *ctx, pq__kv *kv, const pq__config *cfg, int64_t n_seq, int64_t n_ctx) {
     memset(kv, 0, sizeof *kv);
@@ -84,9 +99,12 @@ pq_status pq__block_forward(pq_ctx *ctx, const pq_model *m, int64_t layer, const
     /* attention */
     pq__rmsnorm(xb, x, b->attn_norm, N, D, c->norm_eps, nt);
     if (capture) capture(user, layer, 0, xb, N, D);
-    pq__matmul_wt(xb, b->q.w, b->q.b, q, N, QD, D, nt);
-    pq__matmul_wt(xb, b->k.w, b->k.b, k, N, KD, D, nt);
-    pq__matmul_wt(xb, b->v.w, b->v.b, v, N, KD, D, nt);
+    pq_status st;
+    if ((st = pq__linear_apply(ctx, &b->q, xb, q, N)) || (st = pq__linear_apply(ctx, &b->k, xb, k, N)) ||
+        (st = pq__linear_apply(ctx, &b->v, xb, v, N))) {
+        free(buf);
+        return st;
+    }
     for (int64_t t = 0; t < n_tok; t++)
         rope_table(m, pos0 + t, cs + t * half, sn + t * half);
 #pragma omp parallel for num_threads(nt) schedule(static) if (N * QD >= PQ_PAR_MIN_ELEMS)
@@ -119,22 +137,30 @@ pq_status pq__block_forward(pq_ctx *ctx, const pq_model *m, int64_t layer, const
     }
     pq__blas_threads_pop(prev_threads);
     if (capture) capture(user, layer, 1, att, N, QD);
-    pq__matmul_wt(att, b->o.w, b->o.b, xb, N, D, QD, nt);
+    if ((st = pq__linear_apply(ctx, &b->o, att, xb, N))) {
+        free(buf);
+        return st;
+    }
     for (int64_t i = 0; i < N * D; i++)
         x[i] += xb[i];
 
     /* SwiGLU feed-forward */
     pq__rmsnorm(xb, x, b->ffn_norm, N, D, c->norm_eps, nt);
     if (capture) capture(user, layer, 2, xb, N, D);
-    pq__matmul_wt(xb, b->gate.w, b->gate.b, hb, N, F, D, nt);
-    pq__matmul_wt(xb, b->up.w, b->up.b, hb2, N, F, D, nt);
+    if ((st = pq__linear_apply(ctx, &b->gate, xb, hb, N)) || (st = pq__linear_apply(ctx, &b->up, xb, hb2, N))) {
+        free(buf);
+        return st;
+    }
 #pragma omp parallel for num_threads(nt) schedule(static) if (N * F >= PQ_PAR_MIN_ELEMS)
     for (int64_t i = 0; i < N * F; i++) {
         float g = hb[i];
         hb[i] = g * (1.0f / (1.0f + expf(-g))) * hb2[i];
     }
     if (capture) capture(user, layer, 3, hb, N, F);
-    pq__matmul_wt(hb, b->down.w, b->down.b, xb, N, D, F, nt);
+    if ((st = pq__linear_apply(ctx, &b->down, hb, xb, N))) {
+        free(buf);
+        return st;
+    }
     for (int64_t i = 0; i < N * D; i++)
         x[i] += xb[i];
     free(buf);
@@ -170,8 +196,7 @@ pq_status pq__forward(pq_ctx *ctx, const pq_model *m, pq__kv *kv, const int32_t 
         pq__kv_free(&tmp);
         return ctx->status;
     }
-    for (int64_t i = 0; i < N; i++)
-        memcpy(x + i * D, m->embed + (int64_t)tokens[i] * D, (size_t)D * sizeof(float));
+    embed_rows(m, tokens, N, x);
     for (int64_t l = 0; l < c->n_layers && st == PQ_OK; l++)
         st = pq__block_forward(ctx, m, l, &m->blocks[l], kv, x, n_seq, n_tok, pos0, NULL, NULL);
     if (st == PQ_OK) {
@@ -183,7 +208,7 @@ pq_status pq__forward(pq_ctx *ctx, const pq_model *m, pq__kv *kv, const int32_t 
             rows = n_seq;
         }
         pq__rmsnorm(x, x, m->out_norm, rows, D, c->norm_eps, nt);
-        pq__matmul_wt(x, m->lm_head.w, NULL, logits, rows, c->vocab_size, D, nt);
+        st = pq__linear_apply(ctx, &m->lm_head, x, logits, rows);
     }
     free(x);
     pq__kv_free(&tmp);
@@ -209,7 +234,7 @@ pq_status pq__forward_reference(pq_ctx *ctx, const pq_model *m, const int32_t *t
     float *xb = x + D, *q = xb + D, *att = q + QD, *k = att + QD, *v = k + KD, *hb = v + KD, *hb2 = hb + F;
     float *sc = hb2 + F, *cs = sc + n_tok, *sn = cs + half;
     for (int64_t pos = 0; pos < n_tok; pos++) {
-        memcpy(x, m->embed + (int64_t)tokens[pos] * D, (size_t)D * sizeof(float));
+        embed_rows(m, tokens + pos, 1, x);
         for (int64_t i = 0; i < half; i++) {
             float val = (float)pos * m->inv_freq[i];
             cs[i] = cosf(val);
@@ -219,9 +244,9 @@ pq_status pq__forward_reference(pq_ctx *ctx, const pq_model *m, const int32_t *t
             const pq__block *b = &m->blocks[l];
             float *kl = kc + (size_t)(l * n_tok * KD), *vl = vc + (size_t)(l * n_tok * KD);
             pq__rmsnorm_ref(xb, x, b->attn_norm, D, c->norm_eps);
-            pq__matmul_wt_ref(xb, b->q.w, b->q.b, q, 1, QD, D);
-            pq__matmul_wt_ref(xb, b->k.w, b->k.b, k, 1, KD, D);
-            pq__matmul_wt_ref(xb, b->v.w, b->v.b, v, 1, KD, D);
+            pq__qmat_matmul_ref(&b->q.w, xb, b->q.b, q, 1);
+            pq__qmat_matmul_ref(&b->k.w, xb, b->k.b, k, 1);
+            pq__qmat_matmul_ref(&b->v.w, xb, b->v.b, v, 1);
             rope_apply(q, c->n_heads, HD, c->rope_halfsplit, cs, sn);
             rope_apply(k, c->n_kv_heads, HD, c->rope_halfsplit, cs, sn);
             memcpy(kl + pos * KD, k, (size_t)KD * sizeof(float));
@@ -242,20 +267,20 @@ pq_status pq__forward_reference(pq_ctx *ctx, const pq_model *m, const int32_t *t
                     att[h * HD + d] = o;
                 }
             }
-            pq__matmul_wt_ref(att, b->o.w, b->o.b, xb, 1, D, QD);
+            pq__qmat_matmul_ref(&b->o.w, att, b->o.b, xb, 1);
             for (int64_t i = 0; i < D; i++)
                 x[i] += xb[i];
             pq__rmsnorm_ref(xb, x, b->ffn_norm, D, c->norm_eps);
-            pq__matmul_wt_ref(xb, b->gate.w, b->gate.b, hb, 1, F, D);
-            pq__matmul_wt_ref(xb, b->up.w, b->up.b, hb2, 1, F, D);
+            pq__qmat_matmul_ref(&b->gate.w, xb, b->gate.b, hb, 1);
+            pq__qmat_matmul_ref(&b->up.w, xb, b->up.b, hb2, 1);
             for (int64_t i = 0; i < F; i++)
                 hb[i] = hb[i] * (1.0f / (1.0f + expf(-hb[i]))) * hb2[i];
-            pq__matmul_wt_ref(hb, b->down.w, b->down.b, xb, 1, D, F);
+            pq__qmat_matmul_ref(&b->down.w, hb, b->down.b, xb, 1);
             for (int64_t i = 0; i < D; i++)
                 x[i] += xb[i];
         }
         pq__rmsnorm_ref(x, x, m->out_norm, D, c->norm_eps);
-        pq__matmul_wt_ref(x, m->lm_head.w, NULL, logits + pos * c->vocab_size, 1, c->vocab_size, D);
+        pq__qmat_matmul_ref(&m->lm_head.w, x, NULL, logits + pos * c->vocab_size, 1);
     }
     free(kc);
     free(vc);

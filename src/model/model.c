@@ -61,13 +61,13 @@ static pq_status find_checked(pq_ctx *ctx, const pq_model *m, const char *name, 
 }
 
 /* Finds tensor `name` with the expected shape (cols == 0: vector) and returns float32 data
- * (NULL for a missing optional tensor, or for a large one when the model defers weights). */
-static pq_status get_f32_(pq_ctx *ctx, pq_model *m, const char *name, int64_t rows, int64_t cols, int optional,
-                          int deferrable, const float **out) {
+ * (NULL for a missing optional tensor). */
+static pq_status get_f32(pq_ctx *ctx, pq_model *m, const char *name, int64_t rows, int64_t cols, int optional,
+                         const float **out) {
     *out = NULL;
     const pq__tensor *t;
     pq_status st = find_checked(ctx, m, name, rows, cols, optional, &t);
-    if (st || !t || (deferrable && m->deferred)) return st;
+    if (st || !t) return st;
     const int64_t n = pq__tensor_numel(t);
     if (t->dtype == PQ_DTYPE_F32 && ((uintptr_t)t->data & 3) == 0) {
         *out = t->data;
@@ -85,9 +85,27 @@ static pq_status get_f32_(pq_ctx *ctx, pq_model *m, const char *name, int64_t ro
     return st;
 }
 
-static pq_status get_f32(pq_ctx *ctx, pq_model *m, const char *name, int64_t rows, int64_t cols, int optional,
-                         const float **out) {
-    return get_f32_(ctx, m, name, rows, cols, optional, 0, out);
+/* Matrix `name` [rows, cols] as the kernels take it: F16 and BF16 in place (the forward pass
+ * multiplies by them as stored), F32 in place when aligned, anything else converted to float32
+ * once. No data while the model defers weights. */
+static pq_status get_qmat(pq_ctx *ctx, pq_model *m, const char *name, int64_t rows, int64_t cols, pq__qmat *out,
+                          int *in_place) {
+    const pq__tensor *t;
+    *out = pq__qmat_f32(rows, cols, NULL);
+    *in_place = 0;
+    pq_status st = find_checked(ctx, m, name, rows, cols, 0, &t);
+    if (st || m->deferred) return st;
+    if (t->dtype == PQ_DTYPE_F16 || t->dtype == PQ_DTYPE_BF16) {
+        out->kind = t->dtype == PQ_DTYPE_F16 ? PQ_QMAT_F16 : PQ_QMAT_BF16;
+        out->data = t->data;
+        *in_place = 1;
+        return PQ_OK;
+    }
+    const float *f;
+    if ((st = get_f32(ctx, m, name, rows, cols, 0, &f))) return st;
+    out->data = f;
+    *in_place = f == t->data;
+    return PQ_OK;
 }
 
 static pq_status get_linear(pq_ctx *ctx, pq_model *m, const char *base, int64_t rows, int64_t cols, int bias,
@@ -95,16 +113,26 @@ static pq_status get_linear(pq_ctx *ctx, pq_model *m, const char *base, int64_t 
     char name[160];
     lin->rows = rows;
     lin->cols = cols;
+    lin->w = pq__qmat_f32(rows, cols, NULL);
     snprintf(name, sizeof name, "%s.weight", base);
     pq_status st;
-    if (pq__source_has_packed(&m->src, base)) { /* packed-v1 (docs/PACKED.md): decoded to float32 at load */
-        float *w = NULL;
-        if (!m->deferred && ((st = pq__packed_decode(ctx, &m->src, base, rows, cols, &w)) || (st = keep(ctx, m, w))))
-            return st;
-        lin->w = w;
-    } else if ((st = get_f32_(ctx, m, name, rows, cols, 0, 1, &lin->w))) {
+    int in_place = 0;
+    if (pq__source_has_packed(&m->src, base)) { /* docs/PACKED.md: kept packed where the kernels run it */
+        if (!m->deferred) {
+            void *own[4] = {NULL, NULL, NULL, NULL};
+            st = pq__packed_qmat(ctx, &m->src, base, rows, cols, &lin->w, own);
+            in_place = lin->w.kind == PQ_QMAT_CODES && !lin->w.perm;
+            for (int i = 0; i < 4; i++)
+                if (own[i] && st == PQ_OK)
+                    st = keep(ctx, m, own[i]);
+                else if (own[i])
+                    free(own[i]);
+            if (st) return st;
+        }
+    } else if ((st = get_qmat(ctx, m, name, rows, cols, &lin->w, &in_place))) {
         return st;
     }
+    m->n_native += in_place;
     snprintf(name, sizeof name, "%s.bias", base);
     return get_f32(ctx, m, name, rows, 0, !bias, &lin->b);
 }
@@ -254,13 +282,14 @@ static pq_status model_from_source(pq_ctx *ctx, pq__source *src, int deferred, p
     pq_status st = check_config(ctx, path, c);
     if (st) goto fail;
     const int64_t D = c->dim;
-    if ((st = get_f32_(ctx, m, "model.embed_tokens.weight", c->vocab_size, D, 0, 1, &m->embed))) goto fail;
+    int in_place;
+    if ((st = get_qmat(ctx, m, "model.embed_tokens.weight", c->vocab_size, D, &m->embed, &in_place))) goto fail;
     if ((st = get_f32(ctx, m, "model.norm.weight", D, 0, 0, &m->out_norm))) goto fail;
     m->lm_head.rows = c->vocab_size;
     m->lm_head.cols = D;
     if (c->tied) {
         m->lm_head.w = m->embed;
-    } else if ((st = get_f32_(ctx, m, "lm_head.weight", c->vocab_size, D, 0, 1, &m->lm_head.w))) {
+    } else if ((st = get_qmat(ctx, m, "lm_head.weight", c->vocab_size, D, &m->lm_head.w, &in_place))) {
         goto fail;
     }
     m->blocks = pq__calloc(ctx, (size_t)c->n_layers, sizeof *m->blocks, "blocks");
@@ -442,6 +471,9 @@ pq_status pq_model_get_info(const pq_model *m, pq_model_info *info) {
     info->n_tensors = m->src.n_tensors;
     info->n_ggml_blocks = m->n_ggml_blocks;
     info->n_packed = m->n_packed;
+    info->n_linears = c->n_layers * PQ_BLOCK_LINEARS;
+    info->n_native = m->n_native;
+    snprintf(info->kernels, sizeof info->kernels, "%s", pq__isa_name(pq__qmat_isa()));
     return PQ_OK;
 }
 

@@ -1,16 +1,30 @@
-/* Internal model: config + float32 weights (pointing into the mapped files when they are
- * stored as aligned F32, converted copies otherwise) + tokenizer. */
+/* Internal model: config + weights as they are stored (kernels/qmat.h: float32, float16 and
+ * bfloat16 rows and packed b-bit codes point into the mapped files; other dtypes are converted
+ * to float32 once) + tokenizer. */
 #ifndef PQ_MODEL_H
 #define PQ_MODEL_H
 
+#include <string.h>
+
 #include "io/source.h"
+#include "kernels/qmat.h"
 
 /* y = x W^T (+ b): a linear layer with W [rows = out, cols = in]. */
 typedef struct pq__linear {
     int64_t rows, cols;
-    const float *w; /* [rows, cols] */
+    pq__qmat w;     /* W [rows, cols] as stored; w.data and w.codes NULL while deferred */
     const float *b; /* [rows] or NULL */
 } pq__linear;
+
+/* A float32 W [rows, cols] borrowed from the caller. */
+static inline pq__qmat pq__qmat_f32(int64_t rows, int64_t cols, const float *w) {
+    pq__qmat q;
+    memset(&q, 0, sizeof q);
+    q.kind = PQ_QMAT_F32, q.rows = rows, q.cols = cols, q.data = w;
+    return q;
+}
+/* Y [n, rows] = X [n, cols] W^T + b on the context's threads (PQ_ERR_NOMEM without work memory). */
+pq_status pq__linear_apply(pq_ctx *ctx, const pq__linear *lin, const float *x, float *y, int64_t n);
 
 typedef struct pq__block {
     const float *attn_norm; /* [dim] */
@@ -24,10 +38,10 @@ typedef struct pq__block {
 struct pq_model {
     pq__source src; /* owns the mapped files and the raw tensors */
     pq__config cfg;
-    const float *embed;    /* [vocab, dim] */
+    pq__qmat embed;        /* [vocab, dim] as stored (F32 / F16 / BF16; other dtypes converted) */
     pq__block *blocks;     /* [n_layers] */
     const float *out_norm; /* [dim] */
-    pq__linear lm_head;    /* [vocab, dim]; w == embed when tied */
+    pq__linear lm_head;    /* [vocab, dim]; w is embed when tied */
     float *inv_freq;       /* [head_dim/2] RoPE inverse frequencies (scaling applied) */
     void **owned;          /* converted weight buffers */
     int64_t n_owned, cap_owned;
@@ -36,8 +50,9 @@ struct pq_model {
     size_t weight_bytes;
     char dtypes[128];
     int64_t n_ggml_blocks, n_packed; /* tensors stored in ggml block types, linears packed */
-    int deferred;                    /* loaded with defer_weights: embed, lm_head.w and the linears' w are
-                                        NULL; only the compression pipeline, which materialises one block
+    int64_t n_native;                /* linears multiplied from the file's own bytes (not converted) */
+    int deferred;                    /* loaded with defer_weights: embed, lm_head.w and the linears' w hold
+                                        no data; only the compression pipeline, which materialises one block
                                         at a time (pq__model_linear_f32), accepts such a model */
 };
 

@@ -648,3 +648,145 @@ void pq__permute_rope_rows(const void *src, void *dst, int64_t heads, int64_t hd
                 memcpy((uint8_t *)dst + to * row_bytes, (const uint8_t *)src + from * row_bytes, row_bytes);
             }
 }
+
+/* ---------------------------------------------------------------- running packed linears */
+
+/* 1 when g_idx (I32 [cols]) gives every column the group c / (cols / G), as no g_idx does. */
+static int natural_groups(const pq__tensor *tg, int64_t cols, int64_t G) {
+    if (!tg) return 1;
+    const int64_t gs = cols / G;
+    for (int64_t c = 0; c < cols; c++) {
+        int32_t g;
+        memcpy(&g, (const uint8_t *)tg->data + 4 * c, 4);
+        if (g != c / gs) return 0;
+    }
+    return 1;
+}
+
+/* The first stream bit of each row's codes under keep mask bm, malloc'ed [rows]. */
+static uint64_t *row_bits(pq_ctx *ctx, const uint8_t *bm, int64_t rows, int64_t cols, int b) {
+    uint64_t *rb = pq__malloc(ctx, (size_t)rows * sizeof *rb, "row offsets");
+    if (!rb) return NULL;
+    const int64_t mrow = (cols + 7) / 8;
+    uint64_t pos = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        rb[r] = pos;
+        pos += (uint64_t)count_stored(bm + r * mrow, 1, cols) * (uint64_t)b;
+    }
+    return rb;
+}
+
+/* Prune-only linears run as float16 rows: the stored values in place of the kept weights. */
+static pq_status values_f16(pq_ctx *ctx, const decode_job *j, const pq__tensor *tv, uint16_t **out) {
+    if (!shape_is(tv, PQ_DTYPE_F16, 1, j->n_stored, 0))
+        return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s.values': expected F16 [%lld]", j->path, j->base,
+                        (long long)j->n_stored);
+    uint16_t *h = pq__calloc(ctx, (size_t)(j->rows * j->cols), sizeof *h, j->base);
+    if (!h) return ctx->status;
+    const uint8_t *vb = tv->data;
+    int64_t k = 0;
+    for (int64_t r = 0; r < j->rows; r++)
+        for (int64_t c = 0; c < j->cols; c++)
+            if (!j->bm || bit(j->bm + r * j->mrow, c)) memcpy(&h[r * j->cols + c], vb + 2 * k++, 2);
+    *out = h;
+    return PQ_OK;
+}
+
+/* Act-order linears whose groups are not column ranges (g_idx): the codes and the mask rewritten
+ * in a column order that makes every group contiguous (stable by group), with perm recording it;
+ * 0 when the groups are not all group_size columns (then they run as float32). */
+static int act_order_layout(pq_ctx *ctx, const decode_job *j, const pq__tensor *tq, const pq__tensor *tg, int b,
+                            int64_t G, pq__qmat *out, void *owned[4]) {
+    const int64_t rows = j->rows, cols = j->cols, gs = cols / G, mrow = j->mrow;
+    int32_t *perm = pq__malloc(ctx, (size_t)cols * 4, "column order");
+    int64_t *fill = perm ? pq__calloc(ctx, (size_t)G, sizeof *fill, "column order") : NULL;
+    uint8_t *row = fill ? pq__malloc(ctx, (size_t)cols * 2, "codes row") : NULL;
+    int ok = row != NULL;
+    for (int64_t c = 0; c < cols && ok; c++) { /* stable counting sort by group */
+        int32_t g;
+        memcpy(&g, (const uint8_t *)tg->data + 4 * c, 4);
+        ok = g >= 0 && g < G && fill[g] < gs;
+        if (ok) perm[g * gs + fill[g]++] = (int32_t)c;
+    }
+    uint8_t *codes = ok ? pq__calloc(ctx, tq->nbytes, 1, "codes") : NULL;
+    uint8_t *mask = codes && j->bm ? pq__calloc(ctx, (size_t)(rows * mrow), 1, "keep mask") : NULL;
+    if (codes && (!j->bm || mask)) {
+        uint64_t in = 0, outp = 0;
+        for (int64_t r = 0; r < rows; r++) {
+            const uint8_t *bm = j->bm ? j->bm + r * mrow : NULL;
+            pq__bits_unpack(tq->data, &in, bm, cols, b, row);
+            for (int64_t c = 0; c < cols; c++) {
+                row[cols + c] = row[perm[c]];
+                if (bm && bit(bm, perm[c])) mask[r * mrow + c / 8] |= (uint8_t)(1u << (c % 8));
+            }
+            pq__bits_pack(codes, &outp, row + cols, mask ? mask + r * mrow : NULL, cols, b);
+        }
+        out->codes = codes, out->mask = mask, out->perm = perm;
+        owned[0] = codes, owned[1] = mask, owned[2] = perm;
+        free(fill);
+        free(row);
+        return 1;
+    }
+    free(codes);
+    free(perm);
+    free(fill);
+    free(row);
+    return 0;
+}
+
+pq_status pq__packed_qmat(pq_ctx *ctx, const pq__source *src, const char *base, int64_t rows, int64_t cols,
+                          pq__qmat *out, void *owned[4]) {
+    owned[0] = owned[1] = owned[2] = owned[3] = NULL;
+    memset(out, 0, sizeof *out);
+    out->rows = rows, out->cols = cols;
+    decode_job j = {.src = src,
+                    .base = base,
+                    .path = src->path ? src->path : "model",
+                    .rows = rows,
+                    .cols = cols,
+                    .mrow = (cols + 7) / 8};
+    const pq__tensor *tq = find(src, base, "qcodes"), *tv = find(src, base, "values");
+    if (!tq && !tv) return pq__fail(ctx, PQ_ERR_FORMAT, "%s: missing tensor '%s.weight'", j.path, base);
+    uint8_t *own = NULL;
+    pq_status st = keep_mask(ctx, &j, &own);
+    if (st != PQ_OK) {
+        free(own);
+        return st;
+    }
+    j.n_stored = count_stored(j.bm, rows, cols);
+    if (!tq) { /* prune-only */
+        uint16_t *h = NULL;
+        st = values_f16(ctx, &j, tv, &h);
+        free(own);
+        out->kind = PQ_QMAT_F16, out->data = h, owned[0] = h;
+        return st;
+    }
+    const pq__tensor *ts = find(src, base, "scales"), *tz = find(src, base, "zeros"), *tg = find(src, base, "g_idx");
+    int64_t G;
+    const int b = check_quant(ctx, &j, tq, ts, tz, tg, &G);
+    if (!b) {
+        free(own);
+        return ctx->status;
+    }
+    out->kind = PQ_QMAT_CODES, out->bits = b, out->n_groups = G, out->group_size = cols / G;
+    out->codes = tq->data, out->codes_bytes = tq->nbytes, out->scales = ts->data, out->zeros = tz->data;
+    out->mask = j.bm;
+    if (!natural_groups(tg, cols, G)) {
+        const int done = act_order_layout(ctx, &j, tq, tg, b, G, out, owned);
+        free(own);
+        own = NULL;
+        if (!done) { /* groups of unequal sizes: float32 */
+            if (ctx->status == PQ_ERR_NOMEM) return ctx->status;
+            memset(out, 0, sizeof *out);
+            out->rows = rows, out->cols = cols;
+            float *W = NULL;
+            st = pq__packed_decode(ctx, src, base, rows, cols, &W);
+            out->kind = PQ_QMAT_F32, out->data = W, owned[0] = W;
+            return st;
+        }
+    } else {
+        owned[0] = own;
+    }
+    if (out->mask && !(out->row_bit = owned[3] = row_bits(ctx, out->mask, rows, cols, b))) return ctx->status;
+    return PQ_OK;
+}

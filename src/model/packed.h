@@ -24,6 +24,7 @@
 
 #include "io/packed_names.h"
 #include "io/safetensors.h"
+#include "kernels/qmat.h"
 #include "prunequant-compress.h"
 
 /* Dequantisation shared by the encoder's snapping and the decoder, so both give the same bits. */
@@ -66,6 +67,15 @@ typedef struct pq__packed_parts {
                                cells, else per row log2 C(cols, kept in the row) + log2(cols + 1) for the count */
 } pq__packed_parts;
 void pq__packed_parts_of(const pq__source *src, const char *base, int64_t rows, int64_t cols, pq__packed_parts *out);
+
+/* The stored form of packed linear base [rows, cols] for the kernels (kernels/qmat.h): codes,
+ * scales and zeros point into the source; a keep mask decoded from an N:M index or a coded mask,
+ * the rows' first code bits, and for act-order groups (g_idx not c / group size) codes and mask
+ * rewritten with every group's columns contiguous plus the column order, are malloc'ed into
+ * owned[0..3] (the caller frees them after the model). Prune-only linears become float16 rows
+ * (owned[0]); act-order groups of unequal sizes, float32. Validates as pq__packed_decode does. */
+pq_status pq__packed_qmat(pq_ctx *ctx, const pq__source *src, const char *base, int64_t rows, int64_t cols,
+                          pq__qmat *out, void *owned[4]);
 
 /* Decodes a packed linear into a malloc'ed float [rows, cols]. */
 pq_status pq__packed_decode(pq_ctx *ctx, const pq__source *src, const char *base, int64_t rows, int64_t cols,

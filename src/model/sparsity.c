@@ -41,13 +41,20 @@ pq_status pq_model_sparsity(pq_ctx *ctx, const pq_model *m, pq_sparsity_report *
             e->rows = rows;
             e->cols = cols;
             float *own = NULL;
-            const float *w = lin->w;
+            const float *w = lin->w.kind == PQ_QMAT_F32 ? lin->w.data : NULL;
             if (m->deferred) {
                 pq_status st = pq__model_linear_f32(ctx, m, e->name, rows, cols, &own);
                 if (st) {
                     pq_sparsity_report_free(out);
                     return st;
                 }
+                w = own;
+            } else if (!w) { /* stored as float16 / bfloat16 / codes: their float32 values */
+                if (!(own = pq__malloc(ctx, (size_t)n * sizeof(float), e->name))) {
+                    pq_sparsity_report_free(out);
+                    return ctx->status;
+                }
+                pq__qmat_rows_f32(&lin->w, 0, rows, own);
                 w = own;
             }
             int64_t z = 0;

@@ -142,7 +142,7 @@ pq_status pq__compress_block(pq__pipe *P, int64_t l, pq__block *b) {
         /* the working copy comes from the stored tensor, so that a model loaded with deferred
          * weights is converted (or decoded) one block at a time */
         st = pq__model_linear_f32(ctx, P->m, name, lin->rows, lin->cols, &P->w.w[i]);
-        lin->w = P->w.w[i];
+        lin->w = pq__qmat_f32(lin->rows, lin->cols, P->w.w[i]);
         P->w.done[i] = P->compressing && !(P->have_skip && regexec(&P->skip, name, 0, NULL, 0) == 0);
     }
     const int n_stages = P->p.true_sequential ? PQ_BLOCK_INPUTS : 1;

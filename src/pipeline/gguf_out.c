@@ -346,7 +346,7 @@ pq_status pq_model_save_gguf(pq_ctx *ctx, const pq_model *m, const char *path, c
             char name[128];
             pq__linear_name(name, sizeof name, l, i);
             st = pq__model_linear_f32(ctx, m, name, lin->rows, lin->cols, &P.w.w[i]);
-            lin->w = P.w.w[i];
+            lin->w = pq__qmat_f32(lin->rows, lin->cols, P.w.w[i]);
         }
         if (st == PQ_OK) st = pq__gguf_out_block(&P, l, &b);
     }
