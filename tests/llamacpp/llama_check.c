@@ -4,7 +4,7 @@
  *
  *   llama_check MODEL.gguf [--ids "1 2 3" | --ids-file F] [--ctx N] [--threads N]
  *               [--tokenize TEXT | --tokenize-file F] [--ppl gptq|llamacpp] [--greedy N]
- *               [--text-out F] [--logits] [--verbose] [--timeout S]
+ *               [--text-out F] [--logits] [--verbose] [--timeout S] [--bench]
  *
  * Output on stdout, one fact a line:
  *   n_vocab V                        always, once the model loads
@@ -15,6 +15,10 @@
  *   ppl PPL NLL_MEAN COUNT           --ppl: prunequant's protocols on the ids (src/eval/ppl.c):
  *                                    windows of --ctx; llamacpp: BOS at each window start and the
  *                                    second half scored; NLL summed in double
+ *   bench prompt TOKENS SECONDS TOK_S --bench: speed as bench/bench_decode measures ours: a prompt
+ *   bench decode TOKENS SECONDS TOK_S of 512 tokens in one batch (logits of the last), best of 2;
+ *                                    then 128 single-token decodes after a 128-token prompt
+ *                                    (greedy), with llama.cpp's default context (F16 KV cache)
  * The context has an F32 KV cache and flash attention off, so an exact decoder agrees with it.
  * The work runs in a child process: llama.cpp aborts (or throws through C) on some bad files,
  * and a crash or a hang must read as a failure. Exit status: 0 ok, 1 llama.cpp refused the
@@ -47,7 +51,7 @@
 
 typedef struct {
     const char *model, *ids_arg, *ids_file, *text_out, *ppl, *tok_arg, *tok_file;
-    int ctx, threads, greedy, logits, verbose, timeout;
+    int ctx, threads, greedy, logits, verbose, timeout, bench;
 } opts;
 
 static int verbose_log;
@@ -63,7 +67,7 @@ static int usage(const char *msg) {
     fprintf(stderr,
             "llama_check: %s\nusage: llama_check MODEL.gguf [--ids \"1 2 3\" | --ids-file F] [--ctx N] "
             "[--threads N] [--tokenize TEXT | --tokenize-file F] [--ppl gptq|llamacpp] [--greedy N] "
-            "[--text-out F] [--logits] [--verbose] [--timeout S]\n",
+            "[--text-out F] [--logits] [--verbose] [--timeout S] [--bench]\n",
             msg);
     return 2;
 }
@@ -224,6 +228,68 @@ static int run_greedy(struct llama_context *lc, const struct llama_vocab *voc, c
     return rc;
 }
 
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Decodes n tokens (pseudo-random ids) as one batch from position pos; logits of the last. */
+static int decode_batch(struct llama_context *lc, int vocab, int n, int pos, unsigned *seed) {
+    struct llama_batch b = llama_batch_init(n, 0, 1);
+    for (int i = 0; i < n; i++) {
+        *seed = *seed * 1103515245u + 12345u;
+        b.token[i] = (llama_token)((*seed >> 8) % (unsigned)vocab);
+        b.pos[i] = pos + i;
+        b.n_seq_id[i] = 1;
+        b.seq_id[i][0] = 0;
+        b.logits[i] = i == n - 1;
+    }
+    b.n_tokens = n;
+    const int rc = llama_decode(lc, b);
+    llama_batch_free(b);
+    return rc;
+}
+
+/* --bench: the protocol of bench/bench_decode.c on llama.cpp's side. */
+static int run_bench(struct llama_model *model, const struct llama_vocab *voc, const opts *o) {
+    struct llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = 1024;
+    cp.n_batch = cp.n_ubatch = 512;
+    cp.n_seq_max = 1;
+    cp.n_threads = cp.n_threads_batch = o->threads;
+    struct llama_context *lc = llama_init_from_model(model, cp);
+    if (!lc) return fprintf(stderr, "llama_check: %s: llama.cpp could not create a context\n", o->model), 1;
+    const int V = llama_vocab_n_tokens(voc), P = 512, D0 = 128, G = 128;
+    unsigned seed = 12345;
+    int rc = decode_batch(lc, V, 16, 0, &seed); /* warm-up: buffers, threads */
+    double best = 1e30;
+    for (int rep = 0; rep < 2 && !rc; rep++) {
+        llama_memory_clear(llama_get_memory(lc), true);
+        const double t = now_s();
+        rc = decode_batch(lc, V, P, 0, &seed);
+        const double dt = now_s() - t;
+        if (dt < best) best = dt;
+    }
+    if (!rc) printf("bench prompt %d %.6f %.3f\n", P, best, P / best);
+    llama_memory_clear(llama_get_memory(lc), true);
+    if (!rc) rc = decode_batch(lc, V, D0, 0, &seed);
+    const double t = now_s();
+    for (int k = 0; k < G && !rc; k++) {
+        const float *lg = llama_get_logits_ith(lc, -1);
+        llama_token best_id = 0;
+        for (int i = 1; i < V; i++)
+            if (lg[i] > lg[best_id]) best_id = i;
+        struct llama_batch b = llama_batch_get_one(&best_id, 1);
+        rc = llama_decode(lc, b);
+    }
+    const double dt = now_s() - t;
+    if (!rc) printf("bench decode %d %.6f %.3f\n", G, dt, G / dt);
+    if (rc) fprintf(stderr, "llama_check: llama_decode failed (%d)\n", rc);
+    llama_free(lc);
+    return rc ? 1 : 0;
+}
+
 static int work(const opts *o) {
     verbose_log = o->verbose;
     if (!o->verbose) setenv("GGML_NO_BACKTRACE", "1", 0); /* a crash is reported by the parent */
@@ -284,7 +350,8 @@ static int work(const opts *o) {
             }
     }
     int rc = 0;
-    if (o->logits || o->ppl || o->greedy > 0) {
+    if (o->bench) rc = run_bench(model, voc, o);
+    if (!rc && (o->logits || o->ppl || o->greedy > 0)) {
         struct llama_context_params cp = llama_context_default_params();
         int need = o->ppl ? o->ctx : n + o->greedy;
         if (!o->ppl && need > llama_model_n_ctx_train(model)) need = llama_model_n_ctx_train(model); /* as we do */
@@ -479,6 +546,8 @@ int main(int argc, char **argv) {
             o.logits = 1;
         else if (!strcmp(a, "--verbose"))
             o.verbose = 1;
+        else if (!strcmp(a, "--bench"))
+            o.bench = 1;
         else if (a[0] == '-')
             return usage("unknown option or missing value");
         else if (o.model)

@@ -1,0 +1,136 @@
+/* Speed and memory of running a model as stored (kernels/qmat.h), measured the way
+ * tests/llamacpp/llama_check.c --bench measures llama.cpp, for bench/bench_decode.sh (which runs
+ * both sides on the same weights and prints the table).
+ *
+ *   bench_decode run MODEL [threads]
+ *       prompt: 512 pseudo-random tokens in one batch (logits of the last), best of 2;
+ *       decode: a 128-token prompt, then 128 single-token steps, each feeding the greedy token;
+ *       one JSON line: tokens/s of both, peak resident set (VmHWM) and the model's file bytes,
+ *       the linears that run from their stored form.
+ *   bench_decode rss BUDGET_BYTES -- COMMAND [ARGS...]
+ *       runs COMMAND (its output to stderr), prints one JSON line with its peak resident set
+ *       (wait4's ru_maxrss) and its ratio to BUDGET_BYTES; exits with the command's status.
+ * Run each model in its own process: the peak resident set is per process. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "model/model.h"
+#include "prunequant.h"
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static long vm_kb(const char *key) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, key, strlen(key))) v = strtol(line + strlen(key), NULL, 10);
+    if (f) fclose(f);
+    return v;
+}
+
+static void fill_tokens(int32_t *t, int64_t n, int64_t vocab, unsigned *seed) {
+    for (int64_t i = 0; i < n; i++) {
+        *seed = *seed * 1103515245u + 12345u;
+        t[i] = (int32_t)((*seed >> 8) % (unsigned)vocab);
+    }
+}
+
+static int32_t argmax(const float *x, int64_t n) {
+    int64_t best = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return (int32_t)best;
+}
+
+static int run(const char *path, int threads) {
+    pq_ctx *ctx = pq_ctx_new();
+    pq_ctx_set_threads(ctx, threads);
+    pq_model *m = NULL;
+    const double t0 = now_s();
+    if (pq_model_load(ctx, path, NULL, &m) != PQ_OK) {
+        fprintf(stderr, "bench_decode: %s\n", pq_ctx_error(ctx));
+        return 1;
+    }
+    const double load_s = now_s() - t0;
+    const int64_t V = m->cfg.vocab_size, P = 512, D0 = 128, G = 128;
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)P);
+    float *logits = malloc(sizeof(float) * (size_t)V);
+    unsigned seed = 12345;
+    pq_status st = PQ_OK;
+    double prompt_s = 1e30;
+    pq__kv kv;
+    if ((st = pq__kv_init(ctx, &kv, &m->cfg, 1, 1024))) goto done;
+    fill_tokens(tok, 16, V, &seed); /* warm-up: pages, threads */
+    st = pq__forward(ctx, m, &kv, tok, 1, 16, 0, 1, logits);
+    for (int rep = 0; rep < 2 && st == PQ_OK; rep++) {
+        fill_tokens(tok, P, V, &seed);
+        const double t = now_s();
+        st = pq__forward(ctx, m, &kv, tok, 1, P, 0, 1, logits);
+        const double dt = now_s() - t;
+        if (dt < prompt_s) prompt_s = dt;
+    }
+    fill_tokens(tok, D0, V, &seed);
+    if (st == PQ_OK) st = pq__forward(ctx, m, &kv, tok, 1, D0, 0, 1, logits);
+    const double t = now_s();
+    for (int64_t k = 0; k < G && st == PQ_OK; k++) {
+        int32_t next = argmax(logits, V);
+        st = pq__forward(ctx, m, &kv, &next, 1, 1, D0 + k, 1, logits);
+    }
+    const double decode_s = now_s() - t;
+    if (st == PQ_OK) {
+        pq_model_info info;
+        pq_model_get_info(m, &info);
+        printf("{\"bench\": \"decode\", \"model\": \"%s\", \"threads\": %d, \"prompt_tokens\": %lld, "
+               "\"prompt_tok_s\": %.3f, \"decode_tokens\": %lld, \"decode_tok_s\": %.3f, \"load_s\": %.3f, "
+               "\"peak_rss_mib\": %.1f, \"file_mib\": %.1f, \"native_linears\": %lld, \"linears\": %lld, "
+               "\"path\": \"%s\"}\n",
+               path, pq_ctx_threads(ctx), (long long)P, (double)P / prompt_s, (long long)G, (double)G / decode_s,
+               load_s, (double)vm_kb("VmHWM:") / 1024.0, (double)info.file_bytes / 1048576.0, (long long)m->n_native,
+               (long long)(m->cfg.n_layers * PQ_BLOCK_LINEARS), pq__isa_name(pq__qmat_isa()));
+    }
+    pq__kv_free(&kv);
+done:
+    if (st) fprintf(stderr, "bench_decode: %s\n", pq_ctx_error(ctx));
+    free(tok);
+    free(logits);
+    pq_model_free(m);
+    pq_ctx_free(ctx);
+    return st ? 1 : 0;
+}
+
+static int rss(double budget, char **argv) {
+    const pid_t pid = fork();
+    if (pid < 0) return perror("bench_decode: fork"), 1;
+    if (pid == 0) {
+        dup2(2, 1); /* the command's output to stderr: stdout carries the JSON line */
+        execvp(argv[0], argv);
+        perror("bench_decode: exec");
+        _exit(127);
+    }
+    int status = 0;
+    struct rusage ru;
+    if (wait4(pid, &status, 0, &ru) < 0) return perror("bench_decode: wait4"), 1;
+    const double peak = (double)ru.ru_maxrss * 1024.0;
+    printf("{\"bench\": \"rss\", \"command\": \"%s\", \"peak_rss_mib\": %.1f, \"budget_mib\": %.1f, \"ratio\": %.3f, "
+           "\"status\": %d}\n",
+           argv[0], peak / 1048576.0, budget / 1048576.0, budget > 0 ? peak / budget : 0.0,
+           WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 3 && !strcmp(argv[1], "run")) return run(argv[2], argc > 3 ? atoi(argv[3]) : 0);
+    if (argc >= 5 && !strcmp(argv[1], "rss") && !strcmp(argv[3], "--")) return rss(atof(argv[2]), argv + 4);
+    fprintf(stderr, "usage: bench_decode run MODEL [threads] | bench_decode rss BUDGET_BYTES -- COMMAND [ARGS...]\n");
+    return 2;
+}
