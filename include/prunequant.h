@@ -149,10 +149,10 @@ typedef struct pq_model_info {
     int64_t n_ggml_blocks; /* tensors stored in ggml block types (Q8_0 ... Q6_K) */
     int64_t n_packed;      /* linears stored packed (prunequant codes + scales [+ mask]) */
     int64_t n_linears;     /* linear layers of the blocks */
-    int64_t n_native;      /* of them, multiplied as stored, from the memory-mapped file (packed
-                              codes, float32 / float16 / bfloat16 rows); the others (ggml block
-                              types, act-order or prune-only packed linears, unaligned float32)
-                              are converted once at load */
+    int64_t n_native;      /* of them, multiplied as stored: packed codes (memory-mapped; act-order
+                              groups re-laid in memory), float32 / float16 / bfloat16 rows
+                              (memory-mapped); the others (ggml block types, prune-only packed
+                              linears, unaligned float32) are converted once at load */
     char kernels[16];      /* the kernel path this CPU runs: "avx512", "avx2", "portable" */
     int64_t n_tensors;     /* tensors in the file(s); see pq_model_tensor */
 } pq_model_info;

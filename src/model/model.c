@@ -121,7 +121,7 @@ static pq_status get_linear(pq_ctx *ctx, pq_model *m, const char *base, int64_t 
         if (!m->deferred) {
             void *own[4] = {NULL, NULL, NULL, NULL};
             st = pq__packed_qmat(ctx, &m->src, base, rows, cols, &lin->w, own);
-            in_place = lin->w.kind == PQ_QMAT_CODES && !lin->w.perm;
+            in_place = lin->w.kind == PQ_QMAT_CODES; /* act-order: re-laid codes, still codes */
             for (int i = 0; i < 4; i++)
                 if (own[i] && st == PQ_OK)
                     st = keep(ctx, m, own[i]);
