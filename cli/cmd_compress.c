@@ -18,14 +18,16 @@ static const char *compress_usage =
     "  [--true-sequential] [--skip REGEX] [--recipe FILE.json] [--report FILE.jsonl]\n"
     "  [--format packed|packed-v1|dense|gguf] [--gguf-type TYPE|PRESET (with gguf: Q4_K_M, Q4_0 ...)] [--imatrix-out "
     "FILE]\n"
-    "  [--dtype f32|f16|bf16] [--threads N] [--quiet]\n";
+    "  [--dtype f32|f16|bf16] [--budget-bytes N] [--threads N] [--quiet]\n"
+    "A recipe file may hold \"overrides\": [{\"match\": REGEX, recipe keys...}] (per-linear recipes, first\n"
+    "match wins) and \"budget_bytes\" (the linear weights must fit it), as prunequant allocate writes.\n";
 
 /* Recipe keys given (flags or the JSON recipe): pq_recipe_check refuses the ones without effect. */
 static unsigned given;
 /* The recipe keys, for "did you mean" in a JSON recipe. */
 static const char *const recipe_keys =
     "prune sparsity pattern quant bits group sym act_order static_groups percdamp blocksize joint keep_mask "
-    "true_sequential nsamples seqlen seed threads format gguf_type imatrix_out dtype skip";
+    "true_sequential nsamples seqlen seed threads format gguf_type imatrix_out dtype skip overrides budget_bytes";
 
 static void mark_given(const char *key) {
     given |= pq_recipe_key_parse(key);
@@ -85,6 +87,8 @@ static int set_key(const char *cmd, pq_compress_params *p, const char *key, cons
             return cli_usage_error(cmd, "--dtype: f32, f16 or bf16");
     } else if (!strcmp(key, "skip")) {
         *skip_store = v;
+    } else if (!strcmp(key, "budget_bytes")) { /* allocate's recipes: the real bytes are checked */
+        if (cli_parse_i64(cmd, "--budget-bytes", v, 1, INT64_MAX, &p->budget_bytes)) return 1;
     } else {
         return -1; /* unknown: the caller names the flag or the file */
     }
@@ -126,6 +130,7 @@ static int apply_recipe(const char *cmd, const char *path, pq_compress_params *p
     for (cJSON *it = j->child; it; it = it->next) {
         char buf[64];
         const char *v;
+        if (!strcmp(it->string, "overrides")) continue; /* read on top of the resolved recipe */
         if (cJSON_IsBool(it)) {
             if (set_bool(p, it->string, cJSON_IsTrue(it))) continue;
             fprintf(stderr, "prunequant %s: %s: key '%s' is not a boolean option\n", cmd, path, it->string);
@@ -285,6 +290,22 @@ done:
     return ret;
 }
 
+/* The recipe file's "overrides" on top of the recipe the file and the flags resolved. */
+static int apply_overrides(const char *cmd, const char *path, const cJSON *recipe, compress_opts *o,
+                           pq_recipe_overrides *ov) {
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(recipe, "overrides");
+    if (!a) return 0;
+    char *text = cJSON_PrintUnformatted(a);
+    pq_ctx *c = pq_ctx_new();
+    const int bad = !text || !c || pq_recipe_overrides_parse(c, text, strlen(text), &o->p.layer, ov) != PQ_OK;
+    if (bad) fprintf(stderr, "prunequant %s: %s: %s\n", cmd, path, c && text ? pq_ctx_error(c) : "out of memory");
+    pq_ctx_free(c);
+    free(text);
+    o->p.overrides = ov->v;
+    o->p.n_overrides = ov->n;
+    return bad;
+}
+
 int pq_cli_compress(int argc, char **argv) {
     const char *cmd = "compress";
     compress_opts o = {.format = "packed", .p = pq_compress_params_default()};
@@ -298,6 +319,8 @@ int pq_cli_compress(int argc, char **argv) {
         return 1; /* a bad recipe file is bad data, not bad usage */
     }
     int rc = compress_parse(cmd, argc, argv, &o);
+    pq_recipe_overrides ov = {0};
+    if (rc < 0 && recipe_json && apply_overrides(cmd, recipe, recipe_json, &o, &ov)) rc = 1;
     if (rc < 0) {
         o.p.packed = !strcmp(o.format, "packed") ? 2 : !strcmp(o.format, "packed-v1") ? 1 : 0;
         if (o.p.gguf_type && o.p.layer.quant == PQ_QUANT_NONE) o.p.layer.quant = PQ_QUANT_GPTQ;
@@ -305,8 +328,76 @@ int pq_cli_compress(int argc, char **argv) {
         o.p.calib_name = o.calib;
         rc = compress_run(cmd, &o);
     }
+    pq_recipe_overrides_free(&ov);
     cJSON_Delete(recipe_json);
     return rc;
+}
+
+/* A linear as stored, in a few characters (a cell of the heat map): its pruning from the mask
+ * ("2:4", or the kept share's complement "25%"), its bits and group ("4b g32"; g-1: one grid per
+ * row), "f16"-style for an unpacked weight. */
+static void cell_label(const pq_sparsity_entry *e, char *buf, size_t n) {
+    char pr[24] = "";
+    const int64_t numel = e->rows * e->cols;
+    if (e->mask_bytes > 0 && e->pattern_m && e->pattern_ok)
+        snprintf(pr, sizeof pr, "%d:%d", e->pattern_n, e->pattern_m);
+    else if (e->mask_bytes > 0)
+        snprintf(pr, sizeof pr, "%.0f%%", 100.0 * (1.0 - (double)e->kept / (double)numel));
+    if (e->bits > 0) {
+        const int64_t groups = e->rows > 0 ? e->scales_bytes / 2 / e->rows : 0;
+        const int64_t g = groups > 1 ? e->cols / groups : -1;
+        snprintf(buf, n, "%s%s%db g%lld", pr, pr[0] ? "+" : "", e->bits, (long long)g);
+    } else if (e->values_bytes > 0) {
+        snprintf(buf, n, "%s f16", pr);
+    } else {
+        snprintf(buf, n, "%.0f-bit", e->rows > 0 ? 8.0 * (double)e->weight_bytes / (double)numel : 0.0);
+    }
+}
+
+/* The block of a linear ("model.layers.<b>.") and its place in the block (q k v o gate up
+ * down), -1 when the name is not a decoder linear's. */
+static int linear_slot(const char *name, long *block) {
+    static const char *const kinds[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                        "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                        "mlp.down_proj"};
+    int used = 0;
+    if (sscanf(name, "model.layers.%ld.%n", block, &used) != 1 || !used) return -1;
+    for (int i = 0; i < 7; i++)
+        if (!strcmp(name + used, kinds[i])) return i;
+    return -1;
+}
+
+/* The heat map: blocks x linears, each cell the linear's bits and pattern as stored. */
+static void sparsity_print_grid(const pq_sparsity_report *r) {
+    static const char *const cols[] = {"q", "k", "v", "o", "gate", "up", "down"};
+    printf("\n%-6s", "block");
+    for (int i = 0; i < 7; i++)
+        printf(" %-14s", cols[i]);
+    long last = -1;
+    for (int64_t k = 0; k < r->n_layers; k++) {
+        long b;
+        const int slot = linear_slot(r->layers[k].name, &b);
+        if (slot < 0) continue;
+        if (b != last) printf("\n%-6ld", b), last = b;
+        char cell[48];
+        cell_label(&r->layers[k], cell, sizeof cell);
+        printf(" %-14s", cell);
+    }
+    printf("\n");
+}
+
+/* The same grid as JSON: [[cell per linear] per block]. */
+static void sparsity_grid_json(cJSON *j, const pq_sparsity_report *r) {
+    cJSON *grid = cJSON_AddArrayToObject(j, "grid"), *row = NULL;
+    long last = -1;
+    for (int64_t k = 0; k < r->n_layers; k++) {
+        long b;
+        if (linear_slot(r->layers[k].name, &b) < 0) continue;
+        if (b != last) cJSON_AddItemToArray(grid, row = cJSON_CreateArray()), last = b;
+        char cell[48];
+        cell_label(&r->layers[k], cell, sizeof cell);
+        cJSON_AddItemToArray(row, cJSON_CreateString(cell));
+    }
 }
 
 static void sparsity_print_json(const char *model, const pq_sparsity_report *r) {
@@ -338,6 +429,9 @@ static void sparsity_print_json(const char *model, const pq_sparsity_report *r) 
         for (size_t k = 0; k < sizeof pt / sizeof pt[0]; k++)
             cJSON_AddNumberToObject(parts, pt[k].k, (double)pt[k].v);
         cJSON_AddNumberToObject(o, "bits", e->bits);
+        char cell[48];
+        cell_label(e, cell, sizeof cell);
+        cJSON_AddStringToObject(o, "stored", cell);
         cJSON_AddNumberToObject(o, "kept", (double)e->kept);
         cJSON_AddNumberToObject(o, "mask_bound", e->mask_bound);
         cJSON_AddNumberToObject(o, "bound_bytes", e->bound_bytes);
@@ -347,6 +441,7 @@ static void sparsity_print_json(const char *model, const pq_sparsity_report *r) 
     cJSON_AddNumberToObject(j, "acr", r->acr);
     cJSON_AddNumberToObject(j, "bpw", r->bpw);
     cJSON_AddNumberToObject(j, "bound_bpw", r->bound_bpw);
+    sparsity_grid_json(j, r);
     char *s = cJSON_Print(j);
     if (s) printf("%s\n", s);
     free(s);
@@ -374,6 +469,7 @@ static void sparsity_print_text(const pq_sparsity_report *r) {
     if (r->acr >= 0) snprintf(acr, sizeof acr, "%.4f", r->acr);
     printf("ACr %s  bpw %.3f  information bound %.3f bpw%s\n", acr, r->bpw, r->bound_bpw,
            r->packed ? "" : "  (not packed)");
+    sparsity_print_grid(r);
 }
 
 int pq_cli_info_sparsity(int argc, char **argv) {

@@ -67,15 +67,15 @@ static double now_s(void) {
 static int stage_rank(const char *stage) {
     if (!strcmp(stage, "write")) return -1; /* the commit's cancel check: never drawn */
     if (!strcmp(stage, "sweep")) return 3;
-    if (!strcmp(stage, "compress") || !strcmp(stage, "convert")) return 2;
+    if (!strcmp(stage, "compress") || !strcmp(stage, "convert") || !strcmp(stage, "allocate")) return 2;
     if (!strcmp(stage, "gptq") || !strcmp(stage, "sparsegpt")) return 0;
     return 1; /* ppl, kld, evaluation tasks */
 }
 
 static const char *stage_unit(const char *stage) {
-    static const char *const units[][2] = {{"compress", "blocks"},  {"convert", "tensors"}, {"ppl", "windows"},
-                                           {"kld", "windows"},      {"sweep", "configs"},   {"gptq", "columns"},
-                                           {"sparsegpt", "columns"}};
+    static const char *const units[][2] = {{"compress", "blocks"},   {"convert", "tensors"}, {"ppl", "windows"},
+                                           {"kld", "windows"},       {"sweep", "configs"},   {"gptq", "columns"},
+                                           {"sparsegpt", "columns"}, {"allocate", "linears"}};
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
         if (!strcmp(stage, units[i][0])) return units[i][1];
     return "items";

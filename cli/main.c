@@ -13,6 +13,7 @@ int pq_cli_report(int argc, char **argv);
 int pq_cli_layer(int argc, char **argv);
 int pq_cli_tasks(int argc, char **argv);
 int pq_cli_compress(int argc, char **argv);
+int pq_cli_allocate(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -26,6 +27,7 @@ static const struct {
     {"ppl", cli_ppl, "perplexity of a text file (gptq or llamacpp protocol)"},
     {"convert", cli_convert, "write a model as a Hugging Face folder or a GGUF file"},
     {"compress", pq_cli_compress, "compress a whole model (layer-wise pruning + quantization)"},
+    {"allocate", pq_cli_allocate, "per-linear recipes under a byte budget (a recipe file for compress)"},
     {"layer", pq_cli_layer, "compress one weight matrix given its Hessian (.npy)"},
     {"eval", pq_cli_eval, "benchmarks, KL divergence to a base model, retention metrics"},
     {"sweep", pq_cli_sweep, "compress + evaluate a grid of recipes into an SQLite database (resumable)"},

@@ -152,6 +152,38 @@ pq_status pq_recipe_check(pq_ctx *ctx, pq_layer_params *p, unsigned given, int f
  * PQ_ERR_INVALID with a one-line message naming the key (as a flag when flags is 1). */
 pq_status pq_recipe_set(pq_ctx *ctx, pq_layer_params *p, const char *key, const char *value, int flags);
 
+/* Per-linear recipes: an override gives some recipe keys for the linears whose name
+ * ("model.layers.3.mlp.down_proj") its POSIX extended regular expression matches; the keys it
+ * does not give come from the base recipe. The first override that matches a linear wins; a
+ * linear no override matches takes the base recipe. In a recipe file:
+ *   "overrides": [{"match": "REGEX", "bits": 6}, {"match": "down_proj", "prune": "none"}, ...]
+ * The key rule holds per override (a key it gives must act under its recipe); the defaults
+ * that follow from a whole recipe's keys (prune alone means no quantization) do not: the base
+ * recipe's values are inherited as they are. */
+typedef struct pq_recipe_override {
+    char *match;           /* the regular expression (malloc'ed) */
+    pq_layer_params layer; /* the recipe of the linears it matches: the base with its keys */
+    unsigned given;        /* PQ_KEY_* the override gives */
+} pq_recipe_override;
+
+typedef struct pq_recipe_overrides {
+    pq_recipe_override *v; /* [n], malloc'ed */
+    int64_t n;
+} pq_recipe_overrides;
+
+/* Parses the JSON array of a recipe file's "overrides" (text of len bytes) on top of the
+ * resolved base recipe: every entry an object with a string "match" that compiles and recipe
+ * keys (pq_recipe_set's names and ranges). PQ_ERR_INVALID naming the entry and key. */
+pq_status pq_recipe_overrides_parse(pq_ctx *ctx, const char *json, size_t len, const pq_layer_params *base,
+                                    pq_recipe_overrides *out);
+/* The overrides as a JSON array (malloc'ed; NULL when out of memory): per entry "match" and
+ * the keys it gives, as pq_recipe_overrides_parse reads them back. */
+char *pq_recipe_overrides_json(const pq_recipe_overrides *o);
+/* Adds one override (match copied); PQ_ERR_NOMEM on failure. */
+pq_status pq_recipe_overrides_add(pq_ctx *ctx, pq_recipe_overrides *o, const char *match,
+                                  const pq_layer_params *layer, unsigned given);
+void pq_recipe_overrides_free(pq_recipe_overrides *o);
+
 /* Names ("none", "magnitude", ...) and their parsers (0 on success). */
 const char *pq_prune_method_name(pq_prune_method m);
 const char *pq_quant_method_name(pq_quant_method m);
@@ -177,6 +209,9 @@ typedef struct pq_layer_result {
     int64_t moved_off_zero; /* mode a: pruned weights that GPTQ moved off zero */
     int64_t pruned_nonzero; /* ggml types with a min (no exact 0 on the grid): pruned weights stored non-zero */
     int64_t blocksize;      /* lazy-batch block used (cut to groups/cells where needed) */
+    double factor_seconds;  /* of seconds: the factorisations of H (the rest: sweeps, masks, set-up) */
+    double factor_flop;     /* n^3 / 3 per Cholesky factorisation of order n */
+    double sweep_flop;      /* rows * cols * (cols - 1) per column sweep with error feedback (its updates) */
 } pq_layer_result;
 
 /* Integer codes of a quantized layer: Q[r, c] = ((float)code - (float)zero) * scale with the

@@ -107,6 +107,9 @@ typedef struct pq_kld_result {
     char protocol[320];
     char file[512];
     double seconds; /* wall time (both models' forward passes), set by pq_eval_run */
+    pq_units units; /* per window: the summed KLD of its scored tokens (value) and their count (weight),
+                       so that the score is the mean KLD; for paired comparisons of models on the same
+                       windows. Owned (pq_units_clear; pq_eval_report_free does it) */
 } pq_kld_result;
 
 typedef struct pq_metrics {
@@ -159,6 +162,11 @@ pq_status pq_bootstrap_sr(pq_ctx *ctx, int64_t n_tasks, const pq_units *const *m
 /* The interval of one model's score from its units alone (e.g. the mean KLD over windows:
  * tokens resampled in blocks of a window, since neighbouring tokens are not independent). */
 pq_status pq_bootstrap_score(pq_ctx *ctx, const pq_units *u, const pq_bootstrap_params *p, double ci[2]);
+/* score(a) - score(b) of two models' units on the same items or windows (e.g. their
+ * perplexities, or their mean KLD to a base), each replicate drawing the same units for both
+ * (task 0's draws); NAN when a and b are not paired. */
+pq_status pq_bootstrap_score_diff(pq_ctx *ctx, const pq_units *a, const pq_units *b, const pq_bootstrap_params *p,
+                                  double *diff, double ci[2]);
 /* Sr(a) - Sr(b) and its interval, a and b resampled with the same draws. */
 pq_status pq_bootstrap_sr_diff(pq_ctx *ctx, int64_t n_tasks, const pq_units *const *a, const pq_units *const *b,
                                const pq_units *const *base, const int *higher, const pq_bootstrap_params *p,

@@ -11,6 +11,10 @@
  *   sym      [false, true]                                    (default [false])
  *   act_order[false, true]                                    (default [false])
  *   joint    ["a", "b", "fused"]                              (default: the engine's)
+ *   allocate true | "CANDIDATES"  (not an axis)  after the cross product, for every config an
+ *            allocated one (pq_allocate with its methods, the default candidates or these) at
+ *            the real bytes that config's run stored; its hash is the config's + "." + 6 hex
+ *            digits of the allocation's settings, so the report pairs the two
  * The run list is the cross product with irrelevant keys dropped (prune none ignores
  * sparsity, quant none ignores bits/group/sym/act_order, act_order only with gptq, joint
  * only when both are on), invalid recipes (pq_layer_params_validate) and the no-op
@@ -29,11 +33,14 @@ extern "C" {
 
 typedef struct pq_sweep_config {
     pq_layer_params layer;
-    double sparsity; /* effective s (N:M: N/M), 0 without pruning */
-    double bits;     /* q, 16 without quantization */
-    double tcr;      /* theoretical compression rate */
-    char *recipe;    /* canonical recipe JSON (malloc'ed), usable by compress --recipe */
-    char hash[17];   /* FNV-1a 64 of recipe, 16 hex digits */
+    double sparsity;        /* effective s (N:M: N/M), 0 without pruning */
+    double bits;            /* q, 16 without quantization */
+    double tcr;             /* theoretical compression rate */
+    char *recipe;           /* canonical recipe JSON (malloc'ed), usable by compress --recipe; an allocated
+                               config's names what it is allocated from (its run stores the recipe made) */
+    char hash[24];          /* FNV-1a 64 of recipe, 16 hex digits; allocated: "<config's>.<6 hex>" */
+    int64_t alloc_of;       /* -1; else the config whose stored bytes are this allocation's budget */
+    char *alloc_candidates; /* an allocated config's candidate list (malloc'ed; NULL: the default) */
 } pq_sweep_config;
 
 typedef struct pq_sweep_grid {
@@ -55,7 +62,8 @@ pq_sweep_calib pq_sweep_calib_default(void);
 /* Expands a grid JSON text (see above). */
 pq_status pq_sweep_grid_expand(pq_ctx *ctx, const char *json, size_t len, const pq_sweep_calib *calib,
                                pq_sweep_grid *out);
-/* Keeps only the configs whose TCr is within 1e-9 of one of tcr[0..n). */
+/* Keeps only the configs whose TCr is within 1e-9 of one of tcr[0..n) (an allocated config goes
+ * with the config it is allocated from). */
 void pq_sweep_grid_filter_tcr(pq_sweep_grid *g, const double *tcr, int64_t n);
 /* Parses "0.75,0.8125" into a malloc'ed array. */
 pq_status pq_sweep_parse_list(pq_ctx *ctx, const char *s, double **out, int64_t *n);
@@ -111,6 +119,8 @@ pq_status pq_sweep_db_meta_set(pq_ctx *ctx, pq_sweep_db *db, const char *key, co
 pq_status pq_sweep_db_meta_get(pq_ctx *ctx, pq_sweep_db *db, const char *key, char **value);
 /* Status of a config ("" when absent) into status[12]. */
 pq_status pq_sweep_db_status(pq_ctx *ctx, pq_sweep_db *db, const char *hash, char status[12]);
+/* The stored linear bytes of a finished run (done or undefined), -1 when there is none. */
+pq_status pq_sweep_db_bytes(pq_ctx *ctx, pq_sweep_db *db, const char *hash, int64_t *bytes);
 /* Writes a run row and replaces its scores, in one transaction. */
 pq_status pq_sweep_db_put(pq_ctx *ctx, pq_sweep_db *db, const pq_sweep_run *run);
 /* Removes a run row and its scores (one transaction). */
@@ -129,6 +139,22 @@ pq_status pq_sweep_results_intervals(pq_ctx *ctx, pq_sweep_results *r, const pq_
  * draws for a, b and the base). NAN when the units are missing. */
 pq_status pq_sweep_compare(pq_ctx *ctx, const pq_sweep_results *r, int64_t a, int64_t b, const pq_bootstrap_params *p,
                            double *diff, double ci[2]);
+
+/* An allocated run against the run whose bytes were its budget (hash "X.yyyyyy" against "X"),
+ * on the same windows: perplexity and mean KLD to the base of both, their differences
+ * (uniform - allocated: positive when the allocation is better) with paired bootstrap intervals
+ * (pq_bootstrap_score_diff), and Sr(allocated) - Sr(uniform) with its interval. */
+typedef struct pq_sweep_alloc_pair {
+    int64_t alloc, uniform; /* indices into runs */
+    char ppl_task[96];
+    double ppl[2], ppl_diff, ppl_ci[2]; /* [0] uniform, [1] allocated; NAN without such a task */
+    double kld[2], kld_diff, kld_ci[2];
+    double sr_diff, sr_ci[2];
+} pq_sweep_alloc_pair;
+
+/* Every done allocated run whose budget's run is done: *out [*n] malloc'ed (NULL when none). */
+pq_status pq_sweep_alloc_pairs(pq_ctx *ctx, const pq_sweep_results *r, const pq_bootstrap_params *p,
+                               pq_sweep_alloc_pair **out, int64_t *n);
 
 /* ---------------------------------------------------------------- recommend */
 

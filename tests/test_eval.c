@@ -371,6 +371,12 @@ static void test_real_model(const char *data, const char *tmp) {
         CHECK(k.same_top == 1.0);
         CHECK(fabs(k.dp_mean) <= 1e-9 && fabs(k.ln_ppl_ratio) <= 1e-9);
         CHECK(k.ppl_base > 1 && k.ppl_base < 20 && k.ppl_base == k.ppl_model);
+        /* per-window units for paired comparisons: a model against itself differs by exactly 0 */
+        double kd = 1, kci[2] = {1, 1};
+        CHECK(k.units.n == 3 && k.units.weight && k.units.weight[0] == 127);
+        CHECK(pq_bootstrap_score_diff(ctx, &k.units, &k.units, NULL, &kd, kci) == PQ_OK && kd == 0 && kci[0] == 0 &&
+              kci[1] == 0);
+        pq_units_clear(&k.units);
 
         /* a run against itself: retention exactly 1, Sr 1; second run reads the cache */
         char mc[512], cache[512], tasks[1800];

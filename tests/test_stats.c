@@ -77,6 +77,12 @@ static void check_self_and_one_item(pq_ctx *ctx) {
     CHECK_MSG(ci[0] < sr && sr < ci[1] && ci[1] < 1, "worse: Sr %g [%g, %g] must exclude 1", sr, ci[0], ci[1]);
     CHECK(pq_bootstrap_sr_diff(ctx, 3, p1, p2, pb, higher, NULL, &d, dci) == PQ_OK);
     CHECK_MSG(dci[1] < 0, "worse vs base copy: %g [%g, %g] must exclude 0", d, dci[0], dci[1]);
+    /* two models' own scores on the same windows (pq_bootstrap_score_diff): ppl 10 % up is a
+     * positive difference whose interval excludes 0; against itself exactly 0 */
+    CHECK(pq_bootstrap_score_diff(ctx, &m1[2], &m2[2], NULL, &d, dci) == PQ_OK);
+    CHECK_MSG(d > 0 && dci[0] > 0 && dci[0] < d && d < dci[1], "ppl difference %g [%g, %g]", d, dci[0], dci[1]);
+    CHECK(pq_bootstrap_score_diff(ctx, &m2[2], &m2[2], NULL, &d, dci) == PQ_OK && d == 0 && dci[0] == 0 &&
+          dci[1] == 0);
     /* ppl units: the score is exp(sum NLL / sum tokens) */
     double s = 0;
     for (int i = 0; i < 300; i++)
@@ -204,9 +210,67 @@ static void check_store(pq_ctx *ctx) {
     rmdir(dir);
 }
 
+/* An allocated run ("u1.abcdef") against its uniform ("u1") on the same windows: ppl and KLD
+ * differences (uniform - allocated) with paired intervals, in the pairs and in the report. */
+static void check_alloc_pairs(pq_ctx *ctx) {
+    pq_units pb = {PQ_UNITS_PPL, 200, malloc(200 * sizeof(double)), malloc(200 * sizeof(double)), 0};
+    for (int i = 0; i < 200; i++)
+        pb.value[i] = 255.0 * (1.0 + uniform()), pb.weight[i] = 255;
+    pq_units pu = copy(&pb), pa = copy(&pb), ku = mc(200, 0.5), ka = copy(&ku);
+    for (int i = 0; i < 200; i++) {
+        pu.value[i] *= 1.02, pa.value[i] *= 1.01; /* allocated: half the ppl loss */
+        ku.value[i] = 0.02 * (1 + uniform()) * 255, ka.value[i] = 0.5 * ku.value[i]; /* and half the KLD */
+    }
+    pq_sweep_score bs[1] = {{"ppl:x.txt", "ppl", pq_units_score(&pb), 0, pq_units_score(&pb), 1, 0, pb, {NAN, NAN}}};
+    pq_sweep_score us[2] = {{"ppl:x.txt", "ppl", pq_units_score(&pu), 0, bs[0].score, 0.98, 0, pu, {NAN, NAN}},
+                            {"kld:x.txt", "kld_mean", pq_units_score(&ku), 0, 0, NAN, 1, ku, {NAN, NAN}}};
+    pq_sweep_score as[2] = {{"ppl:x.txt", "ppl", pq_units_score(&pa), 0, bs[0].score, 0.99, 0, pa, {NAN, NAN}},
+                            {"kld:x.txt", "kld_mean", pq_units_score(&ka), 0, 0, NAN, 1, ka, {NAN, NAN}}};
+    pq_sweep_run runs[2] = {{.hash = "u1",
+                             .recipe = "{}",
+                             .status = "done",
+                             .bits = 4,
+                             .sr = 0.98,
+                             .bytes = 1000,
+                             .scores = us,
+                             .n_scores = 2,
+                             .sr_ci = {NAN, NAN}},
+                            {.hash = "u1.abcdef",
+                             .recipe = "{}",
+                             .status = "done",
+                             .bits = 4.2,
+                             .sr = 0.99,
+                             .bytes = 999,
+                             .scores = as,
+                             .n_scores = 2,
+                             .sr_ci = {NAN, NAN}}};
+    pq_sweep_results r = {.runs = runs, .n = 2, .has_base = 1};
+    r.base = (pq_sweep_run){.hash = "base", .status = "done", .scores = bs, .n_scores = 1};
+    pq_sweep_alloc_pair *v = NULL;
+    int64_t n = 0;
+    CHECK(pq_sweep_alloc_pairs(ctx, &r, NULL, &v, &n) == PQ_OK && n == 1);
+    if (n == 1) {
+        CHECK(v[0].alloc == 1 && v[0].uniform == 0 && !strcmp(v[0].ppl_task, "ppl:x.txt"));
+        CHECK_MSG(v[0].ppl_diff > 0 && v[0].ppl_ci[0] > 0 && v[0].kld_diff > 0 && v[0].kld_ci[0] > 0,
+                  "ppl %g [%g, %g], kld %g [%g, %g]", v[0].ppl_diff, v[0].ppl_ci[0], v[0].ppl_ci[1], v[0].kld_diff,
+                  v[0].kld_ci[0], v[0].kld_ci[1]);
+        CHECK(v[0].sr_diff > 0 && v[0].sr_ci[0] > 0);
+    }
+    free(v);
+    char *text = pq_sweep_report_text(&r), *json = pq_sweep_report_json(&r);
+    CHECK_MSG(text && strstr(text, "allocated per linear vs uniform") && strstr(text, "ppl") &&
+                  strstr(text, "allocated better by"),
+              "%s", text ? text : "");
+    CHECK(json && strstr(json, "\"allocated\":") && strstr(json, "\"budget_bytes\":\t1000"));
+    free(text);
+    free(json);
+    pq_units_clear(&pb), pq_units_clear(&pu), pq_units_clear(&pa), pq_units_clear(&ku), pq_units_clear(&ka);
+}
+
 int main(void) {
     pq_ctx *ctx = pq_ctx_new();
     check_self_and_one_item(ctx);
+    check_alloc_pairs(ctx);
     check_store(ctx);
     pq_ctx_free(ctx);
     return test_end("test_stats");

@@ -149,6 +149,31 @@ static pq_sweep_run mkrun(const char *hash, const char *status, double tcr, doub
     return r;
 }
 
+/* "allocate": an allocated config per config, after them, its hash the config's + "." + 6 hex
+ * digits of the allocation's settings; --tcr keeps the pairs together. */
+static void test_grid_allocate(pq_ctx *ctx) {
+    pq_sweep_grid g;
+    const char *grid = "{\"quant\": \"gptq\", \"bits\": [2, 3, 4], \"group\": 32, \"allocate\": \"bits=2..6\"}";
+    CHECK(expand(ctx, grid, &g) == PQ_OK && g.n == 6);
+    for (int64_t i = 0; i < 3 && g.n == 6; i++) {
+        const pq_sweep_config *u = &g.configs[i], *a = &g.configs[3 + i];
+        CHECK(u->alloc_of == -1 && a->alloc_of == i && !strncmp(a->hash, u->hash, 16) && a->hash[16] == '.' &&
+              strlen(a->hash) == 23 && a->alloc_candidates && !strcmp(a->alloc_candidates, "bits=2..6"));
+        CHECK(strstr(a->recipe, u->hash) && a->tcr == u->tcr);
+    }
+    const double t = 0.8125; /* 3-bit: its allocation goes with it, renumbered */
+    pq_sweep_grid_filter_tcr(&g, &t, 1);
+    CHECK(g.n == 2 && g.configs[0].alloc_of == -1 && g.configs[0].bits == 3 && g.configs[1].alloc_of == 0);
+    pq_sweep_grid_free(&g);
+    CHECK(expand(ctx, "{\"quant\": \"gptq\", \"allocate\": true}", &g) == PQ_OK && g.n == 2 &&
+          g.configs[1].alloc_candidates == NULL);
+    pq_sweep_grid_free(&g);
+    const char *bad[] = {"{\"quant\": \"gptq\", \"allocate\": 3}", "{\"quant\": \"gptq\", \"allocate\": \"bits=9\"}"};
+    for (int k = 0; k < 2; k++)
+        CHECK_MSG(expand(ctx, bad[k], &g) == PQ_ERR_INVALID && strstr(pq_ctx_error(ctx), "allocate"), "%s: %s",
+                  bad[k], pq_ctx_error(ctx));
+}
+
 static void test_store(pq_ctx *ctx, const char *dir) {
     char *path = pq__path_join(dir, "t.sqlite");
     pq_sweep_db *db = NULL;
@@ -461,6 +486,7 @@ int main(void) {
         return 1;
     }
     test_grid(ctx);
+    test_grid_allocate(ctx);
     test_store(ctx, dir);
     test_recommend_report(ctx, dir);
     test_messages(ctx, dir);

@@ -164,27 +164,44 @@ static pq_status bootstrap(pq_ctx *ctx, int64_t n_tasks, const pq_units *const *
     return PQ_OK;
 }
 
-pq_status pq_bootstrap_score(pq_ctx *ctx, const pq_units *u, const pq_bootstrap_params *params, double ci[2]) {
-    const pq_bootstrap_params p = params ? *params : pq_bootstrap_params_default();
-    ci[0] = ci[1] = NAN;
-    if (u->n <= 1) return PQ_OK;
-    int64_t *idx = pq__malloc(ctx, (size_t)u->n * sizeof *idx, "bootstrap draws");
-    double *rep = idx ? pq__malloc(ctx, (size_t)p.resamples * sizeof *rep, "bootstrap replicates") : NULL;
+/* The percentile interval of score(a) - score(b) (b NULL: of score(a)) over resamples of the
+ * units, the same draws for both. */
+static pq_status score_interval(pq_ctx *ctx, const pq_units *a, const pq_units *b, const pq_bootstrap_params *p,
+                                double ci[2]) {
+    int64_t *idx = pq__malloc(ctx, (size_t)a->n * sizeof *idx, "bootstrap draws");
+    double *rep = idx ? pq__malloc(ctx, (size_t)p->resamples * sizeof *rep, "bootstrap replicates") : NULL;
     if (!rep) {
         free(idx);
         return ctx->status;
     }
-    for (int64_t r = 0; r < p.resamples; r++) {
-        draw(p.seed, 0, r, u->n, idx);
-        rep[r] = score_at(u, idx);
+    for (int64_t r = 0; r < p->resamples; r++) {
+        draw(p->seed, 0, r, a->n, idx); /* the same units for both models */
+        rep[r] = score_at(a, idx) - (b ? score_at(b, idx) : 0.0);
     }
-    qsort(rep, (size_t)p.resamples, sizeof *rep, cmp_double);
-    const double alpha = (1.0 - p.level) / 2.0;
-    ci[0] = quantile(rep, p.resamples, alpha);
-    ci[1] = quantile(rep, p.resamples, 1.0 - alpha);
+    qsort(rep, (size_t)p->resamples, sizeof *rep, cmp_double);
+    const double alpha = (1.0 - p->level) / 2.0;
+    ci[0] = quantile(rep, p->resamples, alpha);
+    ci[1] = quantile(rep, p->resamples, 1.0 - alpha);
     free(rep);
     free(idx);
     return PQ_OK;
+}
+
+pq_status pq_bootstrap_score(pq_ctx *ctx, const pq_units *u, const pq_bootstrap_params *params, double ci[2]) {
+    const pq_bootstrap_params p = params ? *params : pq_bootstrap_params_default();
+    ci[0] = ci[1] = NAN;
+    if (u->n <= 1) return PQ_OK;
+    return score_interval(ctx, u, NULL, &p, ci);
+}
+
+pq_status pq_bootstrap_score_diff(pq_ctx *ctx, const pq_units *a, const pq_units *b,
+                                  const pq_bootstrap_params *params, double *diff, double ci[2]) {
+    const pq_bootstrap_params p = params ? *params : pq_bootstrap_params_default();
+    *diff = ci[0] = ci[1] = NAN;
+    if (a->n <= 0 || a->n != b->n || a->kind != b->kind) return PQ_OK;
+    *diff = score_at(a, NULL) - score_at(b, NULL);
+    if (a->n <= 1) return PQ_OK;
+    return score_interval(ctx, a, b, &p, ci);
 }
 
 pq_status pq_bootstrap_sr(pq_ctx *ctx, int64_t n_tasks, const pq_units *const *model, const pq_units *const *base,

@@ -128,8 +128,10 @@ static void kld_mean_ci(pq_ctx *ctx, const double *kl, int64_t k, int64_t n_win,
             u.weight[w] = (double)per;
         }
         pq_bootstrap_score(ctx, &u, NULL, out->mean_ci);
+        out->units = u; /* kept: models scored on the same windows are compared window by window */
+    } else {
+        pq_units_clear(&u);
     }
-    pq_units_clear(&u);
 }
 
 /* Standard error of a mean from the sums of x and x^2 over N values. */

@@ -33,6 +33,7 @@ void pq_eval_report_free(pq_eval_report *r) {
         pq_units_clear(&r->tasks[i].units);
         pq_units_clear(&r->tasks[i].base_units);
     }
+    pq_units_clear(&r->kld.units);
     free(r->tasks);
     free(r);
 }
@@ -597,6 +598,7 @@ static pq_status run_kld(pq_ctx *ctx, pq_eval_report *r, const char *spec, const
     if (!pq__resolve_file(spec + 4, p->data_dir, file, sizeof file))
         return pq__fail(ctx, PQ_ERR_IO, "%s: file %s not found", spec, spec + 4);
     if (r->has_kld) pq__log(ctx, PQ_LOG_WARN, "%s: only the last kld task is reported", spec);
+    pq_units_clear(&r->kld.units);
     const double t0 = pq__now();
     pq_status st = pq_eval_kld(ctx, base, model, file, p, &r->kld);
     if (st) return st;

@@ -208,6 +208,18 @@ static pq_status parse_quant_config(const cfg_reader *r, const cJSON *root, pq__
     const cJSON *pm = cJSON_GetObjectItemCaseSensitive(qc, "prune");
     c->declared_sparsity = cJSON_IsString(pm) && !strcmp(pm->valuestring, "none") ? 0.0 : sp->valuedouble;
     c->declared_bits = quantized ? (int)qb->valuedouble : 16;
+    /* per-linear overrides: the parameter-weighted sparsity and bits of what was applied */
+    const cJSON *pw = cJSON_GetObjectItemCaseSensitive(qc, "param_weighted");
+    if (!pw) return PQ_OK;
+    const cJSON *ws = cJSON_GetObjectItemCaseSensitive(pw, "sparsity"),
+                *wb = cJSON_GetObjectItemCaseSensitive(pw, "bits");
+    if (!cJSON_IsNumber(ws) || !(ws->valuedouble >= 0 && ws->valuedouble < 1) || !cJSON_IsNumber(wb) ||
+        !(wb->valuedouble >= 2 && wb->valuedouble <= 16))
+        return pq__fail(
+            r->ctx, PQ_ERR_FORMAT,
+            "%s: field 'quantization_config.param_weighted': 'sparsity' or 'bits' missing or out of range", r->path);
+    c->declared_sparsity = ws->valuedouble;
+    c->declared_bits = wb->valuedouble;
     return PQ_OK;
 }
 

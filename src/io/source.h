@@ -37,9 +37,10 @@ typedef struct pq__config {
     int32_t bos_id, eos_id; /* from the model's metadata, -1 if not given */
     /* the recipe a prunequant-compressed folder declares (config.json quantization_config):
      * declared_sparsity (fraction; N/M for a pattern) and declared_bits (16 = not quantized);
-     * declared_bits 0 = no declaration */
+     * declared_bits 0 = no declaration; a recipe with per-linear overrides declares its
+     * parameter-weighted sparsity and bits ("param_weighted"), so bits may be fractional */
     double declared_sparsity;
-    int declared_bits;
+    double declared_bits;
 } pq__config;
 
 const char *pq__arch_name(pq__arch a);

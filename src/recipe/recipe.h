@@ -13,8 +13,16 @@
 void pq__recipe_text(const pq_layer_params *p, char *buf, size_t n);
 
 /* Adds "quantization_config" to an HF config object: the recipe, the output format and the
- * calibration (file, windows, seed and the window starts [p->nsamples]). Returns 0 where an
- * allocation failed (the object is then incomplete), else 1. */
-int pq__recipe_quant_config(cJSON *config, const pq_compress_params *p, const int64_t *starts);
+ * calibration (file, windows, seed and the window starts [p->nsamples]); with overrides also
+ * "overrides" (their JSON array) and "param_weighted" {"sparsity", "bits"} = weighted[0..1], the
+ * sparsity of all linear weights and the bits of the kept ones, so that 1 - (1 - s) q / 16 is
+ * the parameter-weighted TCr. Returns 0 where an allocation failed (the object is then
+ * incomplete), else 1. */
+int pq__recipe_quant_config(cJSON *config, const pq_compress_params *p, const int64_t *starts,
+                            const double weighted[2]);
+/* The sparsity of the recipe (N/M for a pattern, 0 without pruning) and its bits (16 without
+ * quantization). */
+double pq__recipe_sparsity(const pq_layer_params *p);
+int pq__recipe_bits(const pq_layer_params *p);
 
 #endif

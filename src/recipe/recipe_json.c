@@ -1,7 +1,9 @@
 /* The recipe's writers (recipe.h): the one-line text of reports and logs, and the
  * quantization_config object of an output's config.json. */
 #include <stdio.h>
+#include <stdlib.h>
 
+#include "common/json.h"
 #include "recipe/recipe.h"
 
 void pq__recipe_text(const pq_layer_params *p, char *buf, size_t n) {
@@ -25,7 +27,30 @@ void pq__recipe_text(const pq_layer_params *p, char *buf, size_t n) {
     if (!buf[0]) snprintf(buf, n, "none");
 }
 
-int pq__recipe_quant_config(cJSON *config, const pq_compress_params *p, const int64_t *starts) {
+double pq__recipe_sparsity(const pq_layer_params *p) {
+    return p->prune == PQ_PRUNE_NONE ? 0.0 : p->prune_m ? (double)p->prune_n / p->prune_m : p->sparsity;
+}
+
+int pq__recipe_bits(const pq_layer_params *p) {
+    return p->quant == PQ_QUANT_NONE ? 16 : p->bits;
+}
+
+/* "overrides" and "param_weighted" of a recipe with per-linear overrides. */
+static int add_overrides(cJSON *q, const pq_compress_params *p, const double weighted[2]) {
+    const pq_recipe_overrides ov = {(pq_recipe_override *)p->overrides, p->n_overrides};
+    char *text = pq_recipe_overrides_json(&ov);
+    cJSON *a = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    if (!a || !cJSON_AddItemToObject(q, "overrides", a)) {
+        cJSON_Delete(a);
+        return 0;
+    }
+    cJSON *w = cJSON_AddObjectToObject(q, "param_weighted");
+    return w && pq__json_add_num(w, "sparsity", weighted[0]) && pq__json_add_num(w, "bits", weighted[1]);
+}
+
+int pq__recipe_quant_config(cJSON *config, const pq_compress_params *p, const int64_t *starts,
+                            const double weighted[2]) {
     const pq_layer_params *l = &p->layer;
     cJSON *q = cJSON_AddObjectToObject(config, "quantization_config");
     if (!q) return 0;
@@ -35,10 +60,7 @@ int pq__recipe_quant_config(cJSON *config, const pq_compress_params *p, const in
                                   : p->packed    ? "packed-v1"
                                                  : "dense") != NULL;
     ok &= cJSON_AddStringToObject(q, "prune", pq_prune_method_name(l->prune)) != NULL;
-    ok &= cJSON_AddNumberToObject(q, "sparsity",
-                                  l->prune == PQ_PRUNE_NONE ? 0.0
-                                  : l->prune_m              ? (double)l->prune_n / l->prune_m
-                                                            : l->sparsity) != NULL;
+    ok &= cJSON_AddNumberToObject(q, "sparsity", pq__recipe_sparsity(l)) != NULL;
     if (l->prune_m) {
         char pat[32];
         snprintf(pat, sizeof pat, "%d:%d", l->prune_n, l->prune_m);
@@ -55,6 +77,7 @@ int pq__recipe_quant_config(cJSON *config, const pq_compress_params *p, const in
     if (l->joint == PQ_JOINT_A && l->prune != PQ_PRUNE_NONE && l->quant != PQ_QUANT_NONE)
         ok &= cJSON_AddBoolToObject(q, "keep_mask", l->keep_mask) != NULL;
     if (p->skip) ok &= cJSON_AddStringToObject(q, "skip", p->skip) != NULL;
+    if (p->n_overrides > 0) ok &= add_overrides(q, p, weighted);
     cJSON *c = cJSON_AddObjectToObject(q, "calibration");
     if (!c) return 0;
     ok &= cJSON_AddStringToObject(c, "file", p->calib_name ? p->calib_name : "") != NULL;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/common.h"
+#include "prunequant-alloc.h"
 #include "prunequant-eval.h"
 #include "prunequant-sweep.h"
 
@@ -55,8 +56,10 @@ void pq_sweep_hash(const char *recipe, char hash[17]) {
 
 void pq_sweep_grid_free(pq_sweep_grid *g) {
     if (!g) return;
-    for (int64_t i = 0; i < g->n; i++)
+    for (int64_t i = 0; i < g->n; i++) {
         free(g->configs[i].recipe);
+        free(g->configs[i].alloc_candidates);
+    }
     free(g->configs);
     memset(g, 0, sizeof *g);
 }
@@ -193,6 +196,7 @@ static pq_status add_config(pq_ctx *ctx, pq_sweep_grid *g, int64_t *cap, const p
     }
     pq_sweep_config *c = &g->configs[g->n++];
     memset(c, 0, sizeof *c);
+    c->alloc_of = -1;
     c->layer = p;
     c->sparsity = !pruned ? 0 : p.prune_m > 0 ? pq_metrics_nm_sparsity(p.prune_n, p.prune_m) : p.sparsity;
     c->bits = quant ? p.bits : 16;
@@ -205,19 +209,68 @@ static pq_status add_config(pq_ctx *ctx, pq_sweep_grid *g, int64_t *cap, const p
 static const char *const grid_keys[AX_N] = {"prune", "sparsity", "quant",     "bits",
                                             "group", "sym",      "act_order", "joint"};
 
-/* Every key of the grid is one of grid_keys. */
+/* Every key of the grid is one of grid_keys, or "allocate". */
 static pq_status check_keys(pq_ctx *ctx, const cJSON *root) {
     for (const cJSON *it = root->child; it; it = it->next) {
-        int known = 0;
+        int known = !strcmp(it->string, "allocate");
         for (int k = 0; k < AX_N; k++)
             known |= !strcmp(it->string, grid_keys[k]);
         if (!known)
             return pq__fail(ctx, PQ_ERR_INVALID,
                             "grid: unknown key '%s' (expected prune, sparsity, quant, bits, group, sym, act_order, "
-                            "joint)",
+                            "joint, allocate)",
                             it->string);
     }
     return PQ_OK;
+}
+
+/* An allocated config for config i (appended): its identity names config i and the
+ * allocation's settings, its hash is config i's with 6 hex digits of those. */
+static pq_status add_allocated(pq_ctx *ctx, pq_sweep_grid *g, int64_t *cap, int64_t i, const char *cands) {
+    if (g->n == *cap) {
+        const int64_t nc = *cap * 2;
+        pq_sweep_config *c = realloc(g->configs, (size_t)nc * sizeof *c);
+        if (!c) return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory growing the grid");
+        g->configs = c;
+        *cap = nc;
+    }
+    const pq_sweep_config *u = &g->configs[i];
+    pq__buf id = {0};
+    pq_status st = pq__buf_printf(ctx, &id, "an allocated config", "{\"allocate\":{\"budget_of\":\"%s\"", u->hash);
+    if (st == PQ_OK && cands) st = pq__buf_printf(ctx, &id, "an allocated config", ",\"candidates\":\"%s\"", cands);
+    if (st == PQ_OK) st = pq__buf_printf(ctx, &id, "an allocated config", "}}");
+    char *cc = st == PQ_OK && cands ? pq__strdup(ctx, cands, "the candidate list") : NULL;
+    if (st != PQ_OK || (cands && !cc)) {
+        pq__buf_free(&id);
+        return ctx->status;
+    }
+    pq_sweep_config *c = &g->configs[g->n++];
+    *c = *u;
+    c->recipe = pq__buf_take(&id);
+    c->alloc_of = i;
+    c->alloc_candidates = cc;
+    const uint64_t h = pq__fnv1a(c->recipe, strlen(c->recipe), PQ_FNV_INIT);
+    snprintf(c->hash, sizeof c->hash, "%.16s.%06llx", u->hash, (unsigned long long)(h & 0xffffff));
+    return PQ_OK;
+}
+
+/* "allocate": true or a candidate list: an allocated config for each config. */
+static pq_status add_allocations(pq_ctx *ctx, const cJSON *root, pq_sweep_grid *g) {
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, "allocate");
+    if (!a || cJSON_IsFalse(a)) return PQ_OK;
+    if (!cJSON_IsTrue(a) && !(cJSON_IsString(a) && a->valuestring[0]))
+        return pq__fail(ctx, PQ_ERR_INVALID, "grid: 'allocate' is true, false or a candidate list");
+    pq_layer_params *cands = NULL; /* the list checked before any run */
+    int64_t nc = 0;
+    pq_status st =
+        pq_alloc_candidates(ctx, cJSON_IsString(a) ? a->valuestring : NULL, &g->configs[0].layer, &cands, &nc);
+    free(cands);
+    if (st != PQ_OK) return pq__fail_prefix(ctx, st, "grid: allocate");
+    const int64_t n = g->n;
+    int64_t cap = n;
+    for (int64_t i = 0; i < n && st == PQ_OK; i++)
+        st = add_allocated(ctx, g, &cap, i, cJSON_IsString(a) ? a->valuestring : NULL);
+    return st;
 }
 
 /* The values of every axis; an absent key takes the default of the recipe. */
@@ -332,6 +385,7 @@ pq_status pq_sweep_grid_expand(pq_ctx *ctx, const char *json, size_t len, const 
         st = pq__fail(ctx, PQ_ERR_INVALID, "grid: key '%s' has no effect in any combination (%s)",
                       pq_recipe_key_name(k, 0), unused_reason(k));
     }
+    if (st == PQ_OK && out->n > 0) st = add_allocations(ctx, root, out);
     for (int k = 0; k < AX_N; k++)
         cJSON_Delete(ax[k].def);
     cJSON_Delete(root);
@@ -342,15 +396,24 @@ pq_status pq_sweep_grid_expand(pq_ctx *ctx, const char *json, size_t len, const 
 void pq_sweep_grid_filter_tcr(pq_sweep_grid *g, const double *tcr, int64_t n) {
     if (!g) return;
     int64_t k = 0;
+    /* the configs allocated from come first, so their new places are known for the others */
+    int64_t *at = malloc(sizeof *at * (size_t)(g->n ? g->n : 1));
     for (int64_t i = 0; i < g->n; i++) {
+        pq_sweep_config *c = &g->configs[i];
         int keep = 0;
-        for (int64_t j = 0; j < n && !keep; j++)
-            keep = fabs(g->configs[i].tcr - tcr[j]) <= 1e-9;
-        if (keep)
-            g->configs[k++] = g->configs[i];
-        else
-            free(g->configs[i].recipe);
+        for (int64_t j = 0; j < n && !keep && c->alloc_of < 0; j++)
+            keep = fabs(c->tcr - tcr[j]) <= 1e-9;
+        if (c->alloc_of >= 0) keep = at && at[c->alloc_of] >= 0;
+        if (at) at[i] = keep ? k : -1;
+        if (keep && c->alloc_of >= 0) c->alloc_of = at[c->alloc_of];
+        if (keep) {
+            g->configs[k++] = *c;
+        } else {
+            free(c->recipe);
+            free(c->alloc_candidates);
+        }
     }
+    free(at);
     g->n = k;
 }
 

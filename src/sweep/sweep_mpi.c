@@ -158,6 +158,12 @@ char *pq__sweep_msg_encode(int64_t i, const pq_sweep_run *run, const char *statu
     pq__json_add_num(o, "seconds", run ? run->seconds : NAN);
     if (run && run->error) cJSON_AddStringToObject(o, "error", run->error);
     if (run && run->layers) cJSON_AddStringToObject(o, "layers", run->layers);
+    if (run && run->recipe) cJSON_AddStringToObject(o, "recipe", run->recipe); /* an allocation's own */
+    if (run) { /* an allocation's sparsity, bits and TCr are known only after it */
+        pq__json_add_num(o, "sparsity", run->sparsity);
+        pq__json_add_num(o, "bits", run->bits);
+        pq__json_add_num(o, "tcr", run->tcr);
+    }
     scores_to_json(cJSON_AddArrayToObject(o, "scores"), run);
     char *txt = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
@@ -204,6 +210,9 @@ static void run_from_json(const cJSON *o, pq_sweep_run *run) {
     run->seconds = get_num(o, "seconds");
     run->error = (char *)get_str(o, "error");
     run->layers = (char *)get_str(o, "layers");
+    if (get_str(o, "recipe")) run->recipe = (char *)get_str(o, "recipe");
+    const double sp = get_num(o, "sparsity"), bits = get_num(o, "bits"), tcr = get_num(o, "tcr");
+    if (isfinite(sp) && isfinite(bits) && isfinite(tcr)) run->sparsity = sp, run->bits = bits, run->tcr = tcr;
 }
 
 static pq_status store_run(pq_ctx *ctx, const pq_sweep_grid *grid, pq_sweep_db *db, const cJSON *o, int64_t i,

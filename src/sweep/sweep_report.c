@@ -72,6 +72,7 @@ static int done(const pq_sweep_run *r) {
 /* "joint", "quant" (quantization only) or "prune" (pruning only) */
 static const char *kind(const pq_sweep_run *r) {
     int pruned = r->sparsity > 0, quant = r->bits < 16;
+    if (strchr(r->hash, '.')) return "allocated"; /* per-linear recipes: neither joint nor uniform */
     return pruned && quant ? "joint" : quant ? "quant" : "prune";
 }
 
@@ -106,6 +107,8 @@ static void label(const pq_sweep_run *r, char *buf, size_t n) {
     }
     const char *jm = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "joint"));
     if (jm) PUT(" (%s)", jm);
+    const cJSON *ov = cJSON_GetObjectItemCaseSensitive(j, "overrides"); /* an allocation: its base, then */
+    if (cJSON_IsArray(ov)) PUT(" + %d overrides, %.4g bits/kept weight", cJSON_GetArraySize(ov), r->bits);
 #undef PUT
     cJSON_Delete(j);
 }
@@ -151,15 +154,18 @@ static int cmp_srcr(const void *a, const void *c) {
 }
 
 static const char *kind_color(const char *k) {
-    return !strcmp(k, "joint") ? "#1f77b4" : !strcmp(k, "quant") ? "#ff7f0e" : "#2ca02c";
+    return !strcmp(k, "joint")       ? "#1f77b4"
+           : !strcmp(k, "quant")     ? "#ff7f0e"
+           : !strcmp(k, "allocated") ? "#9467bd"
+                                     : "#2ca02c";
 }
 
 /* A legend of the kinds present only. */
 static void legend(sbuf *b, const pq_sweep_results *r, int frontier) {
-    static const char *const kinds[3] = {"joint", "quant", "prune"};
-    static const char *const names[3] = {"joint", "quantization only", "pruning only"};
+    static const char *const kinds[4] = {"joint", "quant", "prune", "allocated"};
+    static const char *const names[4] = {"joint", "quantization only", "pruning only", "allocated per linear"};
     sb_printf(b, "<p class=\"legend\">");
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         int present = 0;
         for (int64_t i = 0; i < r->n && !present; i++)
             present = done(&r->runs[i]) && !strcmp(kind(&r->runs[i]), kinds[k]);
@@ -467,9 +473,76 @@ static void comparisons_html(sbuf *b, const pq_sweep_results *r) {
     free(cmp);
 }
 
+/* "allocated better by X [lo, hi]" / "not distinguishable: X [lo, hi]" for uniform - allocated
+ * (a distance or a perplexity: positive is better for the allocation). */
+static void alloc_verdict(char *buf, size_t n, double d, const double ci[2], const char *fmt) {
+    char a[32], lo[32], hi[32];
+    snprintf(a, sizeof a, fmt, fabs(d));
+    if (!isfinite(d)) {
+        snprintf(buf, n, "-");
+        return;
+    }
+    if (!isfinite(ci[0])) {
+        snprintf(buf, n, "%s by %s (no interval)", d > 0 ? "allocated better" : "uniform better", a);
+        return;
+    }
+    snprintf(lo, sizeof lo, fmt, ci[0]);
+    snprintf(hi, sizeof hi, fmt, ci[1]);
+    if (ci[0] <= 0 && ci[1] >= 0)
+        snprintf(buf, n, "not distinguishable: %s%s [%s, %s]", d < 0 ? "-" : "", a, lo, hi);
+    else
+        snprintf(buf, n, "%s by %s [%s, %s]", d > 0 ? "allocated better" : "uniform better", a, lo, hi);
+}
+
+/* Allocated runs against the runs whose bytes were their budgets, as a table. */
+static void allocations_html(sbuf *b, const pq_sweep_results *r) {
+    pq_ctx quiet;
+    pq__quiet_begin(NULL, &quiet);
+    pq_sweep_alloc_pair *v = NULL;
+    int64_t n = 0;
+    if (pq_sweep_alloc_pairs(&quiet, r, NULL, &v, &n) != PQ_OK || !n) return;
+    sb_printf(b, "<h2>Allocated per linear vs uniform at the uniform's real bytes</h2>\n<table id=\"allocated\">"
+                 "<tr><th>uniform</th><th>bpw</th><th>allocated</th><th>bpw</th><th>ppl</th><th>KLD</th>"
+                 "<th>Sr</th></tr>\n");
+    for (int64_t i = 0; i < n; i++) {
+        const pq_sweep_alloc_pair *c = &v[i];
+        const pq_sweep_run *u = &r->runs[c->uniform], *a = &r->runs[c->alloc];
+        char lu[512], vp[128], vk[128];
+        label(u, lu, sizeof lu);
+        alloc_verdict(vp, sizeof vp, c->ppl_diff, c->ppl_ci, "%.4f");
+        alloc_verdict(vk, sizeof vk, c->kld_diff, c->kld_ci, "%.5f");
+        sb_printf(b, "<tr><td>");
+        sb_esc(b, lu);
+        sb_printf(b, "</td><td>%.4f</td><td><code>%s</code></td><td>%.4f</td><td>%.4f &rarr; %.4f<br><small>", u->bpw,
+                  a->hash, a->bpw, c->ppl[0], c->ppl[1]);
+        sb_esc(b, vp);
+        sb_printf(b, "</small></td><td>%.5f &rarr; %.5f<br><small>", c->kld[0], c->kld[1]);
+        sb_esc(b, vk);
+        sb_printf(b, "</small></td><td>%.4f &rarr; %.4f</td></tr>\n", u->sr, a->sr);
+    }
+    sb_printf(b, "</table>\n<p>Differences are uniform &minus; allocated on the same windows, with paired bootstrap "
+                 "intervals; the allocation's budget is the uniform run's stored bytes.</p>\n");
+    free(v);
+}
+
+/* The bits (and the N:M pattern) of a report line, "" when it has none (older reports). */
+static void cell_recipe(const cJSON *o, char *buf, size_t n) {
+    const cJSON *bits = cJSON_GetObjectItemCaseSensitive(o, "bits"),
+                *g = cJSON_GetObjectItemCaseSensitive(o, "group");
+    const char *pat = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "pattern"));
+    buf[0] = 0;
+    if (!cJSON_IsNumber(bits)) return;
+    if (bits->valuedouble >= 16)
+        snprintf(buf, n, "%s%sf16", pat ? pat : "", pat ? " " : "");
+    else
+        snprintf(buf, n, "%s%s%.0fb g%.0f", pat ? pat : "", pat ? " " : "", bits->valuedouble,
+                 cJSON_IsNumber(g) ? g->valuedouble : -1);
+}
+
 /* Per-layer view of each run from compress's report: block x linear, the cell's colour is the
- * layer error tr(dW H dW^T) on a log scale relative to the run's largest, its text the error
- * and the stored sparsity. */
+ * layer error tr(dW H dW^T) on a log scale relative to the run's largest, its text the error,
+ * the stored sparsity and the linear's bits, group and pattern (which differ across linears
+ * under an allocated recipe). */
 static void layer_heatmaps(sbuf *b, const pq_sweep_results *r) {
     static const char *const lin[7] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
     int any = 0;
@@ -482,7 +555,9 @@ static void layer_heatmaps(sbuf *b, const pq_sweep_results *r) {
         if (!c->layers) continue;
         enum { MAXB = 256 };
         double err[MAXB][7], sp[MAXB][7], emax = 0, emin = INFINITY;
+        char rc[MAXB][7][32];
         int nb = 0;
+        memset(rc, 0, sizeof rc);
         for (int k = 0; k < MAXB; k++)
             for (int j = 0; j < 7; j++)
                 err[k][j] = sp[k][j] = NAN;
@@ -499,6 +574,7 @@ static void layer_heatmaps(sbuf *b, const pq_sweep_results *r) {
                     if (dot && !strcmp(dot + 1, lin[j])) {
                         err[blk][j] = cJSON_IsNumber(e) ? e->valuedouble : NAN;
                         sp[blk][j] = cJSON_IsNumber(q) ? q->valuedouble : NAN;
+                        cell_recipe(o, rc[blk][j], sizeof rc[blk][j]);
                         if (isfinite(err[blk][j]) && err[blk][j] > 0) {
                             emax = fmax(emax, err[blk][j]);
                             emin = fmin(emin, err[blk][j]);
@@ -529,15 +605,22 @@ static void layer_heatmaps(sbuf *b, const pq_sweep_results *r) {
                 /* white (smallest error) to red (largest) */
                 sb_printf(b,
                           "<td style=\"background:rgb(255,%d,%d)\" title=\"error %.4g, sparsity %.4f\">%.3g<br>"
-                          "<small>%.0f%%</small></td>",
+                          "<small>%.0f%%</small>",
                           (int)(255 - 175 * t), (int)(255 - 200 * t), err[k][j], sp[k][j], err[k][j], 100 * sp[k][j]);
+                if (rc[k][j][0]) {
+                    sb_printf(b, "<br><small class=\"bits\">");
+                    sb_esc(b, rc[k][j]);
+                    sb_printf(b, "</small>");
+                }
+                sb_printf(b, "</td>");
             }
             sb_printf(b, "</tr>\n");
         }
         sb_printf(b, "</table></details>\n");
     }
     sb_printf(b, "<p>Cells: tr((W-Q) H (W-Q)<sup>T</sup>) of each linear as compressed (colour: log scale "
-                 "within the run), below it the stored sparsity.</p></div>\n");
+                 "within the run), below it the stored sparsity and the linear's bits, group and N:M pattern.</p>"
+                 "</div>\n");
 }
 
 static void chart_ranking(sbuf *b, const pq_sweep_results *r) {
@@ -731,6 +814,7 @@ pq_status pq_sweep_report_html(pq_ctx *ctx, const pq_sweep_results *r, const cha
     free(on_bpw);
     comparisons_html(&b, r);
     chart_ranking(&b, r);
+    allocations_html(&b, r);
     layer_heatmaps(&b, r);
     tables(&b, r, on);
     sb_printf(&b, "</body>\n</html>\n");
@@ -860,6 +944,32 @@ static void text_comparisons(sbuf *b, const pq_sweep_results *r, const double *t
     }
 }
 
+/* Allocated runs against the runs whose bytes were their budgets. */
+static void text_allocations(sbuf *b, const pq_sweep_results *r) {
+    pq_ctx quiet;
+    pq__quiet_begin(NULL, &quiet);
+    pq_sweep_alloc_pair *v = NULL;
+    int64_t n = 0;
+    if (pq_sweep_alloc_pairs(&quiet, r, NULL, &v, &n) != PQ_OK || !n) return;
+    sb_printf(b,
+              "\nallocated per linear vs uniform at the uniform's real bytes (differences uniform - allocated):\n");
+    for (int64_t i = 0; i < n; i++) {
+        const pq_sweep_alloc_pair *c = &v[i];
+        const pq_sweep_run *u = &r->runs[c->uniform], *a = &r->runs[c->alloc];
+        char lu[512], vp[128], vk[128];
+        label(u, lu, sizeof lu);
+        alloc_verdict(vp, sizeof vp, c->ppl_diff, c->ppl_ci, "%.4f");
+        alloc_verdict(vk, sizeof vk, c->kld_diff, c->kld_ci, "%.5f");
+        sb_printf(b, "  %s (%.4f bpw, %lld bytes) vs allocated %s (%.4f bpw, %lld bytes):\n", lu, u->bpw,
+                  (long long)u->bytes, a->hash, a->bpw, (long long)a->bytes);
+        sb_printf(b, "    ppl %.4f vs %.4f: %s\n    KLD %.5f vs %.5f: %s\n    Sr %.4f vs %.4f (difference %+.4f",
+                  c->ppl[0], c->ppl[1], vp, c->kld[0], c->kld[1], vk, u->sr, a->sr, c->sr_diff);
+        if (isfinite(c->sr_ci[0])) sb_printf(b, " [%+.4f, %+.4f]", c->sr_ci[0], c->sr_ci[1]);
+        sb_printf(b, ")\n");
+    }
+    free(v);
+}
+
 char *pq_sweep_report_text(const pq_sweep_results *r) {
     sbuf b = {0};
     double tcr[256];
@@ -883,6 +993,7 @@ char *pq_sweep_report_text(const pq_sweep_results *r) {
     pq_bootstrap_describe(NULL, method, sizeof method);
     for (int by = 0; by < 2; by++)
         text_comparisons(&b, r, tcr, ng, cmp, nc2, by);
+    text_allocations(&b, r);
     sb_printf(&b, "intervals: %s; a difference whose interval covers 0 is not distinguishable from noise\n", method);
     free(cmp);
     free(v);
@@ -922,6 +1033,46 @@ static cJSON *run_json(const pq_sweep_run *c) {
     return o;
 }
 
+/* {"uniform": v[0], "allocated": v[1], "difference": uniform - allocated, "difference_ci"} */
+static void diff_json(cJSON *o, const char *key, const double v[2], double d, const double ci[2]) {
+    cJSON *e = cJSON_AddObjectToObject(o, key);
+    if (!e) return;
+    pq__json_add_num(e, "uniform", v[0]);
+    pq__json_add_num(e, "allocated", v[1]);
+    pq__json_add_num(e, "difference", d);
+    pq__json_add_interval(e, "difference_ci", ci);
+    cJSON_AddBoolToObject(e, "distinguishable", isfinite(ci[0]) && (ci[0] > 0 || ci[1] < 0));
+}
+
+/* "allocated": each allocated run against the run whose bytes were its budget. */
+static void allocations_json(cJSON *root, const pq_sweep_results *r) {
+    pq_ctx quiet;
+    pq__quiet_begin(NULL, &quiet);
+    pq_sweep_alloc_pair *v = NULL;
+    int64_t n = 0;
+    cJSON *a = cJSON_AddArrayToObject(root, "allocated");
+    if (!a || pq_sweep_alloc_pairs(&quiet, r, NULL, &v, &n) != PQ_OK) return;
+    for (int64_t i = 0; i < n; i++) {
+        const pq_sweep_alloc_pair *c = &v[i];
+        const pq_sweep_run *u = &r->runs[c->uniform], *al = &r->runs[c->alloc];
+        cJSON *o = cJSON_CreateObject();
+        if (!o) break;
+        cJSON_AddItemToArray(a, o);
+        cJSON_AddStringToObject(o, "config", al->hash);
+        cJSON_AddStringToObject(o, "uniform", u->hash);
+        cJSON_AddNumberToObject(o, "budget_bytes", (double)u->bytes);
+        cJSON_AddNumberToObject(o, "bytes", (double)al->bytes);
+        pq__json_add_num(o, "uniform_bpw", u->bpw);
+        pq__json_add_num(o, "bpw", al->bpw);
+        cJSON_AddStringToObject(o, "ppl_task", c->ppl_task);
+        diff_json(o, "ppl", c->ppl, c->ppl_diff, c->ppl_ci);
+        diff_json(o, "kld", c->kld, c->kld_diff, c->kld_ci);
+        const double sr[2] = {u->sr, al->sr}, neg[2] = {-c->sr_ci[1], -c->sr_ci[0]};
+        diff_json(o, "sr", sr, -c->sr_diff, neg);
+    }
+    free(v);
+}
+
 char *pq_sweep_report_json(const pq_sweep_results *r) {
     cJSON *root = cJSON_CreateObject();
     if (!root) return NULL;
@@ -955,6 +1106,7 @@ char *pq_sweep_report_json(const pq_sweep_results *r) {
         cJSON_AddItemToArray(lists[c->by_bpw], o);
     }
     free(cmp);
+    allocations_json(root, r);
     char *out = cJSON_Print(root);
     cJSON_Delete(root);
     return out;

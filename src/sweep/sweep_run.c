@@ -1,6 +1,7 @@
 /* Running a sweep: base model evaluated once, then per config compress -> reload -> measure
  * -> evaluate against the base -> store. Every number stored comes from the pipeline and
  * evaluation APIs; a config that fails is stored as 'failed' with its message. */
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,9 +9,11 @@
 #include <unistd.h>
 
 #include "common/common.h"
+#include "prunequant-alloc.h"
 #include "prunequant-eval.h"
 #include "prunequant-pipeline.h"
 #include "prunequant-sweep.h"
+#include "recipe/recipe.h"
 #include "sweep/sweep_mpi.h"
 
 pq_sweep_params pq_sweep_params_default(void) {
@@ -37,6 +40,10 @@ static void fill_scores(pq_sweep_run *run, pq_eval_report *rep, pq_sweep_score *
             s->se = j ? k->same_top_se : k->se;
             s->base_score = j ? 1.0 : 0.0;
             s->retention = NAN;
+            if (!j) { /* the windows' KLD, for paired comparisons of runs (allocated vs uniform) */
+                s->units = rep->kld.units;
+                memset(&rep->kld.units, 0, sizeof rep->kld.units);
+            }
         }
         run->n_scores += 2;
     }
@@ -156,38 +163,27 @@ static pq_status eval_base(pq_ctx *ctx, const pq_sweep_params *p, const pq_model
     return st;
 }
 
-/* One config: compress into dir, reload, measure, evaluate. Fills run (scores malloc'ed). */
-static pq_status run_one(pq_ctx *ctx, const pq_sweep_params *p, const pq_model *base, const int32_t *ids,
-                         int64_t n_ids, const pq_eval_params *ep, const pq_sweep_config *c, const char *dir,
-                         pq_sweep_run *run) {
+/* The compress parameters of recipe layer with the sweep's calibration. */
+static pq_compress_params calib_params(const pq_sweep_params *p, const pq_layer_params *layer) {
     pq_compress_params cp = pq_compress_params_default();
-    cp.layer = c->layer;
+    cp.layer = *layer;
     cp.nsamples = p->calib.nsamples;
     cp.seqlen = p->calib.seqlen;
     cp.seed = p->calib.seed;
     cp.calib_name = p->calib_path;
-    /* the per-linear report goes with the run (the report's heat map) */
-    pq__buf lpath = {0};
-    pq_status st = pq__buf_printf(ctx, &lpath, "the path of the per-linear report", "%s.layers.jsonl", dir);
-    if (st != PQ_OK) return st;
-    cp.report = lpath.data;
-    st = pq_compress_model(ctx, base, ids, n_ids, &cp, dir);
-    if (st == PQ_OK) {
-        size_t n = 0;
-        pq_ctx quiet; /* a run without its layer table is still a run */
-        pq__quiet_begin(ctx, &quiet);
-        if (pq__read_text(&quiet, lpath.data, (size_t)1 << 26, &run->layers, &n) != PQ_OK) run->layers = NULL;
-    }
-    unlink(lpath.data);
-    pq__buf_free(&lpath);
-    if (st != PQ_OK) return st;
+    return cp;
+}
+
+/* Reloads the compressed model in dir, measures its bytes, evaluates it against the base. */
+static pq_status measure(pq_ctx *ctx, const pq_sweep_params *p, const pq_model *base, const pq_eval_params *ep,
+                         double sparsity, double bits, const char *dir, pq_sweep_run *run) {
     pq_load_params lp = pq_load_params_default();
     lp.tokenizer_path = p->tokenizer_path;
     pq_model *m = NULL;
     pq_sparsity_report sr;
     memset(&sr, 0, sizeof sr);
     pq_eval_report *rep = NULL;
-    st = pq_model_load(ctx, dir, &lp, &m);
+    pq_status st = pq_model_load(ctx, dir, &lp, &m);
     if (st == PQ_OK) st = pq_model_sparsity(ctx, m, &sr);
     if (st == PQ_OK) {
         int64_t bytes = 0;
@@ -197,8 +193,8 @@ static pq_status run_one(pq_ctx *ctx, const pq_sweep_params *p, const pq_model *
         run->bpw = sr.bpw;
         run->bytes = bytes;
         pq_compress_info ci = pq_compress_info_default();
-        ci.sparsity = c->sparsity;
-        ci.bits = c->bits;
+        ci.sparsity = sparsity;
+        ci.bits = bits;
         ci.linear_bytes = (size_t)bytes;
         st = pq_eval_run(ctx, m, dir, base, p->model_path, p->tasks, ep, &ci, &rep);
     }
@@ -209,11 +205,95 @@ static pq_status run_one(pq_ctx *ctx, const pq_sweep_params *p, const pq_model *
         else
             fill_scores(run, rep, sc, 0);
         run->sr = rep->metrics.sr;
-        run->srcr = pq_metrics_srcr(run->sr, c->sparsity, c->bits);
+        run->srcr = pq_metrics_srcr(run->sr, sparsity, bits);
     }
     pq_eval_report_free(rep);
     pq_sparsity_report_free(&sr);
     pq_model_free(m);
+    return st;
+}
+
+/* Compresses with cp into dir (its per-linear report goes with the run: the report's heat
+ * map), then measures. Fills run (scores malloc'ed). */
+static pq_status compress_measure(pq_ctx *ctx, const pq_sweep_params *p, const pq_model *base, const int32_t *ids,
+                                  int64_t n_ids, const pq_eval_params *ep, pq_compress_params *cp, double sparsity,
+                                  double bits, const char *dir, pq_sweep_run *run) {
+    pq__buf lpath = {0};
+    pq_status st = pq__buf_printf(ctx, &lpath, "the path of the per-linear report", "%s.layers.jsonl", dir);
+    if (st != PQ_OK) return st;
+    cp->report = lpath.data;
+    st = pq_compress_model(ctx, base, ids, n_ids, cp, dir);
+    if (st == PQ_OK) {
+        size_t n = 0;
+        pq_ctx quiet; /* a run without its layer table is still a run */
+        pq__quiet_begin(ctx, &quiet);
+        if (pq__read_text(&quiet, lpath.data, (size_t)1 << 26, &run->layers, &n) != PQ_OK) run->layers = NULL;
+    }
+    unlink(lpath.data);
+    pq__buf_free(&lpath);
+    cp->report = NULL;
+    return st == PQ_OK ? measure(ctx, p, base, ep, sparsity, bits, dir, run) : st;
+}
+
+/* One config: compress into dir, reload, measure, evaluate. Fills run (scores malloc'ed). */
+static pq_status run_one(pq_ctx *ctx, const pq_sweep_params *p, const pq_model *base, const int32_t *ids,
+                         int64_t n_ids, const pq_eval_params *ep, const pq_sweep_config *c, const char *dir,
+                         pq_sweep_run *run) {
+    pq_compress_params cp = calib_params(p, &c->layer);
+    return compress_measure(ctx, p, base, ids, n_ids, ep, &cp, c->sparsity, c->bits, dir, run);
+}
+
+/* The parameter-weighted sparsity and bits (of the kept weights) of an allocation, so that
+ * 1 - (1 - s) q / 16 is its parameter-weighted TCr (as compress declares it). */
+static void alloc_metrics(const pq_alloc_result *r, double *sparsity, double *bits) {
+    double n_all = 0, pruned = 0, kept = 0, kept_bits = 0;
+    for (int64_t k = 0; k < r->n_linears; k++) {
+        const pq_layer_params *c = &r->candidates[r->linears[k].choice];
+        const double n = (double)(r->linears[k].rows * r->linears[k].cols), sp = pq__recipe_sparsity(c);
+        n_all += n, pruned += n * sp, kept += n * (1 - sp), kept_bits += n * (1 - sp) * pq__recipe_bits(c);
+    }
+    *sparsity = n_all > 0 ? pruned / n_all : 0;
+    *bits = kept > 0 ? kept_bits / kept : 16;
+}
+
+/* The recipe on one line, as the database keeps every recipe (json is freed; NULL stays NULL). */
+static char *compact(char *json) {
+    cJSON *j = json ? cJSON_Parse(json) : NULL;
+    char *s = j ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    free(json);
+    return s;
+}
+
+/* An allocated config: pq_allocate with config c's methods at budget bytes, compressed with the
+ * recipe it makes (run->recipe, malloc'ed), measured as run_one. */
+static pq_status run_allocated(pq_ctx *ctx, const pq_sweep_params *p, const pq_model *base, const int32_t *ids,
+                               int64_t n_ids, const pq_eval_params *ep, const pq_sweep_config *c, int64_t budget,
+                               const char *dir, pq_sweep_run *run) {
+    pq_alloc_params ap = pq_alloc_params_default();
+    const pq_joint_mode joint = ap.compress.layer.joint;
+    ap.compress = calib_params(p, &c->layer);
+    /* the config's methods; its joint mode only when it is joint (else the allocator's default) */
+    if (c->layer.prune == PQ_PRUNE_NONE || c->layer.quant == PQ_QUANT_NONE) ap.compress.layer.joint = joint;
+    ap.candidates = c->alloc_candidates;
+    ap.budget_bytes = budget;
+    pq_alloc_result *r = NULL;
+    pq_recipe_overrides ov = {0};
+    pq_compress_params cp;
+    pq_status st = pq_allocate(ctx, base, ids, n_ids, &ap, &r);
+    if (st == PQ_OK) st = pq_alloc_compress_params(ctx, r, &ap, &cp, &ov);
+    if (st == PQ_OK && !(run->recipe = compact(pq_alloc_recipe_json(r, &ap))))
+        st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory printing the allocated recipe");
+    if (st == PQ_OK) {
+        alloc_metrics(r, &run->sparsity, &run->bits);
+        run->tcr = pq_metrics_tcr(run->sparsity, run->bits);
+        pq__log(ctx, PQ_LOG_INFO, "sweep: allocated %lld bytes of %lld (damage %.4g, gap at most %.3g%%)",
+                (long long)r->total_bytes, (long long)budget, r->total_damage,
+                r->total_damage > 0 ? 100 * (r->total_damage - r->lower_bound) / r->total_damage : 0.0);
+        st = compress_measure(ctx, p, base, ids, n_ids, ep, &cp, run->sparsity, run->bits, dir, run);
+    }
+    pq_recipe_overrides_free(&ov);
+    pq_alloc_result_free(r);
     return st;
 }
 
@@ -256,6 +336,8 @@ typedef struct sweep_state {
     char *tmp, *cache; /* the private scratch folder and the eval cache in it */
     pq_eval_params ep;
     uint8_t *todo;    /* [grid->n] 1: to do; 2: done on this rank and sent to rank 0 */
+    int *owner;       /* [grid->n] the rank that runs a config to do */
+    int64_t *bytes;   /* [grid->n] the stored bytes of the configs run here (the budgets of allocations) */
     int64_t nd, nf;   /* configs done, failed (rank 0: of every rank) */
     int64_t expected; /* rank 0: messages the other ranks still owe */
     int64_t ran;      /* configs run and stored here, for the ETA */
@@ -345,6 +427,25 @@ static pq_status prepare(sweep_state *s) {
     return st;
 }
 
+/* Who runs each config to do: the k-th one that is not an allocation goes to rank k % size; an
+ * allocation to the rank of the config whose bytes are its budget (it runs after it, with the
+ * bytes at hand), or, when that one is finished already, to rank 0 (which reads them from the
+ * database). Every rank deals the same way. */
+static pq_status deal(sweep_state *s) {
+    const pq_sweep_grid *grid = s->grid;
+    s->owner = pq__calloc(s->ctx, (size_t)(grid->n ? grid->n : 1), sizeof *s->owner, "sweep");
+    s->bytes = s->owner ? pq__calloc(s->ctx, (size_t)(grid->n ? grid->n : 1), sizeof *s->bytes, "sweep") : NULL;
+    if (!s->bytes) return s->ctx->status;
+    int64_t k = 0;
+    for (int64_t i = 0; i < grid->n; i++) {
+        const int64_t u = grid->configs[i].alloc_of;
+        s->bytes[i] = -1;
+        if (!s->todo[i]) continue;
+        s->owner[i] = u < 0 ? (int)(k++ % s->size) : s->todo[u] ? s->owner[u] : 0;
+    }
+    return PQ_OK;
+}
+
 /* What is left to do (rank 0 reads it from the db; every rank gets it) and who owes rank 0
  * what: configs to do are dealt round-robin, the k-th one to rank k % size. Every rank
  * comes here, even after a failure (st) of its own: the other ranks wait in the collective. */
@@ -365,11 +466,11 @@ static pq_status plan(sweep_state *s, pq_status st) {
         if (st == PQ_OK) pq__sweep_transport_bcast(s->todo, grid->n);
     }
     if (st == PQ_OK && s->nd) st = pq__progress(ctx, "sweep", s->nd, grid->n);
-    int64_t k = 0;
-    for (int64_t i = 0; i < grid->n; i++)
-        if (s->todo && s->todo[i]) s->expected += (k++ % s->size) != 0;
-    for (int64_t i = 0, kk = 0; st == PQ_OK && s->rank == 0 && s->size > 1 && i < grid->n; i++)
-        if (s->todo[i] && (kk++ % s->size) != 0) st = mark_running(ctx, s->db, &grid->configs[i]);
+    if (st == PQ_OK) st = deal(s);
+    for (int64_t i = 0; st == PQ_OK && i < grid->n; i++)
+        if (s->todo[i]) s->expected += s->owner[i] != 0;
+    for (int64_t i = 0; st == PQ_OK && s->rank == 0 && s->size > 1 && i < grid->n; i++)
+        if (s->todo[i] && s->owner[i] != 0) st = mark_running(ctx, s->db, &grid->configs[i]);
     return st;
 }
 
@@ -452,6 +553,30 @@ static pq_status collect_finished(sweep_state *s) {
     return st;
 }
 
+/* The budget of allocated config c: the bytes its config stored, run here or found in the
+ * database (rank 0). */
+static pq_status alloc_budget(sweep_state *s, const pq_sweep_config *c, int64_t *budget) {
+    const pq_sweep_config *u = &s->grid->configs[c->alloc_of];
+    *budget = s->bytes[c->alloc_of];
+    if (*budget <= 0 && s->rank == 0) {
+        pq_status st = pq_sweep_db_bytes(s->ctx, s->db, u->hash, budget);
+        if (st != PQ_OK) return st;
+    }
+    if (*budget <= 0)
+        return pq__fail(s->ctx, PQ_ERR_INVALID, "sweep: no stored bytes of config %s, the budget of this allocation",
+                        u->hash);
+    return PQ_OK;
+}
+
+/* Config i into dir: an allocation or a recipe of the grid. */
+static pq_status run_any(sweep_state *s, int64_t i, const char *dir, pq_sweep_run *run) {
+    const pq_sweep_config *c = &s->grid->configs[i];
+    if (c->alloc_of < 0) return run_one(s->ctx, s->p, s->base, s->ids, s->n_ids, &s->ep, c, dir, run);
+    int64_t budget = 0;
+    const pq_status st = alloc_budget(s, c, &budget);
+    return st == PQ_OK ? run_allocated(s->ctx, s->p, s->base, s->ids, s->n_ids, &s->ep, c, budget, dir, run) : st;
+}
+
 /* One config on this rank: compress, evaluate, store (or send). */
 static pq_status run_config(sweep_state *s, int64_t i) {
     pq_ctx *ctx = s->ctx;
@@ -470,17 +595,21 @@ static pq_status run_config(sweep_state *s, int64_t i) {
         return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory allocating %zu bytes for the folder path of config %s",
                         strlen(p->keep_models ? p->keep_models : s->tmp) + strlen(c->hash) + 2, c->hash);
     double t1 = pq__now();
-    pq_status rs = run_one(ctx, p, s->base, s->ids, s->n_ids, &s->ep, c, dir, &run);
+    pq_status rs = run_any(s, i, dir, &run);
     run.seconds = pq__now() - t1;
     if (!p->keep_models) pq__rmtree(dir);
     free(dir);
+    char *own = run.recipe != c->recipe ? run.recipe : NULL; /* an allocation's recipe */
     if (rs == PQ_ERR_CANCELLED || stopped(p)) {
         pq_sweep_scores_free(run.scores, run.n_scores);
         free(run.layers);
+        free(own);
         return cancel_config(s, i, 1);
     }
     classify(s, c, rs, &run, why, sizeof why);
+    if (rs == PQ_OK) s->bytes[i] = run.bytes;
     st = store_or_send(s, i, &run);
+    free(own);
     return st == PQ_OK ? collect_finished(s) : st;
 }
 
@@ -489,8 +618,8 @@ static pq_status run_config(sweep_state *s, int64_t i) {
  * no rank blocks in its send; a store failure is kept but the draining goes on. */
 static pq_status finish_ranks(sweep_state *s, pq_status st) {
     const pq_sweep_grid *grid = s->grid;
-    for (int64_t i = 0, kk = 0; s->rank != 0 && s->todo && i < grid->n; i++)
-        if (s->todo[i] && (kk++ % s->size) == s->rank && s->todo[i] != 2) pq__sweep_send_run(i, NULL, "cancelled");
+    for (int64_t i = 0; s->rank != 0 && s->todo && s->owner && i < grid->n; i++)
+        if (s->todo[i] && s->owner[i] == s->rank && s->todo[i] != 2) pq__sweep_send_run(i, NULL, "cancelled");
     if (s->rank != 0 || s->size <= 1 || !s->todo) return st;
     if (st != PQ_OK && st != PQ_ERR_CANCELLED)
         pq__log(s->ctx, PQ_LOG_WARN, "sweep: waiting for the other ranks after: %s", pq_ctx_error(s->ctx));
@@ -521,9 +650,8 @@ pq_status pq_sweep_execute(pq_ctx *ctx, const pq_sweep_params *p, const pq_sweep
     if (st != PQ_OK) return st;
     st = plan(&s, prepare(&s));
     s.t0 = pq__now();
-    int64_t mine = -1;
     for (int64_t i = 0; st == PQ_OK && i < grid->n; i++)
-        if (s.todo[i] && (++mine % s.size) == s.rank) st = run_config(&s, i);
+        if (s.todo[i] && s.owner[i] == s.rank) st = run_config(&s, i);
     st = finish_ranks(&s, st);
     if (n_done) *n_done = s.nd;
     if (n_failed) *n_failed = s.nf;
@@ -532,6 +660,8 @@ pq_status pq_sweep_execute(pq_ctx *ctx, const pq_sweep_params *p, const pq_sweep
     free(s.cache);
     free(s.ids);
     free(s.todo);
+    free(s.owner);
+    free(s.bytes);
     pq_model_free(s.base);
     return st;
 }

@@ -95,3 +95,56 @@ pq_status pq_sweep_compare(pq_ctx *ctx, const pq_sweep_results *r, int64_t a, in
     free(higher);
     return st;
 }
+
+/* The score of run c whose task starts with prefix ("ppl:", "kld:"), NULL if none. */
+static const pq_sweep_score *score_of(const pq_sweep_run *c, const char *prefix) {
+    for (int64_t i = 0; i < c->n_scores; i++)
+        if (!strncmp(c->scores[i].task, prefix, strlen(prefix))) return &c->scores[i];
+    return NULL;
+}
+
+/* Uniform - allocated of one task and its paired interval (the point alone without units). */
+static pq_status task_diff(pq_ctx *ctx, const pq_sweep_run *u, const pq_sweep_run *a, const char *prefix,
+                           const pq_bootstrap_params *p, double v[2], double *diff, double ci[2]) {
+    const pq_sweep_score *su = score_of(u, prefix), *sa = score_of(a, prefix);
+    v[0] = v[1] = *diff = ci[0] = ci[1] = NAN;
+    if (!su || !sa || strcmp(su->task, sa->task)) return PQ_OK;
+    v[0] = su->score, v[1] = sa->score, *diff = su->score - sa->score;
+    if (su->units.n <= 0 || su->units.n != sa->units.n) return PQ_OK;
+    double d;
+    return pq_bootstrap_score_diff(ctx, &su->units, &sa->units, p, &d, ci);
+}
+
+pq_status pq_sweep_alloc_pairs(pq_ctx *ctx, const pq_sweep_results *r, const pq_bootstrap_params *p,
+                               pq_sweep_alloc_pair **out, int64_t *n) {
+    *out = NULL;
+    *n = 0;
+    pq_sweep_alloc_pair *v = pq__calloc(ctx, (size_t)(r->n ? r->n : 1), sizeof *v, "allocation pairs");
+    if (!v) return ctx->status;
+    pq_status st = PQ_OK;
+    for (int64_t i = 0; i < r->n && st == PQ_OK; i++) {
+        const pq_sweep_run *a = &r->runs[i];
+        const char *dot = strchr(a->hash, '.');
+        if (!dot || strcmp(a->status, "done")) continue;
+        int64_t u = -1;
+        for (int64_t j = 0; j < r->n && u < 0; j++)
+            if (!strncmp(r->runs[j].hash, a->hash, (size_t)(dot - a->hash)) && r->runs[j].hash[dot - a->hash] == 0 &&
+                !strcmp(r->runs[j].status, "done"))
+                u = j;
+        if (u < 0) continue;
+        pq_sweep_alloc_pair *c = &v[(*n)++];
+        c->alloc = i, c->uniform = u;
+        const pq_sweep_score *ps = score_of(a, "ppl:");
+        snprintf(c->ppl_task, sizeof c->ppl_task, "%s", ps ? ps->task : "");
+        st = task_diff(ctx, &r->runs[u], a, "ppl:", p, c->ppl, &c->ppl_diff, c->ppl_ci);
+        if (st == PQ_OK) st = task_diff(ctx, &r->runs[u], a, "kld:", p, c->kld, &c->kld_diff, c->kld_ci);
+        if (st == PQ_OK) st = pq_sweep_compare(ctx, r, i, u, p, &c->sr_diff, c->sr_ci);
+    }
+    if (st != PQ_OK || !*n) {
+        free(v);
+        v = NULL;
+        if (st != PQ_OK) *n = 0;
+    }
+    *out = v;
+    return st;
+}

@@ -135,6 +135,19 @@ pq_status pq_sweep_db_status(pq_ctx *ctx, pq_sweep_db *db, const char *hash, cha
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? PQ_OK : db_fail(ctx, db, "status");
 }
 
+pq_status pq_sweep_db_bytes(pq_ctx *ctx, pq_sweep_db *db, const char *hash, int64_t *bytes) {
+    *bytes = -1;
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(db->db, "SELECT bytes FROM runs WHERE config_hash = ? AND status IN ('done', 'undefined')",
+                           -1, &s, NULL) != SQLITE_OK)
+        return db_fail(ctx, db, "bytes");
+    sqlite3_bind_text(s, 1, hash, -1, SQLITE_TRANSIENT);
+    const int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL) *bytes = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? PQ_OK : db_fail(ctx, db, "bytes");
+}
+
 /* NAN is stored as NULL (SQLite has no NaN) and read back as NAN. */
 static void bind_real(sqlite3_stmt *s, int i, double v) {
     if (isfinite(v))
