@@ -4,6 +4,9 @@
  *       writes a synthetic bf16 Hugging Face folder (default: 2 blocks with Llama-3-8B
  *       dimensions: hidden 4096, ffn 14336, 32 heads, 8 kv heads, vocab 128256), streamed
  *       tensor by tensor so that making it needs little memory.
+ *   bench_compress alloc DIR OUT.json [nsamples seqlen]
+ *       the allocation (prunequant allocate) at the bytes of run's recipe on the same tokens:
+ *       its time against run's (acceptance: within 1.5x).
  *   bench_compress run DIR OUT [nsamples seqlen [true-sequential]]
  *       loads DIR with deferred weights (as `prunequant compress` does), compresses it with
  *       GPTQ 4-bit g128 on random calibration tokens (default 32 x 512) into OUT, and prints
@@ -11,6 +14,13 @@
  *       seconds and errors go to OUT.layers.jsonl): one
  *       block in f32 + the calibration activations + the largest Hessian (its float64
  *       accumulator) + 25 %.
+ *       Per block: seconds and achieved GFLOP/s of each phase (pq_compress_phases: forward,
+ *       Hessians, factorisations, sweeps, I/O) and the block's arithmetic bound: one forward
+ *       pass, the Hessians as symmetric rank-k products, one factorisation per input and one
+ *       sweep per linear, at the rate of the faster of OpenBLAS's sgemm and the library's own
+ *       GEMM microkernel, both measured before and after the run (with the load average).
+ *       Last line: {"name": "compress_total", "seconds", "bound_seconds", "bound_ratio",
+ *       "peak_rss_mib"}.
  * Run `make` first; the two steps are separate processes so the peak RSS of `run` is the
  * pipeline's own. */
 #include <stdint.h>
@@ -22,24 +32,13 @@
 
 #include "io/hf.h"
 #include "io/safetensors.h"
+#include "kernels/kernels.h"
+#include "kernels/qmat_impl.h"
+#include "model/model.h"
+#include "prunequant-alloc.h"
 #include "prunequant-pipeline.h"
 #include "synth.h"
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static long vm_kb(const char *key) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long v = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, key, strlen(key))) v = strtol(line + strlen(key), NULL, 10);
-    if (f) fclose(f);
-    return v;
-}
+#include "bench_util.h"
 
 /* Random bf16 values (uniform, scale s) or a constant, produced piece by piece. */
 typedef struct {
@@ -128,9 +127,106 @@ static int make(const char *dir, int64_t layers, int64_t D, int64_t F, int64_t H
 
 static int progress(void *user, const char *stage, int64_t done, int64_t total) {
     if (strcmp(stage, "compress")) return 0;
+    static int64_t last = -1;
+    if (done == last) return 0; /* one line per block */
+    last = done;
     fprintf(stderr, "  %s %lld/%lld at %.0f s, RSS %ld MB\n", stage, (long long)done, (long long)total,
             now_s() - *(double *)user, vm_kb("VmRSS:") / 1024);
     return 0;
+}
+
+/* The yardsticks, measured in this run: OpenBLAS's sgemm (the kernel it picked for this CPU)
+ * and the library's own AVX-512 / AVX2 GEMM microkernel (kernels/qmat_gemm.c) on float32
+ * weights, Y [n, k] = X [n, k] W^T with k = dim; best of 3 each. */
+typedef struct rates {
+    double blas, own, best;
+    const char *own_isa;
+} rates;
+
+static rates measure_rates(pq_ctx *ctx, int threads, int64_t k) {
+    const int64_t n = 2048;
+    float *x = malloc(sizeof(float) * (size_t)(n * k)), *w = malloc(sizeof(float) * (size_t)(k * k)),
+          *y = malloc(sizeof(float) * (size_t)(n * k));
+    uint64_t st = 5;
+    for (int64_t i = 0; i < k * k; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        w[i] = (float)(st >> 40) / 16777216.0f - 0.5f;
+        if (i < n * k) x[i] = w[i] * 0.5f;
+    }
+    const pq__qmat q = pq__qmat_f32(k, k, w);
+    const pq__isa isa = pq__qmat_isa();
+    rates r = {0, 0, 0, pq__isa_name(isa)};
+    const double flop = 2.0 * (double)n * (double)k * (double)k;
+    for (int rep = 0; rep < 4; rep++) { /* the first of each is a warm-up */
+        double t = now_s();
+        pq__matmul_wt(x, w, NULL, y, n, k, k, threads);
+        const double blas = flop / (now_s() - t) / 1e9;
+        t = now_s();
+        pq__qmat_gemm(ctx, &q, x, NULL, y, n, threads, isa);
+        const double own = flop / (now_s() - t) / 1e9;
+        if (rep && blas > r.blas) r.blas = blas;
+        if (rep && own > r.own) r.own = own;
+    }
+    r.best = r.blas > r.own ? r.blas : r.own;
+    free(x);
+    free(w);
+    free(y);
+    return r;
+}
+
+/* The 1-minute load average (a shared machine: other work slows every number down). */
+static const char *loadavg(char *buf, size_t n) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f || !fgets(buf, (int)n, f)) snprintf(buf, n, "?");
+    if (f) fclose(f);
+    buf[strcspn(buf, " \n")] = 0;
+    return buf;
+}
+
+static double gfs(double flop, double s) {
+    return s > 0 ? flop / s / 1e9 : 0.0;
+}
+
+/* The arithmetic a block needs (floating-point operations, from the shapes): one forward pass
+ * over the calibration tokens, the Hessian of each input group as a symmetric rank-k product
+ * (n c (c + 1)), one Cholesky factorisation per input group (c^3 / 3) and one GPTQ sweep per
+ * linear (rows c (c - 1)). */
+typedef struct arith {
+    double forward, hessian, factor, sweep;
+} arith;
+
+static arith block_arith(const pq_model_info *in, int64_t ns, int64_t L) {
+    const double D = (double)in->dim, F = (double)in->hidden_dim, QD = (double)(in->n_heads * in->head_dim),
+                 KD = (double)(in->n_kv_heads * in->head_dim), N = (double)(ns * L);
+    const double rows[7] = {QD, KD, KD, D, F, F, D}, cols[7] = {D, D, D, QD, D, D, F}, in_cols[4] = {D, QD, D, F};
+    arith a = {4.0 * (double)ns * (double)in->n_heads * (double)L * (double)L * (double)in->head_dim, 0, 0, 0};
+    for (int i = 0; i < 7; i++) {
+        a.forward += 2.0 * N * rows[i] * cols[i];
+        a.sweep += rows[i] * cols[i] * (cols[i] - 1.0);
+    }
+    for (int g = 0; g < 4; g++) {
+        a.hessian += N * in_cols[g] * (in_cols[g] + 1.0);
+        a.factor += in_cols[g] * in_cols[g] * in_cols[g] / 3.0;
+    }
+    return a;
+}
+
+/* One line per block: seconds and achieved GFLOP/s of each phase, and the block's bound. */
+static double print_phases(int64_t l, const pq_compress_phases *ph, const arith *a, double rate) {
+    const double named = ph->forward_s + ph->hessian_s + ph->factor_s + ph->sweep_s + ph->io_s;
+    const double bound = (a->forward + a->hessian + a->factor + a->sweep) / (rate * 1e9);
+    printf("{\"name\": \"block\", \"block\": %lld, \"seconds\": %.1f, \"bound_seconds\": %.1f, "
+           "\"forward\": {\"seconds\": %.1f, \"gflops\": %.1f, \"tflop\": %.2f, \"needed_tflop\": %.2f}, "
+           "\"hessian\": {\"seconds\": %.1f, \"gflops\": %.1f, \"tflop\": %.2f}, "
+           "\"factorisation\": {\"seconds\": %.1f, \"gflops\": %.1f, \"tflop\": %.2f, \"needed_tflop\": %.2f}, "
+           "\"sweep\": {\"seconds\": %.1f, \"gflops\": %.1f, \"tflop\": %.2f}, \"io_seconds\": %.1f, "
+           "\"other_seconds\": %.1f}\n",
+           (long long)l, ph->total_s, bound, ph->forward_s, gfs(ph->forward_flop, ph->forward_s),
+           ph->forward_flop / 1e12, a->forward / 1e12, ph->hessian_s, gfs(ph->hessian_flop, ph->hessian_s),
+           ph->hessian_flop / 1e12, ph->factor_s, gfs(ph->factor_flop, ph->factor_s), ph->factor_flop / 1e12,
+           a->factor / 1e12, ph->sweep_s, gfs(ph->sweep_flop, ph->sweep_s), ph->sweep_flop / 1e12, ph->io_s,
+           ph->total_s - named);
+    return bound;
 }
 
 static int run(const char *dir, const char *out, int64_t ns, int64_t L, int true_seq) {
@@ -147,6 +243,9 @@ static int run(const char *dir, const char *out, int64_t ns, int64_t L, int true
     pq_model_info info;
     pq_model_get_info(m, &info);
     const long rss_loaded = vm_kb("VmRSS:");
+    char load0[64], load1[64];
+    loadavg(load0, sizeof load0);
+    const rates r0 = measure_rates(ctx, pq_ctx_threads(ctx), info.dim);
     int32_t *tok = malloc((size_t)(ns * L + L) * sizeof *tok);
     uint64_t s = 1;
     for (int64_t i = 0; i < ns * L + L; i++) {
@@ -164,10 +263,26 @@ static int run(const char *dir, const char *out, int64_t ns, int64_t L, int true
     char report[1024];
     snprintf(report, sizeof report, "%s.layers.jsonl", out); /* per linear: error, seconds */
     p.report = report;
+    pq_compress_phases *ph = calloc((size_t)(info.n_layers + 1), sizeof *ph);
+    p.phases = ph;
     t0 = now_s();
     pq_status st = pq_compress_model(ctx, m, tok, ns * L + L, &p, out);
     const double secs = now_s() - t0;
     if (st) fprintf(stderr, "%s\n", pq_ctx_error(ctx));
+    loadavg(load1, sizeof load1);
+    const rates r1 = measure_rates(ctx, pq_ctx_threads(ctx), info.dim);
+    const double rate = r0.best > r1.best ? r0.best : r1.best; /* load only ever slows a rate down */
+    printf("{\"name\": \"sgemm\", \"blas_gflops\": [%.1f, %.1f], \"own_%s_gflops\": [%.1f, %.1f], "
+           "\"bound_gflops\": %.1f, \"load\": [\"%s\", \"%s\"], \"note\": \"[before, after] the run; the bound "
+           "uses the fastest\"}\n",
+           r0.blas, r1.blas, r0.own_isa, r0.own, r1.own, rate, load0, load1);
+    const arith a = block_arith(&info, ns, L);
+    double bound = 0.0;
+    for (int64_t l = 0; l < info.n_layers; l++)
+        bound += print_phases(l, &ph[l], &a, rate);
+    printf("{\"name\": \"rest\", \"seconds\": %.1f, \"note\": \"calibration embeddings, embeddings, lm_head and "
+           "metadata written\"}\n",
+           ph[info.n_layers].total_s);
     const double D = (double)info.dim, F = (double)info.hidden_dim, QD = (double)(info.n_heads * info.head_dim),
                  KD = (double)(info.n_kv_heads * info.head_dim);
     const double block = 4.0 * (D * QD * 2 + D * KD * 2 + 3 * D * F), acts = 4.0 * (double)(ns * L) * D;
@@ -181,6 +296,57 @@ static int run(const char *dir, const char *out, int64_t ns, int64_t L, int true
            dir, (long long)info.n_layers, (long long)ns, (long long)L, true_seq, secs, rss_loaded / 1024, peak / 1024,
            budget / 1048576, block / 1048576, acts / 1048576, hess / 1048576,
            (double)peak * 1024 <= budget ? "true" : "false", st == PQ_OK ? "true" : "false");
+    printf("{\"name\": \"compress_total\", \"seconds\": %.1f, \"bound_seconds\": %.1f, \"bound_ratio\": %.2f, "
+           "\"peak_rss_mib\": %ld}\n",
+           secs, bound, secs / bound, peak / 1024);
+    free(ph);
+    free(tok);
+    pq_model_free(m);
+    pq_ctx_free(ctx);
+    return st != PQ_OK;
+}
+
+/* The allocation at the bytes of the uniform run's recipe (GPTQ 4-bit g128: 4.1875 bpw) on the
+ * same random calibration tokens, with the default candidates, sample and sensitivity: its time
+ * against run's is the allocator's cost. */
+static int alloc(const char *dir, const char *out, int64_t ns, int64_t L) {
+    pq_ctx *ctx = pq_ctx_new();
+    double t0 = now_s();
+    pq_ctx_set_progress(ctx, progress, &t0);
+    pq_load_params lp = pq_load_params_default();
+    pq_model *m = NULL;
+    pq_alloc_params ap = pq_alloc_params_default();
+    lp.defer_weights = !ap.sensitivity; /* the sensitivity passes run the stored model */
+    if (pq_model_load(ctx, dir, &lp, &m) != PQ_OK) {
+        fprintf(stderr, "%s\n", pq_ctx_error(ctx));
+        return 1;
+    }
+    pq_model_info info;
+    pq_model_get_info(m, &info);
+    int32_t *tok = malloc((size_t)(ns * L + L) * sizeof *tok);
+    uint64_t s = 1;
+    for (int64_t i = 0; i < ns * L + L; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        tok[i] = (int32_t)((s >> 33) % (uint64_t)info.vocab_size);
+    }
+    ap.compress.nsamples = ns;
+    ap.compress.seqlen = L;
+    ap.budget_bpw = 4.1875;
+    pq_alloc_result *r = NULL;
+    t0 = now_s();
+    pq_status st = pq_allocate(ctx, m, tok, ns * L + L, &ap, &r);
+    const double secs = now_s() - t0;
+    if (st == PQ_OK) st = pq_alloc_recipe_write(ctx, r, &ap, out);
+    if (st) fprintf(stderr, "%s\n", pq_ctx_error(ctx));
+    printf("{\"model\":\"%s\",\"layers\":%lld,\"nsamples\":%lld,\"seqlen\":%lld,\"budget_bpw\":4.1875,"
+           "\"candidates\":%lld,\"seconds\":%.1f,\"sweep_seconds\":%.1f,\"sensitivity_seconds\":%.1f,"
+           "\"bpw\":%.4f,\"gap\":%.4g,\"peak_rss_mb\":%ld,\"ok\":%s}\n",
+           dir, (long long)info.n_layers, (long long)ns, (long long)L, r ? (long long)r->n_candidates : 0LL, secs,
+           r ? r->sweep_seconds : 0.0, r ? r->sens_seconds : 0.0,
+           r ? 8.0 * (double)r->total_bytes / (double)r->n_weights : 0.0,
+           r && r->total_damage > 0 ? (r->total_damage - r->lower_bound) / r->total_damage : 0.0,
+           vm_kb("VmHWM:") / 1024, st == PQ_OK ? "true" : "false");
+    pq_alloc_result_free(r);
     free(tok);
     pq_model_free(m);
     pq_ctx_free(ctx);
@@ -198,7 +364,10 @@ int main(int argc, char **argv) {
     if (argc >= 4 && !strcmp(argv[1], "run"))
         return run(argv[2], argv[3], argc > 5 ? atoll(argv[4]) : 32, argc > 5 ? atoll(argv[5]) : 512,
                    argc > 6 ? atoi(argv[6]) : 0);
+    if (argc >= 4 && !strcmp(argv[1], "alloc"))
+        return alloc(argv[2], argv[3], argc > 5 ? atoll(argv[4]) : 32, argc > 5 ? atoll(argv[5]) : 512);
     fprintf(stderr, "usage: bench_compress make DIR [layers [dim ffn heads kv vocab]]\n"
-                    "       bench_compress run DIR OUT [nsamples seqlen [true-sequential]]\n");
+                    "       bench_compress run DIR OUT [nsamples seqlen [true-sequential]]\n"
+                    "       bench_compress alloc DIR OUT.json [nsamples seqlen]\n");
     return 2;
 }

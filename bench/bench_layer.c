@@ -1,6 +1,9 @@
 /* Per-layer engine benchmark: a 4096 x 4096 layer with a realistic Hessian, every method,
- * time and error, plus this machine's sgemm rate (the yardstick: the arithmetic of GPTQ on
- * this layer is about 140 GFLOP). One JSON object per line.
+ * time and error, plus this machine's sgemm rate (the yardstick). Each case's arithmetic is
+ * counted from the shapes (pq_layer_result: cols^3 / 3 per factorisation, rows cols (cols - 1)
+ * per sweep with error feedback; GPTQ on this layer: 22.9 + 68.7 GFLOP) and given as
+ * bound_seconds at the faster sgemm and of_bound = bound_seconds / seconds. One JSON object
+ * per line, with the load average when it was measured.
  * Each case runs `reps` times (the first with the error, the others without) and reports the
  * fastest: a shared machine's load only ever adds time.
  * Usage: bench_layer [rows cols tokens [reps]]  (default 4096 4096 2048 2) */
@@ -11,18 +14,27 @@
 #include <string.h>
 #include <time.h>
 
+#include "kernels/qmat_impl.h"
 #include "layer_data.h"
+#include "model/model.h"
 #include "prunequant-compress.h"
+#include "bench_util.h"
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+/* The 1-minute load average (a shared machine: other work slows every number down). */
+static const char *loadavg(void) {
+    static char buf[64];
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f || !fgets(buf, sizeof buf, f)) snprintf(buf, sizeof buf, "?");
+    if (f) fclose(f);
+    buf[strcspn(buf, " \n")] = 0;
+    return buf;
 }
 
 /* The machine's single-precision GEMM rate (4096^3, best of 2): the yardstick for the rest.
- * Measured at the start and the end, since a shared machine's load varies. */
-static void sgemm_rate(int threads, const char *when) {
+ * Measured at the start and the end, since a shared machine's load varies; OpenBLAS's sgemm
+ * (the kernel it picked for this CPU) and the library's own GEMM microkernel (kernels/
+ * qmat_gemm.c on float32 weights): the bound of each case uses the faster. */
+static double sgemm_rate(pq_ctx *ctx, int threads, const char *when) {
     const int n = 4096;
     float *a = malloc(sizeof(float) * (size_t)n * n), *b = malloc(sizeof(float) * (size_t)n * n),
           *c = malloc(sizeof(float) * (size_t)n * n);
@@ -31,18 +43,39 @@ static void sgemm_rate(int threads, const char *when) {
         b[i] = nrand();
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-    double best = 1e30;
-    for (int rep = 0; rep < 2; rep++) {
-        const double t = now_s();
+    const pq__qmat w = pq__qmat_f32(n, n, b);
+    double best = 1e30, best_own = 1e30;
+    for (int rep = 0; rep < 3; rep++) {
+        double t = now_s();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
         best = fmin(best, now_s() - t);
+        t = now_s();
+        pq__qmat_gemm(ctx, &w, a, NULL, c, n, threads, pq__qmat_isa());
+        if (rep) best_own = fmin(best_own, now_s() - t); /* the first packs cold */
     }
-    printf("{\"name\": \"sgemm_4096\", \"when\": \"%s\", \"threads\": %d, \"seconds\": %.4f, \"gflops\": %.1f}\n",
-           when, threads, best, 2.0 * n * (double)n * n / best / 1e9);
+    const double flop = 2.0 * n * (double)n * n, blas = flop / best / 1e9, own = flop / best_own / 1e9;
+    printf("{\"name\": \"sgemm_4096\", \"when\": \"%s\", \"threads\": %d, \"seconds\": %.4f, \"gflops\": %.1f, "
+           "\"own_%s_gflops\": %.1f, \"load\": \"%s\"}\n",
+           when, threads, best, blas, pq__isa_name(pq__qmat_isa()), own, loadavg());
     fflush(stdout);
     free(a);
     free(b);
     free(c);
+    return fmax(blas, own);
+}
+
+/* One case's line; its arithmetic (factorisations and sweeps, prunequant-compress.h) at the
+ * faster sgemm's rate gives its bound. */
+static void print_case(const char *name, int64_t rows, int64_t cols, const pq_layer_result *r, double rate) {
+    const double flop = r->factor_flop + r->sweep_flop, bound = flop / (rate * 1e9);
+    printf("{\"name\": \"%s\", \"rows\": %lld, \"cols\": %lld, \"seconds\": %.3f, \"error\": %.6g, "
+           "\"error_direct\": %d, \"error_seconds\": %.3f, \"loss\": %.6g, \"sparsity\": %.4f, "
+           "\"moved_off_zero\": %lld, \"damp\": %.4g, \"retries\": %d, \"gflop\": %.1f, "
+           "\"bound_seconds\": %.3f, \"of_bound\": %.2f, \"load\": \"%s\"}\n",
+           name, (long long)rows, (long long)cols, r->seconds, r->error, r->error_direct, r->error_seconds, r->loss,
+           r->sparsity, (long long)r->moved_off_zero, r->damp, r->chol_retries, flop / 1e9, bound,
+           bound > 0 ? bound / r->seconds : 0.0, loadavg());
+    fflush(stdout);
 }
 
 static void warn_log(void *user, pq_log_level level, const char *msg) {
@@ -59,7 +92,7 @@ int main(int argc, char **argv) {
     const int threads = pq_ctx_threads(ctx);
     openblas_set_num_threads(threads);
 
-    sgemm_rate(threads, "start");
+    const double rate = sgemm_rate(ctx, threads, "start");
     float *H, *W0; /* [cols, cols], [rows, cols] */
     if (!layer_data(rows, cols, tokens, rank, &H, &W0)) return fprintf(stderr, "bench_layer: out of memory\n"), 1;
     float *W = malloc(sizeof(float) * (size_t)(rows * cols));
@@ -119,14 +152,9 @@ int main(int argc, char **argv) {
             continue;
         }
         r.seconds = best;
-        printf("{\"name\": \"%s\", \"rows\": %lld, \"cols\": %lld, \"seconds\": %.3f, \"error\": %.6g, "
-               "\"error_direct\": %d, \"error_seconds\": %.3f, \"loss\": %.6g, \"sparsity\": %.4f, "
-               "\"moved_off_zero\": %lld, \"damp\": %.4g, \"retries\": %d}\n",
-               cases[k].name, (long long)rows, (long long)cols, r.seconds, r.error, r.error_direct, r.error_seconds,
-               r.loss, r.sparsity, (long long)r.moved_off_zero, r.damp, r.chol_retries);
-        fflush(stdout);
+        print_case(cases[k].name, rows, cols, &r, rate);
     }
-    sgemm_rate(threads, "end");
+    sgemm_rate(ctx, threads, "end");
     free(W0);
     free(W);
     free(H);

@@ -4,9 +4,11 @@
  * pq_compress_model runs the calibration windows through the model one decoder block at a
  * time: the inputs of every linear layer of a block give its Hessian H = 2 X^T X / N, each
  * linear is compressed with pq_layer_compress, and the block is run again with the
- * compressed weights to give the next block its inputs. The result is written block by
- * block to a Hugging Face folder (atomically), dense or in the packed format of
- * docs/PACKED.md, which pq_model_load reads back. */
+ * compressed weights to give the next block its inputs (true-sequential: each group's
+ * inputs are computed once, on the block as compressed so far, and the block's output comes
+ * from those partial results: about one pass of the block instead of five). The result is
+ * written block by block to a Hugging Face folder (atomically), dense or in the packed format
+ * of docs/PACKED.md, which pq_model_load reads back. */
 #ifndef PRUNEQUANT_PIPELINE_H
 #define PRUNEQUANT_PIPELINE_H
 
@@ -16,12 +18,23 @@
 extern "C" {
 #endif
 
+/* Where a compress run's time went, and the arithmetic each phase did (floating-point
+ * operations counted from the shapes: 2 per multiply-add of the products, n^3/3 per Cholesky
+ * factorisation of order n, rows * cols * (cols - 1) per column sweep with error feedback,
+ * the Hessians' panel products as run). Seconds are wall clock; total_s includes what no
+ * phase names (progress, masks, snapping, reports). */
+typedef struct pq_compress_phases {
+    double forward_s, hessian_s, factor_s, sweep_s, io_s, total_s;
+    double forward_flop, hessian_flop, factor_flop, sweep_flop;
+} pq_compress_phases;
+
 typedef struct pq_compress_params {
     pq_layer_params layer;   /* recipe of every compressed linear layer */
     int64_t nsamples;        /* calibration windows (default 32) */
     int64_t seqlen;          /* tokens per window (0 = min(512, model max)) */
     uint64_t seed;           /* window start positions (default 0) */
-    int true_sequential;     /* recollect H after each group of layers: qkv, o, gate/up, down */
+    int true_sequential;     /* H of each group (qkv, o, gate/up, down) on the block as compressed so far;
+                                0 (default): every H from the block as loaded (the GPTQ reference) */
     const char *skip;        /* POSIX ERE on linear names ("model.layers.0.mlp.down_proj"); NULL = none */
     const char *report;      /* JSON-lines report path, or NULL */
     int packed;              /* 2 (default): packed-v2 (an N:M keep pattern stored as an index); 1: packed-v1
@@ -33,6 +46,17 @@ typedef struct pq_compress_params {
                                 the out path is then a .gguf file, each linear is rounded onto its type's block
                                 grids (the preset's per-tensor mixture) by the recipe's quantizer. NULL: HF folder */
     const char *imatrix_out; /* with or without GGUF: llama.cpp imatrix file of the calibration (NULL: none) */
+    const pq_recipe_override *overrides; /* per-linear recipes (borrowed; first match wins, else `layer`;
+                                            --skip still wins); each must match a linear and suit its
+                                            shape. Not with GGUF output */
+    int64_t n_overrides;
+    int64_t budget_bytes; /* > 0: the stored linear weights (packed tensors, or .weight as stored) may take
+                             at most this many bytes, else the run fails and writes nothing (a recipe made by
+                             allocate carries its budget); packed output only */
+
+    /* optional, borrowed [n_layers + 1], zeroed and filled by the run: block l's phases at [l], the rest
+     * (calibration embeddings; embeddings, lm_head and metadata written) at [n_layers] */
+    pq_compress_phases *phases;
 } pq_compress_params;
 
 pq_compress_params pq_compress_params_default(void);

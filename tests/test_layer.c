@@ -862,7 +862,7 @@ static void test_scratch_h(void) {
         pf.factor_f32 = wide; /* the in-place route factors in float32 */
         float *Q1 = run(ctx, &pf, W, rows, n, H, NULL, NULL, &r1, NULL);
         float *Q2 = copy_f(W, rows * n);
-        CHECK(pq__layer_compress_scratch_h(ctx, &p, Q2, rows, n, Hs, NULL, NULL, &r2) == PQ_OK);
+        CHECK(pq__layer_compress_h(ctx, &p, Q2, rows, n, Hs, 1, NULL, NULL, NULL, &r2) == PQ_OK);
         const int used = memcmp(H, Hs, sizeof(float) * (size_t)(n * n)) != 0;
         CHECK_MSG(used == wide, "n %lld: H memory used %d", (long long)n, used);
         if (wide) {
@@ -888,6 +888,38 @@ static void test_scratch_h(void) {
     pq_ctx_free(ctx);
 }
 
+/* Layers on one H sharing its factors (the pipeline's q/k/v and gate/up): each gives what it
+ * gives alone, bit for bit (same H, damping and precision: the same factor), and only the
+ * first of each column order factors. */
+static void test_shared_factor(void) {
+    pq_ctx *ctx = new_ctx(2);
+    const int64_t rows = 40, n = 192;
+    float *H = make_h(n, 256, 8), *W = malloc(sizeof(float) * (size_t)(rows * n));
+    for (int64_t i = 0; i < rows * n; i++)
+        W[i] = nrand();
+    pq_layer_params ps[3] = {pq_layer_params_default(), pq_layer_params_default(), pq_layer_params_default()};
+    ps[0].bits = ps[1].bits = ps[2].bits = 4;
+    ps[1].act_order = 1;                                    /* the other column order */
+    ps[2].prune = PQ_PRUNE_SPARSEGPT, ps[2].sparsity = 0.5; /* two sweeps in mode a */
+    pq__obs_share share;
+    memset(&share, 0, sizeof share);
+    for (int k = 0; k < 6; k++) {
+        const pq_layer_params *p = &ps[k % 3];
+        pq_layer_result alone, shared;
+        float *Q1 = run(ctx, p, W, rows, n, H, NULL, NULL, &alone, NULL), *Q2 = copy_f(W, rows * n);
+        CHECK(pq__layer_compress_h(ctx, p, Q2, rows, n, H, 0, &share, NULL, NULL, &shared) == PQ_OK);
+        CHECK_MSG(memcmp(Q1, Q2, sizeof(float) * (size_t)(rows * n)) == 0 && alone.error == shared.error,
+                  "layer %d: shared factor, other result", k);
+        CHECK_MSG((shared.factor_flop > 0) == (k < 2), "layer %d: factored %g", k, shared.factor_flop);
+        free(Q1);
+        free(Q2);
+    }
+    pq__obs_share_free(&share);
+    free(H);
+    free(W);
+    pq_ctx_free(ctx);
+}
+
 int main(void) {
     test_npy();
     test_npy_alloc_failures();
@@ -902,6 +934,7 @@ int main(void) {
     test_threads_and_cancel();
     test_float_factor();
     test_scratch_h();
+    test_shared_factor();
     test_alloc_failures();
     return test_end("test_layer");
 }

@@ -242,9 +242,9 @@ static void test_transpose(void) {
 
 /* Factoring in H's own memory gives the factor of the out-of-place float32 route, through
  * the same damping escalation (rank-deficient H, a dead column); failures leave nothing to
- * free twice. */
-static void test_inplace(void) {
-    const int64_t n = 200;
+ * free twice. n = 1600: large enough for the in-place route to give the pages of the dead
+ * lower triangle back (the upper one must be intact). */
+static void test_inplace(int64_t n) {
     pq_ctx *ctx = pq_ctx_new();
     float *H = spd(n, 30, 0.0);
     for (int64_t j = 0; j < n; j++)
@@ -287,7 +287,8 @@ int main(void) {
     test_known();
     test_published_route();
     test_dead_and_escalation();
-    test_inplace();
+    test_inplace(200);
+    test_inplace(1600);
     test_quad_error();
     test_transpose();
     return test_end("test_linalg");

@@ -30,6 +30,8 @@ typedef struct job {
     pq__obs_layer L;
     pq_layer_result res;
     double loss, sqdiff;
+    double *row_err;           /* optional [rows] out: each row's error (the allocator's samples) */
+    double *row_loss, *row_sq; /* with row_err: the sweep's per-row loss and squared difference */
 } job;
 
 /* GPTQ / RTN onto ggml grids: natural column order, whole blocks per row. */
@@ -47,8 +49,10 @@ static pq_status check_ggml(pq_ctx *ctx, const pq_layer_params *p, int64_t cols)
     return PQ_OK;
 }
 
+/* check_h 0: H was checked by whoever factored it (a lent factor): its cols^2 scan would cost as
+ * much as a small sweep, once per recipe tried on it. */
 static pq_status check_inputs(pq_ctx *ctx, const pq_layer_params *p, const float *W, int64_t rows, int64_t cols,
-                              const float *H) {
+                              const float *H, int check_h) {
     if (!p || !W) return pq__fail(ctx, PQ_ERR_INVALID, "layer: missing parameters or weights");
     if (rows <= 0 || cols <= 0 || rows > INT_MAX || cols > 46340 || rows > INT64_MAX / cols)
         return pq__fail(ctx, PQ_ERR_INVALID, "layer: unsupported shape [%lld, %lld]", (long long)rows,
@@ -64,7 +68,7 @@ static pq_status check_inputs(pq_ctx *ctx, const pq_layer_params *p, const float
         if (!isfinite(W[i]))
             return pq__fail(ctx, PQ_ERR_INVALID, "W: non-finite value at [%lld, %lld]", (long long)(i / cols),
                             (long long)(i % cols));
-    if (H)
+    if (H && check_h)
         for (int64_t i = 0; i < cols * cols; i++)
             if (!isfinite(H[i]))
                 return pq__fail(ctx, PQ_ERR_NUMERIC, "hessian: non-finite value at [%lld, %lld]",
@@ -76,7 +80,8 @@ static pq_status check_inputs(pq_ctx *ctx, const pq_layer_params *p, const float
  * fused) gives the error from its own bookkeeping; only then, or without an error, can Q be
  * written straight into W. */
 static pq_status job_init(job *j, pq_ctx *ctx, const pq_layer_params *p, float *W, int64_t rows, int64_t cols,
-                          const float *H, float *h_scratch, int want_mask) {
+                          const float *H, float *h_scratch, const pq__hfactor *fac, pq__obs_share *share,
+                          int want_mask) {
     memset(j, 0, sizeof *j);
     j->ctx = ctx;
     j->p = p;
@@ -110,6 +115,13 @@ static pq_status job_init(job *j, pq_ctx *ctx, const pq_layer_params *p, float *
     if (h_scratch && j->identity && !p->act_order && cols > PQ_INPLACE_MIN_COLS) L->h_work = h_scratch;
     L->nt = pq__threads(ctx);
     L->res = &j->res;
+    if (fac) { /* the caller's factor of H (natural order), shared with other recipes on the same H */
+        L->fac[0] = *fac;
+        L->have[0] = L->fac_lent = 1;
+        j->res.damp = fac->damp;
+        j->res.percdamp = fac->percdamp;
+    }
+    L->share = share;
     j->Q = in_place ? W : pq__big_malloc(ctx, sizeof(float) * (size_t)j->nel, "compressed weights");
     j->keep = (j->do_prune || want_mask) ? pq__big_malloc(ctx, (size_t)j->nel, "pruning mask") : NULL;
     if (!j->Q || ((j->do_prune || want_mask) && !j->keep)) return PQ_ERR_NOMEM;
@@ -241,19 +253,29 @@ static pq_status layer_error(job *j) {
         const pq__hfactor *f = &j->L.fac[j->L.have[1] ? 1 : 0];
         j->res.error = 2.0 * j->loss - f->damp * j->sqdiff;
         j->res.error_direct = 0;
+        for (int64_t r = 0; j->row_err && r < j->rows; r++) /* the identity holds row by row */
+            j->row_err[r] = 2.0 * j->row_loss[r] - f->damp * j->row_sq[r];
         return PQ_OK;
     }
-    if (j->p->error_mode == PQ_ERROR_NONE) return PQ_OK;
-    /* D = W - Q in the sweep's work array when there is one (free by now) */
+    if (j->p->error_mode == PQ_ERROR_NONE && !j->row_err) return PQ_OK;
+    /* D = W - Q (and the per-row product's work) in the sweep's work array when there is one
+     * (free by now) */
     pq__obs_layer *L = &j->L;
-    float *D = (L->ws && L->ws_bytes >= sizeof(float) * (size_t)j->nel)
-                   ? L->ws
-                   : pq__big_malloc(j->ctx, sizeof(float) * (size_t)j->nel, "error difference");
+    const size_t nb = sizeof(float) * (size_t)j->nel, need = j->row_err ? 2 * nb : nb;
+    float *D = (L->ws && L->ws_bytes >= need) ? L->ws : pq__big_malloc(j->ctx, need, "error difference");
     if (!D) return PQ_ERR_NOMEM;
 #pragma omp parallel for num_threads(L->nt) schedule(static)
     for (int64_t i = 0; i < j->nel; i++)
         D[i] = j->W[i] - j->Q[i];
-    pq_status rc = pq__quad_error(j->ctx, D, j->rows, j->cols, j->H, L->nt, &j->res.error);
+    pq_status rc = PQ_OK;
+    if (j->row_err) {
+        pq__quad_error_rows(D, j->rows, j->cols, j->H, L->nt, D + j->nel, j->row_err);
+        j->res.error = 0;
+        for (int64_t r = 0; r < j->rows; r++)
+            j->res.error += j->row_err[r];
+    } else {
+        rc = pq__quad_error(j->ctx, D, j->rows, j->cols, j->H, L->nt, &j->res.error);
+    }
     if (D != L->ws) free(D);
     j->res.error_direct = 1;
     return rc;
@@ -272,15 +294,29 @@ static void count_zeros(job *j) {
     j->res.zeros = (double)zeros / (double)j->nel;
 }
 
+/* The per-row outputs of a sweep for row errors (the identity's parts), when asked for. */
+static pq_status row_buffers(job *j, double *row_err) {
+    if (!row_err) return PQ_OK;
+    j->row_err = row_err;
+    j->row_loss = pq__calloc(j->ctx, (size_t)j->rows, 2 * sizeof(double), "per-row losses");
+    if (!j->row_loss) return PQ_ERR_NOMEM;
+    j->row_sq = j->row_loss + j->rows;
+    j->L.row_loss = j->row_loss;
+    j->L.row_sq = j->row_sq;
+    return PQ_OK;
+}
+
 static pq_status layer_compress(pq_ctx *ctx, const pq_layer_params *p, float *W, int64_t rows, int64_t cols,
-                                const float *H, float *h_scratch, uint8_t *mask_out, pq_qcodes *codes_out,
-                                pq_layer_result *res_out) {
+                                const float *H, float *h_scratch, const pq__hfactor *fac, pq__obs_share *share,
+                                uint8_t *mask_out, pq_qcodes *codes_out, pq_layer_result *res_out, double *row_err) {
     const double t0 = pq__now();
     if (codes_out) memset(codes_out, 0, sizeof *codes_out);
-    pq_status rc = check_inputs(ctx, p, W, rows, cols, H);
+    pq_status rc = check_inputs(ctx, p, W, rows, cols, H, fac == NULL);
     if (rc != PQ_OK) return rc;
+    if (row_err && !H) return pq__fail(ctx, PQ_ERR_INVALID, "layer: per-row errors need the Hessian H");
     job j;
-    if ((rc = job_init(&j, ctx, p, W, rows, cols, H, h_scratch, mask_out != NULL)) != PQ_OK) goto done;
+    if ((rc = job_init(&j, ctx, p, W, rows, cols, H, h_scratch, fac, share, mask_out != NULL)) != PQ_OK) goto done;
+    if ((rc = row_buffers(&j, row_err)) != PQ_OK) goto done;
     if (j.do_quant && codes_out && (rc = pq__qcodes_alloc(ctx, rows, cols, p->bits, p->group_size, codes_out)))
         goto done;
     if ((rc = prepare_h(&j)) || (rc = prune_step(&j)) || (rc = quant_step(&j, codes_out))) goto done;
@@ -295,6 +331,7 @@ static pq_status layer_compress(pq_ctx *ctx, const pq_layer_params *p, float *W,
     if (res_out) *res_out = j.res;
 done:
     if (rc != PQ_OK && codes_out) pq_qcodes_free(codes_out);
+    free(j.row_loss);
     pq__obs_layer_free(&j.L);
     if (j.Q != W) free(j.Q);
     free(j.keep);
@@ -303,10 +340,21 @@ done:
 
 pq_status pq_layer_compress(pq_ctx *ctx, const pq_layer_params *p, float *W, int64_t rows, int64_t cols,
                             const float *H, uint8_t *mask_out, pq_qcodes *codes_out, pq_layer_result *res_out) {
-    return layer_compress(ctx, p, W, rows, cols, H, NULL, mask_out, codes_out, res_out);
+    return layer_compress(ctx, p, W, rows, cols, H, NULL, NULL, NULL, mask_out, codes_out, res_out, NULL);
 }
 
-pq_status pq__layer_compress_scratch_h(pq_ctx *ctx, const pq_layer_params *p, float *W, int64_t rows, int64_t cols,
-                                       float *H, uint8_t *mask_out, pq_qcodes *codes_out, pq_layer_result *res_out) {
-    return layer_compress(ctx, p, W, rows, cols, H, H, mask_out, codes_out, res_out);
+pq_status pq__layer_compress_h(pq_ctx *ctx, const pq_layer_params *p, float *W, int64_t rows, int64_t cols, float *H,
+                               int scratch_h, pq__obs_share *share, uint8_t *mask_out, pq_qcodes *codes_out,
+                               pq_layer_result *res_out) {
+    return layer_compress(ctx, p, W, rows, cols, H, scratch_h ? H : NULL, NULL, share, mask_out, codes_out, res_out,
+                          NULL);
+}
+
+pq_status pq__layer_compress_factored(pq_ctx *ctx, const pq_layer_params *p, float *W, int64_t rows, int64_t cols,
+                                      const float *H, const pq__hfactor *fac, pq_layer_result *res_out,
+                                      double *row_err) {
+    if (!fac || fac->n != cols)
+        return pq__fail(ctx, PQ_ERR_INTERNAL, "layer: a lent factor of another size (%lld, not %lld)",
+                        (long long)(fac ? fac->n : 0), (long long)cols);
+    return layer_compress(ctx, p, W, rows, cols, H, NULL, fac, NULL, NULL, NULL, res_out, row_err);
 }

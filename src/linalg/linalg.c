@@ -4,6 +4,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 void pq__hfactor_free(pq__hfactor *f) {
     if (!f) return;
@@ -181,6 +182,18 @@ static pq_status hf_factor(pq_ctx *ctx, const float *H, int64_t n, const int64_t
     return st;
 }
 
+/* Gives the pages of vs's lower triangle and diagonal (never read again, see pq__hfactor)
+ * back to the system: in the in-place path they held H and then L, and would stay resident
+ * through the sweep, nearly half of the largest matrix of a layer (0.4 GB for 14336 inputs). */
+static void release_lower(float *vs, int64_t n) {
+    const size_t pg = 4096;
+    if ((size_t)(n * n) * sizeof(float) < ((size_t)8 << 20)) return; /* small ones: not worth the calls */
+    for (int64_t i = 1; i < n; i++) {
+        const uintptr_t lo = ((uintptr_t)(vs + i * n) + pg - 1) / pg * pg, hi = (uintptr_t)(vs + i * n + i) / pg * pg;
+        if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    }
+}
+
 /* V[i,k] = L[n-1-i, n-1-k]: flipping both indices reverses the flat array. */
 static void hf_unflip(const hf_scratch *w, int64_t n, int nt, pq__hfactor *out) {
     const void *A = w->A;
@@ -196,6 +209,7 @@ static void hf_unflip(const hf_scratch *w, int64_t n, int nt, pq__hfactor *out) 
         for (int64_t i = 0; i < n; i++)
             for (int64_t k = i + 1; k < n; k++)
                 vs[i * n + k] = vs[last - (size_t)(i * n + k)] / vd[k];
+        release_lower(vs, n);
         return;
     }
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 64)
@@ -319,4 +333,18 @@ void pq__transpose_gather_u8(const uint8_t *src, int64_t rows, int64_t cols, con
 void pq__transpose_scatter_u8(const uint8_t *src, int64_t rows, int64_t cols, const int64_t *perm, uint8_t *dst,
                               int n_threads) {
     transpose(src, rows, cols, perm, dst, 1, 0, n_threads);
+}
+
+void pq__quad_error_rows(const float *D, int64_t rows, int64_t n, const float *H, int n_threads, float *work,
+                         double *out) {
+    const int prev = pq__blas_threads_push(n_threads);
+    pq__sgemm(PQ_NOTRANS, PQ_NOTRANS, rows, n, n, 1.0f, D, n, H, n, 0.0f, work, n);
+    pq__blas_threads_pop(prev);
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        double s = 0;
+        for (int64_t c = 0; c < n; c++)
+            s += (double)D[r * n + c] * (double)work[r * n + c];
+        out[r] = s;
+    }
 }

@@ -17,7 +17,8 @@
 
 typedef struct pq__hfactor {
     int64_t n;
-    float *vs;     /* [n, n] row-major, strictly upper: V[i,k] / V[k,k]; the rest unset */
+    float *vs;     /* [n, n] row-major, strictly upper: V[i,k] / V[k,k]; the rest unset (never read; in
+                      the in-place route its pages are given back) */
     float *vdiag;  /* [n] V[k,k] = 1 / U[k,k] */
     uint8_t *dead; /* [n] 1 where diag(H) == 0, in sweep order */
     int64_t n_dead;
@@ -46,6 +47,11 @@ pq_status pq__hfactor_upper_inverse(pq_ctx *ctx, const pq__hfactor *f, double *U
 /* tr(D H D^T) for D [rows, n] row-major and H [n, n] symmetric, computed directly in panels
  * (float products, double sums): about rows * n^2 flops. */
 pq_status pq__quad_error(pq_ctx *ctx, const float *D, int64_t rows, int64_t n, const float *H, int n_threads,
+                         double *out);
+
+/* d_r H d_r^T of every row r of D [rows, n] into out [rows] (double sums), from one product D H
+ * (about 2 rows n^2 flops; work [rows, n] floats, the caller's). */
+void pq__quad_error_rows(const float *D, int64_t rows, int64_t n, const float *H, int n_threads, float *work,
                          double *out);
 
 /* Out-of-place transpose with a column gather: dst[p, r] = src[r, perm[p]] (perm NULL =

@@ -19,6 +19,7 @@ typedef struct tbuf {
     uint8_t ones[PQ_TILE];  /* keep flags when nothing is masked */
     float dummy[PQ_TILE];   /* sink for d without feedback */
     uint8_t codes[PQ_TILE]; /* sink for codes when not asked for */
+    float e2[PQ_TILE];      /* (w - q)^2 of the column just rounded, per row (per-row losses) */
 } tbuf;
 
 typedef struct sweep_ctx {
@@ -199,6 +200,7 @@ static float round_column_offset(sweep_ctx *c, tbuf *tb, const tile *t, int64_t 
         const float q = a * cf + b;
         const float e = x - q;
         e2 += e * e;
+        tb->e2[r] = e * e;
         d[r] = w0[r] - q;
         w[r] = q;
         code[r] = (uint8_t)cf;
@@ -232,6 +234,7 @@ static float round_column(sweep_ctx *c, tbuf *tb, const tile *t, int64_t j) {
             cf = kp[r] ? cf : z;
             const float e = x - q;
             e2 += e * e;
+            tb->e2[r] = e * e;
             d[r] = w0[r] - q;
             w[r] = q;
             code[r] = (uint8_t)cf;
@@ -243,6 +246,7 @@ static float round_column(sweep_ctx *c, tbuf *tb, const tile *t, int64_t j) {
             const float q = kp[r] ? x : 0.0f;
             const float e = x - q;
             e2 += e * e;
+            tb->e2[r] = e * e;
             d[r] = w0[r] - q;
             w[r] = q;
         }
@@ -302,7 +306,11 @@ static void process_tile(sweep_ctx *c, tbuf *tb, int64_t b, int64_t ra, int64_t 
         if (t.quant && s->grid_mode == PQ_OBS_GRID_STATIC && j == 0) fit_static_groups(c, tb, &t);
         const float e2 = round_column(c, tb, &t, j);
         if (!t.fb) continue;
-        *loss += 0.5 * (double)e2 * (double)s->vdiag[j] * (double)s->vdiag[j];
+        const double w = 0.5 * (double)s->vdiag[j] * (double)s->vdiag[j];
+        *loss += w * (double)e2;
+        if (s->row_loss)
+            for (int64_t r = 0; r < t.T; r++)
+                s->row_loss[ra + r] += w * (double)tb->e2[r];
         update_in_block(c, &t, j);
     }
 }

@@ -65,6 +65,7 @@ typedef struct pq__obs {
     int64_t blocksize;
     int align; /* cut blocks so no dynamic group starts inside one and ends after it */
     int n_threads;
+    double *row_loss; /* optional [rows]: each row's part of loss is added to it */
     /* results */
     double loss; /* sum (w - q)^2 V_jj^2 / 2 */
     int64_t blocksize_used;

@@ -12,25 +12,55 @@
 float *pq__obs_layer_ws(pq__obs_layer *L) {
     if (!L->ws) {
         const size_t sweep = sizeof(float) * 2 * (size_t)(L->rows * L->cols);
-        const size_t fac =
-            L->h_work ? 0 : (L->p->factor_f32 ? sizeof(float) : sizeof(double)) * (size_t)(L->cols * L->cols);
+        const size_t fac = (L->h_work || L->fac_lent)
+                               ? 0
+                               : (L->p->factor_f32 ? sizeof(float) : sizeof(double)) * (size_t)(L->cols * L->cols);
         L->ws_bytes = sweep > fac ? sweep : fac;
         L->ws = pq__big_malloc(L->ctx, L->ws_bytes, "sweep weights");
     }
     return L->ws;
 }
 
+void pq__obs_share_free(pq__obs_share *s) {
+    if (!s) return;
+    pq__hfactor_free(&s->fac[0]);
+    pq__hfactor_free(&s->fac[1]);
+    memset(s, 0, sizeof *s);
+}
+
 pq_status pq__obs_layer_factor(pq__obs_layer *L, int permuted, const pq__hfactor **out) {
+    pq__obs_share *sh = L->share;
+    const int inplace = L->h_work && !permuted, f32 = inplace || L->p->factor_f32;
+    if (!L->have[permuted] && sh && sh->have[permuted] && sh->f32[permuted] == f32 &&
+        sh->percdamp[permuted] == L->p->percdamp) { /* computed for another layer of this H */
+        L->fac[permuted] = sh->fac[permuted];
+        L->have[permuted] = L->borrowed[permuted] = 1;
+        L->res->damp = L->fac[permuted].damp;
+        L->res->percdamp = L->fac[permuted].percdamp;
+        L->res->chol_retries += L->fac[permuted].retries;
+    }
     if (!L->have[permuted]) {
-        const int inplace = L->h_work && !permuted;
-        if (!inplace && !pq__obs_layer_ws(L)) return PQ_ERR_NOMEM;
+        /* a lent natural-order factor left the work array no room for another factorisation:
+         * the act-order one then allocates its own scratch */
+        if (!inplace && !L->fac_lent && !pq__obs_layer_ws(L)) return PQ_ERR_NOMEM;
+        const double t0 = pq__now();
         const pq_status st =
             inplace ? pq__hfactor_compute(L->ctx, L->h_work, L->cols, NULL, L->p->percdamp, 1, L->nt, L->h_work,
                                           &L->fac[0])
                     : pq__hfactor_compute(L->ctx, L->H, L->cols, permuted ? L->perm : NULL, L->p->percdamp,
-                                          L->p->factor_f32, L->nt, L->ws, &L->fac[permuted]);
+                                          L->p->factor_f32, L->nt, L->fac_lent ? NULL : L->ws, &L->fac[permuted]);
+        L->res->factor_seconds += pq__now() - t0;
         if (st != PQ_OK) return st;
+        L->res->factor_flop += (double)L->cols * (double)L->cols * (double)L->cols / 3.0;
         L->have[permuted] = 1;
+        /* a factor in H's own memory (its last reader) is nobody else's */
+        if (sh && !L->fac[permuted].vs_borrowed) {
+            pq__hfactor_free(&sh->fac[permuted]); /* one of another precision */
+            sh->fac[permuted] = L->fac[permuted];
+            sh->have[permuted] = L->borrowed[permuted] = 1;
+            sh->f32[permuted] = f32;
+            sh->percdamp[permuted] = L->p->percdamp;
+        }
         L->res->damp = L->fac[permuted].damp;
         L->res->percdamp = L->fac[permuted].percdamp;
         L->res->chol_retries += L->fac[permuted].retries;
@@ -99,6 +129,17 @@ static void store_codes(const pq__obs_layer *L, const pq__obs *s, const int64_t 
         codes->g_idx[dyn_perm ? perm[q] : q] = (int32_t)(q / g);
 }
 
+/* Each row's ||w0 - q||^2 (transposed [cols, rows] arrays) into L->row_sq. */
+static void row_sqdiff(const pq__obs_layer *L, const float *wt, const float *w0t) {
+    const int64_t rows = L->rows, n = L->cols;
+    memset(L->row_sq, 0, sizeof(double) * (size_t)rows);
+    for (int64_t q = 0; q < n; q++)
+        for (int64_t r = 0; r < rows; r++) {
+            const double d = (double)w0t[q * rows + r] - (double)wt[q * rows + r];
+            L->row_sq[r] += d * d;
+        }
+}
+
 pq_status pq__obs_pass_run(pq__obs_layer *L, const pq__obs_pass *st, const float *Wstart, float *Wout, uint8_t *keep,
                            pq_qcodes *codes, double *loss, double *sqdiff) {
     pq_ctx *ctx = L->ctx;
@@ -132,8 +173,14 @@ pq_status pq__obs_pass_run(pq__obs_layer *L, const pq__obs_pass *st, const float
 
     pq__obs s;
     obs_config(L, st, f, perm, g, wt, w0t, mt, grid0t, scales, zeros, ct, &s);
+    if (L->row_loss && st->feedback) {
+        memset(L->row_loss, 0, sizeof(double) * (size_t)rows);
+        s.row_loss = L->row_loss;
+    }
     if ((rc = pq__obs_run(ctx, &s)) != PQ_OK) goto done;
+    if (L->row_loss && st->feedback) row_sqdiff(L, wt, w0t);
     if (s.blocksize_used > L->res->blocksize) L->res->blocksize = s.blocksize_used;
+    if (st->feedback) L->res->sweep_flop += (double)rows * (double)n * (double)(n - 1);
     *loss = s.loss;
     if (st->feedback) {
         double sq = 0.0;
@@ -163,8 +210,8 @@ done:
 
 void pq__obs_layer_free(pq__obs_layer *L) {
     if (!L) return;
-    pq__hfactor_free(&L->fac[0]);
-    pq__hfactor_free(&L->fac[1]);
+    for (int k = 0; k < 2; k++)
+        if (!L->borrowed[k] && !(k == 0 && L->fac_lent)) pq__hfactor_free(&L->fac[k]);
     free(L->ws);
     free(L->perm);
     L->ws = NULL;

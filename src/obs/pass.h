@@ -30,6 +30,19 @@ typedef struct pq__obs_fixed {
     const float *offs;    /* [cols / group, rows] or NULL */
 } pq__obs_fixed;
 
+/* The factors of one H shared by the layers that read it (the linears of one input): the
+ * first pass that needs a factor computes it and leaves it here, the others borrow it, so the
+ * n^3 / 3 is paid once per input rather than once per linear. Same H, same damping and
+ * precision: the same factor bit for bit. Owned by the caller, zeroed before use; free with
+ * pq__obs_share_free. */
+typedef struct pq__obs_share {
+    pq__hfactor fac[2]; /* [0] natural order, [1] act-order */
+    int have[2];
+    int f32[2];         /* precision each was factored in */
+    double percdamp[2]; /* the damping asked for */
+} pq__obs_share;
+void pq__obs_share_free(pq__obs_share *s);
+
 typedef struct pq__obs_layer {
     pq_ctx *ctx;
     const pq_layer_params *p;
@@ -40,10 +53,16 @@ typedef struct pq__obs_layer {
     int64_t *perm;      /* [cols] act-order, NULL without */
     pq__hfactor fac[2]; /* [0] natural order, [1] act-order */
     int have[2];
-    float *ws; /* sweep weights wt and w0t, also the factorisation's scratch */
+    int fac_lent;         /* fac[0] is the caller's (shared by several recipes on one H): not freed, and the
+                             work array needs no room for a factorisation */
+    int borrowed[2];      /* fac[k] belongs to share */
+    pq__obs_share *share; /* optional: factors shared with the other layers of this H */
+    float *ws;            /* sweep weights wt and w0t, also the factorisation's scratch */
     size_t ws_bytes;
     pq_layer_result *res;
     pq__obs_fixed fix; /* for passes with fixed = 1 */
+    double *row_loss;  /* optional [rows]: each row's loss of the last pass with feedback */
+    double *row_sq;    /* with row_loss [rows]: each row's ||Wstart (dead columns zeroed) - Q||^2 */
 } pq__obs_layer;
 
 /* The shared work array (see pass.c); NULL with a message on ctx when out of memory. */

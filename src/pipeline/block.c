@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "joint/joint.h"
+#include "kernels/dtype.h"
 #include "kernels/ggml_types.h"
 #include "model/packed.h"
 #include "pipeline/pipeline.h"
@@ -32,6 +33,15 @@ static pq_status report_line(pq_ctx *ctx, FILE *f, const char *name, int64_t row
     ok = ok && cJSON_AddNumberToObject(j, "rows", (double)rows);
     ok = ok && cJSON_AddNumberToObject(j, "cols", (double)cols);
     ok = ok && cJSON_AddStringToObject(j, "recipe", recipe);
+    /* the linear's own bits and pruning pattern (per-linear recipes differ): the report's heat map */
+    if (!lp->gguf_type) {
+        char pat[32];
+        snprintf(pat, sizeof pat, "%d:%d", lp->prune_n, lp->prune_m);
+        ok = ok && cJSON_AddNumberToObject(j, "bits", lp->quant != PQ_QUANT_NONE ? lp->bits : 16);
+        ok = ok && cJSON_AddNumberToObject(j, "group", lp->quant != PQ_QUANT_NONE ? (double)lp->group_size : 0);
+        ok = ok && (lp->prune != PQ_PRUNE_NONE && lp->prune_m ? cJSON_AddStringToObject(j, "pattern", pat) != NULL
+                                                              : cJSON_AddNullToObject(j, "pattern") != NULL);
+    }
     ok = ok && (isfinite(res->error) ? cJSON_AddNumberToObject(j, "error", res->error) != NULL
                                      : cJSON_AddNullToObject(j, "error") != NULL);
     ok = ok && cJSON_AddNumberToObject(j, "sparsity", res->sparsity);
@@ -58,7 +68,8 @@ static int in_stage(const pq__pipe *P, int i, int s) {
 
 /* Compresses linear i of block l on H (its input's Hessian); last_user: no later linear of
  * this stage reads H, so its memory may become the factorisation's. */
-static pq_status compress_linear(pq__pipe *P, int64_t l, int i, const pq__linear *lin, float *H, int last_user) {
+static pq_status compress_linear(pq__pipe *P, int64_t l, int i, const pq__linear *lin, float *H, int last_user,
+                                 pq__obs_share *share) {
     pq_ctx *ctx = P->ctx;
     pq__block_work *w = &P->w;
     char name[128];
@@ -66,10 +77,11 @@ static pq_status compress_linear(pq__pipe *P, int64_t l, int i, const pq__linear
     pq_status st = pq__progress(ctx, "compress", l, P->m->cfg.n_layers);
     if (st) return st;
     const int64_t rows = lin->rows, cols = lin->cols;
-    if (P->p.layer.prune != PQ_PRUNE_NONE && !(w->mask[i] = pq__malloc(ctx, (size_t)(rows * cols), name)))
+    const char *recipe = NULL;
+    const pq_layer_params *lp = pq__pipe_recipe(P, l, i, &recipe);
+    if (!lp) return pq__fail(ctx, PQ_ERR_INTERNAL, "%s: compressed without a recipe", name);
+    if (lp->prune != PQ_PRUNE_NONE && !(w->mask[i] = pq__malloc(ctx, (size_t)(rows * cols), name)))
         return ctx->status;
-    const int is_down = pq__block_linear[i].cols == PQ_DIM_FFN;
-    const pq_layer_params *lp = is_down ? &P->down : &P->p.layer;
     pq_layer_params lg;
     if (P->gguf) { /* onto the preset's type for this tensor; its float fallbacks keep float weights */
         lg = P->p.layer;
@@ -82,9 +94,14 @@ static pq_status compress_linear(pq__pipe *P, int64_t l, int i, const pq__linear
     }
     if (P->imat && (st = pq__imatrix_record(P, l, i, H, cols))) return st;
     pq_layer_result res;
-    st = last_user ? pq__layer_compress_scratch_h(ctx, lp, w->w[i], rows, cols, H, w->mask[i], &w->codes[i], &res)
-                   : pq_layer_compress(ctx, lp, w->w[i], rows, cols, H, w->mask[i], &w->codes[i], &res);
+    st = pq__layer_compress_h(ctx, lp, w->w[i], rows, cols, H, last_user, share, w->mask[i], &w->codes[i], &res);
     if (st) return pq__fail_prefix(ctx, st, "%s", name);
+    if (P->times) {
+        P->times->factor_s += res.factor_seconds;
+        P->times->sweep_s += res.seconds - res.factor_seconds + res.error_seconds;
+        P->times->factor_flop += res.factor_flop;
+        P->times->sweep_flop += res.sweep_flop;
+    }
     /* the next layers must see exactly the weights the output will hold */
     if (!w->codes[i].gguf_blocks) pq__packed_snap(w->w[i], rows, cols, w->mask[i], &w->codes[i]);
     pq__log(ctx, PQ_LOG_INFO, "%s: error %.6g, sparsity %.4f, damping %.3g (%.3g of mean diag)%s", name, res.error,
@@ -99,42 +116,86 @@ static pq_status compress_linear(pq__pipe *P, int64_t l, int i, const pq__linear
                 (long long)res.pruned_nonzero, pq_dtype_name(lp->gguf_type));
     char gguf_recipe[160];
     if (P->gguf) pq__recipe_text(lp, gguf_recipe, sizeof gguf_recipe); /* this linear's type */
-    return report_line(ctx, P->rep, name, rows, cols,
-                       P->gguf   ? gguf_recipe
-                       : is_down ? P->recipe_down
-                                 : P->recipe,
-                       lp, &res);
+    return report_line(ctx, P->rep, name, rows, cols, P->gguf ? gguf_recipe : recipe, lp, &res);
 }
 
-/* Stage s: the Hessians of its inputs from the block as compressed so far, then its linears;
- * each Hessian is freed after its last reader. */
-static pq_status compress_stage(pq__pipe *P, int64_t l, pq__block *b, int s) {
-    int want[PQ_BLOCK_INPUTS] = {0}, any = 0;
+/* Input group g feeds a linear to compress in stage s. */
+static int group_wanted(const pq__pipe *P, int g, int s) {
     for (int i = 0; i < PQ_BLOCK_LINEARS; i++)
-        if (P->w.done[i] && in_stage(P, i, s)) want[pq__block_linear[i].input] = any = 1;
-    if (!any) return PQ_OK;
-    float *H[PQ_BLOCK_INPUTS] = {0};
-    pq_status st = pq__collect_hessians(P->ctx, &P->r, l, b, want, H);
+        if (P->w.done[i] && in_stage(P, i, s) && pq__block_linear[i].input == g) return 1;
+    return 0;
+}
+
+/* The linears of stage s on the Hessians H of their inputs, the linears of one input on one
+ * factorisation of its H; each Hessian and factor is freed after its last reader (which may
+ * factor H in place), the others at the end. */
+static pq_status compress_linears(pq__pipe *P, int64_t l, pq__block *b, int s, float *H[PQ_BLOCK_INPUTS]) {
+    pq__obs_share share[PQ_BLOCK_INPUTS];
+    memset(share, 0, sizeof share);
+    pq_status st = PQ_OK;
     for (int i = 0; i < PQ_BLOCK_LINEARS && st == PQ_OK; i++) {
         if (!P->w.done[i] || !in_stage(P, i, s)) continue;
         const int g = pq__block_linear[i].input;
         int last_user = 1;
         for (int j = i + 1; j < PQ_BLOCK_LINEARS; j++)
             if (P->w.done[j] && pq__block_linear[j].input == g && in_stage(P, j, s)) last_user = 0;
-        st = compress_linear(P, l, i, pq__block_linear_get(b, i), H[g], last_user);
+        st = compress_linear(P, l, i, pq__block_linear_get(b, i), H[g], last_user, &share[g]);
         if (last_user) {
             free(H[g]);
             H[g] = NULL;
+            pq__obs_share_free(&share[g]);
         }
     }
-    for (int g = 0; g < PQ_BLOCK_INPUTS; g++)
+    for (int g = 0; g < PQ_BLOCK_INPUTS; g++) {
         free(H[g]);
+        H[g] = NULL;
+        pq__obs_share_free(&share[g]);
+    }
     return st;
 }
 
-pq_status pq__compress_block(pq__pipe *P, int64_t l, pq__block *b) {
+/* Every Hessian from the block as loaded, every linear on them, then (advance) the block run
+ * compressed for the next block's input. */
+static pq_status compress_all(pq__pipe *P, int64_t l, pq__block *b, int advance) {
+    int want[PQ_BLOCK_INPUTS], any = 0;
+    for (int g = 0; g < PQ_BLOCK_INPUTS; g++)
+        any |= want[g] = group_wanted(P, g, 0);
+    float *H[PQ_BLOCK_INPUTS] = {0};
+    pq_status st = any ? pq__collect_hessians(P->ctx, &P->r, l, b, want, H) : PQ_OK;
+    if (st == PQ_OK) st = compress_linears(P, l, b, 0, H);
+    for (int g = 0; g < PQ_BLOCK_INPUTS; g++)
+        free(H[g]);
+    if (st == PQ_OK && advance) st = pq__runner_advance(P->ctx, &P->r, l, b);
+    return st;
+}
+
+/* True-sequential group g: its Hessian on the block as compressed so far, its linears, then
+ * its output into the runner's X when a later group or the next block reads it. */
+static pq_status compress_group(pq__pipe *P, int64_t l, pq__block *b, int g, int advance) {
+    const int want = group_wanted(P, g, g);
+    int later = advance;
+    for (int h = g + 1; h < PQ_BLOCK_INPUTS; h++)
+        later |= group_wanted(P, h, h);
+    const int out = (g == 1 || g == 3) && later;
+    if (!want && !out) return PQ_OK;
+    float *H[PQ_BLOCK_INPUTS] = {0};
+    pq_status st = pq__runner_stage(P->ctx, &P->r, l, b, g, want ? &H[g] : NULL, out);
+    if (st == PQ_OK && want) st = compress_linears(P, l, b, g, H);
+    if (st == PQ_OK && want && out) st = pq__runner_stage_out(P->ctx, &P->r, l, b, g);
+    pq__runner_release(&P->r);
+    free(H[g]);
+    return st;
+}
+
+/* Time of the I/O phase (the block's weights loaded, its shard written). */
+static void add_io(pq__pipe *P, double t0) {
+    if (P->times) P->times->io_s += pq__now() - t0;
+}
+
+pq_status pq__compress_block(pq__pipe *P, int64_t l, pq__block *b, int advance) {
     pq_ctx *ctx = P->ctx;
     pq_status st = pq__progress(ctx, "compress", l, P->m->cfg.n_layers);
+    const double t0 = pq__now();
     for (int i = 0; i < PQ_BLOCK_LINEARS && st == PQ_OK; i++) {
         pq__linear *lin = pq__block_linear_at(b, i);
         char name[128];
@@ -143,11 +204,12 @@ pq_status pq__compress_block(pq__pipe *P, int64_t l, pq__block *b) {
          * weights is converted (or decoded) one block at a time */
         st = pq__model_linear_f32(ctx, P->m, name, lin->rows, lin->cols, &P->w.w[i]);
         lin->w = pq__qmat_f32(lin->rows, lin->cols, P->w.w[i]);
-        P->w.done[i] = P->compressing && !(P->have_skip && regexec(&P->skip, name, 0, NULL, 0) == 0);
+        P->w.done[i] = pq__pipe_recipe(P, l, i, NULL) && !(P->have_skip && regexec(&P->skip, name, 0, NULL, 0) == 0);
     }
-    const int n_stages = P->p.true_sequential ? PQ_BLOCK_INPUTS : 1;
-    for (int s = 0; s < n_stages && st == PQ_OK; s++)
-        st = compress_stage(P, l, b, s);
+    add_io(P, t0);
+    if (!P->p.true_sequential) return st == PQ_OK ? compress_all(P, l, b, advance) : st;
+    for (int g = 0; g < PQ_BLOCK_INPUTS && st == PQ_OK; g++)
+        st = compress_group(P, l, b, g, advance);
     return st;
 }
 
@@ -187,18 +249,21 @@ static pq_status add_linear(pq__pipe *P, int64_t l, int i, const pq__linear *lin
     }
     if (!(P->p.packed && P->w.done[i])) {
         snprintf(n, sizeof n, "%s.weight", base);
+        P->linear_bytes += (int64_t)pq__dtype_nbytes(P->p.dtype, rows * cols);
         return pq__tl_add_f32(ctx, &P->tl, c, n, P->w.w[i], rows, cols, heads, P->p.dtype);
     }
     if (heads && !c->rope_halfsplit && (st = permute_work(ctx, &P->w, i, heads, c->head_dim, cols))) return st;
     if ((st = pq__packed_encode(ctx, base, P->w.w[i], rows, cols, P->w.mask[i], &P->w.codes[i], P->p.packed, pk)))
         return st;
-    for (int k = 0; k < pk->n && st == PQ_OK; k++)
+    for (int k = 0; k < pk->n && st == PQ_OK; k++) {
+        P->linear_bytes += (int64_t)pk->e[k].nbytes;
         st = pq__tl_add(ctx, &P->tl, pk->e[k].name, pk->e[k].dtype, pk->e[k].n_dims, pk->e[k].shape[0],
                         pk->e[k].shape[1], pk->e[k].data, pk->e[k].nbytes);
+    }
     return st;
 }
 
-pq_status pq__write_block_shard(pq__pipe *P, int64_t l, const pq__block *b) {
+static pq_status write_block_shard(pq__pipe *P, int64_t l, const pq__block *b) {
     if (P->gguf) return pq__gguf_out_block(P, l, b);
     pq_ctx *ctx = P->ctx;
     const pq__config *c = &P->m->cfg;
@@ -217,5 +282,12 @@ pq_status pq__write_block_shard(pq__pipe *P, int64_t l, const pq__block *b) {
         pq__packed_linear_free(&pk[i]);
     pq__tl_clear(&P->tl);
     pq__block_work_free(&P->w);
+    return st;
+}
+
+pq_status pq__write_block_shard(pq__pipe *P, int64_t l, const pq__block *b) {
+    const double t0 = pq__now();
+    const pq_status st = write_block_shard(P, l, b);
+    add_io(P, t0);
     return st;
 }

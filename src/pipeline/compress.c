@@ -1,7 +1,8 @@
 /* The layer-wise sequential pipeline (docs/ALGORITHMS.md §1): calibration windows flow
  * through the model one block at a time; each block's linears are compressed on the
- * Hessians of their inputs, then the block is rerun with the compressed weights so that the
- * next block sees the errors of the ones before it. Output goes to a temp folder, one
+ * Hessians of their inputs, and the block's output with the compressed weights becomes the
+ * next block's input, so that it sees the errors of the ones before it (a second pass of the
+ * block, or, true-sequential, the stages' own results: block.c, hessians.c). Output goes to a temp folder, one
  * safetensors shard per block (memory holds one block's compressed weights at a time), and
  * the folder is renamed into place at the end. */
 #include <cjson/cJSON.h>
@@ -114,9 +115,14 @@ static pq_status run_blocks(pq__pipe *P) {
     const pq__config *c = &P->m->cfg;
     for (int64_t l = 0; l < c->n_layers; l++) {
         pq__block b = P->m->blocks[l];
-        pq_status st = pq__compress_block(P, l, &b);
-        if (st == PQ_OK && l + 1 < c->n_layers) st = pq__runner_advance(P->ctx, &P->r, l, &b);
+        const double t0 = pq__now();
+        P->times = P->p.phases ? &P->p.phases[l] : NULL;
+        P->r.times = P->times;
+        pq_status st = pq__compress_block(P, l, &b, l + 1 < c->n_layers);
         if (st == PQ_OK) st = pq__write_block_shard(P, l, &b);
+        if (P->times) P->times->total_s = pq__now() - t0;
+        P->times = P->p.phases ? &P->p.phases[c->n_layers] : NULL;
+        P->r.times = NULL;
         if (st) return st;
     }
     if (P->moved_total)
@@ -125,6 +131,30 @@ static pq_status run_blocks(pq__pipe *P) {
                 P->p.layer.keep_mask ? "re-masked, so the stored pattern and sparsity are the requested ones"
                                      : "kept (--no-keep-mask): the stored sparsity is below the request");
     return pq__progress(P->ctx, "compress", c->n_layers, c->n_layers);
+}
+
+/* The sparsity of all linear weights and the bits of the kept ones, each linear with the
+ * recipe it took (skipped ones dense: 0 and 16), so that 1 - (1 - s) q / 16 is the
+ * parameter-weighted TCr of a recipe with overrides. */
+static void weighted_metrics(const pq__pipe *P, double out[2]) {
+    const pq__config *c = &P->m->cfg;
+    double n_all = 0, pruned = 0, kept = 0, kept_bits = 0;
+    for (int64_t l = 0; l < c->n_layers; l++)
+        for (int i = 0; i < PQ_BLOCK_LINEARS; i++) {
+            char name[128];
+            pq__linear_name(name, sizeof name, l, i);
+            const pq_layer_params *lp = pq__pipe_recipe(P, l, i, NULL);
+            if (P->have_skip && regexec(&P->skip, name, 0, NULL, 0) == 0) lp = NULL;
+            const double n = (double)pq__linear_dim(c, pq__block_linear[i].rows) *
+                             (double)pq__linear_dim(c, pq__block_linear[i].cols);
+            const double s = lp ? pq__recipe_sparsity(lp) : 0.0;
+            n_all += n;
+            pruned += n * s;
+            kept += n * (1 - s);
+            kept_bits += n * (1 - s) * (lp ? pq__recipe_bits(lp) : 16);
+        }
+    out[0] = n_all > 0 ? pruned / n_all : 0;
+    out[1] = kept > 0 ? kept_bits / kept : 16;
 }
 
 /* The index, config.json and the tokenizer into the temp folder. */
@@ -137,7 +167,9 @@ static pq_status write_metadata(pq__pipe *P, cJSON *index, const int64_t *starts
     pq_status st = itext ? pq__write_text(ctx, P->tmp, "model.safetensors.index.json", itext)
                          : pq__fail(ctx, PQ_ERR_NOMEM, "out of memory printing the shard index of %s", out_dir);
     free(itext);
-    if (st || (st = pq__write_config(ctx, P->m, P->tmp, &P->p, starts))) return st;
+    double weighted[2];
+    weighted_metrics(P, weighted);
+    if (st || (st = pq__write_config(ctx, P->m, P->tmp, &P->p, starts, weighted))) return st;
     if (P->m->tok) return pq__tokenizer_save_dir(ctx, P->m->tok, P->tmp);
     pq__log(ctx, PQ_LOG_WARN, "%s: the model has no tokenizer; none written", out_dir);
     return PQ_OK;
@@ -172,6 +204,19 @@ static pq_status run(pq__pipe *P, const int32_t *tokens, int64_t n_tokens, const
     if (!P->gguf && (st = pq__tmpdir_create(ctx, out_dir, &P->tmp))) goto done;
     P->n_shards = P->m->cfg.n_layers + 1;
     if ((st = write_head_shard(P)) || (st = run_blocks(P)) || (P->imat && (st = pq__imatrix_save(P)))) goto done;
+    /* a recipe made under a byte budget: the real bytes, now known, must keep it */
+    /* (the budget counts packed bytes: a dense output of the same recipe is not held to it) */
+    if (p->budget_bytes > 0 && !P->gguf && p->packed && P->linear_bytes > p->budget_bytes) {
+        st = pq__fail(
+            ctx, PQ_ERR_INVALID,
+            "compress: the linear weights take %lld bytes, over the recipe's budget of %lld; nothing written",
+            (long long)P->linear_bytes, (long long)p->budget_bytes);
+        goto done;
+    }
+    if (p->budget_bytes > 0 && !P->gguf && p->packed)
+        pq__log(ctx, PQ_LOG_INFO, "the linear weights take %lld bytes of the recipe's budget of %lld (%.2f%%)",
+                (long long)P->linear_bytes, (long long)p->budget_bytes,
+                100.0 * (double)P->linear_bytes / (double)p->budget_bytes);
     imat_written = P->imat != NULL; /* taken away again if the model does not go into place */
     if ((st = write_metadata(P, index, starts, out_dir))) goto done;
     /* the report goes first (its commit may be cancelled too); a model that then fails to
@@ -191,6 +236,14 @@ done:
     return st;
 }
 
+/* Outside the blocks the run reads the calibration embeddings and writes embeddings, lm_head
+ * and metadata: all of that counts as I/O. */
+static void rest_phase(pq_compress_phases *ph, int64_t n_layers, double total) {
+    for (int64_t l = 0; l < n_layers; l++)
+        total -= ph[l].total_s;
+    ph[n_layers].total_s = ph[n_layers].io_s = total;
+}
+
 pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *tokens, int64_t n_tokens,
                             const pq_compress_params *pin, const char *out_dir) {
     pq__pipe P;
@@ -205,23 +258,26 @@ pq_status pq_compress_model(pq_ctx *ctx, const pq_model *m, const int32_t *token
     if (st == PQ_OK && P.p.report) st = pq__check_output_path(ctx, P.p.report, 0);
     if (st == PQ_OK) st = pq__progress(ctx, "compress", 0, m->cfg.n_layers);
     if (st) return st;
-    P.compressing = P.p.layer.prune != PQ_PRUNE_NONE || P.p.layer.quant != PQ_QUANT_NONE;
     if (P.p.gguf_type && P.p.layer.quant == PQ_QUANT_NONE)
         st = pq__fail(ctx, PQ_ERR_INVALID, "compress: --gguf-type needs a quantizer (--quant gptq or rtn)");
     if (st == PQ_OK && P.p.gguf_type) st = pq__gguf_out_begin(&P, out_dir);
     if (st == PQ_OK && P.p.imatrix_out && (st = pq__check_output_path(ctx, P.p.imatrix_out, 0)) == PQ_OK &&
         !(P.imat = pq__calloc(ctx, (size_t)(m->cfg.n_layers * PQ_BLOCK_LINEARS), sizeof *P.imat, "imatrix")))
         st = PQ_ERR_NOMEM;
-    if (st == PQ_OK && (st = compile_skip(&P)) == PQ_OK) {
+    if (st == PQ_OK && (st = compile_skip(&P)) == PQ_OK && (st = pq__pipe_overrides(&P)) == PQ_OK) {
         pq__recipe_text(&P.p.layer, P.recipe, sizeof P.recipe);
         pq__recipe_text(&P.down, P.recipe_down, sizeof P.recipe_down);
+        const double t0 = pq__now();
+        if (P.p.phases) memset(P.p.phases, 0, (size_t)(m->cfg.n_layers + 1) * sizeof *P.p.phases);
         st = run(&P, tokens, n_tokens, out_dir);
+        if (P.p.phases) rest_phase(P.p.phases, m->cfg.n_layers, pq__now() - t0);
     }
     free(P.tmp);
     pq__block_work_free(&P.w);
     pq__tl_free(&P.tl);
     pq__runner_free(&P.r);
     if (P.have_skip) regfree(&P.skip);
+    pq__pipe_overrides_free(&P);
     pq__gguf_out_free(&P);
     for (int64_t j = 0; P.imat && j < m->cfg.n_layers * PQ_BLOCK_LINEARS; j++)
         free(P.imat[j]);

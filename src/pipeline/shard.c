@@ -163,7 +163,7 @@ pq_status pq__write_text(pq_ctx *ctx, const char *dir, const char *name, const c
 }
 
 pq_status pq__write_config(pq_ctx *ctx, const pq_model *m, const char *dir, const pq_compress_params *p,
-                           const int64_t *starts) {
+                           const int64_t *starts, const double weighted[2]) {
     pq__config cfg = m->cfg;
     cfg.rope_halfsplit = 1;
     if (m->tok) {
@@ -181,7 +181,7 @@ pq_status pq__write_config(pq_ctx *ctx, const pq_model *m, const char *dir, cons
     if (!st) st = pq__read_text(ctx, path, (size_t)1 << 26, &text, &len);
     cJSON *root = text ? cJSON_Parse(text) : NULL;
     if (!st && !root) st = pq__fail(ctx, PQ_ERR_IO, "%s: cannot read back (or out of memory parsing it)", path);
-    if (!st && !pq__recipe_quant_config(root, p, starts))
+    if (!st && !pq__recipe_quant_config(root, p, starts, weighted))
         st = pq__fail(ctx, PQ_ERR_NOMEM, "out of memory adding quantization_config to %s", path);
     if (!st) {
         char *out = cJSON_Print(root);

@@ -36,8 +36,9 @@ pq_status pq__write_shard(pq_ctx *ctx, const char *dir, const pq__tlist *t, int6
                           double *total);
 pq_status pq__write_text(pq_ctx *ctx, const char *dir, const char *name, const char *text);
 /* config.json: the model's HF config (half-split RoPE, the tokenizer's special ids) with the
- * recipe's quantization_config (starts: the calibration windows). */
+ * recipe's quantization_config (starts: the calibration windows; weighted: the
+ * parameter-weighted sparsity and bits, pq__recipe_quant_config). */
 pq_status pq__write_config(pq_ctx *ctx, const pq_model *m, const char *dir, const pq_compress_params *p,
-                           const int64_t *starts);
+                           const int64_t *starts, const double weighted[2]);
 
 #endif
