@@ -3,7 +3,8 @@
  * both sides on the same weights and prints the table).
  *
  *   bench_decode run MODEL [threads]
- *       prompt: 512 pseudo-random tokens in one batch (logits of the last), best of 2;
+ *       prompt: 512 pseudo-random tokens in one batch (logits of the last), best of 2, with
+ *       float32-accurate products and again with 8-bit activations (pq_ctx_set_int8_prompts);
  *       decode: a 128-token prompt, then 128 single-token steps, each feeding the greedy token;
  *       one JSON line: tokens/s of both, peak resident set (VmHWM) and the model's file bytes,
  *       the linears that run from their stored form.
@@ -21,22 +22,7 @@
 
 #include "model/model.h"
 #include "prunequant.h"
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static long vm_kb(const char *key) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long v = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, key, strlen(key))) v = strtol(line + strlen(key), NULL, 10);
-    if (f) fclose(f);
-    return v;
-}
+#include "bench_util.h"
 
 static void fill_tokens(int32_t *t, int64_t n, int64_t vocab, unsigned *seed) {
     for (int64_t i = 0; i < n; i++) {
@@ -79,6 +65,16 @@ static int run(const char *path, int threads) {
         const double dt = now_s() - t;
         if (dt < prompt_s) prompt_s = dt;
     }
+    double prompt8_s = 1e30; /* the same with 8-bit activations (pq_ctx_set_int8_prompts) */
+    pq_ctx_set_int8_prompts(ctx, 1);
+    for (int rep = 0; rep < 2 && st == PQ_OK; rep++) {
+        fill_tokens(tok, P, V, &seed);
+        const double t = now_s();
+        st = pq__forward(ctx, m, &kv, tok, 1, P, 0, 1, logits);
+        const double dt = now_s() - t;
+        if (dt < prompt8_s) prompt8_s = dt;
+    }
+    pq_ctx_set_int8_prompts(ctx, 0);
     fill_tokens(tok, D0, V, &seed);
     if (st == PQ_OK) st = pq__forward(ctx, m, &kv, tok, 1, D0, 0, 1, logits);
     const double t = now_s();
@@ -91,12 +87,13 @@ static int run(const char *path, int threads) {
         pq_model_info info;
         pq_model_get_info(m, &info);
         printf("{\"bench\": \"decode\", \"model\": \"%s\", \"threads\": %d, \"prompt_tokens\": %lld, "
-               "\"prompt_tok_s\": %.3f, \"decode_tokens\": %lld, \"decode_tok_s\": %.3f, \"load_s\": %.3f, "
+               "\"prompt_tok_s\": %.3f, \"prompt_int8_tok_s\": %.3f, \"decode_tokens\": %lld, \"decode_tok_s\": "
+               "%.3f, \"load_s\": %.3f, "
                "\"peak_rss_mib\": %.1f, \"file_mib\": %.1f, \"native_linears\": %lld, \"linears\": %lld, "
                "\"path\": \"%s\"}\n",
-               path, pq_ctx_threads(ctx), (long long)P, (double)P / prompt_s, (long long)G, (double)G / decode_s,
-               load_s, (double)vm_kb("VmHWM:") / 1024.0, (double)info.file_bytes / 1048576.0, (long long)m->n_native,
-               (long long)(m->cfg.n_layers * PQ_BLOCK_LINEARS), pq__isa_name(pq__qmat_isa()));
+               path, pq_ctx_threads(ctx), (long long)P, (double)P / prompt_s, (double)P / prompt8_s, (long long)G,
+               (double)G / decode_s, load_s, (double)vm_kb("VmHWM:") / 1024.0, (double)info.file_bytes / 1048576.0,
+               (long long)m->n_native, (long long)(m->cfg.n_layers * PQ_BLOCK_LINEARS), pq__isa_name(pq__qmat_isa()));
     }
     pq__kv_free(&kv);
 done:

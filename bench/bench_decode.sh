@@ -57,7 +57,7 @@ done
 [ -z "${MAKE_ONLY:-}" ] || exit 0 # MAKE_ONLY=1: the models only
 
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $T threads" >&2
-for m in hf-f32 hf-f16 hf-bf16 q8 q4 q3 q2 p24q4; do
+for m in hf-f32 hf-f16 hf-bf16 q8 q4 q3 q2 p24q4 Q8_0.gguf Q4_0.gguf; do # the GGUFs: llama.cpp's files run by us
     "$BUILD/bench_decode" run "$D/$m" "$T" | tee -a "$OUT"
 done
 for g in f16 Q8_0 Q4_0 Q8_0-pure Q4_0-pure; do
@@ -85,18 +85,21 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 ours = {r["model"].rstrip("/").split("/")[-1]: r for r in rows if r["bench"] == "decode"}
 ll = {r["model"]: r for r in rows if r["bench"] == "llamacpp"}
-print("\n| model | file MiB | prompt tok/s | decode tok/s | peak RSS MiB |")
-print("|---|---|---|---|---|")
+print("\n| model | file MiB | prompt tok/s | prompt tok/s, 8-bit activations | decode tok/s | peak RSS MiB |")
+print("|---|---|---|---|---|---|")
 for k, r in ours.items():
-    print("| prunequant %s | %.0f | %.1f | %.1f | %.0f |" % (k, r["file_mib"], r["prompt_tok_s"], r["decode_tok_s"], r["peak_rss_mib"]))
+    print("| prunequant %s | %.0f | %.1f | %.1f | %.1f | %.0f |" % (k, r["file_mib"], r["prompt_tok_s"], r["prompt_int8_tok_s"], r["decode_tok_s"], r["peak_rss_mib"]))
 for k, r in ll.items():
-    print("| llama.cpp %s | %.0f | %.1f | %.1f | - |" % (k, r["file_mib"], r["prompt_tok_s"], r["decode_tok_s"]))
+    print("| llama.cpp %s | %.0f | - | %.1f | %.1f | - |" % (k, r["file_mib"], r["prompt_tok_s"], r["decode_tok_s"]))
 def ratio(a, b, key):
     return ours[a][key] / ll[b][key] if a in ours and b in ll else float("nan")
 print("\nratios (ours / llama.cpp, same weights with F16 embeddings and output; --pure in brackets):")
-for a, b, key in [("q4", "Q4_0", "decode_tok_s"), ("q8", "Q8_0", "decode_tok_s"), ("q4", "Q4_0", "prompt_tok_s"),
-                  ("hf-f16", "f16", "decode_tok_s"), ("hf-f16", "f16", "prompt_tok_s")]:
-    print("  %-7s vs %-5s %-13s %.2fx [%.2fx]" % (a, b, key, ratio(a, b, key), ratio(a, b + "-pure", key) if b != "f16" else float("nan")))
+def ratio2(a, ka, b, kb):
+    return ours[a][ka] / ll[b][kb] if a in ours and b in ll else float("nan")
+for a, b, ka, kb in [("q4", "Q4_0", "decode_tok_s", "decode_tok_s"), ("q8", "Q8_0", "decode_tok_s", "decode_tok_s"),
+                     ("q4", "Q4_0", "prompt_tok_s", "prompt_tok_s"), ("q4", "Q4_0", "prompt_int8_tok_s", "prompt_tok_s"),
+                     ("hf-f16", "f16", "decode_tok_s", "decode_tok_s"), ("hf-f16", "f16", "prompt_tok_s", "prompt_tok_s")]:
+    print("  %-7s vs %-5s %-18s %.2fx [%.2fx]" % (a, b, ka, ratio2(a, ka, b, kb), ratio2(a, ka, b + "-pure", kb) if b != "f16" else float("nan")))
 if "p24q4" in ours and "q4" in ours:
     print("  2:4+q4 vs q4 decode %.2fx" % (ours["p24q4"]["decode_tok_s"] / ours["q4"]["decode_tok_s"]))
 for r in rows:

@@ -79,6 +79,7 @@ int main(int argc, char **argv) {
                         {"q8", PQ_QMAT_CODES, 8, 0}, {"q4", PQ_QMAT_CODES, 4, 0},    {"q3", PQ_QMAT_CODES, 3, 0},
                         {"q2", PQ_QMAT_CODES, 2, 0}, {"2:4+q4", PQ_QMAT_CODES, 4, 1}};
     float *x = malloc(sizeof(float) * 512 * F), *y = malloc(sizeof(float) * 512 * F);
+    pq_ctx *ctx = pq_ctx_new();
     for (int64_t i = 0; i < 512 * F; i++)
         x[i] = nrand();
     pq__qmat *L = malloc(sizeof(pq__qmat) * 7 * (size_t)layers);
@@ -96,7 +97,7 @@ int main(int argc, char **argv) {
             for (int rep = 0; rep < 5; rep++) {
                 const double t = now();
                 for (int i = 0; i < 7 * layers; i++)
-                    pq__qmat_matmul(&L[i], x, NULL, y, 1, nt, (pq__isa)isa);
+                    pq__qmat_matmul(ctx, &L[i], x, NULL, y, 1, nt, (pq__isa)isa);
                 best = fmin(best, now() - t);
             }
             printf("{\"bench\": \"gemv\", \"format\": \"%s\", \"path\": \"%s\", \"threads\": %d, \"gweights_per_s\": "
@@ -110,7 +111,7 @@ int main(int argc, char **argv) {
             for (int rep = 0; rep < 2; rep++) {
                 const double t = now();
                 for (int i = 0; i < 7; i++) /* one layer: the GEMM is compute-bound */
-                    pq__qmat_matmul(&L[i], x, NULL, y, n, nt, (pq__isa)isa);
+                    pq__qmat_matmul(ctx, &L[i], x, NULL, y, n, nt, (pq__isa)isa);
                 best = fmin(best, now() - t);
             }
             double flops = 0;
@@ -128,5 +129,6 @@ int main(int argc, char **argv) {
         }
     }
     free(L), free(x), free(y);
+    pq_ctx_free(ctx);
     return 0;
 }

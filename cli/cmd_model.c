@@ -495,6 +495,7 @@ int cli_generate(int argc, char **argv) {
     const char *cmd = "generate";
     common_opts o = {0};
     const char *prompt = "";
+    int int8_prompt = 0;
     pq_gen_params gp = pq_gen_params_default();
     for (int i = 1; i < argc; i++) {
         int r = common_flag(cmd, argc, argv, &i, &o);
@@ -505,8 +506,12 @@ int cli_generate(int argc, char **argv) {
         int64_t k;
         if (!strcmp(a, "--help")) {
             printf("usage: prunequant generate MODEL [--tokenizer FILE] [--prompt TEXT] [-n N] [--temp T] "
-                   "[--top-p P] [--seed S] [--threads N]\n");
+                   "[--top-p P] [--seed S] [--int8-prompt] [--threads N]\n"
+                   "  --int8-prompt  process the prompt with 8-bit activations, as llama.cpp does (faster on "
+                   "AVX-512 VNNI;\n                 logits about 1e-3 relative off the float32 product)\n");
             return 0;
+        } else if (!strcmp(a, "--int8-prompt")) {
+            int8_prompt = 1;
         } else if (!strcmp(a, "--prompt") || !strcmp(a, "-p")) {
             if (!(prompt = flag_value(cmd, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
@@ -527,6 +532,7 @@ int cli_generate(int argc, char **argv) {
     }
     if (!o.model) return cli_usage_error(cmd, "no MODEL given");
     pq_ctx *ctx = cli_ctx_new((int)o.threads, o.quiet);
+    pq_ctx_set_int8_prompts(ctx, int8_prompt);
     pq_model *m = load_model(cmd, ctx, &o);
     int rc = 1;
     int32_t *ids = NULL;

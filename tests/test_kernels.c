@@ -53,6 +53,7 @@ enum {
     K_LOGSM,
     K_GRID,
     K_PACK,
+    K_ATTN,
     K_N
 };
 
@@ -69,6 +70,7 @@ static kstat table[K_N] = {
     [K_LOGSM] = {"pq__log_softmax", "pq__log_softmax_ref", "bound(lse) + 2 u |lp_i| (u = 2^-53)"},
     [K_GRID] = {"pq__grid_fit_tile", "pq__grid_fit_tile_ref", "0 (bit-exact scale and zero)"},
     [K_PACK] = {"pq__bits_pack/unpack", "pq__bits_*_ref", "0 (bit-exact stream and codes)"},
+    [K_ATTN] = {"pq__attend_row", "pq__attend_row_ref", "sum_t p_t |v_t| (4 delta + e_softmax + 2 gamma_{T+1})"},
 };
 
 /* Records |got - want| against bound (0: exact equality); returns 1 when within. */
@@ -357,6 +359,42 @@ static void test_softmax(void) {
     }
 }
 
+/* One query over T cached rows: scores differ by at most delta = 2 gamma_hd max_t sum|q k_t|
+ * scale between the two dots; to first order each probability then moves by at most
+ * p_t (2 delta + e_softmax) (the softmax bound above, with |d| <= delta), and the weighted sums
+ * of V by that plus their own 2 gamma_{T+1} sum p_t |v_t|. */
+static void test_attend_row(void) {
+    static const int64_t Ts[] = {1, 2, 17, 300, 1024}, hds[] = {8, 64, 80};
+    for (size_t a = 0; a < sizeof Ts / sizeof Ts[0]; a++)
+        for (size_t b = 0; b < sizeof hds / sizeof hds[0]; b++) {
+            const int64_t T = Ts[a], hd = hds[b], ld = 3 * hd;
+            float *q = randv(hd, 1.0f), *K = randv(T * ld, 1.0f), *V = randv(T * ld, 1.0f);
+            float *sf = malloc(sizeof(float) * (size_t)T), *sr = malloc(sizeof(float) * (size_t)T);
+            float *of = malloc(sizeof(float) * (size_t)hd), *orf = malloc(sizeof(float) * (size_t)hd);
+            const float scale = 1.0f / sqrtf((float)hd);
+            pq__attend_row(q, K, V, ld, T, hd, scale, sf, of);
+            pq__attend_row_ref(q, K, V, ld, T, hd, scale, sr, orf);
+            double delta = 0;
+            for (int64_t t = 0; t < T; t++) {
+                double m = 0;
+                for (int64_t d = 0; d < hd; d++)
+                    m += fabs((double)q[d] * K[t * ld + d]);
+                delta = fmax(delta, 2 * gam((double)hd, U_F32) * m * scale);
+            }
+            const double e_sm = gam((double)T + 1, U_F32) + 4 * EXPF_ULP * U_F32 + U_F32 * 2 * delta;
+            int bad = 0;
+            for (int64_t d = 0; d < hd; d++) {
+                double pv = 0;
+                for (int64_t t = 0; t < T; t++)
+                    pv += (double)sr[t] * fabs(V[t * ld + d]);
+                const double bound = pv * (4 * delta + e_sm + 2 * gam((double)T + 1, U_F32)) * 2 + 1e-30;
+                bad += !within(K_ATTN, of[d], orf[d], bound);
+            }
+            CHECK_MSG(bad == 0, "attend_row T=%lld hd=%lld: %d outside the bound", (long long)T, (long long)hd, bad);
+            free(q), free(K), free(V), free(sf), free(sr), free(of), free(orf);
+        }
+}
+
 static void test_log_softmax(void) {
     static const int64_t sizes[] = {1, 2, 7, 64, 1000, 32000};
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
@@ -497,6 +535,7 @@ int main(void) {
     test_trtri();
     test_rmsnorm();
     test_softmax();
+    test_attend_row();
     test_log_softmax();
     test_grid_fit();
     test_bits();

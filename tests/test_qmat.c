@@ -30,6 +30,8 @@
 
 #define U_F32 (1.0 / 16777216.0)
 
+static pq_ctx *ctx; /* its scratch serves the two-thread runs; the one-thread runs allocate */
+
 static double gam(double k) {
     return k * U_F32 / (1.0 - k * U_F32);
 }
@@ -153,7 +155,7 @@ static void check_products(const gen *g, int64_t n, const char *what) {
     for (int isa = PQ_ISA_PORTABLE; isa <= (int)cpu; isa++) {
         for (int nt = 1; nt <= 2; nt++) {
             memset(y, 0xff, sizeof(float) * (size_t)(n * R));
-            CHECK(pq__qmat_matmul(w, x, b, y, n, nt, (pq__isa)isa) == 0);
+            CHECK(pq__qmat_matmul(nt == 2 ? ctx : NULL, w, x, b, y, n, nt, (pq__isa)isa) == 0);
             const int int_path = isa == PQ_ISA_AVX512 && n <= PQ_QMAT_GEMV_MAX && w->kind == PQ_QMAT_CODES &&
                                  pq__qmat_avx512_gemv_ok(w);
             double worst = 0;
@@ -195,6 +197,42 @@ static void check_products(const gen *g, int64_t n, const char *what) {
     free(x), free(b), free(yr), free(y);
 }
 
+/* 8-bit activations (pq__qmat_matmul_act): the same activation rounding as the reference, exact
+ * int32 sums per unit; the float steps per unit (s * sum, (s z) * sq, their difference, times xs,
+ * accumulated over the units) each round once, on terms no larger than (|code s| + |s z|) xs |q|,
+ * so |y - ref| <= 2 (units + 6) u sum_c (|code_c s| + |s z|) xs |q_c|. */
+static double worst_q8 = 0;
+static void check_q8(const gen *g, int64_t n, const char *what) {
+    const pq__qmat *w = &g->w;
+    if (pq__qmat_isa() != PQ_ISA_AVX512 || !pq__qmat_q8_ok(w)) return;
+    const int64_t R = w->rows, K = w->cols, U = pq__qmat_q8_unit(w), units = (K + U - 1) / U,
+                  cols64 = (K + 63) / 64 * 64;
+    float *x = malloc(sizeof(float) * (size_t)(n * K)), *yr = malloc(sizeof(float) * (size_t)(n * R)),
+          *y = malloc(sizeof(float) * (size_t)(n * R)), *xs = malloc(sizeof(float) * (size_t)(2 * n * units));
+    int8_t *q8 = malloc((size_t)(n * cols64));
+    for (int64_t i = 0; i < n * K; i++)
+        x[i] = nrand() * (urand() < 0.05 ? 20.0f : 1.0f);
+    pq__qmat_q8_quantize(w, x, n, q8, xs, xs + n * units);
+    pq__qmat_matmul_q8_ref(w, x, NULL, yr, n);
+    for (int nt = 1; nt <= 2; nt++) {
+        CHECK(pq__qmat_matmul_act(nt == 2 ? ctx : NULL, w, x, NULL, y, n, nt, PQ_ISA_AUTO, 1) == 0);
+        int bad = 0;
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t r = 0; r < R; r++) {
+                double m = 0;
+                for (int64_t c = 0; c < K; c++)
+                    m += ((double)g->wabs_code[r * K + c] + g->wzero[r * w->n_groups + c / w->group_size]) *
+                         xs[i * units + c / U] * fabs((double)q8[i * cols64 + c]);
+                const double bound = 2 * ((double)units + 6) * U_F32 * m + 1e-30,
+                             e = fabs((double)y[i * R + r] - (double)yr[i * R + r]);
+                worst_q8 = fmax(worst_q8, e / bound);
+                bad += !(e <= bound);
+            }
+        CHECK_MSG(bad == 0, "%s: 8-bit activations n %lld nt %d: %d outside the bound", what, (long long)n, nt, bad);
+    }
+    free(x), free(yr), free(y), free(xs), free(q8);
+}
+
 static void check_decode(const gen *g, const char *what) {
     const pq__qmat *w = &g->w;
     float *d = malloc(sizeof(float) * (size_t)(w->rows * w->cols));
@@ -208,6 +246,7 @@ int main(void) {
     static const int64_t gsizes[] = {32, 64, 128, 8, -1};
     char what[160];
     printf("test_qmat: paths up to %s\n", pq__isa_name(pq__qmat_isa()));
+    ctx = pq_ctx_new();
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int bits = 1; bits <= 8; bits++)
             for (size_t gi = 0; gi < sizeof gsizes / sizeof gsizes[0]; gi++)
@@ -222,6 +261,7 @@ int main(void) {
                     for (int64_t n = 1; n <= 4; n++)
                         check_products(&g, n, what);
                     check_products(&g, 13, what);
+                    check_q8(&g, 13, what);
                     if (cols <= 512) check_products(&g, 40, what);
                     gen_free(&g);
                 }
@@ -236,6 +276,8 @@ int main(void) {
             check_products(&g, 29, what);
             gen_free(&g);
         }
-    printf("test_qmat: worst error / bound: float paths %.3g, integer GEMV %.3g\n", worst_float, worst_int);
+    printf("test_qmat: worst error / bound: float paths %.3g, integer GEMV %.3g, 8-bit activations %.3g\n",
+           worst_float, worst_int, worst_q8);
+    pq_ctx_free(ctx);
     return test_end("test_qmat");
 }

@@ -28,13 +28,45 @@ const char *pq_status_str(pq_status s) {
     return "unknown status";
 }
 
+struct pq__scratch {
+    void *p[PQ_SCRATCH_SLOTS];
+    size_t n[PQ_SCRATCH_SLOTS];
+};
+
 pq_ctx *pq_ctx_new(void) {
     pq_ctx *ctx = calloc(1, sizeof *ctx);
     return ctx;
 }
 
 void pq_ctx_free(pq_ctx *ctx) {
+    if (ctx && ctx->scratch)
+        for (int i = 0; i < PQ_SCRATCH_SLOTS; i++)
+            free(ctx->scratch->p[i]);
+    if (ctx) free(ctx->scratch);
     free(ctx);
+}
+
+void *pq__scratch(pq_ctx *ctx, int slot, size_t n) {
+    if (!ctx->scratch && !(ctx->scratch = calloc(1, sizeof *ctx->scratch))) {
+        pq__fail(ctx, PQ_ERR_NOMEM, "out of memory for work buffers");
+        return NULL;
+    }
+    struct pq__scratch *s = ctx->scratch;
+    if (s->n[slot] >= n && s->p[slot]) return s->p[slot];
+    free(s->p[slot]);
+    s->p[slot] = NULL, s->n[slot] = 0;
+    const size_t huge = (size_t)2 << 20, align = n >= 2 * huge ? huge : 64;
+    const size_t size = (n + align - 1) / align * align;
+    if (posix_memalign(&s->p[slot], align, size ? size : align) != 0) {
+        s->p[slot] = NULL;
+        pq__fail(ctx, PQ_ERR_NOMEM, "out of memory allocating %zu bytes of work buffers", n);
+        return NULL;
+    }
+#ifdef MADV_HUGEPAGE
+    if (align == huge) madvise(s->p[slot], size, MADV_HUGEPAGE); /* a hint: failure is harmless */
+#endif
+    s->n[slot] = size;
+    return s->p[slot];
 }
 
 const char *pq_ctx_error(const pq_ctx *ctx) {
@@ -43,6 +75,10 @@ const char *pq_ctx_error(const pq_ctx *ctx) {
 
 void pq_ctx_set_threads(pq_ctx *ctx, int n) {
     ctx->n_threads = n;
+}
+
+void pq_ctx_set_int8_prompts(pq_ctx *ctx, int on) {
+    ctx->int8_prompts = on != 0;
 }
 
 int pq_ctx_threads(const pq_ctx *ctx) {

@@ -14,6 +14,8 @@ struct pq_ctx {
     pq_status status;
     char error[1024];
     int n_threads;
+    int int8_prompts;            /* pq_ctx_set_int8_prompts */
+    struct pq__scratch *scratch; /* work buffers kept between calls (pq__scratch) */
     pq_log_fn log_fn;
     void *log_user;
     pq_progress_fn progress_fn;
@@ -28,6 +30,14 @@ void pq__log(pq_ctx *ctx, pq_log_level level, const char *fmt, ...) __attribute_
 pq_status pq__progress(pq_ctx *ctx, const char *stage, int64_t done, int64_t total);
 /* Threads to use (resolved: >= 1). */
 int pq__threads(const pq_ctx *ctx);
+
+/* Work buffers of the forward pass and its products, kept on the context and reused from call to
+ * call (a prompt's products would otherwise fault in fresh pages each time): slot's buffer of at
+ * least n bytes, 64-byte aligned (2 MiB and transparent huge pages past 4 MiB), contents
+ * undefined; NULL with a message on ctx when out of memory. A slot serves one caller at a time;
+ * the buffers go with pq_ctx_free. */
+enum { PQ_SCRATCH_ACT = 0, PQ_SCRATCH_PANELS = 1, PQ_SCRATCH_WORK = 2, PQ_SCRATCH_SLOTS = 3 };
+void *pq__scratch(pq_ctx *ctx, int slot, size_t n);
 
 /* Allocation that reports failure on ctx; sizes are checked for overflow. */
 void *pq__malloc(pq_ctx *ctx, size_t n, const char *what);

@@ -312,3 +312,35 @@ double pq__ggml_wsse(const float *x, const float *y, const float *w, int64_t n) 
     }
     return s;
 }
+
+int pq__ggml_to_qmat(pq_dtype t, const void *data, int64_t rows, int64_t cols, pq__qmat *out, void *owned[3]) {
+    owned[0] = owned[1] = owned[2] = NULL;
+    const pq__ggml_info *ti = pq__ggml_info_of(t);
+    if (!ti || ti->kquant || ti->z == 0 || ti->block != 32 || cols % 32) return 0;
+    const int b = ti->maxq == 255 ? 8 : ti->maxq == 31 ? 5 : 4;
+    const int64_t ng = cols / 32, n = rows * cols;
+    uint8_t *codes = calloc((size_t)((n * b + 7) / 8) + 1, 1), *zeros = malloc((size_t)(rows * ng) + 1);
+    uint16_t *scales = malloc((size_t)(rows * ng) * 2 + 1);
+    if (!codes || !zeros || !scales) {
+        free(codes), free(zeros), free(scales);
+        return -1;
+    }
+    const uint8_t *src = data;
+    uint64_t pos = 0;
+    for (int64_t blk = 0; blk < rows * ng; blk++) { /* blocks run along each row, rows in order */
+        const uint8_t *bl = src + (size_t)blk * (size_t)ti->bytes;
+        scales[blk] = rd16(bl);
+        zeros[blk] = (uint8_t)ti->z;
+        for (int e = 0; e < 32; e++, pos += (uint64_t)b) { /* code k at stream bits k*b.., low first */
+            const unsigned q = (unsigned)get_code(ti, bl, e), off = (unsigned)(pos & 7);
+            codes[pos >> 3] |= (uint8_t)(q << off);
+            if (off + (unsigned)b > 8) codes[(pos >> 3) + 1] |= (uint8_t)(q >> (8 - off));
+        }
+    }
+    memset(out, 0, sizeof *out);
+    out->kind = PQ_QMAT_CODES, out->rows = rows, out->cols = cols, out->bits = b;
+    out->group_size = 32, out->n_groups = ng;
+    out->codes = codes, out->codes_bytes = (size_t)((n * b + 7) / 8), out->scales = scales, out->zeros = zeros;
+    owned[0] = codes, owned[1] = scales, owned[2] = zeros;
+    return 1;
+}

@@ -19,6 +19,7 @@
 #define PQ_QUANT_GGML_TYPES_H
 
 #include "common/common.h"
+#include "kernels/qmat.h"
 
 #define PQ_GGML_QK_K 256
 #define PQ_GGML_MAX_SUB 16 /* sub-blocks per block, at most (Q2_K, Q3_K, Q6_K) */
@@ -37,6 +38,12 @@ typedef struct pq__ggml_info {
     int sc_min, sc_max; /* K-quants: range of the sub-block scale code (Q3_K as sc-32) */
     int mn_max;         /* K-quants with a min: the min code is 0..mn_max */
 } pq__ggml_info;
+
+/* The symmetric legacy types (Q4_0, Q5_0, Q8_0: d * (q - z) per block of 32) re-laid as codes the
+ * kernels multiply directly (kernels/qmat.h: a b-bit stream, an F16 scale and a zero per 32
+ * weights; values bit-identical to ggml's decode), malloc'ed into owned[0..2]. Returns 1 done,
+ * 0 when t is another type (decode it to float32 instead), -1 out of memory. */
+int pq__ggml_to_qmat(pq_dtype t, const void *data, int64_t rows, int64_t cols, pq__qmat *out, void *owned[3]);
 
 /* NULL when t is not one of the ggml block types above. */
 const pq__ggml_info *pq__ggml_info_of(pq_dtype t);

@@ -5,6 +5,7 @@
  *
  *   gemm.c     pq__matmul_wt, pq__sgemm, pq__strsm_lutu        (BLAS level 2/3)
  *   lapack.c   pq__potrf_lower, pq__dtrtri_upper               (LAPACK)
+ *   attn.c     pq__attend_row                                   (one query row, decoding)
  *   norm.c     pq__rmsnorm
  *   softmax.c  pq__softmax, pq__logsumexp, pq__log_softmax
  *   threads.c  pq__blas_threads_push / _pop                     (the BLAS thread scope)
@@ -73,6 +74,14 @@ int pq__potrf_lower_ref(int f32, int64_t n, void *A, int64_t lda);
  * triangle is not touched. Returns 0, or j > 0 when U[j-1, j-1] == 0. */
 int pq__dtrtri_upper(int64_t n, double *U, int64_t lda);
 int pq__dtrtri_upper_ref(int64_t n, double *U, int64_t lda);
+
+/* ---- attention ------------------------------------------------------------------------- */
+/* out [hd] = softmax(scale q K^T) V for one query q [hd] over T cached rows of K and V (row
+ * stride ld); scores [T] is scratch. */
+void pq__attend_row(const float *q, const float *K, const float *V, int64_t ld, int64_t T, int64_t hd, float scale,
+                    float *scores, float *out);
+void pq__attend_row_ref(const float *q, const float *K, const float *V, int64_t ld, int64_t T, int64_t hd,
+                        float scale, float *scores, float *out);
 
 /* ---- normalisation and softmax --------------------------------------------------------- */
 /* out [n, dim] = x / rms(x) * weight, per row. out may equal x. */

@@ -207,29 +207,85 @@ static inline int64_t round_up(int64_t v, int64_t m) {
     return (v + m - 1) / m * m;
 }
 
+/* ---------------------------------------------------------------- 8-bit activations */
+
+int64_t pq__qmat_q8_unit(const pq__qmat *w) {
+    if (w->group_size <= 64) return w->group_size;
+    for (int64_t u = 256; u > 64; u -= 64)
+        if (w->group_size % u == 0) return u;
+    return 64;
+}
+
+/* Activations of n tokens as int8 per unit: q = rint(x / xs), xs = max|x| / 127 over the unit,
+ * into q8 [n, cols64] (zero past cols), xs and sq = sum q into [n, units]. */
+void pq__qmat_q8_quantize(const pq__qmat *w, const float *x, int64_t n, int8_t *q8, float *xs, float *sq) {
+    const int64_t U = pq__qmat_q8_unit(w), units = (w->cols + U - 1) / U, cols64 = (w->cols + 63) / 64 * 64;
+    for (int64_t t = 0; t < n; t++) {
+        int8_t *q = q8 + t * cols64;
+        memset(q + w->cols, 0, (size_t)(cols64 - w->cols));
+        for (int64_t u = 0; u < units; u++) {
+            const float *xu = x + t * w->cols + u * U;
+            const int64_t len = w->cols - u * U < U ? w->cols - u * U : U;
+            float mx = 0.0f;
+            for (int64_t i = 0; i < len; i++)
+                mx = fmaxf(mx, fabsf(xu[i]));
+            const float s = mx > 0.0f && mx <= 3.4e38f ? mx / 127.0f : 0.0f, inv = s > 0.0f ? 1.0f / s : 0.0f;
+            int32_t sum = 0;
+            for (int64_t i = 0; i < len; i++) {
+                float v = nearbyintf(xu[i] * inv);
+                v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v == v ? v : 0.0f;
+                q[u * U + i] = (int8_t)v;
+                sum += (int32_t)v;
+            }
+            xs[t * units + u] = s;
+            sq[t * units + u] = (float)sum;
+        }
+    }
+}
+
+void pq__qmat_matmul_q8_ref(const pq__qmat *w, const float *x, const float *b, float *y, int64_t n) {
+    const int64_t U = pq__qmat_q8_unit(w), units = (w->cols + U - 1) / U, cols64 = round_up(w->cols, 64);
+    int8_t *q8 = malloc((size_t)(n * cols64) + 1);
+    float *xs = malloc(sizeof(float) * (size_t)(2 * n * units) + 1);
+    float *row = malloc(sizeof(float) * (size_t)w->cols + 1);
+    if (q8 && xs && row) {
+        pq__qmat_q8_quantize(w, x, n, q8, xs, xs + n * units);
+        for (int64_t r = 0; r < w->rows; r++) {
+            pq__qmat_rows_f32(w, r, 1, row);
+            for (int64_t i = 0; i < n; i++) {
+                double s = 0;
+                for (int64_t c = 0; c < w->cols; c++)
+                    s += (double)row[c] * (double)xs[i * units + c / U] * (double)q8[i * cols64 + c];
+                y[i * w->rows + r] = (float)s + (b ? b[r] : 0.0f);
+            }
+        }
+    }
+    free(q8), free(xs), free(row);
+}
+
 /* ---------------------------------------------------------------- dispatch */
 
-/* Row ranges per thread: multiples of 16 rows (whole cache lines of output). */
-static void thread_rows(int64_t rows, int nt, int t, int64_t *r0, int64_t *r1) {
-    const int64_t blocks = (rows + 15) / 16;
-    *r0 = blocks * t / nt * 16;
-    *r1 = blocks * (t + 1) / nt * 16;
-    if (*r1 > rows) *r1 = rows;
-    if (*r0 > rows) *r0 = rows;
+/* Rows per chunk of a product's rows dealt to threads: about 8 chunks per thread, so that a
+ * thread slowed down (another process, a shared host) leaves its rest to the others instead of
+ * keeping them waiting at the end; a multiple of 16 rows (whole cache lines of output), at
+ * least 64 (the kernels' prefetch runs 8 rows ahead within a chunk). */
+static int64_t chunk_rows(int64_t rows, int nt) {
+    int64_t c = (rows / (8 * (int64_t)nt) + 15) / 16 * 16;
+    return c < 64 ? 64 : c;
 }
 
 /* Y [nv, rows] for nv <= PQ_QMAT_GEMV_MAX vectors. */
-static int gemv(const pq__qmat *w, const float *x, int nv, float *y, int nt, pq__isa isa) {
+static int gemv(pq_ctx *ctx, const pq__qmat *w, const float *x, int nv, float *y, int nt, pq__isa isa) {
     const int use_int = isa == PQ_ISA_AVX512 && w->kind == PQ_QMAT_CODES && pq__qmat_avx512_gemv_ok(w);
     pq__qmat_xq xq[PQ_QMAT_GEMV_MAX];
-    void *buf = NULL;
+    void *buf = NULL, *own = NULL;
     float *scratch = NULL;
     const int64_t groups16 = pq__qmat_groups16(w);
     if (use_int) {
         const int64_t cols64 = round_up(w->cols, 64);
         const size_t per = (size_t)(3 * cols64) + (size_t)(2 * groups16) * sizeof(float);
         const size_t sbytes = (size_t)(groups16 * PQ_QMAT_GEMV_MAX) * sizeof(float) * (size_t)nt;
-        if (!(buf = malloc(per * (size_t)nv + sbytes + 64))) return -1;
+        if (!(buf = pq__qmat_work(ctx, PQ_SCRATCH_WORK, per * (size_t)nv + sbytes + 64, &own))) return -1;
         scratch = (float *)((uint8_t *)buf + (per * (size_t)nv + 63) / 64 * 64);
         for (int v = 0; v < nv; v++) {
             float *f = (float *)((uint8_t *)buf + per * (size_t)v);
@@ -241,33 +297,53 @@ static int gemv(const pq__qmat *w, const float *x, int nv, float *y, int nt, pq_
             pq__qmat_xq_prepare_avx512(w, x + v * w->cols, &xq[v]);
         }
     }
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        int64_t r0, r1;
-        thread_rows(w->rows, omp_get_num_threads(), omp_get_thread_num(), &r0, &r1);
-        if (r0 < r1) {
-            if (use_int)
-                pq__qmat_gemv_avx512(w, xq, nv, r0, r1, y, w->rows,
-                                     scratch + omp_get_thread_num() * groups16 * PQ_QMAT_GEMV_MAX);
-            else if (isa == PQ_ISA_AVX512 && w->kind != PQ_QMAT_CODES)
-                pq__qmat_gemv_avx512_float(w, x, nv, r0, r1, y, w->rows);
-            else if (isa >= PQ_ISA_AVX2)
-                pq__qmat_gemv_avx2(w, x, nv, r0, r1, y, w->rows);
-            else
-                pq__qmat_gemv_portable(w, x, nv, r0, r1, y, w->rows);
+    const int64_t chunk = chunk_rows(w->rows, nt);
+    int64_t next = 0; /* the first row no thread has taken */
+#pragma omp parallel num_threads(nt) if (nt > 1 && w->rows > chunk)
+    for (;;) {
+        int64_t r0;
+#pragma omp atomic capture
+        {
+            r0 = next;
+            next += chunk;
         }
+        if (r0 >= w->rows) break;
+        const int64_t r1 = r0 + chunk < w->rows ? r0 + chunk : w->rows;
+        if (use_int)
+            pq__qmat_gemv_avx512(w, xq, nv, r0, r1, y, w->rows,
+                                 scratch + omp_get_thread_num() * groups16 * PQ_QMAT_GEMV_MAX);
+        else if (isa == PQ_ISA_AVX512 && w->kind != PQ_QMAT_CODES)
+            pq__qmat_gemv_avx512_float(w, x, nv, r0, r1, y, w->rows);
+        else if (isa >= PQ_ISA_AVX2)
+            pq__qmat_gemv_avx2(w, x, nv, r0, r1, y, w->rows);
+        else
+            pq__qmat_gemv_portable(w, x, nv, r0, r1, y, w->rows);
     }
-    free(buf);
+    free(own);
     return 0;
 }
 
-int pq__qmat_matmul(const pq__qmat *w, const float *x, const float *b, float *y, int64_t n, int n_threads,
-                    pq__isa want) {
+int pq__qmat_matmul_act(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b, float *y, int64_t n,
+                        int n_threads, pq__isa want, int int8_act) {
+    if (!int8_act || n <= PQ_QMAT_GEMV_MAX || w->perm || effective_isa(want) != PQ_ISA_AVX512 || !pq__qmat_q8_ok(w))
+        return pq__qmat_matmul(ctx, w, x, b, y, n, n_threads, want);
+    const double work = (double)n * (double)w->rows * (double)w->cols;
+    if (pq__qmat_gemm_q8(ctx, w, x, y, n, work < PQ_PAR_MIN_FLOPS / 4 ? 1 : (n_threads > 0 ? n_threads : 1)))
+        return -1;
+    if (b)
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t r = 0; r < w->rows; r++)
+                y[i * w->rows + r] += b[r];
+    return 0;
+}
+
+int pq__qmat_matmul(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b, float *y, int64_t n,
+                    int n_threads, pq__isa want) {
     if (w->perm) { /* gather the activations into the stored column order once */
         pq__qmat view = *w;
         view.perm = NULL;
         float *xp = permute_x(w, x, n);
-        const int rc = xp ? pq__qmat_matmul(&view, xp, b, y, n, n_threads, want) : -1;
+        const int rc = xp ? pq__qmat_matmul(ctx, &view, xp, b, y, n, n_threads, want) : -1;
         free(xp);
         return rc;
     }
@@ -276,10 +352,14 @@ int pq__qmat_matmul(const pq__qmat *w, const float *x, const float *b, float *y,
         return 0;
     }
     const pq__isa isa = effective_isa(want);
+    /* a second thread pays from about 16 M multiply-adds in a GEMM; a GEMV streams its weights
+     * once from memory, which one thread does not saturate: from 1 M weights (tens of
+     * microseconds, against a few for the fork) it is split too */
     const double work = (double)n * (double)w->rows * (double)w->cols;
-    const int nt = work < PQ_PAR_MIN_FLOPS / 4 ? 1 : (n_threads > 0 ? n_threads : 1);
-    if (n > PQ_QMAT_GEMV_MAX) return pq__qmat_gemm(w, x, b, y, n, nt, isa);
-    if (gemv(w, x, (int)n, y, nt, isa)) return -1;
+    const double par_min = n > PQ_QMAT_GEMV_MAX ? PQ_PAR_MIN_FLOPS / 4 : PQ_PAR_MIN_FLOPS / 64;
+    const int nt = work < par_min ? 1 : (n_threads > 0 ? n_threads : 1);
+    if (n > PQ_QMAT_GEMV_MAX) return pq__qmat_gemm(ctx, w, x, b, y, n, nt, isa);
+    if (gemv(ctx, w, x, (int)n, y, nt, isa)) return -1;
     if (b)
         for (int64_t i = 0; i < n; i++)
             for (int64_t r = 0; r < w->rows; r++)

@@ -28,6 +28,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/common.h"
+
 typedef enum pq__qmat_kind { PQ_QMAT_F32 = 0, PQ_QMAT_F16, PQ_QMAT_BF16, PQ_QMAT_CODES } pq__qmat_kind;
 
 typedef struct pq__qmat {
@@ -61,10 +63,24 @@ const char *pq__isa_name(pq__isa isa);
 size_t pq__qmat_bytes(const pq__qmat *w);
 
 /* Y [n, rows] = X [n, cols] W^T (+ b [rows]) on n_threads threads; isa PQ_ISA_AUTO picks the
- * best path (tests and benchmarks name one; a path the CPU lacks falls back to the next).
- * Returns 0, or -1 when a work buffer could not be allocated (nothing written then). */
-int pq__qmat_matmul(const pq__qmat *w, const float *x, const float *b, float *y, int64_t n, int n_threads,
-                    pq__isa isa);
+ * best path (tests and benchmarks name one; a path the CPU lacks falls back to the next). Work
+ * buffers come from ctx's scratch (pq__scratch; ctx NULL: allocated per call). Returns 0, or -1
+ * when a work buffer could not be allocated (nothing written then). */
+int pq__qmat_matmul(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b, float *y, int64_t n,
+                    int n_threads, pq__isa isa);
+/* The same, with int8_act: more than PQ_QMAT_GEMV_MAX vectors (prompts) multiply packed codes
+ * with 8-bit activations where the CPU has AVX-512 VNNI and the group size allows (32 or a
+ * multiple of 64): per unit of min(group, 256) columns each activation becomes
+ * xs * rint(x / xs), xs = max|x| / 127, as llama.cpp's Q8 activations do; the products of
+ * codes and those integers are exact (int32) and scaled in float. Faster prompt processing; the
+ * result differs from the float32 product by that rounding (about 1e-3 relative), so it is an
+ * option, never the default. Otherwise as pq__qmat_matmul. */
+int pq__qmat_matmul_act(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b, float *y, int64_t n,
+                        int n_threads, pq__isa isa, int int8_act);
+/* Reference of the 8-bit-activation product: the same activation rounding, each weight decoded
+ * exactly, products summed in double. */
+void pq__qmat_matmul_q8_ref(const pq__qmat *w, const float *x, const float *b, float *y, int64_t n);
+
 /* Reference: each weight decoded as above, products accumulated in float in column order. */
 void pq__qmat_matmul_ref(const pq__qmat *w, const float *x, const float *b, float *y, int64_t n);
 

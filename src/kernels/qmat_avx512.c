@@ -5,7 +5,10 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include <math.h>
+#include <omp.h>
 #include <pthread.h>
+#include <stdlib.h>
 
 #define T512                                                                                                         \
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512vbmi2,avx512vnni,fma,f16c,bmi2,"      \
@@ -155,32 +158,51 @@ T512 static inline __m512i chunk_codes(const pq__qmat *w, const uint8_t *m, int6
     return _mm512_mask_expand_epi8(zfill, k, q);
 }
 
-/* Zero bytes of the chunk at column c (two groups when the group size is 32). */
-T512 static inline __m512i chunk_zeros(const pq__qmat *w, const uint8_t *z, int64_t c) {
-    const int64_t g = c / w->group_size;
+/* Zero bytes of a chunk of group g (and g + 1 in its upper half when the group size is 32). */
+T512 static inline __m512i chunk_zeros(const pq__qmat *w, const uint8_t *z, int64_t g) {
     if (w->group_size >= 64) return _mm512_set1_epi8((char)z[g]);
     const uint8_t z1 = g + 1 < w->n_groups ? z[g + 1] : 0;
     return _mm512_mask_blend_epi8(0xFFFFFFFF00000000ull, _mm512_set1_epi8((char)z[g]), _mm512_set1_epi8((char)z1));
 }
 
-/* Scale lanes of a flush starting at column c: the group's sc broadcast, or for group size 32
- * lanes 0-7 (columns c..c+31) and 8-15 (c+32..c+63) of two groups. */
-T512 static inline __m512 flush_scale(const pq__qmat *w, const float *sc, int64_t c) {
-    const int64_t g = c / w->group_size;
+/* Scale lanes of a flush of group g: sc[g] broadcast, or for group size 32 lanes 0-7 (the first
+ * 32 columns) of g and 8-15 of g + 1. */
+T512 static inline __m512 flush_scale(const pq__qmat *w, const float *sc, int64_t g) {
     if (w->group_size >= 64) return _mm512_set1_ps(sc[g]);
     return _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(sc[g]), _mm512_set1_ps(sc[g + 1]));
 }
+
+/* The group of successive flush units without a division per unit: group size 32 takes two
+ * groups per unit, larger ones a group every group_size / unit units. */
+typedef struct unit_group {
+    int64_t g, k, per;
+} unit_group;
+
+static inline unit_group unit_group_start(const pq__qmat *w, int64_t unit) {
+    unit_group u = {0, 0, w->group_size >= 64 ? w->group_size / unit : 0};
+    return u;
+}
+
+static inline void unit_group_next(unit_group *u) {
+    if (!u->per)
+        u->g += 2;
+    else if (++u->k == u->per)
+        u->k = 0, u->g++;
+}
+
+/* Rows ahead whose codes the dense kernels prefetch (bench_qmat: 4-8 best on Zen 5). */
+#define PF_ROWS 8
 
 /* Unpacks the 64 codes at bytes p (first bit o of p[0]) with the row's tables. */
 #define UNPACK(p, perm, sh, bm)                                                                                      \
     _mm512_and_si512(_mm512_multishift_epi64_epi8((sh), _mm512_permutexvar_epi8((perm), _mm512_loadu_si512(p))), (bm))
 
-/* Adds the int32 sums of one flush (columns from c) into tot: (d0 * 256 + d1) * 256 + d2. */
-T512 static inline __m512 flush(const pq__qmat *w, const float *sc, int64_t c, __m512i a0, __m512i a1, __m512i a2,
+/* Adds the int32 sums of one flush (group g) into tot: (d0 * 256 + d1) * 256 + d2. */
+T512 static inline __m512 flush(const pq__qmat *w, const float *sc, int64_t g, __m512i a0, __m512i a1, __m512i a2,
                                 __m512 tot) {
     const __m512i t = _mm512_add_epi32(_mm512_slli_epi32(a0, 8), a1);
     const __m512 f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(256.0f), _mm512_cvtepi32_ps(a2));
-    return _mm512_fmadd_ps(f, flush_scale(w, sc, c), tot);
+    return _mm512_fmadd_ps(f, flush_scale(w, sc, g), tot);
 }
 
 /* Dense rows (no mask), one vector: two accumulator sets in flight (VPDPBUSD's latency). The
@@ -194,15 +216,19 @@ T512 static void gemv_dense1(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r
     const uint64_t P = pq__qmat_row_bit(w, r);
     const uint8_t *base = w->codes + (P >> 3);
     const int o = (int)(P & 7);
+    const size_t row_bytes = (size_t)(w->cols * b / 8);
     const __m512i perm = _mm512_loadu_si512(unpack_perm[b][o]), sh = _mm512_loadu_si512(unpack_shift[b][o]),
                   bm = _mm512_set1_epi8((char)((1u << b) - 1));
     const int8_t *d0 = xq->d[0], *d1 = xq->d[1], *d2 = xq->d[2];
     __m512 tot = _mm512_setzero_ps();
-    for (int64_t c = 0; c < cols64; c += unit) {
+    unit_group ug = unit_group_start(w, unit);
+    for (int64_t c = 0; c < cols64; c += unit, unit_group_next(&ug)) {
         __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, e0 = a0, e1 = a0, e2 = a0;
         const int64_t ce = c + unit < cols64 ? c + unit : cols64;
         int64_t cc = c;
         for (; cc + 128 <= ce; cc += 128) {
+            _mm_prefetch((const char *)(base + cc * b / 8 + PF_ROWS * row_bytes), _MM_HINT_T0);
+            _mm_prefetch((const char *)(base + (cc + 64) * b / 8 + PF_ROWS * row_bytes), _MM_HINT_T0);
             const __m512i q = UNPACK(base + cc * b / 8, perm, sh, bm),
                           q2 = UNPACK(base + (cc + 64) * b / 8, perm, sh, bm);
             a0 = _mm512_dpbusd_epi32(a0, q, _mm512_loadu_si512(d0 + cc));
@@ -218,9 +244,148 @@ T512 static void gemv_dense1(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r
             a1 = _mm512_dpbusd_epi32(a1, q, _mm512_loadu_si512(d1 + cc));
             a2 = _mm512_dpbusd_epi32(a2, q, _mm512_loadu_si512(d2 + cc));
         }
-        tot = flush(w, sc, c, _mm512_add_epi32(a0, e0), _mm512_add_epi32(a1, e1), _mm512_add_epi32(a2, e2), tot);
+        tot = flush(w, sc, ug.g, _mm512_add_epi32(a0, e0), _mm512_add_epi32(a1, e1), _mm512_add_epi32(a2, e2), tot);
     }
     *y = _mm512_reduce_add_ps(tot) - zs;
+}
+
+/* Two dense rows, one vector: the digit loads shared, two independent chains per plane. */
+T512 static void gemv_dense2(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r, float *y, float *sc,
+                             int64_t groups16) {
+    const int b = w->bits;
+    const int64_t cols64 = (w->cols + 63) / 64 * 64, unit = flush_cols(w->group_size);
+    float zs0, zs1;
+    float *sc1 = sc + groups16;
+    row_scales(w, xq, 1, r, sc, groups16, &zs0);
+    row_scales(w, xq, 1, r + 1, sc1, groups16, &zs1);
+    const uint64_t P0 = pq__qmat_row_bit(w, r), P1 = pq__qmat_row_bit(w, r + 1);
+    const uint8_t *b0 = w->codes + (P0 >> 3), *b1 = w->codes + (P1 >> 3);
+    const __m512i perm0 = _mm512_loadu_si512(unpack_perm[b][P0 & 7]),
+                  sh0 = _mm512_loadu_si512(unpack_shift[b][P0 & 7]);
+    const __m512i perm1 = _mm512_loadu_si512(unpack_perm[b][P1 & 7]),
+                  sh1 = _mm512_loadu_si512(unpack_shift[b][P1 & 7]);
+    const __m512i bm = _mm512_set1_epi8((char)((1u << b) - 1));
+    const int8_t *d0 = xq->d[0], *d1 = xq->d[1], *d2 = xq->d[2];
+    __m512 t0 = _mm512_setzero_ps(), t1 = t0;
+    unit_group ug = unit_group_start(w, unit);
+    for (int64_t c = 0; c < cols64; c += unit, unit_group_next(&ug)) {
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, e0 = a0, e1 = a0, e2 = a0;
+        const int64_t ce = c + unit < cols64 ? c + unit : cols64;
+        for (int64_t cc = c; cc < ce; cc += 64) {
+            const __m512i x0 = _mm512_loadu_si512(d0 + cc), x1 = _mm512_loadu_si512(d1 + cc),
+                          x2 = _mm512_loadu_si512(d2 + cc);
+            _mm_prefetch((const char *)(b0 + cc * b / 8 + PF_ROWS * (b1 - b0)), _MM_HINT_T0);
+            _mm_prefetch((const char *)(b1 + cc * b / 8 + PF_ROWS * (b1 - b0)), _MM_HINT_T0);
+            const __m512i q0 = UNPACK(b0 + cc * b / 8, perm0, sh0, bm), q1 = UNPACK(b1 + cc * b / 8, perm1, sh1, bm);
+            a0 = _mm512_dpbusd_epi32(a0, q0, x0);
+            e0 = _mm512_dpbusd_epi32(e0, q1, x0);
+            a1 = _mm512_dpbusd_epi32(a1, q0, x1);
+            e1 = _mm512_dpbusd_epi32(e1, q1, x1);
+            a2 = _mm512_dpbusd_epi32(a2, q0, x2);
+            e2 = _mm512_dpbusd_epi32(e2, q1, x2);
+        }
+        t0 = flush(w, sc, ug.g, a0, a1, a2, t0);
+        t1 = flush(w, sc1, ug.g, e0, e1, e2, t1);
+    }
+    y[r] = _mm512_reduce_add_ps(t0) - zs0;
+    y[r + 1] = _mm512_reduce_add_ps(t1) - zs1;
+}
+
+/* Four dense rows whose codes start at the same bit offset within a byte (one pair of unpack
+ * tables), one vector: the digit loads shared by four rows. */
+T512 static void gemv_dense4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r, float *y, float *sc,
+                             int64_t groups16) {
+    const int b = w->bits;
+    const int64_t cols64 = (w->cols + 63) / 64 * 64, unit = flush_cols(w->group_size);
+    float zs[4];
+    for (int k = 0; k < 4; k++)
+        row_scales(w, xq, 1, r + k, sc + k * groups16, groups16, &zs[k]);
+    const uint64_t P = pq__qmat_row_bit(w, r), span = pq__qmat_row_bit(w, r + 1) - P;
+    const uint8_t *b0 = w->codes + (P >> 3);
+    const size_t stride = (size_t)(span >> 3); /* whole bytes: the caller checked the offsets agree */
+    const __m512i perm = _mm512_loadu_si512(unpack_perm[b][P & 7]), sh = _mm512_loadu_si512(unpack_shift[b][P & 7]);
+    const __m512i bm = _mm512_set1_epi8((char)((1u << b) - 1));
+    const int8_t *d0 = xq->d[0], *d1 = xq->d[1], *d2 = xq->d[2];
+    __m512 t[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    unit_group ug = unit_group_start(w, unit);
+    for (int64_t c = 0; c < cols64; c += unit, unit_group_next(&ug)) {
+        __m512i a[4][3];
+        for (int k = 0; k < 4; k++)
+            a[k][0] = a[k][1] = a[k][2] = _mm512_setzero_si512();
+        const int64_t ce = c + unit < cols64 ? c + unit : cols64;
+        for (int64_t cc = c; cc < ce; cc += 64) {
+            const __m512i x0 = _mm512_loadu_si512(d0 + cc), x1 = _mm512_loadu_si512(d1 + cc),
+                          x2 = _mm512_loadu_si512(d2 + cc);
+            const uint8_t *p = b0 + cc * b / 8;
+            for (int k = 0; k < 4; k++) /* the same columns 8 rows on: the hardware prefetcher alone
+                                          does not keep several row streams fed */
+                _mm_prefetch((const char *)(p + (size_t)(k + PF_ROWS) * stride), _MM_HINT_T0);
+            for (int k = 0; k < 4; k++) {
+                const __m512i q = UNPACK(p + (size_t)k * stride, perm, sh, bm);
+                a[k][0] = _mm512_dpbusd_epi32(a[k][0], q, x0);
+                a[k][1] = _mm512_dpbusd_epi32(a[k][1], q, x1);
+                a[k][2] = _mm512_dpbusd_epi32(a[k][2], q, x2);
+            }
+        }
+        for (int k = 0; k < 4; k++)
+            t[k] = flush(w, sc + k * groups16, ug.g, a[k][0], a[k][1], a[k][2], t[k]);
+    }
+    for (int k = 0; k < 4; k++)
+        y[r + k] = _mm512_reduce_add_ps(t[k]) - zs[k];
+}
+
+/* Four masked rows (only kept weights have codes), one vector: the digit loads shared by four
+ * rows; each row's kept codes unpacked from its own bit position and expanded to their columns
+ * (masked-out columns hold the group's zero), as chunk_codes does, so the sums are the general
+ * kernel's bit for bit. The streams of the rows PF_ROWS on are prefetched at the same relative
+ * position. Every row's bytes plus 64 must be readable (the caller checks). */
+T512 static void gemv_mask4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r, float *y, float *sc,
+                            int64_t groups16) {
+    const int b = w->bits;
+    const int64_t cols64 = (w->cols + 63) / 64 * 64, unit = flush_cols(w->group_size), mstride = (w->cols + 7) / 8;
+    const __m512i bm = _mm512_set1_epi8((char)((1u << b) - 1));
+    const uint8_t *m[4], *z[4];
+    uint64_t pos[4], ahead[4];
+    float zs[4];
+    for (int k = 0; k < 4; k++) {
+        row_scales(w, xq, 1, r + k, sc + k * groups16, groups16, &zs[k]);
+        m[k] = w->mask + (r + k) * mstride;
+        z[k] = w->zeros + (r + k) * w->n_groups;
+        pos[k] = pq__qmat_row_bit(w, r + k);
+        ahead[k] = r + k + PF_ROWS < w->rows ? pq__qmat_row_bit(w, r + k + PF_ROWS) - pos[k] : 0;
+    }
+    const int8_t *d0 = xq->d[0], *d1 = xq->d[1], *d2 = xq->d[2];
+    __m512 t[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    unit_group ug = unit_group_start(w, unit);
+    for (int64_t c = 0; c < cols64; c += unit, unit_group_next(&ug)) {
+        __m512i a[4][3], zf[4];
+        for (int k = 0; k < 4; k++) {
+            a[k][0] = a[k][1] = a[k][2] = _mm512_setzero_si512();
+            zf[k] = chunk_zeros(w, z[k], ug.g);
+        }
+        const int64_t ce = c + unit < cols64 ? c + unit : cols64;
+        for (int64_t cc = c; cc < ce; cc += 64) {
+            const __m512i x0 = _mm512_loadu_si512(d0 + cc), x1 = _mm512_loadu_si512(d1 + cc),
+                          x2 = _mm512_loadu_si512(d2 + cc);
+            for (int k = 0; k < 4; k++) {
+                const uint64_t km = mask64(m[k], w->cols, cc);
+                const int o = (int)(pos[k] & 7);
+                _mm_prefetch((const char *)(w->codes + ((pos[k] + ahead[k]) >> 3)), _MM_HINT_T0);
+                const __m512i q =
+                    _mm512_mask_expand_epi8(zf[k], km,
+                                            UNPACK(w->codes + (pos[k] >> 3), _mm512_loadu_si512(unpack_perm[b][o]),
+                                                   _mm512_loadu_si512(unpack_shift[b][o]), bm));
+                pos[k] += (uint64_t)__builtin_popcountll(km) * (uint64_t)b;
+                a[k][0] = _mm512_dpbusd_epi32(a[k][0], q, x0);
+                a[k][1] = _mm512_dpbusd_epi32(a[k][1], q, x1);
+                a[k][2] = _mm512_dpbusd_epi32(a[k][2], q, x2);
+            }
+        }
+        for (int k = 0; k < 4; k++)
+            t[k] = flush(w, sc + k * groups16, ug.g, a[k][0], a[k][1], a[k][2], t[k]);
+    }
+    for (int k = 0; k < 4; k++)
+        y[r + k] = _mm512_reduce_add_ps(t[k]) - zs[k];
 }
 
 /* Any rows (masked or not, near the end of the stream), NV vectors: the general kernel. NV is a
@@ -239,32 +404,58 @@ T512 static inline void gemv_int_row(const pq__qmat *w, const pq__qmat_xq *xq, c
     __m512 tot[PQ_QMAT_GEMV_MAX];
     for (int v = 0; v < NV; v++)
         tot[v] = _mm512_setzero_ps();
-    for (int64_t c = 0; c < cols64; c += unit) {
+    unit_group ug = unit_group_start(w, unit);
+    for (int64_t c = 0; c < cols64; c += unit, unit_group_next(&ug)) {
         __m512i a[PQ_QMAT_GEMV_MAX][3];
+#pragma GCC unroll 4
         for (int v = 0; v < NV; v++)
             a[v][0] = a[v][1] = a[v][2] = _mm512_setzero_si512();
-        const __m512i zfill = m ? chunk_zeros(w, z, c) : _mm512_setzero_si512();
+        const __m512i zfill = m ? chunk_zeros(w, z, ug.g) : _mm512_setzero_si512();
         const int64_t ce = c + unit < cols64 ? c + unit : cols64;
         for (int64_t cc = c; cc < ce; cc += 64) {
             const __m512i q = chunk_codes(w, m, cc, &pos, zfill);
+#pragma GCC unroll 4
             for (int v = 0; v < NV; v++)
+#pragma GCC unroll 3
                 for (int k = 0; k < 3; k++)
                     a[v][k] = _mm512_dpbusd_epi32(a[v][k], q, _mm512_loadu_si512(d[v][k] + cc));
         }
+#pragma GCC unroll 4
         for (int v = 0; v < NV; v++)
-            tot[v] = flush(w, sc + v * groups16, c, a[v][0], a[v][1], a[v][2], tot[v]);
+            tot[v] = flush(w, sc + v * groups16, ug.g, a[v][0], a[v][1], a[v][2], tot[v]);
     }
     for (int v = 0; v < NV; v++)
         y[v * ldy + r] = _mm512_reduce_add_ps(tot[v]) - zs[v];
 }
 
+/* Row r's codes (at most row_span bits) plus 64 bytes lie inside the stream: the unguarded
+ * kernels' loads are safe. */
+static inline int row_readable(const pq__qmat *w, int64_t r, uint64_t row_span) {
+    return (size_t)((pq__qmat_row_bit(w, r) + row_span) >> 3) + 64 <= w->codes_bytes;
+}
+
 T512 static void gemv_int_rows(const pq__qmat *w, const pq__qmat_xq *xq, const int NV, int64_t r0, int64_t r1,
                                float *y, int64_t ldy, float *sc, int64_t groups16) {
+    const uint64_t row_span = (uint64_t)((w->cols + 63) / 64 * 64) * (uint64_t)w->bits;
     for (int64_t r = r0; r < r1; r++) {
-        const uint64_t P = pq__qmat_row_bit(w, r);
-        const size_t last = (size_t)((P + (uint64_t)((w->cols + 63) / 64 * 64) * (uint64_t)w->bits) >> 3) + 64;
-        if (NV == 1 && !w->mask && last <= w->codes_bytes) {
-            gemv_dense1(w, xq, r, y + r, sc, groups16);
+        /* rows whose bytes plus 64 are readable run the unguarded kernels */
+        if (NV == 1 && !w->mask && row_readable(w, r, row_span)) {
+            if (r + 3 < r1 && row_readable(w, r + 3, row_span) && (w->cols * w->bits) % 8 == 0) {
+                gemv_dense4(w, xq, r, y, sc, groups16);
+                r += 3;
+                continue;
+            }
+            if (r + 1 < r1 && row_readable(w, r + 1, row_span)) {
+                gemv_dense2(w, xq, r, y, sc, groups16);
+                r++;
+            } else {
+                gemv_dense1(w, xq, r, y + r, sc, groups16);
+            }
+            continue;
+        }
+        if (NV == 1 && w->mask && r + 3 < r1 && row_readable(w, r + 3, row_span)) {
+            gemv_mask4(w, xq, r, y, sc, groups16);
+            r += 3;
             continue;
         }
         switch (NV) {
@@ -323,10 +514,40 @@ T512 static inline void gemv_half_rows(const pq__qmat *w, const float *x, const 
     }
 }
 
+/* One vector, four rows at a time: four weight streams in flight share each load of x. */
+T512 static void gemv_half4(const pq__qmat *w, const float *x, int64_t r0, int64_t r1, float *y) {
+    const int64_t C = w->cols, c16 = C / 16 * 16;
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const uint8_t *row = (const uint8_t *)w->data + 2 * (size_t)(r * C);
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t c = 0; c < c16; c += 16) {
+            const __m512 xv = _mm512_loadu_ps(x + c);
+            if (!(c & 31)) /* a cache line of each row, 8 rows on (see PF_ROWS) */
+                for (int k = 0; k < 4; k++)
+                    _mm_prefetch((const char *)(row + 2 * (size_t)((k + PF_ROWS) * C + c)), _MM_HINT_T0);
+            a0 = _mm512_fmadd_ps(load16(w, row, c), xv, a0);
+            a1 = _mm512_fmadd_ps(load16(w, row + 2 * C, c), xv, a1);
+            a2 = _mm512_fmadd_ps(load16(w, row + 4 * C, c), xv, a2);
+            a3 = _mm512_fmadd_ps(load16(w, row + 6 * C, c), xv, a3);
+        }
+        float s[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1), _mm512_reduce_add_ps(a2),
+                      _mm512_reduce_add_ps(a3)};
+        for (int k = 0; k < 4; k++) {
+            for (int64_t t = c16; t < C; t++) {
+                const uint16_t h = pq__ld16(row + 2 * k * C, t);
+                s[k] += (w->kind == PQ_QMAT_F16 ? pq__h2f(h) : pq__bf2f(h)) * x[t];
+            }
+            y[r + k] = s[k];
+        }
+    }
+    if (r < r1) gemv_half_rows(w, x, 1, r, r1, y, 0);
+}
+
 T512 void pq__qmat_gemv_avx512_float(const pq__qmat *w, const float *x, int nv, int64_t r0, int64_t r1, float *y,
                                      int64_t ldy) {
     switch (nv) {
-    case 1: gemv_half_rows(w, x, 1, r0, r1, y, ldy); break;
+    case 1: gemv_half4(w, x, r0, r1, y); break;
     case 2: gemv_half_rows(w, x, 2, r0, r1, y, ldy); break;
     case 3: gemv_half_rows(w, x, 3, r0, r1, y, ldy); break;
     default: gemv_half_rows(w, x, 4, r0, r1, y, ldy); break;
@@ -340,8 +561,11 @@ T512 void pq__qmat_gemv_avx512_float(const pq__qmat *w, const float *x, int nv, 
 T512 void pq__qmat_ukernel_avx512(int64_t kc, const float *A, const float *B, float *C, int64_t ldc, int m, int nr) {
     enum { MR = PQ_GEMM_MR_AVX512, NR = PQ_GEMM_NR_AVX512 };
     __m512 c[MR][2];
-    for (int i = 0; i < MR; i++)
+    for (int i = 0; i < MR; i++) { /* the C tile arrives while the products run */
         c[i][0] = c[i][1] = _mm512_setzero_ps();
+        _mm_prefetch((const char *)(C + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(C + i * ldc + 16), _MM_HINT_T0);
+    }
     for (int64_t k = 0; k < kc; k++) {
         const __m512 b0 = _mm512_loadu_ps(B + k * NR), b1 = _mm512_loadu_ps(B + k * NR + 16);
         const float *a = A + k * MR;
@@ -376,7 +600,8 @@ T512 static void decode_codes(const pq__qmat *w, int64_t r, int64_t c0, int64_t 
     const uint8_t *sb = (const uint8_t *)w->scales + 2 * (size_t)(r * w->n_groups);
     uint64_t pos = pq__qmat_row_bit(w, r) + (uint64_t)(m ? pq__qmat_kept_before(m, c0) : c0) * (uint64_t)w->bits;
     for (int64_t c = c0; c < c0 + kc; c += 64) {
-        const __m512i q = chunk_codes(w, m, c, &pos, m ? chunk_zeros(w, z, c) : _mm512_setzero_si512());
+        const __m512i q =
+            chunk_codes(w, m, c, &pos, m ? chunk_zeros(w, z, c / w->group_size) : _mm512_setzero_si512());
         for (int s = 0; s < 4 && c + 16 * s < w->cols; s++) {
             const int64_t g = (c + 16 * s) / w->group_size;
             __m128i lane;
@@ -422,11 +647,218 @@ T512 void pq__qmat_bpack_avx512(const pq__qmat *w, int64_t r0, int nr, int64_t c
     }
 }
 
+/* ---------------------------------------------------------------- 8-bit activations (opt-in) */
+
+static int64_t q8_unit(const pq__qmat *w) {
+    return pq__qmat_q8_unit(w);
+}
+
+/* Columns per KC block: the most whole units within PQ_GEMM_KC. */
+static int64_t q8_kc(const pq__qmat *w) {
+    return PQ_GEMM_KC / q8_unit(w) * q8_unit(w);
+}
+
+/* pq__qmat_q8_quantize with 16 lanes: the same maximum, reciprocal and round-to-nearest-even,
+ * so the integers and scales are identical to the portable one's. */
+T512 static void q8_quantize(const pq__qmat *w, const float *x, int64_t n, int8_t *q8, float *xs, float *sq) {
+    const int64_t U = q8_unit(w), units = (w->cols + U - 1) / U, cols64 = (w->cols + 63) / 64 * 64;
+    const __m512 lim = _mm512_set1_ps(127.0f), nlim = _mm512_set1_ps(-127.0f);
+    for (int64_t t = 0; t < n; t++) {
+        int8_t *q = q8 + t * cols64;
+        memset(q + w->cols, 0, (size_t)(cols64 - w->cols));
+        for (int64_t u = 0; u < units; u++) {
+            const float *xu = x + t * w->cols + u * U; /* U is a multiple of 16 dividing cols */
+            __m512 mx = _mm512_setzero_ps();
+            for (int64_t i = 0; i < U; i += 16)
+                mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(xu + i)));
+            const float m = _mm512_reduce_max_ps(mx);
+            const float sc = m > 0.0f && m <= 3.4e38f ? m / 127.0f : 0.0f, inv = sc > 0.0f ? 1.0f / sc : 0.0f;
+            __m512i sum = _mm512_setzero_si512();
+            for (int64_t i = 0; i < U; i += 16) {
+                __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_loadu_ps(xu + i), _mm512_set1_ps(inv)),
+                                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                v = _mm512_max_ps(_mm512_min_ps(v, lim), nlim); /* (NaN activations: unspecified) */
+                const __m512i vi = _mm512_cvttps_epi32(v);
+                _mm_storeu_si128((__m128i *)(q + u * U + i), _mm512_cvtepi32_epi8(vi));
+                sum = _mm512_add_epi32(sum, vi);
+            }
+            xs[t * units + u] = sc;
+            sq[t * units + u] = (float)_mm512_reduce_add_epi32(sum);
+        }
+    }
+}
+
+enum { Q8_MR = 4, Q8_NR = 32 };
+typedef int32_t __attribute__((may_alias, aligned(1))) pq__i32a; /* four activation bytes as one dword */
+
+/* B panel of rows [r0, r0 + nr) x columns [c0, c0 + kc): the codes as [kc / 4][32 rows][4]
+ * bytes (masked-out columns holding their zero), then per unit the rows' scales s and s * zero
+ * ([units][2][32] floats). Rows past nr are zero. */
+T512 static void q8_bpack(const pq__qmat *w, int64_t r0, int nr, int64_t c0, int64_t kc, uint8_t *B, float *Bs) {
+    const int64_t U = q8_unit(w), units = kc / U, mstride = (w->cols + 7) / 8;
+    uint8_t row[PQ_GEMM_KC + 64];
+    memset(B, 0, (size_t)(kc * Q8_NR));
+    memset(Bs, 0, sizeof(float) * (size_t)(units * 2 * Q8_NR));
+    for (int j = 0; j < nr; j++) {
+        const int64_t r = r0 + j;
+        const uint8_t *m = w->mask ? w->mask + r * mstride : NULL, *z = w->zeros + r * w->n_groups;
+        uint64_t pos = pq__qmat_row_bit(w, r) + (uint64_t)(m ? pq__qmat_kept_before(m, c0) : c0) * (uint64_t)w->bits;
+        for (int64_t c = c0; c < c0 + kc; c += 64)
+            _mm512_storeu_si512(
+                row + (c - c0),
+                chunk_codes(w, m, c, &pos, m ? chunk_zeros(w, z, c / w->group_size) : _mm512_setzero_si512()));
+        for (int64_t k = 0; k < kc / 4; k++)
+            memcpy(B + (k * Q8_NR + j) * 4, row + 4 * k, 4);
+        for (int64_t u = 0; u < units; u++) {
+            const int64_t g = (c0 + u * U) / w->group_size;
+            const float sc = pq__h2f(pq__ld16(w->scales, r * w->n_groups + g));
+            Bs[(u * 2) * Q8_NR + j] = sc;
+            Bs[(u * 2 + 1) * Q8_NR + j] = sc * (float)z[g];
+        }
+    }
+}
+
+/* C tile [m tokens, nr rows] (ldc) += the tile's products over one KC block: per unit the exact
+ * int32 sums of code * q, then C += xs (s sum - s zero sq) in float. */
+T512 static void q8_ukernel(int64_t kc, int64_t U, const int8_t *A, const float *Axs, const float *Asq,
+                            const uint8_t *B, const float *Bs, float *C, int64_t ldc, int m, int nr) {
+    __m512 c[Q8_MR][2];
+#pragma GCC unroll 4
+    for (int t = 0; t < Q8_MR; t++)
+        c[t][0] = c[t][1] = _mm512_setzero_ps();
+    const int64_t units = kc / U;
+    for (int64_t u = 0; u < units; u++) {
+        __m512i a[Q8_MR][2];
+#pragma GCC unroll 4
+        for (int t = 0; t < Q8_MR; t++)
+            a[t][0] = a[t][1] = _mm512_setzero_si512();
+        for (int64_t k = u * U / 4; k < (u + 1) * U / 4; k++) {
+            const __m512i b0 = _mm512_loadu_si512(B + k * 128), b1 = _mm512_loadu_si512(B + k * 128 + 64);
+#pragma GCC unroll 4
+            for (int t = 0; t < Q8_MR; t++) {
+                const __m512i at = _mm512_set1_epi32(((const pq__i32a *)A)[k * Q8_MR + t]);
+                a[t][0] = _mm512_dpbusd_epi32(a[t][0], b0, at);
+                a[t][1] = _mm512_dpbusd_epi32(a[t][1], b1, at);
+            }
+        }
+        const __m512 s0 = _mm512_loadu_ps(Bs + u * 64), s1 = _mm512_loadu_ps(Bs + u * 64 + 16);
+        const __m512 z0 = _mm512_loadu_ps(Bs + u * 64 + 32), z1 = _mm512_loadu_ps(Bs + u * 64 + 48);
+#pragma GCC unroll 4
+        for (int t = 0; t < Q8_MR; t++) {
+            const __m512 sq = _mm512_set1_ps(Asq[u * Q8_MR + t]), xs = _mm512_set1_ps(Axs[u * Q8_MR + t]);
+            const __m512 f0 = _mm512_fmsub_ps(_mm512_cvtepi32_ps(a[t][0]), s0, _mm512_mul_ps(z0, sq));
+            const __m512 f1 = _mm512_fmsub_ps(_mm512_cvtepi32_ps(a[t][1]), s1, _mm512_mul_ps(z1, sq));
+            c[t][0] = _mm512_fmadd_ps(f0, xs, c[t][0]);
+            c[t][1] = _mm512_fmadd_ps(f1, xs, c[t][1]);
+        }
+    }
+    const __mmask16 k0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1),
+                    k1 = (__mmask16)(nr <= 16   ? 0
+                                     : nr >= 32 ? 0xFFFF
+                                                : (1u << (nr - 16)) - 1);
+    for (int t = 0; t < m; t++) {
+        float *ct = C + t * ldc;
+        _mm512_mask_storeu_ps(ct, k0, _mm512_add_ps(_mm512_maskz_loadu_ps(k0, ct), c[t][0]));
+        _mm512_mask_storeu_ps(ct + 16, k1, _mm512_add_ps(_mm512_maskz_loadu_ps(k1, ct + 16), c[t][1]));
+    }
+}
+
+/* A panels: per token block of 4 and KC block, q as [kc / 4][4 tokens][4] bytes and per unit
+ * xs and sq [units][4]. */
+T512 static void q8_apack(const pq__qmat *w, const int8_t *q8, const float *xs, const float *sq, int64_t n,
+                          int64_t tb, int8_t *Ap, float *Am) {
+    const int64_t U = q8_unit(w), units = (w->cols + U - 1) / U, cols64 = (w->cols + 63) / 64 * 64, K = w->cols;
+    const int64_t KQ = q8_kc(w);
+    for (int64_t k0 = 0; k0 < K; k0 += KQ) {
+        const int64_t kc = K - k0 < KQ ? K - k0 : KQ, kc4 = (kc + 3) / 4 * 4;
+        int8_t *a = Ap + k0 * Q8_MR;
+        float *am = Am + (k0 / U) * 2 * Q8_MR;
+        for (int t = 0; t < Q8_MR; t++) {
+            const int64_t tok = tb * Q8_MR + t;
+            for (int64_t k = 0; k < kc4 / 4; k++)
+                if (tok < n)
+                    memcpy(a + (k * Q8_MR + t) * 4, q8 + tok * cols64 + k0 + 4 * k, 4);
+                else
+                    memset(a + (k * Q8_MR + t) * 4, 0, 4);
+            for (int64_t u = 0; u < (kc + U - 1) / U; u++) {
+                am[u * Q8_MR + t] = tok < n ? xs[tok * units + k0 / U + u] : 0.0f;
+                am[((kc + U - 1) / U + u) * Q8_MR + t] = tok < n ? sq[tok * units + k0 / U + u] : 0.0f;
+            }
+        }
+    }
+}
+
+int pq__qmat_q8_ok(const pq__qmat *w) {
+    return pq__qmat_avx512_gemv_ok(w) && w->cols % q8_unit(w) == 0;
+}
+
+T512 int pq__qmat_gemm_q8(pq_ctx *ctx, const pq__qmat *w, const float *x, float *y, int64_t n, int nt) {
+    pthread_once(&unpack_once, unpack_tables);
+    const int64_t K = w->cols, R = w->rows, U = q8_unit(w), KQ = q8_kc(w), units = (K + U - 1) / U,
+                  cols64 = (K + 63) / 64 * 64;
+    const int64_t n_tb = (n + Q8_MR - 1) / Q8_MR, n_panels = (R + Q8_NR - 1) / Q8_NR;
+    const size_t ap_bytes = (size_t)(n_tb * cols64 * Q8_MR), am_floats = (size_t)(n_tb * (units + 1) * 2 * Q8_MR);
+    /* one work buffer: q8, A panels, xs + sq, A metadata; B panels and their scales per thread */
+    const size_t q8_bytes = (size_t)(n * cols64 + 64) / 64 * 64, apb = (ap_bytes + 64) / 64 * 64,
+                 xs_bytes = sizeof(float) * (size_t)(n * units * 2), am_bytes = sizeof(float) * am_floats;
+    const size_t bp_bytes = (size_t)(PQ_GEMM_KC * Q8_NR) + 64,
+                 bs_bytes = sizeof(float) * (size_t)((PQ_GEMM_KC / 32) * 2 * Q8_NR);
+    void *own_a, *own_b;
+    uint8_t *wa = pq__qmat_work(ctx, PQ_SCRATCH_PANELS, q8_bytes + apb + xs_bytes + am_bytes + 64, &own_a);
+    uint8_t *wb = wa ? pq__qmat_work(ctx, PQ_SCRATCH_WORK, (bp_bytes + bs_bytes) * (size_t)nt + 64, &own_b) : NULL;
+    int8_t *q8 = (int8_t *)wa, *Ap = q8 ? (int8_t *)(wa + q8_bytes) : NULL;
+    float *xs = wa ? (float *)(wa + q8_bytes + apb) : NULL, *Am = wa ? xs + n * units * 2 : NULL;
+    uint8_t *Bp = wb;
+    float *Bs = wb ? (float *)(wb + bp_bytes * (size_t)nt) : NULL;
+    int rc = -1;
+    if (wa && wb) {
+        q8_quantize(w, x, n, q8, xs, xs + n * units);
+        memset(y, 0, sizeof(float) * (size_t)(n * R));
+        const int64_t am_per_tb = (units + 1) * 2 * Q8_MR;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+        {
+#pragma omp for schedule(static)
+            for (int64_t tb = 0; tb < n_tb; tb++)
+                q8_apack(w, q8, xs, xs + n * units, n, tb, Ap + tb * cols64 * Q8_MR, Am + tb * am_per_tb);
+            const int t = omp_get_thread_num(), T = omp_get_num_threads();
+            const int64_t p0 = n_panels * t / T, p1 = n_panels * (t + 1) / T;
+            uint8_t *B = Bp + bp_bytes * (size_t)t;
+            float *BS = Bs + bs_bytes / sizeof(float) * (size_t)t;
+            for (int64_t k0 = 0; k0 < K; k0 += KQ) {
+                const int64_t kc = K - k0 < KQ ? K - k0 : KQ, ku = (kc + U - 1) / U;
+                for (int64_t p = p0; p < p1; p++) {
+                    const int nr = R - p * Q8_NR < Q8_NR ? (int)(R - p * Q8_NR) : Q8_NR;
+                    q8_bpack(w, p * Q8_NR, nr, k0, kc, B, BS);
+                    for (int64_t tb = 0; tb < n_tb; tb++) {
+                        const int m = n - tb * Q8_MR < Q8_MR ? (int)(n - tb * Q8_MR) : Q8_MR;
+                        const float *am = Am + tb * am_per_tb + (k0 / U) * 2 * Q8_MR;
+                        q8_ukernel(kc, U, Ap + tb * cols64 * Q8_MR + k0 * Q8_MR, am, am + ku * Q8_MR, B, BS,
+                                   y + tb * Q8_MR * R + p * Q8_NR, R, m, nr);
+                    }
+                }
+            }
+        }
+        rc = 0;
+    }
+    if (!wb) own_b = NULL;
+    free(own_a);
+    free(own_b);
+    return rc;
+}
+
 #else /* not x86-64: never called (pq__qmat_isa says portable) */
 
 int pq__qmat_avx512_gemv_ok(const pq__qmat *w) {
     (void)w;
     return 0;
+}
+int pq__qmat_q8_ok(const pq__qmat *w) {
+    (void)w;
+    return 0;
+}
+int pq__qmat_gemm_q8(pq_ctx *ctx, const pq__qmat *w, const float *x, float *y, int64_t n, int nt) {
+    (void)ctx, (void)w, (void)x, (void)y, (void)n, (void)nt;
+    return -1;
 }
 void pq__qmat_xq_prepare_avx512(const pq__qmat *w, const float *x, pq__qmat_xq *xq) {
     (void)w, (void)x, (void)xq;

@@ -67,16 +67,18 @@ static void pack_a(const float *x, int64_t n, int64_t K, int MR, int64_t n_tb, i
     }
 }
 
-int pq__qmat_gemm(const pq__qmat *w, const float *x, const float *b, float *y, int64_t n, int n_threads,
+int pq__qmat_gemm(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b, float *y, int64_t n, int n_threads,
                   pq__isa isa) {
     const gemm_plan P = plan_for(isa);
     const int64_t K = w->cols, R = w->rows, n_tb = (n + P.MR - 1) / P.MR, n_panels = (R + P.NR - 1) / P.NR;
     const int nt = n_threads > 0 ? n_threads : 1;
-    float *Ap = pq__big_malloc(NULL, (size_t)(n_tb * P.MR * K) * sizeof(float), "GEMM panels");
-    float *Bp = malloc((size_t)(PQ_GEMM_KC * P.NR * nt) * sizeof(float) + 64);
-    if (!Ap || !Bp) {
-        free(Ap);
-        free(Bp);
+    void *own_a, *own_b;
+    float *Ap = pq__qmat_work(ctx, PQ_SCRATCH_PANELS, (size_t)(n_tb * P.MR * K) * sizeof(float), &own_a);
+    float *Bp =
+        Ap ? pq__qmat_work(ctx, PQ_SCRATCH_WORK, (size_t)(PQ_GEMM_KC * P.NR * nt) * sizeof(float) + 64, &own_b)
+           : NULL;
+    if (!Bp) {
+        free(own_a);
         return -1;
     }
     memset(y, 0, (size_t)(n * R) * sizeof(float));
@@ -100,8 +102,8 @@ int pq__qmat_gemm(const pq__qmat *w, const float *x, const float *b, float *y, i
             }
         }
     }
-    free(Ap);
-    free(Bp);
+    free(own_a);
+    free(own_b);
     if (b)
         for (int64_t i = 0; i < n; i++)
             for (int64_t r = 0; r < R; r++)

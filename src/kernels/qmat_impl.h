@@ -3,6 +3,7 @@
 #define PQ_KERNELS_QMAT_IMPL_H
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/qmat.h"
@@ -110,7 +111,24 @@ void pq__qmat_bpack_portable(const pq__qmat *w, int64_t r0, int nr, int64_t c0, 
 #define PQ_GEMM_NR_AVX2 16
 #define PQ_GEMM_KC 256
 
+/* With 8-bit activations (opt-in, qmat.h): per unit of min(group, 256) columns q = rint(x / xs),
+ * xs = max|x| / 127, into q8 [n, cols rounded up to 64], xs and sq = sum q [n, units]; and the
+ * product Y [n, rows] = X W^T through int32 sums per unit (AVX-512 VNNI). */
+int pq__qmat_q8_ok(const pq__qmat *w);
+int64_t pq__qmat_q8_unit(const pq__qmat *w);
+void pq__qmat_q8_quantize(const pq__qmat *w, const float *x, int64_t n, int8_t *q8, float *xs, float *sq);
+int pq__qmat_gemm_q8(pq_ctx *ctx, const pq__qmat *w, const float *x, float *y, int64_t n, int nt);
+
 /* Y [n, rows] = X W^T (+ b) through packed panels; -1 when a buffer could not be allocated. */
-int pq__qmat_gemm(const pq__qmat *w, const float *x, const float *b, float *y, int64_t n, int n_threads, pq__isa isa);
+int pq__qmat_gemm(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b, float *y, int64_t n, int n_threads,
+                  pq__isa isa);
+
+/* n bytes of work memory: ctx's scratch slot, or (ctx NULL) malloc'ed into *own for the caller
+ * to free. NULL when out of memory. */
+static inline void *pq__qmat_work(pq_ctx *ctx, int slot, size_t n, void **own) {
+    *own = NULL;
+    if (ctx) return pq__scratch(ctx, slot, n);
+    return *own = malloc(n ? n : 1);
+}
 
 #endif

@@ -101,6 +101,19 @@ static pq_status get_qmat(pq_ctx *ctx, pq_model *m, const char *name, int64_t ro
         *in_place = 1;
         return PQ_OK;
     }
+    void *own[3];
+    const int g = pq__ggml_to_qmat(t->dtype, t->data, rows, cols, out, own); /* Q4_0 / Q5_0 / Q8_0 */
+    if (g < 0) return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory re-laying tensor '%s'", m->src.path, name);
+    if (g > 0) {
+        *in_place = 1; /* the same codes and scales, in the kernels' order */
+        for (int i = 0; i < 3; i++)
+            if ((st = keep(ctx, m, own[i]))) {
+                for (int k = i + 1; k < 3; k++)
+                    free(own[k]);
+                return st;
+            }
+        return PQ_OK;
+    }
     const float *f;
     if ((st = get_f32(ctx, m, name, rows, cols, 0, &f))) return st;
     out->data = f;

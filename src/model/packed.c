@@ -605,24 +605,37 @@ static pq_status keep_mask(pq_ctx *ctx, decode_job *j, uint8_t **own) {
     return st;
 }
 
+/* The start shared by decoding and running a packed linear: the job, its .qcodes or .values,
+ * the keep mask (*own malloc'ed when decoded; freed here on failure) and the stored count. */
+static pq_status job_begin(pq_ctx *ctx, const pq__source *src, const char *base, int64_t rows, int64_t cols,
+                           decode_job *j, uint8_t **own, const pq__tensor **tq, const pq__tensor **tv) {
+    *j = (decode_job){.src = src,
+                      .base = base,
+                      .path = src->path ? src->path : "model",
+                      .rows = rows,
+                      .cols = cols,
+                      .mrow = (cols + 7) / 8};
+    *own = NULL;
+    *tq = find(src, base, "qcodes"), *tv = find(src, base, "values");
+    if (!*tq && !*tv) return pq__fail(ctx, PQ_ERR_FORMAT, "%s: missing tensor '%s.weight'", j->path, base);
+    const pq_status st = keep_mask(ctx, j, own);
+    if (st != PQ_OK) {
+        free(*own);
+        *own = NULL;
+        return st;
+    }
+    j->n_stored = count_stored(j->bm, rows, cols);
+    return PQ_OK;
+}
+
 pq_status pq__packed_decode(pq_ctx *ctx, const pq__source *src, const char *base, int64_t rows, int64_t cols,
                             float **out) {
     *out = NULL;
-    decode_job j = {.src = src,
-                    .base = base,
-                    .path = src->path ? src->path : "model",
-                    .rows = rows,
-                    .cols = cols,
-                    .mrow = (cols + 7) / 8};
-    const pq__tensor *tq = find(src, base, "qcodes"), *tv = find(src, base, "values");
-    if (!tq && !tv) return pq__fail(ctx, PQ_ERR_FORMAT, "%s: missing tensor '%s.weight'", j.path, base);
-    uint8_t *own = NULL;
-    pq_status st = keep_mask(ctx, &j, &own);
-    if (st != PQ_OK) {
-        free(own);
-        return st;
-    }
-    j.n_stored = count_stored(j.bm, rows, cols);
+    decode_job j;
+    uint8_t *own;
+    const pq__tensor *tq, *tv;
+    pq_status st = job_begin(ctx, src, base, rows, cols, &j, &own, &tq, &tv);
+    if (st != PQ_OK) return st;
     if (!(j.W = pq__calloc(ctx, (size_t)(rows * cols), sizeof(float), base))) {
         free(own);
         return ctx->status;
@@ -739,21 +752,11 @@ pq_status pq__packed_qmat(pq_ctx *ctx, const pq__source *src, const char *base, 
     owned[0] = owned[1] = owned[2] = owned[3] = NULL;
     memset(out, 0, sizeof *out);
     out->rows = rows, out->cols = cols;
-    decode_job j = {.src = src,
-                    .base = base,
-                    .path = src->path ? src->path : "model",
-                    .rows = rows,
-                    .cols = cols,
-                    .mrow = (cols + 7) / 8};
-    const pq__tensor *tq = find(src, base, "qcodes"), *tv = find(src, base, "values");
-    if (!tq && !tv) return pq__fail(ctx, PQ_ERR_FORMAT, "%s: missing tensor '%s.weight'", j.path, base);
-    uint8_t *own = NULL;
-    pq_status st = keep_mask(ctx, &j, &own);
-    if (st != PQ_OK) {
-        free(own);
-        return st;
-    }
-    j.n_stored = count_stored(j.bm, rows, cols);
+    decode_job j;
+    uint8_t *own;
+    const pq__tensor *tq, *tv;
+    pq_status st = job_begin(ctx, src, base, rows, cols, &j, &own, &tq, &tv);
+    if (st != PQ_OK) return st;
     if (!tq) { /* prune-only */
         uint16_t *h = NULL;
         st = values_f16(ctx, &j, tv, &h);
@@ -789,4 +792,88 @@ pq_status pq__packed_qmat(pq_ctx *ctx, const pq__source *src, const char *base, 
     }
     if (out->mask && !(out->row_bit = owned[3] = row_bits(ctx, out->mask, rows, cols, b))) return ctx->status;
     return PQ_OK;
+}
+
+/* ---------------------------------------------------------------- bytes of a recipe, before compressing */
+
+/* Bytes of the N:M index of cells of M keeping k (every multiple m of M that is a cell size of
+ * the index and divides cols keeps k m / M per cell: the writer takes the smallest), -1 when
+ * none is smaller than the bitmask (the writer then codes the mask or keeps the bitmask). */
+static int64_t nm_index_bytes(int64_t rows, int64_t cols, int M, int k) {
+    int64_t best = -1;
+    for (int m = 2; m <= NM_MAX_M; m *= 2) {
+        nm_shape s;
+        if (m % M || !nm_shape_of(cols, m, k * (m / M), nm_best_group(m, k * (m / M)), &s)) continue;
+        if (s.row_bytes < (cols + 7) / 8 && (best < 0 || s.row_bytes * rows < best)) best = s.row_bytes * rows;
+    }
+    return best < 0 ? -1 : best + 3; /* + .nm_km */
+}
+
+/* An upper bound on the coded mask of rows rows keeping between kmin and kmax weights in all:
+ * per row the count (log2(cols + 1)) and the kept set at the worst mean count (log2 C(cols, k)
+ * is concave in k, so rows equal counts maximise the sum), the range coder's floors, under 8 bits
+ * per block for the termination (24 counted) and the index's 4 bytes per block. */
+static int64_t coded_mask_bound(int64_t rows, int64_t cols, int64_t kmin, int64_t kmax) {
+    double k = (double)cols / 2; /* the maximum of log2 C(cols, k), when within the range */
+    if (k < (double)kmin / (double)rows) k = (double)kmin / (double)rows;
+    if (k > (double)kmax / (double)rows) k = (double)kmax / (double)rows;
+    const double lc = (lgamma((double)cols + 1) - lgamma(k + 1) - lgamma((double)cols - k + 1)) / log(2.0);
+    const double floors = 1.45 * (double)cols * (1 + log((double)cols)) / 16777216.0;
+    const int64_t nb = pq__kmask_blocks(rows, PQ__KMASK_BLOCK_ROWS);
+    const double bits = (double)rows * (log2((double)cols + 1) + lc + floors) + 24.0 * (double)nb;
+    return (int64_t)ceil(bits / 8) + 4 * (nb > 0 ? nb : 1) + 8;
+}
+
+/* The kept weights (kmin..kmax) and the mask's bytes (-1: none) of recipe p on [rows, cols];
+ * *exact 0 where only bounds are known. */
+static int64_t mask_bytes_of(const pq_layer_params *p, int64_t rows, int64_t cols, int version, int64_t *kmin,
+                             int64_t *kmax, int *exact) {
+    const int64_t n = rows * cols, bitmask = rows * ((cols + 7) / 8);
+    const int moved = p->quant != PQ_QUANT_NONE && p->joint == PQ_JOINT_A && !p->keep_mask;
+    *kmin = *kmax = n;
+    if (p->prune == PQ_PRUNE_NONE) return -1;
+    *exact = 0;
+    if (moved) { /* mode a without re-masking stores what GPTQ moved: anything up to all */
+        *kmin = 0;
+        return bitmask;
+    }
+    if (p->prune_m > 0) { /* every cell keeps exactly M - N */
+        *kmin = *kmax = n / p->prune_m * (p->prune_m - p->prune_n);
+        const int64_t idx = version >= 2 ? nm_index_bytes(rows, cols, p->prune_m, p->prune_m - p->prune_n) : -1;
+        *exact = idx >= 0 || version < 2;
+        return idx >= 0 ? idx : bitmask;
+    }
+    /* unstructured: each selection (a row, or a SparseGPT block of rows x columns) prunes
+     * floor(its size * s), so at most max(rows, cols) fewer than n s in all; the reference rule
+     * may prune more on ties */
+    const double keep = (double)n * (1.0 - p->sparsity);
+    *kmax = (int64_t)floor(keep) + (rows > cols ? rows : cols);
+    if (*kmax > n) *kmax = n;
+    *kmin = p->reference ? 0 : (int64_t)ceil(keep);
+    if (version < 2) return bitmask;
+    const int64_t coded = coded_mask_bound(rows, cols, *kmin, *kmax);
+    return coded < bitmask ? coded : bitmask;
+}
+
+int64_t pq__packed_recipe_bytes(const pq_layer_params *p, int64_t rows, int64_t cols, int version, int *exact) {
+    int ex = 1;
+    if (exact) *exact = 0;
+    if (rows <= 0 || cols <= 0 || (p->prune == PQ_PRUNE_NONE && p->quant == PQ_QUANT_NONE) ||
+        p->gguf_type != PQ_DTYPE_F32)
+        return -1;
+    if ((p->prune != PQ_PRUNE_NONE && p->prune_m > 0 && cols % p->prune_m) ||
+        (p->quant != PQ_QUANT_NONE && p->group_size > 0 && cols % p->group_size))
+        return -1;
+    int64_t kmin, kmax;
+    const int64_t mask = mask_bytes_of(p, rows, cols, version, &kmin, &kmax, &ex);
+    int64_t bytes = mask > 0 ? mask : 0;
+    if (p->quant == PQ_QUANT_NONE) {
+        bytes += 2 * kmax; /* f16 values */
+    } else {
+        const int64_t G = p->group_size > 0 ? cols / p->group_size : 1, padded = kmax < 8 ? 8 : kmax;
+        bytes += (padded * p->bits + 7) / 8 + 3 * rows * G; /* codes, f16 scales, u8 zeros */
+        if (p->act_order) bytes += 4 * cols, ex = 0;        /* g_idx, unless the groups stay natural */
+    }
+    if (exact) *exact = ex && kmin == kmax;
+    return bytes;
 }

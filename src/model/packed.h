@@ -16,6 +16,8 @@
  *               "<base>.nm" U8 [rows, row_bytes]: per row a bit stream of indices, each of g cells
  *               (the last of a row may have fewer) as sum_j rank_j C(m, k)^j in ceil(log2 C^g) bits,
  *               rank = the cell's kept set among the k-subsets (sum C(c_i, i));
+ *               or (v2, any other mask when smaller than the bitmask) "<base>.kmask" U8 [n] +
+ *               "<base>.kmask_idx" I32 [blocks]: the mask range-coded per row (model/maskcode.h);
  *               only stored weights have a code (or a value); the others are 0.
  *               Not quantized: "<base>.values" F16 [n_stored] (the kept weights, row-major).
  * The tensors' bytes are the real compressed size (ACr). */
@@ -67,6 +69,16 @@ typedef struct pq__packed_parts {
                                cells, else per row log2 C(cols, kept in the row) + log2(cols + 1) for the count */
 } pq__packed_parts;
 void pq__packed_parts_of(const pq__source *src, const char *base, int64_t rows, int64_t cols, pq__packed_parts *out);
+
+/* Bytes the packed writer (version 2 or 1) stores for a linear [rows, cols] compressed with
+ * recipe p, known before compressing it: exact (*exact = 1) for quantization and N:M patterns
+ * (codes ceil(max(kept, 8) b / 8), f16 scales and u8 zeros per row and group, the N:M index);
+ * for unstructured masks (the coded size is known only after coding the real mask) and
+ * act-order an upper bound: the mask's information bound at the worst mean kept count per row
+ * plus the coder's overheads, or the bitmask when smaller, and codes for the most weights the
+ * pruning can keep. -1 when p compresses nothing or does not apply (group or M not dividing
+ * cols, ggml types). */
+int64_t pq__packed_recipe_bytes(const pq_layer_params *p, int64_t rows, int64_t cols, int version, int *exact);
 
 /* The stored form of packed linear base [rows, cols] for the kernels (kernels/qmat.h): codes,
  * scales and zeros point into the source; a keep mask decoded from an N:M index or a coded mask,
