@@ -8,12 +8,7 @@
 #include <time.h>
 
 #include "kernels/ggml_types.h"
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+#include "bench_util.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static double unif(void) { /* (0, 1) */

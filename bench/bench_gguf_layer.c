@@ -27,12 +27,7 @@
 #include "kernels/ggml_types.h"
 #include "layer_data.h"
 #include "prunequant-compress.h"
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+#include "bench_util.h"
 
 static void warn_log(void *user, pq_log_level level, const char *msg) {
     (void)user;

@@ -14,12 +14,7 @@
 
 #include "model/maskcode.h"
 #include "randgen.h"
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+#include "bench_util.h"
 
 static int bit(const uint8_t *row, int64_t c) {
     return (row[c >> 3] >> (c & 7)) & 1;

@@ -5,12 +5,7 @@
 #include <time.h>
 
 #include "prunequant-eval.h"
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+#include "bench_util.h"
 
 int main(void) {
     enum { C = 18, T = 3, N = 300 };
