@@ -67,6 +67,7 @@ static void make_layer(const fmt *f, int64_t D, int64_t F, int64_t KV, int64_t g
             for (int64_t r = 0; r < w->rows; r++)
                 rb[r] = (uint64_t)(r * w->cols / 2) * (uint64_t)f->bits;
             w->mask = m, w->row_bit = rb;
+            w->kept64 = pq__qmat_kept64(w);
         }
     }
 }

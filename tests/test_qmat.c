@@ -58,7 +58,7 @@ static void gen_free(gen *g) {
     memset(g, 0, sizeof *g);
 }
 
-/* mask_kind 0: none, 1: random (keep prob 0.6), 2: N:M 2:4. */
+/* mask_kind 0: none, 1: random (keep prob 0.6), 2: N:M 2:4, 3: N:M 1:4. */
 static void gen_codes(gen *g, int64_t rows, int64_t cols, int bits, int64_t gs, int mask_kind) {
     memset(g, 0, sizeof *g);
     pq__qmat *w = &g->w;
@@ -78,7 +78,9 @@ static void gen_codes(gen *g, int64_t rows, int64_t cols, int bits, int64_t gs, 
     if (mask)
         for (int64_t r = 0; r < rows; r++)
             for (int64_t c = 0; c < cols; c++) {
-                const int keep = mask_kind == 1 ? urand() < 0.6 : ((c % 4) == (r % 3) || (c % 4) == 3);
+                const int keep = mask_kind == 1   ? urand() < 0.6
+                                 : mask_kind == 3 ? (c % 4) == (r % 4)
+                                                  : ((c % 4) == (r % 3) || (c % 4) == 3);
                 if (keep) mask[r * ms + c / 8] |= (uint8_t)(1u << (c % 8));
             }
     uint64_t *row_bit = mask ? malloc((size_t)rows * 8) : NULL;
@@ -95,6 +97,7 @@ static void gen_codes(gen *g, int64_t rows, int64_t cols, int bits, int64_t gs, 
         pq__bits_pack(stream, &pos, codes + r * cols, mask ? mask + r * ms : NULL, cols, bits);
     w->codes = stream, w->codes_bytes = nbytes, w->row_bit = row_bit, w->scales = scales, w->zeros = zeros;
     w->mask = mask;
+    w->kept64 = pq__qmat_kept64(w); /* the 2:4 masks: the N:M kernel where the shape allows */
     g->dense = malloc(sizeof(float) * (size_t)(rows * cols));
     g->wabs_code = malloc(sizeof(float) * (size_t)(rows * cols));
     g->wzero = malloc(sizeof(float) * (size_t)(rows * ng));
@@ -188,6 +191,15 @@ static void check_products(const gen *g, int64_t n, const char *what) {
                     worst = fmax(worst, e / bound);
                 }
             test_checks++;
+            if (int_path && w->kept64) { /* the N:M kernel gives the general masked kernels' sums bit for bit */
+                pq__qmat plain = *w;
+                plain.kept64 = 0;
+                float *y2 = malloc(sizeof(float) * (size_t)(n * R));
+                CHECK(pq__qmat_matmul(nt == 2 ? ctx : NULL, &plain, x, b, y2, n, nt, (pq__isa)isa) == 0);
+                CHECK_MSG(!memcmp(y, y2, sizeof(float) * (size_t)(n * R)), "%s nt %d n %lld: N:M kernel differs",
+                          what, nt, (long long)n);
+                free(y2);
+            }
             if (int_path)
                 worst_int = fmax(worst_int, worst);
             else
@@ -250,9 +262,10 @@ int main(void) {
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int bits = 1; bits <= 8; bits++)
             for (size_t gi = 0; gi < sizeof gsizes / sizeof gsizes[0]; gi++)
-                for (int mk = 0; mk <= 2; mk++) {
+                for (int mk = 0; mk <= 3; mk++) {
                     const int64_t rows = shapes[s][0], cols = shapes[s][1], gs = gsizes[gi] > 0 ? gsizes[gi] : cols;
                     if (cols % gs || (bits != 4 && bits != 3 && (s % 2) && gi != 0)) continue; /* keep it quick */
+                    if (mk == 3 && cols % 128) continue; /* 1:4: the N:M kernel's shapes */
                     gen g;
                     gen_codes(&g, rows, cols, bits, gs, mk);
                     snprintf(what, sizeof what, "codes %lldx%lld b%d g%lld mask%d", (long long)rows, (long long)cols,

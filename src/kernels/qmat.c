@@ -41,6 +41,20 @@ static pq__isa effective_isa(pq__isa want) {
     return want == PQ_ISA_AUTO || want > cpu ? cpu : want;
 }
 
+int pq__qmat_kept64(const pq__qmat *w) {
+    if (w->kind != PQ_QMAT_CODES || !w->mask || w->cols % 64 || w->rows < 1) return 0;
+    const int64_t stride = pq__qmat_mask_stride(w);
+    uint64_t v;
+    memcpy(&v, w->mask, 8);
+    const int K = __builtin_popcountll(v);
+    for (int64_t r = 0; r < w->rows; r++)
+        for (int64_t c = 0; c < w->cols; c += 64) {
+            memcpy(&v, w->mask + r * stride + c / 8, 8);
+            if (__builtin_popcountll(v) != K) return 0;
+        }
+    return K;
+}
+
 size_t pq__qmat_bytes(const pq__qmat *w) {
     switch (w->kind) {
     case PQ_QMAT_F32: return (size_t)(w->rows * w->cols) * 4;

@@ -49,6 +49,8 @@ typedef struct pq__qmat {
     const uint8_t *mask;     /* keep mask [rows, (cols + 7) / 8]: bit c%8 of byte c/8; NULL: all kept */
     const int32_t *perm;     /* [cols] stored column j (of codes, mask, groups) is W's column perm[j]:
                                 act-order groups made contiguous; NULL: the identity */
+    int kept64;              /* K > 0: the mask keeps exactly K of every 64 columns of every row (an N:M
+                                pattern with M dividing 64), set by pq__qmat_kept64; 0: unknown */
 } pq__qmat;
 
 /* Instruction-set paths. */
@@ -58,6 +60,10 @@ pq__isa pq__qmat_isa(void);
 const char *pq__isa_name(pq__isa isa);
 
 #define PQ_QMAT_GEMV_MAX 4
+
+/* K when w's mask keeps exactly K of every 64 columns of every row (cols a multiple of 64),
+ * else 0: the kernels then know where each 64 columns' codes start without counting. */
+int pq__qmat_kept64(const pq__qmat *w);
 
 /* Bytes the matrix occupies (codes, scales, zeros, mask; or the float rows). */
 size_t pq__qmat_bytes(const pq__qmat *w);

@@ -388,6 +388,72 @@ T512 static void gemv_mask4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r,
         y[r + k] = _mm512_reduce_add_ps(t[k]) - zs[k];
 }
 
+/* Four rows of a mask that keeps K (16 or 32) of every 64 columns (pq__qmat.kept64: N:M patterns
+ * such as 2:4, 1:4, 2:8), one vector, rows starting on whole bytes, flush units of whole 128
+ * columns: the codes of 128 columns are 2K <= 64 consecutive codes on a byte boundary, so one
+ * unpack with fixed tables serves both halves (the second half's codes are the upper K bytes),
+ * and no kept count is needed to find them. The integer sums are gemv_mask4's (the same
+ * products, exact), so y is bit for bit its. Every row's bytes plus 64 must be readable. */
+T512 static void gemv_nm4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r, float *y, float *sc,
+                          int64_t groups16) {
+    const int b = w->bits, K = w->kept64;
+    const int64_t unit = flush_cols(w->group_size), mstride = w->cols / 8;
+    const size_t step = (size_t)(2 * K * b / 8); /* bytes of 128 columns' codes */
+    const __m512i perm = _mm512_loadu_si512(unpack_perm[b][0]), sh = _mm512_loadu_si512(unpack_shift[b][0]);
+    const __m512i bm = _mm512_set1_epi8((char)((1u << b) - 1));
+    const uint8_t *m[4], *z[4], *p[4];
+    size_t ahead[4];
+    float zs[4];
+    for (int k = 0; k < 4; k++) {
+        row_scales(w, xq, 1, r + k, sc + k * groups16, groups16, &zs[k]);
+        m[k] = w->mask + (r + k) * mstride;
+        z[k] = w->zeros + (r + k) * w->n_groups;
+        p[k] = w->codes + (pq__qmat_row_bit(w, r + k) >> 3);
+        ahead[k] = r + k + PF_ROWS < w->rows
+                       ? (size_t)((pq__qmat_row_bit(w, r + k + PF_ROWS) - pq__qmat_row_bit(w, r + k)) >> 3)
+                       : 0;
+    }
+    const int8_t *d0 = xq->d[0], *d1 = xq->d[1], *d2 = xq->d[2];
+    __m512 t[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    unit_group ug = unit_group_start(w, unit);
+    for (int64_t c = 0; c < w->cols; c += unit, unit_group_next(&ug)) {
+        __m512i a[4][3], zf[4];
+        for (int k = 0; k < 4; k++) {
+            a[k][0] = a[k][1] = a[k][2] = _mm512_setzero_si512();
+            zf[k] = chunk_zeros(w, z[k], ug.g);
+        }
+        for (int64_t cc = c; cc < c + unit; cc += 128) {
+            const __m512i x0 = _mm512_loadu_si512(d0 + cc), x1 = _mm512_loadu_si512(d1 + cc),
+                          x2 = _mm512_loadu_si512(d2 + cc), u0 = _mm512_loadu_si512(d0 + cc + 64),
+                          u1 = _mm512_loadu_si512(d1 + cc + 64), u2 = _mm512_loadu_si512(d2 + cc + 64);
+            for (int k = 0; k < 4; k++) {
+                uint64_t km[2];
+                memcpy(km, m[k] + cc / 8, 16);
+                _mm_prefetch((const char *)(p[k] + ahead[k]), _MM_HINT_T0);
+                if (!(cc & 511)) /* the mask's line PF_ROWS rows on */
+                    _mm_prefetch((const char *)(m[k] + PF_ROWS * mstride + cc / 8), _MM_HINT_T0);
+                const __m512i q = UNPACK(p[k], perm, sh, bm);
+                p[k] += step;
+                const __m512i hi = K == 32 ? _mm512_shuffle_i64x2(q, q, 0xEE) : _mm512_alignr_epi32(q, q, 4);
+                const __m512i qa = _mm512_mask_expand_epi8(zf[k], km[0], q),
+                              qb = _mm512_mask_expand_epi8(zf[k], km[1], hi);
+                a[k][0] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a[k][0], qa, x0), qb, u0);
+                a[k][1] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a[k][1], qa, x1), qb, u1);
+                a[k][2] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a[k][2], qa, x2), qb, u2);
+            }
+        }
+        for (int k = 0; k < 4; k++)
+            t[k] = flush(w, sc + k * groups16, ug.g, a[k][0], a[k][1], a[k][2], t[k]);
+    }
+    for (int k = 0; k < 4; k++)
+        y[r + k] = _mm512_reduce_add_ps(t[k]) - zs[k];
+}
+
+/* gemv_nm4 serves w (rows r..r+3 also need whole-byte starts, checked by the caller). */
+static int nm_fast(const pq__qmat *w) {
+    return (w->kept64 == 16 || w->kept64 == 32) && w->cols % 128 == 0 && flush_cols(w->group_size) % 128 == 0;
+}
+
 /* Any rows (masked or not, near the end of the stream), NV vectors: the general kernel. NV is a
  * compile-time constant in each caller, so the accumulator arrays live in registers. */
 T512 static inline void gemv_int_row(const pq__qmat *w, const pq__qmat_xq *xq, const int NV, int64_t r, float *y,
@@ -454,7 +520,12 @@ T512 static void gemv_int_rows(const pq__qmat *w, const pq__qmat_xq *xq, const i
             continue;
         }
         if (NV == 1 && w->mask && r + 3 < r1 && row_readable(w, r + 3, row_span)) {
-            gemv_mask4(w, xq, r, y, sc, groups16);
+            if (nm_fast(w) && !((pq__qmat_row_bit(w, r) | pq__qmat_row_bit(w, r + 1) | pq__qmat_row_bit(w, r + 2) |
+                                 pq__qmat_row_bit(w, r + 3)) &
+                                7))
+                gemv_nm4(w, xq, r, y, sc, groups16);
+            else
+                gemv_mask4(w, xq, r, y, sc, groups16);
             r += 3;
             continue;
         }

@@ -125,16 +125,11 @@ static int nm_choose(const uint8_t *bm, int64_t rows, int64_t cols, nm_shape *ou
     return found;
 }
 
-/* n (<= 64) bits of v at bit pos of stream o (zeroed), bit i = bit i%8 of byte i/8; and back. */
+/* n (<= 64) bits of v at bit pos of stream o (zeroed), bit i = bit i%8 of byte i/8 (read back
+ * by get_bits_fast). */
 static void put_bits(uint8_t *o, uint64_t pos, uint64_t v, int n) {
     for (int i = 0; i < n; i++, pos++)
         if ((v >> i) & 1) o[pos >> 3] |= (uint8_t)(1u << (pos & 7));
-}
-static uint64_t get_bits(const uint8_t *in, uint64_t pos, int n) {
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++, pos++)
-        v |= (uint64_t)((in[pos >> 3] >> (pos & 7)) & 1) << i;
-    return v;
 }
 
 /* Writes the index of mask bm [rows, cols]: per row (from byte r * row_bytes) a bit stream of
@@ -541,7 +536,41 @@ static pq_status decode_values(pq_ctx *ctx, const decode_job *j, const pq__tenso
     return PQ_OK;
 }
 
-/* The keep mask [rows, mrow] of an N:M index (v2) into a malloc'ed *out. */
+/* n (<= 32) bits of a row's stream at bit pos, read a byte at a time; the stream has len bytes
+ * (the bits asked for lie inside it). */
+static uint32_t get_bits_fast(const uint8_t *in, uint64_t pos, int n, int64_t len) {
+    const int64_t b0 = (int64_t)(pos >> 3), b1 = (int64_t)((pos + (uint64_t)n + 7) >> 3);
+    uint64_t v = 0;
+    for (int64_t b = b0; b < b1 && b < len; b++)
+        v |= (uint64_t)in[b] << (8 * (b - b0));
+    v >>= pos & 7;
+    return (uint32_t)(n == 32 ? v : v & (((uint64_t)1 << n) - 1));
+}
+
+/* Row r of the N:M index into mask row out (zeroed): each cell's kept set from the table pat
+ * (rank -> the cell's m bits); -1 when the row is good, else the first bad cell group. */
+static int64_t nm_decode_row(const uint8_t *in, const nm_shape *s, int64_t cells, const uint16_t *pat, uint8_t *out,
+                             uint32_t *bad_v) {
+    uint64_t pos = 0;
+    for (int64_t c = 0; c < cells; c += s->g) {
+        const int n = c + s->g <= cells ? s->g : (int)s->last, B = n == s->g ? s->B : s->B_last;
+        uint32_t v = get_bits_fast(in, pos, B, s->row_bytes);
+        pos += (uint64_t)B;
+        if ((uint64_t)v >= upow(s->C, n)) {
+            *bad_v = v;
+            return c;
+        }
+        for (int i = 0; i < n; i++, v /= (uint32_t)s->C) {
+            const int64_t c0 = (c + i) * s->m;
+            uint32_t bits = (uint32_t)pat[v % (uint32_t)s->C] << (c0 & 7); /* m + 7 <= 23 bits */
+            for (uint8_t *o = out + (c0 >> 3); bits; bits >>= 8, o++)
+                *o |= (uint8_t)bits;
+        }
+    }
+    return -1;
+}
+
+/* The keep mask [rows, mrow] of an N:M index (v2) into a malloc'ed *out; rows in parallel. */
 static pq_status nm_decode(pq_ctx *ctx, const decode_job *j, const pq__tensor *tn, uint8_t **out) {
     const pq__tensor *tk = find(j->src, j->base, "nm_km");
     if (!shape_is(tk, PQ_DTYPE_U8, 1, 3, 0))
@@ -556,26 +585,38 @@ static pq_status nm_decode(pq_ctx *ctx, const decode_job *j, const pq__tensor *t
     if (!shape_is(tn, PQ_DTYPE_U8, 2, j->rows, s.row_bytes))
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s.nm': expected U8 [%lld, %lld] for %d of %d", j->path,
                         j->base, (long long)j->rows, (long long)s.row_bytes, s.k, s.m);
-    uint8_t *bm = pq__calloc(ctx, (size_t)(j->rows * j->mrow), 1, "N:M keep mask");
-    if (!bm) return ctx->status;
+    uint16_t *pat = pq__calloc(ctx, (size_t)s.C, sizeof *pat, "N:M patterns"); /* C(16, 8) at most */
+    uint8_t *bm = pat ? pq__calloc(ctx, (size_t)(j->rows * j->mrow), 1, "N:M keep mask") : NULL;
+    if (!bm) {
+        free(pat);
+        return ctx->status;
+    }
+    for (uint32_t r = 0; r < (uint32_t)s.C; r++) {
+        uint8_t cell[2] = {0, 0};
+        nm_unrank(r, s.m, s.k, cell, 0);
+        pat[r] = (uint16_t)(cell[0] | cell[1] << 8);
+    }
     const int64_t cells = j->cols / s.m;
+    int64_t bad_row = j->rows, bad_cell = 0;
+    uint32_t bad_v = 0;
+#pragma omp parallel for num_threads(pq__threads(ctx)) schedule(static) if (j->rows * cells >= (1 << 16))
     for (int64_t r = 0; r < j->rows; r++) {
-        const uint8_t *in = (const uint8_t *)tn->data + r * s.row_bytes;
-        uint64_t pos = 0;
-        for (int64_t c = 0; c < cells; c += s.g) {
-            const int n = c + s.g <= cells ? s.g : (int)s.last, B = n == s.g ? s.B : s.B_last;
-            uint64_t v = get_bits(in, pos, B);
-            pos += (uint64_t)B;
-            if (v >= upow(s.C, n)) {
-                free(bm);
-                return pq__fail(ctx, PQ_ERR_FORMAT,
-                                "%s: tensor '%s.nm': row %lld cells %lld..%lld: index %llu out of range (%llu sets)",
-                                j->path, j->base, (long long)r, (long long)c, (long long)(c + n - 1),
-                                (unsigned long long)v, (unsigned long long)upow(s.C, n));
-            }
-            for (int i = 0; i < n; i++, v /= s.C)
-                nm_unrank((uint32_t)(v % s.C), s.m, s.k, bm + r * j->mrow, (c + i) * s.m);
+        uint32_t v = 0;
+        const int64_t c =
+            nm_decode_row((const uint8_t *)tn->data + r * s.row_bytes, &s, cells, pat, bm + r * j->mrow, &v);
+        if (c >= 0) {
+#pragma omp critical(pq_nm_bad)
+            if (r < bad_row) bad_row = r, bad_cell = c, bad_v = v;
         }
+    }
+    free(pat);
+    if (bad_row < j->rows) {
+        free(bm);
+        const int n = bad_cell + s.g <= cells ? s.g : (int)s.last;
+        return pq__fail(ctx, PQ_ERR_FORMAT,
+                        "%s: tensor '%s.nm': row %lld cells %lld..%lld: index %llu out of range (%llu sets)", j->path,
+                        j->base, (long long)bad_row, (long long)bad_cell, (long long)(bad_cell + n - 1),
+                        (unsigned long long)bad_v, (unsigned long long)upow(s.C, n));
     }
     *out = bm;
     return PQ_OK;
@@ -791,6 +832,7 @@ pq_status pq__packed_qmat(pq_ctx *ctx, const pq__source *src, const char *base, 
         owned[0] = own;
     }
     if (out->mask && !(out->row_bit = owned[3] = row_bits(ctx, out->mask, rows, cols, b))) return ctx->status;
+    out->kept64 = pq__qmat_kept64(out);
     return PQ_OK;
 }
 
