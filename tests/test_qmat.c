@@ -253,6 +253,50 @@ static void check_decode(const gen *g, const char *what) {
     free(d);
 }
 
+/* pq__qmat_matmul_many: every Y_j bit for bit the product with W_j alone, for matrices that
+ * share one product (same columns and groups: q, k, v) and for ones that do not. */
+static void check_many(void) {
+    static const struct {
+        int64_t rows;
+        int bits;
+        int64_t gs;
+        int mask;
+    } sets[2][3] = {{{600, 4, 64, 0}, {200, 4, 64, 2}, {300, 8, 64, 0}},
+                    {{600, 4, 64, 0}, {200, 3, 32, 1}, {300, 4, 128, 2}}};
+    const int64_t cols = 1024; /* together past the GEMV's threshold for two threads, each alone not */
+    for (int si = 0; si < 2; si++)
+        for (int64_t n = 1; n <= 5; n += 2) {
+            gen g[3];
+            const pq__qmat *w[3];
+            float *x = malloc(sizeof(float) * (size_t)(n * cols)), *y[3], *y1[3], b0[600];
+            const float *b[3] = {b0, NULL, NULL};
+            for (int64_t i = 0; i < n * cols; i++)
+                x[i] = nrand();
+            for (int i = 0; i < 600; i++)
+                b0[i] = nrand();
+            for (int j = 0; j < 3; j++) {
+                gen_codes(&g[j], sets[si][j].rows, cols, sets[si][j].bits, sets[si][j].gs, sets[si][j].mask);
+                w[j] = &g[j].w;
+                y[j] = malloc(sizeof(float) * (size_t)(n * w[j]->rows));
+                y1[j] = malloc(sizeof(float) * (size_t)(n * w[j]->rows));
+            }
+            for (int nt = 1; nt <= 2; nt++) {
+                CHECK(pq__qmat_matmul_many(ctx, 3, w, b, x, y, n, nt, PQ_ISA_AUTO, 0) == 0);
+                for (int j = 0; j < 3; j++) {
+                    CHECK(pq__qmat_matmul_act(ctx, w[j], x, b[j], y1[j], n, nt, PQ_ISA_AUTO, 0) == 0);
+                    CHECK_MSG(!memcmp(y[j], y1[j], sizeof(float) * (size_t)(n * w[j]->rows)),
+                              "matmul_many set %d n %lld nt %d: matrix %d differs from its own product", si,
+                              (long long)n, nt, j);
+                }
+            }
+            for (int j = 0; j < 3; j++) {
+                gen_free(&g[j]);
+                free(y[j]), free(y1[j]);
+            }
+            free(x);
+        }
+}
+
 int main(void) {
     static const int64_t shapes[][2] = {{33, 64}, {48, 352}, {17, 128}, {40, 2048}, {5, 96}, {64, 512}};
     static const int64_t gsizes[] = {32, 64, 128, 8, -1};
@@ -289,6 +333,7 @@ int main(void) {
             check_products(&g, 29, what);
             gen_free(&g);
         }
+    check_many();
     printf("test_qmat: worst error / bound: float paths %.3g, integer GEMV %.3g, 8-bit activations %.3g\n",
            worst_float, worst_int, worst_q8);
     pq_ctx_free(ctx);

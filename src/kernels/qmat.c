@@ -288,9 +288,20 @@ static int64_t chunk_rows(int64_t rows, int nt) {
     return c < 64 ? 64 : c;
 }
 
-/* Y [nv, rows] for nv <= PQ_QMAT_GEMV_MAX vectors. */
-static int gemv(pq_ctx *ctx, const pq__qmat *w, const float *x, int nv, float *y, int nt, pq__isa isa) {
-    const int use_int = isa == PQ_ISA_AVX512 && w->kind == PQ_QMAT_CODES && pq__qmat_avx512_gemv_ok(w);
+/* The integer AVX-512 GEMV serves w. */
+static int int_gemv(const pq__qmat *w, pq__isa isa) {
+    return isa == PQ_ISA_AVX512 && w->kind == PQ_QMAT_CODES && pq__qmat_avx512_gemv_ok(w);
+}
+
+/* Y_j [nv, rows_j] for nv <= PQ_QMAT_GEMV_MAX vectors and k matrices w_j that read the same x
+ * (one activation preparation: the callers give matrices of the same columns and, for the
+ * integer kernel, the same groups), in one parallel region: the chunks of every matrix's rows
+ * dealt to the threads from one counter. Each row is computed as a product with w_j alone
+ * would compute it. */
+static int gemv_many(pq_ctx *ctx, int k, const pq__qmat *const *ws, const float *x, int nv, float *const *ys, int nt,
+                     pq__isa isa) {
+    const pq__qmat *w = ws[0];
+    const int use_int = int_gemv(w, isa);
     pq__qmat_xq xq[PQ_QMAT_GEMV_MAX];
     void *buf = NULL, *own = NULL;
     float *scratch = NULL;
@@ -306,34 +317,85 @@ static int gemv(pq_ctx *ctx, const pq__qmat *w, const float *x, int nv, float *y
             xq[v].xs = f;
             xq[v].sxs = f + groups16;
             int8_t *d = (int8_t *)(f + 2 * groups16);
-            for (int k = 0; k < 3; k++)
-                xq[v].d[k] = d + k * cols64;
+            for (int j = 0; j < 3; j++)
+                xq[v].d[j] = d + j * cols64;
             pq__qmat_xq_prepare_avx512(w, x + v * w->cols, &xq[v]);
         }
     }
-    const int64_t chunk = chunk_rows(w->rows, nt);
-    int64_t next = 0; /* the first row no thread has taken */
-#pragma omp parallel num_threads(nt) if (nt > 1 && w->rows > chunk)
+    int64_t total = 0, n_chunks = 0, first[PQ_QMAT_MANY_MAX + 1];
+    for (int j = 0; j < k; j++)
+        total += ws[j]->rows;
+    const int64_t chunk = chunk_rows(total, nt);
+    for (int j = 0; j < k; j++) {
+        first[j] = n_chunks;
+        n_chunks += (ws[j]->rows + chunk - 1) / chunk;
+    }
+    first[k] = n_chunks;
+    int64_t next = 0; /* the first chunk no thread has taken */
+#pragma omp parallel num_threads(nt) if (nt > 1 && n_chunks > 1)
     for (;;) {
-        int64_t r0;
+        int64_t ci;
 #pragma omp atomic capture
-        {
-            r0 = next;
-            next += chunk;
-        }
-        if (r0 >= w->rows) break;
-        const int64_t r1 = r0 + chunk < w->rows ? r0 + chunk : w->rows;
+        ci = next++;
+        if (ci >= n_chunks) break;
+        int j = 0;
+        while (ci >= first[j + 1])
+            j++;
+        const pq__qmat *wj = ws[j];
+        const int64_t r0 = (ci - first[j]) * chunk, r1 = r0 + chunk < wj->rows ? r0 + chunk : wj->rows;
+        float *y = ys[j];
         if (use_int)
-            pq__qmat_gemv_avx512(w, xq, nv, r0, r1, y, w->rows,
+            pq__qmat_gemv_avx512(wj, xq, nv, r0, r1, y, wj->rows,
                                  scratch + omp_get_thread_num() * groups16 * PQ_QMAT_GEMV_MAX);
-        else if (isa == PQ_ISA_AVX512 && w->kind != PQ_QMAT_CODES)
-            pq__qmat_gemv_avx512_float(w, x, nv, r0, r1, y, w->rows);
+        else if (isa == PQ_ISA_AVX512 && wj->kind != PQ_QMAT_CODES)
+            pq__qmat_gemv_avx512_float(wj, x, nv, r0, r1, y, wj->rows);
         else if (isa >= PQ_ISA_AVX2)
-            pq__qmat_gemv_avx2(w, x, nv, r0, r1, y, w->rows);
+            pq__qmat_gemv_avx2(wj, x, nv, r0, r1, y, wj->rows);
         else
-            pq__qmat_gemv_portable(w, x, nv, r0, r1, y, w->rows);
+            pq__qmat_gemv_portable(wj, x, nv, r0, r1, y, wj->rows);
     }
     free(own);
+    return 0;
+}
+
+static int gemv(pq_ctx *ctx, const pq__qmat *w, const float *x, int nv, float *y, int nt, pq__isa isa) {
+    return gemv_many(ctx, 1, &w, x, nv, &y, nt, isa);
+}
+
+/* Threads for a product of work multiply-adds: a second thread pays from about 16 M in a
+ * GEMM; a GEMV streams its weights once from memory, which one thread does not saturate: from
+ * 1 M weights (tens of microseconds, against a few for the fork) it is split too. */
+static int product_threads(double work, int64_t n, int n_threads) {
+    const double par_min = n > PQ_QMAT_GEMV_MAX ? PQ_PAR_MIN_FLOPS / 4 : PQ_PAR_MIN_FLOPS / 64;
+    return work < par_min ? 1 : (n_threads > 0 ? n_threads : 1);
+}
+
+static void add_bias(const float *b, float *y, int64_t n, int64_t rows) {
+    if (b)
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t r = 0; r < rows; r++)
+                y[i * rows + r] += b[r];
+}
+
+int pq__qmat_matmul_many(pq_ctx *ctx, int k, const pq__qmat *const *w, const float *const *b, const float *x,
+                         float *const *y, int64_t n, int n_threads, pq__isa want, int int8_act) {
+    const pq__isa isa = effective_isa(want);
+    int one_region = n <= PQ_QMAT_GEMV_MAX && k >= 1 && k <= PQ_QMAT_MANY_MAX;
+    double work = 0;
+    for (int j = 0; j < k && one_region; j++) {
+        const pq__qmat *a = w[j], *z = w[0];
+        one_region = !a->perm && a->kind != PQ_QMAT_F32 && a->cols == z->cols &&
+                     int_gemv(a, isa) == int_gemv(z, isa) && (!int_gemv(a, isa) || a->group_size == z->group_size);
+        work += (double)n * (double)a->rows * (double)a->cols;
+    }
+    if (!one_region) {
+        for (int j = 0; j < k; j++)
+            if (pq__qmat_matmul_act(ctx, w[j], x, b ? b[j] : NULL, y[j], n, n_threads, want, int8_act)) return -1;
+        return 0;
+    }
+    if (gemv_many(ctx, k, w, x, (int)n, y, product_threads(work, n, n_threads), isa)) return -1;
+    for (int j = 0; j < k; j++)
+        add_bias(b ? b[j] : NULL, y[j], n, w[j]->rows);
     return 0;
 }
 
@@ -366,17 +428,9 @@ int pq__qmat_matmul(pq_ctx *ctx, const pq__qmat *w, const float *x, const float 
         return 0;
     }
     const pq__isa isa = effective_isa(want);
-    /* a second thread pays from about 16 M multiply-adds in a GEMM; a GEMV streams its weights
-     * once from memory, which one thread does not saturate: from 1 M weights (tens of
-     * microseconds, against a few for the fork) it is split too */
-    const double work = (double)n * (double)w->rows * (double)w->cols;
-    const double par_min = n > PQ_QMAT_GEMV_MAX ? PQ_PAR_MIN_FLOPS / 4 : PQ_PAR_MIN_FLOPS / 64;
-    const int nt = work < par_min ? 1 : (n_threads > 0 ? n_threads : 1);
+    const int nt = product_threads((double)n * (double)w->rows * (double)w->cols, n, n_threads);
     if (n > PQ_QMAT_GEMV_MAX) return pq__qmat_gemm(ctx, w, x, b, y, n, nt, isa);
     if (gemv(ctx, w, x, (int)n, y, nt, isa)) return -1;
-    if (b)
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t r = 0; r < w->rows; r++)
-                y[i * w->rows + r] += b[r];
+    add_bias(b, y, n, w->rows);
     return 0;
 }

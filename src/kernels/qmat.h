@@ -83,6 +83,14 @@ int pq__qmat_matmul(pq_ctx *ctx, const pq__qmat *w, const float *x, const float 
  * option, never the default. Otherwise as pq__qmat_matmul. */
 int pq__qmat_matmul_act(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b, float *y, int64_t n,
                         int n_threads, pq__isa isa, int int8_act);
+/* Y_j = X W_j^T (+ b_j) for k <= PQ_QMAT_MANY_MAX matrices that multiply the same X (q, k, v;
+ * gate, up); b NULL or b[j] NULL: no bias. Decoding (n <= PQ_QMAT_GEMV_MAX) with matrices of the
+ * same columns (and groups, for the integer GEMV) runs them as one product: the activations
+ * prepared once, one parallel region over all their rows; each Y_j is bit for bit
+ * pq__qmat_matmul_act's. Otherwise the products one after the other. Returns 0 or -1 as it. */
+#define PQ_QMAT_MANY_MAX 4
+int pq__qmat_matmul_many(pq_ctx *ctx, int k, const pq__qmat *const *w, const float *const *b, const float *x,
+                         float *const *y, int64_t n, int n_threads, pq__isa want, int int8_act);
 /* Reference of the 8-bit-activation product: the same activation rounding, each weight decoded
  * exactly, products summed in double. */
 void pq__qmat_matmul_q8_ref(const pq__qmat *w, const float *x, const float *b, float *y, int64_t n);

@@ -20,6 +20,19 @@ pq_status pq__linear_apply(pq_ctx *ctx, const pq__linear *lin, const float *x, f
     return PQ_OK;
 }
 
+pq_status pq__linears_apply(pq_ctx *ctx, int k, const pq__linear *const *lins, const float *x, float *const *ys,
+                            int64_t n) {
+    const pq__qmat *w[PQ_QMAT_MANY_MAX];
+    const float *b[PQ_QMAT_MANY_MAX];
+    if (k > PQ_QMAT_MANY_MAX) return pq__fail(ctx, PQ_ERR_INVALID, "pq__linears_apply: %d linears", k);
+    for (int j = 0; j < k; j++)
+        w[j] = &lins[j]->w, b[j] = lins[j]->b;
+    if (pq__qmat_matmul_many(ctx, k, w, b, x, ys, n, pq__threads(ctx), PQ_ISA_AUTO, ctx->int8_prompts))
+        return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory for the work buffers of a %lld x %lld product",
+                        (long long)lins[0]->rows, (long long)lins[0]->cols);
+    return PQ_OK;
+}
+
 /* Token rows of the embedding as float32 into x [n, dim]. */
 static void embed_rows(const pq_model *m, const int32_t *tokens, int64_t n, float *x) {
     for (int64_t i = 0; i < n; i++)
@@ -179,10 +192,9 @@ pq_status pq__block_attention(pq_ctx *ctx, const pq_model *m, int64_t layer, con
     if (pos0 + n_tok > kv->n_ctx || pos0 + n_tok > ws->n_ctx || n_seq > kv->n_seq || n_seq > ws->n_seq)
         return pq__fail(ctx, PQ_ERR_INVALID, "forward: context overflow");
     pq_status st;
-    if ((st = pq__linear_apply(ctx, &b->q, ws->xb, ws->q, N)) ||
-        (st = pq__linear_apply(ctx, &b->k, ws->xb, ws->k, N)) ||
-        (st = pq__linear_apply(ctx, &b->v, ws->xb, ws->v, N)))
-        return st;
+    const pq__linear *qkv[3] = {&b->q, &b->k, &b->v};
+    float *const out[3] = {ws->q, ws->k, ws->v};
+    if ((st = pq__linears_apply(ctx, 3, qkv, ws->xb, out, N))) return st;
     float *cs = ws->cs, *sn = ws->sn, *q = ws->q, *k = ws->k, *v = ws->v;
     for (int64_t t = 0; t < n_tok; t++)
         rope_table(m, pos0 + t, cs + t * half, sn + t * half);
@@ -218,8 +230,9 @@ pq_status pq__block_ffn_act(pq_ctx *ctx, const pq__block *b, pq__block_ws *ws, i
     const int64_t N = n_seq * ws->n_tok, F = b->gate.rows;
     float *hb2 = ws->hb2;
     pq_status st;
-    if ((st = pq__linear_apply(ctx, &b->gate, ws->xb, hb, N)) || (st = pq__linear_apply(ctx, &b->up, ws->xb, hb2, N)))
-        return st;
+    const pq__linear *gu[2] = {&b->gate, &b->up};
+    float *const out[2] = {hb, hb2};
+    if ((st = pq__linears_apply(ctx, 2, gu, ws->xb, out, N))) return st;
 #pragma omp parallel for num_threads(ws->n_threads) schedule(static) if (N * F >= PQ_PAR_MIN_ELEMS)
     for (int64_t i = 0; i < N * F; i++) {
         float g = hb[i];

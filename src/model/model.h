@@ -25,6 +25,10 @@ static inline pq__qmat pq__qmat_f32(int64_t rows, int64_t cols, const float *w) 
 }
 /* Y [n, rows] = X [n, cols] W^T + b on the context's threads (PQ_ERR_NOMEM without work memory). */
 pq_status pq__linear_apply(pq_ctx *ctx, const pq__linear *lin, const float *x, float *y, int64_t n);
+/* ys[j] = lins[j](x) for k <= 4 linears reading the same x (q, k, v; gate, up): one product
+ * while decoding (pq__qmat_matmul_many), the same results as pq__linear_apply on each. */
+pq_status pq__linears_apply(pq_ctx *ctx, int k, const pq__linear *const *lins, const float *x, float *const *ys,
+                            int64_t n);
 
 typedef struct pq__block {
     const float *attn_norm; /* [dim] */
