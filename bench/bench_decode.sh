@@ -15,8 +15,9 @@
 #                                      about 12 GB); THREADS=N (default: all cores); MAKE_ONLY=1
 #                                      makes the models and stops
 # Protocol (both sides): prompt = 512 tokens in one batch, logits of the last, best of 2; decode
-# = 128 greedy single-token steps after a 128-token prompt. Prints one JSON line per
-# measurement, then a table. Nothing else should run on the machine meanwhile.
+# = 128 greedy single-token steps after a 128-token prompt. Ours twice each: float32-accurate
+# products, and 8-bit activations as llama.cpp computes (pq_ctx_set_int8_prompts / _decode).
+# Prints one JSON line per measurement, then a table. Nothing else should run on the machine meanwhile.
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-$SRC/build}
@@ -85,23 +86,25 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 ours = {r["model"].rstrip("/").split("/")[-1]: r for r in rows if r["bench"] == "decode"}
 ll = {r["model"]: r for r in rows if r["bench"] == "llamacpp"}
-print("\n| model | file MiB | prompt tok/s | prompt tok/s, 8-bit activations | decode tok/s | peak RSS MiB |")
-print("|---|---|---|---|---|---|")
+print("\n| model | file MiB | prompt tok/s | prompt tok/s, 8-bit activations | decode tok/s | decode tok/s, 8-bit activations | peak RSS MiB |")
+print("|---|---|---|---|---|---|---|")
 for k, r in ours.items():
-    print("| prunequant %s | %.0f | %.1f | %.1f | %.1f | %.0f |" % (k, r["file_mib"], r["prompt_tok_s"], r["prompt_int8_tok_s"], r["decode_tok_s"], r["peak_rss_mib"]))
+    print("| prunequant %s | %.0f | %.1f | %.1f | %.1f | %.1f | %.0f |" % (k, r["file_mib"], r["prompt_tok_s"], r["prompt_int8_tok_s"], r["decode_tok_s"], r["decode_int8_tok_s"], r["peak_rss_mib"]))
 for k, r in ll.items():
-    print("| llama.cpp %s | %.0f | - | %.1f | %.1f | - |" % (k, r["file_mib"], r["prompt_tok_s"], r["decode_tok_s"]))
+    print("| llama.cpp %s | %.0f | - | %.1f | - | %.1f | - |" % (k, r["file_mib"], r["prompt_tok_s"], r["decode_tok_s"]))
 def ratio(a, b, key):
     return ours[a][key] / ll[b][key] if a in ours and b in ll else float("nan")
 print("\nratios (ours / llama.cpp, same weights with F16 embeddings and output; --pure in brackets):")
 def ratio2(a, ka, b, kb):
     return ours[a][ka] / ll[b][kb] if a in ours and b in ll else float("nan")
 for a, b, ka, kb in [("q4", "Q4_0", "decode_tok_s", "decode_tok_s"), ("q8", "Q8_0", "decode_tok_s", "decode_tok_s"),
+                     ("q4", "Q4_0", "decode_int8_tok_s", "decode_tok_s"), ("q8", "Q8_0", "decode_int8_tok_s", "decode_tok_s"),
                      ("q4", "Q4_0", "prompt_tok_s", "prompt_tok_s"), ("q4", "Q4_0", "prompt_int8_tok_s", "prompt_tok_s"),
                      ("hf-f16", "f16", "decode_tok_s", "decode_tok_s"), ("hf-f16", "f16", "prompt_tok_s", "prompt_tok_s")]:
     print("  %-7s vs %-5s %-18s %.2fx [%.2fx]" % (a, b, ka, ratio2(a, ka, b, kb), ratio2(a, ka, b + "-pure", kb) if b != "f16" else float("nan")))
 if "p24q4" in ours and "q4" in ours:
-    print("  2:4+q4 vs q4 decode %.2fx" % (ours["p24q4"]["decode_tok_s"] / ours["q4"]["decode_tok_s"]))
+    print("  2:4+q4 vs q4 decode %.2fx, with 8-bit activations %.2fx" % (ours["p24q4"]["decode_tok_s"] / ours["q4"]["decode_tok_s"],
+          ours["p24q4"]["decode_int8_tok_s"] / ours["q4"]["decode_int8_tok_s"]))
 for r in rows:
     if r["bench"] == "rss":
         print("  ppl on q4: peak RSS %.0f MiB = %.3f x (file + KV cache + activations = %.0f MiB)" % (r["peak_rss_mib"], r["ratio"], r["budget_mib"]))

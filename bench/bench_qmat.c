@@ -3,7 +3,7 @@
  * path: GEMV (decode, 1 vector) in G weights/s and GB/s of weights read, GEMM (512 tokens) in
  * GFLOP/s, beside BLAS sgemv / sgemm on float32 weights in the same run.
  *   bench_qmat [threads] [layers] [format]
- * One JSON line per measurement. */
+ * One JSON line per measurement (gemv_int8: the GEMV with 8-bit activations). */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,19 +94,24 @@ int main(int argc, char **argv) {
             weights += (double)(L[i].rows * L[i].cols), bytes += (double)pq__qmat_bytes(&L[i]);
         const pq__isa top = f->kind == PQ_QMAT_F32 ? PQ_ISA_AUTO : pq__qmat_isa();
         for (int isa = f->kind == PQ_QMAT_F32 ? PQ_ISA_AUTO : PQ_ISA_AVX2; isa <= (int)top; isa++) {
-            double best = 1e9;
-            for (int rep = 0; rep < 5; rep++) {
-                const double t = now();
-                for (int i = 0; i < 7 * layers; i++)
-                    pq__qmat_matmul(ctx, &L[i], x, NULL, y, 1, nt, (pq__isa)isa);
-                best = fmin(best, now() - t);
+            /* int8 1: 8-bit activations (PQ_QMAT_INT8_DECODE), where the integer GEMV takes them */
+            for (int int8 = 0; int8 <= (isa == PQ_ISA_AVX512 && f->kind == PQ_QMAT_CODES); int8++) {
+                double best = 1e9;
+                for (int rep = 0; rep < 5; rep++) {
+                    const double t = now();
+                    for (int i = 0; i < 7 * layers; i++)
+                        pq__qmat_matmul_act(ctx, &L[i], x, NULL, y, 1, nt, (pq__isa)isa,
+                                            int8 ? PQ_QMAT_INT8_DECODE : 0);
+                    best = fmin(best, now() - t);
+                }
+                printf("{\"bench\": \"%s\", \"format\": \"%s\", \"path\": \"%s\", \"threads\": %d, "
+                       "\"gweights_per_s\": %.1f, \"gbytes_per_s\": %.1f, \"ms_per_token\": %.2f}\n",
+                       int8 ? "gemv_int8" : "gemv", f->name,
+                       f->kind == PQ_QMAT_F32 ? "blas" : pq__isa_name((pq__isa)isa), nt, weights / best / 1e9,
+                       bytes / best / 1e9, best * 1e3);
+                fflush(stdout);
             }
-            printf("{\"bench\": \"gemv\", \"format\": \"%s\", \"path\": \"%s\", \"threads\": %d, \"gweights_per_s\": "
-                   "%.1f, "
-                   "\"gbytes_per_s\": %.1f, \"ms_per_token\": %.2f}\n",
-                   f->name, f->kind == PQ_QMAT_F32 ? "blas" : pq__isa_name((pq__isa)isa), nt, weights / best / 1e9,
-                   bytes / best / 1e9, best * 1e3);
-            fflush(stdout);
+            double best;
             const int64_t n = 512;
             best = 1e9;
             for (int rep = 0; rep < 2; rep++) {

@@ -495,7 +495,7 @@ int cli_generate(int argc, char **argv) {
     const char *cmd = "generate";
     common_opts o = {0};
     const char *prompt = "";
-    int int8_prompt = 0;
+    int int8_prompt = 0, int8_decode = 0;
     pq_gen_params gp = pq_gen_params_default();
     for (int i = 1; i < argc; i++) {
         int r = common_flag(cmd, argc, argv, &i, &o);
@@ -506,12 +506,15 @@ int cli_generate(int argc, char **argv) {
         int64_t k;
         if (!strcmp(a, "--help")) {
             printf("usage: prunequant generate MODEL [--tokenizer FILE] [--prompt TEXT] [-n N] [--temp T] "
-                   "[--top-p P] [--seed S] [--int8-prompt] [--threads N]\n"
+                   "[--top-p P] [--seed S] [--int8-prompt] [--int8-decode] [--threads N]\n"
                    "  --int8-prompt  process the prompt with 8-bit activations, as llama.cpp does (faster on "
-                   "AVX-512 VNNI;\n                 logits about 1e-3 relative off the float32 product)\n");
+                   "AVX-512 VNNI;\n                 logits about 1e-3 relative off the float32 product)\n"
+                   "  --int8-decode  the same for each generated token\n");
             return 0;
         } else if (!strcmp(a, "--int8-prompt")) {
             int8_prompt = 1;
+        } else if (!strcmp(a, "--int8-decode")) {
+            int8_decode = 1;
         } else if (!strcmp(a, "--prompt") || !strcmp(a, "-p")) {
             if (!(prompt = flag_value(cmd, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
@@ -533,6 +536,7 @@ int cli_generate(int argc, char **argv) {
     if (!o.model) return cli_usage_error(cmd, "no MODEL given");
     pq_ctx *ctx = cli_ctx_new((int)o.threads, o.quiet);
     pq_ctx_set_int8_prompts(ctx, int8_prompt);
+    pq_ctx_set_int8_decode(ctx, int8_decode);
     pq_model *m = load_model(cmd, ctx, &o);
     int rc = 1;
     int32_t *ids = NULL;

@@ -48,8 +48,10 @@ static void usage(FILE *f) {
 int main(int argc, char **argv) {
     /* Idle OpenMP workers must sleep, not spin: on small machines (2 vCPUs, often one core's
      * two hyperthreads) a spinning worker halves the speed of the serial parts and of BLAS.
-     * libgomp reads this once at load, so set it and start again. */
-    if (!getenv("OMP_WAIT_POLICY")) {
+     * libgomp reads this once at load, so set it and start again. Not for generate: decoding
+     * runs a few parallel products per layer microseconds apart, and waking sleeping workers
+     * for each cost it 10-15% (bench_decode, 2 vCPUs); libgomp's default spins briefly. */
+    if (!getenv("OMP_WAIT_POLICY") && !(argc > 1 && !strcmp(argv[1], "generate"))) {
         setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
         execv("/proc/self/exe", argv);
     }

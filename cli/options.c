@@ -12,7 +12,7 @@ static const struct {
     {"info", "--json --tensors --sparsity --tokenizer --threads --quiet --help"},
     {"tokenize", "--bos --file --tokenizer --threads --quiet --help"},
     {"detokenize", "--file --skip-special --tokenizer --threads --quiet --help"},
-    {"generate", "--prompt --seed --temp --top-p --int8-prompt --tokenizer --threads --quiet --help"},
+    {"generate", "--prompt --seed --temp --top-p --int8-prompt --int8-decode --tokenizer --threads --quiet --help"},
     {"ppl", "--batch --ctx --json --max-tokens --protocol --text --tokenizer --threads --quiet --help"},
     {"convert", "--dtype --gguf-type --imatrix --out --to --tokenizer --threads --quiet --help"},
     {"compress", "--act-order --asym --bits --blocksize --calib --dtype --format --gguf-type --group --imatrix-out "

@@ -56,6 +56,11 @@ int pq_ctx_threads(const pq_ctx *ctx);
  * processing, logits about 1e-3 relative off the float32 product). Default 0: every product
  * at float32 accuracy, so that perplexity and evaluation reflect the stored weights. */
 void pq_ctx_set_int8_prompts(pq_ctx *ctx, int on);
+/* on = 1: decoding (up to four tokens through the model at once) multiplies packed codes with
+ * 8-bit activations, one per column scaled per group (groups of 32, 64, 128, 192 or 256; AVX-512
+ * VNNI only), as llama.cpp's Q8 activations do: about a third of the integer work of the exact
+ * product, logits about 1e-3 relative off it. Default 0. */
+void pq_ctx_set_int8_decode(pq_ctx *ctx, int on);
 void pq_ctx_set_log(pq_ctx *ctx, pq_log_fn fn, void *user);
 void pq_ctx_set_progress(pq_ctx *ctx, pq_progress_fn fn, void *user);
 

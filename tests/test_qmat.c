@@ -217,6 +217,7 @@ static double worst_q8 = 0;
 static void check_q8(const gen *g, int64_t n, const char *what) {
     const pq__qmat *w = &g->w;
     if (pq__qmat_isa() != PQ_ISA_AVX512 || !pq__qmat_q8_ok(w)) return;
+    if (n <= PQ_QMAT_GEMV_MAX && pq__qmat_q8_unit(w) != w->group_size) return; /* the GEMV's 8-bit units */
     const int64_t R = w->rows, K = w->cols, U = pq__qmat_q8_unit(w), units = (K + U - 1) / U,
                   cols64 = (K + 63) / 64 * 64;
     float *x = malloc(sizeof(float) * (size_t)(n * K)), *yr = malloc(sizeof(float) * (size_t)(n * R)),
@@ -227,7 +228,16 @@ static void check_q8(const gen *g, int64_t n, const char *what) {
     pq__qmat_q8_quantize(w, x, n, q8, xs, xs + n * units);
     pq__qmat_matmul_q8_ref(w, x, NULL, yr, n);
     for (int nt = 1; nt <= 2; nt++) {
-        CHECK(pq__qmat_matmul_act(nt == 2 ? ctx : NULL, w, x, NULL, y, n, nt, PQ_ISA_AUTO, 1) == 0);
+        const int flags = PQ_QMAT_INT8_PROMPT | PQ_QMAT_INT8_DECODE;
+        CHECK(pq__qmat_matmul_act(nt == 2 ? ctx : NULL, w, x, NULL, y, n, nt, PQ_ISA_AUTO, flags) == 0);
+        if (w->kept64 && n <= PQ_QMAT_GEMV_MAX) { /* the N:M kernel: the general kernel's sums */
+            pq__qmat plain = *w;
+            plain.kept64 = 0;
+            float *y2 = malloc(sizeof(float) * (size_t)(n * R));
+            CHECK(pq__qmat_matmul_act(nt == 2 ? ctx : NULL, &plain, x, NULL, y2, n, nt, PQ_ISA_AUTO, flags) == 0);
+            CHECK_MSG(!memcmp(y, y2, sizeof(float) * (size_t)(n * R)), "%s: 8-bit N:M kernel differs", what);
+            free(y2);
+        }
         int bad = 0;
         for (int64_t i = 0; i < n; i++)
             for (int64_t r = 0; r < R; r++) {
@@ -280,10 +290,11 @@ static void check_many(void) {
                 y[j] = malloc(sizeof(float) * (size_t)(n * w[j]->rows));
                 y1[j] = malloc(sizeof(float) * (size_t)(n * w[j]->rows));
             }
-            for (int nt = 1; nt <= 2; nt++) {
-                CHECK(pq__qmat_matmul_many(ctx, 3, w, b, x, y, n, nt, PQ_ISA_AUTO, 0) == 0);
+            for (int nt = 1; nt <= 4; nt++) { /* 3, 4: 8-bit activations while decoding */
+                const int fl = nt > 2 ? PQ_QMAT_INT8_DECODE : 0;
+                CHECK(pq__qmat_matmul_many(ctx, 3, w, b, x, y, n, 2 - nt % 2, PQ_ISA_AUTO, fl) == 0);
                 for (int j = 0; j < 3; j++) {
-                    CHECK(pq__qmat_matmul_act(ctx, w[j], x, b[j], y1[j], n, nt, PQ_ISA_AUTO, 0) == 0);
+                    CHECK(pq__qmat_matmul_act(ctx, w[j], x, b[j], y1[j], n, 2 - nt % 2, PQ_ISA_AUTO, fl) == 0);
                     CHECK_MSG(!memcmp(y[j], y1[j], sizeof(float) * (size_t)(n * w[j]->rows)),
                               "matmul_many set %d n %lld nt %d: matrix %d differs from its own product", si,
                               (long long)n, nt, j);
@@ -319,6 +330,8 @@ int main(void) {
                         check_products(&g, n, what);
                     check_products(&g, 13, what);
                     check_q8(&g, 13, what);
+                    for (int64_t n = 1; n <= 4; n += 3)
+                        check_q8(&g, n, what);
                     if (cols <= 512) check_products(&g, 40, what);
                     gen_free(&g);
                 }

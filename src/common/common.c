@@ -77,8 +77,13 @@ void pq_ctx_set_threads(pq_ctx *ctx, int n) {
     ctx->n_threads = n;
 }
 
+/* the flags of kernels/qmat.h: 1 prompts, 2 decoding */
 void pq_ctx_set_int8_prompts(pq_ctx *ctx, int on) {
-    ctx->int8_prompts = on != 0;
+    ctx->int8_act = on ? ctx->int8_act | 1 : ctx->int8_act & ~1;
+}
+
+void pq_ctx_set_int8_decode(pq_ctx *ctx, int on) {
+    ctx->int8_act = on ? ctx->int8_act | 2 : ctx->int8_act & ~2;
 }
 
 int pq_ctx_threads(const pq_ctx *ctx) {

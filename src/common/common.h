@@ -14,7 +14,7 @@ struct pq_ctx {
     pq_status status;
     char error[1024];
     int n_threads;
-    int int8_prompts;            /* pq_ctx_set_int8_prompts */
+    int int8_act;                /* PQ_QMAT_INT8_* flags: pq_ctx_set_int8_prompts / _decode */
     struct pq__scratch *scratch; /* work buffers kept between calls (pq__scratch) */
     pq_log_fn log_fn;
     void *log_user;

@@ -288,6 +288,13 @@ static int64_t chunk_rows(int64_t rows, int nt) {
     return c < 64 ? 64 : c;
 }
 
+_Static_assert(PQ_QMAT_INT8_PROMPT == 1 && PQ_QMAT_INT8_DECODE == 2, "the flags pq_ctx_set_int8_* set");
+
+/* The integer GEMV takes 8-bit activations for w: its groups are the 8-bit units. */
+static int q8_gemv_ok(const pq__qmat *w) {
+    return pq__qmat_q8_ok(w) && pq__qmat_q8_unit(w) == w->group_size;
+}
+
 /* The integer AVX-512 GEMV serves w. */
 static int int_gemv(const pq__qmat *w, pq__isa isa) {
     return isa == PQ_ISA_AVX512 && w->kind == PQ_QMAT_CODES && pq__qmat_avx512_gemv_ok(w);
@@ -299,9 +306,10 @@ static int int_gemv(const pq__qmat *w, pq__isa isa) {
  * dealt to the threads from one counter. Each row is computed as a product with w_j alone
  * would compute it. */
 static int gemv_many(pq_ctx *ctx, int k, const pq__qmat *const *ws, const float *x, int nv, float *const *ys, int nt,
-                     pq__isa isa) {
+                     pq__isa isa, int int8) {
     const pq__qmat *w = ws[0];
     const int use_int = int_gemv(w, isa);
+    int8 = int8 && use_int && q8_gemv_ok(w);
     pq__qmat_xq xq[PQ_QMAT_GEMV_MAX];
     void *buf = NULL, *own = NULL;
     float *scratch = NULL;
@@ -319,7 +327,17 @@ static int gemv_many(pq_ctx *ctx, int k, const pq__qmat *const *ws, const float 
             int8_t *d = (int8_t *)(f + 2 * groups16);
             for (int j = 0; j < 3; j++)
                 xq[v].d[j] = d + j * cols64;
-            pq__qmat_xq_prepare_avx512(w, x + v * w->cols, &xq[v]);
+            if (!int8) {
+                pq__qmat_xq_prepare_avx512(w, x + v * w->cols, &xq[v]);
+                continue;
+            }
+            /* 8-bit activations: one unit per group; sxs = xs * sum q */
+            pq__qmat_q8_quantize(w, x + v * w->cols, 1, d, f, f + groups16);
+            for (int64_t g = 0; g < groups16; g++) {
+                if (g >= w->n_groups) f[g] = 0.0f, f[groups16 + g] = 0.0f;
+                f[groups16 + g] *= f[g];
+            }
+            xq[v].planes = 1;
         }
     }
     int64_t total = 0, n_chunks = 0, first[PQ_QMAT_MANY_MAX + 1];
@@ -358,8 +376,8 @@ static int gemv_many(pq_ctx *ctx, int k, const pq__qmat *const *ws, const float 
     return 0;
 }
 
-static int gemv(pq_ctx *ctx, const pq__qmat *w, const float *x, int nv, float *y, int nt, pq__isa isa) {
-    return gemv_many(ctx, 1, &w, x, nv, &y, nt, isa);
+static int gemv(pq_ctx *ctx, const pq__qmat *w, const float *x, int nv, float *y, int nt, pq__isa isa, int int8) {
+    return gemv_many(ctx, 1, &w, x, nv, &y, nt, isa, int8);
 }
 
 /* Threads for a product of work multiply-adds: a second thread pays from about 16 M in a
@@ -393,33 +411,22 @@ int pq__qmat_matmul_many(pq_ctx *ctx, int k, const pq__qmat *const *w, const flo
             if (pq__qmat_matmul_act(ctx, w[j], x, b ? b[j] : NULL, y[j], n, n_threads, want, int8_act)) return -1;
         return 0;
     }
-    if (gemv_many(ctx, k, w, x, (int)n, y, product_threads(work, n, n_threads), isa)) return -1;
+    if (gemv_many(ctx, k, w, x, (int)n, y, product_threads(work, n, n_threads), isa,
+                  (int8_act & PQ_QMAT_INT8_DECODE) != 0))
+        return -1;
     for (int j = 0; j < k; j++)
         add_bias(b ? b[j] : NULL, y[j], n, w[j]->rows);
     return 0;
 }
 
-int pq__qmat_matmul_act(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b, float *y, int64_t n,
-                        int n_threads, pq__isa want, int int8_act) {
-    if (!int8_act || n <= PQ_QMAT_GEMV_MAX || w->perm || effective_isa(want) != PQ_ISA_AVX512 || !pq__qmat_q8_ok(w))
-        return pq__qmat_matmul(ctx, w, x, b, y, n, n_threads, want);
-    const double work = (double)n * (double)w->rows * (double)w->cols;
-    if (pq__qmat_gemm_q8(ctx, w, x, y, n, work < PQ_PAR_MIN_FLOPS / 4 ? 1 : (n_threads > 0 ? n_threads : 1)))
-        return -1;
-    if (b)
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t r = 0; r < w->rows; r++)
-                y[i * w->rows + r] += b[r];
-    return 0;
-}
-
-int pq__qmat_matmul(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b, float *y, int64_t n,
-                    int n_threads, pq__isa want) {
+/* pq__qmat_matmul with int8_decode: GEMVs take 8-bit activations where they can. */
+static int matmul(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b, float *y, int64_t n, int n_threads,
+                  pq__isa want, int int8_decode) {
     if (w->perm) { /* gather the activations into the stored column order once */
         pq__qmat view = *w;
         view.perm = NULL;
         float *xp = permute_x(w, x, n);
-        const int rc = xp ? pq__qmat_matmul(ctx, &view, xp, b, y, n, n_threads, want) : -1;
+        const int rc = xp ? matmul(ctx, &view, xp, b, y, n, n_threads, want, int8_decode) : -1;
         free(xp);
         return rc;
     }
@@ -430,7 +437,24 @@ int pq__qmat_matmul(pq_ctx *ctx, const pq__qmat *w, const float *x, const float 
     const pq__isa isa = effective_isa(want);
     const int nt = product_threads((double)n * (double)w->rows * (double)w->cols, n, n_threads);
     if (n > PQ_QMAT_GEMV_MAX) return pq__qmat_gemm(ctx, w, x, b, y, n, nt, isa);
-    if (gemv(ctx, w, x, (int)n, y, nt, isa)) return -1;
+    if (gemv(ctx, w, x, (int)n, y, nt, isa, int8_decode)) return -1;
     add_bias(b, y, n, w->rows);
     return 0;
+}
+
+int pq__qmat_matmul_act(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b, float *y, int64_t n,
+                        int n_threads, pq__isa want, int int8_act) {
+    if (!(int8_act & PQ_QMAT_INT8_PROMPT) || n <= PQ_QMAT_GEMV_MAX || w->perm ||
+        effective_isa(want) != PQ_ISA_AVX512 || !pq__qmat_q8_ok(w))
+        return matmul(ctx, w, x, b, y, n, n_threads, want, (int8_act & PQ_QMAT_INT8_DECODE) != 0);
+    const double work = (double)n * (double)w->rows * (double)w->cols;
+    if (pq__qmat_gemm_q8(ctx, w, x, y, n, work < PQ_PAR_MIN_FLOPS / 4 ? 1 : (n_threads > 0 ? n_threads : 1)))
+        return -1;
+    add_bias(b, y, n, w->rows);
+    return 0;
+}
+
+int pq__qmat_matmul(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b, float *y, int64_t n,
+                    int n_threads, pq__isa want) {
+    return matmul(ctx, w, x, b, y, n, n_threads, want, 0);
 }

@@ -74,13 +74,17 @@ size_t pq__qmat_bytes(const pq__qmat *w);
  * when a work buffer could not be allocated (nothing written then). */
 int pq__qmat_matmul(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b, float *y, int64_t n,
                     int n_threads, pq__isa isa);
-/* The same, with int8_act: more than PQ_QMAT_GEMV_MAX vectors (prompts) multiply packed codes
+/* The same, with int8_act flags: PQ_QMAT_INT8_PROMPT, more than PQ_QMAT_GEMV_MAX vectors
+ * (prompts), and PQ_QMAT_INT8_DECODE, up to PQ_QMAT_GEMV_MAX (decoding), multiply packed codes
  * with 8-bit activations where the CPU has AVX-512 VNNI and the group size allows (32 or a
- * multiple of 64): per unit of min(group, 256) columns each activation becomes
- * xs * rint(x / xs), xs = max|x| / 127, as llama.cpp's Q8 activations do; the products of
- * codes and those integers are exact (int32) and scaled in float. Faster prompt processing; the
- * result differs from the float32 product by that rounding (about 1e-3 relative), so it is an
- * option, never the default. Otherwise as pq__qmat_matmul. */
+ * multiple of 64; decoding: groups of 32, 64, 128, 192 or 256): per unit of min(group, 256)
+ * columns each activation becomes xs * rint(x / xs), xs = max|x| / 127, as llama.cpp's Q8
+ * activations do; the products of codes and those integers are exact (int32) and scaled in
+ * float (pq__qmat_matmul_q8_ref). Faster; the result differs from the float32 product by that
+ * rounding (about 1e-3 relative), so it is an option, never the default. Otherwise as
+ * pq__qmat_matmul. */
+#define PQ_QMAT_INT8_PROMPT 1
+#define PQ_QMAT_INT8_DECODE 2
 int pq__qmat_matmul_act(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b, float *y, int64_t n,
                         int n_threads, pq__isa isa, int int8_act);
 /* Y_j = X W_j^T (+ b_j) for k <= PQ_QMAT_MANY_MAX matrices that multiply the same X (q, k, v;

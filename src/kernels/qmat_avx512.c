@@ -108,6 +108,7 @@ T512 void pq__qmat_xq_prepare_avx512(const pq__qmat *w, const float *x, pq__qmat
         xq->xs[g] = xs;
         xq->sxs[g] = xs * _mm512_reduce_add_ps(sum);
     }
+    xq->planes = 3;
 }
 
 /* Per-row scales: sc[v][g] = scale_g * xs_v[g] and the zero terms zs[v] = sum_g scale_g zero_g
@@ -205,6 +206,11 @@ T512 static inline __m512 flush(const pq__qmat *w, const float *sc, int64_t g, _
     return _mm512_fmadd_ps(f, flush_scale(w, sc, g), tot);
 }
 
+/* The same for 8-bit activations (one plane): the int32 sum of the unit is exact in float. */
+T512 static inline __m512 flush1(const pq__qmat *w, const float *sc, int64_t g, __m512i a0, __m512 tot) {
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0), flush_scale(w, sc, g), tot);
+}
+
 /* Dense rows (no mask), one vector: two accumulator sets in flight (VPDPBUSD's latency). The
  * row's bytes plus 64 must be readable (the caller sends the last rows to the general kernel). */
 T512 static void gemv_dense1(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r, float *y, float *sc,
@@ -293,8 +299,9 @@ T512 static void gemv_dense2(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r
 
 /* Four dense rows whose codes start at the same bit offset within a byte (one pair of unpack
  * tables), one vector: the digit loads shared by four rows. */
-T512 static void gemv_dense4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r, float *y, float *sc,
-                             int64_t groups16) {
+T512 static inline __attribute__((always_inline)) void gemv_dense4_p(const pq__qmat *w, const pq__qmat_xq *xq,
+                                                                     int64_t r, float *y, float *sc, int64_t groups16,
+                                                                     const int NP) {
     const int b = w->bits;
     const int64_t cols64 = (w->cols + 63) / 64 * 64, unit = flush_cols(w->group_size);
     float zs[4];
@@ -314,8 +321,8 @@ T512 static void gemv_dense4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r
             a[k][0] = a[k][1] = a[k][2] = _mm512_setzero_si512();
         const int64_t ce = c + unit < cols64 ? c + unit : cols64;
         for (int64_t cc = c; cc < ce; cc += 64) {
-            const __m512i x0 = _mm512_loadu_si512(d0 + cc), x1 = _mm512_loadu_si512(d1 + cc),
-                          x2 = _mm512_loadu_si512(d2 + cc);
+            const __m512i x0 = _mm512_loadu_si512(d0 + cc), x1 = NP == 3 ? _mm512_loadu_si512(d1 + cc) : x0,
+                          x2 = NP == 3 ? _mm512_loadu_si512(d2 + cc) : x0;
             const uint8_t *p = b0 + cc * b / 8;
             for (int k = 0; k < 4; k++) /* the same columns 8 rows on: the hardware prefetcher alone
                                           does not keep several row streams fed */
@@ -323,15 +330,26 @@ T512 static void gemv_dense4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r
             for (int k = 0; k < 4; k++) {
                 const __m512i q = UNPACK(p + (size_t)k * stride, perm, sh, bm);
                 a[k][0] = _mm512_dpbusd_epi32(a[k][0], q, x0);
-                a[k][1] = _mm512_dpbusd_epi32(a[k][1], q, x1);
-                a[k][2] = _mm512_dpbusd_epi32(a[k][2], q, x2);
+                if (NP == 3) {
+                    a[k][1] = _mm512_dpbusd_epi32(a[k][1], q, x1);
+                    a[k][2] = _mm512_dpbusd_epi32(a[k][2], q, x2);
+                }
             }
         }
         for (int k = 0; k < 4; k++)
-            t[k] = flush(w, sc + k * groups16, ug.g, a[k][0], a[k][1], a[k][2], t[k]);
+            t[k] = NP == 3 ? flush(w, sc + k * groups16, ug.g, a[k][0], a[k][1], a[k][2], t[k])
+                           : flush1(w, sc + k * groups16, ug.g, a[k][0], t[k]);
     }
     for (int k = 0; k < 4; k++)
         y[r + k] = _mm512_reduce_add_ps(t[k]) - zs[k];
+}
+
+T512 static void gemv_dense4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r, float *y, float *sc,
+                             int64_t groups16) {
+    if (xq->planes == 1)
+        gemv_dense4_p(w, xq, r, y, sc, groups16, 1);
+    else
+        gemv_dense4_p(w, xq, r, y, sc, groups16, 3);
 }
 
 /* Four masked rows (only kept weights have codes), one vector: the digit loads shared by four
@@ -394,8 +412,8 @@ T512 static void gemv_mask4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r,
  * unpack with fixed tables serves both halves (the second half's codes are the upper K bytes),
  * and no kept count is needed to find them. The integer sums are gemv_mask4's (the same
  * products, exact), so y is bit for bit its. Every row's bytes plus 64 must be readable. */
-T512 static void gemv_nm4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r, float *y, float *sc,
-                          int64_t groups16) {
+T512 static inline __attribute__((always_inline)) void
+gemv_nm4_p(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r, float *y, float *sc, int64_t groups16, const int NP) {
     const int b = w->bits, K = w->kept64;
     const int64_t unit = flush_cols(w->group_size), mstride = w->cols / 8;
     const size_t step = (size_t)(2 * K * b / 8); /* bytes of 128 columns' codes */
@@ -423,9 +441,11 @@ T512 static void gemv_nm4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r, f
             zf[k] = chunk_zeros(w, z[k], ug.g);
         }
         for (int64_t cc = c; cc < c + unit; cc += 128) {
-            const __m512i x0 = _mm512_loadu_si512(d0 + cc), x1 = _mm512_loadu_si512(d1 + cc),
-                          x2 = _mm512_loadu_si512(d2 + cc), u0 = _mm512_loadu_si512(d0 + cc + 64),
-                          u1 = _mm512_loadu_si512(d1 + cc + 64), u2 = _mm512_loadu_si512(d2 + cc + 64);
+            const __m512i x0 = _mm512_loadu_si512(d0 + cc), u0 = _mm512_loadu_si512(d0 + cc + 64),
+                          x1 = NP == 3 ? _mm512_loadu_si512(d1 + cc) : x0,
+                          x2 = NP == 3 ? _mm512_loadu_si512(d2 + cc) : x0,
+                          u1 = NP == 3 ? _mm512_loadu_si512(d1 + cc + 64) : u0,
+                          u2 = NP == 3 ? _mm512_loadu_si512(d2 + cc + 64) : u0;
             for (int k = 0; k < 4; k++) {
                 uint64_t km[2];
                 memcpy(km, m[k] + cc / 8, 16);
@@ -438,15 +458,26 @@ T512 static void gemv_nm4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r, f
                 const __m512i qa = _mm512_mask_expand_epi8(zf[k], km[0], q),
                               qb = _mm512_mask_expand_epi8(zf[k], km[1], hi);
                 a[k][0] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a[k][0], qa, x0), qb, u0);
-                a[k][1] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a[k][1], qa, x1), qb, u1);
-                a[k][2] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a[k][2], qa, x2), qb, u2);
+                if (NP == 3) {
+                    a[k][1] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a[k][1], qa, x1), qb, u1);
+                    a[k][2] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a[k][2], qa, x2), qb, u2);
+                }
             }
         }
         for (int k = 0; k < 4; k++)
-            t[k] = flush(w, sc + k * groups16, ug.g, a[k][0], a[k][1], a[k][2], t[k]);
+            t[k] = NP == 3 ? flush(w, sc + k * groups16, ug.g, a[k][0], a[k][1], a[k][2], t[k])
+                           : flush1(w, sc + k * groups16, ug.g, a[k][0], t[k]);
     }
     for (int k = 0; k < 4; k++)
         y[r + k] = _mm512_reduce_add_ps(t[k]) - zs[k];
+}
+
+T512 static void gemv_nm4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r, float *y, float *sc,
+                          int64_t groups16) {
+    if (xq->planes == 1)
+        gemv_nm4_p(w, xq, r, y, sc, groups16, 1);
+    else
+        gemv_nm4_p(w, xq, r, y, sc, groups16, 3);
 }
 
 /* gemv_nm4 serves w (rows r..r+3 also need whole-byte starts, checked by the caller). */
@@ -456,8 +487,8 @@ static int nm_fast(const pq__qmat *w) {
 
 /* Any rows (masked or not, near the end of the stream), NV vectors: the general kernel. NV is a
  * compile-time constant in each caller, so the accumulator arrays live in registers. */
-T512 static inline void gemv_int_row(const pq__qmat *w, const pq__qmat_xq *xq, const int NV, int64_t r, float *y,
-                                     int64_t ldy, float *sc, int64_t groups16) {
+T512 static inline void gemv_int_row(const pq__qmat *w, const pq__qmat_xq *xq, const int NV, const int NP, int64_t r,
+                                     float *y, int64_t ldy, float *sc, int64_t groups16) {
     const int64_t cols64 = (w->cols + 63) / 64 * 64, unit = flush_cols(w->group_size), mstride = (w->cols + 7) / 8;
     float zs[PQ_QMAT_GEMV_MAX];
     row_scales(w, xq, NV, r, sc, groups16, zs);
@@ -483,12 +514,13 @@ T512 static inline void gemv_int_row(const pq__qmat *w, const pq__qmat_xq *xq, c
 #pragma GCC unroll 4
             for (int v = 0; v < NV; v++)
 #pragma GCC unroll 3
-                for (int k = 0; k < 3; k++)
+                for (int k = 0; k < NP; k++)
                     a[v][k] = _mm512_dpbusd_epi32(a[v][k], q, _mm512_loadu_si512(d[v][k] + cc));
         }
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++)
-            tot[v] = flush(w, sc + v * groups16, ug.g, a[v][0], a[v][1], a[v][2], tot[v]);
+            tot[v] = NP == 3 ? flush(w, sc + v * groups16, ug.g, a[v][0], a[v][1], a[v][2], tot[v])
+                             : flush1(w, sc + v * groups16, ug.g, a[v][0], tot[v]);
     }
     for (int v = 0; v < NV; v++)
         y[v * ldy + r] = _mm512_reduce_add_ps(tot[v]) - zs[v];
@@ -511,6 +543,10 @@ T512 static void gemv_int_rows(const pq__qmat *w, const pq__qmat_xq *xq, const i
                 r += 3;
                 continue;
             }
+            if (xq->planes == 1) {
+                gemv_int_row(w, xq, 1, 1, r, y, ldy, sc, groups16);
+                continue;
+            }
             if (r + 1 < r1 && row_readable(w, r + 1, row_span)) {
                 gemv_dense2(w, xq, r, y, sc, groups16);
                 r++;
@@ -520,20 +556,34 @@ T512 static void gemv_int_rows(const pq__qmat *w, const pq__qmat_xq *xq, const i
             continue;
         }
         if (NV == 1 && w->mask && r + 3 < r1 && row_readable(w, r + 3, row_span)) {
-            if (nm_fast(w) && !((pq__qmat_row_bit(w, r) | pq__qmat_row_bit(w, r + 1) | pq__qmat_row_bit(w, r + 2) |
-                                 pq__qmat_row_bit(w, r + 3)) &
-                                7))
+            const int whole_bytes = !((pq__qmat_row_bit(w, r) | pq__qmat_row_bit(w, r + 1) |
+                                       pq__qmat_row_bit(w, r + 2) | pq__qmat_row_bit(w, r + 3)) &
+                                      7);
+            if (nm_fast(w) && whole_bytes) {
                 gemv_nm4(w, xq, r, y, sc, groups16);
-            else
+                r += 3;
+                continue;
+            }
+            if (xq->planes == 3) {
                 gemv_mask4(w, xq, r, y, sc, groups16);
-            r += 3;
+                r += 3;
+                continue;
+            }
+        }
+        if (xq->planes == 1) {
+            switch (NV) {
+            case 1: gemv_int_row(w, xq, 1, 1, r, y, ldy, sc, groups16); break;
+            case 2: gemv_int_row(w, xq, 2, 1, r, y, ldy, sc, groups16); break;
+            case 3: gemv_int_row(w, xq, 3, 1, r, y, ldy, sc, groups16); break;
+            default: gemv_int_row(w, xq, 4, 1, r, y, ldy, sc, groups16); break;
+            }
             continue;
         }
         switch (NV) {
-        case 1: gemv_int_row(w, xq, 1, r, y, ldy, sc, groups16); break;
-        case 2: gemv_int_row(w, xq, 2, r, y, ldy, sc, groups16); break;
-        case 3: gemv_int_row(w, xq, 3, r, y, ldy, sc, groups16); break;
-        default: gemv_int_row(w, xq, 4, r, y, ldy, sc, groups16); break;
+        case 1: gemv_int_row(w, xq, 1, 3, r, y, ldy, sc, groups16); break;
+        case 2: gemv_int_row(w, xq, 2, 3, r, y, ldy, sc, groups16); break;
+        case 3: gemv_int_row(w, xq, 3, 3, r, y, ldy, sc, groups16); break;
+        default: gemv_int_row(w, xq, 4, 3, r, y, ldy, sc, groups16); break;
         }
     }
 }

@@ -68,11 +68,13 @@ void pq__qmat_decode_seg(const pq__qmat *w, int64_t r, int64_t c0, int64_t n, fl
 
 /* The activations of the AVX-512 integer GEMV, one input vector (qmat.h): per column three
  * signed digits of X = round(x / xs_g) = 65536 d0 + 256 d1 + d2, columns padded with zeros to
- * a multiple of 64; per group xs and sxs = xs * sum(X) (float). */
+ * a multiple of 64; per group xs and sxs = xs * sum(X) (float). planes 1: 8-bit activations
+ * instead (pq__qmat_q8_quantize's, groups of one 8-bit unit each: pq__qmat_q8_gemv_ok), X = d0. */
 typedef struct pq__qmat_xq {
     int8_t *d[3]; /* [cols64] */
     float *xs;    /* [groups16] (0 past the last group) */
     float *sxs;   /* [groups16] */
+    int planes;   /* 3 or 1 */
 } pq__qmat_xq;
 
 void pq__qmat_xq_prepare_avx512(const pq__qmat *w, const float *x, pq__qmat_xq *xq);

@@ -14,7 +14,7 @@
 #include "model/stages.h"
 
 pq_status pq__linear_apply(pq_ctx *ctx, const pq__linear *lin, const float *x, float *y, int64_t n) {
-    if (pq__qmat_matmul_act(ctx, &lin->w, x, lin->b, y, n, pq__threads(ctx), PQ_ISA_AUTO, ctx->int8_prompts))
+    if (pq__qmat_matmul_act(ctx, &lin->w, x, lin->b, y, n, pq__threads(ctx), PQ_ISA_AUTO, ctx->int8_act))
         return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory for the work buffers of a %lld x %lld product",
                         (long long)lin->rows, (long long)lin->cols);
     return PQ_OK;
@@ -27,7 +27,7 @@ pq_status pq__linears_apply(pq_ctx *ctx, int k, const pq__linear *const *lins, c
     if (k > PQ_QMAT_MANY_MAX) return pq__fail(ctx, PQ_ERR_INVALID, "pq__linears_apply: %d linears", k);
     for (int j = 0; j < k; j++)
         w[j] = &lins[j]->w, b[j] = lins[j]->b;
-    if (pq__qmat_matmul_many(ctx, k, w, b, x, ys, n, pq__threads(ctx), PQ_ISA_AUTO, ctx->int8_prompts))
+    if (pq__qmat_matmul_many(ctx, k, w, b, x, ys, n, pq__threads(ctx), PQ_ISA_AUTO, ctx->int8_act))
         return pq__fail(ctx, PQ_ERR_NOMEM, "out of memory for the work buffers of a %lld x %lld product",
                         (long long)lins[0]->rows, (long long)lins[0]->cols);
     return PQ_OK;
