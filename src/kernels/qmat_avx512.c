@@ -211,6 +211,14 @@ T512 static inline __m512 flush1(const pq__qmat *w, const float *sc, int64_t g, 
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0), flush_scale(w, sc, g), tot);
 }
 
+/* The flushes of four rows' sums (NP planes) into their totals. */
+T512 static inline void flush4(const pq__qmat *w, const float *sc, int64_t groups16, int64_t g, __m512i a[4][3],
+                               __m512 t[4], const int NP) {
+    for (int k = 0; k < 4; k++)
+        t[k] = NP == 3 ? flush(w, sc + k * groups16, g, a[k][0], a[k][1], a[k][2], t[k])
+                       : flush1(w, sc + k * groups16, g, a[k][0], t[k]);
+}
+
 /* Dense rows (no mask), one vector: two accumulator sets in flight (VPDPBUSD's latency). The
  * row's bytes plus 64 must be readable (the caller sends the last rows to the general kernel). */
 T512 static void gemv_dense1(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r, float *y, float *sc,
@@ -336,9 +344,7 @@ T512 static inline __attribute__((always_inline)) void gemv_dense4_p(const pq__q
                 }
             }
         }
-        for (int k = 0; k < 4; k++)
-            t[k] = NP == 3 ? flush(w, sc + k * groups16, ug.g, a[k][0], a[k][1], a[k][2], t[k])
-                           : flush1(w, sc + k * groups16, ug.g, a[k][0], t[k]);
+        flush4(w, sc, groups16, ug.g, a, t, NP);
     }
     for (int k = 0; k < 4; k++)
         y[r + k] = _mm512_reduce_add_ps(t[k]) - zs[k];
@@ -464,9 +470,7 @@ gemv_nm4_p(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r, float *y, float 
                 }
             }
         }
-        for (int k = 0; k < 4; k++)
-            t[k] = NP == 3 ? flush(w, sc + k * groups16, ug.g, a[k][0], a[k][1], a[k][2], t[k])
-                           : flush1(w, sc + k * groups16, ug.g, a[k][0], t[k]);
+        flush4(w, sc, groups16, ug.g, a, t, NP);
     }
     for (int k = 0; k < 4; k++)
         y[r + k] = _mm512_reduce_add_ps(t[k]) - zs[k];
