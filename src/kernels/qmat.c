@@ -310,16 +310,22 @@ static int gemv_many(pq_ctx *ctx, int k, const pq__qmat *const *ws, const float 
     const pq__qmat *w = ws[0];
     const int use_int = int_gemv(w, isa);
     int8 = int8 && use_int && q8_gemv_ok(w);
-    pq__qmat_xq xq[PQ_QMAT_GEMV_MAX];
+    pq__qmat_xq xq[PQ_QMAT_GEMV_MAX], xqn; /* xqn: xq[0] in nibble order (pq__qmat_nib_ok) */
     void *buf = NULL, *own = NULL;
     float *scratch = NULL;
     const int64_t groups16 = pq__qmat_groups16(w);
+    int nib = 0; /* some matrix takes the 4-bit nibble-order kernel (one vector) */
+    for (int j = 0; j < k && use_int && nv == 1; j++)
+        nib |= pq__qmat_nib_ok(ws[j]);
     if (use_int) {
         const int64_t cols64 = round_up(w->cols, 64);
         const size_t per = (size_t)(3 * cols64) + (size_t)(2 * groups16) * sizeof(float);
         const size_t sbytes = (size_t)(groups16 * PQ_QMAT_GEMV_MAX) * sizeof(float) * (size_t)nt;
-        if (!(buf = pq__qmat_work(ctx, PQ_SCRATCH_WORK, per * (size_t)nv + sbytes + 64, &own))) return -1;
-        scratch = (float *)((uint8_t *)buf + (per * (size_t)nv + 63) / 64 * 64);
+        const size_t nbytes = nib ? (size_t)(3 * cols64) : 0;
+        if (!(buf = pq__qmat_work(ctx, PQ_SCRATCH_WORK, per * (size_t)nv + nbytes + sbytes + 64, &own))) return -1;
+        scratch = (float *)((uint8_t *)buf + (per * (size_t)nv + nbytes + 63) / 64 * 64);
+        for (int j = 0; j < 3 && nib; j++)
+            xqn.d[j] = (int8_t *)buf + per * (size_t)nv + (size_t)(j * cols64);
         for (int v = 0; v < nv; v++) {
             float *f = (float *)((uint8_t *)buf + per * (size_t)v);
             xq[v].xs = f;
@@ -338,7 +344,9 @@ static int gemv_many(pq_ctx *ctx, int k, const pq__qmat *const *ws, const float 
                 f[groups16 + g] *= f[g];
             }
             xq[v].planes = 1;
+            xq[v].nib = 0;
         }
+        if (nib) pq__qmat_xq_nibble_avx512(&xq[0], w->cols, &xqn);
     }
     int64_t total = 0, n_chunks = 0, first[PQ_QMAT_MANY_MAX + 1];
     for (int j = 0; j < k; j++)
@@ -363,7 +371,7 @@ static int gemv_many(pq_ctx *ctx, int k, const pq__qmat *const *ws, const float 
         const int64_t r0 = (ci - first[j]) * chunk, r1 = r0 + chunk < wj->rows ? r0 + chunk : wj->rows;
         float *y = ys[j];
         if (use_int)
-            pq__qmat_gemv_avx512(wj, xq, nv, r0, r1, y, wj->rows,
+            pq__qmat_gemv_avx512(wj, nib && pq__qmat_nib_ok(wj) ? &xqn : xq, nv, r0, r1, y, wj->rows,
                                  scratch + omp_get_thread_num() * groups16 * PQ_QMAT_GEMV_MAX);
         else if (isa == PQ_ISA_AVX512 && wj->kind != PQ_QMAT_CODES)
             pq__qmat_gemv_avx512_float(wj, x, nv, r0, r1, y, wj->rows);

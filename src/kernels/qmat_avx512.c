@@ -109,6 +109,7 @@ T512 void pq__qmat_xq_prepare_avx512(const pq__qmat *w, const float *x, pq__qmat
         xq->sxs[g] = xs * _mm512_reduce_add_ps(sum);
     }
     xq->planes = 3;
+    xq->nib = 0;
 }
 
 /* Per-row scales: sc[v][g] = scale_g * xs_v[g] and the zero terms zs[v] = sum_g scale_g zero_g
@@ -489,6 +490,122 @@ static int nm_fast(const pq__qmat *w) {
     return (w->kept64 == 16 || w->kept64 == 32) && w->cols % 128 == 0 && flush_cols(w->group_size) % 128 == 0;
 }
 
+/* ---- 4-bit rows in nibble order (qmat_impl.h: pq__qmat_nib_ok). Per 128 columns a row's 64
+ * bytes give the even columns' codes (low nibbles) and the odd ones' (high nibbles); with the
+ * activations in that order, int32 lane l sums columns 8l .. 8l + 7 of the 128. */
+
+static int64_t nib_unit(const pq__qmat *w) {
+    return w->group_size < 128 ? 128 : flush_cols(w->group_size);
+}
+
+int pq__qmat_nib_ok(const pq__qmat *w) {
+    return w->kind == PQ_QMAT_CODES && w->bits == 4 && !w->mask && !w->perm && !w->row_bit && w->cols % 128 == 0 &&
+           (w->group_size == 32 || w->group_size == 64 || nib_unit(w) % 128 == 0);
+}
+
+T512 void pq__qmat_xq_nibble_avx512(const pq__qmat_xq *src, int64_t cols, pq__qmat_xq *dst) {
+    __m512i even, odd;
+    {
+        uint8_t e[64], o[64];
+        for (int i = 0; i < 64; i++)
+            e[i] = (uint8_t)(2 * i), o[i] = (uint8_t)(2 * i + 1);
+        even = _mm512_loadu_si512(e), odd = _mm512_loadu_si512(o);
+    }
+    for (int k = 0; k < src->planes; k++)
+        for (int64_t c = 0; c < cols; c += 128) {
+            const __m512i a = _mm512_loadu_si512(src->d[k] + c), b = _mm512_loadu_si512(src->d[k] + c + 64);
+            _mm512_storeu_si512(dst->d[k] + c, _mm512_permutex2var_epi8(a, even, b));
+            _mm512_storeu_si512(dst->d[k] + c + 64, _mm512_permutex2var_epi8(a, odd, b));
+        }
+    dst->xs = src->xs, dst->sxs = src->sxs, dst->planes = src->planes, dst->nib = 1;
+}
+
+/* Scale lanes of a 128-column flush of group g (lane l: columns 8l .. 8l + 7): one group, or
+ * for groups of 64 two (8 lanes each), of 32 four (4 lanes each). */
+T512 static inline __m512 nib_scale(const pq__qmat *w, const float *sc, int64_t g) {
+    if (w->group_size >= 128) return _mm512_set1_ps(sc[g]);
+    if (w->group_size == 64) return _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(sc[g]), _mm512_set1_ps(sc[g + 1]));
+    return _mm512_permutexvar_ps(_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+                                 _mm512_castps128_ps512(_mm_loadu_ps(sc + g)));
+}
+
+/* NR (1..4) rows from r, one vector of NP planes. Rows are whole bytes (cols / 2 each): the
+ * loads never leave them. NP 1 keeps the even and odd halves in separate accumulators (eight
+ * VPDPBUSD chains); NP 3 has twelve chains already. */
+T512 static inline __attribute__((always_inline)) void gemv_nib_p(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r,
+                                                                  float *y, float *sc, int64_t groups16, const int NR,
+                                                                  const int NP) {
+    const int64_t unit = nib_unit(w), gs = w->group_size, gstep = gs < 128 ? 128 / gs : 1,
+                  per = gs < 128 ? 1 : gs / unit;
+    const size_t stride = (size_t)(w->cols / 2);
+    float zs[4];
+    const uint8_t *p[4];
+    for (int k = 0; k < NR; k++) {
+        row_scales(w, xq, 1, r + k, sc + k * groups16, groups16, &zs[k]);
+        p[k] = w->codes + (size_t)(r + k) * stride;
+    }
+    const int has_ahead = r + NR - 1 + PF_ROWS < w->rows;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const int8_t *d0 = xq->d[0], *d1 = xq->d[1], *d2 = xq->d[2];
+    __m512 t[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    int64_t g = 0, k_in = 0;
+    for (int64_t c = 0; c < w->cols; c += unit) {
+        __m512i a[4][3], e[4];
+        for (int k = 0; k < NR; k++)
+            a[k][0] = a[k][1] = a[k][2] = e[k] = _mm512_setzero_si512();
+        for (int64_t cc = c; cc < c + unit; cc += 128) {
+            const __m512i x0 = _mm512_loadu_si512(d0 + cc), u0 = _mm512_loadu_si512(d0 + cc + 64),
+                          x1 = NP == 3 ? _mm512_loadu_si512(d1 + cc) : x0,
+                          u1 = NP == 3 ? _mm512_loadu_si512(d1 + cc + 64) : u0,
+                          x2 = NP == 3 ? _mm512_loadu_si512(d2 + cc) : x0,
+                          u2 = NP == 3 ? _mm512_loadu_si512(d2 + cc + 64) : u0;
+            for (int k = 0; k < NR; k++) {
+                if (has_ahead) _mm_prefetch((const char *)(p[k] + cc / 2 + PF_ROWS * stride), _MM_HINT_T0);
+                const __m512i v = _mm512_loadu_si512(p[k] + cc / 2);
+                const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                if (NP == 1) {
+                    a[k][0] = _mm512_dpbusd_epi32(a[k][0], lo, x0);
+                    e[k] = _mm512_dpbusd_epi32(e[k], hi, u0);
+                } else {
+                    a[k][0] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a[k][0], lo, x0), hi, u0);
+                    a[k][1] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a[k][1], lo, x1), hi, u1);
+                    a[k][2] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a[k][2], lo, x2), hi, u2);
+                }
+            }
+        }
+        for (int k = 0; k < NR; k++) {
+            const __m512 s = nib_scale(w, sc + k * groups16, g);
+            if (NP == 1) {
+                t[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(a[k][0], e[k])), s, t[k]);
+            } else {
+                const __m512i hi = _mm512_add_epi32(_mm512_slli_epi32(a[k][0], 8), a[k][1]);
+                const __m512 f =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi), _mm512_set1_ps(256.0f), _mm512_cvtepi32_ps(a[k][2]));
+                t[k] = _mm512_fmadd_ps(f, s, t[k]);
+            }
+        }
+        if (++k_in == per) k_in = 0, g += gstep;
+    }
+    for (int k = 0; k < NR; k++)
+        y[r + k] = _mm512_reduce_add_ps(t[k]) - zs[k];
+}
+
+T512 static void gemv_nib_rows(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r0, int64_t r1, float *y, float *sc,
+                               int64_t groups16) {
+    int64_t r = r0;
+    if (xq->planes == 1) {
+        for (; r + 4 <= r1; r += 4)
+            gemv_nib_p(w, xq, r, y, sc, groups16, 4, 1);
+        for (; r < r1; r++)
+            gemv_nib_p(w, xq, r, y, sc, groups16, 1, 1);
+    } else {
+        for (; r + 4 <= r1; r += 4)
+            gemv_nib_p(w, xq, r, y, sc, groups16, 4, 3);
+        for (; r < r1; r++)
+            gemv_nib_p(w, xq, r, y, sc, groups16, 1, 3);
+    }
+}
+
 /* Any rows (masked or not, near the end of the stream), NV vectors: the general kernel. NV is a
  * compile-time constant in each caller, so the accumulator arrays live in registers. */
 T512 static inline void gemv_int_row(const pq__qmat *w, const pq__qmat_xq *xq, const int NV, const int NP, int64_t r,
@@ -596,6 +713,10 @@ T512 void pq__qmat_gemv_avx512(const pq__qmat *w, const pq__qmat_xq *xq, int nv,
                                int64_t ldy, float *scratch) {
     pthread_once(&unpack_once, unpack_tables);
     const int64_t groups16 = pq__qmat_groups16(w);
+    if (xq->nib) {
+        gemv_nib_rows(w, xq, r0, r1, y, scratch, groups16);
+        return;
+    }
     gemv_int_rows(w, xq, nv, r0, r1, y, ldy, scratch, groups16);
 }
 
@@ -987,6 +1108,13 @@ int pq__qmat_gemm_q8(pq_ctx *ctx, const pq__qmat *w, const float *x, float *y, i
 }
 void pq__qmat_xq_prepare_avx512(const pq__qmat *w, const float *x, pq__qmat_xq *xq) {
     (void)w, (void)x, (void)xq;
+}
+int pq__qmat_nib_ok(const pq__qmat *w) {
+    (void)w;
+    return 0;
+}
+void pq__qmat_xq_nibble_avx512(const pq__qmat_xq *src, int64_t cols, pq__qmat_xq *dst) {
+    (void)src, (void)cols, (void)dst;
 }
 void pq__qmat_gemv_avx512(const pq__qmat *w, const pq__qmat_xq *xq, int nv, int64_t r0, int64_t r1, float *y,
                           int64_t ldy, float *scratch) {

@@ -75,9 +75,18 @@ typedef struct pq__qmat_xq {
     float *xs;    /* [groups16] (0 past the last group) */
     float *sxs;   /* [groups16] */
     int planes;   /* 3 or 1 */
+    int nib;      /* 1: the digits in nibble order (pq__qmat_xq_nibble_avx512), for the 4-bit kernel */
 } pq__qmat_xq;
 
 void pq__qmat_xq_prepare_avx512(const pq__qmat *w, const float *x, pq__qmat_xq *xq);
+/* 4-bit rows without a mask, columns a multiple of 128, groups of 32, 64 or a multiple of 128:
+ * the stream's 64 bytes of 128 columns hold the even columns' codes in their low nibbles and
+ * the odd columns' in their high ones, so one AND and one shift unpack them when the
+ * activations are in the same order. pq__qmat_xq_nibble_avx512 copies src's digits into dst's
+ * planes that way (per 128 columns: the 64 even columns, then the 64 odd ones; xs and sxs are
+ * src's); the kernel runs for one vector whose xq has nib set. */
+int pq__qmat_nib_ok(const pq__qmat *w);
+void pq__qmat_xq_nibble_avx512(const pq__qmat_xq *src, int64_t cols, pq__qmat_xq *dst);
 /* 1 when the AVX-512 integer GEMV handles w (group size 32 or a multiple of 64). */
 int pq__qmat_avx512_gemv_ok(const pq__qmat *w);
 /* Groups rounded up to a multiple of 16, with at least one to spare (the per-vector arrays). */
