@@ -529,15 +529,23 @@ T512 static inline __m512 nib_scale(const pq__qmat *w, const float *sc, int64_t 
                                  _mm512_castps128_ps512(_mm_loadu_ps(sc + g)));
 }
 
-/* NR (1..4) rows from r, one vector of NP planes. Rows are whole bytes (cols / 2 each): the
- * loads never leave them. NP 1 keeps the even and odd halves in separate accumulators (eight
+/* 8-bit rows without a mask whose flushes are whole 128 columns of one group: the codes are
+ * the bytes themselves (no unpacking), in the activations' own order. */
+static int b8_ok(const pq__qmat *w) {
+    return w->kind == PQ_QMAT_CODES && w->bits == 8 && !w->mask && !w->perm && !w->row_bit && w->cols % 128 == 0 &&
+           flush_cols(w->group_size) % 128 == 0;
+}
+
+/* NR (1..4) rows from r, one vector of NP planes, B-bit codes: 4 in nibble order, or 8 (b8_ok:
+ * the two 64-byte halves of 128 columns as they are). Rows are whole bytes (cols B / 8 each):
+ * the loads never leave them. NP 1 keeps the two halves in separate accumulators (eight
  * VPDPBUSD chains); NP 3 has twelve chains already. */
 T512 static inline __attribute__((always_inline)) void gemv_nib_p(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r,
                                                                   float *y, float *sc, int64_t groups16, const int NR,
-                                                                  const int NP) {
+                                                                  const int NP, const int B) {
     const int64_t unit = nib_unit(w), gs = w->group_size, gstep = gs < 128 ? 128 / gs : 1,
                   per = gs < 128 ? 1 : gs / unit;
-    const size_t stride = (size_t)(w->cols / 2);
+    const size_t stride = (size_t)(w->cols * B / 8);
     float zs[4];
     const uint8_t *p[4];
     for (int k = 0; k < NR; k++) {
@@ -560,9 +568,16 @@ T512 static inline __attribute__((always_inline)) void gemv_nib_p(const pq__qmat
                           x2 = NP == 3 ? _mm512_loadu_si512(d2 + cc) : x0,
                           u2 = NP == 3 ? _mm512_loadu_si512(d2 + cc + 64) : u0;
             for (int k = 0; k < NR; k++) {
-                if (has_ahead) _mm_prefetch((const char *)(p[k] + cc / 2 + PF_ROWS * stride), _MM_HINT_T0);
-                const __m512i v = _mm512_loadu_si512(p[k] + cc / 2);
-                const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                const uint8_t *pc = p[k] + cc * B / 8;
+                if (has_ahead) _mm_prefetch((const char *)(pc + PF_ROWS * stride), _MM_HINT_T0);
+                if (has_ahead && B == 8) _mm_prefetch((const char *)(pc + 64 + PF_ROWS * stride), _MM_HINT_T0);
+                __m512i lo, hi;
+                if (B == 8) {
+                    lo = _mm512_loadu_si512(pc), hi = _mm512_loadu_si512(pc + 64);
+                } else {
+                    const __m512i v = _mm512_loadu_si512(pc);
+                    lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                }
                 if (NP == 1) {
                     a[k][0] = _mm512_dpbusd_epi32(a[k][0], lo, x0);
                     e[k] = _mm512_dpbusd_epi32(e[k], hi, u0);
@@ -593,17 +608,22 @@ T512 static inline __attribute__((always_inline)) void gemv_nib_p(const pq__qmat
 T512 static void gemv_nib_rows(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r0, int64_t r1, float *y, float *sc,
                                int64_t groups16) {
     int64_t r = r0;
-    if (xq->planes == 1) {
-        for (; r + 4 <= r1; r += 4)
-            gemv_nib_p(w, xq, r, y, sc, groups16, 4, 1);
-        for (; r < r1; r++)
-            gemv_nib_p(w, xq, r, y, sc, groups16, 1, 1);
-    } else {
-        for (; r + 4 <= r1; r += 4)
-            gemv_nib_p(w, xq, r, y, sc, groups16, 4, 3);
-        for (; r < r1; r++)
-            gemv_nib_p(w, xq, r, y, sc, groups16, 1, 3);
-    }
+#define PQ_NIB_ROWS(NP, B)                                                                                           \
+    do {                                                                                                             \
+        for (; r + 4 <= r1; r += 4)                                                                                  \
+            gemv_nib_p(w, xq, r, y, sc, groups16, 4, NP, B);                                                         \
+        for (; r < r1; r++)                                                                                          \
+            gemv_nib_p(w, xq, r, y, sc, groups16, 1, NP, B);                                                         \
+    } while (0)
+    if (w->bits == 8 && xq->planes == 1)
+        PQ_NIB_ROWS(1, 8);
+    else if (w->bits == 8)
+        PQ_NIB_ROWS(3, 8);
+    else if (xq->planes == 1)
+        PQ_NIB_ROWS(1, 4);
+    else
+        PQ_NIB_ROWS(3, 4);
+#undef PQ_NIB_ROWS
 }
 
 /* Any rows (masked or not, near the end of the stream), NV vectors: the general kernel. NV is a
@@ -713,7 +733,7 @@ T512 void pq__qmat_gemv_avx512(const pq__qmat *w, const pq__qmat_xq *xq, int nv,
                                int64_t ldy, float *scratch) {
     pthread_once(&unpack_once, unpack_tables);
     const int64_t groups16 = pq__qmat_groups16(w);
-    if (xq->nib) {
+    if (xq->nib || (nv == 1 && b8_ok(w))) {
         gemv_nib_rows(w, xq, r0, r1, y, scratch, groups16);
         return;
     }
