@@ -122,21 +122,10 @@ T512 static void row_scales(const pq__qmat *w, const pq__qmat_xq *xq, int nv, in
     for (int v = 0; v < nv; v++)
         zacc[v] = _mm512_setzero_ps();
     for (int64_t g = 0; g < groups16; g += 16) {
-        const int64_t left = w->n_groups - g;
-        __m512 sv, zv;
-        if (left >= 16) {
-            sv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(s + g)));
-            zv = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(z + g))));
-        } else {
-            uint16_t st[16] = {0};
-            uint8_t zt[16] = {0};
-            if (left > 0) {
-                memcpy(st, s + g, 2 * (size_t)left);
-                memcpy(zt, z + g, (size_t)left);
-            }
-            sv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)st));
-            zv = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)zt)));
-        }
+        const int64_t left = w->n_groups - g; /* masked loads past the last group: 0, never a fault */
+        const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+        const __m512 sv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, s + g));
+        const __m512 zv = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, z + g)));
         for (int v = 0; v < nv; v++) {
             _mm512_storeu_ps(sc + v * groups16 + g, _mm512_mul_ps(sv, _mm512_loadu_ps(xq[v].xs + g)));
             zacc[v] = _mm512_fmadd_ps(_mm512_mul_ps(sv, zv), _mm512_loadu_ps(xq[v].sxs + g), zacc[v]);
@@ -536,6 +525,24 @@ static int b8_ok(const pq__qmat *w) {
            flush_cols(w->group_size) % 128 == 0;
 }
 
+/* Row r's scales for one vector into sc (sc[g] = scale_g xs[g], groups g < n_groups only: the
+ * nibble kernel reads no others), returning minus its zero terms, -scale_g zero_g sxs[g], per
+ * group lane (row_scales without the padding groups and the reduction). */
+T512 static inline __m512 nib_row_scales(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r, float *sc) {
+    const uint16_t *s = (const uint16_t *)((const uint8_t *)w->scales + 2 * (size_t)(r * w->n_groups));
+    const uint8_t *z = w->zeros + r * w->n_groups;
+    __m512 zacc = _mm512_setzero_ps();
+    for (int64_t g = 0; g < w->n_groups; g += 16) {
+        const int64_t left = w->n_groups - g; /* masked loads past the last group: 0, never a fault */
+        const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+        const __m512 sv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, s + g));
+        const __m512 zv = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, z + g)));
+        _mm512_storeu_ps(sc + g, _mm512_mul_ps(sv, _mm512_loadu_ps(xq->xs + g)));
+        zacc = _mm512_fnmadd_ps(_mm512_mul_ps(sv, zv), _mm512_loadu_ps(xq->sxs + g), zacc);
+    }
+    return zacc;
+}
+
 /* NR (1..4) rows from r, one vector of NP planes, B-bit codes: 4 in nibble order, or 8 (b8_ok:
  * the two 64-byte halves of 128 columns as they are). Rows are whole bytes (cols B / 8 each):
  * the loads never leave them. NP 1 keeps the two halves in separate accumulators (eight
@@ -546,16 +553,15 @@ T512 static inline __attribute__((always_inline)) void gemv_nib_p(const pq__qmat
     const int64_t unit = nib_unit(w), gs = w->group_size, gstep = gs < 128 ? 128 / gs : 1,
                   per = gs < 128 ? 1 : gs / unit;
     const size_t stride = (size_t)(w->cols * B / 8);
-    float zs[4];
     const uint8_t *p[4];
+    __m512 t[4]; /* the totals start from minus the zero terms: one reduction per row at the end */
     for (int k = 0; k < NR; k++) {
-        row_scales(w, xq, 1, r + k, sc + k * groups16, groups16, &zs[k]);
         p[k] = w->codes + (size_t)(r + k) * stride;
+        t[k] = nib_row_scales(w, xq, r + k, sc + k * groups16);
     }
     const int has_ahead = r + NR - 1 + PF_ROWS < w->rows;
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     const int8_t *d0 = xq->d[0], *d1 = xq->d[1], *d2 = xq->d[2];
-    __m512 t[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     int64_t g = 0, k_in = 0;
     for (int64_t c = 0; c < w->cols; c += unit) {
         __m512i a[4][3], e[4];
@@ -602,7 +608,7 @@ T512 static inline __attribute__((always_inline)) void gemv_nib_p(const pq__qmat
         if (++k_in == per) k_in = 0, g += gstep;
     }
     for (int k = 0; k < NR; k++)
-        y[r + k] = _mm512_reduce_add_ps(t[k]) - zs[k];
+        y[r + k] = _mm512_reduce_add_ps(t[k]);
 }
 
 T512 static void gemv_nib_rows(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r0, int64_t r1, float *y, float *sc,
