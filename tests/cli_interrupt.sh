@@ -7,12 +7,8 @@
 # tokens/s of generate, all silenced by --quiet.
 set -u
 BIN=${PQ_BIN:?PQ_BIN not set}
-DATA=${PQ_DATA:?PQ_DATA not set}
-M=$DATA/models/babyllama-tok105/model5000.bin
-TOK=$DATA/models/babyllama-tok105/tok105.model
-TEXT=$DATA/text/tinystories/tinystories_val.txt
-if [ ! -f "$M" ] || [ ! -f "$TEXT" ]; then echo "FAIL: BabyLlama or tinystories missing under $PQ_DATA" >&2; exit 1; fi
 . "$(dirname "$0")/lib.sh"
+babyllama
 PIDS=
 trap 'for p in $PIDS; do kill -KILL "$p" 2>/dev/null; done; rm -rf "$T"' EXIT
 

@@ -9,12 +9,8 @@
 # text as with exact products.
 set -u
 BIN=${PQ_BIN:?PQ_BIN not set}
-DATA=${PQ_DATA:?PQ_DATA not set}
-M=$DATA/models/babyllama-tok105/model5000.bin
-TOK=$DATA/models/babyllama-tok105/tok105.model
-TEXT=$DATA/text/tinystories/tinystories_val.txt
-if [ ! -f "$M" ] || [ ! -f "$TEXT" ]; then echo "FAIL: BabyLlama or tinystories missing under $PQ_DATA" >&2; exit 1; fi
 . "$(dirname "$0")/lib.sh"
+babyllama
 
 head -c 100000 "$TEXT" >"$T/calib.txt"
 tail -c 20000 "$TEXT" >"$T/eval.txt"

@@ -8,6 +8,16 @@ ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
 check() { if "$@"; then ok; else bad "$*"; fi; }
 
+# babyllama: M (BabyLlama), TOK (its tokenizer) and TEXT (TinyStories val) under $PQ_DATA; a
+# FAIL line and exit 1 when they are missing.
+babyllama() {
+    DATA=${PQ_DATA:?PQ_DATA not set}
+    M=$DATA/models/babyllama-tok105/model5000.bin
+    TOK=$DATA/models/babyllama-tok105/tok105.model
+    TEXT=$DATA/text/tinystories/tinystories_val.txt
+    if [ ! -f "$M" ] || [ ! -f "$TEXT" ]; then echo "FAIL: BabyLlama or tinystories missing under $PQ_DATA" >&2; exit 1; fi
+}
+
 # llamacpp_load_check FILE: real llama.cpp (prebuilt libllama, set up once per machine by
 # scripts/llamacpp.sh) loads the GGUF, tokenizes a text with a newline and a character that small
 # vocabularies lack, and decodes one token; counts ok / bad. A setup failure counts as bad.

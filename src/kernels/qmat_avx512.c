@@ -18,9 +18,12 @@
  * qword holding its bits in qword i/8 of a register; VPMULTISHIFTQB extracts 8 bits at the
  * offset of code i within that qword; AND keeps b of them. Tables per (b, first bit % 8). */
 static uint8_t unpack_perm[9][8][64], unpack_shift[9][8][64];
+static uint8_t nib_even[64]; /* VPERMT2B indices of the even bytes of 128 (the odd: + 1) */
 static pthread_once_t unpack_once = PTHREAD_ONCE_INIT;
 
 static void unpack_tables(void) {
+    for (int i = 0; i < 64; i++)
+        nib_even[i] = (uint8_t)(2 * i);
     for (int b = 1; b <= 8; b++)
         for (int o = 0; o < 8; o++)
             for (int i = 0; i < 64; i++) {
@@ -112,20 +115,27 @@ T512 void pq__qmat_xq_prepare_avx512(const pq__qmat *w, const float *x, pq__qmat
     xq->nib = 0;
 }
 
+/* Scales (float) and zeros of row r's groups [g, g + 16) into *sv, *zv; 0 past the last group
+ * (masked loads, never a fault). */
+T512 static inline void group_scales16(const pq__qmat *w, int64_t r, int64_t g, __m512 *sv, __m512 *zv) {
+    const uint16_t *s = (const uint16_t *)((const uint8_t *)w->scales + 2 * (size_t)(r * w->n_groups));
+    const uint8_t *z = w->zeros + r * w->n_groups;
+    const int64_t left = w->n_groups - g;
+    const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+    *sv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, s + g));
+    *zv = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, z + g)));
+}
+
 /* Per-row scales: sc[v][g] = scale_g * xs_v[g] and the zero terms zs[v] = sum_g scale_g zero_g
  * sxs_v[g]; sc has groups16 floats per vector (0 past the last group). */
 T512 static void row_scales(const pq__qmat *w, const pq__qmat_xq *xq, int nv, int64_t r, float *sc, int64_t groups16,
                             float *zs) {
-    const uint16_t *s = (const uint16_t *)((const uint8_t *)w->scales + 2 * (size_t)(r * w->n_groups));
-    const uint8_t *z = w->zeros + r * w->n_groups;
     __m512 zacc[PQ_QMAT_GEMV_MAX];
     for (int v = 0; v < nv; v++)
         zacc[v] = _mm512_setzero_ps();
     for (int64_t g = 0; g < groups16; g += 16) {
-        const int64_t left = w->n_groups - g; /* masked loads past the last group: 0, never a fault */
-        const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-        const __m512 sv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, s + g));
-        const __m512 zv = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, z + g)));
+        __m512 sv, zv;
+        group_scales16(w, r, g, &sv, &zv);
         for (int v = 0; v < nv; v++) {
             _mm512_storeu_ps(sc + v * groups16 + g, _mm512_mul_ps(sv, _mm512_loadu_ps(xq[v].xs + g)));
             zacc[v] = _mm512_fmadd_ps(_mm512_mul_ps(sv, zv), _mm512_loadu_ps(xq[v].sxs + g), zacc[v]);
@@ -158,9 +168,12 @@ T512 static inline __m512i chunk_zeros(const pq__qmat *w, const uint8_t *z, int6
 
 /* Scale lanes of a flush of group g: sc[g] broadcast, or for group size 32 lanes 0-7 (the first
  * 32 columns) of g and 8-15 of g + 1. */
-T512 static inline __m512 flush_scale(const pq__qmat *w, const float *sc, int64_t g) {
-    if (w->group_size >= 64) return _mm512_set1_ps(sc[g]);
+T512 static inline __m512 two_scales(const float *sc, int64_t g) { /* lanes 0-7: sc[g], 8-15: sc[g + 1] */
     return _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(sc[g]), _mm512_set1_ps(sc[g + 1]));
+}
+
+T512 static inline __m512 flush_scale(const pq__qmat *w, const float *sc, int64_t g) {
+    return w->group_size >= 64 ? _mm512_set1_ps(sc[g]) : two_scales(sc, g);
 }
 
 /* The group of successive flush units without a division per unit: group size 32 takes two
@@ -188,17 +201,26 @@ static inline void unit_group_next(unit_group *u) {
 #define UNPACK(p, perm, sh, bm)                                                                                      \
     _mm512_and_si512(_mm512_multishift_epi64_epi8((sh), _mm512_permutexvar_epi8((perm), _mm512_loadu_si512(p))), (bm))
 
-/* Adds the int32 sums of one flush (group g) into tot: (d0 * 256 + d1) * 256 + d2. */
-T512 static inline __m512 flush(const pq__qmat *w, const float *sc, int64_t g, __m512i a0, __m512i a1, __m512i a2,
-                                __m512 tot) {
+/* Adds the int32 sums of one flush, times the scale lanes s, into tot: (d0 * 256 + d1) * 256 +
+ * d2; with 8-bit activations (one plane) a0 alone, whose int32 sum is exact in float. */
+T512 static inline __m512 flush_s(__m512 s, __m512i a0, __m512i a1, __m512i a2, __m512 tot) {
     const __m512i t = _mm512_add_epi32(_mm512_slli_epi32(a0, 8), a1);
     const __m512 f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(256.0f), _mm512_cvtepi32_ps(a2));
-    return _mm512_fmadd_ps(f, flush_scale(w, sc, g), tot);
+    return _mm512_fmadd_ps(f, s, tot);
 }
 
-/* The same for 8-bit activations (one plane): the int32 sum of the unit is exact in float. */
+T512 static inline __m512 flush1_s(__m512 s, __m512i a0, __m512 tot) {
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0), s, tot);
+}
+
+/* The same with the scale lanes of group g's flush. */
+T512 static inline __m512 flush(const pq__qmat *w, const float *sc, int64_t g, __m512i a0, __m512i a1, __m512i a2,
+                                __m512 tot) {
+    return flush_s(flush_scale(w, sc, g), a0, a1, a2, tot);
+}
+
 T512 static inline __m512 flush1(const pq__qmat *w, const float *sc, int64_t g, __m512i a0, __m512 tot) {
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0), flush_scale(w, sc, g), tot);
+    return flush1_s(flush_scale(w, sc, g), a0, tot);
 }
 
 /* The flushes of four rows' sums (NP planes) into their totals. */
@@ -487,19 +509,18 @@ static int64_t nib_unit(const pq__qmat *w) {
     return w->group_size < 128 ? 128 : flush_cols(w->group_size);
 }
 
+/* Codes without a mask or permutation, rows of whole 128 columns at r * cols * bits. */
+static int rows128(const pq__qmat *w) {
+    return w->kind == PQ_QMAT_CODES && !w->mask && !w->perm && !w->row_bit && w->cols % 128 == 0;
+}
+
 int pq__qmat_nib_ok(const pq__qmat *w) {
-    return w->kind == PQ_QMAT_CODES && w->bits == 4 && !w->mask && !w->perm && !w->row_bit && w->cols % 128 == 0 &&
-           (w->group_size == 32 || w->group_size == 64 || nib_unit(w) % 128 == 0);
+    return rows128(w) && w->bits == 4 && (w->group_size == 32 || w->group_size == 64 || nib_unit(w) % 128 == 0);
 }
 
 T512 void pq__qmat_xq_nibble_avx512(const pq__qmat_xq *src, int64_t cols, pq__qmat_xq *dst) {
-    __m512i even, odd;
-    {
-        uint8_t e[64], o[64];
-        for (int i = 0; i < 64; i++)
-            e[i] = (uint8_t)(2 * i), o[i] = (uint8_t)(2 * i + 1);
-        even = _mm512_loadu_si512(e), odd = _mm512_loadu_si512(o);
-    }
+    pthread_once(&unpack_once, unpack_tables);
+    const __m512i even = _mm512_loadu_si512(nib_even), odd = _mm512_add_epi8(even, _mm512_set1_epi8(1));
     for (int k = 0; k < src->planes; k++)
         for (int64_t c = 0; c < cols; c += 128) {
             const __m512i a = _mm512_loadu_si512(src->d[k] + c), b = _mm512_loadu_si512(src->d[k] + c + 64);
@@ -513,7 +534,7 @@ T512 void pq__qmat_xq_nibble_avx512(const pq__qmat_xq *src, int64_t cols, pq__qm
  * for groups of 64 two (8 lanes each), of 32 four (4 lanes each). */
 T512 static inline __m512 nib_scale(const pq__qmat *w, const float *sc, int64_t g) {
     if (w->group_size >= 128) return _mm512_set1_ps(sc[g]);
-    if (w->group_size == 64) return _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(sc[g]), _mm512_set1_ps(sc[g + 1]));
+    if (w->group_size == 64) return two_scales(sc, g);
     return _mm512_permutexvar_ps(_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
                                  _mm512_castps128_ps512(_mm_loadu_ps(sc + g)));
 }
@@ -521,22 +542,17 @@ T512 static inline __m512 nib_scale(const pq__qmat *w, const float *sc, int64_t 
 /* 8-bit rows without a mask whose flushes are whole 128 columns of one group: the codes are
  * the bytes themselves (no unpacking), in the activations' own order. */
 static int b8_ok(const pq__qmat *w) {
-    return w->kind == PQ_QMAT_CODES && w->bits == 8 && !w->mask && !w->perm && !w->row_bit && w->cols % 128 == 0 &&
-           flush_cols(w->group_size) % 128 == 0;
+    return rows128(w) && w->bits == 8 && flush_cols(w->group_size) % 128 == 0;
 }
 
 /* Row r's scales for one vector into sc (sc[g] = scale_g xs[g], groups g < n_groups only: the
  * nibble kernel reads no others), returning minus its zero terms, -scale_g zero_g sxs[g], per
  * group lane (row_scales without the padding groups and the reduction). */
 T512 static inline __m512 nib_row_scales(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r, float *sc) {
-    const uint16_t *s = (const uint16_t *)((const uint8_t *)w->scales + 2 * (size_t)(r * w->n_groups));
-    const uint8_t *z = w->zeros + r * w->n_groups;
     __m512 zacc = _mm512_setzero_ps();
     for (int64_t g = 0; g < w->n_groups; g += 16) {
-        const int64_t left = w->n_groups - g; /* masked loads past the last group: 0, never a fault */
-        const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
-        const __m512 sv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, s + g));
-        const __m512 zv = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, z + g)));
+        __m512 sv, zv;
+        group_scales16(w, r, g, &sv, &zv);
         _mm512_storeu_ps(sc + g, _mm512_mul_ps(sv, _mm512_loadu_ps(xq->xs + g)));
         zacc = _mm512_fnmadd_ps(_mm512_mul_ps(sv, zv), _mm512_loadu_ps(xq->sxs + g), zacc);
     }
@@ -596,14 +612,8 @@ T512 static inline __attribute__((always_inline)) void gemv_nib_p(const pq__qmat
         }
         for (int k = 0; k < NR; k++) {
             const __m512 s = nib_scale(w, sc + k * groups16, g);
-            if (NP == 1) {
-                t[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(a[k][0], e[k])), s, t[k]);
-            } else {
-                const __m512i hi = _mm512_add_epi32(_mm512_slli_epi32(a[k][0], 8), a[k][1]);
-                const __m512 f =
-                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi), _mm512_set1_ps(256.0f), _mm512_cvtepi32_ps(a[k][2]));
-                t[k] = _mm512_fmadd_ps(f, s, t[k]);
-            }
+            t[k] = NP == 1 ? flush1_s(s, _mm512_add_epi32(a[k][0], e[k]), t[k])
+                           : flush_s(s, a[k][0], a[k][1], a[k][2], t[k]);
         }
         if (++k_in == per) k_in = 0, g += gstep;
     }
