@@ -48,10 +48,23 @@ print(j["file_type"], " ".join(sorted(t["name"] + ":" + t["dtype"] for t in j["t
 }
 # llama.cpp's ppl (llamacpp protocol, raw logits) of FILE on the token ids IDS
 lppl() { "$LB/llama_check" "$1" --ids-file "$2" --ppl llamacpp --ctx 256 --threads 2 2>/dev/null | awk '$1 == "ppl" {print $2}'; }
-# llama-perplexity on the held-out text, FILE against the f32 model's logits BASE: "PPL±err KLD±err"
-lpkld() { "$LB/llama-perplexity" -m "$1" -f "$T/test.txt" -c 256 -b 256 -fa off -ctk f32 -ctv f32 -t 2 \
-    --kl-divergence-base "$2" --kl-divergence 2>&1 | awk '/^Mean PPL\(Q\) *:/ {p = $4 "±" $6} /^Mean *KLD:/ {k = $3 "±" $5}
-    END {if (p != "" && k != "") print p, k}'; }
+# llama-perplexity on the held-out text, FILE against the f32 model's logits BASE: "PPL±err KLD±err".
+# A run that prints no result (once seen in CI, cause unknown: nothing was kept) is run a second
+# time and said on stderr with its exit code and last line; a second failure prints nothing here
+# and the caller fails with the same diagnostic.
+lpkld_once() {
+    local rc=0
+    "$LB/llama-perplexity" -m "$1" -f "$T/test.txt" -c 256 -b 256 -fa off -ctk f32 -ctv f32 -t 2 \
+        --kl-divergence-base "$2" --kl-divergence > "$T/lp.log" 2>&1 || rc=$?
+    awk '/^Mean PPL\(Q\) *:/ {p = $4 "±" $6} /^Mean *KLD:/ {k = $3 "±" $5} END {if (p != "" && k != "") print p, k}' "$T/lp.log"
+    [ $rc -eq 0 ] || echo "llama-perplexity on $(basename "$1") exited with $rc: $(tail -1 "$T/lp.log")" >&2
+}
+lpkld() {
+    local r
+    r=$(lpkld_once "$@")
+    [ -n "$r" ] || { echo "note: llama-perplexity on $(basename "$1") gave no result (last line: $(tail -1 "$T/lp.log")); running it again" >&2; r=$(lpkld_once "$@"); }
+    echo "$r"
+}
 
 # one model: NAME, ids text, model args...; TYPES; QUALITY types
 check_model() {
@@ -60,8 +73,11 @@ check_model() {
     local f32=$T/$name.f32.gguf
     "$BIN" convert "$@" --to gguf --out "$f32" --quiet 2>"$T/err" || { bad "$name: convert: $(cat "$T/err")"; return; }
     "$BIN" tokenize "$f32" --bos --file "$text" > "$T/$name.ids" 2>"$T/err" || { bad "$name: tokenize: $(cat "$T/err")"; return; }
-    [ -n "$quality" ] && "$LB/llama-perplexity" -m "$f32" -f "$T/test.txt" -c 256 -b 256 -fa off -ctk f32 -ctv f32 -t 2 \
-        --kl-divergence-base "$T/$name.kld" > /dev/null 2>&1
+    if [ -n "$quality" ]; then
+        "$LB/llama-perplexity" -m "$f32" -f "$T/test.txt" -c 256 -b 256 -fa off -ctk f32 -ctv f32 -t 2 \
+            --kl-divergence-base "$T/$name.kld" > "$T/lp.log" 2>&1 ||
+            { bad "$name: llama-perplexity --kl-divergence-base: $(tail -1 "$T/lp.log")"; return; }
+    fi
     local base_ppl
     base_ppl=$(lppl "$f32" "$T/$name.ids")
     for ty in $types_list; do
@@ -98,7 +114,7 @@ check_model() {
         qo=$(lpkld "$ours" "$T/$name.kld")
         qt=$(lpkld "$theirs" "$T/$name.kld")
         qti=$(lpkld "$theirs_im" "$T/$name.kld")
-        [ -n "$qo" ] && [ -n "$qt" ] && [ -n "$qti" ] || { bad "$name $ty: llama-perplexity gave no PPL/KLD"; continue; }
+        [ -n "$qo" ] && [ -n "$qt" ] && [ -n "$qti" ] || { bad "$name $ty: llama-perplexity gave no PPL/KLD twice (last line: $(tail -1 "$T/lp.log"))"; continue; }
         printf 'QUALITY %-5s bytes %8d | llama-perplexity PPL ours %s  theirs %s  theirs+imatrix %s | KLD ours %s  theirs %s  theirs+imatrix %s\n' \
             "$ty" "$(stat -c %s "$ours")" "${qo% *}" "${qt% *}" "${qti% *}" "${qo#* }" "${qt#* }" "${qti#* }"
         lt "${qo%%±*}" "${qti%%±*}" && ok || bad "$name $ty: ours $qo not below llama-quantize + our imatrix $qti"
