@@ -159,7 +159,7 @@ static void check_products(const gen *g, int64_t n, const char *what) {
         for (int nt = 1; nt <= 2; nt++) {
             memset(y, 0xff, sizeof(float) * (size_t)(n * R));
             CHECK(pq__qmat_matmul(nt == 2 ? ctx : NULL, w, x, b, y, n, nt, (pq__isa)isa) == 0);
-            const int int_path = isa == PQ_ISA_AVX512 && n <= PQ_QMAT_GEMV_MAX && w->kind == PQ_QMAT_CODES &&
+            const int int_path = isa == PQ_ISA_AVX512 && n <= PQ_QMAT_GEMV_CHUNKED_MAX && w->kind == PQ_QMAT_CODES &&
                                  pq__qmat_avx512_gemv_ok(w);
             double worst = 0;
             for (int64_t i = 0; i < n; i++)
@@ -230,7 +230,8 @@ static void check_q8(const gen *g, int64_t n, const char *what) {
     for (int nt = 1; nt <= 2; nt++) {
         const int flags = PQ_QMAT_INT8_PROMPT | PQ_QMAT_INT8_DECODE;
         CHECK(pq__qmat_matmul_act(nt == 2 ? ctx : NULL, w, x, NULL, y, n, nt, PQ_ISA_AUTO, flags) == 0);
-        if (w->kept64 && n <= PQ_QMAT_GEMV_MAX) { /* the N:M kernel: the general kernel's sums */
+        if (w->kept64 && n <= PQ_QMAT_GEMV_CHUNKED_MAX && pq__qmat_q8_unit(w) == w->group_size) {
+            /* the GEMV's N:M kernel: the general kernel's sums */
             pq__qmat plain = *w;
             plain.kept64 = 0;
             float *y2 = malloc(sizeof(float) * (size_t)(n * R));
@@ -275,7 +276,8 @@ static void check_many(void) {
                     {{600, 4, 64, 0}, {200, 3, 32, 1}, {300, 4, 128, 2}}};
     const int64_t cols = 1024; /* together past the GEMV's threshold for two threads, each alone not */
     for (int si = 0; si < 2; si++)
-        for (int64_t n = 1; n <= 5; n += 2) {
+        for (int ni = 0; ni < 4; ni++) {
+            const int64_t n = (int64_t[]){1, 3, 5, PQ_QMAT_GEMV_CHUNKED_MAX + 1}[ni];
             gen g[3];
             const pq__qmat *w[3];
             float *x = malloc(sizeof(float) * (size_t)(n * cols)), *y[3], *y1[3], b0[600];
@@ -290,8 +292,8 @@ static void check_many(void) {
                 y[j] = malloc(sizeof(float) * (size_t)(n * w[j]->rows));
                 y1[j] = malloc(sizeof(float) * (size_t)(n * w[j]->rows));
             }
-            for (int nt = 1; nt <= 4; nt++) { /* 3, 4: 8-bit activations while decoding */
-                const int fl = nt > 2 ? PQ_QMAT_INT8_DECODE : 0;
+            for (int nt = 1; nt <= 4; nt++) { /* 3, 4: 8-bit activations */
+                const int fl = nt > 2 ? PQ_QMAT_INT8_DECODE | PQ_QMAT_INT8_PROMPT : 0;
                 CHECK(pq__qmat_matmul_many(ctx, 3, w, b, x, y, n, 2 - nt % 2, PQ_ISA_AUTO, fl) == 0);
                 for (int j = 0; j < 3; j++) {
                     CHECK(pq__qmat_matmul_act(ctx, w[j], x, b[j], y1[j], n, 2 - nt % 2, PQ_ISA_AUTO, fl) == 0);
@@ -328,8 +330,10 @@ int main(void) {
                     check_decode(&g, what);
                     for (int64_t n = 1; n <= 4; n++)
                         check_products(&g, n, what);
-                    check_products(&g, 13, what);
+                    check_products(&g, 13, what);                           /* GEMVs of 4, 4, 4, 1 vectors */
+                    check_products(&g, PQ_QMAT_GEMV_CHUNKED_MAX + 1, what); /* the GEMM */
                     check_q8(&g, 13, what);
+                    check_q8(&g, PQ_QMAT_GEMV_CHUNKED_MAX + 1, what);
                     for (int64_t n = 1; n <= 4; n += 3)
                         check_q8(&g, n, what);
                     if (cols <= 512) check_products(&g, 40, what);

@@ -384,15 +384,39 @@ static int gemv_many(pq_ctx *ctx, int k, const pq__qmat *const *ws, const float 
     return 0;
 }
 
-static int gemv(pq_ctx *ctx, const pq__qmat *w, const float *x, int nv, float *y, int nt, pq__isa isa, int int8) {
-    return gemv_many(ctx, 1, &w, x, nv, &y, nt, isa, int8);
+/* Whether a product of n vectors takes 8-bit activations: a token's (n <= PQ_QMAT_GEMV_MAX) as
+ * PQ_QMAT_INT8_DECODE says, a prompt's as PQ_QMAT_INT8_PROMPT says. */
+static int int8_of(int int8_act, int64_t n) {
+    return (int8_act & (n > PQ_QMAT_GEMV_MAX ? PQ_QMAT_INT8_PROMPT : PQ_QMAT_INT8_DECODE)) != 0;
+}
+
+/* A prompt's product with 8-bit activations takes the 8-bit GEMM (pq__qmat_gemm_q8): beyond
+ * PQ_QMAT_GEMV_CHUNKED_MAX vectors, or below where the GEMV's 8-bit units (the groups) are not
+ * the GEMM's. */
+static int q8_gemm(const pq__qmat *w, int64_t n, pq__isa want, int int8_act) {
+    return (int8_act & PQ_QMAT_INT8_PROMPT) && n > PQ_QMAT_GEMV_MAX && !w->perm &&
+           effective_isa(want) == PQ_ISA_AVX512 && pq__qmat_q8_ok(w) &&
+           (n > PQ_QMAT_GEMV_CHUNKED_MAX || !q8_gemv_ok(w));
+}
+
+/* gemv_many on n <= PQ_QMAT_GEMV_CHUNKED_MAX vectors, PQ_QMAT_GEMV_MAX at a time. */
+static int gemv_chunked(pq_ctx *ctx, int k, const pq__qmat *const *ws, const float *x, int64_t n, float *const *ys,
+                        int nt, pq__isa isa, int int8) {
+    float *yv[PQ_QMAT_MANY_MAX];
+    for (int64_t i = 0; i < n; i += PQ_QMAT_GEMV_MAX) {
+        const int nv = n - i < PQ_QMAT_GEMV_MAX ? (int)(n - i) : PQ_QMAT_GEMV_MAX;
+        for (int j = 0; j < k; j++)
+            yv[j] = ys[j] + i * ws[j]->rows;
+        if (gemv_many(ctx, k, ws, x + i * ws[0]->cols, nv, yv, nt, isa, int8)) return -1;
+    }
+    return 0;
 }
 
 /* Threads for a product of work multiply-adds: a second thread pays from about 16 M in a
  * GEMM; a GEMV streams its weights once from memory, which one thread does not saturate: from
  * 1 M weights (tens of microseconds, against a few for the fork) it is split too. */
 static int product_threads(double work, int64_t n, int n_threads) {
-    const double par_min = n > PQ_QMAT_GEMV_MAX ? PQ_PAR_MIN_FLOPS / 4 : PQ_PAR_MIN_FLOPS / 64;
+    const double par_min = n > PQ_QMAT_GEMV_CHUNKED_MAX ? PQ_PAR_MIN_FLOPS / 4 : PQ_PAR_MIN_FLOPS / 64;
     return work < par_min ? 1 : (n_threads > 0 ? n_threads : 1);
 }
 
@@ -406,11 +430,11 @@ static void add_bias(const float *b, float *y, int64_t n, int64_t rows) {
 int pq__qmat_matmul_many(pq_ctx *ctx, int k, const pq__qmat *const *w, const float *const *b, const float *x,
                          float *const *y, int64_t n, int n_threads, pq__isa want, int int8_act) {
     const pq__isa isa = effective_isa(want);
-    int one_region = n <= PQ_QMAT_GEMV_MAX && k >= 1 && k <= PQ_QMAT_MANY_MAX;
+    int one_region = n <= PQ_QMAT_GEMV_CHUNKED_MAX && k >= 1 && k <= PQ_QMAT_MANY_MAX;
     double work = 0;
     for (int j = 0; j < k && one_region; j++) {
         const pq__qmat *a = w[j], *z = w[0];
-        one_region = !a->perm && a->kind != PQ_QMAT_F32 && a->cols == z->cols &&
+        one_region = !a->perm && a->kind != PQ_QMAT_F32 && a->cols == z->cols && !q8_gemm(a, n, want, int8_act) &&
                      int_gemv(a, isa) == int_gemv(z, isa) && (!int_gemv(a, isa) || a->group_size == z->group_size);
         work += (double)n * (double)a->rows * (double)a->cols;
     }
@@ -419,22 +443,20 @@ int pq__qmat_matmul_many(pq_ctx *ctx, int k, const pq__qmat *const *w, const flo
             if (pq__qmat_matmul_act(ctx, w[j], x, b ? b[j] : NULL, y[j], n, n_threads, want, int8_act)) return -1;
         return 0;
     }
-    if (gemv_many(ctx, k, w, x, (int)n, y, product_threads(work, n, n_threads), isa,
-                  (int8_act & PQ_QMAT_INT8_DECODE) != 0))
-        return -1;
+    if (gemv_chunked(ctx, k, w, x, n, y, product_threads(work, n, n_threads), isa, int8_of(int8_act, n))) return -1;
     for (int j = 0; j < k; j++)
         add_bias(b ? b[j] : NULL, y[j], n, w[j]->rows);
     return 0;
 }
 
-/* pq__qmat_matmul with int8_decode: GEMVs take 8-bit activations where they can. */
+/* pq__qmat_matmul with int8: GEMVs take 8-bit activations where they can. */
 static int matmul(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b, float *y, int64_t n, int n_threads,
-                  pq__isa want, int int8_decode) {
+                  pq__isa want, int int8) {
     if (w->perm) { /* gather the activations into the stored column order once */
         pq__qmat view = *w;
         view.perm = NULL;
         float *xp = permute_x(w, x, n);
-        const int rc = xp ? matmul(ctx, &view, xp, b, y, n, n_threads, want, int8_decode) : -1;
+        const int rc = xp ? matmul(ctx, &view, xp, b, y, n, n_threads, want, int8) : -1;
         free(xp);
         return rc;
     }
@@ -444,17 +466,15 @@ static int matmul(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b
     }
     const pq__isa isa = effective_isa(want);
     const int nt = product_threads((double)n * (double)w->rows * (double)w->cols, n, n_threads);
-    if (n > PQ_QMAT_GEMV_MAX) return pq__qmat_gemm(ctx, w, x, b, y, n, nt, isa);
-    if (gemv(ctx, w, x, (int)n, y, nt, isa, int8_decode)) return -1;
+    if (n > PQ_QMAT_GEMV_CHUNKED_MAX) return pq__qmat_gemm(ctx, w, x, b, y, n, nt, isa);
+    if (gemv_chunked(ctx, 1, &w, x, n, &y, nt, isa, int8)) return -1;
     add_bias(b, y, n, w->rows);
     return 0;
 }
 
 int pq__qmat_matmul_act(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b, float *y, int64_t n,
                         int n_threads, pq__isa want, int int8_act) {
-    if (!(int8_act & PQ_QMAT_INT8_PROMPT) || n <= PQ_QMAT_GEMV_MAX || w->perm ||
-        effective_isa(want) != PQ_ISA_AVX512 || !pq__qmat_q8_ok(w))
-        return matmul(ctx, w, x, b, y, n, n_threads, want, (int8_act & PQ_QMAT_INT8_DECODE) != 0);
+    if (!q8_gemm(w, n, want, int8_act)) return matmul(ctx, w, x, b, y, n, n_threads, want, int8_of(int8_act, n));
     const double work = (double)n * (double)w->rows * (double)w->cols;
     if (pq__qmat_gemm_q8(ctx, w, x, y, n, work < PQ_PAR_MIN_FLOPS / 4 ? 1 : (n_threads > 0 ? n_threads : 1)))
         return -1;
