@@ -48,21 +48,29 @@ print(j["file_type"], " ".join(sorted(t["name"] + ":" + t["dtype"] for t in j["t
 }
 # llama.cpp's ppl (llamacpp protocol, raw logits) of FILE on the token ids IDS
 lppl() { "$LB/llama_check" "$1" --ids-file "$2" --ppl llamacpp --ctx 256 --threads 2 2>/dev/null | awk '$1 == "ppl" {print $2}'; }
-# llama-perplexity on the held-out text, FILE against the f32 model's logits BASE: "PPL±err KLD±err".
-# A run that prints no result (once seen in CI, cause unknown: nothing was kept) is run a second
-# time and said on stderr with its exit code and last line; a second failure prints nothing here
-# and the caller fails with the same diagnostic.
+# llama-perplexity on the held-out text (ctx 256, F32 KV cache), model FILE, more arguments after
+# it; its output in $T/lp.log
+lperp() {
+    local m=$1
+    shift
+    "$LB/llama-perplexity" -m "$m" -f "$T/test.txt" -c 256 -b 256 -fa off -ctk f32 -ctv f32 -t 2 "$@" > "$T/lp.log" 2>&1
+}
+# FILE against the f32 model's logits BASE: "PPL±err KLD±err". A run that prints no result (once
+# seen in CI, cause unknown: nothing was kept) is said on stderr with its exit code and last line
+# and run a second time; a second failure (said too) prints nothing.
 lpkld_once() {
     local rc=0
-    "$LB/llama-perplexity" -m "$1" -f "$T/test.txt" -c 256 -b 256 -fa off -ctk f32 -ctv f32 -t 2 \
-        --kl-divergence-base "$2" --kl-divergence > "$T/lp.log" 2>&1 || rc=$?
+    lperp "$1" --kl-divergence-base "$2" --kl-divergence || rc=$?
     awk '/^Mean PPL\(Q\) *:/ {p = $4 "±" $6} /^Mean *KLD:/ {k = $3 "±" $5} END {if (p != "" && k != "") print p, k}' "$T/lp.log"
     [ $rc -eq 0 ] || echo "llama-perplexity on $(basename "$1") exited with $rc: $(tail -1 "$T/lp.log")" >&2
 }
 lpkld() {
-    local r
-    r=$(lpkld_once "$@")
-    [ -n "$r" ] || { echo "note: llama-perplexity on $(basename "$1") gave no result (last line: $(tail -1 "$T/lp.log")); running it again" >&2; r=$(lpkld_once "$@"); }
+    local r try
+    for try in 1 2; do
+        r=$(lpkld_once "$@")
+        [ -n "$r" ] && break
+        echo "note: llama-perplexity on $(basename "$1") gave no result (try $try; last line: $(tail -1 "$T/lp.log"))" >&2
+    done
     echo "$r"
 }
 
@@ -74,8 +82,7 @@ check_model() {
     "$BIN" convert "$@" --to gguf --out "$f32" --quiet 2>"$T/err" || { bad "$name: convert: $(cat "$T/err")"; return; }
     "$BIN" tokenize "$f32" --bos --file "$text" > "$T/$name.ids" 2>"$T/err" || { bad "$name: tokenize: $(cat "$T/err")"; return; }
     if [ -n "$quality" ]; then
-        "$LB/llama-perplexity" -m "$f32" -f "$T/test.txt" -c 256 -b 256 -fa off -ctk f32 -ctv f32 -t 2 \
-            --kl-divergence-base "$T/$name.kld" > "$T/lp.log" 2>&1 ||
+        lperp "$f32" --kl-divergence-base "$T/$name.kld" ||
             { bad "$name: llama-perplexity --kl-divergence-base: $(tail -1 "$T/lp.log")"; return; }
     fi
     local base_ppl
@@ -114,7 +121,7 @@ check_model() {
         qo=$(lpkld "$ours" "$T/$name.kld")
         qt=$(lpkld "$theirs" "$T/$name.kld")
         qti=$(lpkld "$theirs_im" "$T/$name.kld")
-        [ -n "$qo" ] && [ -n "$qt" ] && [ -n "$qti" ] || { bad "$name $ty: llama-perplexity gave no PPL/KLD twice (last line: $(tail -1 "$T/lp.log"))"; continue; }
+        [ -n "$qo" ] && [ -n "$qt" ] && [ -n "$qti" ] || { bad "$name $ty: llama-perplexity gave no PPL/KLD twice (its output above)"; continue; }
         printf 'QUALITY %-5s bytes %8d | llama-perplexity PPL ours %s  theirs %s  theirs+imatrix %s | KLD ours %s  theirs %s  theirs+imatrix %s\n' \
             "$ty" "$(stat -c %s "$ours")" "${qo% *}" "${qt% *}" "${qti% *}" "${qo#* }" "${qt#* }" "${qti#* }"
         lt "${qo%%±*}" "${qti%%±*}" && ok || bad "$name $ty: ours $qo not below llama-quantize + our imatrix $qti"

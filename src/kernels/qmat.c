@@ -415,8 +415,8 @@ static int gemv_chunked(pq_ctx *ctx, int k, const pq__qmat *const *ws, const flo
 /* Threads for a product of work multiply-adds: a second thread pays from about 16 M in a
  * GEMM; a GEMV streams its weights once from memory, which one thread does not saturate: from
  * 1 M weights (tens of microseconds, against a few for the fork) it is split too. */
-static int product_threads(double work, int64_t n, int n_threads) {
-    const double par_min = n > PQ_QMAT_GEMV_CHUNKED_MAX ? PQ_PAR_MIN_FLOPS / 4 : PQ_PAR_MIN_FLOPS / 64;
+static int product_threads(double work, int gemm, int n_threads) {
+    const double par_min = gemm ? PQ_PAR_MIN_FLOPS / 4 : PQ_PAR_MIN_FLOPS / 64;
     return work < par_min ? 1 : (n_threads > 0 ? n_threads : 1);
 }
 
@@ -443,7 +443,7 @@ int pq__qmat_matmul_many(pq_ctx *ctx, int k, const pq__qmat *const *w, const flo
             if (pq__qmat_matmul_act(ctx, w[j], x, b ? b[j] : NULL, y[j], n, n_threads, want, int8_act)) return -1;
         return 0;
     }
-    if (gemv_chunked(ctx, k, w, x, n, y, product_threads(work, n, n_threads), isa, int8_of(int8_act, n))) return -1;
+    if (gemv_chunked(ctx, k, w, x, n, y, product_threads(work, 0, n_threads), isa, int8_of(int8_act, n))) return -1;
     for (int j = 0; j < k; j++)
         add_bias(b ? b[j] : NULL, y[j], n, w[j]->rows);
     return 0;
@@ -465,8 +465,9 @@ static int matmul(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b
         return 0;
     }
     const pq__isa isa = effective_isa(want);
-    const int nt = product_threads((double)n * (double)w->rows * (double)w->cols, n, n_threads);
-    if (n > PQ_QMAT_GEMV_CHUNKED_MAX) return pq__qmat_gemm(ctx, w, x, b, y, n, nt, isa);
+    const int gemm = n > PQ_QMAT_GEMV_CHUNKED_MAX;
+    const int nt = product_threads((double)n * (double)w->rows * (double)w->cols, gemm, n_threads);
+    if (gemm) return pq__qmat_gemm(ctx, w, x, b, y, n, nt, isa);
     if (gemv_chunked(ctx, 1, &w, x, n, &y, nt, isa, int8)) return -1;
     add_bias(b, y, n, w->rows);
     return 0;
@@ -475,8 +476,8 @@ static int matmul(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b
 int pq__qmat_matmul_act(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b, float *y, int64_t n,
                         int n_threads, pq__isa want, int int8_act) {
     if (!q8_gemm(w, n, want, int8_act)) return matmul(ctx, w, x, b, y, n, n_threads, want, int8_of(int8_act, n));
-    const double work = (double)n * (double)w->rows * (double)w->cols;
-    if (pq__qmat_gemm_q8(ctx, w, x, y, n, work < PQ_PAR_MIN_FLOPS / 4 ? 1 : (n_threads > 0 ? n_threads : 1)))
+    if (pq__qmat_gemm_q8(ctx, w, x, y, n,
+                         product_threads((double)n * (double)w->rows * (double)w->cols, 1, n_threads)))
         return -1;
     add_bias(b, y, n, w->rows);
     return 0;

@@ -94,9 +94,9 @@ int pq__qmat_matmul(pq_ctx *ctx, const pq__qmat *w, const float *x, const float 
 int pq__qmat_matmul_act(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b, float *y, int64_t n,
                         int n_threads, pq__isa isa, int int8_act);
 /* Y_j = X W_j^T (+ b_j) for k <= PQ_QMAT_MANY_MAX matrices that multiply the same X (q, k, v;
- * gate, up); b NULL or b[j] NULL: no bias. Decoding (n <= PQ_QMAT_GEMV_MAX) with matrices of the
- * same columns (and groups, for the integer GEMV) runs them as one product: the activations
- * prepared once, one parallel region over all their rows; each Y_j is bit for bit
+ * gate, up); b NULL or b[j] NULL: no bias. GEMVs (n <= PQ_QMAT_GEMV_CHUNKED_MAX) with matrices of
+ * the same columns (and groups, for the integer GEMV) run them as one product per 4 vectors: the
+ * activations prepared once, one parallel region over all their rows; each Y_j is bit for bit
  * pq__qmat_matmul_act's. Otherwise the products one after the other. Returns 0 or -1 as it. */
 #define PQ_QMAT_MANY_MAX 4
 int pq__qmat_matmul_many(pq_ctx *ctx, int k, const pq__qmat *const *w, const float *const *b, const float *x,
