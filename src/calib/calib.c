@@ -6,7 +6,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 static uint64_t splitmix(uint64_t *s) {
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
@@ -45,17 +44,30 @@ pq_status pq__calib_windows(pq_ctx *ctx, const int32_t *tokens, int64_t n_tokens
  * columns for Llama-3-8B) needs its double sum plus ~2% rather than 1.5x of it. */
 enum { PANEL = 512 };
 
+/* Start of row i of the packed lower triangle (row i holds columns 0..i). */
+static int64_t tri(int64_t i) {
+    return i * (i + 1) / 2;
+}
+
 pq_status pq__hacc_init(pq_ctx *ctx, pq__hacc *a, int64_t cols) {
     memset(a, 0, sizeof *a);
     a->cols = cols;
     a->n_threads = pq__threads(ctx);
     const int64_t pw = cols < PANEL ? cols : PANEL;
-    a->sum = pq__calloc(ctx, (size_t)(cols * cols), sizeof(double), "Hessian");
+    /* the packed triangle in large pages, zeroed here by all threads: touched page by page
+     * inside the first products, its faults cost more than the product (Llama-3-8B's down
+     * projection on a VM: 6 of 8.5 s) */
+    const size_t bytes = (size_t)tri(cols) * sizeof(double);
+    a->sum = pq__big_malloc(ctx, bytes ? bytes : 1, "Hessian");
     a->tmp = a->sum ? pq__malloc(ctx, (size_t)(cols * pw) * sizeof(float), "Hessian") : NULL;
     if (!a->tmp) {
         pq__hacc_free(a);
         return ctx->status;
     }
+    const size_t piece = (size_t)1 << 21, np = (bytes + piece - 1) / piece;
+#pragma omp parallel for num_threads(a->n_threads) schedule(static) if (np > 1)
+    for (size_t p = 0; p < np; p++)
+        memset((char *)a->sum + p * piece, 0, bytes - p * piece < piece ? bytes - p * piece : piece);
     return PQ_OK;
 }
 
@@ -69,8 +81,10 @@ void pq__hacc_add(pq__hacc *a, const float *x, int64_t n) {
         const int64_t w = c - j0 < PANEL ? c - j0 : PANEL, r = c - j0;
         pq__sgemm(PQ_TRANS, PQ_NOTRANS, r, w, n, 1.0f, x + j0, c, x + j0, c, 0.0f, a->tmp, w);
         a->flop += 2.0 * (double)r * (double)w * (double)n;
+        /* rows are independent: the sums do not depend on the threads */
+#pragma omp parallel for num_threads(a->n_threads) schedule(static) if (r * w >= PQ_PAR_MIN_ELEMS)
         for (int64_t i = 0; i < r; i++) {
-            double *dst = a->sum + (j0 + i) * c + j0;
+            double *dst = a->sum + tri(j0 + i) + j0;
             const float *src = a->tmp + i * w;
             const int64_t jn = i + 1 < w ? i + 1 : w;
             for (int64_t j = 0; j < jn; j++)
@@ -79,12 +93,6 @@ void pq__hacc_add(pq__hacc *a, const float *x, int64_t n) {
     }
     pq__blas_threads_pop(prev_threads);
     a->n += n;
-}
-
-/* Releases the whole pages of [lo, hi) to the system (their contents are dead). */
-static void release_pages(void *base, size_t lo, size_t hi) {
-    const uintptr_t pg = 4096, a = ((uintptr_t)base + lo + pg - 1) / pg * pg, b = ((uintptr_t)base + hi) / pg * pg;
-    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
 /* The upper triangle of h [c, c] from its lower one, in tiles (both sides stay in cache). */
@@ -103,48 +111,41 @@ static void mirror_lower(float *h, int64_t c, int nt) {
         }
 }
 
-/* Rows [r0, r1) of the scaled lower triangle, double sum -> float h in the same memory. */
-static void compact_rows(const double *sum, float *h, int64_t c, double f, int64_t r0, int64_t r1,
-                         size_t release_from) {
-    for (int64_t i = r0; i < r1; i++) {
-        for (int64_t j = 0; j <= i; j++) {
-            const double v = sum[i * c + j] * f;
-            h[i * c + j] = (float)v;
-        }
-        const size_t lo = (size_t)(i * c) * sizeof(double);
-        if (lo >= release_from) release_pages((void *)(uintptr_t)sum, lo, lo + (size_t)c * sizeof(double));
-    }
-}
-
 pq_status pq__hacc_finish(pq_ctx *ctx, pq__hacc *a, float **H) {
     const int64_t c = a->cols;
     *H = NULL;
     if (!a->sum) return pq__fail(ctx, PQ_ERR_INVALID, "Hessian: accumulator already finished");
     free(a->tmp);
     a->tmp = NULL;
+    /* In place: the packed double triangle (4 c (c + 1) bytes) becomes the float matrix (4 c^2
+     * bytes) in the same memory, rows from the last up, a batch of rows at a time. A batch
+     * [r0, r1) writes floats at bytes [4 r0 c, 4 r1 c), above every double of the rows below
+     * it (they end at 4 r0 (r0 + 1) <= 4 r0 c): its own doubles are copied out first, so its
+     * rows convert in parallel. Then the lower triangle is mirrored. */
+    enum { BATCH = 64 };
+    const int64_t rows = c < BATCH ? c : BATCH;
+    double *copy = pq__malloc(ctx, (size_t)(rows * c > 0 ? rows * c : 1) * sizeof(double), "Hessian");
+    if (!copy) return ctx->status;
     const double f = a->n ? 2.0 / (double)a->n : 0.0;
-    double *sum = a->sum;
-    float *h = (float *)(void *)sum;
-    /* In place: float element k lands at byte 4k, below double k's 8k, so a forward pass
-     * never overwrites a double it has yet to read. First compact the scaled lower triangle
-     * (row-major order), then mirror it. The rows in the upper half of the buffer are read
-     * once and never written: their pages go back as soon as they are read, so the float
-     * matrix grows into memory the doubles give up (a large H costs about its float64 lower
-     * triangle, not that plus the float matrix). */
-    const size_t fbytes = (size_t)(c * c) * sizeof(float);
-    /* small ones: not worth the system calls */
-    const size_t release_from = fbytes >= ((size_t)8 << 20) ? fbytes : SIZE_MAX;
-    /* rows [a, 2a) write floats at bytes [4ac, 8ac), below every double they or later rows
-     * read (from 8ac): such a batch may run in parallel */
-    compact_rows(sum, h, c, f, 0, c < 1 ? c : 1, release_from);
-    for (int64_t a0 = 1; a0 < c; a0 *= 2) {
-        const int64_t a1 = 2 * a0 < c ? 2 * a0 : c, per = (a1 - a0 + a->n_threads - 1) / a->n_threads;
-#pragma omp parallel for num_threads(a->n_threads) schedule(static) if ((a1 - a0) * c >= PQ_PAR_MIN_ELEMS)
-        for (int64_t r0 = a0; r0 < a1; r0 += per)
-            compact_rows(sum, h, c, f, r0, r0 + per < a1 ? r0 + per : a1, release_from);
+    const double *sum = a->sum;
+    float *h = (float *)(void *)a->sum;
+    for (int64_t r1 = c; r1 > 0;) {
+        const int64_t r0 = r1 > BATCH ? r1 - BATCH : 0;
+        memcpy(copy, sum + tri(r0), (size_t)(tri(r1) - tri(r0)) * sizeof(double));
+#pragma omp parallel for num_threads(a->n_threads) schedule(static) if ((r1 - r0) * c >= PQ_PAR_MIN_ELEMS)
+        for (int64_t i = r0; i < r1; i++) {
+            const double *src = copy + tri(i) - tri(r0);
+            for (int64_t j = 0; j <= i; j++) {
+                const double v = src[j] * f;
+                h[i * c + j] = (float)v;
+            }
+        }
+        r1 = r0;
     }
+    free(copy);
     mirror_lower(h, c, a->n_threads);
-    float *shrunk = realloc(h, fbytes);
+    const size_t fbytes = (size_t)(c * c) * sizeof(float);
+    float *shrunk = fbytes ? realloc(h, fbytes) : NULL;
     a->sum = NULL;
     *H = shrunk ? shrunk : h;
     return PQ_OK;
