@@ -23,6 +23,7 @@
  *       "peak_rss_mib"}.
  * Run `make` first; the two steps are separate processes so the peak RSS of `run` is the
  * pipeline's own. */
+#include <cblas.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -272,10 +273,10 @@ static int run(const char *dir, const char *out, int64_t ns, int64_t L, int true
     loadavg(load1, sizeof load1);
     const rates r1 = measure_rates(ctx, pq_ctx_threads(ctx), info.dim);
     const double rate = r0.best > r1.best ? r0.best : r1.best; /* load only ever slows a rate down */
-    printf("{\"name\": \"sgemm\", \"blas_gflops\": [%.1f, %.1f], \"own_%s_gflops\": [%.1f, %.1f], "
-           "\"bound_gflops\": %.1f, \"load\": [\"%s\", \"%s\"], \"note\": \"[before, after] the run; the bound "
-           "uses the fastest\"}\n",
-           r0.blas, r1.blas, r0.own_isa, r0.own, r1.own, rate, load0, load1);
+    printf("{\"name\": \"sgemm\", \"blas_core\": \"%s\", \"blas_gflops\": [%.1f, %.1f], "
+           "\"own_%s_gflops\": [%.1f, %.1f], \"bound_gflops\": %.1f, \"load\": [\"%s\", \"%s\"], "
+           "\"note\": \"[before, after] the run; the bound uses the fastest\"}\n",
+           openblas_get_corename(), r0.blas, r1.blas, r0.own_isa, r0.own, r1.own, rate, load0, load1);
     const arith a = block_arith(&info, ns, L);
     double bound = 0.0;
     for (int64_t l = 0; l < info.n_layers; l++)

@@ -54,9 +54,9 @@ static double sgemm_rate(pq_ctx *ctx, int threads, const char *when) {
         if (rep) best_own = fmin(best_own, now_s() - t); /* the first packs cold */
     }
     const double flop = 2.0 * n * (double)n * n, blas = flop / best / 1e9, own = flop / best_own / 1e9;
-    printf("{\"name\": \"sgemm_4096\", \"when\": \"%s\", \"threads\": %d, \"seconds\": %.4f, \"gflops\": %.1f, "
-           "\"own_%s_gflops\": %.1f, \"load\": \"%s\"}\n",
-           when, threads, best, blas, pq__isa_name(pq__qmat_isa()), own, loadavg());
+    printf("{\"name\": \"sgemm_4096\", \"when\": \"%s\", \"threads\": %d, \"blas_core\": \"%s\", \"seconds\": %.4f, "
+           "\"gflops\": %.1f, \"own_%s_gflops\": %.1f, \"load\": \"%s\"}\n",
+           when, threads, openblas_get_corename(), best, blas, pq__isa_name(pq__qmat_isa()), own, loadavg());
     fflush(stdout);
     free(a);
     free(b);
