@@ -2,6 +2,7 @@
  * of the weights (zero-copy for aligned F32, converted otherwise), RoPE tables. */
 #include "kernels/dtype.h"
 #include "kernels/ggml_types.h"
+#include "kernels/kernels.h"
 #include "model/model.h"
 
 #include <math.h>
@@ -239,7 +240,7 @@ pq_status pq__model_linear_f32(pq_ctx *ctx, const pq_model *m, const char *base,
     const pq__tensor *t;
     pq_status st = find_checked(ctx, m, name, rows, cols, 0, &t);
     if (st) return st;
-    float *w = pq__malloc(ctx, (size_t)(rows * cols) * sizeof(float), name);
+    float *w = pq__big_malloc(ctx, (size_t)(rows * cols) * sizeof(float), name);
     if (!w) return ctx->status;
     pq__to_f32(t->dtype, t->data, w, rows * cols); /* dtype checked by find_checked */
     pq__source_release(&m->src, t->data, t->nbytes);
