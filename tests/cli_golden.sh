@@ -14,14 +14,10 @@
 # commit).
 set -u
 BIN=${PQ_BIN:?PQ_BIN not set}
-DATA=${PQ_DATA:?PQ_DATA not set}
 SRC=${PQ_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
-M=$DATA/models/babyllama-tok105/model5000.bin
-TOK=$DATA/models/babyllama-tok105/tok105.model
-TEXT=$DATA/text/tinystories/tinystories_val.txt
 GOLD=$SRC/tests/golden/compress.sha256
-if [ ! -f "$M" ] || [ ! -f "$TEXT" ]; then echo "FAIL: BabyLlama or tinystories missing under $PQ_DATA" >&2; exit 1; fi
 . "$(dirname "$0")/lib.sh"
+babyllama
 
 # the calibration path is recorded in config.json: run from $T with a relative path
 cd "$T" || exit 1

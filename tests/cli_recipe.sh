@@ -5,12 +5,9 @@
 # get "did you mean", bad values name the flag, usage errors exit 2 and data errors 1.
 set -u
 BIN=${PQ_BIN:?PQ_BIN not set}
-DATA=${PQ_DATA:?PQ_DATA not set}
-M=$DATA/models/babyllama-tok105/model5000.bin
-TEXT=$DATA/text/tinystories/tinystories_val.txt
-for f in "$M" "$TEXT"; do [ -f "$f" ] || { echo "FAIL: $f missing (shared data)" >&2; exit 1; }; done
 command -v python3 > /dev/null || { echo "FAIL: python3 is needed to read info --json" >&2; exit 1; }
 . "$(dirname "$0")/lib.sh"
+babyllama
 head -c 100000 "$TEXT" > "$T/calib.txt"
 C=(--calib "$T/calib.txt" --nsamples 8 --seqlen 128 --quiet)
 
