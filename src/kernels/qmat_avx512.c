@@ -430,9 +430,10 @@ T512 static void gemv_mask4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r,
  * unpack with fixed tables serves both halves (the second half's codes are the upper K bytes),
  * and no kept count is needed to find them. The integer sums are gemv_mask4's (the same
  * products, exact), so y is bit for bit its. Every row's bytes plus 64 must be readable. */
-T512 static inline __attribute__((always_inline)) void
-gemv_nm4_p(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r, float *y, float *sc, int64_t groups16, const int NP) {
-    const int b = w->bits, K = w->kept64;
+T512 static inline __attribute__((always_inline)) void gemv_nm4_p(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r,
+                                                                  float *y, float *sc, int64_t groups16, const int NP,
+                                                                  const int KK, const int BB) {
+    const int b = BB ? BB : w->bits, K = KK ? KK : w->kept64; /* KK, BB: w's kept64 and bits as constants, or 0 */
     const int64_t unit = flush_cols(w->group_size), mstride = w->cols / 8;
     const size_t step = (size_t)(2 * K * b / 8); /* bytes of 128 columns' codes */
     const __m512i perm = _mm512_loadu_si512(unpack_perm[b][0]), sh = _mm512_loadu_si512(unpack_shift[b][0]);
@@ -490,10 +491,15 @@ gemv_nm4_p(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r, float *y, float 
 
 T512 static void gemv_nm4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r, float *y, float *sc,
                           int64_t groups16) {
-    if (xq->planes == 1)
-        gemv_nm4_p(w, xq, r, y, sc, groups16, 1);
+    const int k32b4 = w->kept64 == 32 && w->bits == 4; /* 2:4 (or 4:8) at 4 bits: K and b as constants */
+    if (xq->planes == 1 && k32b4)
+        gemv_nm4_p(w, xq, r, y, sc, groups16, 1, 32, 4);
+    else if (xq->planes == 1)
+        gemv_nm4_p(w, xq, r, y, sc, groups16, 1, 0, 0);
+    else if (k32b4)
+        gemv_nm4_p(w, xq, r, y, sc, groups16, 3, 32, 4);
     else
-        gemv_nm4_p(w, xq, r, y, sc, groups16, 3);
+        gemv_nm4_p(w, xq, r, y, sc, groups16, 3, 0, 0);
 }
 
 /* gemv_nm4 serves w (rows r..r+3 also need whole-byte starts, checked by the caller). */
