@@ -9,6 +9,12 @@
  *       with float32-accurate products and again with 8-bit activations (pq_ctx_set_int8_decode);
  *       one JSON line: tokens/s of both, peak resident set (VmHWM) and the model's file bytes,
  *       the linears that run from their stored form.
+ *   bench_decode pair MODEL_A MODEL_B [threads]
+ *       both models in one process, decoding in turns: after a 128-token prompt each, 128 pairs of
+ *       single-token steps, A then B on even pairs and B then A on odd ones, each model's steps
+ *       timed; float32-accurate products, then 8-bit activations. One JSON line: both rates and
+ *       their ratio B / A. On a shared host whose speed drifts over seconds, separate runs differ
+ *       by more than the kernels do; in turns both models see the same host, so the ratio holds.
  *   bench_decode rss BUDGET_BYTES -- COMMAND [ARGS...]
  *       runs COMMAND (its output to stderr), prints one JSON line with its peak resident set
  *       (wait4's ru_maxrss) and its ratio to BUDGET_BYTES; exits with the command's status.
@@ -106,6 +112,70 @@ done:
     return st ? 1 : 0;
 }
 
+static int pair(const char *path_a, const char *path_b, int threads) {
+    const char *path[2] = {path_a, path_b};
+    pq_ctx *ctx = pq_ctx_new();
+    pq_ctx_set_threads(ctx, threads);
+    pq_model *m[2] = {NULL, NULL};
+    pq__kv kv[2];
+    int have_kv[2] = {0, 0};
+    float *logits[2] = {NULL, NULL};
+    int32_t *tok = NULL;
+    pq_status st = PQ_OK;
+    int reported = 0;
+    for (int i = 0; i < 2 && st == PQ_OK; i++)
+        if ((st = pq_model_load(ctx, path[i], NULL, &m[i])) == PQ_OK &&
+            (st = pq__kv_init(ctx, &kv[i], &m[i]->cfg, 1, 512)) == PQ_OK)
+            have_kv[i] = 1;
+    if (st == PQ_OK && m[0]->cfg.vocab_size != m[1]->cfg.vocab_size) {
+        fprintf(stderr, "bench_decode: %s and %s have different vocabularies\n", path_a, path_b);
+        st = PQ_ERR_INVALID, reported = 1;
+    }
+    const int64_t D0 = 128, G = 128;
+    double rate[2][2] = {{0, 0}, {0, 0}}; /* [int8][model] tokens/s */
+    if (st == PQ_OK) {
+        const int64_t V = m[0]->cfg.vocab_size;
+        tok = malloc(sizeof(int32_t) * (size_t)D0);
+        for (int i = 0; i < 2; i++)
+            logits[i] = malloc(sizeof(float) * (size_t)V);
+        unsigned seed = 777;
+        for (int int8 = 0; int8 < 2 && st == PQ_OK; int8++) {
+            pq_ctx_set_int8_decode(ctx, int8);
+            fill_tokens(tok, D0, V, &seed);
+            for (int i = 0; i < 2 && st == PQ_OK; i++)
+                st = pq__forward(ctx, m[i], &kv[i], tok, 1, D0, 0, 1, logits[i]);
+            double t[2] = {0, 0};
+            for (int64_t k = 0; k < G && st == PQ_OK; k++)
+                for (int j = 0; j < 2 && st == PQ_OK; j++) {
+                    const int i = (int)(k & 1) ^ j;
+                    int32_t next = argmax(logits[i], V);
+                    const double t0 = now_s();
+                    st = pq__forward(ctx, m[i], &kv[i], &next, 1, 1, D0 + k, 1, logits[i]);
+                    t[i] += now_s() - t0;
+                }
+            for (int i = 0; i < 2; i++)
+                rate[int8][i] = (double)G / t[i];
+        }
+        pq_ctx_set_int8_decode(ctx, 0);
+    }
+    if (st == PQ_OK)
+        printf("{\"bench\": \"decode_pair\", \"a\": \"%s\", \"b\": \"%s\", \"threads\": %d, \"decode_tokens\": %lld, "
+               "\"a_decode_tok_s\": %.3f, \"b_decode_tok_s\": %.3f, \"ratio\": %.3f, \"a_decode_int8_tok_s\": %.3f, "
+               "\"b_decode_int8_tok_s\": %.3f, \"ratio_int8\": %.3f}\n",
+               path_a, path_b, pq_ctx_threads(ctx), (long long)G, rate[0][0], rate[0][1], rate[0][1] / rate[0][0],
+               rate[1][0], rate[1][1], rate[1][1] / rate[1][0]);
+    else if (!reported)
+        fprintf(stderr, "bench_decode: %s\n", pq_ctx_error(ctx));
+    for (int i = 0; i < 2; i++) {
+        if (have_kv[i]) pq__kv_free(&kv[i]);
+        free(logits[i]);
+        pq_model_free(m[i]);
+    }
+    free(tok);
+    pq_ctx_free(ctx);
+    return st ? 1 : 0;
+}
+
 static int rss(double budget, char **argv) {
     const pid_t pid = fork();
     if (pid < 0) return perror("bench_decode: fork"), 1;
@@ -128,7 +198,9 @@ static int rss(double budget, char **argv) {
 
 int main(int argc, char **argv) {
     if (argc >= 3 && !strcmp(argv[1], "run")) return run(argv[2], argc > 3 ? atoi(argv[3]) : 0);
+    if (argc >= 4 && !strcmp(argv[1], "pair")) return pair(argv[2], argv[3], argc > 4 ? atoi(argv[4]) : 0);
     if (argc >= 5 && !strcmp(argv[1], "rss") && !strcmp(argv[3], "--")) return rss(atof(argv[2]), argv + 4);
-    fprintf(stderr, "usage: bench_decode run MODEL [threads] | bench_decode rss BUDGET_BYTES -- COMMAND [ARGS...]\n");
+    fprintf(stderr, "usage: bench_decode run MODEL [threads] | bench_decode pair MODEL_A MODEL_B [threads] | "
+                    "bench_decode rss BUDGET_BYTES -- COMMAND [ARGS...]\n");
     return 2;
 }

@@ -8,6 +8,7 @@
 #   llama.cpp: the same weights as F16 GGUF, and llama-quantize's Q8_0 and Q4_0 of it, once
 #              with token_embd / output kept F16 (the weights ours stores) and once --pure
 #                                                                          llama_check --bench
+#   in turns:  2:4 + 4-bit against 4-bit decoding in one process            build/bench_decode pair
 #   memory:    `prunequant ppl` on the packed 4-bit model (ctx 512), peak RSS against
 #              file bytes + KV cache + activations                         build/bench_decode rss
 #
@@ -72,6 +73,9 @@ llama() {
 for rep in $(seq "${REPS:-3}"); do
     ours q4; llama Q4_0; ours q8; llama Q8_0; ours p24q4; ours hf-f16; llama f16
 done
+# 2:4 + 4-bit against 4-bit in one process, in turns (bench_decode pair): the ratio a drifting host
+# cannot bias
+"$BUILD/bench_decode" pair "$D/q4" "$D/p24q4" "$T" | tee -a "$OUT"
 for m in hf-f32 hf-bf16 q3 q2 Q8_0.gguf Q4_0.gguf; do ours $m; done # the GGUFs: llama.cpp's files run by us
 for g in Q8_0-pure Q4_0-pure; do llama $g; done
 
@@ -122,6 +126,9 @@ for a, b, ka, kb in [("q4", "Q4_0", "decode_tok_s", "decode_tok_s"), ("q8", "Q8_
 if "p24q4" in ours and "q4" in ours:
     print("  2:4+q4 vs q4 decode %.2fx, with 8-bit activations %.2fx" % (ours["p24q4"]["decode_tok_s"] / ours["q4"]["decode_tok_s"],
           ours["p24q4"]["decode_int8_tok_s"] / ours["q4"]["decode_int8_tok_s"]))
+for r in rows:
+    if r["bench"] == "decode_pair":
+        print("  2:4+q4 vs q4 decode in turns, one process: %.2fx, with 8-bit activations %.2fx" % (r["ratio"], r["ratio_int8"]))
 for r in rows:
     if r["bench"] == "rss":
         print("  ppl on q4: peak RSS %.0f MiB = %.3f x (file + KV cache + activations = %.0f MiB)" % (r["peak_rss_mib"], r["ratio"], r["budget_mib"]))
