@@ -14,7 +14,8 @@
  *       single-token steps, A then B on even pairs and B then A on odd ones, each model's steps
  *       timed; float32-accurate products, then 8-bit activations. One JSON line: both rates and
  *       their ratio B / A. On a shared host whose speed drifts over seconds, separate runs differ
- *       by more than the kernels do; in turns both models see the same host, so the ratio holds.
+ *       by more than the kernels do; in turns a drift slows both models alike (faster bursts
+ *       still move the ratio: repeat it).
  *   bench_decode rss BUDGET_BYTES -- COMMAND [ARGS...]
  *       runs COMMAND (its output to stderr), prints one JSON line with its peak resident set
  *       (wait4's ru_maxrss) and its ratio to BUDGET_BYTES; exits with the command's status.
@@ -122,15 +123,12 @@ static int pair(const char *path_a, const char *path_b, int threads) {
     float *logits[2] = {NULL, NULL};
     int32_t *tok = NULL;
     pq_status st = PQ_OK;
-    int reported = 0;
     for (int i = 0; i < 2 && st == PQ_OK; i++)
         if ((st = pq_model_load(ctx, path[i], NULL, &m[i])) == PQ_OK &&
             (st = pq__kv_init(ctx, &kv[i], &m[i]->cfg, 1, 512)) == PQ_OK)
             have_kv[i] = 1;
-    if (st == PQ_OK && m[0]->cfg.vocab_size != m[1]->cfg.vocab_size) {
-        fprintf(stderr, "bench_decode: %s and %s have different vocabularies\n", path_a, path_b);
-        st = PQ_ERR_INVALID, reported = 1;
-    }
+    if (st == PQ_OK && m[0]->cfg.vocab_size != m[1]->cfg.vocab_size)
+        st = pq__fail(ctx, PQ_ERR_INVALID, "%s and %s have different vocabularies", path_a, path_b);
     const int64_t D0 = 128, G = 128;
     double rate[2][2] = {{0, 0}, {0, 0}}; /* [int8][model] tokens/s */
     if (st == PQ_OK) {
@@ -164,7 +162,7 @@ static int pair(const char *path_a, const char *path_b, int threads) {
                "\"b_decode_int8_tok_s\": %.3f, \"ratio_int8\": %.3f}\n",
                path_a, path_b, pq_ctx_threads(ctx), (long long)G, rate[0][0], rate[0][1], rate[0][1] / rate[0][0],
                rate[1][0], rate[1][1], rate[1][1] / rate[1][0]);
-    else if (!reported)
+    else
         fprintf(stderr, "bench_decode: %s\n", pq_ctx_error(ctx));
     for (int i = 0; i < 2; i++) {
         if (have_kv[i]) pq__kv_free(&kv[i]);
