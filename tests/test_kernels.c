@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kernels/dtype.h"
 #include "kernels/kernels.h"
 #include "model/packed.h"
 #include "kernels/grid.h"
@@ -54,6 +55,7 @@ enum {
     K_GRID,
     K_PACK,
     K_ATTN,
+    K_HALF,
     K_N
 };
 
@@ -70,6 +72,7 @@ static kstat table[K_N] = {
     [K_LOGSM] = {"pq__log_softmax", "pq__log_softmax_ref", "bound(lse) + 2 u |lp_i| (u = 2^-53)"},
     [K_GRID] = {"pq__grid_fit_tile", "pq__grid_fit_tile_ref", "0 (bit-exact scale and zero)"},
     [K_PACK] = {"pq__bits_pack/unpack", "pq__bits_*_ref", "0 (bit-exact stream and codes)"},
+    [K_HALF] = {"pq__to_f32/from_f32", "pq__f16_*, pq__bf16_*", "0 (bit-exact, NaNs included)"},
     [K_ATTN] = {"pq__attend_row", "pq__attend_row_ref", "sum_t p_t |v_t| (4 delta + e_softmax + 2 gamma_{T+1})"},
 };
 
@@ -498,6 +501,69 @@ static void test_bits(void) {
             }
 }
 
+/* ---- 16-bit floats ---------------------------------------------------------------------- */
+
+/* Float bits x through the bulk f16 and bf16 conversions against the scalar ones; returns the
+ * number of differences. */
+static int half_batch(const uint32_t *x, int64_t n) {
+    uint16_t *h = malloc(2 * (size_t)n), *b = malloc(2 * (size_t)n);
+    pq__from_f32(PQ_DTYPE_F16, (const float *)x, h, n);
+    pq__from_f32(PQ_DTYPE_BF16, (const float *)x, b, n);
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float f;
+        memcpy(&f, &x[i], 4);
+        bad += !within(K_HALF, h[i], pq__f32_to_f16(f), 0.0);
+        bad += !within(K_HALF, b[i], pq__f32_to_bf16(f), 0.0);
+    }
+    free(h);
+    free(b);
+    return bad;
+}
+
+/* Every half and bfloat16 to float32 (unaligned source); float32 to both: every float whose
+ * low 13 bits are one of the rounding cases (0, 1, half way - 1, half way, half way + 1, max)
+ * at every exponent and the top mantissa bits in steps, plus a stride over all 2^32 patterns.
+ * (All 2^32 were checked once by hand.) */
+static void test_half(void) {
+    enum { N = 65536 };
+    uint8_t *src = malloc(2 * N + 1);
+    float *f = malloc(sizeof(float) * N);
+    int bad = 0;
+    for (int t = 0; t < 2; t++) {
+        for (uint32_t i = 0; i < N; i++) {
+            const uint16_t h = (uint16_t)i;
+            memcpy(src + 1 + 2 * i, &h, 2);
+        }
+        pq__to_f32(t ? PQ_DTYPE_BF16 : PQ_DTYPE_F16, src + 1, f, N);
+        for (uint32_t i = 0; i < N; i++) {
+            const float r = t ? pq__bf16_to_f32((uint16_t)i) : pq__f16_to_f32((uint16_t)i);
+            uint32_t a, b;
+            memcpy(&a, &f[i], 4);
+            memcpy(&b, &r, 4);
+            bad += !within(K_HALF, a, b, 0.0);
+        }
+    }
+    static const uint32_t low[] = {0, 1, 0xfff, 0x1000, 0x1001, 0x1fff, 0x7fff, 0x8000, 0x8001, 0xffff};
+    const int64_t n = 2 * 256 * 1024 * (int64_t)(sizeof low / sizeof low[0]);
+    uint32_t *x = malloc(sizeof(uint32_t) * (size_t)n);
+    int64_t k = 0;
+    for (uint32_t sign = 0; sign < 2; sign++)
+        for (uint32_t e = 0; e < 256; e++)
+            for (uint32_t top = 0; top < 1024; top++)
+                for (size_t l = 0; l < sizeof low / sizeof low[0]; l++)
+                    x[k++] = sign << 31 | e << 23 | (top << 13 & 0x7fffff) | low[l];
+    bad += half_batch(x, k);
+    k = 0;
+    for (uint64_t v = 0; v < ((uint64_t)1 << 32) && k < n; v += 1021)
+        x[k++] = (uint32_t)v;
+    bad += half_batch(x, k);
+    CHECK_MSG(bad == 0, "16-bit float conversions: %d differences from the scalar ones", bad);
+    free(x);
+    free(src);
+    free(f);
+}
+
 /* ---- policy and allocation --------------------------------------------------------------- */
 
 static void test_thread_scope(void) {
@@ -539,6 +605,7 @@ int main(void) {
     test_log_softmax();
     test_grid_fit();
     test_bits();
+    test_half();
     printf("%-22s %-22s %9s %9s  %s\n", "kernel", "reference", "checked", "worst", "bound");
     for (int k = 0; k < K_N; k++) {
         CHECK_MSG(table[k].n > 0, "%s: nothing checked", table[k].name);
