@@ -291,7 +291,9 @@ pq_status pq__quad_error(pq_ctx *ctx, const float *D, int64_t rows, int64_t n, c
 }
 
 /* Tiled transpose of [rows, cols] <-> [cols, rows] with a column permutation, for 4-byte
- * (float) or 1-byte elements. gather: dst[p, r] = src[r, perm[p]]; else the inverse. */
+ * (float) or 1-byte elements. gather: dst[p, r] = src[r, perm[p]]; else the inverse. Inside a
+ * tile the inner loop always writes consecutive elements: the rows of a tile lie a power of two
+ * apart for the usual widths and would share one L1 set if stores walked down them. */
 static void transpose(const void *src, int64_t rows, int64_t cols, const int64_t *perm, void *dst, int esz,
                       int gather, int n_threads) {
     enum { TB = 32 };
@@ -300,20 +302,25 @@ static void transpose(const void *src, int64_t rows, int64_t cols, const int64_t
     for (int64_t t = 0; t < nrb * ncb; t++) {
         const int64_t r0 = (t % nrb) * TB, p0 = (t / nrb) * TB;
         const int64_t r1 = r0 + TB < rows ? r0 + TB : rows, p1 = p0 + TB < cols ? p0 + TB : cols;
-        for (int64_t p = p0; p < p1; p++) {
-            const int64_t c = perm ? perm[p] : p;
-            if (esz == 4 && gather)
-                for (int64_t r = r0; r < r1; r++)
-                    ((float *)dst)[p * rows + r] = ((const float *)src)[r * cols + c];
-            else if (esz == 4)
-                for (int64_t r = r0; r < r1; r++)
-                    ((float *)dst)[r * cols + c] = ((const float *)src)[p * rows + r];
-            else if (gather)
-                for (int64_t r = r0; r < r1; r++)
-                    ((uint8_t *)dst)[p * rows + r] = ((const uint8_t *)src)[r * cols + c];
-            else
-                for (int64_t r = r0; r < r1; r++)
-                    ((uint8_t *)dst)[r * cols + c] = ((const uint8_t *)src)[p * rows + r];
+        if (gather) {
+            for (int64_t p = p0; p < p1; p++) {
+                const int64_t c = perm ? perm[p] : p;
+                if (esz == 4)
+                    for (int64_t r = r0; r < r1; r++)
+                        ((float *)dst)[p * rows + r] = ((const float *)src)[r * cols + c];
+                else
+                    for (int64_t r = r0; r < r1; r++)
+                        ((uint8_t *)dst)[p * rows + r] = ((const uint8_t *)src)[r * cols + c];
+            }
+        } else {
+            for (int64_t r = r0; r < r1; r++)
+                for (int64_t p = p0; p < p1; p++) {
+                    const int64_t c = perm ? perm[p] : p;
+                    if (esz == 4)
+                        ((float *)dst)[r * cols + c] = ((const float *)src)[p * rows + r];
+                    else
+                        ((uint8_t *)dst)[r * cols + c] = ((const uint8_t *)src)[p * rows + r];
+                }
         }
     }
 }
