@@ -50,10 +50,13 @@ static int64_t fill_flipped(void *A, int f32, const float *H, int64_t n, const i
         const int64_t tb = t - ta * (ta + 1) / 2;
         const int64_t a0 = ta * FILL_TILE, a1 = a0 + FILL_TILE < n ? a0 + FILL_TILE : n;
         const int64_t b0 = tb * FILL_TILE, b1 = b0 + FILL_TILE < n ? b0 + FILL_TILE : n;
-        for (int64_t b = b0; b < b1; b++) {
-            const int64_t y = n - 1 - b, hy = perm ? perm[y] : y;
-            for (int64_t a = a0 > b ? a0 : b; a < a1; a++) {
-                const int64_t x = n - 1 - a, hx = perm ? perm[x] : x;
+        /* rows of A outside, so that the stores are consecutive (A's rows lie n elements
+         * apart, for the usual n a power of two: stores walking down a column would all fall
+         * in one L1 set) */
+        for (int64_t a = a0; a < a1; a++) {
+            const int64_t x = n - 1 - a, hx = perm ? perm[x] : x;
+            for (int64_t b = b0; b < b1 && b <= a; b++) {
+                const int64_t y = n - 1 - b, hy = perm ? perm[y] : y;
                 const int64_t at = hx >= hy ? hx * n + hy : hy * n + hx; /* lower triangle of H */
                 const float v = H[at];
                 if (!isfinite(v)) {
@@ -98,14 +101,17 @@ static void fill_inplace(float *A, int64_t n, const float *diag0, const uint8_t 
 typedef struct hf_scratch {
     void *A, *work;
     float *diag0;
+    double *ldiag; /* the factor's diagonal (not in place): read once per element by the unflip */
     int f32, inplace;
 } hf_scratch;
 
 static void hf_scratch_free(hf_scratch *w) {
     if (w->A != w->work) free(w->A);
     free(w->diag0);
+    free(w->ldiag);
     w->A = NULL;
     w->diag0 = NULL;
+    w->ldiag = NULL;
 }
 
 static pq_status hf_alloc(pq_ctx *ctx, int64_t n, hf_scratch *w, pq__hfactor *out) {
@@ -116,9 +122,10 @@ static pq_status hf_alloc(pq_ctx *ctx, int64_t n, hf_scratch *w, pq__hfactor *ou
     out->vs = w->inplace ? (float *)w->work : pq__big_malloc(ctx, sizeof(float) * (size_t)(n * n), "hessian factor");
     out->vs_borrowed = w->inplace;
     w->diag0 = w->inplace ? pq__malloc(ctx, sizeof(float) * (size_t)n, "hessian diagonal") : NULL;
+    w->ldiag = w->inplace ? NULL : pq__malloc(ctx, sizeof(double) * (size_t)n, "hessian factor diagonal");
     const size_t esz = w->f32 ? sizeof(float) : sizeof(double);
     w->A = w->work ? w->work : pq__big_malloc(ctx, (size_t)(n * n) * esz, "hessian factorisation");
-    if (!out->dead || !out->vdiag || !out->vs || !w->A || (w->inplace && !w->diag0)) return PQ_ERR_NOMEM;
+    if (!out->dead || !out->vdiag || !out->vs || !w->A || (w->inplace ? !w->diag0 : !w->ldiag)) return PQ_ERR_NOMEM;
     return PQ_OK;
 }
 
@@ -212,11 +219,23 @@ static void hf_unflip(const hf_scratch *w, int64_t n, int nt, pq__hfactor *out) 
         release_lower(vs, n);
         return;
     }
+    /* the diagonal gathered once (its elements lie n + 1 apart), the rows by element type */
+    double *ld = w->ldiag;
+    for (int64_t k = 0; k < n; k++)
+        ld[k] = a_get(A, f32, last - (size_t)(k * n + k));
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 64)
     for (int64_t i = 0; i < n; i++) {
         float *dst = vs + i * n;
-        for (int64_t k = i + 1; k < n; k++)
-            dst[k] = (float)(a_get(A, f32, last - (size_t)(i * n + k)) / a_get(A, f32, last - (size_t)(k * n + k)));
+        const size_t row = last - (size_t)(i * n); /* element k of the row at row - k */
+        if (f32) {
+            const float *a = A;
+            for (int64_t k = i + 1; k < n; k++)
+                dst[k] = (float)((double)a[row - (size_t)k] / ld[k]);
+        } else {
+            const double *a = A;
+            for (int64_t k = i + 1; k < n; k++)
+                dst[k] = (float)(a[row - (size_t)k] / ld[k]);
+        }
     }
 }
 
