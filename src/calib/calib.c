@@ -95,19 +95,19 @@ void pq__hacc_add(pq__hacc *a, const float *x, int64_t n) {
     a->n += n;
 }
 
-/* The upper triangle of h [c, c] from its lower one, in tiles (both sides stay in cache). */
+/* The upper triangle of h [c, c] from its lower one, in tiles (both sides stay in cache); the
+ * inner loop stores consecutive elements (rows c apart, for the usual c a power of two, share
+ * one L1 set: stores walking down a column would miss on every one). */
 static void mirror_lower(float *h, int64_t c, int nt) {
     enum { TB = 64 };
     const int64_t nb = (c + TB - 1) / TB;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (c * c >= PQ_PAR_MIN_ELEMS)
     for (int64_t bi = 0; bi < nb; bi++)
         for (int64_t j0 = 0; j0 <= bi * TB; j0 += TB) {
-            const int64_t i0 = bi * TB, i1 = i0 + TB < c ? i0 + TB : c;
-            for (int64_t i = i0; i < i1; i++) {
-                const int64_t j1 = j0 + TB < i ? j0 + TB : i;
-                for (int64_t j = j0; j < j1; j++)
+            const int64_t i0 = bi * TB, i1 = i0 + TB < c ? i0 + TB : c, j1 = j0 + TB < c ? j0 + TB : c;
+            for (int64_t j = j0; j < j1; j++)
+                for (int64_t i = i0 > j + 1 ? i0 : j + 1; i < i1; i++)
                     h[j * c + i] = h[i * c + j];
-            }
         }
 }
 
