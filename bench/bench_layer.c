@@ -70,9 +70,8 @@ static double sgemm_rate(pq_ctx *ctx, int threads, const char *when) {
 static void print_case(const char *name, int64_t rows, int64_t cols, const pq_layer_result *r, double rate) {
     const double flop = r->factor_flop + r->sweep_flop, bound = flop / (rate * 1e9);
     printf("{\"name\": \"%s\", \"rows\": %lld, \"cols\": %lld, \"seconds\": %.3f, \"error\": %.6g, "
-           "\"factor_seconds\": %.3f, \"error_direct\": %d, \"error_seconds\": %.3f, \"loss\": %.6g, \"sparsity\": "
-           "%.4f, "
-           "\"moved_off_zero\": %lld, \"damp\": %.4g, \"retries\": %d, \"gflop\": %.1f, "
+           "\"factor_seconds\": %.3f, \"error_direct\": %d, \"error_seconds\": %.3f, \"loss\": %.6g, "
+           "\"sparsity\": %.4f, \"moved_off_zero\": %lld, \"damp\": %.4g, \"retries\": %d, \"gflop\": %.1f, "
            "\"bound_seconds\": %.3f, \"of_bound\": %.2f, \"load\": \"%s\"}\n",
            name, (long long)rows, (long long)cols, r->seconds, r->error, r->factor_seconds, r->error_direct,
            r->error_seconds, r->loss, r->sparsity, (long long)r->moved_off_zero, r->damp, r->chol_retries, flop / 1e9,
