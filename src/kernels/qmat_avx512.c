@@ -431,8 +431,9 @@ T512 static void gemv_mask4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r,
  * and no kept count is needed to find them. At 4 bits and K = 32 the unpack is a zero extension
  * of 32 bytes to words and a nibble split, the same bytes as the table unpack with one shuffle
  * fewer (per-token A/B on the 1B-shaped 2:4 + q4 model: exact products +3 to +6 %, 8-bit
- * activations 0 to +2 %). The integer sums are gemv_mask4's (the same
- * products, exact), so y is bit for bit its. Every row's bytes plus 64 must be readable. */
+ * activations 0 to +2 %); gemv_nm4 runs that case with KK, BB constant. The integer sums are
+ * gemv_mask4's (the same products, exact), so y is bit for bit its. Every row's bytes plus 64
+ * must be readable. */
 T512 static inline __attribute__((always_inline)) void gemv_nm4_p(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r,
                                                                   float *y, float *sc, int64_t groups16, const int NP,
                                                                   const int KK, const int BB) {
@@ -475,7 +476,7 @@ T512 static inline __attribute__((always_inline)) void gemv_nm4_p(const pq__qmat
                 if (!(cc & 511)) /* the mask's line PF_ROWS rows on */
                     _mm_prefetch((const char *)(m[k] + PF_ROWS * mstride + cc / 8), _MM_HINT_T0);
                 __m512i q;
-                if (K == 32 && b == 4) { /* 32 bytes: word j = byte j, its nibbles into bytes 2j, 2j + 1 */
+                if (KK == 32 && BB == 4) { /* 32 bytes: word j = byte j, its nibbles into bytes 2j, 2j + 1 */
                     const __m512i wv = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)p[k]));
                     q = _mm512_and_si512(_mm512_or_si512(wv, _mm512_slli_epi16(wv, 4)), _mm512_set1_epi16(0x0F0F));
                 } else {

@@ -207,8 +207,12 @@ static void hf_unflip(const hf_scratch *w, int64_t n, int nt, pq__hfactor *out) 
     const int f32 = w->f32;
     float *vs = out->vs, *vd = out->vdiag;
     const size_t last = (size_t)(n * n) - 1;
-    for (int64_t k = 0; k < n; k++)
-        vd[k] = (float)a_get(A, f32, last - (size_t)(k * n + k));
+    double *ld = w->ldiag; /* not in place: the diagonal in A's precision for the division below */
+    for (int64_t k = 0; k < n; k++) {
+        const double d = a_get(A, f32, last - (size_t)(k * n + k));
+        vd[k] = (float)d;
+        if (ld) ld[k] = d;
+    }
     if (w->inplace) {
         /* vs[i, k] (row-major strict upper) from L at last - (i n + k) (row-major strict
          * lower): the writes never touch what is still to be read */
@@ -219,10 +223,7 @@ static void hf_unflip(const hf_scratch *w, int64_t n, int nt, pq__hfactor *out) 
         release_lower(vs, n);
         return;
     }
-    /* the diagonal gathered once (its elements lie n + 1 apart), the rows by element type */
-    double *ld = w->ldiag;
-    for (int64_t k = 0; k < n; k++)
-        ld[k] = a_get(A, f32, last - (size_t)(k * n + k));
+    /* the diagonal gathered once above (its elements lie n + 1 apart), the rows by element type */
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 64)
     for (int64_t i = 0; i < n; i++) {
         float *dst = vs + i * n;
