@@ -197,6 +197,17 @@ static inline void unit_group_next(unit_group *u) {
 /* Rows ahead whose codes the dense kernels prefetch (bench_qmat: 4-8 best on Zen 5). */
 #define PF_ROWS 8
 
+/* Prefetches row r's scales and zeros (nothing past the last row): a separate stream from the
+ * codes, read once per row at its start (per-token A/B, 2:4 + q4 decode of the 1B shape: exact
+ * products +3 to +5 %, 8-bit activations within the noise; the nibble kernel gains nothing). */
+static inline void prefetch_scales(const pq__qmat *w, int64_t r) {
+    if (r >= w->rows) return;
+    const char *s = (const char *)w->scales + 2 * (size_t)(r * w->n_groups);
+    for (int64_t o = 0; o < 2 * w->n_groups; o += 64)
+        _mm_prefetch(s + o, _MM_HINT_T0);
+    _mm_prefetch((const char *)(w->zeros + r * w->n_groups), _MM_HINT_T0);
+}
+
 /* Unpacks the 64 codes at bytes p (first bit o of p[0]) with the row's tables. */
 #define UNPACK(p, perm, sh, bm)                                                                                      \
     _mm512_and_si512(_mm512_multishift_epi64_epi8((sh), _mm512_permutexvar_epi8((perm), _mm512_loadu_si512(p))), (bm))
@@ -424,8 +435,8 @@ T512 static void gemv_mask4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r,
         y[r + k] = _mm512_reduce_add_ps(t[k]) - zs[k];
 }
 
-/* Four rows of a mask that keeps K (16 or 32) of every 64 columns (pq__qmat.kept64: N:M patterns
- * such as 2:4, 1:4, 2:8), one vector, rows starting on whole bytes, flush units of whole 128
+/* RR (2 or 4) rows of a mask that keeps K (16 or 32) of every 64 columns (pq__qmat.kept64: N:M
+ * patterns such as 2:4, 1:4, 2:8), one vector, rows starting on whole bytes, flush units of whole 128
  * columns: the codes of 128 columns are 2K <= 64 consecutive codes on a byte boundary, so one
  * unpack with fixed tables serves both halves (the second half's codes are the upper K bytes),
  * and no kept count is needed to find them. At 4 bits and K = 32 the unpack is a zero extension
@@ -436,7 +447,7 @@ T512 static void gemv_mask4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r,
  * must be readable. */
 T512 static inline __attribute__((always_inline)) void gemv_nm4_p(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r,
                                                                   float *y, float *sc, int64_t groups16, const int NP,
-                                                                  const int KK, const int BB) {
+                                                                  const int KK, const int BB, const int RR) {
     const int b = BB ? BB : w->bits, K = KK ? KK : w->kept64; /* KK, BB: w's kept64 and bits as constants, or 0 */
     const int64_t unit = flush_cols(w->group_size), mstride = w->cols / 8;
     const size_t step = (size_t)(2 * K * b / 8); /* bytes of 128 columns' codes */
@@ -445,7 +456,7 @@ T512 static inline __attribute__((always_inline)) void gemv_nm4_p(const pq__qmat
     const uint8_t *m[4], *z[4], *p[4];
     size_t ahead[4];
     float zs[4];
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < RR; k++) {
         row_scales(w, xq, 1, r + k, sc + k * groups16, groups16, &zs[k]);
         m[k] = w->mask + (r + k) * mstride;
         z[k] = w->zeros + (r + k) * w->n_groups;
@@ -453,13 +464,14 @@ T512 static inline __attribute__((always_inline)) void gemv_nm4_p(const pq__qmat
         ahead[k] = r + k + PF_ROWS < w->rows
                        ? (size_t)((pq__qmat_row_bit(w, r + k + PF_ROWS) - pq__qmat_row_bit(w, r + k)) >> 3)
                        : 0;
+        prefetch_scales(w, r + k + PF_ROWS);
     }
     const int8_t *d0 = xq->d[0], *d1 = xq->d[1], *d2 = xq->d[2];
     __m512 t[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     unit_group ug = unit_group_start(w, unit);
     for (int64_t c = 0; c < w->cols; c += unit, unit_group_next(&ug)) {
         __m512i a[4][3], zf[4];
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < RR; k++) {
             a[k][0] = a[k][1] = a[k][2] = _mm512_setzero_si512();
             zf[k] = chunk_zeros(w, z[k], ug.g);
         }
@@ -469,7 +481,7 @@ T512 static inline __attribute__((always_inline)) void gemv_nm4_p(const pq__qmat
                           x2 = NP == 3 ? _mm512_loadu_si512(d2 + cc) : x0,
                           u1 = NP == 3 ? _mm512_loadu_si512(d1 + cc + 64) : u0,
                           u2 = NP == 3 ? _mm512_loadu_si512(d2 + cc + 64) : u0;
-            for (int k = 0; k < 4; k++) {
+            for (int k = 0; k < RR; k++) {
                 uint64_t km[2];
                 memcpy(km, m[k] + cc / 8, 16);
                 _mm_prefetch((const char *)(p[k] + ahead[k]), _MM_HINT_T0);
@@ -493,9 +505,11 @@ T512 static inline __attribute__((always_inline)) void gemv_nm4_p(const pq__qmat
                 }
             }
         }
-        flush4(w, sc, groups16, ug.g, a, t, NP);
+        for (int k = 0; k < RR; k++)
+            t[k] = NP == 3 ? flush(w, sc + k * groups16, ug.g, a[k][0], a[k][1], a[k][2], t[k])
+                           : flush1(w, sc + k * groups16, ug.g, a[k][0], t[k]);
     }
-    for (int k = 0; k < 4; k++)
+    for (int k = 0; k < RR; k++)
         y[r + k] = _mm512_reduce_add_ps(t[k]) - zs[k];
 }
 
@@ -503,13 +517,16 @@ T512 static void gemv_nm4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r, f
                           int64_t groups16) {
     const int k32b4 = w->kept64 == 32 && w->bits == 4; /* 2:4 (or 4:8) at 4 bits: K and b as constants */
     if (xq->planes == 1 && k32b4)
-        gemv_nm4_p(w, xq, r, y, sc, groups16, 1, 32, 4);
+        gemv_nm4_p(w, xq, r, y, sc, groups16, 1, 32, 4, 4);
     else if (xq->planes == 1)
-        gemv_nm4_p(w, xq, r, y, sc, groups16, 1, 0, 0);
-    else if (k32b4)
-        gemv_nm4_p(w, xq, r, y, sc, groups16, 3, 32, 4);
-    else
-        gemv_nm4_p(w, xq, r, y, sc, groups16, 3, 0, 0);
+        gemv_nm4_p(w, xq, r, y, sc, groups16, 1, 0, 0, 4);
+    else /* three planes, two rows at a time: four rows' 12 accumulators, 6 activation vectors and
+            4 zero fills spill (per-token A/B, 2:4 + q4 1B shape: +6 to +9 %) */
+        for (int64_t rr = r; rr < r + 4; rr += 2)
+            if (k32b4)
+                gemv_nm4_p(w, xq, rr, y, sc, groups16, 3, 32, 4, 2);
+            else
+                gemv_nm4_p(w, xq, rr, y, sc, groups16, 3, 0, 0, 2);
 }
 
 /* gemv_nm4 serves w (rows r..r+3 also need whole-byte starts, checked by the caller). */
