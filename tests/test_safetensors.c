@@ -333,6 +333,62 @@ static void test_writer_errors(void) {
     pq_ctx_free(ctx);
 }
 
+/* A streamed tensor: byte j is (j * 31) % 251; fills must come in order, piece after piece;
+ * fail_at > 0 fails the fill of the piece at that offset. */
+typedef struct pattern_src {
+    size_t next, fail_at;
+    int calls;
+} pattern_src;
+
+static pq_status pattern_fill(pq_ctx *ctx, void *user, size_t off, void *dst, size_t n) {
+    pattern_src *p = user;
+    CHECK(off == p->next);
+    p->next = off + n;
+    p->calls++;
+    if (p->fail_at && off == p->fail_at) return pq__fail(ctx, PQ_ERR_INVALID, "pattern: no bytes at %zu", off);
+    for (size_t j = 0; j < n; j++)
+        ((uint8_t *)dst)[j] = (uint8_t)((off + j) * 31 % 251);
+    return PQ_OK;
+}
+
+/* Streamed tensors are written piece by piece, double-buffered on two threads: the same bytes
+ * on one and on two threads (and as serialize gives them), pieces filled in order, and a fill
+ * that fails leaves no file. */
+static void test_streamed(void) {
+    const size_t chunk = 4096, nbytes = 5 * chunk + 40; /* f32: 10250 elements */
+    char path[512];
+    tmp_path(path, sizeof path, "stream.safetensors");
+    uint8_t *img = NULL, *fb = malloc(nbytes + 1024);
+    size_t len = 0;
+    for (int threads = 1; threads <= 2; threads++) {
+        pq_ctx *ctx = pq_ctx_new();
+        pq_ctx_set_threads(ctx, threads);
+        pattern_src src = {0, 0, 0};
+        pq__st_entry e = {"s", PQ_DTYPE_F32, 1, {(int64_t)(nbytes / 4)}, NULL, nbytes, pattern_fill, &src, chunk};
+        CHECK_MSG(pq__safetensors_write(ctx, path, &e, 1, NULL) == PQ_OK, "%s", pq_ctx_error(ctx));
+        CHECK(src.calls == 6 && src.next == nbytes);
+        if (!img) {
+            src.next = 0;
+            CHECK(pq__safetensors_serialize(ctx, &e, 1, NULL, &img, &len) == PQ_OK);
+        }
+        FILE *f = fopen(path, "rb");
+        const size_t got = f ? fread(fb, 1, nbytes + 1024, f) : 0;
+        if (f) fclose(f);
+        CHECK_MSG(img && got == len && !memcmp(fb, img, len), "threads %d: streamed bytes differ", threads);
+        unlink(path);
+
+        pattern_src bad = {0, 3 * chunk, 0};
+        e.user = &bad;
+        CHECK(pq__safetensors_write(ctx, path, &e, 1, NULL) == PQ_ERR_INVALID);
+        check_msg(ctx, "no bytes at");
+        CHECK(bad.calls == 4);
+        CHECK(count_files(tmpdir) == 0);
+        pq_ctx_free(ctx);
+    }
+    free(img);
+    free(fb);
+}
+
 /* Loads every shard named by dir's index into src, returning the parsed index. */
 static cJSON *load_index(pq_ctx *ctx, pq__source *src) {
     char path[512];
@@ -714,6 +770,7 @@ int main(void) {
     test_round_trip_memory();
     test_round_trip_file();
     test_writer_errors();
+    test_streamed();
     test_sharded();
     test_truncation();
     test_malformed();

@@ -459,10 +459,22 @@ pq_status pq__atomic_open(pq_ctx *ctx, const char *path, pq__atomic *a) {
     return PQ_OK;
 }
 
+int pq__atomic_put(pq__atomic *a, const void *data, size_t n) {
+    if (!n || fwrite(data, 1, n, a->f) == n) return 0;
+    return errno ? errno : EIO;
+}
+
+void pq__atomic_writeback(pq__atomic *a) {
+#if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE)
+    if (fflush(a->f) == 0) (void)sync_file_range(fileno(a->f), 0, 0, SYNC_FILE_RANGE_WRITE);
+#else
+    (void)a;
+#endif
+}
+
 pq_status pq__atomic_write(pq_ctx *ctx, pq__atomic *a, const void *data, size_t n) {
-    if (n && fwrite(data, 1, n, a->f) != n)
-        return pq__fail(ctx, PQ_ERR_IO, "%s: write failed: %s", a->path, strerror(errno));
-    return PQ_OK;
+    const int err = pq__atomic_put(a, data, n);
+    return err ? pq__fail(ctx, PQ_ERR_IO, "%s: write failed: %s", a->path, strerror(err)) : PQ_OK;
 }
 
 pq_status pq__atomic_commit(pq_ctx *ctx, pq__atomic *a) {

@@ -80,6 +80,11 @@ pq_status pq__atomic_commit(pq_ctx *ctx, pq__atomic *a);
 void pq__atomic_abort(pq__atomic *a);
 /* Writes n bytes; reports failure naming the file. */
 pq_status pq__atomic_write(pq_ctx *ctx, pq__atomic *a, const void *data, size_t n);
+/* The same without ctx (safe on another thread): 0, or the errno of the failure. */
+int pq__atomic_put(pq__atomic *a, const void *data, size_t n);
+/* Starts the disk writes of what was written so far (Linux: sync_file_range, not waiting), so
+ * that the commit's fsync of a large file finds most of it written. Errors surface there. */
+void pq__atomic_writeback(pq__atomic *a);
 
 /* Temporary sibling folder for atomic folder output: "<path>.tmp.<pid>", created empty. */
 pq_status pq__tmpdir_create(pq_ctx *ctx, const char *path, char **tmp_out);

@@ -4,6 +4,7 @@
 #include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <math.h>
+#include <omp.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -522,18 +523,43 @@ static void put_u64le(uint8_t out[8], uint64_t v) {
         out[i] = (uint8_t)(v >> (8 * i));
 }
 
-/* Writes one entry's bytes: directly, or through its fill callback piece by piece. */
+/* Writes one entry's bytes: directly, or through its fill callback piece by piece. With more
+ * than one thread the pieces are double-buffered: while a second thread writes piece i, the
+ * calling thread fills piece i + 1 (fill may report progress and errors through ctx, which the
+ * writer never touches). Each written piece starts its disk writes, so that the commit's fsync
+ * finds little left. Llama-3-8B's embeddings and lm_head (2.1 GB of f16 from bf16, 2 threads,
+ * this VM): 5.2-7.9 s -> 4.1-4.9 s, 3 runs each in turns. The bytes are the same either way. */
 static pq_status write_entry(pq_ctx *ctx, pq__atomic *a, const pq__st_entry *e) {
     if (!e->fill) return pq__atomic_write(ctx, a, e->data, e->nbytes);
-    const size_t chunk = e->chunk ? e->chunk : (size_t)16 << 20;
-    uint8_t *buf = pq__malloc(ctx, chunk < e->nbytes ? chunk : e->nbytes ? e->nbytes : 1, e->name);
-    if (!buf) return ctx->status;
-    pq_status st = PQ_OK;
-    for (size_t off = 0; off < e->nbytes && st == PQ_OK; off += chunk) {
-        const size_t k = e->nbytes - off < chunk ? e->nbytes - off : chunk;
-        if ((st = e->fill(ctx, e->user, off, buf, k)) == PQ_OK) st = pq__atomic_write(ctx, a, buf, k);
+    const size_t chunk = e->chunk ? e->chunk : (size_t)16 << 20, first = chunk < e->nbytes ? chunk : e->nbytes;
+    const int two = pq__threads(ctx) > 1 && e->nbytes > chunk;
+    uint8_t *buf[2] = {pq__malloc(ctx, first ? first : 1, e->name), NULL};
+    if (buf[0] && two && !(buf[1] = pq__malloc(ctx, first, e->name))) {
+        free(buf[0]);
+        buf[0] = NULL;
     }
-    free(buf);
+    if (!buf[0]) return ctx->status;
+    pq_status st = first ? e->fill(ctx, e->user, 0, buf[0], first) : PQ_OK;
+    size_t len = first; /* bytes filled in piece i's buffer */
+    for (size_t off = 0, i = 0; off < e->nbytes && st == PQ_OK; off += chunk, i++) {
+        const size_t next = off + chunk, k = next >= e->nbytes          ? 0
+                                             : e->nbytes - next < chunk ? e->nbytes - next
+                                                                        : chunk;
+        uint8_t *cur = buf[two ? i % 2 : 0], *fill_to = buf[two ? (i + 1) % 2 : 0];
+        int werr = 0;
+        pq_status fst = PQ_OK;
+        /* one thread: the write, then the fill into the same buffer */
+#pragma omp parallel num_threads(2) if (two && k > 0)
+        {
+            const int me = omp_get_thread_num();
+            if (me == omp_get_num_threads() - 1 && !(werr = pq__atomic_put(a, cur, len))) pq__atomic_writeback(a);
+            if (me == 0 && k && !werr) fst = e->fill(ctx, e->user, next, fill_to, k);
+        }
+        st = werr ? pq__fail(ctx, PQ_ERR_IO, "%s: write failed: %s", a->path, strerror(werr)) : fst;
+        len = k;
+    }
+    free(buf[0]);
+    free(buf[1]);
     return st;
 }
 
