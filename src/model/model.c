@@ -242,7 +242,14 @@ pq_status pq__model_linear_f32(pq_ctx *ctx, const pq_model *m, const char *base,
     if (st) return st;
     float *w = pq__big_malloc(ctx, (size_t)(rows * cols) * sizeof(float), name);
     if (!w) return ctx->status;
-    pq__to_f32(t->dtype, t->data, w, rows * cols); /* dtype checked by find_checked */
+    /* in pieces of one large page of floats (whole blocks of every block dtype) on the threads:
+     * the first touch of the fresh memory (the kernel zeroing its pages) and of the source's
+     * pages dominates the conversion */
+    const int64_t n = rows * cols, piece = (int64_t)1 << 19, np = (n + piece - 1) / piece;
+#pragma omp parallel for num_threads(pq__threads(ctx)) schedule(static) if (np > 1)
+    for (int64_t p = 0; p < np; p++) /* dtype checked by find_checked */
+        pq__to_f32(t->dtype, (const uint8_t *)t->data + pq__dtype_nbytes(t->dtype, p * piece), w + p * piece,
+                   n - p * piece < piece ? n - p * piece : piece);
     pq__source_release(&m->src, t->data, t->nbytes);
     *out = w;
     return PQ_OK;
