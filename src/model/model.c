@@ -255,22 +255,61 @@ pq_status pq__model_linear_f32(pq_ctx *ctx, const pq_model *m, const char *base,
     return PQ_OK;
 }
 
-pq_status pq__model_rows_f32(pq_ctx *ctx, const pq_model *m, const char *name, int64_t r0, int64_t n, float *dst) {
+/* The plain 2-D tensor name whose rows can be read one by one (*row_bytes each), when rows
+ * [r0, r1) are within it. */
+static pq_status rows_tensor(pq_ctx *ctx, const pq_model *m, const char *name, int64_t r0, int64_t r1,
+                             const pq__tensor **out, size_t *row_bytes) {
     const pq__tensor *t = pq__source_find(&m->src, name);
-    if (!t || t->n_dims != 2 || r0 < 0 || n < 0 || r0 + n > t->shape[0])
+    if (!t) return pq__fail(ctx, PQ_ERR_INVALID, "%s: tensor '%s' missing", m->src.path, name);
+    if (t->n_dims != 2)
+        return pq__fail(ctx, PQ_ERR_INVALID, "%s: tensor '%s': %d dimensions, not 2", m->src.path, name, t->n_dims);
+    if (r0 < 0 || r1 < r0 || r1 > t->shape[0])
         return pq__fail(ctx, PQ_ERR_INVALID, "%s: tensor '%s': rows %lld..%lld out of range", m->src.path, name,
-                        (long long)r0, (long long)(r0 + n));
+                        (long long)r0, (long long)r1);
     const int64_t cols = t->shape[1];
-    const size_t row_bytes = pq__dtype_nbytes(t->dtype, cols);
-    if (!row_bytes || (size_t)(r0 + n) * row_bytes > t->nbytes ||
-        pq__dtype_nbytes(t->dtype, cols * (r0 + n)) != (size_t)(r0 + n) * row_bytes)
+    *row_bytes = pq__dtype_nbytes(t->dtype, cols);
+    if (!*row_bytes || (size_t)r1 * *row_bytes > t->nbytes ||
+        pq__dtype_nbytes(t->dtype, cols * r1) != (size_t)r1 * *row_bytes)
         return pq__fail(ctx, PQ_ERR_FORMAT, "%s: tensor '%s': rows of %s cannot be read one by one", m->src.path,
                         name, pq_dtype_name(t->dtype));
+    *out = t;
+    return PQ_OK;
+}
+
+static pq_status rows_dtype_fail(pq_ctx *ctx, const pq_model *m, const char *name, const pq__tensor *t) {
+    return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: tensor '%s': dtype %s cannot be used as weights", m->src.path, name,
+                    pq_dtype_name(t->dtype));
+}
+
+pq_status pq__model_rows_f32(pq_ctx *ctx, const pq_model *m, const char *name, int64_t r0, int64_t n, float *dst) {
+    const pq__tensor *t;
+    size_t row_bytes;
+    pq_status st = rows_tensor(ctx, m, name, r0, n < 0 ? r0 - 1 : r0 + n, &t, &row_bytes);
+    if (st) return st;
     const uint8_t *src = (const uint8_t *)t->data + (size_t)r0 * row_bytes;
-    if (!pq__to_f32(t->dtype, src, dst, n * cols))
-        return pq__fail(ctx, PQ_ERR_UNSUPPORTED, "%s: tensor '%s': dtype %s cannot be used as weights", m->src.path,
-                        name, pq_dtype_name(t->dtype));
+    if (!pq__to_f32(t->dtype, src, dst, n * t->shape[1])) return rows_dtype_fail(ctx, m, name, t);
     pq__source_release(&m->src, src, (size_t)n * row_bytes);
+    return PQ_OK;
+}
+
+pq_status pq__model_gather_f32(pq_ctx *ctx, const pq_model *m, const char *name, const int32_t *ids, int64_t n,
+                               float *dst) {
+    int64_t lo = n ? ids[0] : 0, hi = lo;
+    for (int64_t i = 0; i < n; i++) {
+        lo = ids[i] < lo ? ids[i] : lo;
+        hi = ids[i] > hi ? ids[i] : hi;
+    }
+    const pq__tensor *t;
+    size_t row_bytes;
+    pq_status st = rows_tensor(ctx, m, name, lo, n ? hi + 1 : 0, &t, &row_bytes);
+    if (st || !n) return st;
+    const int64_t cols = t->shape[1];
+    const uint8_t *src = t->data;
+    if (!pq__to_f32(t->dtype, src + (size_t)ids[0] * row_bytes, dst, cols)) return rows_dtype_fail(ctx, m, name, t);
+#pragma omp parallel for num_threads(pq__threads(ctx)) schedule(static) if (n * cols >= PQ_PAR_MIN_ELEMS)
+    for (int64_t i = 1; i < n; i++)
+        pq__to_f32(t->dtype, src + (size_t)ids[i] * row_bytes, dst + i * cols, cols);
+    pq__source_release(&m->src, src + (size_t)lo * row_bytes, (size_t)(hi + 1 - lo) * row_bytes);
     return PQ_OK;
 }
 

@@ -67,6 +67,10 @@ pq_status pq__model_linear_f32(pq_ctx *ctx, const pq_model *m, const char *base,
 /* Rows [r0, r0 + n) of a plain 2-D weight tensor (embedding, lm_head) as float32 into dst
  * [n, cols]; the mapped pages read are released afterwards. */
 pq_status pq__model_rows_f32(pq_ctx *ctx, const pq_model *m, const char *name, int64_t r0, int64_t n, float *dst);
+/* Rows ids[0..n) of such a tensor into dst [n, cols], on the threads; the mapped pages are
+ * released once at the end (not row by row: one madvise per row costs more than the rows). */
+pq_status pq__model_gather_f32(pq_ctx *ctx, const pq_model *m, const char *name, const int32_t *ids, int64_t n,
+                               float *dst);
 /* PQ_ERR_INVALID with a message when m was loaded with deferred weights (what = the caller). */
 pq_status pq__model_require_weights(pq_ctx *ctx, const pq_model *m, const char *what);
 

@@ -51,12 +51,10 @@ pq_status pq__runner_init(pq_ctx *ctx, pq__runner *r, const pq_model *m, const i
     pq__config one = *c;
     one.n_layers = 1; /* a chunk runs whole windows through one block: one layer's cache suffices */
     pq_status st = pq__kv_init(ctx, &r->kv, &one, chunk, L);
-    for (int64_t i = 0; i < NT && st == PQ_OK; i++) {
+    for (int64_t i = 0; i < NT && st == PQ_OK; i++)
         if (win[i] < 0 || win[i] >= c->vocab_size)
             return pq__fail(ctx, PQ_ERR_INVALID, "calibration: token id %d out of range", win[i]);
-        st = pq__model_rows_f32(ctx, m, "model.embed_tokens.weight", win[i], 1, r->X + i * D);
-    }
-    return st;
+    return st ? st : pq__model_gather_f32(ctx, m, "model.embed_tokens.weight", win, NT, r->X);
 }
 
 void pq__runner_free(pq__runner *r) {
