@@ -234,10 +234,10 @@ T512 static inline __m512 flush1(const pq__qmat *w, const float *sc, int64_t g, 
     return flush1_s(flush_scale(w, sc, g), a0, tot);
 }
 
-/* The flushes of four rows' sums (NP planes) into their totals. */
-T512 static inline void flush4(const pq__qmat *w, const float *sc, int64_t groups16, int64_t g, __m512i a[4][3],
-                               __m512 t[4], const int NP) {
-    for (int k = 0; k < 4; k++)
+/* The flushes of NR (up to four) rows' sums (NP planes) into their totals. */
+T512 static inline void flush_rows(const pq__qmat *w, const float *sc, int64_t groups16, int64_t g, __m512i a[4][3],
+                                   __m512 t[4], const int NP, const int NR) {
+    for (int k = 0; k < NR; k++)
         t[k] = NP == 3 ? flush(w, sc + k * groups16, g, a[k][0], a[k][1], a[k][2], t[k])
                        : flush1(w, sc + k * groups16, g, a[k][0], t[k]);
 }
@@ -367,7 +367,7 @@ T512 static inline __attribute__((always_inline)) void gemv_dense4_p(const pq__q
                 }
             }
         }
-        flush4(w, sc, groups16, ug.g, a, t, NP);
+        flush_rows(w, sc, groups16, ug.g, a, t, NP, 4);
     }
     for (int k = 0; k < 4; k++)
         y[r + k] = _mm512_reduce_add_ps(t[k]) - zs[k];
@@ -505,9 +505,7 @@ T512 static inline __attribute__((always_inline)) void gemv_nm4_p(const pq__qmat
                 }
             }
         }
-        for (int k = 0; k < RR; k++)
-            t[k] = NP == 3 ? flush(w, sc + k * groups16, ug.g, a[k][0], a[k][1], a[k][2], t[k])
-                           : flush1(w, sc + k * groups16, ug.g, a[k][0], t[k]);
+        flush_rows(w, sc, groups16, ug.g, a, t, NP, RR);
     }
     for (int k = 0; k < RR; k++)
         y[r + k] = _mm512_reduce_add_ps(t[k]) - zs[k];
