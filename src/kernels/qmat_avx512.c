@@ -338,8 +338,10 @@ T512 static inline __attribute__((always_inline)) void gemv_dense4_p(const pq__q
     const int b = w->bits;
     const int64_t cols64 = (w->cols + 63) / 64 * 64, unit = flush_cols(w->group_size);
     float zs[4];
-    for (int k = 0; k < 4; k++)
+    for (int k = 0; k < 4; k++) {
+        prefetch_scales(w, r + k + PF_ROWS);
         row_scales(w, xq, 1, r + k, sc + k * groups16, groups16, &zs[k]);
+    }
     const uint64_t P = pq__qmat_row_bit(w, r), span = pq__qmat_row_bit(w, r + 1) - P;
     const uint8_t *b0 = w->codes + (P >> 3);
     const size_t stride = (size_t)(span >> 3); /* whole bytes: the caller checked the offsets agree */
@@ -397,6 +399,7 @@ T512 static void gemv_mask4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r,
     uint64_t pos[4], ahead[4];
     float zs[4];
     for (int k = 0; k < 4; k++) {
+        prefetch_scales(w, r + k + PF_ROWS);
         row_scales(w, xq, 1, r + k, sc + k * groups16, groups16, &zs[k]);
         m[k] = w->mask + (r + k) * mstride;
         z[k] = w->zeros + (r + k) * w->n_groups;
@@ -606,6 +609,7 @@ T512 static inline __attribute__((always_inline)) void gemv_nib_p(const pq__qmat
     __m512 t[4]; /* the totals start from minus the zero terms: one reduction per row at the end */
     for (int k = 0; k < NR; k++) {
         p[k] = w->codes + (size_t)(r + k) * stride;
+        prefetch_scales(w, r + k + PF_ROWS);
         t[k] = nib_row_scales(w, xq, r + k, sc + k * groups16);
     }
     const int has_ahead = r + NR - 1 + PF_ROWS < w->rows;
