@@ -339,6 +339,18 @@ int main(void) {
                     if (cols <= 512) check_products(&g, 40, what);
                     gen_free(&g);
                 }
+    { /* more columns than one KC block of either GEMM holds, and a last block shorter than KC */
+        gen g;
+        const int64_t cols = PQ_GEMM_Q8_KC + PQ_GEMM_KC / 4;
+        _Static_assert((PQ_GEMM_Q8_KC + PQ_GEMM_KC / 4) % PQ_GEMM_KC, "a partial last block");
+        for (int mk = 0; mk <= 1; mk++) {
+            gen_codes(&g, 5, cols, 4, 128, mk);
+            snprintf(what, sizeof what, "codes 5x%lld b4 g128 mask%d (KC blocks)", (long long)cols, mk);
+            check_products(&g, PQ_QMAT_GEMV_CHUNKED_MAX + 1, what);
+            check_q8(&g, PQ_QMAT_GEMV_CHUNKED_MAX + 1, what);
+            gen_free(&g);
+        }
+    }
     for (int k = 0; k < 2; k++)
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             gen g;

@@ -988,47 +988,54 @@ T512 static inline __attribute__((always_inline)) void prefetch_codes(const pq__
 #define PF_PANEL_ROWS 4
 _Static_assert(PQ_GEMM_NR_AVX512 % 16 == 0, "B panels are transposed 16 rows at a time");
 
-/* B panel [kc][NR] of rows [r0, r0 + nr): 16 rows decoded (rows past nr zero), then written
- * 16 x 16 floats at a time through transpose16. The 1B shape's linears at 4 bits, 512 tokens,
- * against one row at a time stored float by float with a division per 16 columns: 1.10-1.11x
- * the GEMM's rate (the prefetch or the transposes alone: within the noise). */
+/* Columns of the B panel decoded before they are transposed: 16 rows of them stay in L1. */
+#define BPACK_COLS 256
+
+/* B panel [kc][NR] of rows [r0, r0 + nr): BPACK_COLS columns of 16 rows decoded (rows past nr
+ * zero), then written 16 x 16 floats at a time through transpose16. The 1B shape's linears at 4
+ * bits, 512 tokens, against one row at a time stored float by float with a division per 16
+ * columns: 1.10-1.11x the GEMM's rate (the prefetch or the transposes alone: within the noise). */
 T512 void pq__qmat_bpack_avx512(const pq__qmat *w, int64_t r0, int nr, int64_t c0, int64_t kc, float *B, int NR) {
     if (w->kind == PQ_QMAT_CODES && (!pq__qmat_avx512_gemv_ok(w) || c0 % 64)) {
         pq__qmat_bpack_portable(w, r0, nr, c0, kc, B, NR);
         return;
     }
     pthread_once(&unpack_once, unpack_tables);
-    _Alignas(64) float rows[16][PQ_GEMM_KC + 64];
-    for (int j0 = 0; j0 < NR; j0 += 16) {
-        for (int j = 0; j < 16; j++) {
-            const int64_t r = r0 + j0 + j;
-            float *row = rows[j];
-            if (w->kind == PQ_QMAT_CODES) prefetch_codes(w, r + PF_PANEL_ROWS, c0, kc);
-            if (j0 + j >= nr) {
-                memset(row, 0, (size_t)kc * sizeof(float));
-            } else if (w->kind == PQ_QMAT_CODES) {
-                decode_codes(w, r, c0, kc, row);
-            } else {
-                const uint8_t *src = (const uint8_t *)w->data + 2 * (size_t)(r * w->cols + c0);
-                int64_t k = 0;
-                for (; k + 16 <= kc; k += 16)
-                    _mm512_storeu_ps(row + k, load16(w, src, k));
-                for (; k < kc; k++)
-                    row[k] = w->kind == PQ_QMAT_F16 ? pq__h2f(pq__ld16(src, k)) : pq__bf2f(pq__ld16(src, k));
+    _Alignas(64) float rows[16][BPACK_COLS + 64];
+    for (int64_t k0 = 0; k0 < kc; k0 += BPACK_COLS) {
+        const int64_t n = kc - k0 < BPACK_COLS ? kc - k0 : BPACK_COLS;
+        for (int j0 = 0; j0 < NR; j0 += 16) {
+            for (int j = 0; j < 16; j++) {
+                const int64_t r = r0 + j0 + j;
+                float *row = rows[j];
+                if (w->kind == PQ_QMAT_CODES) prefetch_codes(w, r + PF_PANEL_ROWS, c0 + k0, n);
+                if (j0 + j >= nr) {
+                    memset(row, 0, (size_t)n * sizeof(float));
+                } else if (w->kind == PQ_QMAT_CODES) {
+                    decode_codes(w, r, c0 + k0, n, row);
+                } else {
+                    const uint8_t *src = (const uint8_t *)w->data + 2 * (size_t)(r * w->cols + c0 + k0);
+                    int64_t k = 0;
+                    for (; k + 16 <= n; k += 16)
+                        _mm512_storeu_ps(row + k, load16(w, src, k));
+                    for (; k < n; k++)
+                        row[k] = w->kind == PQ_QMAT_F16 ? pq__h2f(pq__ld16(src, k)) : pq__bf2f(pq__ld16(src, k));
+                }
             }
+            float *Bk = B + k0 * NR + j0;
+            int64_t k = 0;
+            for (; k + 16 <= n; k += 16) {
+                __m512 v[16];
+                for (int j = 0; j < 16; j++)
+                    v[j] = _mm512_load_ps(rows[j] + k);
+                transpose16(v);
+                for (int i = 0; i < 16; i++)
+                    _mm512_storeu_ps(Bk + (k + i) * NR, v[i]);
+            }
+            for (; k < n; k++)
+                for (int j = 0; j < 16; j++)
+                    Bk[k * NR + j] = rows[j][k];
         }
-        int64_t k = 0;
-        for (; k + 16 <= kc; k += 16) {
-            __m512 v[16];
-            for (int j = 0; j < 16; j++)
-                v[j] = _mm512_load_ps(rows[j] + k);
-            transpose16(v);
-            for (int i = 0; i < 16; i++)
-                _mm512_storeu_ps(B + (k + i) * NR + j0, v[i]);
-        }
-        for (; k < kc; k++)
-            for (int j = 0; j < 16; j++)
-                B[k * NR + j0 + j] = rows[j][k];
     }
 }
 
@@ -1038,9 +1045,9 @@ static int64_t q8_unit(const pq__qmat *w) {
     return pq__qmat_q8_unit(w);
 }
 
-/* Columns per KC block: the most whole units within PQ_GEMM_KC. */
+/* Columns per KC block: the most whole units within PQ_GEMM_Q8_KC. */
 static int64_t q8_kc(const pq__qmat *w) {
-    return PQ_GEMM_KC / q8_unit(w) * q8_unit(w);
+    return PQ_GEMM_Q8_KC / q8_unit(w) * q8_unit(w);
 }
 
 /* pq__qmat_q8_quantize with 16 lanes: the same maximum, reciprocal and round-to-nearest-even,
@@ -1081,7 +1088,7 @@ typedef int32_t __attribute__((may_alias, aligned(1))) pq__i32a; /* four activat
  * ([units][2][32] floats). Rows past nr are zero. */
 T512 static void q8_bpack(const pq__qmat *w, int64_t r0, int nr, int64_t c0, int64_t kc, uint8_t *B, float *Bs) {
     const int64_t U = q8_unit(w), units = kc / U, mstride = (w->cols + 7) / 8;
-    uint8_t row[PQ_GEMM_KC + 64];
+    uint8_t row[PQ_GEMM_Q8_KC + 64];
     memset(B, 0, (size_t)(kc * Q8_NR));
     memset(Bs, 0, sizeof(float) * (size_t)(units * 2 * Q8_NR));
     for (int j = 0; j < nr; j++) {
@@ -1186,8 +1193,8 @@ T512 int pq__qmat_gemm_q8(pq_ctx *ctx, const pq__qmat *w, const float *x, float 
     /* one work buffer: q8, A panels, xs + sq, A metadata; B panels and their scales per thread */
     const size_t q8_bytes = (size_t)(n * cols64 + 64) / 64 * 64, apb = (ap_bytes + 64) / 64 * 64,
                  xs_bytes = sizeof(float) * (size_t)(n * units * 2), am_bytes = sizeof(float) * am_floats;
-    const size_t bp_bytes = (size_t)(PQ_GEMM_KC * Q8_NR) + 64,
-                 bs_bytes = sizeof(float) * (size_t)((PQ_GEMM_KC / 32) * 2 * Q8_NR);
+    const size_t bp_bytes = (size_t)(PQ_GEMM_Q8_KC * Q8_NR) + 64,
+                 bs_bytes = sizeof(float) * (size_t)((PQ_GEMM_Q8_KC / 32) * 2 * Q8_NR);
     void *own_a, *own_b;
     uint8_t *wa = pq__qmat_work(ctx, PQ_SCRATCH_PANELS, q8_bytes + apb + xs_bytes + am_bytes + 64, &own_a);
     uint8_t *wb = wa ? pq__qmat_work(ctx, PQ_SCRATCH_WORK, (bp_bytes + bs_bytes) * (size_t)nt + 64, &own_b) : NULL;
