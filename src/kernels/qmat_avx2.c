@@ -133,6 +133,7 @@ T256 void pq__qmat_gemv_avx2(const pq__qmat *w, const float *x, int nv, int64_t 
 T256 void pq__qmat_ukernel_avx2(int64_t kc, const float *A, const float *B, float *C, int64_t ldc, int m, int nr) {
     enum { MR = PQ_GEMM_MR_AVX2, NR = PQ_GEMM_NR_AVX2 };
     __m256 c[MR][2];
+#pragma GCC unroll 6
     for (int i = 0; i < MR; i++)
         c[i][0] = c[i][1] = _mm256_setzero_ps();
     for (int64_t k = 0; k < kc; k++) {
@@ -145,7 +146,9 @@ T256 void pq__qmat_ukernel_avx2(int64_t kc, const float *A, const float *B, floa
             c[i][1] = _mm256_fmadd_ps(ai, b1, c[i][1]);
         }
     }
-    for (int i = 0; i < m; i++) {
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++) { /* constant indices: the accumulators stay in registers */
+        if (i >= m) break;
         float *ci = C + i * ldc;
         if (nr == NR) {
             _mm256_storeu_ps(ci, _mm256_add_ps(_mm256_loadu_ps(ci), c[i][0]));
@@ -160,37 +163,80 @@ T256 void pq__qmat_ukernel_avx2(int64_t kc, const float *A, const float *B, floa
     }
 }
 
-/* B panel [kc][NR] of rows [r0, r0 + nr): each row decoded 8 columns at a time, transposed. */
+/* r[i] lane j <-> r[j] lane i: pairs of floats, then of pairs, then 128-bit halves. */
+T256 static inline void transpose8(__m256 r[8]) {
+    __m256 t[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+        t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+    }
+    for (int i = 0; i < 8; i++)
+        r[i] = t[i];
+}
+
+/* Columns of the B panel decoded before they are transposed. */
+#define BPACK_COLS 256
+
+/* Columns [c0, c0 + n) of row r as floats into row (c0 and n multiples of 8): the group's scale
+ * and zero looked up when the group changes. */
+T256 static void decode_row(const pq__qmat *w, int64_t r, int64_t c0, int64_t n, float *row) {
+    if (w->kind != PQ_QMAT_CODES) {
+        const uint8_t *src = (const uint8_t *)w->data + 2 * (size_t)(r * w->cols);
+        for (int64_t k = 0; k < n; k += 8)
+            _mm256_storeu_ps(row + k, half_f8(w, src, c0 + k));
+        return;
+    }
+    const uint8_t *m = w->mask ? w->mask + r * ((w->cols + 7) / 8) : NULL, *z = w->zeros + r * w->n_groups;
+    uint64_t pos = pq__qmat_row_bit(w, r) + (uint64_t)(m ? pq__qmat_kept_before(m, c0) : c0) * (uint64_t)w->bits;
+    int64_t g = c0 / w->group_size, g_end = (g + 1) * w->group_size;
+    __m256 zf = _mm256_set1_ps((float)z[g]), sf = _mm256_set1_ps(pq__h2f(pq__ld16(w->scales, r * w->n_groups + g)));
+    for (int64_t k = 0; k < n; k += 8) {
+        if (c0 + k >= g_end) { /* groups are multiples of 8 columns (codes_ok) */
+            g++, g_end += w->group_size;
+            zf = _mm256_set1_ps((float)z[g]);
+            sf = _mm256_set1_ps(pq__h2f(pq__ld16(w->scales, r * w->n_groups + g)));
+        }
+        _mm256_storeu_ps(row + k, codes_f8(w, m, c0 + k, &pos, zf, sf));
+    }
+}
+
+/* B panel [kc][NR] of rows [r0, r0 + nr): BPACK_COLS columns of 8 rows decoded (rows past nr
+ * zero), then written 8 x 8 floats at a time through transpose8. */
 T256 void pq__qmat_bpack_avx2(const pq__qmat *w, int64_t r0, int nr, int64_t c0, int64_t kc, float *B, int NR) {
-    if (!codes_ok(w) || c0 % 8 || kc % 8) {
+    if (!codes_ok(w) || c0 % 8 || kc % 8 || NR % 8) {
         pq__qmat_bpack_portable(w, r0, nr, c0, kc, B, NR);
         return;
     }
-    float row[PQ_GEMM_KC];
-    for (int j = 0; j < NR; j++) {
-        if (j >= nr) {
-            for (int64_t k = 0; k < kc; k++)
-                B[k * NR + j] = 0.0f;
-            continue;
-        }
-        const int64_t r = r0 + j;
-        if (w->kind == PQ_QMAT_CODES) {
-            const uint8_t *m = w->mask ? w->mask + r * ((w->cols + 7) / 8) : NULL, *z = w->zeros + r * w->n_groups;
-            uint64_t pos =
-                pq__qmat_row_bit(w, r) + (uint64_t)(m ? pq__qmat_kept_before(m, c0) : c0) * (uint64_t)w->bits;
-            for (int64_t k = 0; k < kc; k += 8) {
-                const int64_t g = (c0 + k) / w->group_size;
-                const __m256 zf = _mm256_set1_ps((float)z[g]),
-                             sf = _mm256_set1_ps(pq__h2f(pq__ld16(w->scales, r * w->n_groups + g)));
-                _mm256_storeu_ps(row + k, codes_f8(w, m, c0 + k, &pos, zf, sf));
+    _Alignas(32) float rows[8][BPACK_COLS];
+    for (int64_t k0 = 0; k0 < kc; k0 += BPACK_COLS) {
+        const int64_t n = kc - k0 < BPACK_COLS ? kc - k0 : BPACK_COLS;
+        for (int j0 = 0; j0 < NR; j0 += 8) {
+            for (int j = 0; j < 8; j++) {
+                if (j0 + j < nr)
+                    decode_row(w, r0 + j0 + j, c0 + k0, n, rows[j]);
+                else
+                    memset(rows[j], 0, (size_t)n * sizeof(float));
             }
-        } else {
-            const uint8_t *src = (const uint8_t *)w->data + 2 * (size_t)(r * w->cols);
-            for (int64_t k = 0; k < kc; k += 8)
-                _mm256_storeu_ps(row + k, half_f8(w, src, c0 + k));
+            float *Bk = B + k0 * NR + j0;
+            for (int64_t k = 0; k < n; k += 8) {
+                __m256 v[8];
+                for (int j = 0; j < 8; j++)
+                    v[j] = _mm256_load_ps(rows[j] + k);
+                transpose8(v);
+                for (int i = 0; i < 8; i++)
+                    _mm256_storeu_ps(Bk + (k + i) * NR, v[i]);
+            }
         }
-        for (int64_t k = 0; k < kc; k++)
-            B[k * NR + j] = row[k];
     }
 }
 
