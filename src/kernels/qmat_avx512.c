@@ -595,24 +595,24 @@ T512 static inline __m512 nib_row_scales(const pq__qmat *w, const pq__qmat_xq *x
     return zacc;
 }
 
-/* NR (1..4) rows from r, one vector of NP planes, B-bit codes: 4 in nibble order, or 8 (b8_ok:
- * the two 64-byte halves of 128 columns as they are). Rows are whole bytes (cols B / 8 each):
- * the loads never leave them. NP 1 keeps the two halves in separate accumulators (eight
+/* NR (1..4) rows r, r + rs, .., r + (NR - 1) rs, one vector of NP planes, B-bit codes: 4 in
+ * nibble order, or 8 (b8_ok: the two 64-byte halves of 128 columns as they are). Rows are whole
+ * bytes (cols B / 8 each): the loads never leave them. NP 1 keeps the two halves in separate accumulators (eight
  * VPDPBUSD chains); NP 3 has twelve chains already. */
 T512 static inline __attribute__((always_inline)) void gemv_nib_p(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r,
-                                                                  float *y, float *sc, int64_t groups16, const int NR,
-                                                                  const int NP, const int B) {
+                                                                  int64_t rs, float *y, float *sc, int64_t groups16,
+                                                                  const int NR, const int NP, const int B) {
     const int64_t unit = nib_unit(w), gs = w->group_size, gstep = gs < 128 ? 128 / gs : 1,
                   per = gs < 128 ? 1 : gs / unit;
     const size_t stride = (size_t)(w->cols * B / 8);
     const uint8_t *p[4];
     __m512 t[4]; /* the totals start from minus the zero terms: one reduction per row at the end */
     for (int k = 0; k < NR; k++) {
-        p[k] = w->codes + (size_t)(r + k) * stride;
-        prefetch_scales(w, r + k + PF_ROWS);
-        t[k] = nib_row_scales(w, xq, r + k, sc + k * groups16);
+        p[k] = w->codes + (size_t)(r + k * rs) * stride;
+        prefetch_scales(w, r + k * rs + PF_ROWS);
+        t[k] = nib_row_scales(w, xq, r + k * rs, sc + k * groups16);
     }
-    const int has_ahead = r + NR - 1 + PF_ROWS < w->rows;
+    const int has_ahead = r + (NR - 1) * rs + PF_ROWS < w->rows;
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     const int8_t *d0 = xq->d[0], *d1 = xq->d[1], *d2 = xq->d[2];
     int64_t g = 0, k_in = 0;
@@ -655,18 +655,26 @@ T512 static inline __attribute__((always_inline)) void gemv_nib_p(const pq__qmat
         if (++k_in == per) k_in = 0, g += gstep;
     }
     for (int k = 0; k < NR; k++)
-        y[r + k] = _mm512_reduce_add_ps(t[k]);
+        y[r + k * rs] = _mm512_reduce_add_ps(t[k]);
 }
 
+/* Rows r0..r1 (a chunk) in NR streams: with q = (r1 - r0) / NR, each call takes the rows
+ * r0 + i + k q, k < NR, so a thread reads NR long runs of consecutive rows, which the hardware
+ * prefetchers follow. NR adjacent rows per call read NR runs of one row each (1-3 KiB) that
+ * restart with every call: a plain read loop in that pattern streamed 31-37 GB/s on a Zen 5
+ * against 48-71 GB/s in runs of a quarter chunk. Measured per token on the 1B shape's q4: 8-bit
+ * activations in four streams +4 to +14 %; the three-plane products in two streams +0 to +9 %
+ * (in four streams, or two adjacent rows, 9 % slower). Fewer than NR rows left go one at a time. */
 T512 static void gemv_nib_rows(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r0, int64_t r1, float *y, float *sc,
                                int64_t groups16) {
-    int64_t r = r0;
 #define PQ_NIB_ROWS(NP, B)                                                                                           \
     do {                                                                                                             \
-        for (; r + 4 <= r1; r += 4)                                                                                  \
-            gemv_nib_p(w, xq, r, y, sc, groups16, 4, NP, B);                                                         \
-        for (; r < r1; r++)                                                                                          \
-            gemv_nib_p(w, xq, r, y, sc, groups16, 1, NP, B);                                                         \
+        const int NR = NP == 1 ? 4 : 2;                                                                              \
+        const int64_t q = (r1 - r0) / NR;                                                                            \
+        for (int64_t i = 0; i < q; i++)                                                                              \
+            gemv_nib_p(w, xq, r0 + i, q, y, sc, groups16, NR, NP, B);                                                \
+        for (int64_t r = r0 + NR * q; r < r1; r++)                                                                   \
+            gemv_nib_p(w, xq, r, 1, y, sc, groups16, 1, NP, B);                                                      \
     } while (0)
     if (w->bits == 8 && xq->planes == 1)
         PQ_NIB_ROWS(1, 8);
