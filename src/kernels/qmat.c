@@ -279,6 +279,8 @@ void pq__qmat_matmul_q8_ref(const pq__qmat *w, const float *x, const float *b, f
 
 /* ---------------------------------------------------------------- dispatch */
 
+#define PQ_QMAT_RUNS 64
+
 /* Rows per chunk of a product's rows dealt to threads: about 8 chunks per thread, so that a
  * thread slowed down (another process, a shared host) leaves its rest to the others instead of
  * keeping them waiting at the end; a multiple of 16 rows (whole cache lines of output), at
@@ -357,13 +359,25 @@ static int gemv_many(pq_ctx *ctx, int k, const pq__qmat *const *ws, const float 
         n_chunks += (ws[j]->rows + chunk - 1) / chunk;
     }
     first[k] = n_chunks;
-    int64_t next = 0; /* the first chunk no thread has taken */
+    /* The chunks in one run per thread (at most PQ_QMAT_RUNS): thread t takes the chunks of run
+     * t in order, then helps the other runs from their fronts. Each thread so reads one long
+     * stretch of consecutive rows while the runs last, and a slowed thread still leaves its rest
+     * to the others (per-token A/B on the 1B shape's 112 GEMVs: +2 to +3 % over one counter for
+     * all chunks, at 4 and 8 bits, both activation kinds). */
+    int64_t next[PQ_QMAT_RUNS];
+    const int runs = nt < PQ_QMAT_RUNS ? nt : PQ_QMAT_RUNS;
+    for (int t = 0; t < runs; t++)
+        next[t] = n_chunks * t / runs;
 #pragma omp parallel num_threads(nt) if (nt > 1 && n_chunks > 1)
-    for (;;) {
+    for (int u = 0; u < runs;) {
+        const int t = (omp_get_thread_num() + u) % runs;
         int64_t ci;
 #pragma omp atomic capture
-        ci = next++;
-        if (ci >= n_chunks) break;
+        ci = next[t]++;
+        if (ci >= n_chunks * (t + 1) / runs) { /* run t is done */
+            u++;
+            continue;
+        }
         int j = 0;
         while (ci >= first[j + 1])
             j++;
