@@ -841,34 +841,36 @@ T512 static inline void gemv_half_rows(const pq__qmat *w, const float *x, const 
     }
 }
 
-/* One vector, four rows at a time: four weight streams in flight share each load of x. */
+/* One vector, four rows at a time, each from its own quarter of the rows r0..r1: four weight
+ * streams in flight share each load of x, and each stream is a long run of consecutive rows
+ * (gemv_nib_rows). */
 T512 static void gemv_half4(const pq__qmat *w, const float *x, int64_t r0, int64_t r1, float *y) {
-    const int64_t C = w->cols, c16 = C / 16 * 16;
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) {
+    const int64_t C = w->cols, c16 = C / 16 * 16, q = (r1 - r0) / 4;
+    for (int64_t r = r0; r < r0 + q; r++) {
         const uint8_t *row = (const uint8_t *)w->data + 2 * (size_t)(r * C);
+        const size_t rs = 2 * (size_t)(q * C); /* bytes from one stream's row to the next's */
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int64_t c = 0; c < c16; c += 16) {
             const __m512 xv = _mm512_loadu_ps(x + c);
-            if (!(c & 31)) /* a cache line of each row, 8 rows on (see PF_ROWS) */
+            if (!(c & 31)) /* a cache line of each row, 8 rows on in its stream (see PF_ROWS) */
                 for (int k = 0; k < 4; k++)
-                    _mm_prefetch((const char *)(row + 2 * (size_t)((k + PF_ROWS) * C + c)), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(row + k * rs + 2 * (size_t)(PF_ROWS * C + c)), _MM_HINT_T0);
             a0 = _mm512_fmadd_ps(load16(w, row, c), xv, a0);
-            a1 = _mm512_fmadd_ps(load16(w, row + 2 * C, c), xv, a1);
-            a2 = _mm512_fmadd_ps(load16(w, row + 4 * C, c), xv, a2);
-            a3 = _mm512_fmadd_ps(load16(w, row + 6 * C, c), xv, a3);
+            a1 = _mm512_fmadd_ps(load16(w, row + rs, c), xv, a1);
+            a2 = _mm512_fmadd_ps(load16(w, row + 2 * rs, c), xv, a2);
+            a3 = _mm512_fmadd_ps(load16(w, row + 3 * rs, c), xv, a3);
         }
         float s[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1), _mm512_reduce_add_ps(a2),
                       _mm512_reduce_add_ps(a3)};
         for (int k = 0; k < 4; k++) {
             for (int64_t t = c16; t < C; t++) {
-                const uint16_t h = pq__ld16(row + 2 * k * C, t);
+                const uint16_t h = pq__ld16(row + k * rs, t);
                 s[k] += (w->kind == PQ_QMAT_F16 ? pq__h2f(h) : pq__bf2f(h)) * x[t];
             }
-            y[r + k] = s[k];
+            y[r + k * q] = s[k];
         }
     }
-    if (r < r1) gemv_half_rows(w, x, 1, r, r1, y, 0);
+    if (r0 + 4 * q < r1) gemv_half_rows(w, x, 1, r0 + 4 * q, r1, y, 0);
 }
 
 T512 void pq__qmat_gemv_avx512_float(const pq__qmat *w, const float *x, int nv, int64_t r0, int64_t r1, float *y,
