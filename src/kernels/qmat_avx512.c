@@ -597,8 +597,8 @@ T512 static inline __m512 nib_row_scales(const pq__qmat *w, const pq__qmat_xq *x
 
 /* NR (1..4) rows r, r + rs, .., r + (NR - 1) rs, one vector of NP planes, B-bit codes: 4 in
  * nibble order, or 8 (b8_ok: the two 64-byte halves of 128 columns as they are). Rows are whole
- * bytes (cols B / 8 each): the loads never leave them. NP 1 keeps the two halves in separate accumulators (eight
- * VPDPBUSD chains); NP 3 has twelve chains already. */
+ * bytes (cols B / 8 each): the loads never leave them. NP 1 keeps the two halves in separate
+ * accumulators (two VPDPBUSD chains per row); NP 3 has three per row already. */
 T512 static inline __attribute__((always_inline)) void gemv_nib_p(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r,
                                                                   int64_t rs, float *y, float *sc, int64_t groups16,
                                                                   const int NR, const int NP, const int B) {
