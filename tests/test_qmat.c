@@ -292,19 +292,39 @@ static void check_many(void) {
                 y[j] = malloc(sizeof(float) * (size_t)(n * w[j]->rows));
                 y1[j] = malloc(sizeof(float) * (size_t)(n * w[j]->rows));
             }
+            float *one[2][3];                 /* [8-bit activations][j]: the products on one thread */
             for (int nt = 1; nt <= 4; nt++) { /* 3, 4: 8-bit activations */
-                const int fl = nt > 2 ? PQ_QMAT_INT8_DECODE | PQ_QMAT_INT8_PROMPT : 0;
-                CHECK(pq__qmat_matmul_many(ctx, 3, w, b, x, y, n, 2 - nt % 2, PQ_ISA_AUTO, fl) == 0);
+                const int fl = nt > 2 ? PQ_QMAT_INT8_DECODE | PQ_QMAT_INT8_PROMPT : 0, i8 = nt > 2,
+                          threads = 2 - nt % 2;
+                for (int j = 0; j < 3; j++) { /* no row left from the last run */
+                    memset(y[j], 0xFF, sizeof(float) * (size_t)(n * w[j]->rows));
+                    memset(y1[j], 0xFF, sizeof(float) * (size_t)(n * w[j]->rows));
+                }
+                CHECK(pq__qmat_matmul_many(ctx, 3, w, b, x, y, n, threads, PQ_ISA_AUTO, fl) == 0);
                 for (int j = 0; j < 3; j++) {
-                    CHECK(pq__qmat_matmul_act(ctx, w[j], x, b[j], y1[j], n, 2 - nt % 2, PQ_ISA_AUTO, fl) == 0);
-                    CHECK_MSG(!memcmp(y[j], y1[j], sizeof(float) * (size_t)(n * w[j]->rows)),
+                    const size_t bytes = sizeof(float) * (size_t)(n * w[j]->rows);
+                    CHECK(pq__qmat_matmul_act(ctx, w[j], x, b[j], y1[j], n, threads, PQ_ISA_AUTO, fl) == 0);
+                    CHECK_MSG(!memcmp(y[j], y1[j], bytes),
                               "matmul_many set %d n %lld nt %d: matrix %d differs from its own product", si,
+                              (long long)n, nt, j);
+                    if (threads == 1) {
+                        one[i8][j] = malloc(bytes);
+                        memcpy(one[i8][j], y1[j], bytes);
+                        continue;
+                    }
+                    /* the rows dealt to 2 and 3 threads (runs of chunks, help at the others'
+                     * fronts) give the one-thread bits */
+                    CHECK_MSG(!memcmp(y1[j], one[i8][j], bytes), "set %d n %lld nt %d: matrix %d, 2 threads", si,
+                              (long long)n, nt, j);
+                    memset(y1[j], 0xFF, bytes);
+                    CHECK(pq__qmat_matmul_act(ctx, w[j], x, b[j], y1[j], n, 3, PQ_ISA_AUTO, fl) == 0);
+                    CHECK_MSG(!memcmp(y1[j], one[i8][j], bytes), "set %d n %lld nt %d: matrix %d, 3 threads", si,
                               (long long)n, nt, j);
                 }
             }
             for (int j = 0; j < 3; j++) {
                 gen_free(&g[j]);
-                free(y[j]), free(y1[j]);
+                free(y[j]), free(y1[j]), free(one[0][j]), free(one[1][j]);
             }
             free(x);
         }
