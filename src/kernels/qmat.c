@@ -279,8 +279,6 @@ void pq__qmat_matmul_q8_ref(const pq__qmat *w, const float *x, const float *b, f
 
 /* ---------------------------------------------------------------- dispatch */
 
-#define PQ_QMAT_RUNS 64
-
 /* Rows per chunk of a product's rows dealt to threads: about 8 chunks per thread, so that a
  * thread slowed down (another process, a shared host) leaves its rest to the others instead of
  * keeping them waiting at the end; a multiple of 16 rows (whole cache lines of output), at
@@ -302,10 +300,13 @@ static int int_gemv(const pq__qmat *w, pq__isa isa) {
     return isa == PQ_ISA_AVX512 && w->kind == PQ_QMAT_CODES && pq__qmat_avx512_gemv_ok(w);
 }
 
+/* Most runs of chunks gemv_many deals (one per thread). */
+#define PQ_QMAT_RUNS 64
+
 /* Y_j [nv, rows_j] for nv <= PQ_QMAT_GEMV_MAX vectors and k matrices w_j that read the same x
  * (one activation preparation: the callers give matrices of the same columns and, for the
  * integer kernel, the same groups), in one parallel region: the chunks of every matrix's rows
- * dealt to the threads from one counter. Each row is computed as a product with w_j alone
+ * dealt to the threads in runs (below). Each row is computed as a product with w_j alone
  * would compute it. */
 static int gemv_many(pq_ctx *ctx, int k, const pq__qmat *const *ws, const float *x, int nv, float *const *ys, int nt,
                      pq__isa isa, int int8) {

@@ -846,9 +846,9 @@ T512 static inline void gemv_half_rows(const pq__qmat *w, const float *x, const 
  * (gemv_nib_rows). */
 T512 static void gemv_half4(const pq__qmat *w, const float *x, int64_t r0, int64_t r1, float *y) {
     const int64_t C = w->cols, c16 = C / 16 * 16, q = (r1 - r0) / 4;
+    const size_t rs = 2 * (size_t)(q * C); /* bytes from one stream's row to the next's */
     for (int64_t r = r0; r < r0 + q; r++) {
         const uint8_t *row = (const uint8_t *)w->data + 2 * (size_t)(r * C);
-        const size_t rs = 2 * (size_t)(q * C); /* bytes from one stream's row to the next's */
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int64_t c = 0; c < c16; c += 16) {
             const __m512 xv = _mm512_loadu_ps(x + c);
