@@ -116,14 +116,19 @@ static void gen_codes(gen *g, int64_t rows, int64_t cols, int bits, int64_t gs, 
     g->bufs[0] = stream, g->bufs[1] = row_bit, g->bufs[2] = scales, g->bufs[3] = zeros, g->bufs[4] = mask;
 }
 
-static void gen_half(gen *g, int64_t rows, int64_t cols, pq__qmat_kind kind) {
+/* Float rows: f32, f16 or bf16. */
+static void gen_float(gen *g, int64_t rows, int64_t cols, pq__qmat_kind kind) {
     memset(g, 0, sizeof *g);
     g->w.kind = kind, g->w.rows = rows, g->w.cols = cols;
-    uint16_t *h = malloc((size_t)(rows * cols) * 2 + 1);
+    const size_t eb = kind == PQ_QMAT_F32 ? 4 : 2;
+    uint16_t *h = malloc((size_t)(rows * cols) * eb + 1);
     g->dense = malloc(sizeof(float) * (size_t)(rows * cols));
     for (int64_t i = 0; i < rows * cols; i++) {
         const float v = 0.05f * nrand();
-        if (kind == PQ_QMAT_F16) {
+        if (kind == PQ_QMAT_F32) {
+            memcpy((float *)h + i, &v, 4);
+            g->dense[i] = v;
+        } else if (kind == PQ_QMAT_F16) {
             h[i] = f2h(v);
             g->dense[i] = pq__f16_to_f32(h[i]);
         } else {
@@ -133,9 +138,9 @@ static void gen_half(gen *g, int64_t rows, int64_t cols, pq__qmat_kind kind) {
             g->dense[i] = pq__bf2f(h[i]);
         }
     }
-    /* misaligned on purpose: stored half rows may sit at any byte offset of a mapped file */
-    uint8_t *mis = malloc((size_t)(rows * cols) * 2 + 1);
-    memcpy(mis + 1, h, (size_t)(rows * cols) * 2);
+    /* misaligned on purpose: stored rows may sit at any byte offset of a mapped file */
+    uint8_t *mis = malloc((size_t)(rows * cols) * eb + 1);
+    memcpy(mis + 1, h, (size_t)(rows * cols) * eb);
     free(h);
     g->w.data = mis + 1;
     g->bufs[0] = mis;
@@ -371,11 +376,13 @@ int main(void) {
             gen_free(&g);
         }
     }
-    for (int k = 0; k < 2; k++)
+    static const pq__qmat_kind kinds[] = {PQ_QMAT_F16, PQ_QMAT_BF16, PQ_QMAT_F32};
+    static const char *const kind_names[] = {"f16", "bf16", "f32"};
+    for (int k = 0; k < 3; k++)
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             gen g;
-            gen_half(&g, shapes[s][0] + 3, shapes[s][1] + (s % 2), k ? PQ_QMAT_BF16 : PQ_QMAT_F16);
-            snprintf(what, sizeof what, "%s %lldx%lld", k ? "bf16" : "f16", (long long)g.w.rows, (long long)g.w.cols);
+            gen_float(&g, shapes[s][0] + 3, shapes[s][1] + (s % 2), kinds[k]);
+            snprintf(what, sizeof what, "%s %lldx%lld", kind_names[k], (long long)g.w.rows, (long long)g.w.cols);
             check_decode(&g, what);
             for (int64_t n = 1; n <= 4; n++)
                 check_products(&g, n, what);

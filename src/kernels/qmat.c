@@ -414,6 +414,13 @@ static int q8_gemm(const pq__qmat *w, int64_t n, pq__isa want, int int8_act) {
            (n > PQ_QMAT_GEMV_CHUNKED_MAX || !q8_gemv_ok(w));
 }
 
+/* float32 weights take BLAS's sgemm beyond a token's vectors: compress's calibration passes
+ * among them, whose sums its output bytes keep. A token's products take the GEMVs (OpenBLAS's
+ * sgemv, one row after another, read the 1B shape's float32 weights at about 11 GB/s on Zen 5). */
+static int f32_blas(const pq__qmat *w, int64_t n) {
+    return w->kind == PQ_QMAT_F32 && n > PQ_QMAT_GEMV_MAX;
+}
+
 /* gemv_many on n <= PQ_QMAT_GEMV_CHUNKED_MAX vectors, PQ_QMAT_GEMV_MAX at a time. */
 static int gemv_chunked(pq_ctx *ctx, int k, const pq__qmat *const *ws, const float *x, int64_t n, float *const *ys,
                         int nt, pq__isa isa, int int8) {
@@ -449,7 +456,7 @@ int pq__qmat_matmul_many(pq_ctx *ctx, int k, const pq__qmat *const *w, const flo
     double work = 0;
     for (int j = 0; j < k && one_region; j++) {
         const pq__qmat *a = w[j], *z = w[0];
-        one_region = !a->perm && a->kind != PQ_QMAT_F32 && a->cols == z->cols && !q8_gemm(a, n, want, int8_act) &&
+        one_region = !a->perm && !f32_blas(a, n) && a->cols == z->cols && !q8_gemm(a, n, want, int8_act) &&
                      int_gemv(a, isa) == int_gemv(z, isa) && (!int_gemv(a, isa) || a->group_size == z->group_size);
         work += (double)n * (double)a->rows * (double)a->cols;
     }
@@ -475,7 +482,7 @@ static int matmul(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b
         free(xp);
         return rc;
     }
-    if (w->kind == PQ_QMAT_F32) { /* BLAS */
+    if (f32_blas(w, n)) {
         pq__matmul_wt(x, w->data, b, y, n, w->rows, w->cols, n_threads);
         return 0;
     }

@@ -56,7 +56,9 @@ T256 static inline __m256 codes_f8(const pq__qmat *w, const uint8_t *m, int64_t 
     return _mm256_and_ps(_mm256_mul_ps(_mm256_sub_ps(f, zf), sf), keep);
 }
 
-T256 static inline __m256 half_f8(const pq__qmat *w, const uint8_t *row, int64_t c) {
+/* Weights c .. c + 7 of a float row (f32, f16, bf16) as floats. */
+T256 static inline __m256 float_f8(const pq__qmat *w, const uint8_t *row, int64_t c) {
+    if (w->kind == PQ_QMAT_F32) return _mm256_loadu_ps((const float *)(row + 4 * c));
     const __m128i h = _mm_loadu_si128((const __m128i *)(row + 2 * c));
     if (w->kind == PQ_QMAT_F16) return _mm256_cvtph_ps(h);
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
@@ -95,9 +97,9 @@ T256 static inline void gemv_rows(const pq__qmat *w, const float *x, const int N
                 }
             }
         } else {
-            const uint8_t *row = (const uint8_t *)w->data + 2 * (size_t)(r * C);
+            const uint8_t *row = pq__qmat_frow(w, r);
             for (; c < c8; c += 8) {
-                const __m256 f = half_f8(w, row, c);
+                const __m256 f = float_f8(w, row, c);
                 for (int v = 0; v < NV; v++)
                     acc[v] = _mm256_fmadd_ps(f, _mm256_loadu_ps(x + v * C + c), acc[v]);
             }
@@ -191,9 +193,9 @@ T256 static inline void transpose8(__m256 r[8]) {
  * and zero looked up when the group changes. */
 T256 static void decode_row(const pq__qmat *w, int64_t r, int64_t c0, int64_t n, float *row) {
     if (w->kind != PQ_QMAT_CODES) {
-        const uint8_t *src = (const uint8_t *)w->data + 2 * (size_t)(r * w->cols);
+        const uint8_t *src = pq__qmat_frow(w, r);
         for (int64_t k = 0; k < n; k += 8)
-            _mm256_storeu_ps(row + k, half_f8(w, src, c0 + k));
+            _mm256_storeu_ps(row + k, float_f8(w, src, c0 + k));
         return;
     }
     const uint8_t *m = w->mask ? w->mask + r * ((w->cols + 7) / 8) : NULL, *z = w->zeros + r * w->n_groups;

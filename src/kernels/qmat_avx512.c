@@ -1,5 +1,5 @@
 /* AVX-512 kernels of qmat.h (F, BW, VL, DQ, VBMI, VBMI2, VNNI): the integer GEMV of b-bit
- * codes, the float GEMV of f16 / bf16 rows, and the 12 x 32 GEMM microkernel. Compiled for
+ * codes, the float GEMV of f32 / f16 / bf16 rows, and the 12 x 32 GEMM microkernel. Compiled for
  * any x86-64 target through function attributes; called only when pq__qmat_isa says so. */
 #include "kernels/qmat_impl.h"
 
@@ -801,41 +801,53 @@ T512 void pq__qmat_gemv_avx512(const pq__qmat *w, const pq__qmat_xq *xq, int nv,
     gemv_int_rows(w, xq, nv, r0, r1, y, ldy, scratch, groups16);
 }
 
-/* ---------------------------------------------------------------- float rows (f16, bf16) */
+/* ---------------------------------------------------------------- float rows (f32, f16, bf16) */
 
-T512 static inline __m512 load16(const pq__qmat *w, const uint8_t *row, int64_t c) {
+/* Weights c .. c + 15 of a float row as floats (KIND a constant in the kernels below). */
+T512 static inline __m512 load16(const int kind, const uint8_t *row, int64_t c) {
+    if (kind == PQ_QMAT_F32) return _mm512_loadu_ps(row + 4 * c);
     const __m256i h = _mm256_loadu_si256((const __m256i *)(row + 2 * c));
-    if (w->kind == PQ_QMAT_F16) return _mm512_cvtph_ps(h);
+    if (kind == PQ_QMAT_F16) return _mm512_cvtph_ps(h);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-T512 static inline void gemv_half_rows(const pq__qmat *w, const float *x, const int NV, int64_t r0, int64_t r1,
-                                       float *y, int64_t ldy) {
+/* Weight c of a float row (the tails past the last 16). */
+static inline float load1(const int kind, const uint8_t *row, int64_t c) {
+    if (kind == PQ_QMAT_F32) {
+        float f;
+        memcpy(&f, row + 4 * c, 4);
+        return f;
+    }
+    const uint16_t h = pq__ld16(row, c);
+    return kind == PQ_QMAT_F16 ? pq__h2f(h) : pq__bf2f(h);
+}
+
+T512 static inline __attribute__((always_inline)) void gemv_float_rows(const pq__qmat *w, const float *x,
+                                                                       const int NV, int64_t r0, int64_t r1, float *y,
+                                                                       int64_t ldy, const int KIND) {
     const int64_t C = w->cols, c16 = C / 16 * 16;
     for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *row = (const uint8_t *)w->data + 2 * (size_t)(r * C);
+        const uint8_t *row = pq__qmat_frow(w, r);
         __m512 acc[PQ_QMAT_GEMV_MAX][2];
         for (int v = 0; v < NV; v++)
             acc[v][0] = acc[v][1] = _mm512_setzero_ps();
         int64_t c = 0;
         for (; c + 32 <= c16; c += 32) {
-            const __m512 w0 = load16(w, row, c), w1 = load16(w, row, c + 16);
+            const __m512 w0 = load16(KIND, row, c), w1 = load16(KIND, row, c + 16);
             for (int v = 0; v < NV; v++) {
                 acc[v][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + v * C + c), acc[v][0]);
                 acc[v][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + v * C + c + 16), acc[v][1]);
             }
         }
         for (; c < c16; c += 16) {
-            const __m512 w0 = load16(w, row, c);
+            const __m512 w0 = load16(KIND, row, c);
             for (int v = 0; v < NV; v++)
                 acc[v][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + v * C + c), acc[v][0]);
         }
         for (int v = 0; v < NV; v++) {
             float s = _mm512_reduce_add_ps(_mm512_add_ps(acc[v][0], acc[v][1]));
-            for (int64_t t = c16; t < C; t++) {
-                const uint16_t h = pq__ld16(row, t);
-                s += (w->kind == PQ_QMAT_F16 ? pq__h2f(h) : pq__bf2f(h)) * x[v * C + t];
-            }
+            for (int64_t t = c16; t < C; t++)
+                s += load1(KIND, row, t) * x[v * C + t];
             y[v * ldy + r] = s;
         }
     }
@@ -844,42 +856,51 @@ T512 static inline void gemv_half_rows(const pq__qmat *w, const float *x, const 
 /* One vector, four rows at a time, each from its own quarter of the rows r0..r1: four weight
  * streams in flight share each load of x, and each stream is a long run of consecutive rows
  * (gemv_nib_rows). */
-T512 static void gemv_half4(const pq__qmat *w, const float *x, int64_t r0, int64_t r1, float *y) {
+T512 static inline __attribute__((always_inline)) void gemv_float4(const pq__qmat *w, const float *x, int64_t r0,
+                                                                   int64_t r1, float *y, const int KIND) {
     const int64_t C = w->cols, c16 = C / 16 * 16, q = (r1 - r0) / 4;
-    const size_t rs = 2 * (size_t)(q * C); /* bytes from one stream's row to the next's */
+    const size_t eb = pq__qmat_fbytes(KIND),
+                 rs = eb * (size_t)(q * C); /* bytes from one stream's row to the next's */
     for (int64_t r = r0; r < r0 + q; r++) {
-        const uint8_t *row = (const uint8_t *)w->data + 2 * (size_t)(r * C);
+        const uint8_t *row = pq__qmat_frow(w, r);
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int64_t c = 0; c < c16; c += 16) {
             const __m512 xv = _mm512_loadu_ps(x + c);
-            if (!(c & 31)) /* a cache line of each row, 8 rows on in its stream (see PF_ROWS) */
+            if (!((size_t)c * eb & 63)) /* a cache line of each row, 8 rows on in its stream (see PF_ROWS) */
                 for (int k = 0; k < 4; k++)
-                    _mm_prefetch((const char *)(row + k * rs + 2 * (size_t)(PF_ROWS * C + c)), _MM_HINT_T0);
-            a0 = _mm512_fmadd_ps(load16(w, row, c), xv, a0);
-            a1 = _mm512_fmadd_ps(load16(w, row + rs, c), xv, a1);
-            a2 = _mm512_fmadd_ps(load16(w, row + 2 * rs, c), xv, a2);
-            a3 = _mm512_fmadd_ps(load16(w, row + 3 * rs, c), xv, a3);
+                    _mm_prefetch((const char *)(row + k * rs + eb * (size_t)(PF_ROWS * C + c)), _MM_HINT_T0);
+            a0 = _mm512_fmadd_ps(load16(KIND, row, c), xv, a0);
+            a1 = _mm512_fmadd_ps(load16(KIND, row + rs, c), xv, a1);
+            a2 = _mm512_fmadd_ps(load16(KIND, row + 2 * rs, c), xv, a2);
+            a3 = _mm512_fmadd_ps(load16(KIND, row + 3 * rs, c), xv, a3);
         }
         float s[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1), _mm512_reduce_add_ps(a2),
                       _mm512_reduce_add_ps(a3)};
         for (int k = 0; k < 4; k++) {
-            for (int64_t t = c16; t < C; t++) {
-                const uint16_t h = pq__ld16(row + k * rs, t);
-                s[k] += (w->kind == PQ_QMAT_F16 ? pq__h2f(h) : pq__bf2f(h)) * x[t];
-            }
+            for (int64_t t = c16; t < C; t++)
+                s[k] += load1(KIND, row + k * rs, t) * x[t];
             y[r + k * q] = s[k];
         }
     }
-    if (r0 + 4 * q < r1) gemv_half_rows(w, x, 1, r0 + 4 * q, r1, y, 0);
+    if (r0 + 4 * q < r1) gemv_float_rows(w, x, 1, r0 + 4 * q, r1, y, 0, KIND);
+}
+
+T512 static inline __attribute__((always_inline)) void
+gemv_float(const pq__qmat *w, const float *x, int nv, int64_t r0, int64_t r1, float *y, int64_t ldy, const int KIND) {
+    switch (nv) {
+    case 1: gemv_float4(w, x, r0, r1, y, KIND); break;
+    case 2: gemv_float_rows(w, x, 2, r0, r1, y, ldy, KIND); break;
+    case 3: gemv_float_rows(w, x, 3, r0, r1, y, ldy, KIND); break;
+    default: gemv_float_rows(w, x, 4, r0, r1, y, ldy, KIND); break;
+    }
 }
 
 T512 void pq__qmat_gemv_avx512_float(const pq__qmat *w, const float *x, int nv, int64_t r0, int64_t r1, float *y,
                                      int64_t ldy) {
-    switch (nv) {
-    case 1: gemv_half4(w, x, r0, r1, y); break;
-    case 2: gemv_half_rows(w, x, 2, r0, r1, y, ldy); break;
-    case 3: gemv_half_rows(w, x, 3, r0, r1, y, ldy); break;
-    default: gemv_half_rows(w, x, 4, r0, r1, y, ldy); break;
+    switch (w->kind) {
+    case PQ_QMAT_F32: gemv_float(w, x, nv, r0, r1, y, ldy, PQ_QMAT_F32); break;
+    case PQ_QMAT_F16: gemv_float(w, x, nv, r0, r1, y, ldy, PQ_QMAT_F16); break;
+    default: gemv_float(w, x, nv, r0, r1, y, ldy, PQ_QMAT_BF16); break;
     }
 }
 
@@ -1024,12 +1045,12 @@ T512 void pq__qmat_bpack_avx512(const pq__qmat *w, int64_t r0, int nr, int64_t c
                 } else if (w->kind == PQ_QMAT_CODES) {
                     decode_codes(w, r, c0 + k0, n, row);
                 } else {
-                    const uint8_t *src = (const uint8_t *)w->data + 2 * (size_t)(r * w->cols + c0 + k0);
+                    const uint8_t *src = pq__qmat_frow(w, r) + pq__qmat_fbytes(w->kind) * (size_t)(c0 + k0);
                     int64_t k = 0;
                     for (; k + 16 <= n; k += 16)
-                        _mm512_storeu_ps(row + k, load16(w, src, k));
+                        _mm512_storeu_ps(row + k, load16(w->kind, src, k));
                     for (; k < n; k++)
-                        row[k] = w->kind == PQ_QMAT_F16 ? pq__h2f(pq__ld16(src, k)) : pq__bf2f(pq__ld16(src, k));
+                        row[k] = load1(w->kind, src, k);
                 }
             }
             float *Bk = B + k0 * NR + j0;

@@ -48,6 +48,16 @@ static inline int pq__bit(const uint8_t *row, int64_t c) {
     return (row[c >> 3] >> (c & 7)) & 1;
 }
 
+/* Bytes per weight of a float kind (f32, f16, bf16). */
+static inline size_t pq__qmat_fbytes(int kind) {
+    return kind == PQ_QMAT_F32 ? 4 : 2;
+}
+
+/* Row r of a float matrix. */
+static inline const uint8_t *pq__qmat_frow(const pq__qmat *w, int64_t r) {
+    return (const uint8_t *)w->data + pq__qmat_fbytes(w->kind) * (size_t)(r * w->cols);
+}
+
 /* Bytes of a keep-mask row. */
 static inline int64_t pq__qmat_mask_stride(const pq__qmat *w) {
     return (w->cols + 7) / 8;
