@@ -113,12 +113,14 @@ static pq_status get_qmat(pq_ctx *ctx, pq_model *m, const char *name, int64_t ro
                     free(own[k]);
                 return st;
             }
+        pq__source_release(&m->src, t->data, t->nbytes); /* the file's blocks are read again only on demand */
         return PQ_OK;
     }
     const float *f;
     if ((st = get_f32(ctx, m, name, rows, cols, 0, &f))) return st;
     out->data = f;
     *in_place = f == t->data;
+    if (!*in_place) pq__source_release(&m->src, t->data, t->nbytes); /* converted: as above */
     return PQ_OK;
 }
 
