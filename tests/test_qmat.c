@@ -386,6 +386,7 @@ int main(void) {
             check_decode(&g, what);
             for (int64_t n = 1; n <= 4; n++)
                 check_products(&g, n, what);
+            check_products(&g, 13, what); /* GEMVs of 4, 4, 4, 1 vectors */
             check_products(&g, 29, what);
             gen_free(&g);
         }

@@ -414,12 +414,13 @@ static int q8_gemm(const pq__qmat *w, int64_t n, pq__isa want, int int8_act) {
            (n > PQ_QMAT_GEMV_CHUNKED_MAX || !q8_gemv_ok(w));
 }
 
-/* float32 weights take BLAS's sgemm beyond a token's vectors: compress's calibration passes
- * among them, whose sums its output bytes keep. A token's products take the GEMVs: sgemv through
- * pq__matmul_wt runs one thread below PQ_PAR_MIN_FLOPS (every linear of the 1B shape) and read
- * them at 16.5 GB/s in bench_qmat, the AVX-512 GEMV at 37 GB/s (Zen 5, 2 threads). */
+/* float32 weights take BLAS's sgemm beyond PQ_QMAT_GEMV_CHUNKED_MAX vectors: compress's
+ * calibration passes among them, whose sums its output bytes keep. Fewer vectors (a token, a
+ * short prompt) take the GEMVs: sgemv and sgemm through pq__matmul_wt run one thread below
+ * PQ_PAR_MIN_FLOPS (every linear of the 1B shape for one token, most for five) and read the
+ * weights at 16.5 GB/s in bench_qmat, the AVX-512 GEMV at 37 GB/s (Zen 5, 2 threads). */
 static int f32_blas(const pq__qmat *w, int64_t n) {
-    return w->kind == PQ_QMAT_F32 && n > PQ_QMAT_GEMV_MAX;
+    return w->kind == PQ_QMAT_F32 && n > PQ_QMAT_GEMV_CHUNKED_MAX;
 }
 
 /* gemv_many on n <= PQ_QMAT_GEMV_CHUNKED_MAX vectors, PQ_QMAT_GEMV_MAX at a time. */
