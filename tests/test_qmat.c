@@ -138,11 +138,13 @@ static void gen_float(gen *g, int64_t rows, int64_t cols, pq__qmat_kind kind) {
             g->dense[i] = pq__bf2f(h[i]);
         }
     }
-    /* misaligned on purpose: stored rows may sit at any byte offset of a mapped file */
-    uint8_t *mis = malloc((size_t)(rows * cols) * eb + 1);
-    memcpy(mis + 1, h, (size_t)(rows * cols) * eb);
+    /* misaligned on purpose: stored half rows may sit at any byte offset of a mapped file, f32
+     * rows at any multiple of 4 (pq__qmat: the loader copies others) */
+    const size_t off = kind == PQ_QMAT_F32 ? 4 : 1;
+    uint8_t *mis = malloc((size_t)(rows * cols) * eb + off);
+    memcpy(mis + off, h, (size_t)(rows * cols) * eb);
     free(h);
-    g->w.data = mis + 1;
+    g->w.data = mis + off;
     g->bufs[0] = mis;
 }
 
