@@ -1,8 +1,8 @@
 /* Throughput of the stored-weight products (kernels/qmat.h) on the linears of a 1B-shaped
  * Llama (hidden 2048, ffn 5632, 16 layers: more weights than the caches hold), per format and
  * path: GEMV (decode, 1 vector) in G weights/s and GB/s of weights read, GEMM (512 tokens) in
- * GFLOP/s; float32 weights also through BLAS sgemv as pq__matmul_wt calls it, and their GEMM is BLAS's
- * sgemm.
+ * GFLOP/s. Float32 weights also through BLAS sgemv as pq__matmul_wt calls it; their GEMM is
+ * BLAS's sgemm.
  *   bench_qmat [threads] [layers] [format]
  * One JSON line per measurement (gemv_int8: the GEMV with 8-bit activations). */
 #include <omp.h>

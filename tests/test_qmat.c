@@ -120,7 +120,7 @@ static void gen_codes(gen *g, int64_t rows, int64_t cols, int bits, int64_t gs, 
 static void gen_float(gen *g, int64_t rows, int64_t cols, pq__qmat_kind kind) {
     memset(g, 0, sizeof *g);
     g->w.kind = kind, g->w.rows = rows, g->w.cols = cols;
-    const size_t eb = kind == PQ_QMAT_F32 ? 4 : 2;
+    const size_t eb = pq__qmat_fbytes(kind);
     uint16_t *h = malloc((size_t)(rows * cols) * eb + 1);
     g->dense = malloc(sizeof(float) * (size_t)(rows * cols));
     for (int64_t i = 0; i < rows * cols; i++) {
@@ -380,7 +380,7 @@ int main(void) {
     }
     static const pq__qmat_kind kinds[] = {PQ_QMAT_F16, PQ_QMAT_BF16, PQ_QMAT_F32};
     static const char *const kind_names[] = {"f16", "bf16", "f32"};
-    for (int k = 0; k < 3; k++)
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             gen g;
             gen_float(&g, shapes[s][0] + 3, shapes[s][1] + (s % 2), kinds[k]);

@@ -811,17 +811,6 @@ T512 static inline __m512 load16(const int kind, const uint8_t *row, int64_t c) 
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/* Weight c of a float row (the tails past the last 16). */
-static inline float load1(const int kind, const uint8_t *row, int64_t c) {
-    if (kind == PQ_QMAT_F32) {
-        float f;
-        memcpy(&f, row + 4 * c, 4);
-        return f;
-    }
-    const uint16_t h = pq__ld16(row, c);
-    return kind == PQ_QMAT_F16 ? pq__h2f(h) : pq__bf2f(h);
-}
-
 T512 static inline __attribute__((always_inline)) void gemv_float_rows(const pq__qmat *w, const float *x,
                                                                        const int NV, int64_t r0, int64_t r1, float *y,
                                                                        int64_t ldy, const int KIND) {
@@ -844,10 +833,12 @@ T512 static inline __attribute__((always_inline)) void gemv_float_rows(const pq_
             for (int v = 0; v < NV; v++)
                 acc[v][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + v * C + c), acc[v][0]);
         }
+        float tail[16]; /* the columns past the last 16 */
+        if (c16 < C) pq__qmat_decode_seg(w, r, c16, C - c16, tail);
         for (int v = 0; v < NV; v++) {
             float s = _mm512_reduce_add_ps(_mm512_add_ps(acc[v][0], acc[v][1]));
             for (int64_t t = c16; t < C; t++)
-                s += load1(KIND, row, t) * x[v * C + t];
+                s += tail[t - c16] * x[v * C + t];
             y[v * ldy + r] = s;
         }
     }
@@ -862,7 +853,7 @@ T512 static inline __attribute__((always_inline)) void gemv_float4(const pq__qma
     const size_t eb = pq__qmat_fbytes(KIND),
                  rs = eb * (size_t)(q * C); /* bytes from one stream's row to the next's */
     for (int64_t r = r0; r < r0 + q; r++) {
-        const uint8_t *row = pq__qmat_frow(w, r);
+        const uint8_t *row = (const uint8_t *)w->data + eb * (size_t)(r * C);
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int64_t c = 0; c < c16; c += 16) {
             const __m512 xv = _mm512_loadu_ps(x + c);
@@ -877,8 +868,10 @@ T512 static inline __attribute__((always_inline)) void gemv_float4(const pq__qma
         float s[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1), _mm512_reduce_add_ps(a2),
                       _mm512_reduce_add_ps(a3)};
         for (int k = 0; k < 4; k++) {
+            float tail[16]; /* the columns past the last 16 */
+            if (c16 < C) pq__qmat_decode_seg(w, r + k * q, c16, C - c16, tail);
             for (int64_t t = c16; t < C; t++)
-                s[k] += load1(KIND, row + k * rs, t) * x[t];
+                s[k] += tail[t - c16] * x[t];
             y[r + k * q] = s[k];
         }
     }
@@ -1049,8 +1042,7 @@ T512 void pq__qmat_bpack_avx512(const pq__qmat *w, int64_t r0, int nr, int64_t c
                     int64_t k = 0;
                     for (; k + 16 <= n; k += 16)
                         _mm512_storeu_ps(row + k, load16(w->kind, src, k));
-                    for (; k < n; k++)
-                        row[k] = load1(w->kind, src, k);
+                    if (k < n) pq__qmat_decode_seg(w, r, c0 + k0 + k, n - k, row + k);
                 }
             }
             float *Bk = B + k0 * NR + j0;
