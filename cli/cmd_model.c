@@ -20,10 +20,10 @@ static const char *flag_value(const char *cmd, int argc, char **argv, int *i) {
 typedef struct {
     const char *model, *tokenizer;
     int64_t threads;
-    int json, quiet;
+    int json, quiet, no_mmap;
 } common_opts;
 
-/* Handles --threads/--tokenizer/--json/--quiet; returns 1 if argv[*i] was one of them, -1
+/* Handles --threads/--tokenizer/--json/--quiet/--no-mmap; returns 1 if argv[*i] was one of them, -1
  * on a bad value, 0 otherwise. */
 static int common_flag(const char *cmd, int argc, char **argv, int *i, common_opts *o) {
     const char *a = argv[*i];
@@ -44,6 +44,10 @@ static int common_flag(const char *cmd, int argc, char **argv, int *i, common_op
         o->quiet = 1;
         return 1;
     }
+    if (!strcmp(a, "--no-mmap")) {
+        o->no_mmap = 1;
+        return 1;
+    }
     return 0;
 }
 
@@ -59,6 +63,7 @@ static int model_arg(const char *cmd, const char *a, common_opts *o) {
 static pq_model *load_model(const char *cmd, pq_ctx *ctx, const common_opts *o) {
     pq_load_params lp = pq_load_params_default();
     lp.tokenizer_path = o->tokenizer;
+    lp.use_mmap = !o->no_mmap;
     pq_model *m = NULL;
     if (pq_model_load(ctx, o->model, &lp, &m) != PQ_OK) {
         cli_fail(cmd, ctx);
@@ -506,10 +511,12 @@ int cli_generate(int argc, char **argv) {
         int64_t k;
         if (!strcmp(a, "--help")) {
             printf("usage: prunequant generate MODEL [--tokenizer FILE] [--prompt TEXT] [-n N] [--temp T] "
-                   "[--top-p P] [--seed S] [--int8-prompt] [--int8-decode] [--threads N]\n"
+                   "[--top-p P] [--seed S] [--int8-prompt] [--int8-decode] [--threads N] [--no-mmap]\n"
                    "  --int8-prompt  process the prompt with 8-bit activations, as llama.cpp does (faster on "
                    "AVX-512 VNNI;\n                 logits about 1e-3 relative off the float32 product)\n"
-                   "  --int8-decode  the same for each generated token\n");
+                   "  --int8-decode  the same for each generated token\n"
+                   "  --no-mmap      read the weights into memory of large pages instead of mapping the file:\n"
+                   "                 a slower start, faster decoding (fewer TLB misses)\n");
             return 0;
         } else if (!strcmp(a, "--int8-prompt")) {
             int8_prompt = 1;
@@ -601,7 +608,7 @@ static int ppl_parse(const char *cmd, int argc, char **argv, common_opts *o, con
         int64_t k;
         if (!strcmp(a, "--help")) {
             printf("usage: prunequant ppl MODEL --text FILE [--ctx N] [--protocol gptq|llamacpp] [--max-tokens K] "
-                   "[--batch B] [--json] [--tokenizer FILE] [--threads N]\n");
+                   "[--batch B] [--json] [--tokenizer FILE] [--threads N] [--no-mmap]\n");
             return 0;
         } else if (!strcmp(a, "--text")) {
             if (!(*text_path = flag_value(cmd, argc, argv, &i))) return 2;

@@ -6,7 +6,7 @@
 # output's within 1e-6 relative (the kernels sum in another order than BLAS; tests/test_qmat.c
 # bounds each product), for a batch of windows (GEMM) and for windows one token at a time
 # (--batch 1 --ctx 2: the GEMV kernels). generate with 8-bit activations writes the same greedy
-# text as with exact products.
+# text as with exact products; --no-mmap gives the same perplexities and text bit for bit.
 set -u
 BIN=${PQ_BIN:?PQ_BIN not set}
 . "$(dirname "$0")/lib.sh"
@@ -60,6 +60,22 @@ for f in "" "--int8-prompt --int8-decode"; do
         bad "generate $f: $(cat "$T/err")"
 done
 if [ -n "${g[0]}" ] && [ "${g[0]}" = "${g[1]}" ]; then ok; else bad "generate: exact '${g[0]}' vs 8-bit '${g[1]}'"; fi
+
+# --no-mmap (the files read into memory of large pages instead of mapped): the same perplexity
+# bit for bit, batched and one token at a time, and the same greedy text
+for name in q4 p24q4 s25q4; do
+    for mode in "--ctx 64" "--ctx 2 --batch 1 --max-tokens 200"; do
+        # shellcheck disable=SC2086
+        a=$(ppl "$T/$name" $mode) && b=$(ppl "$T/$name" $mode --no-mmap) ||
+            { bad "ppl --no-mmap $name ($mode): $(cat "$T/ppl.err")"; continue; }
+        if [ "$a" = "$b" ]; then ok; else bad "$name ($mode): ppl $b with --no-mmap, $a mapped"; fi
+    done
+done
+n=$("$BIN" generate "$T/p24q4" --tokenizer "$TOK" --prompt "Once upon a time" -n 24 --temp 0 --no-mmap 2>"$T/err") ||
+    bad "generate --no-mmap: $(cat "$T/err")"
+m=$("$BIN" generate "$T/p24q4" --tokenizer "$TOK" --prompt "Once upon a time" -n 24 --temp 0 2>"$T/err") ||
+    bad "generate: $(cat "$T/err")"
+if [ -n "$n" ] && [ "$n" = "$m" ]; then ok; else bad "generate: --no-mmap '$n' vs mapped '$m'"; fi
 
 # float16 / bfloat16 folders run from their stored dtype
 for dt in f16 bf16; do

@@ -46,6 +46,19 @@ void pq_ctx_free(pq_ctx *ctx) {
     free(ctx);
 }
 
+/* n bytes (rounded up to *size), 64-byte aligned; from 4 MiB on 2 MiB aligned and advised
+ * MADV_HUGEPAGE, so that long streams over them take few TLB entries. free() releases them. */
+static void *huge_alloc(size_t n, size_t *size) {
+    const size_t huge = (size_t)2 << 20, align = n >= 2 * huge ? huge : 64;
+    *size = (n + align - 1) / align * align;
+    void *p = NULL;
+    if (posix_memalign(&p, align, *size ? *size : align) != 0) return NULL;
+#ifdef MADV_HUGEPAGE
+    if (align == huge) madvise(p, *size, MADV_HUGEPAGE); /* a hint: failure is harmless */
+#endif
+    return p;
+}
+
 void *pq__scratch(pq_ctx *ctx, int slot, size_t n) {
     if (!ctx->scratch && !(ctx->scratch = calloc(1, sizeof *ctx->scratch))) {
         pq__fail(ctx, PQ_ERR_NOMEM, "out of memory for work buffers");
@@ -55,16 +68,11 @@ void *pq__scratch(pq_ctx *ctx, int slot, size_t n) {
     if (s->n[slot] >= n && s->p[slot]) return s->p[slot];
     free(s->p[slot]);
     s->p[slot] = NULL, s->n[slot] = 0;
-    const size_t huge = (size_t)2 << 20, align = n >= 2 * huge ? huge : 64;
-    const size_t size = (n + align - 1) / align * align;
-    if (posix_memalign(&s->p[slot], align, size ? size : align) != 0) {
-        s->p[slot] = NULL;
+    size_t size;
+    if (!(s->p[slot] = huge_alloc(n, &size))) {
         pq__fail(ctx, PQ_ERR_NOMEM, "out of memory allocating %zu bytes of work buffers", n);
         return NULL;
     }
-#ifdef MADV_HUGEPAGE
-    if (align == huge) madvise(s->p[slot], size, MADV_HUGEPAGE); /* a hint: failure is harmless */
-#endif
     s->n[slot] = size;
     return s->p[slot];
 }
@@ -190,7 +198,8 @@ pq_status pq__file_open(pq_ctx *ctx, const char *path, int use_mmap, pq__file *o
             return PQ_OK;
         }
     }
-    uint8_t *buf = malloc(out->size);
+    size_t cap;
+    uint8_t *buf = huge_alloc(out->size, &cap); /* read into memory of large pages (see huge_alloc) */
     if (!buf) {
         close(fd);
         free(out->path);
