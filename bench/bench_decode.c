@@ -9,6 +9,8 @@
  *       with float32-accurate products and again with 8-bit activations (pq_ctx_set_int8_decode);
  *       one JSON line: tokens/s of both, peak resident set (VmHWM) and the model's file bytes,
  *       the linears that run from their stored form.
+ *   bench_decode ... --no-mmap (last): the models read into memory of large pages instead of
+ *       mapped (pq_load_params.use_mmap 0, the CLI's --no-mmap); the JSON lines say "mmap".
  *   bench_decode pair MODEL_A MODEL_B [threads]
  *       both models in one process, decoding in turns: after a 128-token prompt each, 128 pairs of
  *       single-token steps, A then B on even pairs and B then A on odd ones, each model's steps
@@ -39,6 +41,10 @@ static void fill_tokens(int32_t *t, int64_t n, int64_t vocab, unsigned *seed) {
     }
 }
 
+/* How the models are loaded: mapped (the default) or, with --no-mmap, read into memory of
+ * large pages (pq_load_params.use_mmap 0). */
+static pq_load_params load_params;
+
 static int32_t argmax(const float *x, int64_t n) {
     int64_t best = 0;
     for (int64_t i = 1; i < n; i++)
@@ -51,7 +57,7 @@ static int run(const char *path, int threads) {
     pq_ctx_set_threads(ctx, threads);
     pq_model *m = NULL;
     const double t0 = now_s();
-    if (pq_model_load(ctx, path, NULL, &m) != PQ_OK) {
+    if (pq_model_load(ctx, path, &load_params, &m) != PQ_OK) {
         fprintf(stderr, "bench_decode: %s\n", pq_ctx_error(ctx));
         return 1;
     }
@@ -97,11 +103,11 @@ static int run(const char *path, int threads) {
                "\"prompt_tok_s\": %.3f, \"prompt_int8_tok_s\": %.3f, \"decode_tokens\": %lld, \"decode_tok_s\": "
                "%.3f, \"decode_int8_tok_s\": %.3f, \"load_s\": %.3f, "
                "\"peak_rss_mib\": %.1f, \"file_mib\": %.1f, \"native_linears\": %lld, \"linears\": %lld, "
-               "\"path\": \"%s\"}\n",
+               "\"path\": \"%s\", \"mmap\": %d}\n",
                path, pq_ctx_threads(ctx), (long long)P, (double)P / prompt_s[0], (double)P / prompt_s[1],
                (long long)G, (double)G / decode_s, (double)G / decode8_s, load_s, (double)vm_kb("VmHWM:") / 1024.0,
                (double)info.file_bytes / 1048576.0, (long long)m->n_native,
-               (long long)(m->cfg.n_layers * PQ_BLOCK_LINEARS), pq__isa_name(pq__qmat_isa()));
+               (long long)(m->cfg.n_layers * PQ_BLOCK_LINEARS), pq__isa_name(pq__qmat_isa()), load_params.use_mmap);
     }
     pq__kv_free(&kv);
 done:
@@ -124,7 +130,7 @@ static int pair(const char *path_a, const char *path_b, int threads) {
     int32_t *tok = NULL;
     pq_status st = PQ_OK;
     for (int i = 0; i < 2 && st == PQ_OK; i++)
-        if ((st = pq_model_load(ctx, path[i], NULL, &m[i])) == PQ_OK &&
+        if ((st = pq_model_load(ctx, path[i], &load_params, &m[i])) == PQ_OK &&
             (st = pq__kv_init(ctx, &kv[i], &m[i]->cfg, 1, 512)) == PQ_OK)
             have_kv[i] = 1;
     if (st == PQ_OK && m[0]->cfg.vocab_size != m[1]->cfg.vocab_size)
@@ -159,9 +165,9 @@ static int pair(const char *path_a, const char *path_b, int threads) {
     if (st == PQ_OK)
         printf("{\"bench\": \"decode_pair\", \"a\": \"%s\", \"b\": \"%s\", \"threads\": %d, \"decode_tokens\": %lld, "
                "\"a_decode_tok_s\": %.3f, \"b_decode_tok_s\": %.3f, \"ratio\": %.3f, \"a_decode_int8_tok_s\": %.3f, "
-               "\"b_decode_int8_tok_s\": %.3f, \"ratio_int8\": %.3f}\n",
+               "\"b_decode_int8_tok_s\": %.3f, \"ratio_int8\": %.3f, \"mmap\": %d}\n",
                path_a, path_b, pq_ctx_threads(ctx), (long long)G, rate[0][0], rate[0][1], rate[0][1] / rate[0][0],
-               rate[1][0], rate[1][1], rate[1][1] / rate[1][0]);
+               rate[1][0], rate[1][1], rate[1][1] / rate[1][0], load_params.use_mmap);
     else
         fprintf(stderr, "bench_decode: %s\n", pq_ctx_error(ctx));
     for (int i = 0; i < 2; i++) {
@@ -195,10 +201,12 @@ static int rss(double budget, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    load_params = pq_load_params_default();
+    if (argc >= 3 && strcmp(argv[1], "rss") && !strcmp(argv[argc - 1], "--no-mmap")) load_params.use_mmap = 0, argc--;
     if (argc >= 3 && !strcmp(argv[1], "run")) return run(argv[2], argc > 3 ? atoi(argv[3]) : 0);
     if (argc >= 4 && !strcmp(argv[1], "pair")) return pair(argv[2], argv[3], argc > 4 ? atoi(argv[4]) : 0);
     if (argc >= 5 && !strcmp(argv[1], "rss") && !strcmp(argv[3], "--")) return rss(atof(argv[2]), argv + 4);
-    fprintf(stderr, "usage: bench_decode run MODEL [threads] | bench_decode pair MODEL_A MODEL_B [threads] | "
-                    "bench_decode rss BUDGET_BYTES -- COMMAND [ARGS...]\n");
+    fprintf(stderr, "usage: bench_decode run MODEL [threads] [--no-mmap] | bench_decode pair MODEL_A MODEL_B "
+                    "[threads] [--no-mmap] | bench_decode rss BUDGET_BYTES -- COMMAND [ARGS...]\n");
     return 2;
 }

@@ -14,7 +14,9 @@
 #
 #   bench/bench_decode.sh [DIR]       DIR keeps the generated models (default /tmp/pq-bench-decode,
 #                                      about 12 GB); THREADS=N (default: all cores); MAKE_ONLY=1
-#                                      makes the models and stops
+#                                      makes the models and stops; NO_MMAP=1 loads every model on
+#                                      both sides read into memory instead of mapped (ours:
+#                                      --no-mmap, large pages; llama.cpp: load mode none)
 # Protocol (both sides): prompt = 512 tokens in one batch, logits of the last, best of 2; decode
 # = 128 greedy single-token steps after a 128-token prompt. Ours twice each: float32-accurate
 # products, and 8-bit activations as llama.cpp computes (pq_ctx_set_int8_prompts / _decode).
@@ -60,9 +62,12 @@ done
 [ -z "${MAKE_ONLY:-}" ] || exit 0 # MAKE_ONLY=1: the models only
 
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $T threads" >&2
-ours() { "$BUILD/bench_decode" run "$D/$1" "$T" | tee -a "$OUT"; }
+NM=()
+[ -z "${NO_MMAP:-}" ] || NM=(--no-mmap)
+echo "loading: ${NM[*]:-mapped}" >&2
+ours() { "$BUILD/bench_decode" run "$D/$1" "$T" "${NM[@]}" | tee -a "$OUT"; }
 llama() {
-    "$LL/llama_check" "$D/$1.gguf" --bench --threads "$T" --timeout 1200 | awk -v m="$1" -v t="$T" \
+    "$LL/llama_check" "$D/$1.gguf" --bench --threads "$T" --timeout 1200 "${NM[@]}" | awk -v m="$1" -v t="$T" \
         -v bytes="$(stat -c %s "$D/$1.gguf")" '
         $1 == "bench" { r[$2] = $5 }
         END { printf "{\"bench\": \"llamacpp\", \"model\": \"%s\", \"threads\": %d, \"prompt_tok_s\": %s, \"decode_tok_s\": %s, \"file_mib\": %.1f}\n", m, t, r["prompt"], r["decode"], bytes / 1048576 }' |
@@ -75,7 +80,7 @@ for rep in $(seq "${REPS:-3}"); do
 done
 # 2:4 + 4-bit against 4-bit in one process, in turns (bench_decode pair): the ratio a drifting host
 # cannot bias
-"$BUILD/bench_decode" pair "$D/q4" "$D/p24q4" "$T" | tee -a "$OUT"
+"$BUILD/bench_decode" pair "$D/q4" "$D/p24q4" "$T" "${NM[@]}" | tee -a "$OUT"
 for m in hf-f32 hf-bf16 q3 q2 Q8_0.gguf Q4_0.gguf; do ours $m; done # the GGUFs: llama.cpp's files run by us
 for g in Q8_0-pure Q4_0-pure; do llama $g; done
 
@@ -88,7 +93,7 @@ kv = 2 * 4 * 512 * KV * 4                                   # one layer's cache 
 act = 4 * (N * D + N * (D + D + 2 * KV + D + 2 * F) + nt * ctx * ctx + N * V)
 print($FILE_B + kv + act)")
 "$BUILD/bench_decode" rss "$BUDGET" -- "$PQ" ppl "$D/q4" --text "$TEXT" --ctx 512 --max-tokens 8192 --quiet \
-    --threads "$T" 2>"$D/ppl.out" | tee -a "$OUT"
+    --threads "$T" "${NM[@]}" 2>"$D/ppl.out" | tee -a "$OUT"
 grep -v '^$' "$D/ppl.out" | head -3 >&2
 
 python3 - "$OUT" <<'PY'

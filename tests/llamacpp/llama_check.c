@@ -4,7 +4,7 @@
  *
  *   llama_check MODEL.gguf [--ids "1 2 3" | --ids-file F] [--ctx N] [--threads N]
  *               [--tokenize TEXT | --tokenize-file F] [--ppl gptq|llamacpp] [--greedy N]
- *               [--text-out F] [--logits] [--verbose] [--timeout S] [--bench]
+ *               [--text-out F] [--logits] [--verbose] [--timeout S] [--bench] [--no-mmap]
  *
  * Output on stdout, one fact a line:
  *   n_vocab V                        always, once the model loads
@@ -51,7 +51,7 @@
 
 typedef struct {
     const char *model, *ids_arg, *ids_file, *text_out, *ppl, *tok_arg, *tok_file;
-    int ctx, threads, greedy, logits, verbose, timeout, bench;
+    int ctx, threads, greedy, logits, verbose, timeout, bench, no_mmap;
 } opts;
 
 static int verbose_log;
@@ -67,7 +67,7 @@ static int usage(const char *msg) {
     fprintf(stderr,
             "llama_check: %s\nusage: llama_check MODEL.gguf [--ids \"1 2 3\" | --ids-file F] [--ctx N] "
             "[--threads N] [--tokenize TEXT | --tokenize-file F] [--ppl gptq|llamacpp] [--greedy N] "
-            "[--text-out F] [--logits] [--verbose] [--timeout S] [--bench]\n",
+            "[--text-out F] [--logits] [--verbose] [--timeout S] [--bench] [--no-mmap]\n",
             msg);
     return 2;
 }
@@ -297,6 +297,7 @@ static int work(const opts *o) {
     ggml_backend_load_all(); /* the CPU backend is a libggml-cpu-*.so beside this program */
     llama_backend_init();
     struct llama_model_params mp = llama_model_default_params();
+    if (o->no_mmap) mp.load_mode = LLAMA_LOAD_MODE_NONE; /* read into memory, as llama.cpp's --no-mmap */
     struct llama_model *model = llama_model_load_from_file(o->model, mp);
     if (!model) {
         fprintf(stderr, "llama_check: %s: llama.cpp could not load the model\n", o->model);
@@ -548,6 +549,8 @@ int main(int argc, char **argv) {
             o.verbose = 1;
         else if (!strcmp(a, "--bench"))
             o.bench = 1;
+        else if (!strcmp(a, "--no-mmap"))
+            o.no_mmap = 1;
         else if (a[0] == '-')
             return usage("unknown option or missing value");
         else if (o.model)
