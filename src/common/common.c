@@ -46,9 +46,7 @@ void pq_ctx_free(pq_ctx *ctx) {
     free(ctx);
 }
 
-/* n bytes (rounded up to *size), 64-byte aligned; from 4 MiB on 2 MiB aligned and advised
- * MADV_HUGEPAGE, so that long streams over them take few TLB entries. free() releases them. */
-static void *huge_alloc(size_t n, size_t *size) {
+void *pq__huge_alloc(size_t n, size_t *size) {
     const size_t huge = (size_t)2 << 20, align = n >= 2 * huge ? huge : 64;
     *size = (n + align - 1) / align * align;
     void *p = NULL;
@@ -69,7 +67,7 @@ void *pq__scratch(pq_ctx *ctx, int slot, size_t n) {
     free(s->p[slot]);
     s->p[slot] = NULL, s->n[slot] = 0;
     size_t size;
-    if (!(s->p[slot] = huge_alloc(n, &size))) {
+    if (!(s->p[slot] = pq__huge_alloc(n, &size))) {
         pq__fail(ctx, PQ_ERR_NOMEM, "out of memory allocating %zu bytes of work buffers", n);
         return NULL;
     }
@@ -199,7 +197,7 @@ pq_status pq__file_open(pq_ctx *ctx, const char *path, int use_mmap, pq__file *o
         }
     }
     size_t cap;
-    uint8_t *buf = huge_alloc(out->size, &cap); /* read into memory of large pages (see huge_alloc) */
+    uint8_t *buf = pq__huge_alloc(out->size, &cap); /* read into memory of large pages */
     if (!buf) {
         close(fd);
         free(out->path);

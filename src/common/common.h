@@ -39,13 +39,18 @@ int pq__threads(const pq_ctx *ctx);
 enum { PQ_SCRATCH_ACT = 0, PQ_SCRATCH_PANELS = 1, PQ_SCRATCH_WORK = 2, PQ_SCRATCH_SLOTS = 3 };
 void *pq__scratch(pq_ctx *ctx, int slot, size_t n);
 
+/* n bytes (rounded up to *size), 64-byte aligned; from 4 MiB on 2 MiB aligned and advised
+ * MADV_HUGEPAGE, so that long streams over them take few TLB entries and first touch faults
+ * in few pages. NULL when out of memory. free() releases them. */
+void *pq__huge_alloc(size_t n, size_t *size);
+
 /* Allocation that reports failure on ctx; sizes are checked for overflow. */
 void *pq__malloc(pq_ctx *ctx, size_t n, const char *what);
 void *pq__calloc(pq_ctx *ctx, size_t count, size_t size, const char *what);
 /* Multiplies with overflow check: returns 0 on overflow. */
 int pq__mul_ok(size_t a, size_t b, size_t *out);
 
-/* A read-only mapping of a whole file (or a heap copy when mmap is off). */
+/* A read-only mapping of a whole file (or, when mmap is off, a copy in pq__huge_alloc's memory). */
 typedef struct pq__file {
     char *path; /* owned copy */
     const uint8_t *data;

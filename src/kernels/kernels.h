@@ -34,9 +34,9 @@ int pq__blas_threads_push(int n);
 void pq__blas_threads_pop(int prev);
 
 /* ---- allocation ------------------------------------------------------------------------ */
-/* malloc for large work arrays: 2 MiB aligned and marked for transparent huge pages, which
- * cuts the page-fault cost of first touch several times. Free with free(). Reports OOM on ctx
- * (bytes and what). */
+/* malloc for large work arrays: pq__huge_alloc's memory (from 4 MiB on 2 MiB aligned and marked
+ * for transparent huge pages, which cuts the page-fault cost of first touch several times). Free
+ * with free(). Reports OOM on ctx (bytes and what). */
 void *pq__big_malloc(pq_ctx *ctx, size_t n, const char *what);
 
 /* ---- products -------------------------------------------------------------------------- */
