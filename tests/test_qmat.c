@@ -149,6 +149,7 @@ static void gen_float(gen *g, int64_t rows, int64_t cols, pq__qmat_kind kind) {
 }
 
 static double worst_int = 0, worst_float = 0;
+static int x24_runs = 0; /* runs of the integer GEMM (pq__qmat_gemm_x24) */
 
 /* Every path on n vectors x; y compared with the reference within the bound above. */
 static void check_products(const gen *g, int64_t n, const char *what) {
@@ -166,8 +167,12 @@ static void check_products(const gen *g, int64_t n, const char *what) {
         for (int nt = 1; nt <= 2; nt++) {
             memset(y, 0xff, sizeof(float) * (size_t)(n * R));
             CHECK(pq__qmat_matmul(nt == 2 ? ctx : NULL, w, x, b, y, n, nt, (pq__isa)isa) == 0);
-            const int int_path = isa == PQ_ISA_AVX512 && n <= PQ_QMAT_GEMV_CHUNKED_MAX && w->kind == PQ_QMAT_CODES &&
-                                 pq__qmat_avx512_gemv_ok(w);
+            /* the integer GEMV, or for a prompt the integer GEMM (its units' max |x| is at most
+               the group's, so the group's xs bounds its representation error too) */
+            const int gemm = n > PQ_QMAT_GEMV_CHUNKED_MAX,
+                      int_path = isa == PQ_ISA_AVX512 && w->kind == PQ_QMAT_CODES &&
+                                 (gemm ? pq__qmat_x24_ok(w) : pq__qmat_avx512_gemv_ok(w));
+            x24_runs += int_path && gemm;
             double worst = 0;
             for (int64_t i = 0; i < n; i++)
                 for (int64_t r = 0; r < R; r++) {
@@ -393,6 +398,8 @@ int main(void) {
             gen_free(&g);
         }
     check_many();
+    if (pq__qmat_isa() == PQ_ISA_AVX512) CHECK_MSG(x24_runs > 0, "the integer GEMM never ran");
+    printf("test_qmat: %d runs of the integer GEMM\n", x24_runs);
     printf("test_qmat: worst error / bound: float paths %.3g, integer GEMV %.3g, 8-bit activations %.3g\n",
            worst_float, worst_int, worst_q8);
     pq_ctx_free(ctx);

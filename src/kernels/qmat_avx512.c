@@ -1,5 +1,6 @@
 /* AVX-512 kernels of qmat.h (F, BW, VL, DQ, VBMI, VBMI2, VNNI): the integer GEMV of b-bit
- * codes, the float GEMV of f32 / f16 / bf16 rows, and the 12 x 32 GEMM microkernel. Compiled for
+ * codes, the float GEMV of f32 / f16 / bf16 rows, the 12 x 32 float GEMM microkernel, and the
+ * integer GEMMs of codes (24-bit activations for exact products, 8-bit ones opt-in). Compiled for
  * any x86-64 target through function attributes; called only when pq__qmat_isa says so. */
 #include "kernels/qmat_impl.h"
 
@@ -1261,6 +1262,173 @@ T512 int pq__qmat_gemm_q8(pq_ctx *ctx, const pq__qmat *w, const float *x, float 
     return rc;
 }
 
+/* ---------------------------------------------------------------- exact products, integer GEMM */
+
+/* The GEMM of exact products (prompts without 8-bit activations) in VNNI integers: the
+ * activations as the integer GEMV takes them (xq_prepare: X = rint(x / xs), xs = max|x| /
+ * 8355000, three signed bytes), here per 8-bit unit (pq__qmat_q8_unit), against the codes as
+ * the 8-bit GEMM packs them (q8_bpack: masked-out columns hold their zero). Per unit the int32
+ * sums of code * digit per plane are exact: |sum| <= U 255 128 for U <= 256 columns, and
+ * (a0 * 256 + a1) <= 257 U 255 128 < 2^31. Then, in float, f = (a0 * 256 + a1) * 256 + a2 and
+ * C += xs (s f - s zero sum X). One VPDPBUSD does 64 products, so the three planes take 3 / 64
+ * instruction per product against the float GEMM's 1 / 16 (FMA): a 4 x 32 tile of 24
+ * accumulators, 12 activation dwords broadcast and 2 code vectors per 4 columns. */
+enum { X24_MR = 4 };
+
+/* A block of X24_MR tokens: the digits as [cols64 / 4][X24_MR tokens][3 planes][4] bytes, and
+ * per unit xs and sq = sum X as [units][X24_MR] each (tokens past n: zero). */
+T512 static void x24_apack(const pq__qmat *w, const float *x, int64_t n, int64_t tb, int8_t *Ap, float *Am) {
+    const int64_t U = q8_unit(w), units = w->cols / U, cols64 = (w->cols + 63) / 64 * 64;
+    const __m512i b128 = _mm512_set1_epi32(128), b255 = _mm512_set1_epi32(255), lim = _mm512_set1_epi32(8355711);
+    memset(Ap, 0, (size_t)(cols64 * X24_MR * 3));
+    for (int t = 0; t < X24_MR; t++) {
+        const int64_t tok = tb * X24_MR + t;
+        for (int64_t u = 0; u < units; u++) {
+            Am[u * X24_MR + t] = Am[(units + u) * X24_MR + t] = 0.0f;
+            if (tok >= n) continue;
+            const float *xu = x + tok * w->cols + u * U; /* U: a multiple of 16 dividing cols */
+            __m512 mx = _mm512_setzero_ps();
+            for (int64_t i = 0; i < U; i += 16)
+                mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(xu + i)));
+            const float m = _mm512_reduce_max_ps(mx);
+            const float xs = m > 0.0f && m <= 3.4e38f ? m / 8355000.0f : 0.0f, inv = xs > 0.0f ? 1.0f / xs : 0.0f;
+            __m512 sum = _mm512_setzero_ps();
+            for (int64_t i = 0; i < U; i += 16) {
+                __m512i X = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xu + i), _mm512_set1_ps(inv)));
+                X = _mm512_max_epi32(_mm512_min_epi32(X, lim), _mm512_sub_epi32(_mm512_setzero_si512(), lim));
+                const __m512i lo = _mm512_sub_epi32(_mm512_and_si512(_mm512_add_epi32(X, b128), b255), b128);
+                const __m512i X1 = _mm512_srai_epi32(_mm512_sub_epi32(X, lo), 8);
+                const __m512i mid = _mm512_sub_epi32(_mm512_and_si512(_mm512_add_epi32(X1, b128), b255), b128);
+                const __m512i hi = _mm512_srai_epi32(_mm512_sub_epi32(X1, mid), 8);
+                int32_t d[3][4]; /* the 16 columns' digits, four per dword */
+                _mm_storeu_si128((__m128i *)d[0], _mm512_cvtepi32_epi8(hi));
+                _mm_storeu_si128((__m128i *)d[1], _mm512_cvtepi32_epi8(mid));
+                _mm_storeu_si128((__m128i *)d[2], _mm512_cvtepi32_epi8(lo));
+                int8_t *dst = Ap + ((u * U + i) / 4 * X24_MR + t) * 12;
+                for (int j = 0; j < 4; j++, dst += X24_MR * 12)
+                    for (int p = 0; p < 3; p++)
+                        memcpy(dst + 4 * p, &d[p][j], 4);
+                sum = _mm512_add_ps(sum, _mm512_cvtepi32_ps(X));
+            }
+            Am[u * X24_MR + t] = xs;
+            Am[(units + u) * X24_MR + t] = _mm512_reduce_add_ps(sum);
+        }
+    }
+}
+
+/* acc += the products of u8 codes and s8 digits. Inline assembly: GCC 12 spills the 24
+ * accumulators of _mm512_dpbusd_epi32 to the stack inside the loop (half the rate). */
+#define X24_DP(acc, codes, dig) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(codes), "v"(dig))
+#define X24_ZERO(t)                                                                                                  \
+    __m512i a##t##00 = _mm512_setzero_si512(), a##t##01 = a##t##00, a##t##10 = a##t##00, a##t##11 = a##t##00,        \
+            a##t##20 = a##t##00, a##t##21 = a##t##00;
+#define X24_TOKEN(t)                                                                                                 \
+    {                                                                                                                \
+        const __m512i d0 = _mm512_set1_epi32(a4[(k * X24_MR + t) * 3]),                                              \
+                      d1 = _mm512_set1_epi32(a4[(k * X24_MR + t) * 3 + 1]),                                          \
+                      d2 = _mm512_set1_epi32(a4[(k * X24_MR + t) * 3 + 2]);                                          \
+        X24_DP(a##t##00, b0, d0);                                                                                    \
+        X24_DP(a##t##01, b1, d0);                                                                                    \
+        X24_DP(a##t##10, b0, d1);                                                                                    \
+        X24_DP(a##t##11, b1, d1);                                                                                    \
+        X24_DP(a##t##20, b0, d2);                                                                                    \
+        X24_DP(a##t##21, b1, d2);                                                                                    \
+    }
+#define X24_FLUSH(t)                                                                                                 \
+    {                                                                                                                \
+        const __m512 sq = _mm512_set1_ps(Asq[u * X24_MR + t]), xs = _mm512_set1_ps(Axs[u * X24_MR + t]);             \
+        c[t][0] = _mm512_fmadd_ps(_mm512_fmsub_ps(x24_f(a##t##00, a##t##10, a##t##20), s0, _mm512_mul_ps(z0, sq)),   \
+                                  xs, c[t][0]);                                                                      \
+        c[t][1] = _mm512_fmadd_ps(_mm512_fmsub_ps(x24_f(a##t##01, a##t##11, a##t##21), s1, _mm512_mul_ps(z1, sq)),   \
+                                  xs, c[t][1]);                                                                      \
+    }
+
+/* (a0 * 256 + a1) * 256 + a2 in float. */
+T512 static inline __m512 x24_f(__m512i a0, __m512i a1, __m512i a2) {
+    const __m512i t = _mm512_add_epi32(_mm512_slli_epi32(a0, 8), a1);
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(256.0f), _mm512_cvtepi32_ps(a2));
+}
+
+/* C tile [m tokens, nr rows] (ldc) += the tile's products over one KC block (q8_ukernel's shape
+ * with three planes; the float sums of the tile live in memory, the registers hold the int32s). */
+T512 static void x24_ukernel(int64_t kc, int64_t U, const int8_t *A, const float *Axs, const float *Asq,
+                             const uint8_t *B, const float *Bs, float *C, int64_t ldc, int m, int nr) {
+    __m512 c[X24_MR][2];
+    for (int t = 0; t < X24_MR; t++)
+        c[t][0] = c[t][1] = _mm512_setzero_ps();
+    const pq__i32a *a4 = (const pq__i32a *)A;
+    for (int64_t u = 0; u < kc / U; u++) {
+        X24_ZERO(0) X24_ZERO(1) X24_ZERO(2) X24_ZERO(3);
+        for (int64_t k = u * U / 4; k < (u + 1) * U / 4; k++) {
+            const __m512i b0 = _mm512_loadu_si512(B + k * 128), b1 = _mm512_loadu_si512(B + k * 128 + 64);
+            X24_TOKEN(0) X24_TOKEN(1) X24_TOKEN(2) X24_TOKEN(3)
+        }
+        const __m512 s0 = _mm512_loadu_ps(Bs + u * 64), s1 = _mm512_loadu_ps(Bs + u * 64 + 16);
+        const __m512 z0 = _mm512_loadu_ps(Bs + u * 64 + 32), z1 = _mm512_loadu_ps(Bs + u * 64 + 48);
+        X24_FLUSH(0) X24_FLUSH(1) X24_FLUSH(2) X24_FLUSH(3)
+    }
+    const __mmask16 k0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1),
+                    k1 = (__mmask16)(nr <= 16   ? 0
+                                     : nr >= 32 ? 0xFFFF
+                                                : (1u << (nr - 16)) - 1);
+    for (int t = 0; t < m; t++) {
+        float *ct = C + t * ldc;
+        _mm512_mask_storeu_ps(ct, k0, _mm512_add_ps(_mm512_maskz_loadu_ps(k0, ct), c[t][0]));
+        _mm512_mask_storeu_ps(ct + 16, k1, _mm512_add_ps(_mm512_maskz_loadu_ps(k1, ct + 16), c[t][1]));
+    }
+}
+
+int pq__qmat_x24_ok(const pq__qmat *w) {
+    return pq__qmat_q8_ok(w); /* units of at most 256 columns */
+}
+
+T512 int pq__qmat_gemm_x24(pq_ctx *ctx, const pq__qmat *w, const float *x, float *y, int64_t n, int nt) {
+    pthread_once(&unpack_once, unpack_tables);
+    const int64_t K = w->cols, R = w->rows, U = q8_unit(w), KQ = q8_kc(w), units = K / U, cols64 = (K + 63) / 64 * 64;
+    const int64_t n_tb = (n + X24_MR - 1) / X24_MR, n_panels = (R + Q8_NR - 1) / Q8_NR;
+    const size_t ap_per_tb = (size_t)(cols64 * X24_MR * 3), am_per_tb = (size_t)(units * 2 * X24_MR);
+    const size_t ap_bytes = (ap_per_tb * (size_t)n_tb + 63) / 64 * 64,
+                 am_bytes = sizeof(float) * am_per_tb * (size_t)n_tb;
+    const size_t bp_bytes = (size_t)(PQ_GEMM_Q8_KC * Q8_NR) + 64,
+                 bs_bytes = sizeof(float) * (size_t)((PQ_GEMM_Q8_KC / 32) * 2 * Q8_NR);
+    void *own_a, *own_b;
+    uint8_t *wa = pq__qmat_work(ctx, PQ_SCRATCH_PANELS, ap_bytes + am_bytes + 64, &own_a);
+    uint8_t *wb = wa ? pq__qmat_work(ctx, PQ_SCRATCH_WORK, (bp_bytes + bs_bytes) * (size_t)nt + 64, &own_b) : NULL;
+    if (!wa || !wb) {
+        free(own_a);
+        return -1;
+    }
+    int8_t *Ap = (int8_t *)wa;
+    float *Am = (float *)(wa + ap_bytes), *Bs = (float *)(wb + bp_bytes * (size_t)nt);
+    memset(y, 0, sizeof(float) * (size_t)(n * R));
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#pragma omp for schedule(static)
+        for (int64_t tb = 0; tb < n_tb; tb++)
+            x24_apack(w, x, n, tb, Ap + (size_t)tb * ap_per_tb, Am + (size_t)tb * am_per_tb);
+        const int t = omp_get_thread_num(), T = omp_get_num_threads();
+        const int64_t p0 = n_panels * t / T, p1 = n_panels * (t + 1) / T;
+        uint8_t *B = wb + bp_bytes * (size_t)t;
+        float *BS = Bs + bs_bytes / sizeof(float) * (size_t)t;
+        for (int64_t k0 = 0; k0 < K; k0 += KQ) {
+            const int64_t kc = K - k0 < KQ ? K - k0 : KQ;
+            for (int64_t p = p0; p < p1; p++) {
+                const int nr = R - p * Q8_NR < Q8_NR ? (int)(R - p * Q8_NR) : Q8_NR;
+                q8_bpack(w, p * Q8_NR, nr, k0, kc, B, BS);
+                for (int64_t tb = 0; tb < n_tb; tb++) {
+                    const int m = n - tb * X24_MR < X24_MR ? (int)(n - tb * X24_MR) : X24_MR;
+                    const float *am = Am + (size_t)tb * am_per_tb;
+                    x24_ukernel(kc, U, Ap + (size_t)tb * ap_per_tb + k0 * X24_MR * 3, am + (k0 / U) * X24_MR,
+                                am + (units + k0 / U) * X24_MR, B, BS, y + tb * X24_MR * R + p * Q8_NR, R, m, nr);
+                }
+            }
+        }
+    }
+    free(own_a);
+    free(own_b);
+    return 0;
+}
+
 #else /* not x86-64: never called (pq__qmat_isa says portable) */
 
 int pq__qmat_avx512_gemv_ok(const pq__qmat *w) {
@@ -1272,6 +1440,14 @@ int pq__qmat_q8_ok(const pq__qmat *w) {
     return 0;
 }
 int pq__qmat_gemm_q8(pq_ctx *ctx, const pq__qmat *w, const float *x, float *y, int64_t n, int nt) {
+    (void)ctx, (void)w, (void)x, (void)y, (void)n, (void)nt;
+    return -1;
+}
+int pq__qmat_x24_ok(const pq__qmat *w) {
+    (void)w;
+    return 0;
+}
+int pq__qmat_gemm_x24(pq_ctx *ctx, const pq__qmat *w, const float *x, float *y, int64_t n, int nt) {
     (void)ctx, (void)w, (void)x, (void)y, (void)n, (void)nt;
     return -1;
 }
