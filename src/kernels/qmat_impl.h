@@ -136,10 +136,10 @@ void pq__qmat_bpack_portable(const pq__qmat *w, int64_t r0, int nr, int64_t c0, 
  * against 1024: 1.03x at 512 tokens, 0.69-0.74x at 2048, the A panels outgrowing the caches). */
 #define PQ_GEMM_KC 1024
 /* Columns per KC block of the 8-bit-activation GEMM (pq__qmat_gemm_q8): every K up to 8192 in
- * one block, its 4-token C tiles loaded and stored once. The 1B shape at 4 bits, AVX-512, 2
+ * one block, its C tiles loaded and stored once. The 1B shape at 4 bits, AVX-512, 2
  * threads, against 256: 1024 gave 1.47x (128 tokens), 1.14-1.45x (512), 1.62x (2048); 2048
  * another 1.10-1.16x; the whole K (5632) another 1.09-1.26x. A K of more blocks adds a partial
- * sum per block to C, so the block size moves the last bits. */
+ * sum per block to C, so the block size moves the last bits. (Measured with 4-token tiles.) */
 #define PQ_GEMM_Q8_KC 8192
 
 /* With 8-bit activations (opt-in, qmat.h): per unit of min(group, 256) columns q = rint(x / xs),
