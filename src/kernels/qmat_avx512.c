@@ -77,6 +77,30 @@ static int64_t flush_cols(int64_t gs) {
     return 64;
 }
 
+/* max |x| of n floats (n a multiple of 16). */
+T512 static inline float max_abs(const float *x, int64_t n) {
+    __m512 mx = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16)
+        mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
+    return _mm512_reduce_max_ps(mx);
+}
+
+/* 16 activations as 24-bit integers X = rint(x * inv) (clamped to +-8355711), split into three
+ * signed bytes X = (hi * 256 + mid) * 256 + lo stored at d0, d1, d2; returns X in float. */
+T512 static inline __m512 digits24(const float *x, __m512 inv, int8_t *d0, int8_t *d1, int8_t *d2) {
+    const __m512i b128 = _mm512_set1_epi32(128), b255 = _mm512_set1_epi32(255), lim = _mm512_set1_epi32(8355711);
+    __m512i X = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x), inv));
+    X = _mm512_max_epi32(_mm512_min_epi32(X, lim), _mm512_sub_epi32(_mm512_setzero_si512(), lim));
+    const __m512i lo = _mm512_sub_epi32(_mm512_and_si512(_mm512_add_epi32(X, b128), b255), b128);
+    const __m512i X1 = _mm512_srai_epi32(_mm512_sub_epi32(X, lo), 8);
+    const __m512i mid = _mm512_sub_epi32(_mm512_and_si512(_mm512_add_epi32(X1, b128), b255), b128);
+    const __m512i hi = _mm512_srai_epi32(_mm512_sub_epi32(X1, mid), 8);
+    _mm_storeu_si128((__m128i *)d0, _mm512_cvtepi32_epi8(hi));
+    _mm_storeu_si128((__m128i *)d1, _mm512_cvtepi32_epi8(mid));
+    _mm_storeu_si128((__m128i *)d2, _mm512_cvtepi32_epi8(lo));
+    return _mm512_cvtepi32_ps(X);
+}
+
 /* The activations of one vector for the integer kernel (qmat_impl.h): per group xs = max|x| /
  * 8355000, X = rint(x * (1 / xs)) in float (|x - xs X| <= 1.5 xs: the product's two roundings
  * move x / xs <= 8355711 by less than one unit, rint by half of one), split
@@ -88,27 +112,14 @@ T512 void pq__qmat_xq_prepare_avx512(const pq__qmat *w, const float *x, pq__qmat
         memset(xq->d[k] + w->cols, 0, (size_t)(cols64 - w->cols));
     for (int64_t g = w->n_groups; g < groups16; g++)
         xq->xs[g] = xq->sxs[g] = 0.0f;
-    const __m512i b128 = _mm512_set1_epi32(128), b255 = _mm512_set1_epi32(255), lim = _mm512_set1_epi32(8355711);
     for (int64_t g = 0; g < w->n_groups; g++) {
         const float *xg = x + g * gs;
-        __m512 mx = _mm512_setzero_ps();
-        for (int64_t i = 0; i < gs; i += 16)
-            mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(xg + i)));
-        const float m = _mm512_reduce_max_ps(mx);
+        const float m = max_abs(xg, gs);
         const float xs = m > 0.0f && m <= 3.4e38f ? m / 8355000.0f : 0.0f, inv = xs > 0.0f ? 1.0f / xs : 0.0f;
         __m512 sum = _mm512_setzero_ps(); /* in float: an int32 lane would overflow on long groups */
-        for (int64_t i = 0; i < gs; i += 16) {
-            __m512i X = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xg + i), _mm512_set1_ps(inv)));
-            X = _mm512_max_epi32(_mm512_min_epi32(X, lim), _mm512_sub_epi32(_mm512_setzero_si512(), lim));
-            const __m512i lo = _mm512_sub_epi32(_mm512_and_si512(_mm512_add_epi32(X, b128), b255), b128);
-            const __m512i X1 = _mm512_srai_epi32(_mm512_sub_epi32(X, lo), 8);
-            const __m512i mid = _mm512_sub_epi32(_mm512_and_si512(_mm512_add_epi32(X1, b128), b255), b128);
-            const __m512i hi = _mm512_srai_epi32(_mm512_sub_epi32(X1, mid), 8);
-            _mm_storeu_si128((__m128i *)(xq->d[0] + g * gs + i), _mm512_cvtepi32_epi8(hi));
-            _mm_storeu_si128((__m128i *)(xq->d[1] + g * gs + i), _mm512_cvtepi32_epi8(mid));
-            _mm_storeu_si128((__m128i *)(xq->d[2] + g * gs + i), _mm512_cvtepi32_epi8(lo));
-            sum = _mm512_add_ps(sum, _mm512_cvtepi32_ps(X));
-        }
+        for (int64_t i = 0; i < gs; i += 16)
+            sum = _mm512_add_ps(sum, digits24(xg + i, _mm512_set1_ps(inv), xq->d[0] + g * gs + i,
+                                              xq->d[1] + g * gs + i, xq->d[2] + g * gs + i));
         xq->xs[g] = xs;
         xq->sxs[g] = xs * _mm512_reduce_add_ps(sum);
     }
@@ -1084,10 +1095,7 @@ T512 static void q8_quantize(const pq__qmat *w, const float *x, int64_t n, int8_
         memset(q + w->cols, 0, (size_t)(cols64 - w->cols));
         for (int64_t u = 0; u < units; u++) {
             const float *xu = x + t * w->cols + u * U; /* U is a multiple of 16 dividing cols */
-            __m512 mx = _mm512_setzero_ps();
-            for (int64_t i = 0; i < U; i += 16)
-                mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(xu + i)));
-            const float m = _mm512_reduce_max_ps(mx);
+            const float m = max_abs(xu, U);
             const float sc = m > 0.0f && m <= 3.4e38f ? m / 127.0f : 0.0f, inv = sc > 0.0f ? 1.0f / sc : 0.0f;
             __m512i sum = _mm512_setzero_si512();
             for (int64_t i = 0; i < U; i += 16) {
@@ -1134,6 +1142,19 @@ T512 static void q8_bpack(const pq__qmat *w, int64_t r0, int nr, int64_t c0, int
     }
 }
 
+/* C [m tokens, nr <= 32 rows] (ldc) += a GEMM tile's float sums c[token][16-row half]. */
+T512 static inline void tile_add(float *C, int64_t ldc, int m, int nr, const __m512 c[][2]) {
+    const __mmask16 k0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1),
+                    k1 = (__mmask16)(nr <= 16   ? 0
+                                     : nr >= 32 ? 0xFFFF
+                                                : (1u << (nr - 16)) - 1);
+    for (int t = 0; t < m; t++) {
+        float *ct = C + t * ldc;
+        _mm512_mask_storeu_ps(ct, k0, _mm512_add_ps(_mm512_maskz_loadu_ps(k0, ct), c[t][0]));
+        _mm512_mask_storeu_ps(ct + 16, k1, _mm512_add_ps(_mm512_maskz_loadu_ps(k1, ct + 16), c[t][1]));
+    }
+}
+
 /* acc += the products of u8 bytes u and s8 bytes s, summed in fours (VPDPBUSD), for the GEMM
  * tiles of 24 accumulators. Inline assembly: GCC 12 copied or spilled the accumulators of
  * _mm512_dpbusd_epi32 inside the loop (the 3-plane tile below ran at half its rate). */
@@ -1175,15 +1196,7 @@ T512 static void q8_ukernel(int64_t kc, int64_t U, const int8_t *A, const float 
             c[t][1] = _mm512_fmadd_ps(f1, xs, c[t][1]);
         }
     }
-    const __mmask16 k0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1),
-                    k1 = (__mmask16)(nr <= 16   ? 0
-                                     : nr >= 32 ? 0xFFFF
-                                                : (1u << (nr - 16)) - 1);
-    for (int t = 0; t < m; t++) {
-        float *ct = C + t * ldc;
-        _mm512_mask_storeu_ps(ct, k0, _mm512_add_ps(_mm512_maskz_loadu_ps(k0, ct), c[t][0]));
-        _mm512_mask_storeu_ps(ct + 16, k1, _mm512_add_ps(_mm512_maskz_loadu_ps(k1, ct + 16), c[t][1]));
-    }
+    tile_add(C, ldc, m, nr, c);
 }
 
 /* A panels: per block of Q8_MR tokens and KC block, q as [kc / 4][Q8_MR tokens][4] bytes and
@@ -1286,7 +1299,6 @@ enum { X24_MR = 4 };
  * per unit xs and sq = sum X as [units][X24_MR] each (tokens past n: zero). */
 T512 static void x24_apack(const pq__qmat *w, const float *x, int64_t n, int64_t tb, int8_t *Ap, float *Am) {
     const int64_t U = q8_unit(w), units = w->cols / U, cols64 = (w->cols + 63) / 64 * 64;
-    const __m512i b128 = _mm512_set1_epi32(128), b255 = _mm512_set1_epi32(255), lim = _mm512_set1_epi32(8355711);
     memset(Ap, 0, (size_t)(cols64 * X24_MR * 3));
     for (int t = 0; t < X24_MR; t++) {
         const int64_t tok = tb * X24_MR + t;
@@ -1294,28 +1306,17 @@ T512 static void x24_apack(const pq__qmat *w, const float *x, int64_t n, int64_t
             Am[u * X24_MR + t] = Am[(units + u) * X24_MR + t] = 0.0f;
             if (tok >= n) continue;
             const float *xu = x + tok * w->cols + u * U; /* U: a multiple of 16 dividing cols */
-            __m512 mx = _mm512_setzero_ps();
-            for (int64_t i = 0; i < U; i += 16)
-                mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(xu + i)));
-            const float m = _mm512_reduce_max_ps(mx);
+            const float m = max_abs(xu, U);
             const float xs = m > 0.0f && m <= 3.4e38f ? m / 8355000.0f : 0.0f, inv = xs > 0.0f ? 1.0f / xs : 0.0f;
             __m512 sum = _mm512_setzero_ps();
             for (int64_t i = 0; i < U; i += 16) {
-                __m512i X = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xu + i), _mm512_set1_ps(inv)));
-                X = _mm512_max_epi32(_mm512_min_epi32(X, lim), _mm512_sub_epi32(_mm512_setzero_si512(), lim));
-                const __m512i lo = _mm512_sub_epi32(_mm512_and_si512(_mm512_add_epi32(X, b128), b255), b128);
-                const __m512i X1 = _mm512_srai_epi32(_mm512_sub_epi32(X, lo), 8);
-                const __m512i mid = _mm512_sub_epi32(_mm512_and_si512(_mm512_add_epi32(X1, b128), b255), b128);
-                const __m512i hi = _mm512_srai_epi32(_mm512_sub_epi32(X1, mid), 8);
                 int32_t d[3][4]; /* the 16 columns' digits, four per dword */
-                _mm_storeu_si128((__m128i *)d[0], _mm512_cvtepi32_epi8(hi));
-                _mm_storeu_si128((__m128i *)d[1], _mm512_cvtepi32_epi8(mid));
-                _mm_storeu_si128((__m128i *)d[2], _mm512_cvtepi32_epi8(lo));
+                sum = _mm512_add_ps(
+                    sum, digits24(xu + i, _mm512_set1_ps(inv), (int8_t *)d[0], (int8_t *)d[1], (int8_t *)d[2]));
                 int8_t *dst = Ap + ((u * U + i) / 4 * X24_MR + t) * 12;
                 for (int j = 0; j < 4; j++, dst += X24_MR * 12)
                     for (int p = 0; p < 3; p++)
                         memcpy(dst + 4 * p, &d[p][j], 4);
-                sum = _mm512_add_ps(sum, _mm512_cvtepi32_ps(X));
             }
             Am[u * X24_MR + t] = xs;
             Am[(units + u) * X24_MR + t] = _mm512_reduce_add_ps(sum);
@@ -1371,15 +1372,7 @@ T512 static void x24_ukernel(int64_t kc, int64_t U, const int8_t *A, const float
         const __m512 z0 = _mm512_loadu_ps(Bs + u * 64 + 32), z1 = _mm512_loadu_ps(Bs + u * 64 + 48);
         X24_FLUSH(0) X24_FLUSH(1) X24_FLUSH(2) X24_FLUSH(3)
     }
-    const __mmask16 k0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1),
-                    k1 = (__mmask16)(nr <= 16   ? 0
-                                     : nr >= 32 ? 0xFFFF
-                                                : (1u << (nr - 16)) - 1);
-    for (int t = 0; t < m; t++) {
-        float *ct = C + t * ldc;
-        _mm512_mask_storeu_ps(ct, k0, _mm512_add_ps(_mm512_maskz_loadu_ps(k0, ct), c[t][0]));
-        _mm512_mask_storeu_ps(ct + 16, k1, _mm512_add_ps(_mm512_maskz_loadu_ps(k1, ct + 16), c[t][1]));
-    }
+    tile_add(C, ldc, m, nr, c);
 }
 
 int pq__qmat_x24_ok(const pq__qmat *w) {
