@@ -171,7 +171,7 @@ static void check_products(const gen *g, int64_t n, const char *what) {
                the group's, so the group's xs bounds its representation error too) */
             const int gemm = n > PQ_QMAT_GEMV_CHUNKED_MAX,
                       int_path = isa == PQ_ISA_AVX512 && w->kind == PQ_QMAT_CODES &&
-                                 (gemm ? pq__qmat_x24_ok(w) : pq__qmat_avx512_gemv_ok(w));
+                                 (gemm ? pq__qmat_q8_ok(w) : pq__qmat_avx512_gemv_ok(w));
             x24_runs += int_path && gemm;
             double worst = 0;
             for (int64_t i = 0; i < n; i++)

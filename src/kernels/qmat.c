@@ -491,7 +491,7 @@ static int matmul(pq_ctx *ctx, const pq__qmat *w, const float *x, const float *b
     const pq__isa isa = effective_isa(want);
     const int gemm = n > PQ_QMAT_GEMV_CHUNKED_MAX;
     const int nt = product_threads((double)n * (double)w->rows * (double)w->cols, gemm, n_threads);
-    if (gemm && isa == PQ_ISA_AVX512 && w->kind == PQ_QMAT_CODES && pq__qmat_x24_ok(w)) {
+    if (gemm && isa == PQ_ISA_AVX512 && w->kind == PQ_QMAT_CODES && pq__qmat_q8_ok(w)) {
         if (pq__qmat_gemm_x24(ctx, w, x, y, n, nt)) return -1;
         add_bias(b, y, n, w->rows);
         return 0;

@@ -1375,10 +1375,6 @@ T512 static void x24_ukernel(int64_t kc, int64_t U, const int8_t *A, const float
     tile_add(C, ldc, m, nr, c);
 }
 
-int pq__qmat_x24_ok(const pq__qmat *w) {
-    return pq__qmat_q8_ok(w); /* units of at most 256 columns */
-}
-
 T512 int pq__qmat_gemm_x24(pq_ctx *ctx, const pq__qmat *w, const float *x, float *y, int64_t n, int nt) {
     pthread_once(&unpack_once, unpack_tables);
     const int64_t K = w->cols, R = w->rows, U = q8_unit(w), KQ = q8_kc(w), units = K / U, cols64 = (K + 63) / 64 * 64;
@@ -1439,10 +1435,6 @@ int pq__qmat_q8_ok(const pq__qmat *w) {
 int pq__qmat_gemm_q8(pq_ctx *ctx, const pq__qmat *w, const float *x, float *y, int64_t n, int nt) {
     (void)ctx, (void)w, (void)x, (void)y, (void)n, (void)nt;
     return -1;
-}
-int pq__qmat_x24_ok(const pq__qmat *w) {
-    (void)w;
-    return 0;
 }
 int pq__qmat_gemm_x24(pq_ctx *ctx, const pq__qmat *w, const float *x, float *y, int64_t n, int nt) {
     (void)ctx, (void)w, (void)x, (void)y, (void)n, (void)nt;

@@ -150,10 +150,10 @@ int64_t pq__qmat_q8_unit(const pq__qmat *w);
 void pq__qmat_q8_quantize(const pq__qmat *w, const float *x, int64_t n, int8_t *q8, float *xs, float *sq);
 int pq__qmat_gemm_q8(pq_ctx *ctx, const pq__qmat *w, const float *x, float *y, int64_t n, int nt);
 
-/* Exact products of a prompt in VNNI integers (AVX-512): the activations as the integer GEMV
- * takes them (24-bit X per unit of pq__qmat_q8_unit columns, three signed bytes), the codes as
- * the 8-bit GEMM packs them. Y [n, rows] = X W^T; -1 when a buffer could not be allocated. */
-int pq__qmat_x24_ok(const pq__qmat *w);
+/* Exact products of a prompt in VNNI integers (AVX-512, for w with pq__qmat_q8_ok): the
+ * activations as the integer GEMV takes them (24-bit X per unit of pq__qmat_q8_unit columns,
+ * three signed bytes), the codes as the 8-bit GEMM packs them. Y [n, rows] = X W^T; -1 when a
+ * buffer could not be allocated. */
 int pq__qmat_gemm_x24(pq_ctx *ctx, const pq__qmat *w, const float *x, float *y, int64_t n, int nt);
 
 /* Y [n, rows] = X W^T (+ b) through packed panels; -1 when a buffer could not be allocated. */
