@@ -341,7 +341,7 @@ static int gemv_many(pq_ctx *ctx, int k, const pq__qmat *const *ws, const float 
                 continue;
             }
             /* 8-bit activations: one unit per group; sxs = xs * sum q */
-            pq__qmat_q8_quantize(w, x + v * w->cols, 1, d, f, f + groups16);
+            pq__qmat_q8_quantize_avx512(w, x + v * w->cols, 1, d, f, f + groups16);
             for (int64_t g = 0; g < groups16; g++) {
                 if (g >= w->n_groups) f[g] = 0.0f, f[groups16 + g] = 0.0f;
                 f[groups16 + g] *= f[g];

@@ -1112,6 +1112,10 @@ T512 static void q8_quantize(const pq__qmat *w, const float *x, int64_t n, int8_
     }
 }
 
+void pq__qmat_q8_quantize_avx512(const pq__qmat *w, const float *x, int64_t n, int8_t *q8, float *xs, float *sq) {
+    q8_quantize(w, x, n, q8, xs, sq);
+}
+
 enum { Q8_MR = 12, Q8_NR = 32 };                                 /* the 8-bit GEMM's tile: tokens x rows */
 typedef int32_t __attribute__((may_alias, aligned(1))) pq__i32a; /* four activation bytes as one dword */
 
@@ -1442,6 +1446,9 @@ int pq__qmat_gemm_x24(pq_ctx *ctx, const pq__qmat *w, const float *x, float *y, 
 }
 void pq__qmat_xq_prepare_avx512(const pq__qmat *w, const float *x, pq__qmat_xq *xq) {
     (void)w, (void)x, (void)xq;
+}
+void pq__qmat_q8_quantize_avx512(const pq__qmat *w, const float *x, int64_t n, int8_t *q8, float *xs, float *sq) {
+    pq__qmat_q8_quantize(w, x, n, q8, xs, sq);
 }
 int pq__qmat_nib_ok(const pq__qmat *w) {
     (void)w;

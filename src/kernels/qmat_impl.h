@@ -89,6 +89,8 @@ typedef struct pq__qmat_xq {
 } pq__qmat_xq;
 
 void pq__qmat_xq_prepare_avx512(const pq__qmat *w, const float *x, pq__qmat_xq *xq);
+/* pq__qmat_q8_quantize in 16 lanes, the same integers and scales (w: pq__qmat_q8_ok). */
+void pq__qmat_q8_quantize_avx512(const pq__qmat *w, const float *x, int64_t n, int8_t *q8, float *xs, float *sq);
 /* 4-bit rows without a mask, columns a multiple of 128, groups of 32, 64 or a multiple of 128:
  * the stream's 64 bytes of 128 columns hold the even columns' codes in their low nibbles and
  * the odd columns' in their high ones, so one AND and one shift unpack them when the
