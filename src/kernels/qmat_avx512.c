@@ -15,6 +15,12 @@
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512vbmi2,avx512vnni,fma,f16c,bmi2,"      \
                           "popcnt")))
 
+/* acc += the products of u8 bytes u and s8 bytes s, summed in fours (VPDPBUSD), for the GEMM
+ * tiles of 24 accumulators and the N:M decoding kernel. Inline assembly: GCC 12 copied or
+ * spilled the accumulators of _mm512_dpbusd_epi32 inside the loop (the exact integer GEMM's
+ * 3-plane tile ran at half its rate). */
+#define VNNI_ACC(acc, u, s) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(s))
+
 /* ---- unpacking 64 b-bit codes from a bit stream: VPERMB puts, for each output byte i, the
  * qword holding its bits in qword i/8 of a register; VPMULTISHIFTQB extracts 8 bits at the
  * offset of code i within that qword; AND keeps b of them. Tables per (b, first bit % 8). */
@@ -452,6 +458,29 @@ T512 static void gemv_mask4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r,
         y[r + k] = _mm512_reduce_add_ps(t[k]) - zs[k];
 }
 
+/* The codes of 128 columns of an N:M row keeping K of 64 (2K codes at p, b bits, on a byte
+ * boundary) expanded to their columns, masked-out ones holding zf: columns 0-63 into *qa, 64-127
+ * into *qb (mask bits at mk). At 4 bits and K = 32 (KK, BB constant) the unpack is a zero
+ * extension of 32 bytes to words and a nibble split, reading only those 32 bytes; otherwise
+ * the table unpack, reading 64 bytes. */
+T512 static inline __attribute__((always_inline)) void nm_codes128(const uint8_t *p, const uint8_t *mk, __m512i zf,
+                                                                   const int K, const int KK, const int BB,
+                                                                   __m512i perm, __m512i sh, __m512i bm, __m512i *qa,
+                                                                   __m512i *qb) {
+    uint64_t km[2];
+    memcpy(km, mk, 16);
+    __m512i q;
+    if (KK == 32 && BB == 4) { /* word j = byte j, its nibbles into bytes 2j, 2j + 1 */
+        const __m512i wv = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)p));
+        q = _mm512_and_si512(_mm512_or_si512(wv, _mm512_slli_epi16(wv, 4)), _mm512_set1_epi16(0x0F0F));
+    } else {
+        q = UNPACK(p, perm, sh, bm);
+    }
+    const __m512i hi = K == 32 ? _mm512_shuffle_i64x2(q, q, 0xEE) : _mm512_alignr_epi32(q, q, 4);
+    *qa = _mm512_mask_expand_epi8(zf, km[0], q);
+    *qb = _mm512_mask_expand_epi8(zf, km[1], hi);
+}
+
 /* RR (2 or 4) rows of a mask that keeps K (16 or 32) of every 64 columns (pq__qmat.kept64: N:M
  * patterns such as 2:4, 1:4, 2:8), one vector, rows starting on whole bytes, flush units of whole 128
  * columns: the codes of 128 columns are 2K <= 64 consecutive codes on a byte boundary, so one
@@ -461,7 +490,7 @@ T512 static void gemv_mask4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r,
  * fewer (per-token A/B on the 1B-shaped 2:4 + q4 model: exact products +3 to +6 %, 8-bit
  * activations 0 to +2 %); gemv_nm4 runs that case with KK, BB constant. The integer sums are
  * gemv_mask4's (the same products, exact), so y is bit for bit its. Every row's bytes plus 64
- * must be readable. */
+ * must be readable, except at K = 32 and 4 bits, whose loads stay inside the rows. */
 T512 static inline __attribute__((always_inline)) void gemv_nm4_p(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r,
                                                                   float *y, float *sc, int64_t groups16, const int NP,
                                                                   const int KK, const int BB, const int RR) {
@@ -499,22 +528,12 @@ T512 static inline __attribute__((always_inline)) void gemv_nm4_p(const pq__qmat
                           u1 = NP == 3 ? _mm512_loadu_si512(d1 + cc + 64) : u0,
                           u2 = NP == 3 ? _mm512_loadu_si512(d2 + cc + 64) : u0;
             for (int k = 0; k < RR; k++) {
-                uint64_t km[2];
-                memcpy(km, m[k] + cc / 8, 16);
                 _mm_prefetch((const char *)(p[k] + ahead[k]), _MM_HINT_T0);
                 if (!(cc & 511)) /* the mask's line PF_ROWS rows on */
                     _mm_prefetch((const char *)(m[k] + PF_ROWS * mstride + cc / 8), _MM_HINT_T0);
-                __m512i q;
-                if (KK == 32 && BB == 4) { /* 32 bytes: word j = byte j, its nibbles into bytes 2j, 2j + 1 */
-                    const __m512i wv = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)p[k]));
-                    q = _mm512_and_si512(_mm512_or_si512(wv, _mm512_slli_epi16(wv, 4)), _mm512_set1_epi16(0x0F0F));
-                } else {
-                    q = UNPACK(p[k], perm, sh, bm);
-                }
+                __m512i qa, qb;
+                nm_codes128(p[k], m[k] + cc / 8, zf[k], K, KK, BB, perm, sh, bm, &qa, &qb);
                 p[k] += step;
-                const __m512i hi = K == 32 ? _mm512_shuffle_i64x2(q, q, 0xEE) : _mm512_alignr_epi32(q, q, 4);
-                const __m512i qa = _mm512_mask_expand_epi8(zf[k], km[0], q),
-                              qb = _mm512_mask_expand_epi8(zf[k], km[1], hi);
                 a[k][0] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a[k][0], qa, x0), qb, u0);
                 if (NP == 3) {
                     a[k][1] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a[k][1], qa, x1), qb, u1);
@@ -528,9 +547,78 @@ T512 static inline __attribute__((always_inline)) void gemv_nm4_p(const pq__qmat
         y[r + k] = _mm512_reduce_add_ps(t[k]) - zs[k];
 }
 
+/* gemv_nm4_p for groups of 128 columns (one flush per 128 columns, the group c / 128) and RR
+ * rows at equal distances in the stream (true of a kept64 mask: the caller checks): one pass
+ * over the columns, each row's sums started and flushed inside it, every row's arrays reached
+ * from one pointer and a stride (four rows' pointers in general registers, not spilled). The
+ * same lanes, products and flush as gemv_nm4_p, so the same y bit for bit. */
+T512 static inline __attribute__((always_inline)) void gemv_nm_g128(const pq__qmat *w, const pq__qmat_xq *xq,
+                                                                    int64_t r, float *y, float *sc, int64_t groups16,
+                                                                    const int NP, const int KK, const int BB,
+                                                                    const int RR) {
+    const int b = BB ? BB : w->bits, K = KK ? KK : w->kept64;
+    const int64_t mstride = w->cols / 8, ng = w->n_groups;
+    const size_t step = (size_t)(2 * K * b / 8), cstride = (size_t)(w->cols * K / 64 * b / 8);
+    const __m512i perm = _mm512_loadu_si512(unpack_perm[b][0]), sh = _mm512_loadu_si512(unpack_shift[b][0]);
+    const __m512i bm = _mm512_set1_epi8((char)((1u << b) - 1));
+    float zs[4];
+    for (int k = 0; k < RR; k++) {
+        row_scales(w, xq, 1, r + k, sc + k * groups16, groups16, &zs[k]);
+        prefetch_scales(w, r + k + PF_ROWS);
+    }
+    const uint8_t *p = w->codes + (pq__qmat_row_bit(w, r) >> 3), *m = w->mask + r * mstride, *z = w->zeros + r * ng;
+    const size_t ahead = r + PF_ROWS < w->rows ? PF_ROWS * cstride : 0;
+    const int8_t *d0 = xq->d[0], *d1 = xq->d[1], *d2 = xq->d[2];
+    __m512 t[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t g = 0, cc = 0; cc < w->cols; g++, cc += 128, p += step) {
+        const __m512i x0 = _mm512_loadu_si512(d0 + cc), u0 = _mm512_loadu_si512(d0 + cc + 64),
+                      x1 = NP == 3 ? _mm512_loadu_si512(d1 + cc) : x0,
+                      x2 = NP == 3 ? _mm512_loadu_si512(d2 + cc) : x0,
+                      u1 = NP == 3 ? _mm512_loadu_si512(d1 + cc + 64) : u0,
+                      u2 = NP == 3 ? _mm512_loadu_si512(d2 + cc + 64) : u0;
+#pragma GCC unroll 4
+        for (int k = 0; k < RR; k++) {
+            const uint8_t *pk = p + (size_t)k * cstride, *mk = m + k * mstride + cc / 8;
+            _mm_prefetch((const char *)(pk + ahead), _MM_HINT_T0);
+            if (!(cc & 511)) /* the mask's line PF_ROWS rows on */
+                _mm_prefetch((const char *)(mk + PF_ROWS * mstride), _MM_HINT_T0);
+            __m512i qa, qb;
+            nm_codes128(pk, mk, _mm512_set1_epi8((char)z[k * ng + g]), K, KK, BB, perm, sh, bm, &qa, &qb);
+            const __m512 s = _mm512_set1_ps(sc[k * groups16 + g]);
+            __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0;
+            VNNI_ACC(a0, qa, x0);
+            VNNI_ACC(a0, qb, u0);
+            if (NP == 3) {
+                VNNI_ACC(a1, qa, x1);
+                VNNI_ACC(a1, qb, u1);
+                VNNI_ACC(a2, qa, x2);
+                VNNI_ACC(a2, qb, u2);
+                t[k] = flush_s(s, a0, a1, a2, t[k]);
+            } else {
+                t[k] = flush1_s(s, a0, t[k]);
+            }
+        }
+    }
+    for (int k = 0; k < RR; k++)
+        y[r + k] = _mm512_reduce_add_ps(t[k]) - zs[k];
+}
+
 T512 static void gemv_nm4(const pq__qmat *w, const pq__qmat_xq *xq, int64_t r, float *y, float *sc,
                           int64_t groups16) {
     const int k32b4 = w->kept64 == 32 && w->bits == 4; /* 2:4 (or 4:8) at 4 bits: K and b as constants */
+    const uint64_t r0 = pq__qmat_row_bit(w, r), span = pq__qmat_row_bit(w, r + 1) - r0;
+    if (w->group_size == 128 && span == (uint64_t)(w->cols * w->kept64 / 64 * w->bits) &&
+        pq__qmat_row_bit(w, r + 2) - r0 == 2 * span && pq__qmat_row_bit(w, r + 3) - r0 == 3 * span) {
+        if (xq->planes == 1 && k32b4)
+            gemv_nm_g128(w, xq, r, y, sc, groups16, 1, 32, 4, 4);
+        else if (xq->planes == 1)
+            gemv_nm_g128(w, xq, r, y, sc, groups16, 1, 0, 0, 4);
+        else if (k32b4)
+            gemv_nm_g128(w, xq, r, y, sc, groups16, 3, 32, 4, 4);
+        else
+            gemv_nm_g128(w, xq, r, y, sc, groups16, 3, 0, 0, 4);
+        return;
+    }
     if (xq->planes == 1 && k32b4)
         gemv_nm4_p(w, xq, r, y, sc, groups16, 1, 32, 4, 4);
     else if (xq->planes == 1)
@@ -769,16 +857,19 @@ T512 static void gemv_int_rows(const pq__qmat *w, const pq__qmat_xq *xq, const i
             }
             continue;
         }
-        if (NV == 1 && w->mask && r + 3 < r1 && row_readable(w, r + 3, row_span)) {
+        if (NV == 1 && w->mask && r + 3 < r1) {
             const int whole_bytes = !((pq__qmat_row_bit(w, r) | pq__qmat_row_bit(w, r + 1) |
                                        pq__qmat_row_bit(w, r + 2) | pq__qmat_row_bit(w, r + 3)) &
-                                      7);
-            if (nm_fast(w) && whole_bytes) {
+                                      7),
+                      readable = row_readable(w, r + 3, row_span);
+            /* 4-bit codes of 32 in 64 columns: gemv_nm4 loads 32 bytes per 128 columns, inside
+               the rows, so the last rows of the stream take it too */
+            if (nm_fast(w) && whole_bytes && (readable || (w->kept64 == 32 && w->bits == 4))) {
                 gemv_nm4(w, xq, r, y, sc, groups16);
                 r += 3;
                 continue;
             }
-            if (xq->planes == 3) {
+            if (xq->planes == 3 && readable) {
                 gemv_mask4(w, xq, r, y, sc, groups16);
                 r += 3;
                 continue;
@@ -1158,11 +1249,6 @@ T512 static inline void tile_add(float *C, int64_t ldc, int m, int nr, const __m
         _mm512_mask_storeu_ps(ct + 16, k1, _mm512_add_ps(_mm512_maskz_loadu_ps(k1, ct + 16), c[t][1]));
     }
 }
-
-/* acc += the products of u8 bytes u and s8 bytes s, summed in fours (VPDPBUSD), for the GEMM
- * tiles of 24 accumulators. Inline assembly: GCC 12 copied or spilled the accumulators of
- * _mm512_dpbusd_epi32 inside the loop (the 3-plane tile below ran at half its rate). */
-#define VNNI_ACC(acc, u, s) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(s))
 
 /* C tile [m tokens, nr rows] (ldc) += the tile's products over one KC block: per unit the exact
  * int32 sums of code * q, then C += xs (s sum - s zero sq) in float. 12 tokens x 32 rows, 24
