@@ -383,6 +383,18 @@ int main(void) {
             gen_free(&g);
         }
     }
+    { /* N:M rows of more than 16 groups of 128 (the N:M decoding kernel holds 16 groups' scales
+         and zeros at a time), with a partial last block of groups: 2:4 and 1:4 */
+        gen g;
+        for (int mk = 2; mk <= 3; mk++) {
+            gen_codes(&g, 12, 19 * 128, 4, 128, mk);
+            snprintf(what, sizeof what, "codes 12x%d b4 g128 mask%d (19 groups)", 19 * 128, mk);
+            for (int64_t n = 1; n <= 2; n++)
+                check_products(&g, n, what);
+            check_q8(&g, 1, what);
+            gen_free(&g);
+        }
+    }
     static const pq__qmat_kind kinds[] = {PQ_QMAT_F16, PQ_QMAT_BF16, PQ_QMAT_F32};
     static const char *const kind_names[] = {"f16", "bf16", "f32"};
     for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
