@@ -1224,7 +1224,8 @@ T512 static void q8_quantize(const pq__qmat *w, const float *x, int64_t n, int8_
     }
 }
 
-void pq__qmat_q8_quantize_avx512(const pq__qmat *w, const float *x, int64_t n, int8_t *q8, float *xs, float *sq) {
+T512 void pq__qmat_q8_quantize_avx512(const pq__qmat *w, const float *x, int64_t n, int8_t *q8, float *xs,
+                                      float *sq) {
     q8_quantize(w, x, n, q8, xs, sq);
 }
 
