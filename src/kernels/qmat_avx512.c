@@ -232,12 +232,17 @@ static inline __attribute__((always_inline)) void prefetch_scales(const pq__qmat
 #define UNPACK(p, perm, sh, bm)                                                                                      \
     _mm512_and_si512(_mm512_multishift_epi64_epi8((sh), _mm512_permutexvar_epi8((perm), _mm512_loadu_si512(p))), (bm))
 
+/* The int32 sums of the three digit planes as one float: (a0 * 256 + a1) * 256 + a2 (the
+ * decoding kernels' flush and the exact integer GEMM's). */
+T512 static inline __m512 x24_f(__m512i a0, __m512i a1, __m512i a2) {
+    const __m512i t = _mm512_add_epi32(_mm512_slli_epi32(a0, 8), a1);
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(256.0f), _mm512_cvtepi32_ps(a2));
+}
+
 /* Adds the int32 sums of one flush, times the scale lanes s, into tot: (d0 * 256 + d1) * 256 +
  * d2; with 8-bit activations (one plane) a0 alone, whose int32 sum is exact in float. */
 T512 static inline __m512 flush_s(__m512 s, __m512i a0, __m512i a1, __m512i a2, __m512 tot) {
-    const __m512i t = _mm512_add_epi32(_mm512_slli_epi32(a0, 8), a1);
-    const __m512 f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(256.0f), _mm512_cvtepi32_ps(a2));
-    return _mm512_fmadd_ps(f, s, tot);
+    return _mm512_fmadd_ps(x24_f(a0, a1, a2), s, tot);
 }
 
 T512 static inline __m512 flush1_s(__m512 s, __m512i a0, __m512 tot) {
@@ -1459,12 +1464,6 @@ T512 static void x24_apack(const pq__qmat *w, const float *x, int64_t n, int64_t
         c[t][1] = _mm512_fmadd_ps(_mm512_fmsub_ps(x24_f(a##t##01, a##t##11, a##t##21), s1, _mm512_mul_ps(z1, sq)),   \
                                   xs, c[t][1]);                                                                      \
     }
-
-/* (a0 * 256 + a1) * 256 + a2 in float. */
-T512 static inline __m512 x24_f(__m512i a0, __m512i a1, __m512i a2) {
-    const __m512i t = _mm512_add_epi32(_mm512_slli_epi32(a0, 8), a1);
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(256.0f), _mm512_cvtepi32_ps(a2));
-}
 
 /* C tile [m tokens, nr rows] (ldc) += the tile's products over one KC block (q8_ukernel's shape
  * with three planes; the float sums of the tile live in memory, the registers hold the int32s). */
