@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages prunequant needs, when run as root and any is missing.
-#   install-deps.sh build   what `make` needs: compiler, CMake, OpenBLAS, LAPACKE, cJSON, PCRE2,
+#   install-deps.sh build   what `make` needs: compiler, CMake, OpenBLAS (on OpenMP), LAPACKE, cJSON, PCRE2,
 #                           SQLite, bz2 (Open MPI is optional: `sweep --mpi` is built when found)
 #   install-deps.sh test    also the test dependencies: Chromium (renders the HTML report),
 #                           Open MPI (the MPI sweep test), Node.js + npm (reference tokenizers,
 #                           real llama.cpp from the npm registry)
 set -euo pipefail
 what=${1:-build}
-pkgs=(build-essential cmake pkg-config libopenblas-dev liblapacke-dev libcjson-dev libpcre2-dev libsqlite3-dev libbz2-dev)
+pkgs=(build-essential cmake pkg-config libopenblas-dev libopenblas-openmp-dev liblapacke-dev libcjson-dev libpcre2-dev libsqlite3-dev libbz2-dev)
 [ "$what" = test ] && pkgs+=(chromium openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${pkgs[@]}"; do
