@@ -26,11 +26,14 @@
  * the float32 size of down's Hessian (hidden_dim rows); the others are recomputed from the
  * gate/up inputs. What is kept then sits beside down's Hessian in float32, factored in place
  * (half of it given back, linalg.c), and the sweep's weights: within what the memory target
- * allows for the largest Hessian's float64 accumulation plus its margin (Llama-3-8B, 32 x 512
- * tokens: 7 of 8 chunks kept, bench_compress). */
+ * allows for the largest Hessian's float64 accumulation plus its margin. All of them when that
+ * is at most one chunk more: with none to recompute, the passes never touch their own chunk
+ * array for down's inputs (the work arrays' hb), which then takes no memory (Llama-3-8B, 32 x
+ * 512 tokens: 8 of 8 chunks, peak RSS 3205 -> 3215 MB of the 3320 allowed, one recomputed
+ * chunk of gate/up less: 0.49 TFLOP, bench_compress). */
 static int64_t hb_keep_rows(const pq__config *c, int64_t ns, int64_t L, int64_t chunk) {
     const int64_t rows = chunk * L, kept = c->hidden_dim / rows * rows;
-    return kept < ns * L ? kept : ns * L;
+    return ns * L <= kept + rows ? ns * L : kept;
 }
 
 pq_status pq__runner_init(pq_ctx *ctx, pq__runner *r, const pq_model *m, const int32_t *win, int64_t ns, int64_t L,
