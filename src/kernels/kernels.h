@@ -29,7 +29,10 @@
  * opens a scope and closes it before returning, so no global state stays changed:
  *     const int prev = pq__blas_threads_push(n);  ...BLAS calls...  pq__blas_threads_pop(prev);
  * push sets the count to n (n <= 0: 1) and returns the previous one. Not from inside an
- * OpenMP parallel region (the count is global): push before it, pop after. */
+ * OpenMP parallel region (the count is global): push before it, pop after. With OpenBLAS's
+ * OpenMP build (the one CMake links) the count also becomes the calling thread's OpenMP
+ * default (omp_set_num_threads): every parallel loop of the library names its thread count,
+ * so that default is never what one runs on. */
 int pq__blas_threads_push(int n);
 void pq__blas_threads_pop(int prev);
 
