@@ -129,6 +129,48 @@ static void test_nm_cell(void) {
     }
 }
 
+/* The sweep's cells of many rows at once hold to the one-cell rule bit for bit: scores
+ * x^2 v^2 with ties (repeated and zero weights, -0), NaNs and infinities, odd row counts. */
+static void test_nm_rows(void) {
+    const int pats[][2] = {{2, 4}, {1, 4}, {4, 8}, {2, 8}, {3, 5}, {32, 64}};
+    const int64_t T = 37, xs = 41; /* rows, column stride (x[k * xs + r]) */
+    for (size_t p = 0; p < sizeof pats / sizeof pats[0]; p++) {
+        const int nn = pats[p][0], m = pats[p][1];
+        float *x = malloc(sizeof(float) * (size_t)(m * xs)), v[64], s[64];
+        uint8_t *keep = malloc((size_t)(m * xs)), ref[64];
+        uint32_t *key = malloc(sizeof(uint32_t) * (size_t)(m * T)), scratch[64];
+        for (int rep = 0; rep < 8; rep++) {
+            for (int k = 0; k < m; k++) {
+                v[k] = rep % 4 == 3 ? 1.0f : 0.5f + urand();
+                for (int64_t r = 0; r < xs; r++) {
+                    const double u = urand();
+                    float w = rep % 2 ? (float)(int)(urand() * 3) - 1.0f : nrand();
+                    if (rep >= 4 && u < 0.05) w = NAN;
+                    if (rep >= 4 && u > 0.95) w = u > 0.975 ? INFINITY : -0.0f;
+                    x[k * xs + r] = w;
+                }
+            }
+            memset(keep, 7, (size_t)(m * xs));
+            pq__mask_nm_rows(x, xs, v, m, nn, T, keep, xs, key);
+            int bad = 0, untouched = 1;
+            for (int64_t r = 0; r < T; r++) {
+                for (int k = 0; k < m; k++)
+                    s[k] = x[k * xs + r] * x[k * xs + r] * v[k] * v[k];
+                pq__mask_nm_cell(s, m, nn, ref, scratch);
+                for (int k = 0; k < m; k++)
+                    bad += keep[k * xs + r] != ref[k];
+            }
+            for (int k = 0; k < m; k++)
+                for (int64_t r = T; r < xs; r++)
+                    untouched &= keep[k * xs + r] == 7;
+            CHECK_MSG(bad == 0 && untouched, "%d:%d rep %d: %d differ from the cell rule", nn, m, rep, bad);
+        }
+        free(x);
+        free(keep);
+        free(key);
+    }
+}
+
 static float *compress(pq_ctx *ctx, const pq_layer_params *p, const float *W, int64_t rows, int64_t cols,
                        const float *H, uint8_t *mask, pq_layer_result *res) {
     float *Q = malloc(sizeof(float) * (size_t)(rows * cols));
@@ -298,6 +340,7 @@ static void test_ordering(void) {
 int main(void) {
     test_select();
     test_nm_cell();
+    test_nm_rows();
     test_sparsegpt_reference();
     test_masks();
     test_ordering();

@@ -119,6 +119,42 @@ void pq__mask_nm_cell(const float *s, int m, int nprune, uint8_t *keep, uint32_t
     }
 }
 
+/* The rows' cells side by side: key[k * T + r] holds the order key of score (k, r), and each
+ * rank counts the keys below it (ties: lower index first), pq__mask_nm_cell's rule, one lane
+ * per row. M is a constant in the common cells (unrolled compares). */
+static inline void nm_rows(const float *x, int64_t xs, const float *v, const int M, int nprune, int64_t T,
+                           uint8_t *keep, int64_t ks, uint32_t *key) {
+    for (int k = 0; k < M; k++) {
+        const float vk = v[k];
+        const float *xk = x + k * xs;
+        uint32_t *kk = key + k * T;
+#pragma omp simd
+        for (int64_t r = 0; r < T; r++)
+            kk[r] = fkey(xk[r] * xk[r] * vk * vk);
+    }
+    for (int c = 0; c < M; c++) {
+        const uint32_t *kc = key + c * T;
+        uint8_t *kp = keep + c * ks;
+#pragma omp simd
+        for (int64_t r = 0; r < T; r++) {
+            int rank = 0;
+            for (int d = 0; d < M; d++)
+                rank += d < c ? key[d * T + r] <= kc[r] : key[d * T + r] < kc[r];
+            kp[r] = (uint8_t)(rank >= nprune);
+        }
+    }
+}
+
+void pq__mask_nm_rows(const float *x, int64_t xs, const float *v, int m, int nprune, int64_t T, uint8_t *keep,
+                      int64_t ks, uint32_t *key) {
+    if (m == 4)
+        nm_rows(x, xs, v, 4, nprune, T, keep, ks, key);
+    else if (m == 8)
+        nm_rows(x, xs, v, 8, nprune, T, keep, ks, key);
+    else
+        nm_rows(x, xs, v, m, nprune, T, keep, ks, key);
+}
+
 pq_status pq__prune_oneshot_mask(pq_ctx *ctx, const float *W, int64_t rows, int64_t cols, const float *colscale,
                                  double sparsity, int prune_n, int prune_m, uint8_t *keep, int n_threads) {
     const int nt = n_threads > 0 ? n_threads : 1;

@@ -27,6 +27,12 @@ void pq__mask_le_kth(const float *x, int64_t n, int64_t k, uint8_t *keep, uint32
  * scratch: m uint32 (used only for m > 64). */
 void pq__mask_nm_cell(const float *s, int m, int nprune, uint8_t *keep, uint32_t *scratch);
 
+/* N:M cells of T rows at once (SparseGPT's sweep): row r's scores are
+ * x[k * xs + r] * x[k * xs + r] * v[k] * v[k] (k < m <= 64, in that order of products), and
+ * keep[k * ks + r] is what pq__mask_nm_cell gives for them, bit for bit. key: m * T uint32. */
+void pq__mask_nm_rows(const float *x, int64_t xs, const float *v, int m, int nprune, int64_t T, uint8_t *keep,
+                      int64_t ks, uint32_t *key);
+
 /* Magnitude (colscale NULL) or Wanda (colscale[c] = sqrt(diag H)[c]) mask of W [rows, cols]:
  * score |W[r,c]| * colscale[c], compared within each row; prune_m > 0 selects per N:M cell,
  * else pq__prune_count(cols, sparsity) per row. keep [rows, cols] out. */

@@ -15,7 +15,7 @@ typedef struct tbuf {
     const uint8_t **keeps;  /* [n] their keep flags */
     float *cell;            /* [nm_m] one N:M cell's scores */
     uint8_t *cellkeep;      /* [nm_m] */
-    uint32_t *cellscratch;  /* [nm_m] */
+    uint32_t *cellscratch;  /* [nm_m, PQ_TILE] keys (nm_m <= 64), else [nm_m] */
     uint8_t ones[PQ_TILE];  /* keep flags when nothing is masked */
     float dummy[PQ_TILE];   /* sink for d without feedback */
     uint8_t codes[PQ_TILE]; /* sink for codes when not asked for */
@@ -107,6 +107,10 @@ static void window_state(const pq__obs *s, int64_t m, int64_t L, int64_t ra, int
 static void decide_cell(const pq__obs *s, tbuf *tb, int64_t cs, const float *x, int64_t xs, int64_t ra, int64_t T) {
     const int64_t rows = s->rows;
     const int m = s->nm_m;
+    if (m <= 64) { /* all rows at once */
+        pq__mask_nm_rows(x, xs, s->vdiag + cs, m, s->nm_n, T, s->mt + cs * rows + ra, rows, tb->cellscratch);
+        return;
+    }
     for (int64_t r = 0; r < T; r++) {
         for (int k = 0; k < m; k++) {
             const float w = x[k * xs + r], v = s->vdiag[cs + k];
@@ -417,7 +421,8 @@ static pq_status sweep_alloc(pq_ctx *ctx, sweep_ctx *c, pq__obs *s, int nt) {
         if (s->mask == PQ_OBS_MASK_NM) {
             tb->cell = pq__malloc(ctx, sizeof(float) * (size_t)s->nm_m, "n:m cell");
             tb->cellkeep = pq__malloc(ctx, (size_t)s->nm_m, "n:m cell");
-            tb->cellscratch = pq__malloc(ctx, sizeof(uint32_t) * (size_t)s->nm_m, "n:m cell");
+            tb->cellscratch =
+                pq__malloc(ctx, sizeof(uint32_t) * (size_t)s->nm_m * (s->nm_m <= 64 ? PQ_TILE : 1), "n:m cell");
             if (!tb->cell || !tb->cellkeep || !tb->cellscratch) return PQ_ERR_NOMEM;
         }
     }
