@@ -389,6 +389,83 @@ static void test_streamed(void) {
     free(fb);
 }
 
+/* Files larger than the direct writer's 8 MiB pieces (pq__atomic_open_large), in pieces that
+ * are not a multiple of any block size, come out byte for byte as serialized, in the test's
+ * folder (direct writes where the file system takes them) and on tmpfs (which may refuse them:
+ * ordinary writes); a failing fill after whole pieces went to the disk leaves no file. */
+static void test_streamed_large(void) {
+    const size_t chunk = ((size_t)1 << 20) + 12, nbytes = ((size_t)17 << 20) + 3 * 4096 + 44;
+    const char *dirs[2] = {tmpdir, "/dev/shm"};
+    uint8_t *img = NULL, *fb = malloc(nbytes + 4096);
+    size_t len = 0;
+    for (int d = 0; d < 2; d++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/pq_test_st_large_%d.safetensors", dirs[d], (int)getpid());
+        if (d == 1 && access(dirs[d], W_OK) != 0) continue;
+        for (int threads = 1; threads <= 2; threads++) {
+            pq_ctx *ctx = pq_ctx_new();
+            pq_ctx_set_threads(ctx, threads);
+            pattern_src src = {0, 0, 0};
+            pq__st_entry e = {"s", PQ_DTYPE_F32, 1, {(int64_t)(nbytes / 4)}, NULL, nbytes, pattern_fill, &src, chunk};
+            if (!img) {
+                CHECK(pq__safetensors_serialize(ctx, &e, 1, NULL, &img, &len) == PQ_OK);
+                src.next = 0;
+            }
+            CHECK_MSG(pq__safetensors_write(ctx, path, &e, 1, NULL) == PQ_OK, "%s", pq_ctx_error(ctx));
+            FILE *f = fopen(path, "rb");
+            const size_t got = f ? fread(fb, 1, nbytes + 4096, f) : 0;
+            if (f) fclose(f);
+            CHECK_MSG(img && got == len && !memcmp(fb, img, len), "%s, threads %d: bytes differ", dirs[d], threads);
+            unlink(path);
+
+            pattern_src bad = {0, 12 * chunk, 0};
+            e.user = &bad;
+            CHECK(pq__safetensors_write(ctx, path, &e, 1, NULL) == PQ_ERR_INVALID);
+            check_msg(ctx, "no bytes at");
+            CHECK(access(path, F_OK) != 0);
+            char tmp[600];
+            snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+            CHECK_MSG(access(tmp, F_OK) != 0, "%s left behind", tmp);
+            pq_ctx_free(ctx);
+        }
+    }
+    free(img);
+    free(fb);
+}
+
+/* The direct writer when the file system refuses a direct write (EINVAL, here forced by a
+ * staging buffer one byte off its alignment): the same bytes as ordinary writes, whole pieces
+ * and tail. */
+static void test_direct_fallback(void) {
+    char path[512];
+    tmp_path(path, sizeof path, "fallback.bin");
+    const size_t n = ((size_t)8 << 20) * 2 + 1234;
+    uint8_t *data = malloc(n), *back = malloc(n + 1);
+    for (size_t i = 0; i < n; i++)
+        data[i] = (uint8_t)(i * 7 % 253);
+    pq_ctx *ctx = pq_ctx_new();
+    pq__atomic a;
+    CHECK(pq__atomic_open_large(ctx, path, &a) == PQ_OK);
+    uint8_t *aligned = a.buf, *off = a.direct ? malloc(((size_t)8 << 20) + 1) : NULL;
+    if (off) a.buf = off + 1; /* misaligned: the kernel refuses O_DIRECT */
+    CHECK(pq__atomic_write(ctx, &a, data, n) == PQ_OK);
+    CHECK_MSG(!off || a.direct == 2, "direct mode %d after a refused write", a.direct);
+    if (off) {
+        memcpy(aligned, a.buf, a.fill);
+        a.buf = aligned;
+        free(off);
+    }
+    CHECK_MSG(pq__atomic_commit(ctx, &a) == PQ_OK, "%s", pq_ctx_error(ctx));
+    FILE *f = fopen(path, "rb");
+    const size_t got = f ? fread(back, 1, n + 1, f) : 0;
+    if (f) fclose(f);
+    CHECK(got == n && !memcmp(back, data, n));
+    unlink(path);
+    pq_ctx_free(ctx);
+    free(data);
+    free(back);
+}
+
 /* Loads every shard named by dir's index into src, returning the parsed index. */
 static cJSON *load_index(pq_ctx *ctx, pq__source *src) {
     char path[512];
@@ -771,6 +848,8 @@ int main(void) {
     test_round_trip_file();
     test_writer_errors();
     test_streamed();
+    test_streamed_large();
+    test_direct_fallback();
     test_sharded();
     test_truncation();
     test_malformed();

@@ -466,17 +466,108 @@ pq_status pq__atomic_open(pq_ctx *ctx, const char *path, pq__atomic *a) {
     return PQ_OK;
 }
 
+#define PQ_DIRECT_PIECE ((size_t)8 << 20) /* bytes per direct write (a multiple of any block size) */
+
+pq_status pq__atomic_open_large(pq_ctx *ctx, const char *path, pq__atomic *a) {
+#if defined(__linux__) && defined(O_DIRECT)
+    memset(a, 0, sizeof *a);
+    a->path = strdup(path);
+    a->tmp = tmp_name(path);
+    if (!a->path || !a->tmp) {
+        pq__atomic_abort(a);
+        return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", path);
+    }
+    pq__remove_stale_siblings(ctx, path);
+    void *buf = NULL;
+    if (posix_memalign(&buf, 4096, PQ_DIRECT_PIECE) == 0) {
+        const int fd = open(a->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_DIRECT | O_CLOEXEC, 0666);
+        if (fd >= 0) {
+            a->direct = 1, a->fd = fd, a->buf = buf;
+            return PQ_OK;
+        }
+        free(buf);
+    }
+    free(a->tmp);
+    free(a->path);
+#endif
+    return pq__atomic_open(ctx, path, a); /* no direct writes here: the buffered file */
+}
+
+#if defined(__linux__) && defined(O_DIRECT)
+/* All n bytes of p at the file's end; a file system that refuses a direct write (EINVAL)
+ * gets the same bytes as an ordinary one, and every later write too. */
+static int direct_write(pq__atomic *a, const uint8_t *p, size_t n) {
+    while (n) {
+        const ssize_t w = write(a->fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && errno == EINVAL && a->direct == 1) {
+            const int fl = fcntl(a->fd, F_GETFL);
+            if (fl < 0 || fcntl(a->fd, F_SETFL, fl & ~O_DIRECT) != 0) return errno;
+            a->direct = 2; /* buffered from now on */
+            continue;
+        }
+        if (w <= 0) return w < 0 ? errno : EIO;
+        p += w, n -= (size_t)w;
+    }
+    return 0;
+}
+#endif
+
 int pq__atomic_put(pq__atomic *a, const void *data, size_t n) {
+#if defined(__linux__) && defined(O_DIRECT)
+    if (a->direct) {
+        const uint8_t *p = data;
+        while (n) {
+            const size_t k = n < PQ_DIRECT_PIECE - a->fill ? n : PQ_DIRECT_PIECE - a->fill;
+            memcpy(a->buf + a->fill, p, k);
+            a->fill += k, p += k, n -= k;
+            if (a->fill == PQ_DIRECT_PIECE) {
+                const int err = direct_write(a, a->buf, a->fill);
+                if (err) return err;
+                a->fill = 0;
+            }
+        }
+        return 0;
+    }
+#endif
     if (!n || fwrite(data, 1, n, a->f) == n) return 0;
     return errno ? errno : EIO;
 }
 
 void pq__atomic_writeback(pq__atomic *a) {
 #if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE)
+    if (a->direct == 1) return; /* on the disk already */
+    if (a->direct) {
+        (void)sync_file_range(a->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+        return;
+    }
     if (fflush(a->f) == 0) (void)sync_file_range(fileno(a->f), 0, 0, SYNC_FILE_RANGE_WRITE);
 #else
     (void)a;
 #endif
+}
+
+/* Flushes and closes the file (either mode): 0, or the errno of the first failure. */
+static int atomic_close(pq__atomic *a) {
+    int err = 0;
+#if defined(__linux__) && defined(O_DIRECT)
+    if (a->direct) {
+        /* the tail is not a whole piece: an ordinary write at the (aligned) end */
+        const int fl = a->fill && a->direct == 1 ? fcntl(a->fd, F_GETFL) : 0;
+        if (fl < 0 || (a->fill && a->direct == 1 && fcntl(a->fd, F_SETFL, fl & ~O_DIRECT) != 0)) err = errno;
+        if (!err && a->fill) a->direct = 2, err = direct_write(a, a->buf, a->fill);
+        if (!err && fsync(a->fd) != 0) err = errno;
+        if (close(a->fd) != 0 && !err) err = errno;
+        free(a->buf);
+        a->buf = NULL;
+        a->direct = 0;
+        return err;
+    }
+#endif
+    if (fflush(a->f) != 0 || fsync(fileno(a->f)) != 0) err = errno ? errno : EIO;
+    if (fclose(a->f) != 0 && !err) err = errno ? errno : EIO;
+    a->f = NULL;
+    return err;
 }
 
 pq_status pq__atomic_write(pq_ctx *ctx, pq__atomic *a, const void *data, size_t n) {
@@ -485,11 +576,9 @@ pq_status pq__atomic_write(pq_ctx *ctx, pq__atomic *a, const void *data, size_t 
 }
 
 pq_status pq__atomic_commit(pq_ctx *ctx, pq__atomic *a) {
-    int bad = fflush(a->f) != 0 || fsync(fileno(a->f)) != 0;
-    bad |= fclose(a->f) != 0;
-    a->f = NULL;
-    if (bad) {
-        pq_status st = pq__fail(ctx, PQ_ERR_IO, "%s: write failed: %s", a->path, strerror(errno));
+    const int err = atomic_close(a);
+    if (err) {
+        pq_status st = pq__fail(ctx, PQ_ERR_IO, "%s: write failed: %s", a->path, strerror(err));
         pq__atomic_abort(a);
         return st;
     }
@@ -511,6 +600,8 @@ pq_status pq__atomic_commit(pq_ctx *ctx, pq__atomic *a) {
 
 void pq__atomic_abort(pq__atomic *a) {
     if (a->f) fclose(a->f);
+    if (a->direct) close(a->fd);
+    free(a->buf);
     if (a->tmp) unlink(a->tmp);
     free(a->tmp);
     free(a->path);

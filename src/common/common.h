@@ -79,8 +79,18 @@ void pq__remove_stale_siblings(pq_ctx *ctx, const char *path);
 typedef struct pq__atomic {
     FILE *f;
     char *path, *tmp;
+    /* pq__atomic_open_large on Linux: the file (f NULL) written in whole aligned pieces of buf */
+    int direct, fd;
+    uint8_t *buf;
+    size_t fill;
 } pq__atomic;
 pq_status pq__atomic_open(pq_ctx *ctx, const char *path, pq__atomic *a);
+/* The same for large outputs written only through pq__atomic_write / put (never a->f): on
+ * Linux the bytes go to the disk without the page cache (O_DIRECT, in aligned 8 MiB pieces
+ * from a staging buffer, the tail at the commit), so writing gigabytes neither allocates
+ * them as cache nor waits for the cache's write-back at the fsync. A file system that refuses
+ * direct writes gets ordinary ones (same bytes). Elsewhere: pq__atomic_open. */
+pq_status pq__atomic_open_large(pq_ctx *ctx, const char *path, pq__atomic *a);
 pq_status pq__atomic_commit(pq_ctx *ctx, pq__atomic *a);
 void pq__atomic_abort(pq__atomic *a);
 /* Writes n bytes; reports failure naming the file. */

@@ -335,7 +335,7 @@ pq_status pq__gguf_writer_save(pq_ctx *ctx, pq__gguf_writer *w, const char *path
     if (!w) return pq__fail(ctx, PQ_ERR_INVALID, "%s: no GGUF writer", path);
     if (w->err != PQ_OK) return pq__fail(ctx, w->err, "%s: %s", path, w->msg);
     pq__atomic a;
-    pq_status st = pq__atomic_open(ctx, path, &a);
+    pq_status st = pq__atomic_open_large(ctx, path, &a);
     if (st != PQ_OK) return st;
     st = write_all(ctx, w, &a);
     if (st != PQ_OK) {

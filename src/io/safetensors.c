@@ -575,7 +575,7 @@ pq_status pq__safetensors_write(pq_ctx *ctx, const char *path, const pq__st_entr
         return st;
     }
     pq__atomic a;
-    st = pq__atomic_open(ctx, path, &a);
+    st = pq__atomic_open_large(ctx, path, &a);
     if (st != PQ_OK) {
         pq__sb_free(&hb);
         return st;
