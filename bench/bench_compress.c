@@ -7,9 +7,10 @@
  *   bench_compress alloc DIR OUT.json [nsamples seqlen]
  *       the allocation (prunequant allocate) at the bytes of run's recipe on the same tokens:
  *       its time against run's (acceptance: within 1.5x).
- *   bench_compress run DIR OUT [nsamples seqlen [true-sequential]]
+ *   bench_compress run DIR OUT [nsamples seqlen [true-sequential [gptq|2:4]]]
  *       loads DIR with deferred weights (as `prunequant compress` does), compresses it with
- *       GPTQ 4-bit g128 on random calibration tokens (default 32 x 512) into OUT, and prints
+ *       GPTQ 4-bit g128 (2:4: SparseGPT 2:4 fused with it, the recipe of issue 14's first
+ *       measurement) on random calibration tokens (default 32 x 512) into OUT, and prints
  *       the time, the peak resident set (VmHWM) and the budget of the memory target (per-layer
  *       seconds and errors go to OUT.layers.jsonl): one
  *       block in f32 + the calibration activations + the largest Hessian (its float64
@@ -230,7 +231,12 @@ static double print_phases(int64_t l, const pq_compress_phases *ph, const arith 
     return bound;
 }
 
-static int run(const char *dir, const char *out, int64_t ns, int64_t L, int true_seq) {
+static int run(const char *dir, const char *out, int64_t ns, int64_t L, int true_seq, const char *recipe) {
+    const int nm = !strcmp(recipe, "2:4");
+    if (!nm && strcmp(recipe, "gptq")) {
+        fprintf(stderr, "bench_compress: recipe '%s': gptq or 2:4\n", recipe);
+        return 2;
+    }
     pq_ctx *ctx = pq_ctx_new();
     double t0 = now_s();
     pq_ctx_set_progress(ctx, progress, &t0);
@@ -260,6 +266,12 @@ static int run(const char *dir, const char *out, int64_t ns, int64_t L, int true
     p.layer.quant = PQ_QUANT_GPTQ;
     p.layer.bits = 4;
     p.layer.group_size = 128;
+    if (nm) {
+        p.layer.prune = PQ_PRUNE_SPARSEGPT;
+        p.layer.prune_n = 2;
+        p.layer.prune_m = 4;
+        p.layer.joint = PQ_JOINT_FUSED;
+    }
     p.dtype = PQ_DTYPE_F16;
     char report[1024];
     snprintf(report, sizeof report, "%s.layers.jsonl", out); /* per linear: error, seconds */
@@ -291,10 +303,11 @@ static int run(const char *dir, const char *out, int64_t ns, int64_t L, int true
     const double budget = 1.25 * (block + acts + hess);
     const long peak = vm_kb("VmHWM:");
     printf("{\"model\":\"%s\",\"layers\":%lld,\"nsamples\":%lld,\"seqlen\":%lld,\"true_sequential\":%d,"
-           "\"recipe\":\"gptq 4-bit g128\",\"seconds\":%.1f,\"rss_after_load_mb\":%ld,\"peak_rss_mb\":%ld,"
+           "\"recipe\":\"%s\",\"seconds\":%.1f,\"rss_after_load_mb\":%ld,\"peak_rss_mb\":%ld,"
            "\"budget_mb\":%.0f,\"block_f32_mb\":%.0f,\"activations_mb\":%.0f,\"largest_H_f64_mb\":%.0f,"
            "\"within_budget\":%s,\"ok\":%s}\n",
-           dir, (long long)info.n_layers, (long long)ns, (long long)L, true_seq, secs, rss_loaded / 1024, peak / 1024,
+           dir, (long long)info.n_layers, (long long)ns, (long long)L, true_seq,
+           nm ? "sparsegpt 2:4 + gptq 4-bit g128, fused" : "gptq 4-bit g128", secs, rss_loaded / 1024, peak / 1024,
            budget / 1048576, block / 1048576, acts / 1048576, hess / 1048576,
            (double)peak * 1024 <= budget ? "true" : "false", st == PQ_OK ? "true" : "false");
     printf("{\"name\": \"compress_total\", \"seconds\": %.1f, \"bound_seconds\": %.1f, \"bound_ratio\": %.2f, "
@@ -364,11 +377,11 @@ int main(int argc, char **argv) {
     }
     if (argc >= 4 && !strcmp(argv[1], "run"))
         return run(argv[2], argv[3], argc > 5 ? atoll(argv[4]) : 32, argc > 5 ? atoll(argv[5]) : 512,
-                   argc > 6 ? atoi(argv[6]) : 0);
+                   argc > 6 ? atoi(argv[6]) : 0, argc > 7 ? argv[7] : "gptq");
     if (argc >= 4 && !strcmp(argv[1], "alloc"))
         return alloc(argv[2], argv[3], argc > 5 ? atoll(argv[4]) : 32, argc > 5 ? atoll(argv[5]) : 512);
     fprintf(stderr, "usage: bench_compress make DIR [layers [dim ffn heads kv vocab]]\n"
-                    "       bench_compress run DIR OUT [nsamples seqlen [true-sequential]]\n"
+                    "       bench_compress run DIR OUT [nsamples seqlen [true-sequential [gptq|2:4]]]\n"
                     "       bench_compress alloc DIR OUT.json [nsamples seqlen]\n");
     return 2;
 }
