@@ -464,6 +464,62 @@ static void test_kmask_bad(pq_ctx *ctx) {
     free_layer(&L);
 }
 
+/* Layers over the encoder's parallel threshold (a million weights): 1, 2 and 3 threads write
+ * the same tensors byte for byte (the code stream in runs of rows cut on whole bytes, found
+ * near the even split when row lengths vary: 3-bit codes under an unstructured mask), and they
+ * decode to W. */
+static void test_parallel_encode(void) {
+    const int64_t rows = 1031, cols = 1024;
+    const struct {
+        int bits, kind; /* kind 0: unstructured 30 %, 1: 2:4, 2: no mask */
+    } cases[] = {{3, 0}, {4, 1}, {3, 2}, {0, 0}, {0, 1}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        rng = (uint64_t)(k + 1) * RANDGEN_SEED;
+        uint8_t *mask = cases[k].kind == 0 ? random_mask(rows, cols, 0.3) : calloc((size_t)(rows * cols), 1);
+        for (int64_t i = 0; i < rows * cols && cases[k].kind > 0; i++)
+            mask[i] = cases[k].kind == 2 || (i % 4 == (i / 4) % 4 || i % 4 == ((i / 4) + 1) % 4);
+        layer L;
+        memset(&L, 0, sizeof L);
+        make_layer_masked(&L, rows, cols, cases[k].bits, mask);
+        const uint8_t *use_mask = cases[k].kind == 2 ? NULL : L.mask;
+        pq__packed_linear pk[3];
+        int ok = 1;
+        for (int t = 0; t < 3; t++) {
+            pq_ctx *c = pq_ctx_new();
+            pq_ctx_set_threads(c, t + 1);
+            ok &= pq__packed_encode(c, "x", L.W, rows, cols, use_mask, L.q.bits ? &L.q : NULL, 2, &pk[t]) == PQ_OK;
+            pq_ctx_free(c);
+        }
+        CHECK_MSG(ok, "case %zu: encode failed", k);
+        for (int t = 1; t < 3 && ok; t++) {
+            int same = pk[t].n == pk[0].n;
+            for (int e = 0; same && e < pk[0].n; e++)
+                same = pk[t].e[e].nbytes == pk[0].e[e].nbytes && !strcmp(pk[t].e[e].name, pk[0].e[e].name) &&
+                       !memcmp(pk[t].e[e].data, pk[0].e[e].data, pk[0].e[e].nbytes);
+            CHECK_MSG(same, "case %zu (%d bits, kind %d): %d threads differ from 1", k, cases[k].bits, cases[k].kind,
+                      t + 1);
+        }
+        uint8_t *img = NULL;
+        size_t len = 0;
+        pq__source src;
+        pq__source_init(&src);
+        float *D = NULL;
+        pq_ctx *c = pq_ctx_new();
+        const int dec = ok && pq__safetensors_serialize(c, pk[1].e, pk[1].n, NULL, &img, &len) == PQ_OK &&
+                        pq__safetensors_parse(c, "t.safetensors", img, len, &src) == PQ_OK &&
+                        pq__packed_decode(c, &src, "x", rows, cols, &D) == PQ_OK;
+        CHECK_MSG(dec && !memcmp(D, L.W, sizeof(float) * (size_t)(rows * cols)), "case %zu: decode differs: %s", k,
+                  pq_ctx_error(c));
+        free(D);
+        pq__source_free(&src);
+        free(img);
+        pq_ctx_free(c);
+        for (int t = 0; t < 3; t++)
+            pq__packed_linear_free(&pk[t]);
+        free_layer(&L);
+    }
+}
+
 int main(void) {
     pq_ctx *ctx = pq_ctx_new();
     /* every cell size and kept count: the index round-trips, quantized and prune-only, and is
@@ -502,6 +558,7 @@ int main(void) {
     test_kmask_round_trips(ctx);
     test_kmask_garbage();
     test_kmask_bad(ctx);
+    test_parallel_encode();
 
     /* bad files: one-line errors */
     layer L;

@@ -5,8 +5,11 @@
 #include "model/packed.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define PQ_PACK_RUNS 64 /* most parallel runs of rows the code stream is packed in */
 
 static int bit(const uint8_t *row, int64_t c) {
     return (row[c >> 3] >> (c & 7)) & 1;
@@ -14,19 +17,25 @@ static int bit(const uint8_t *row, int64_t c) {
 
 /* ---------------------------------------------------------------- N:M keep index (packed-v2) */
 
-/* 1 if every cell of m inputs of the mask [rows, cols] keeps the same count (into *kept). */
-static int uniform_cells(const uint8_t *bm, int64_t rows, int64_t cols, int m, int *kept) {
-    if (cols % m) return 0;
+/* 1 if every cell of m inputs of the mask [rows, cols] keeps the same count (into *kept);
+ * rows in nt parallel runs, each stopping at its first cell that differs from row 0's first. */
+static int uniform_cells(const uint8_t *bm, int64_t rows, int64_t cols, int m, int *kept, int nt) {
+    if (cols % m || rows <= 0 || cols <= 0) return 0;
     const int64_t mrow = (cols + 7) / 8;
-    int k0 = -1;
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t c0 = 0; c0 < cols; c0 += m) {
+    int k0 = 0, bad = 0;
+    for (int i = 0; i < m; i++)
+        k0 += bit(bm, i);
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(| : bad) if (rows * cols > (1 << 20))
+    for (int64_t r = 0; r < rows; r++) {
+        if (bad) continue;
+        for (int64_t c0 = 0; c0 < cols && !bad; c0 += m) {
             int k = 0;
             for (int i = 0; i < m; i++)
                 k += bit(bm + r * mrow, c0 + i);
-            if (k0 < 0) k0 = k;
-            if (k != k0) return 0;
+            bad |= k != k0;
         }
+    }
+    if (bad) return 0;
     *kept = k0;
     return k0 > 0 && k0 < m;
 }
@@ -114,12 +123,12 @@ static void nm_unrank(uint32_t r, int m, int k, uint8_t *bm, int64_t c0) {
 /* The index layout with the fewest bits among the cell sizes m (2..NM_MAX_M dividing cols)
  * where every cell of the mask [rows, cols] keeps the same count; 0 if none beats the
  * bitmask's bit per weight. */
-static int nm_choose(const uint8_t *bm, int64_t rows, int64_t cols, nm_shape *out) {
+static int nm_choose(const uint8_t *bm, int64_t rows, int64_t cols, nm_shape *out, int nt) {
     int found = 0;
     for (int m = 2; m <= NM_MAX_M; m *= 2) {
         int k;
         nm_shape s;
-        if (!uniform_cells(bm, rows, cols, m, &k) || !nm_shape_of(cols, m, k, nm_best_group(m, k), &s)) continue;
+        if (!uniform_cells(bm, rows, cols, m, &k, nt) || !nm_shape_of(cols, m, k, nm_best_group(m, k), &s)) continue;
         if (s.row_bytes < (found ? out->row_bytes : (cols + 7) / 8)) *out = s, found = 1;
     }
     return found;
@@ -134,8 +143,9 @@ static void put_bits(uint8_t *o, uint64_t pos, uint64_t v, int n) {
 
 /* Writes the index of mask bm [rows, cols]: per row (from byte r * row_bytes) a bit stream of
  * the groups (bit i = bit i%8 of byte i/8), each the number sum_j rank_j C^j over its cells. */
-static void nm_encode(const uint8_t *bm, int64_t rows, int64_t cols, const nm_shape *s, uint8_t *out) {
+static void nm_encode(const uint8_t *bm, int64_t rows, int64_t cols, const nm_shape *s, uint8_t *out, int nt) {
     const int64_t mrow = (cols + 7) / 8, cells = cols / s->m;
+#pragma omp parallel for num_threads(nt) schedule(static) if (rows * cols > (1 << 20))
     for (int64_t r = 0; r < rows; r++) {
         uint8_t *o = out + r * s->row_bytes;
         uint64_t pos = 0;
@@ -261,12 +271,12 @@ static pq_status put_keep_mask(pq_ctx *ctx, pq__packed_linear *out, const char *
                                int64_t cols, int version) {
     const int64_t mrow = (cols + 7) / 8;
     nm_shape ns = {0};
-    if (version >= 2 && nm_choose(bm, rows, cols, &ns)) {
+    if (version >= 2 && nm_choose(bm, rows, cols, &ns, pq__threads(ctx))) {
         const int64_t rb = ns.row_bytes;
         uint8_t *nm = add(ctx, out, base, "nm", PQ_DTYPE_U8, 2, rows, rb, (size_t)(rows * rb));
         uint8_t *km = nm ? add(ctx, out, base, "nm_km", PQ_DTYPE_U8, 1, 3, 0, 3) : NULL;
         if (!km) return ctx->status;
-        nm_encode(bm, rows, cols, &ns, nm);
+        nm_encode(bm, rows, cols, &ns, nm, pq__threads(ctx));
         km[0] = (uint8_t)ns.k, km[1] = (uint8_t)ns.m, km[2] = (uint8_t)ns.g;
         return PQ_OK;
     }
@@ -283,24 +293,34 @@ pq_status pq__packed_encode(pq_ctx *ctx, const char *base, const float *W, int64
     memset(out, 0, sizeof *out);
     const int quant = codes && codes->bits > 0;
     const int64_t mrow = (cols + 7) / 8;
+    const int nt = pq__threads(ctx);
     uint8_t *bm = NULL; /* the kept set, written as .mask or (v2) as an N:M index or a coded mask */
-    int64_t n_stored = rows * cols;
+    int64_t n_stored = rows * cols, *row_start = NULL; /* first code of each row in the stream */
+    if (!(row_start = pq__malloc(ctx, sizeof(int64_t) * (size_t)(rows + 1), "packed rows"))) goto fail;
     if (mask) {
         if (!(bm = pq__calloc(ctx, (size_t)(rows * mrow), 1, "keep mask"))) goto fail;
-        n_stored = 0;
-        for (int64_t r = 0; r < rows; r++)
+#pragma omp parallel for num_threads(nt) schedule(static) if (rows * cols > (1 << 20))
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t kept = 0;
             for (int64_t c = 0; c < cols; c++) {
                 const int64_t i = r * cols + c;
                 /* a weight GPTQ moved off zero in mode a is kept even though the mask pruned it */
                 int keep = mask[i] || (quant ? codes->codes[i] != codes->zeros[r * codes->n_groups + codes->g_idx[c]]
                                              : W[i] != 0.0f);
-                if (keep) {
-                    bm[r * mrow + (c >> 3)] |= (uint8_t)(1u << (c & 7));
-                    n_stored++;
-                }
+                bm[r * mrow + (c >> 3)] |= (uint8_t)((unsigned)keep << (c & 7));
+                kept += keep;
             }
+            row_start[r + 1] = kept;
+        }
         if (put_keep_mask(ctx, out, base, bm, rows, cols, version) != PQ_OK) goto fail;
+    } else {
+        for (int64_t r = 0; r < rows; r++)
+            row_start[r + 1] = cols;
     }
+    row_start[0] = 0;
+    for (int64_t r = 0; r < rows; r++)
+        row_start[r + 1] += row_start[r];
+    n_stored = row_start[rows];
     if (quant) {
         const int b = codes->bits;
         const int64_t G = codes->n_groups, padded = n_stored < 8 ? 8 : n_stored;
@@ -313,9 +333,24 @@ pq_status pq__packed_encode(pq_ctx *ctx, const char *base, const float *W, int64
             s[i] = pq__f32_to_f16(codes->scales[i]);
             z[i] = codes->zeros[i];
         }
-        uint64_t pos = 0;
-        for (int64_t r = 0; r < rows; r++)
-            pq__bits_pack(q, &pos, codes->codes + r * cols, bm ? bm + r * mrow : NULL, cols, b);
+        /* rows in nt runs, each starting on a whole byte of the stream (no byte is shared, and
+           the codes land where one sequential pass puts them) */
+        int64_t cut[PQ_PACK_RUNS + 1];
+        int nrun = 0;
+        cut[0] = 0;
+        for (int t = 1; t < nt && t < PQ_PACK_RUNS && rows * cols > (1 << 20); t++) {
+            int64_t r = rows * t / nt;
+            while (r < rows && (row_start[r] * b) % 8)
+                r++;
+            if (r > cut[nrun] && r < rows) cut[++nrun] = r;
+        }
+        cut[++nrun] = rows;
+#pragma omp parallel for num_threads(nt) schedule(static, 1) if (nrun > 1)
+        for (int t = 0; t < nrun; t++) {
+            uint64_t pos = (uint64_t)row_start[cut[t]] * (uint64_t)b;
+            for (int64_t r = cut[t]; r < cut[t + 1]; r++)
+                pq__bits_pack(q, &pos, codes->codes + r * cols, bm ? bm + r * mrow : NULL, cols, b);
+        }
         const int64_t gs = cols / G;
         int natural = 1;
         for (int64_t c = 0; c < cols; c++)
@@ -334,9 +369,11 @@ pq_status pq__packed_encode(pq_ctx *ctx, const char *base, const float *W, int64
                 if (!bm || bit(bm + r * mrow, c)) v[k++] = pq__f32_to_f16(W[r * cols + c]);
     }
     free(bm);
+    free(row_start);
     return PQ_OK;
 fail:
     free(bm);
+    free(row_start);
     pq__packed_linear_free(out);
     return ctx->status;
 }
@@ -412,7 +449,7 @@ static void bitmask_bound(const uint8_t *bm, int64_t rows, int64_t cols, pq__pac
     const int64_t mrow = (cols + 7) / 8;
     for (int m = 2; m <= NM_MAX_M; m *= 2) { /* the cell size of the index's range with the fewest bits */
         int k;
-        const double b = uniform_cells(bm, rows, cols, m, &k) ? (double)(rows * (cols / m)) * log2_binom(m, k) : 0;
+        const double b = uniform_cells(bm, rows, cols, m, &k, 1) ? (double)(rows * (cols / m)) * log2_binom(m, k) : 0;
         if (b > 0 && (!out->cell_m || b < out->mask_bound_bits))
             out->cell_m = m, out->cell_kept = k, out->mask_bound_bits = b;
     }
