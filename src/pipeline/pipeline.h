@@ -11,6 +11,7 @@
 
 #include "common/common.h"
 #include "model/model.h"
+#include "model/packed.h"
 #include "model/stages.h"
 #include "pipeline/shard.h"
 #include "prunequant-pipeline.h"
@@ -59,6 +60,10 @@ typedef struct pq__block_work {
     uint8_t *mask[PQ_BLOCK_LINEARS];
     pq_qcodes codes[PQ_BLOCK_LINEARS];
     int done[PQ_BLOCK_LINEARS]; /* compressed (not skipped) */
+    /* packed output encoded as soon as the linear is compressed (its mask and codes then
+       freed): every linear whose rows keep their order (not q/k in HF's rope layout) */
+    pq__packed_linear pk[PQ_BLOCK_LINEARS];
+    int encoded[PQ_BLOCK_LINEARS];
 } pq__block_work;
 
 /* One compress run. */
