@@ -448,7 +448,11 @@ static pq_status commit_check(pq_ctx *ctx, const char *path) {
     return PQ_OK;
 }
 
-pq_status pq__atomic_open(pq_ctx *ctx, const char *path, pq__atomic *a) {
+#define PQ_DIRECT_PIECE ((size_t)8 << 20) /* bytes per direct write (a multiple of any block size) */
+
+/* Opens a's temporary file: for large outputs (Linux) with O_DIRECT and a staging buffer where
+ * the file system takes it, else (or if that fails) as a buffered FILE. */
+static pq_status atomic_open(pq_ctx *ctx, const char *path, pq__atomic *a, int large) {
     memset(a, 0, sizeof *a);
     a->path = strdup(path);
     a->tmp = tmp_name(path);
@@ -457,6 +461,19 @@ pq_status pq__atomic_open(pq_ctx *ctx, const char *path, pq__atomic *a) {
         return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", path);
     }
     pq__remove_stale_siblings(ctx, path);
+#if defined(__linux__) && defined(O_DIRECT)
+    void *buf = NULL;
+    if (large && posix_memalign(&buf, 4096, PQ_DIRECT_PIECE) == 0) {
+        const int fd = open(a->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_DIRECT | O_CLOEXEC, 0666);
+        if (fd >= 0) {
+            a->direct = 1, a->fd = fd, a->buf = buf;
+            return PQ_OK;
+        }
+        free(buf);
+    }
+#else
+    (void)large;
+#endif
     a->f = fopen(a->tmp, "wb");
     if (!a->f) {
         pq_status st = pq__fail(ctx, PQ_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
@@ -466,31 +483,12 @@ pq_status pq__atomic_open(pq_ctx *ctx, const char *path, pq__atomic *a) {
     return PQ_OK;
 }
 
-#define PQ_DIRECT_PIECE ((size_t)8 << 20) /* bytes per direct write (a multiple of any block size) */
+pq_status pq__atomic_open(pq_ctx *ctx, const char *path, pq__atomic *a) {
+    return atomic_open(ctx, path, a, 0);
+}
 
 pq_status pq__atomic_open_large(pq_ctx *ctx, const char *path, pq__atomic *a) {
-#if defined(__linux__) && defined(O_DIRECT)
-    memset(a, 0, sizeof *a);
-    a->path = strdup(path);
-    a->tmp = tmp_name(path);
-    if (!a->path || !a->tmp) {
-        pq__atomic_abort(a);
-        return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory", path);
-    }
-    pq__remove_stale_siblings(ctx, path);
-    void *buf = NULL;
-    if (posix_memalign(&buf, 4096, PQ_DIRECT_PIECE) == 0) {
-        const int fd = open(a->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_DIRECT | O_CLOEXEC, 0666);
-        if (fd >= 0) {
-            a->direct = 1, a->fd = fd, a->buf = buf;
-            return PQ_OK;
-        }
-        free(buf);
-    }
-    free(a->tmp);
-    free(a->path);
-#endif
-    return pq__atomic_open(ctx, path, a); /* no direct writes here: the buffered file */
+    return atomic_open(ctx, path, a, 1);
 }
 
 #if defined(__linux__) && defined(O_DIRECT)
