@@ -551,9 +551,12 @@ static int atomic_close(pq__atomic *a) {
 #if defined(__linux__) && defined(O_DIRECT)
     if (a->direct) {
         /* the tail is not a whole piece: an ordinary write at the (aligned) end */
-        const int fl = a->fill && a->direct == 1 ? fcntl(a->fd, F_GETFL) : 0;
-        if (fl < 0 || (a->fill && a->direct == 1 && fcntl(a->fd, F_SETFL, fl & ~O_DIRECT) != 0)) err = errno;
-        if (!err && a->fill) a->direct = 2, err = direct_write(a, a->buf, a->fill);
+        if (a->fill && a->direct == 1) {
+            const int fl = fcntl(a->fd, F_GETFL);
+            if (fl < 0 || fcntl(a->fd, F_SETFL, fl & ~O_DIRECT) != 0) err = errno;
+            a->direct = 2;
+        }
+        if (!err && a->fill) err = direct_write(a, a->buf, a->fill);
         if (!err && fsync(a->fd) != 0) err = errno;
         if (close(a->fd) != 0 && !err) err = errno;
         free(a->buf);
