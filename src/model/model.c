@@ -235,14 +235,25 @@ static void dtype_summary(pq_model *m) {
 
 pq_status pq__model_linear_f32(pq_ctx *ctx, const pq_model *m, const char *base, int64_t rows, int64_t cols,
                                float **out) {
+    return pq__model_linear_f32_into(ctx, m, base, rows, cols, NULL, out);
+}
+
+pq_status pq__model_linear_f32_into(pq_ctx *ctx, const pq_model *m, const char *base, int64_t rows, int64_t cols,
+                                    float *reuse, float **out) {
     *out = NULL;
-    if (pq__source_has_packed(&m->src, base)) return pq__packed_decode(ctx, &m->src, base, rows, cols, out);
+    if (pq__source_has_packed(&m->src, base)) {
+        free(reuse);
+        return pq__packed_decode(ctx, &m->src, base, rows, cols, out);
+    }
     char name[160];
     snprintf(name, sizeof name, "%s.weight", base);
     const pq__tensor *t;
     pq_status st = find_checked(ctx, m, name, rows, cols, 0, &t);
-    if (st) return st;
-    float *w = pq__big_malloc(ctx, (size_t)(rows * cols) * sizeof(float), name);
+    if (st) {
+        free(reuse);
+        return st;
+    }
+    float *w = reuse ? reuse : pq__big_malloc(ctx, (size_t)(rows * cols) * sizeof(float), name);
     if (!w) return ctx->status;
     /* in pieces of one large page of floats (whole blocks of every block dtype) on the threads:
      * the first touch of the fresh memory (the kernel zeroing its pages) and of the source's

@@ -64,6 +64,11 @@ struct pq_model {
  * storage (float types, Q8_0/Q4_0, packed-v1); its mapped pages are released afterwards. */
 pq_status pq__model_linear_f32(pq_ctx *ctx, const pq_model *m, const char *base, int64_t rows, int64_t cols,
                                float **out);
+/* The same into reuse (rows * cols floats, taken over: *out, or freed on failure) when it is not
+ * NULL and the linear is stored as plain floats or ggml blocks: memory already touched, which a
+ * fresh allocation's first use (the kernel zeroing its pages) is not. */
+pq_status pq__model_linear_f32_into(pq_ctx *ctx, const pq_model *m, const char *base, int64_t rows, int64_t cols,
+                                    float *reuse, float **out);
 /* Rows [r0, r0 + n) of a plain 2-D weight tensor (embedding, lm_head) as float32 into dst
  * [n, cols]; the mapped pages read are released afterwards. */
 pq_status pq__model_rows_f32(pq_ctx *ctx, const pq_model *m, const char *name, int64_t r0, int64_t n, float *dst);

@@ -14,15 +14,41 @@
 #include "pipeline/pipeline.h"
 #include "recipe/recipe.h"
 
+void pq__block_work_next(pq__block_work *w) {
+    float *spare[PQ_BLOCK_LINEARS];
+    int64_t spare_n[PQ_BLOCK_LINEARS];
+    for (int i = 0; i < PQ_BLOCK_LINEARS; i++) {
+        free(w->spare[i]);
+        w->spare[i] = NULL;
+        spare[i] = w->w[i];
+        spare_n[i] = w->w[i] ? w->n[i] : 0;
+        w->w[i] = NULL;
+    }
+    pq__block_work_free(w);
+    memcpy(w->spare, spare, sizeof spare);
+    memcpy(w->spare_n, spare_n, sizeof spare_n);
+}
+
 void pq__block_work_free(pq__block_work *w) {
     if (!w) return;
     for (int i = 0; i < PQ_BLOCK_LINEARS; i++) {
         free(w->w[i]);
+        free(w->spare[i]);
         free(w->mask[i]);
         pq_qcodes_free(&w->codes[i]);
         pq__packed_linear_free(&w->pk[i]);
     }
     memset(w, 0, sizeof *w);
+}
+
+pq_status pq__block_work_load(pq_ctx *ctx, const pq_model *m, pq__block_work *w, int i, const char *name,
+                              int64_t rows, int64_t cols) {
+    float *reuse = w->spare_n[i] == rows * cols ? w->spare[i] : NULL;
+    if (!reuse) free(w->spare[i]);
+    w->spare[i] = NULL;
+    w->spare_n[i] = 0;
+    w->n[i] = rows * cols;
+    return pq__model_linear_f32_into(ctx, m, name, rows, cols, reuse, &w->w[i]);
 }
 
 /* Time of the I/O phase (the block's weights loaded, packed and its shard written). */
@@ -227,7 +253,7 @@ pq_status pq__compress_block(pq__pipe *P, int64_t l, pq__block *b, int advance) 
         pq__linear_name(name, sizeof name, l, i);
         /* the working copy comes from the stored tensor, so that a model loaded with deferred
          * weights is converted (or decoded) one block at a time */
-        st = pq__model_linear_f32(ctx, P->m, name, lin->rows, lin->cols, &P->w.w[i]);
+        st = pq__block_work_load(ctx, P->m, &P->w, i, name, lin->rows, lin->cols);
         lin->w = pq__qmat_f32(lin->rows, lin->cols, P->w.w[i]);
         P->w.done[i] = pq__pipe_recipe(P, l, i, NULL) && !(P->have_skip && regexec(&P->skip, name, 0, NULL, 0) == 0);
     }
@@ -310,7 +336,7 @@ static pq_status write_block_shard(pq__pipe *P, int64_t l, const pq__block *b) {
     for (int i = 0; i < PQ_BLOCK_LINEARS; i++)
         pq__packed_linear_free(&pk[i]);
     pq__tl_clear(&P->tl);
-    pq__block_work_free(&P->w);
+    pq__block_work_next(&P->w);
     return st;
 }
 

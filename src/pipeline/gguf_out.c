@@ -290,7 +290,7 @@ pq_status pq__gguf_out_block(pq__pipe *P, int64_t l, const pq__block *b) {
     for (int i = 0; i < PQ_BLOCK_LINEARS && st == PQ_OK; i++)
         st = put_linear(P, l, i, pq__block_linear_get(b, i));
     if (st == PQ_OK) st = pq__progress(P->ctx, "compress", l, c->n_layers);
-    pq__block_work_free(&P->w);
+    pq__block_work_next(&P->w);
     return st;
 }
 
@@ -345,7 +345,7 @@ pq_status pq_model_save_gguf(pq_ctx *ctx, const pq_model *m, const char *path, c
             pq__linear *lin = pq__block_linear_at(&b, i);
             char name[128];
             pq__linear_name(name, sizeof name, l, i);
-            st = pq__model_linear_f32(ctx, m, name, lin->rows, lin->cols, &P.w.w[i]);
+            st = pq__block_work_load(ctx, m, &P.w, i, name, lin->rows, lin->cols);
             lin->w = pq__qmat_f32(lin->rows, lin->cols, P.w.w[i]);
         }
         if (st == PQ_OK) st = pq__gguf_out_block(&P, l, &b);

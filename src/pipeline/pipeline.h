@@ -57,6 +57,7 @@ void pq__runner_release(pq__runner *r);
 /* The working copies of one block's linears. */
 typedef struct pq__block_work {
     float *w[PQ_BLOCK_LINEARS];
+    int64_t n[PQ_BLOCK_LINEARS]; /* floats of w[i] */
     uint8_t *mask[PQ_BLOCK_LINEARS];
     pq_qcodes codes[PQ_BLOCK_LINEARS];
     int done[PQ_BLOCK_LINEARS]; /* compressed (not skipped) */
@@ -64,6 +65,9 @@ typedef struct pq__block_work {
        freed): every linear whose rows keep their order (not q/k in HF's rope layout) */
     pq__packed_linear pk[PQ_BLOCK_LINEARS];
     int encoded[PQ_BLOCK_LINEARS];
+    /* the last block's working copies (spare_n floats each), for the next block's of that size */
+    float *spare[PQ_BLOCK_LINEARS];
+    int64_t spare_n[PQ_BLOCK_LINEARS];
 } pq__block_work;
 
 /* One compress run. */
@@ -120,6 +124,12 @@ void pq__pipe_overrides_free(pq__pipe *P);
 pq_status pq__compress_block(pq__pipe *P, int64_t l, pq__block *b, int advance);
 /* Writes shard l + 1: block l's norms, biases and compressed linears (packed or dense). */
 pq_status pq__write_block_shard(pq__pipe *P, int64_t l, const pq__block *b);
+/* Linear i of a block into w->w[i] (float32 working copy; the last block's of that size when
+ * there is one). */
+pq_status pq__block_work_load(pq_ctx *ctx, const pq_model *m, pq__block_work *w, int i, const char *name,
+                              int64_t rows, int64_t cols);
+/* After a block: its working copies kept as spares, everything else freed. */
+void pq__block_work_next(pq__block_work *w);
 void pq__block_work_free(pq__block_work *w);
 
 #endif
