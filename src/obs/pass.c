@@ -15,14 +15,22 @@ float *pq__obs_layer_ws(pq__obs_layer *L) {
         const size_t fac = (L->h_work || L->fac_lent)
                                ? 0
                                : (L->p->factor_f32 ? sizeof(float) : sizeof(double)) * (size_t)(L->cols * L->cols);
-        L->ws_bytes = sweep > fac ? sweep : fac;
-        L->ws = pq__big_malloc(L->ctx, L->ws_bytes, "sweep weights");
+        const size_t need = sweep > fac ? sweep : fac;
+        pq__obs_share *sh = L->share;
+        if (sh && sh->ws && sh->ws_bytes >= need) { /* the last layer's on this H */
+            L->ws = sh->ws, L->ws_bytes = sh->ws_bytes;
+            sh->ws = NULL, sh->ws_bytes = 0;
+        } else {
+            L->ws_bytes = need;
+            L->ws = pq__big_malloc(L->ctx, L->ws_bytes, "sweep weights");
+        }
     }
     return L->ws;
 }
 
 void pq__obs_share_free(pq__obs_share *s) {
     if (!s) return;
+    free(s->ws);
     pq__hfactor_free(&s->fac[0]);
     pq__hfactor_free(&s->fac[1]);
     memset(s, 0, sizeof *s);
@@ -225,7 +233,12 @@ void pq__obs_layer_free(pq__obs_layer *L) {
     if (!L) return;
     for (int k = 0; k < 2; k++)
         if (!L->borrowed[k] && !(k == 0 && L->fac_lent)) pq__hfactor_free(&L->fac[k]);
-    free(L->ws);
+    if (L->share && L->ws) { /* for the next layer on this H */
+        free(L->share->ws);
+        L->share->ws = L->ws, L->share->ws_bytes = L->ws_bytes;
+    } else {
+        free(L->ws);
+    }
     free(L->perm);
     L->ws = NULL;
     L->perm = NULL;

@@ -40,6 +40,10 @@ typedef struct pq__obs_share {
     int have[2];
     int f32[2];         /* precision each was factored in */
     double percdamp[2]; /* the damping asked for */
+    /* the work array of the last layer done on this H (ws_bytes), taken by the next one that
+       fits in it: memory already touched (gate -> up, q -> k -> v) */
+    float *ws;
+    size_t ws_bytes;
 } pq__obs_share;
 void pq__obs_share_free(pq__obs_share *s);
 
