@@ -492,13 +492,14 @@ pq_status pq__atomic_open_large(pq_ctx *ctx, const char *path, pq__atomic *a) {
 }
 
 #if defined(__linux__) && defined(O_DIRECT)
-/* All n bytes of p at the file's end; a file system that refuses a direct write (EINVAL)
- * gets the same bytes as an ordinary one, and every later write too. */
+/* All n bytes of p at the file's end; a file system that refuses a direct write (EINVAL, or
+ * EOPNOTSUPP from some stacked ones) gets the same bytes as an ordinary one, and every later
+ * write too. */
 static int direct_write(pq__atomic *a, const uint8_t *p, size_t n) {
     while (n) {
         const ssize_t w = write(a->fd, p, n);
         if (w < 0 && errno == EINTR) continue;
-        if (w < 0 && errno == EINVAL && a->direct == 1) {
+        if (w < 0 && (errno == EINVAL || errno == EOPNOTSUPP) && a->direct == 1) {
             const int fl = fcntl(a->fd, F_GETFL);
             if (fl < 0 || fcntl(a->fd, F_SETFL, fl & ~O_DIRECT) != 0) return errno;
             a->direct = 2; /* buffered from now on */
