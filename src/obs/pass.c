@@ -21,6 +21,10 @@ float *pq__obs_layer_ws(pq__obs_layer *L) {
             L->ws = sh->ws, L->ws_bytes = sh->ws_bytes;
             sh->ws = NULL, sh->ws_bytes = 0;
         } else {
+            if (sh) { /* too small for this layer: not held beside its own */
+                free(sh->ws);
+                sh->ws = NULL, sh->ws_bytes = 0;
+            }
             L->ws_bytes = need;
             L->ws = pq__big_malloc(L->ctx, L->ws_bytes, "sweep weights");
         }
