@@ -492,6 +492,13 @@ pq_status pq__atomic_open_large(pq_ctx *ctx, const char *path, pq__atomic *a) {
 }
 
 #if defined(__linux__) && defined(O_DIRECT)
+/* The file's later writes buffered (a->direct 2): 0, or the errno of the failure. */
+static int direct_off(pq__atomic *a) {
+    a->direct = 2;
+    const int fl = fcntl(a->fd, F_GETFL);
+    return fl < 0 || fcntl(a->fd, F_SETFL, fl & ~O_DIRECT) != 0 ? errno : 0;
+}
+
 /* All n bytes of p at the file's end; a file system that refuses a direct write (EINVAL, or
  * EOPNOTSUPP from some stacked ones) gets the same bytes as an ordinary one, and every later
  * write too. */
@@ -500,9 +507,8 @@ static int direct_write(pq__atomic *a, const uint8_t *p, size_t n) {
         const ssize_t w = write(a->fd, p, n);
         if (w < 0 && errno == EINTR) continue;
         if (w < 0 && (errno == EINVAL || errno == EOPNOTSUPP) && a->direct == 1) {
-            const int fl = fcntl(a->fd, F_GETFL);
-            if (fl < 0 || fcntl(a->fd, F_SETFL, fl & ~O_DIRECT) != 0) return errno;
-            a->direct = 2; /* buffered from now on */
+            const int err = direct_off(a);
+            if (err) return err;
             continue;
         }
         if (w <= 0) return w < 0 ? errno : EIO;
@@ -552,11 +558,7 @@ static int atomic_close(pq__atomic *a) {
 #if defined(__linux__) && defined(O_DIRECT)
     if (a->direct) {
         /* the tail is not a whole piece: an ordinary write at the (aligned) end */
-        if (a->fill && a->direct == 1) {
-            const int fl = fcntl(a->fd, F_GETFL);
-            if (fl < 0 || fcntl(a->fd, F_SETFL, fl & ~O_DIRECT) != 0) err = errno;
-            a->direct = 2;
-        }
+        if (a->fill && a->direct == 1) err = direct_off(a);
         if (!err && a->fill) err = direct_write(a, a->buf, a->fill);
         if (!err && fsync(a->fd) != 0) err = errno;
         if (close(a->fd) != 0 && !err) err = errno;
