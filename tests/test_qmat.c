@@ -58,7 +58,8 @@ static void gen_free(gen *g) {
     memset(g, 0, sizeof *g);
 }
 
-/* mask_kind 0: none, 1: random (keep prob 0.6), 2: N:M 2:4, 3: N:M 1:4. */
+/* mask_kind 0: none, 1: random (keep prob 0.6), 2: N:M 2:4 (each four columns keep one of the six
+ * pairs, drawn), 3: N:M 1:4. */
 static void gen_codes(gen *g, int64_t rows, int64_t cols, int bits, int64_t gs, int mask_kind) {
     memset(g, 0, sizeof *g);
     pq__qmat *w = &g->w;
@@ -75,14 +76,23 @@ static void gen_codes(gen *g, int64_t rows, int64_t cols, int bits, int64_t gs, 
     }
     for (int64_t i = 0; i < rows * cols; i++)
         codes[i] = (uint8_t)(urand() * (double)(1 << bits));
+    static const uint8_t pairs[6] = {0x3, 0x5, 0x6, 0x9, 0xA, 0xC}; /* the 2:4 choices of a group of 4 */
     if (mask)
-        for (int64_t r = 0; r < rows; r++)
+        for (int64_t r = 0; r < rows; r++) {
+            unsigned pair = 0;
             for (int64_t c = 0; c < cols; c++) {
-                const int keep = mask_kind == 1   ? urand() < 0.6
-                                 : mask_kind == 3 ? (c % 4) == (r % 4)
-                                                  : ((c % 4) == (r % 3) || (c % 4) == 3);
+                int keep;
+                if (mask_kind == 1) {
+                    keep = urand() < 0.6;
+                } else if (mask_kind == 3) {
+                    keep = (c % 4) == (r % 4);
+                } else { /* 2:4: each group of 4 columns keeps one of the six pairs */
+                    if (c % 4 == 0) pair = pairs[(size_t)(urand() * 6) % 6];
+                    keep = (pair >> (c % 4)) & 1;
+                }
                 if (keep) mask[r * ms + c / 8] |= (uint8_t)(1u << (c % 8));
             }
+        }
     uint64_t *row_bit = mask ? malloc((size_t)rows * 8) : NULL;
     int64_t kept = 0;
     for (int64_t r = 0; r < rows; r++) {
