@@ -76,8 +76,9 @@ int64_t pq__qmat_kept_before(const uint8_t *m, int64_t c) {
         memcpy(&v, m + i / 8, 8);
         n += __builtin_popcountll(v);
     }
-    for (; i < c; i++)
-        n += pq__bit(m, i);
+    for (; i + 8 <= c; i += 8)
+        n += __builtin_popcount(m[i / 8]);
+    if (i < c) n += __builtin_popcount(m[i / 8] & ((1u << (c - i)) - 1));
     return n;
 }
 

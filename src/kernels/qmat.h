@@ -70,6 +70,8 @@ const char *pq__isa_name(pq__isa isa);
 /* K when w's mask keeps exactly K of every 64 columns of every row (cols a multiple of 64),
  * else 0: the kernels then know where each 64 columns' codes start without counting. */
 int pq__qmat_kept64(const pq__qmat *w);
+/* Kept weights of mask row m (bit c % 8 of byte c / 8) in columns [0, c). */
+int64_t pq__qmat_kept_before(const uint8_t *m, int64_t c);
 
 /* Bytes the matrix occupies (codes, scales, zeros, mask; or the float rows). */
 size_t pq__qmat_bytes(const pq__qmat *w);

@@ -68,9 +68,6 @@ static inline uint64_t pq__qmat_row_bit(const pq__qmat *w, int64_t r) {
     return w->row_bit ? w->row_bit[r] : (uint64_t)r * (uint64_t)w->cols * (uint64_t)w->bits;
 }
 
-/* Kept weights of mask row m in columns [0, c). */
-int64_t pq__qmat_kept_before(const uint8_t *m, int64_t c);
-
 /* Row r, columns [c0, c0 + n) of W as float32 into dst (portable). */
 void pq__qmat_decode_seg(const pq__qmat *w, int64_t r, int64_t c0, int64_t n, float *dst);
 
