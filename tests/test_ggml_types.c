@@ -365,8 +365,47 @@ static int helper(int argc, char **argv) {
     return fprintf(stderr, "usage: see tests/test_ggml_types.c\n"), 2;
 }
 
+/* pq__ggml_to_qmat's stream (code i at bits i b.., low first), scales and zeros against each
+ * block's codes and scale as pq__ggml_unpack_row reads them, on one thread and on two (blocks
+ * in parallel from 2^20 weights). */
+static void test_to_qmat(void) {
+    static const pq_dtype ts[] = {PQ_DTYPE_Q4_0, PQ_DTYPE_Q5_0, PQ_DTYPE_Q8_0};
+    for (size_t k = 0; k < sizeof ts / sizeof ts[0]; k++)
+        for (int big = 0; big <= 1; big++) {
+            const pq__ggml_info *ti = pq__ggml_info_of(ts[k]);
+            const int64_t rows = big ? 256 : 3, cols = big ? 4096 : 96, nb = rows * cols / 32;
+            uint8_t *blocks = malloc((size_t)(nb * ti->bytes)), *want = malloc((size_t)(rows * cols));
+            random_blocks(ti, blocks, nb);
+            for (int64_t r = 0; r < rows; r++)
+                pq__ggml_unpack_row(ti, blocks + r * (cols / 32) * ti->bytes, cols, NULL, want + r * cols);
+            pq__qmat w;
+            void *own[3];
+            CHECK(pq__ggml_to_qmat(ts[k], blocks, rows, cols, 2, &w, own) == 1);
+            const int b = w.bits;
+            CHECK(b == (ts[k] == PQ_DTYPE_Q8_0 ? 8 : ts[k] == PQ_DTYPE_Q5_0 ? 5 : 4) && w.group_size == 32);
+            int64_t bad = 0;
+            for (int64_t i = 0; i < rows * cols; i++) {
+                const uint64_t pos = (uint64_t)i * (uint64_t)b;
+                const unsigned v = (unsigned)(w.codes[pos >> 3] | w.codes[(pos >> 3) + 1] << 8) >> (pos & 7);
+                bad += (int)(v & ((1u << b) - 1)) != want[i];
+            }
+            for (int64_t g = 0; g < nb; g++) {
+                uint16_t h;
+                memcpy(&h, blocks + g * ti->bytes, 2);
+                bad += w.scales[g] != h || w.zeros[g] != (uint8_t)ti->z;
+            }
+            CHECK_MSG(!bad, "%s %lldx%lld: %lld codes, scales or zeros differ", ti->name, (long long)rows,
+                      (long long)cols, (long long)bad);
+            for (int i = 0; i < 3; i++)
+                free(own[i]);
+            free(blocks);
+            free(want);
+        }
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) return helper(argc, argv);
+    test_to_qmat();
     test_table();
     test_layouts();
     test_known_blocks();

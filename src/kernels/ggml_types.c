@@ -4,6 +4,8 @@
  * FMA that ggml's (plain x86-64) build does not use. */
 #include "kernels/ggml_types.h"
 
+#include "common/common.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -313,30 +315,48 @@ double pq__ggml_wsse(const float *x, const float *y, const float *w, int64_t n) 
     return s;
 }
 
-int pq__ggml_to_qmat(pq_dtype t, const void *data, int64_t rows, int64_t cols, pq__qmat *out, void *owned[3]) {
+int pq__ggml_to_qmat(pq_dtype t, const void *data, int64_t rows, int64_t cols, int nt, pq__qmat *out,
+                     void *owned[3]) {
     owned[0] = owned[1] = owned[2] = NULL;
     const pq__ggml_info *ti = pq__ggml_info_of(t);
     if (!ti || ti->kquant || ti->z == 0 || ti->block != 32 || cols % 32) return 0;
     const int b = ti->maxq == 255 ? 8 : ti->maxq == 31 ? 5 : 4;
     const int64_t ng = cols / 32, n = rows * cols;
-    uint8_t *codes = calloc((size_t)((n * b + 7) / 8) + 1, 1), *zeros = malloc((size_t)(rows * ng) + 1);
+    /* in large pages (its first touch is most of the work), every byte written below */
+    size_t cap;
+    uint8_t *codes = pq__huge_alloc((size_t)((n * b + 7) / 8) + 1, &cap), *zeros = malloc((size_t)(rows * ng) + 1);
     uint16_t *scales = malloc((size_t)(rows * ng) * 2 + 1);
     if (!codes || !zeros || !scales) {
         free(codes), free(zeros), free(scales);
         return -1;
     }
     const uint8_t *src = data;
-    uint64_t pos = 0;
-    for (int64_t blk = 0; blk < rows * ng; blk++) { /* blocks run along each row, rows in order */
+    /* blocks run along each row, rows in order; block k's 32 codes are stream bytes [4 b k, 4 b
+       (k + 1)) (code i at stream bits i b.., low first): blocks in parallel */
+#pragma omp parallel for num_threads(nt > 0 ? nt : 1) schedule(static) if (n >= (1 << 20))
+    for (int64_t blk = 0; blk < rows * ng; blk++) {
         const uint8_t *bl = src + (size_t)blk * (size_t)ti->bytes;
+        uint8_t *o = codes + (size_t)blk * (size_t)(4 * b);
         scales[blk] = rd16(bl);
         zeros[blk] = (uint8_t)ti->z;
-        for (int e = 0; e < 32; e++, pos += (uint64_t)b) { /* code k at stream bits k*b.., low first */
-            const unsigned q = (unsigned)get_code(ti, bl, e), off = (unsigned)(pos & 7);
-            codes[pos >> 3] |= (uint8_t)(q << off);
-            if (off + (unsigned)b > 8) codes[(pos >> 3) + 1] |= (uint8_t)(q >> (8 - off));
+        if (t == PQ_DTYPE_Q8_0) { /* int8 q: code q + 128 */
+            for (int e = 0; e < 32; e++)
+                o[e] = (uint8_t)(bl[2 + e] ^ 0x80);
+        } else if (t == PQ_DTYPE_Q4_0) { /* codes 0-15 in the low nibbles of qs, 16-31 in the high */
+            for (int j = 0; j < 8; j++) {
+                o[j] = (uint8_t)((bl[2 + 2 * j] & 15) | (bl[3 + 2 * j] & 15) << 4);
+                o[8 + j] = (uint8_t)((bl[2 + 2 * j] >> 4) | (bl[3 + 2 * j] & 0xF0));
+            }
+        } else {
+            memset(o, 0, (size_t)(4 * b));
+            for (unsigned e = 0, pos = 0; e < 32; e++, pos += (unsigned)b) {
+                const unsigned q = (unsigned)get_code(ti, bl, (int)e), off = pos & 7;
+                o[pos >> 3] |= (uint8_t)(q << off);
+                if (off + (unsigned)b > 8) o[(pos >> 3) + 1] |= (uint8_t)(q >> (8 - off));
+            }
         }
     }
+    codes[(n * b + 7) / 8] = 0;
     memset(out, 0, sizeof *out);
     out->kind = PQ_QMAT_CODES, out->rows = rows, out->cols = cols, out->bits = b;
     out->group_size = 32, out->n_groups = ng;

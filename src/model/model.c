@@ -103,7 +103,8 @@ static pq_status get_qmat(pq_ctx *ctx, pq_model *m, const char *name, int64_t ro
         return PQ_OK;
     }
     void *own[3];
-    const int g = pq__ggml_to_qmat(t->dtype, t->data, rows, cols, out, own); /* Q4_0 / Q5_0 / Q8_0 */
+    const int g =
+        pq__ggml_to_qmat(t->dtype, t->data, rows, cols, pq__threads(ctx), out, own); /* Q4_0 / Q5_0 / Q8_0 */
     if (g < 0) return pq__fail(ctx, PQ_ERR_NOMEM, "%s: out of memory re-laying tensor '%s'", m->src.path, name);
     if (g > 0) {
         *in_place = 1; /* the same codes and scales, in the kernels' order */
