@@ -41,8 +41,8 @@ typedef struct pq__ggml_info {
 
 /* The symmetric legacy types (Q4_0, Q5_0, Q8_0: d * (q - z) per block of 32) re-laid as codes the
  * kernels multiply directly (kernels/qmat.h: a b-bit stream, an F16 scale and a zero per 32
- * weights; values bit-identical to ggml's decode), malloc'ed into owned[0..2], on nt threads. Returns 1 done,
- * 0 when t is another type (decode it to float32 instead), -1 out of memory. */
+ * weights; values bit-identical to ggml's decode) on nt threads, into owned[0..2] (free() each).
+ * Returns 1 done, 0 when t is another type (decode it to float32 instead), -1 out of memory. */
 int pq__ggml_to_qmat(pq_dtype t, const void *data, int64_t rows, int64_t cols, int nt, pq__qmat *out, void *owned[3]);
 
 /* NULL when t is not one of the ggml block types above. */

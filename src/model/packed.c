@@ -572,8 +572,8 @@ static pq_status decode_values(pq_ctx *ctx, const decode_job *j, const pq__tenso
     return PQ_OK;
 }
 
-/* n (<= 32) bits of a row's stream at bit pos, read a byte at a time; the stream has len bytes
- * (the bits asked for lie inside it). */
+/* n (<= 32) bits of a row's stream at bit pos, read as 8 bytes at once where the stream has
+ * them, else a byte at a time; the stream has len bytes (the bits asked for lie inside it). */
 static inline uint32_t get_bits_fast(const uint8_t *in, uint64_t pos, int n, int64_t len) {
     const int64_t b0 = (int64_t)(pos >> 3), b1 = (int64_t)((pos + (uint64_t)n + 7) >> 3);
     uint64_t v = 0;
