@@ -7,7 +7,8 @@
  * Each case runs `reps` times (the first with the error, the others without) and reports the
  * fastest (with that run's factor_seconds, the part of seconds spent factorising H): a shared
  * machine's load only ever adds time.
- * Usage: bench_layer [rows cols tokens [reps]]  (default 4096 4096 2048 2) */
+ * Usage: bench_layer [rows cols tokens [reps [filter]]]  (default 4096 4096 2048 2; filter: run only
+ * the cases whose name contains it) */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -88,6 +89,7 @@ int main(int argc, char **argv) {
     const int64_t rows = argc > 3 ? atoll(argv[1]) : 4096, cols = argc > 3 ? atoll(argv[2]) : 4096;
     const int64_t tokens = argc > 3 ? atoll(argv[3]) : 2048, rank = 64;
     const int reps = argc > 4 ? atoi(argv[4]) : 2;
+    const char *filter = argc > 5 ? argv[5] : NULL;
     pq_ctx *ctx = pq_ctx_new();
     pq_ctx_set_log(ctx, warn_log, NULL);
     const int threads = pq_ctx_threads(ctx);
@@ -124,6 +126,7 @@ int main(int argc, char **argv) {
     };
     int failed = 0;
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        if (filter && !strstr(cases[k].name, filter)) continue;
         pq_layer_params p = pq_layer_params_default();
         p.prune = cases[k].prune;
         p.sparsity = cases[k].sparsity;
